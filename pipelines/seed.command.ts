@@ -1,0 +1,64 @@
+import { parseArgs } from 'node:util';
+import cliProgress from 'cli-progress';
+import { ConfigError, loadConfig } from '../server/config.js';
+import { createLogger } from '../server/logger.js';
+import { createDatabase } from '../sources/postgres/database.js';
+import { migrate } from '../sources/postgres/migrate.js';
+import { seedDatabase } from './seed.js';
+
+const usage = 'usage: npm run seed -- --customers N --invoices M [--months K] [--seed S] [--reset]';
+
+function whole(name: string, raw: string | undefined, fallback?: number): number {
+  if (raw === undefined && fallback !== undefined) return fallback;
+  const value = Number(raw?.replaceAll('_', ''));
+  if (raw === undefined || !Number.isSafeInteger(value)) throw new ConfigError(`--${name} must be a whole number\n${usage}`);
+  return value;
+}
+
+async function main() {
+  const { values } = parseArgs({
+    options: {
+      customers: { type: 'string' },
+      invoices: { type: 'string' },
+      months: { type: 'string' },
+      seed: { type: 'string' },
+      reset: { type: 'boolean', default: false },
+    },
+  });
+  const config = loadConfig();
+  if (!config.database.url) throw new ConfigError('DATABASE_URL must be set for npm run seed');
+  const logger = createLogger(config.logLevel === 'info' ? 'warn' : config.logLevel, 'seed');
+  const options = {
+    customers: whole('customers', values.customers),
+    invoices: whole('invoices', values.invoices),
+    months: whole('months', values.months, 36),
+    seed: whole('seed', values.seed, 42),
+    reset: values.reset ?? false,
+  };
+  const db = createDatabase({ url: config.database.url, poolMax: 4, statementTimeoutMs: 0 }, logger);
+  const bar = new cliProgress.SingleBar(
+    { format: 'invoices |{bar}| {percentage}% {value}/{total} rows, {rate} rows/s, eta {eta_formatted}', stream: process.stderr },
+    cliProgress.Presets.shades_classic,
+  );
+  const started = performance.now();
+  try {
+    await migrate(db, logger);
+    const result = await seedDatabase(db, options, logger, (done, total) => {
+      if (done === 0) bar.start(total, 0, { rate: 0 });
+      else bar.update(done, { rate: Math.round(done / ((performance.now() - started) / 1000)) });
+    });
+    bar.stop();
+    console.log(
+      `seeded ${result.customers} customers and ${result.invoices} invoices in ${result.seconds.toFixed(1)} s ` +
+        `(${Math.round(result.invoices / result.seconds)} invoices/s)`,
+    );
+  } finally {
+    bar.stop();
+    await db.close();
+  }
+}
+
+main().catch((err: unknown) => {
+  console.error(err instanceof ConfigError ? err.message : `seed failed: ${(err as Error).message}`);
+  process.exit(1);
+});

@@ -1,0 +1,20 @@
+import { badUserInput } from '../server/errors.js';
+import type { InvoiceRecord, PagePosition } from '../sources/postgres/invoiceStore.js';
+
+/**
+ * Opaque cursors for keyset pagination: the position (issue date with microseconds, invoice id)
+ * of the last row seen, base64url-encoded. Clients must not parse them.
+ */
+export function encodeCursor(invoice: InvoiceRecord): string {
+  return Buffer.from(`${invoice.issueDate}|${invoice.id}`, 'utf8').toString('base64url');
+}
+
+const POSITION = /^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z)\|(\d{1,19})$/;
+
+export function decodeCursor(cursor: string, argument = 'after'): PagePosition {
+  const match = /^[A-Za-z0-9_-]{1,200}$/.test(cursor) ? POSITION.exec(Buffer.from(cursor, 'base64url').toString('utf8')) : null;
+  if (!match || Number.isNaN(Date.parse(match[1]!)) || BigInt(match[2]!) > 9223372036854775807n) {
+    throw badUserInput(`${argument} is not a cursor returned by this API`);
+  }
+  return { issueDate: match[1]!, invoiceId: match[2]! };
+}

@@ -1,0 +1,52 @@
+import { GraphQLScalarType, Kind, type ValueNode } from 'graphql';
+import { badUserInput } from '../server/errors.js';
+
+/** numeric(14,2): at most 12 integer digits and 2 decimals. */
+const MAX_INTEGER_DIGITS = 12;
+const DECIMAL_TEXT = /^(-?)(\d+)(?:\.(\d+))?$/;
+
+/**
+ * Parses a decimal amount exactly (no float on the way) into "123.40" form. Rejects more than
+ * two decimals rather than rounding: silently changing a money amount is worse than an error.
+ */
+export function parseDecimal(value: unknown): string {
+  const text = typeof value === 'number' && Number.isFinite(value) ? String(value) : value;
+  const match = typeof text === 'string' ? DECIMAL_TEXT.exec(text.trim()) : null;
+  if (!match) throw badUserInput('Decimal must be a decimal number such as "999.90"');
+  const [, sign, whole, fraction = ''] = match;
+  if (fraction.length > 2 && !/^0+$/.test(fraction.slice(2))) throw badUserInput('Decimal has more than two decimal places');
+  const integer = whole!.replace(/^0+(?=\d)/, '');
+  if (integer.length > MAX_INTEGER_DIGITS) throw badUserInput(`Decimal has more than ${MAX_INTEGER_DIGITS} integer digits`);
+  return `${sign}${integer}.${fraction.slice(0, 2).padEnd(2, '0')}`;
+}
+
+function literalValue(ast: ValueNode): unknown {
+  if (ast.kind === Kind.STRING || ast.kind === Kind.INT || ast.kind === Kind.FLOAT) return ast.value;
+  return undefined;
+}
+
+export const DecimalScalar = new GraphQLScalarType({
+  name: 'Decimal',
+  description: 'An exact decimal amount with two decimals, serialized as a string ("999.90"). Never a float.',
+  serialize: (value) => parseDecimal(value),
+  parseValue: (value) => parseDecimal(value),
+  parseLiteral: (ast) => parseDecimal(literalValue(ast)),
+});
+
+const ISO_DATE_TIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:?\d{2})$/;
+
+/** Checks an ISO 8601 date-time with a zone; returns it unchanged so microseconds survive. */
+export function parseDateTime(value: unknown): string {
+  if (typeof value !== 'string' || !ISO_DATE_TIME.test(value) || Number.isNaN(Date.parse(value))) {
+    throw badUserInput('DateTime must be an ISO 8601 date-time with a zone, such as "2026-11-24T10:00:00Z"');
+  }
+  return value;
+}
+
+export const DateTimeScalar = new GraphQLScalarType({
+  name: 'DateTime',
+  description: 'An ISO 8601 date-time. Output is UTC with microseconds ("2026-11-24T10:00:00.123456Z").',
+  serialize: (value) => (value instanceof Date ? value.toISOString() : parseDateTime(value)),
+  parseValue: (value) => parseDateTime(value),
+  parseLiteral: (ast) => parseDateTime(ast.kind === Kind.STRING ? ast.value : undefined),
+});

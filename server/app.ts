@@ -1,0 +1,131 @@
+import 'reflect-metadata';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { ApolloServer, type ApolloServerPlugin } from '@apollo/server';
+import { expressMiddleware } from '@as-integrations/express5';
+import { ApolloServerPluginDrainHttpServer } from '@apollo/server/plugin/drainHttpServer';
+import {
+  ApolloServerPluginLandingPageLocalDefault,
+  ApolloServerPluginLandingPageProductionDefault,
+} from '@apollo/server/plugin/landingPage/default';
+import express from 'express';
+import type { Logger } from 'pino';
+import { buildGatewaySchema } from '../schema/build.js';
+import type { Cache } from '../sources/cache/cache.js';
+import { createMemoryCache } from '../sources/cache/memoryCache.js';
+import { createRedisCache } from '../sources/cache/redisCache.js';
+import { createCustomerStore } from '../sources/postgres/customerStore.js';
+import { createDatabase, type Database } from '../sources/postgres/database.js';
+import { createInvoiceStore } from '../sources/postgres/invoiceStore.js';
+import type { Config } from './config.js';
+import type { Context } from './context.js';
+import { createErrorFormatter } from './errors.js';
+import { createLoaders } from './loaders.js';
+import { Metrics, OperationLabels } from './metrics.js';
+
+export interface Gateway {
+  /** http://host:port/graphql */
+  readonly url: string;
+  readonly metrics: Metrics;
+  readonly db: Database;
+  /** Drains in-flight requests, then closes the HTTP server, the pool and the cache. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Wires the gateway: sources, schema, Apollo Server on express, health and metrics endpoints.
+ * `databaseUrl` is passed separately because it may be the embedded Postgres's.
+ */
+export async function startGateway(config: Config, logger: Logger, databaseUrl: string): Promise<Gateway> {
+  const metrics = new Metrics();
+  const db = createDatabase({ url: databaseUrl, poolMax: config.database.poolMax, statementTimeoutMs: config.database.statementTimeoutMs }, logger, metrics);
+  const cache: Cache = config.cache.redisUrl
+    ? createRedisCache({ url: config.cache.redisUrl, ...config.cache }, logger, metrics)
+    : createMemoryCache({ maxEntries: config.cache.maxEntries, ttlSeconds: config.cache.ttlSeconds });
+  if (!(await cache.ready(2000))) logger.warn('cache not reachable at start; serving from Postgres until it is');
+
+  const invoices = createInvoiceStore(db);
+  const customers = createCustomerStore(db);
+
+  const app = express();
+  app.disable('x-powered-by');
+  const httpServer = http.createServer(app);
+  const production = config.env === 'production';
+
+  const apollo = new ApolloServer<Context>({
+    schema: await buildGatewaySchema(),
+    formatError: createErrorFormatter(logger, config.exposeErrors && !production),
+    includeStacktraceInErrorResponses: false,
+    plugins: [
+      ApolloServerPluginDrainHttpServer({ httpServer }),
+      production ? ApolloServerPluginLandingPageProductionDefault() : ApolloServerPluginLandingPageLocalDefault({ embed: true }),
+      metricsPlugin(metrics),
+    ],
+  });
+  await apollo.start();
+
+  app.get('/healthz', (_req, res) => {
+    res.json({ status: 'ok' });
+  });
+  app.get('/readyz', async (_req, res) => {
+    const postgres = await db.ping(1000);
+    res.status(postgres ? 200 : 503).json({ status: postgres ? 'ready' : 'unavailable', postgres });
+  });
+  app.get('/metrics', async (_req, res) => {
+    res.type(metrics.registry.contentType).send(await metrics.registry.metrics());
+  });
+  app.use(
+    '/graphql',
+    express.json({ limit: '1mb' }),
+    expressMiddleware(apollo, {
+      context: async (): Promise<Context> => ({
+        loaders: createLoaders({ invoices, customers, cache, metrics }),
+        invoices,
+        logger,
+      }),
+    }),
+  );
+
+  await new Promise<void>((resolve, reject) => {
+    httpServer.once('error', reject);
+    httpServer.listen(config.http.port, config.http.host, resolve);
+  });
+  const { port } = httpServer.address() as AddressInfo;
+  const host = config.http.host === '0.0.0.0' || config.http.host === '::' ? 'localhost' : config.http.host;
+  const url = `http://${host}:${port}/graphql`;
+  logger.info({ url }, 'gateway listening');
+
+  let stopping: Promise<void> | undefined;
+  return {
+    url,
+    metrics,
+    db,
+    stop() {
+      stopping ??= (async () => {
+        await apollo.stop();
+        await Promise.allSettled([db.close(), cache.close()]);
+      })();
+      return stopping;
+    },
+  };
+}
+
+function metricsPlugin(metrics: Metrics): ApolloServerPlugin<Context> {
+  const labels = new OperationLabels();
+  return {
+    async requestDidStart() {
+      const started = performance.now();
+      let failed = false;
+      return {
+        async didEncounterErrors() {
+          failed = true;
+        },
+        async willSendResponse({ operationName }) {
+          const operation = labels.label(operationName);
+          metrics.graphqlRequests.inc({ operation, outcome: failed ? 'error' : 'ok' });
+          metrics.graphqlDuration.observe({ operation }, (performance.now() - started) / 1000);
+        },
+      };
+    },
+  };
+}

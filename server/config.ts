@@ -1,0 +1,117 @@
+import { z } from 'zod';
+
+/**
+ * Every setting the gateway reads. Only this module reads `process.env`: the rest of the code
+ * receives the frozen, typed slice it needs.
+ */
+const wholeNumber = (min: number, max = Number.MAX_SAFE_INTEGER) =>
+  z.coerce
+    .number({ message: 'must be a whole number' })
+    .int('must be a whole number')
+    .min(min, `must be at least ${min}`)
+    .max(max, `must be at most ${max}`);
+const port = (min: number) => wholeNumber(min, 65535);
+
+const settings = z.object({
+  /** `production` masks errors and serves the production landing page. */
+  NODE_ENV: z.enum(['development', 'production', 'test'], { message: 'must be development, production or test' }).default('development'),
+  /** HTTP port of the GraphQL endpoint. */
+  PORT: port(0).default(4000),
+  /** Interface to listen on. */
+  HOST: z.string().min(1, 'must not be empty').default('0.0.0.0'),
+  /** Postgres holding `invoices`. Unset: an embedded Postgres under DATA_DIR with demo data. */
+  DATABASE_URL: z.string().regex(/^postgres(ql)?:\/\/\S+$/, 'must be a postgres:// URL').optional(),
+  /** Connections per gateway process. */
+  DATABASE_POOL_MAX: wholeNumber(1, 1000).default(20),
+  /** Server-side limit for one statement; a longer one is an UPSTREAM_TIMEOUT error. */
+  DATABASE_STATEMENT_TIMEOUT_MS: wholeNumber(1).default(10_000),
+  /** Redis for the shared cache (and pub/sub). Unset: an in-process LRU cache. */
+  REDIS_URL: z.string().regex(/^rediss?:\/\/\S+$/, 'must be a redis:// URL').optional(),
+  /** Lifetime of a cached row; the backstop behind invalidation by the change feed. */
+  CACHE_TTL_SECONDS: wholeNumber(1).default(3600),
+  /** A cache call slower than this counts as a miss, so a slow Redis never slows a request much. */
+  CACHE_TIMEOUT_MS: wholeNumber(1).default(250),
+  /** Prefix of every cache key, so that several deployments can share one Redis. */
+  CACHE_KEY_PREFIX: z.string().max(100, 'must be at most 100 characters').default('ig:'),
+  /** Entries held by the in-process cache when REDIS_URL is unset. */
+  CACHE_MAX_ENTRIES: wholeNumber(1).default(100_000),
+  /** Where the embedded Postgres (and later the local lake) keep their files. */
+  DATA_DIR: z.string().min(1, 'must not be empty').default('.data'),
+  /** Port of the embedded Postgres (only used when DATABASE_URL is unset). */
+  EMBEDDED_PG_PORT: port(1).default(54329),
+  /** pino level. */
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], { message: 'must be a pino level (info, debug, ...)' }).default('info'),
+  /** Dev flag: send the original message and stack of unexpected errors to clients. Never in production. */
+  EXPOSE_ERRORS: z.enum(['0', '1', 'true', 'false'], { message: 'must be 0 or 1' }).default('0').transform((v) => v === '1' || v === 'true'),
+});
+
+export type Settings = z.infer<typeof settings>;
+
+export interface Config {
+  readonly env: Settings['NODE_ENV'];
+  readonly http: { readonly port: number; readonly host: string };
+  readonly database: {
+    /** `undefined`: start the embedded Postgres. */
+    readonly url: string | undefined;
+    readonly poolMax: number;
+    readonly statementTimeoutMs: number;
+    readonly embeddedPort: number;
+  };
+  readonly cache: {
+    readonly redisUrl: string | undefined;
+    readonly ttlSeconds: number;
+    readonly timeoutMs: number;
+    readonly maxEntries: number;
+    readonly keyPrefix: string;
+  };
+  readonly dataDir: string;
+  readonly logLevel: Settings['LOG_LEVEL'];
+  readonly exposeErrors: boolean;
+}
+
+/** Thrown for a bad setting; its message is one line naming the key, never the value. */
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+/** Validates the environment and returns a frozen config, or throws a ConfigError. */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  // An empty variable is treated as unset, as docker compose and shells often pass `FOO=`.
+  const present = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ''));
+  const parsed = settings.safeParse(present);
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map((issue) => `${issue.path.join('.')} ${issue.message}`);
+    throw new ConfigError(`invalid configuration: ${problems.join('; ')}`);
+  }
+  const s = parsed.data;
+  if (s.EXPOSE_ERRORS && s.NODE_ENV === 'production') {
+    throw new ConfigError('invalid configuration: EXPOSE_ERRORS must not be set when NODE_ENV is production');
+  }
+  return deepFreeze({
+    env: s.NODE_ENV,
+    http: { port: s.PORT, host: s.HOST },
+    database: {
+      url: s.DATABASE_URL,
+      poolMax: s.DATABASE_POOL_MAX,
+      statementTimeoutMs: s.DATABASE_STATEMENT_TIMEOUT_MS,
+      embeddedPort: s.EMBEDDED_PG_PORT,
+    },
+    cache: {
+      redisUrl: s.REDIS_URL,
+      ttlSeconds: s.CACHE_TTL_SECONDS,
+      timeoutMs: s.CACHE_TIMEOUT_MS,
+      maxEntries: s.CACHE_MAX_ENTRIES,
+      keyPrefix: s.CACHE_KEY_PREFIX,
+    },
+    dataDir: s.DATA_DIR,
+    logLevel: s.LOG_LEVEL,
+    exposeErrors: s.EXPOSE_ERRORS,
+  });
+}
+
+function deepFreeze<T extends object>(value: T): T {
+  for (const child of Object.values(value)) {
+    if (child && typeof child === 'object') deepFreeze(child);
+  }
+  return Object.freeze(value);
+}

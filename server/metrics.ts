@@ -1,0 +1,103 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+/**
+ * The gateway's Prometheus metrics, one registry per gateway instance so that tests running
+ * several gateways in one process read their own counters.
+ */
+export class Metrics {
+  readonly registry = new Registry();
+
+  readonly graphqlRequests = new Counter({
+    name: 'gateway_graphql_requests_total',
+    help: 'GraphQL operations by operation name and outcome (ok or error)',
+    labelNames: ['operation', 'outcome'] as const,
+    registers: [this.registry],
+  });
+
+  readonly graphqlDuration = new Histogram({
+    name: 'gateway_graphql_request_duration_seconds',
+    help: 'GraphQL operation latency by operation name',
+    labelNames: ['operation'] as const,
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+    registers: [this.registry],
+  });
+
+  readonly cacheHits = new Counter({
+    name: 'gateway_cache_hits_total',
+    help: 'Cache lookups answered by the cache, by entity',
+    labelNames: ['entity'] as const,
+    registers: [this.registry],
+  });
+
+  readonly cacheMisses = new Counter({
+    name: 'gateway_cache_misses_total',
+    help: 'Cache lookups that went to Postgres, by entity',
+    labelNames: ['entity'] as const,
+    registers: [this.registry],
+  });
+
+  readonly cacheErrors = new Counter({
+    name: 'gateway_cache_errors_total',
+    help: 'Cache calls that failed or timed out and were answered from Postgres instead',
+    labelNames: ['operation'] as const,
+    registers: [this.registry],
+  });
+
+  readonly sqlStatements = new Counter({
+    name: 'gateway_sql_statements_total',
+    help: 'SQL statements sent to Postgres, by statement name and outcome',
+    labelNames: ['statement', 'outcome'] as const,
+    registers: [this.registry],
+  });
+
+  readonly sqlDuration = new Histogram({
+    name: 'gateway_sql_duration_seconds',
+    help: 'SQL statement latency by statement name',
+    labelNames: ['statement'] as const,
+    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5],
+    registers: [this.registry],
+  });
+
+  /** Set by the Postgres source; read on each scrape. */
+  poolStats?: () => { total: number; idle: number; waiting: number };
+
+  readonly poolConnections = new Gauge({
+    name: 'gateway_pg_pool_connections',
+    help: 'Postgres pool connections by state (total, idle, waiting requests)',
+    labelNames: ['state'] as const,
+    registers: [this.registry],
+    collect: () => {
+      const stats = this.poolStats?.();
+      if (!stats) return;
+      for (const [state, value] of Object.entries(stats)) this.poolConnections.set({ state }, value);
+    },
+  });
+
+  constructor(options: { defaultMetrics?: boolean } = {}) {
+    if (options.defaultMetrics ?? true) collectDefaultMetrics({ register: this.registry });
+  }
+
+  /** Sum of a counter over all its label sets; tests use it to count SQL statements. */
+  async total(counter: Counter<string>): Promise<number> {
+    const { values } = await counter.get();
+    return values.reduce((sum, v) => sum + v.value, 0);
+  }
+}
+
+/**
+ * Operation names come from clients; past this many distinct names they are counted as `other`
+ * so a client cannot blow up the metric's cardinality.
+ */
+const MAX_OPERATION_LABELS = 200;
+
+export class OperationLabels {
+  private readonly seen = new Set<string>();
+
+  label(operationName: string | null | undefined): string {
+    const name = (operationName ?? 'anonymous').slice(0, 64);
+    if (this.seen.has(name)) return name;
+    if (this.seen.size >= MAX_OPERATION_LABELS) return 'other';
+    this.seen.add(name);
+    return name;
+  }
+}

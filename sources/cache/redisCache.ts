@@ -1,0 +1,94 @@
+import { Redis } from 'ioredis';
+import type { Logger } from 'pino';
+import type { Metrics } from '../../server/metrics.js';
+import type { Cache } from './cache.js';
+
+export interface RedisCacheOptions {
+  readonly url: string;
+  readonly ttlSeconds: number;
+  /** A call slower than this is abandoned and counted as a failure. */
+  readonly timeoutMs: number;
+  readonly keyPrefix?: string;
+}
+
+/**
+ * Redis as the cache shared by every gateway replica. While Redis is down every call fails fast
+ * (no offline queue, no retries per request) and is answered as a miss, so requests go to
+ * Postgres; the outage is logged once, when it starts, and each failed call is counted.
+ */
+export function createRedisCache(options: RedisCacheOptions, logger: Logger, metrics?: Metrics): Cache {
+  const redis = new Redis(options.url, {
+    keyPrefix: options.keyPrefix ?? 'ig:',
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 0,
+    commandTimeout: options.timeoutMs,
+    connectTimeout: Math.max(options.timeoutMs, 1000),
+    retryStrategy: (attempt) => Math.min(attempt * 200, 2000),
+  });
+  let down = false;
+  redis.on('error', (err: Error) => markDown('connection', err));
+  redis.on('ready', () => {
+    if (down) logger.info('Redis cache reachable again');
+    down = false;
+  });
+
+  function markDown(operation: string, err: unknown) {
+    metrics?.cacheErrors.inc({ operation });
+    if (down) return;
+    down = true;
+    logger.warn({ err: { message: (err as Error).message } }, 'Redis cache unavailable; answering from Postgres until it returns');
+  }
+
+  return {
+    async getMany(keys) {
+      if (keys.length === 0) return [];
+      try {
+        return await redis.mget(...keys);
+      } catch (err) {
+        markDown('get', err);
+        return keys.map(() => null);
+      }
+    },
+
+    async setMany(entries) {
+      if (entries.length === 0) return;
+      try {
+        const pipeline = redis.pipeline();
+        for (const [key, value] of entries) pipeline.set(key, value, 'EX', options.ttlSeconds);
+        const results = await pipeline.exec();
+        const failed = results?.find(([err]) => err);
+        if (failed) throw failed[0];
+      } catch (err) {
+        markDown('set', err);
+      }
+    },
+
+    async deleteMany(keys) {
+      if (keys.length === 0) return;
+      try {
+        await redis.del(...keys);
+      } catch (err) {
+        markDown('delete', err);
+      }
+    },
+
+    async ready(timeoutMs) {
+      if (redis.status === 'ready') return true;
+      return new Promise<boolean>((resolve) => {
+        const timer = setTimeout(() => {
+          redis.off('ready', onReady);
+          resolve(false);
+        }, timeoutMs);
+        const onReady = () => {
+          clearTimeout(timer);
+          resolve(true);
+        };
+        redis.once('ready', onReady);
+      });
+    },
+
+    async close() {
+      redis.disconnect();
+    },
+  };
+}

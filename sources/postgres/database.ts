@@ -1,0 +1,155 @@
+import pg from 'pg';
+import type { Logger } from 'pino';
+import { serviceUnavailable, upstreamTimeout, PublicError } from '../../server/errors.js';
+import type { Metrics } from '../../server/metrics.js';
+
+/** Settings the Postgres source needs; a slice of the gateway config. */
+export interface DatabaseOptions {
+  readonly url: string;
+  readonly poolMax: number;
+  readonly statementTimeoutMs: number;
+  readonly applicationName?: string;
+}
+
+/** A statement's name labels metrics and logs; its text is constant, values are parameters. */
+export interface Statement {
+  readonly name: string;
+  readonly text: string;
+}
+
+export interface Queryable {
+  query<Row extends pg.QueryResultRow>(statement: Statement, values?: readonly unknown[]): Promise<Row[]>;
+}
+
+/**
+ * All access to Postgres goes through here: one place that counts and times statements, logs
+ * them (name, duration, rows; never parameters) and translates driver errors into public ones.
+ */
+export interface Database extends Queryable {
+  /** Runs `work` in a transaction on one checked-out client; rolls back if it throws. */
+  transaction<T>(work: (tx: Queryable) => Promise<T>): Promise<T>;
+  /** Runs `work` on one checked-out client outside a transaction (advisory locks, COPY). */
+  withClient<T>(work: (client: pg.PoolClient) => Promise<T>): Promise<T>;
+  /** `true` when Postgres answers a trivial query within `timeoutMs`. */
+  ping(timeoutMs: number): Promise<boolean>;
+  close(): Promise<void>;
+  readonly pool: pg.Pool;
+}
+
+// pg returns bigint and numeric as strings by default, which is what we want: ids beyond 2^53
+// and money stay exact.
+
+export function createDatabase(options: DatabaseOptions, logger: Logger, metrics?: Metrics): Database {
+  const pool = new pg.Pool({
+    connectionString: options.url,
+    max: options.poolMax,
+    connectionTimeoutMillis: 5_000,
+    idleTimeoutMillis: 30_000,
+    statement_timeout: options.statementTimeoutMs,
+    application_name: options.applicationName ?? 'invoice-gateway',
+  });
+  // An idle client losing its connection (server restart) must not crash the process; the pool
+  // drops it and the next query opens a new connection, so the gateway recovers by itself.
+  pool.on('error', (err) => logger.warn({ err: describe(err) }, 'idle Postgres connection failed'));
+
+  if (metrics) metrics.poolStats = () => ({ total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount });
+
+  async function run<Row extends pg.QueryResultRow>(
+    client: pg.Pool | pg.PoolClient,
+    statement: Statement,
+    values: readonly unknown[] = [],
+  ): Promise<Row[]> {
+    const started = performance.now();
+    try {
+      const result = await client.query<Row>(statement.text, values as unknown[]);
+      const seconds = (performance.now() - started) / 1000;
+      metrics?.sqlStatements.inc({ statement: statement.name, outcome: 'ok' });
+      metrics?.sqlDuration.observe({ statement: statement.name }, seconds);
+      logger.debug({ statement: statement.name, ms: seconds * 1000, rows: result.rowCount }, 'sql');
+      return result.rows;
+    } catch (err) {
+      metrics?.sqlStatements.inc({ statement: statement.name, outcome: 'error' });
+      throw translate(err, statement.name, logger);
+    }
+  }
+
+  return {
+    pool,
+    query: (statement, values) => run(pool, statement, values),
+
+    async withClient(work) {
+      let client: pg.PoolClient;
+      try {
+        client = await pool.connect();
+      } catch (err) {
+        throw translate(err, 'connect', logger);
+      }
+      try {
+        return await work(client);
+      } finally {
+        client.release();
+      }
+    },
+
+    async transaction(work) {
+      return this.withClient(async (client) => {
+        await run(client, BEGIN);
+        try {
+          const result = await work({ query: (statement, values) => run(client, statement, values) });
+          await run(client, COMMIT);
+          return result;
+        } catch (err) {
+          await client.query('ROLLBACK').catch(() => undefined);
+          throw err;
+        }
+      });
+    },
+
+    async ping(timeoutMs) {
+      const timeout = new Promise<false>((resolve) => setTimeout(resolve, timeoutMs, false).unref());
+      const answer = run(pool, PING).then(() => true, () => false);
+      return Promise.race([answer, timeout]);
+    },
+
+    close: () => pool.end(),
+  };
+}
+
+const BEGIN: Statement = { name: 'begin', text: 'BEGIN' };
+const COMMIT: Statement = { name: 'commit', text: 'COMMIT' };
+const PING: Statement = { name: 'ping', text: 'SELECT 1' };
+
+/** SQLSTATE classes meaning "the server is not there for us right now". */
+const UNAVAILABLE_SQLSTATES = new Set(['57P01', '57P02', '57P03', '53300']);
+const UNAVAILABLE_NODE_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ENOTFOUND', 'EHOSTUNREACH', 'ETIMEDOUT', 'EPIPE', 'EAI_AGAIN']);
+
+/** Translates the driver errors we know into public ones; anything else is rethrown as is. */
+export function translate(err: unknown, statementName: string, logger: Logger): unknown {
+  if (err instanceof PublicError) return err;
+  const code = (err as { code?: string }).code;
+  const message = err instanceof Error ? err.message : String(err);
+  if (code === '57014') {
+    logger.warn({ statement: statementName }, 'statement timed out');
+    return upstreamTimeout('The database', err);
+  }
+  if (
+    (code && (UNAVAILABLE_SQLSTATES.has(code) || UNAVAILABLE_NODE_CODES.has(code) || code.startsWith('08'))) ||
+    /Connection terminated|timeout exceeded when trying to connect|connect ECONNREFUSED|Client has encountered a connection error/i.test(message)
+  ) {
+    logger.warn({ statement: statementName, err: describe(err) }, 'Postgres unavailable');
+    return serviceUnavailable('The database', err);
+  }
+  return err;
+}
+
+/** Error fields safe to log: never a connection string or parameters. */
+function describe(err: unknown) {
+  const e = err as { code?: string; message?: string };
+  return { code: e.code, message: e.message };
+}
+
+/** Rows matched back to the requested ids, in their order, `null` where absent. */
+export function inKeyOrder<Row extends { id: string }>(ids: readonly string[], rows: readonly Row[]): (Row | null)[] {
+  const byId = new Map(rows.map((r) => [r.id, r]));
+  return ids.map((id) => byId.get(id) ?? null);
+}
