@@ -67,6 +67,23 @@ const SYNC_SEQUENCE: Statement = {
   name: 'seed_sync_sequence',
   text: `SELECT setval(pg_get_serial_sequence('invoices', 'invoice_id'), (SELECT max(invoice_id) FROM invoices))`,
 };
+/**
+ * Secondary indexes on invoices (not the primary key), with their definitions. Loading into an
+ * empty table and building each index once afterwards is several times faster than updating
+ * three btrees on every row.
+ */
+const SECONDARY_INDEXES: Statement = {
+  name: 'seed_secondary_indexes',
+  text: `SELECT c.relname AS name, pg_get_indexdef(i.indexrelid) AS definition
+    FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+    WHERE i.indrelid = 'invoices'::regclass AND NOT i.indisprimary
+      AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid)`,
+};
+const BUILD_SETTINGS: Statement = {
+  name: 'seed_build_settings',
+  text: `SELECT set_config('maintenance_work_mem', '512MB', false), set_config('max_parallel_maintenance_workers', '2', false)`,
+};
+
 const RESET: Statement = { name: 'seed_reset', text: 'TRUNCATE invoices, customers RESTART IDENTITY CASCADE' };
 const ANALYZE: Statement = { name: 'seed_analyze', text: 'ANALYZE customers, invoices' };
 const WINDOW: Statement = {
@@ -116,6 +133,31 @@ export async function seedDatabase(
     return row!.first;
   });
 
+  const indexes = options.invoices > 0 ? await db.query<{ name: string; definition: string }>(SECONDARY_INDEXES) : [];
+  for (const index of indexes) await db.query({ name: 'seed_drop_index', text: `DROP INDEX ${quoteIdent(index.name)}` });
+  try {
+    await loadInvoices(db, options, firstCustomer, onProgress);
+  } finally {
+    // Rebuilt even when loading failed: the table must never be left without its indexes.
+    for (const index of indexes) {
+      await db.withClient(async (client) => {
+        await client.query(BUILD_SETTINGS.text);
+        await client.query(index.definition.replace(/^CREATE (UNIQUE )?INDEX /, 'CREATE $1INDEX IF NOT EXISTS '));
+      });
+    }
+  }
+  if (options.invoices > 0) await db.query(SYNC_SEQUENCE);
+  await db.query(ANALYZE);
+  const seconds = (performance.now() - started) / 1000;
+  logger.info({ customers: options.customers, invoices: options.invoices, seconds }, 'seeded');
+  return { customers: options.customers, invoices: options.invoices, seconds };
+}
+
+function quoteIdent(name: string): string {
+  return `"${name.replaceAll('"', '""')}"`;
+}
+
+async function loadInvoices(db: Database, options: SeedOptions, firstCustomer: number, onProgress: (done: number, total: number) => void) {
   const [window] = await db.query<{ start: Date; end: Date }>(WINDOW, [options.months]);
   const [{ max: idBase } = { max: '0' }] = await db.query<{ max: string }>(NEXT_INVOICE_ID);
   const chunkSize = options.chunkSize ?? 200_000;
@@ -150,9 +192,4 @@ export async function seedDatabase(
     }
   };
   await Promise.all(Array.from({ length: Math.max(1, options.parallelism ?? 2) }, worker));
-  if (options.invoices > 0) await db.query(SYNC_SEQUENCE);
-  await db.query(ANALYZE);
-  const seconds = (performance.now() - started) / 1000;
-  logger.info({ customers: options.customers, invoices: options.invoices, seconds }, 'seeded');
-  return { customers: options.customers, invoices: options.invoices, seconds };
 }

@@ -51,6 +51,8 @@ export async function migrate(db: Database, logger: Logger, dir: URL = MIGRATION
         'SELECT version, name, checksum FROM gateway_schema_migrations',
       );
       const applied = new Map(rows.map((r) => [r.version, r]));
+      // A user's table of the wrong shape is named before any migration touches it.
+      await checkTableShapes(client, { existingOnly: true });
       let count = 0;
       for (const file of files) {
         const done = applied.get(file.version);
@@ -64,7 +66,7 @@ export async function migrate(db: Database, logger: Logger, dir: URL = MIGRATION
         logger.info({ migration: file.name }, 'migration applied');
         count++;
       }
-      await checkTableShapes(client);
+      await checkTableShapes(client, { existingOnly: false });
       return count;
     } finally {
       await client.query('SELECT pg_advisory_unlock(hashtext($1))', [LOCK_KEY]);
@@ -124,7 +126,7 @@ export function splitStatements(sql: string): string[] {
   return statements;
 }
 
-async function checkTableShapes(client: pg.PoolClient): Promise<void> {
+async function checkTableShapes(client: pg.PoolClient, { existingOnly }: { existingOnly: boolean }): Promise<void> {
   const { rows } = await client.query<{ table_name: string; column_name: string }>(
     `SELECT table_name, column_name FROM information_schema.columns
      WHERE table_schema = current_schema() AND table_name = ANY($1)`,
@@ -132,6 +134,7 @@ async function checkTableShapes(client: pg.PoolClient): Promise<void> {
   );
   for (const [table, columns] of Object.entries(REQUIRED_COLUMNS)) {
     const present = new Set(rows.filter((r) => r.table_name === table).map((r) => r.column_name));
+    if (existingOnly && present.size === 0) continue;
     const missing = columns.filter((c) => !present.has(c));
     if (missing.length > 0) throw new Error(`the existing ${table} table lacks column(s) ${missing.join(', ')}`);
   }

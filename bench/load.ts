@@ -1,0 +1,85 @@
+import { createHistogram } from 'node:perf_hooks';
+import autocannon from 'autocannon';
+
+export interface LoadOptions {
+  readonly url: string;
+  readonly connections: number;
+  /** Seconds measured. */
+  readonly duration: number;
+  /** A fresh request body for every request. */
+  readonly body: () => string;
+  /** Why a 200 response body is wrong, or undefined when it is right. */
+  readonly check: (body: string) => string | undefined;
+}
+
+export interface LoadResult {
+  readonly requestsPerSecond: number;
+  readonly p50Ms: number;
+  readonly p99Ms: number;
+  readonly requests: number;
+  /** Non-200 responses, wrong bodies, connection errors and timeouts, in the measured run. */
+  readonly errors: number;
+  /** The first failure seen, for the report. */
+  readonly firstError?: string;
+}
+
+/**
+ * Runs autocannon against a GraphQL endpoint and checks every response. Latency is recorded here
+ * in microseconds because autocannon's own histogram keeps whole milliseconds, too coarse for
+ * lookups that take one or two.
+ */
+export async function runLoad(options: LoadOptions): Promise<LoadResult> {
+  let errors = 0;
+  let firstError: string | undefined;
+  const fail = (reason: string) => {
+    errors++;
+    firstError ??= reason.slice(0, 300);
+  };
+  const latency = createHistogram();
+  const instance = autocannon({
+    url: options.url,
+    connections: options.connections,
+    pipelining: 1,
+    duration: options.duration,
+    timeout: 10,
+    requests: [
+      {
+        method: 'POST',
+        path: new URL(options.url).pathname,
+        headers: { 'content-type': 'application/json' },
+        setupRequest: (request) => ({ ...request, body: options.body() }),
+        onResponse: (status, body) => {
+          if (status !== 200) return fail(`HTTP ${status}: ${body}`);
+          const problem = options.check(body);
+          if (problem) fail(problem);
+        },
+      },
+    ],
+  });
+  instance.on('response', (_client, _status, _bytes, ms) => latency.record(Math.max(1, Math.round(ms * 1000))));
+  instance.on('reqError', (error) => fail(`request failed: ${error.message}`));
+  const result = await instance;
+  return {
+    requestsPerSecond: result.requests.total / result.duration,
+    p50Ms: latency.percentile(50) / 1000,
+    p99Ms: latency.percentile(99) / 1000,
+    requests: result.requests.total,
+    errors,
+    firstError,
+  };
+}
+
+/** A check for GraphQL responses: no `errors`, and `valid(data)` holds. */
+export function graphqlCheck<TData>(valid: (data: TData) => string | undefined): (body: string) => string | undefined {
+  return (body) => {
+    let parsed: { data?: TData | null; errors?: unknown[] };
+    try {
+      parsed = JSON.parse(body) as typeof parsed;
+    } catch {
+      return `not JSON: ${body}`;
+    }
+    if (parsed.errors?.length) return `GraphQL errors: ${JSON.stringify(parsed.errors)}`;
+    if (!parsed.data) return `no data: ${body}`;
+    return valid(parsed.data);
+  };
+}

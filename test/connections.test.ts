@@ -1,0 +1,111 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import pg from 'pg';
+import { createTestDatabase, missingServices, type TestDatabase } from './fixtures/services.js';
+import { startTestGateway, type TestGateway } from './fixtures/gateway.js';
+import { type CustomerInvoicesQuery, CustomerInvoicesDocument, ManyCustomersPagesDocument, ReceivedPageDocument } from './generated/graphql.js';
+
+const skip = await missingServices('postgres');
+
+describe('Customer.invoicesIssued / invoicesReceived connections', { skip }, () => {
+  let db: TestDatabase;
+  let gw: TestGateway;
+  let sql: pg.Pool;
+
+  before(async () => {
+    db = await createTestDatabase('connections');
+    gw = await startTestGateway({ databaseUrl: db.url, seed: { customers: 30, invoices: 3_000, months: 6, seed: 3 } });
+    sql = new pg.Pool({ connectionString: db.url, max: 2 });
+    // Three invoices at the very same instant, so pages must break ties by id, not skip or repeat.
+    await sql.query(`INSERT INTO invoices (issue_date, issuer_id, receiver_id, amount_usd)
+      SELECT '2026-01-15T12:00:00.123456Z', 1, 2, 10 FROM generate_series(1, 3)`);
+  });
+
+  after(async () => {
+    await sql?.end();
+    await gw?.stop();
+    await db?.drop();
+  });
+
+  async function expectedIds(column: 'issuer_id' | 'receiver_id', customerId: number): Promise<string[]> {
+    const { rows } = await sql.query(
+      `SELECT invoice_id::text AS id FROM invoices WHERE ${column} = $1 ORDER BY issue_date DESC, invoice_id DESC`,
+      [customerId],
+    );
+    return rows.map((r) => r.id);
+  }
+
+  it('walks every issued invoice newest first, page by page, without gaps or repeats', async () => {
+    const expected = await expectedIds('issuer_id', 1);
+    assert.ok(expected.length > 20, 'customer 1 should have many invoices');
+    const seen: string[] = [];
+    let cursor: string | null | undefined = null;
+    for (let pages = 0; pages < 1000; pages++) {
+      const res: Awaited<ReturnType<typeof gw.request<CustomerInvoicesQuery, unknown>>> = await gw.request(CustomerInvoicesDocument, { id: '1', first: 37, after: cursor });
+      assert.equal(res.errors, undefined);
+      const conn = res.data!.customer!.invoicesIssued;
+      assert.deepEqual(conn.nodes.map((n) => n.id), conn.edges.map((e) => e.node.id));
+      assert.equal(conn.pageInfo.hasPreviousPage, false);
+      assert.equal(conn.pageInfo.startCursor, conn.edges[0]?.cursor ?? null);
+      assert.equal(conn.pageInfo.endCursor, conn.edges.at(-1)?.cursor ?? null);
+      for (const edge of conn.edges) assert.equal(edge.node.issuerId, '1');
+      seen.push(...conn.nodes.map((n) => n.id));
+      if (!conn.pageInfo.hasNextPage) break;
+      cursor = conn.pageInfo.endCursor;
+    }
+    assert.deepEqual(seen, expected);
+  });
+
+  it('pages received invoices the same way', async () => {
+    const expected = await expectedIds('receiver_id', 2);
+    const first = await gw.request(ReceivedPageDocument, { id: '2', first: 5 });
+    const second = await gw.request(ReceivedPageDocument, { id: '2', first: 5, after: first.data!.customer!.invoicesReceived.pageInfo.endCursor });
+    const ids = [...first.data!.customer!.invoicesReceived.nodes, ...second.data!.customer!.invoicesReceived.nodes].map((n) => n.id);
+    assert.deepEqual(ids, expected.slice(0, 10));
+  });
+
+  it('an empty connection has no cursors and no next page', async () => {
+    await sql.query(`INSERT INTO customers (customer_name) VALUES ('Lonely Ltd')`);
+    const { rows } = await sql.query(`SELECT max(customer_id)::text AS id FROM customers`);
+    const res = await gw.request(CustomerInvoicesDocument, { id: rows[0].id, first: 10 });
+    assert.deepEqual(res.data!.customer!.invoicesIssued.pageInfo, { hasNextPage: false, hasPreviousPage: false, startCursor: null, endCursor: null });
+  });
+
+  it('rejects first out of 1..500 and malformed cursors with BAD_USER_INPUT', async () => {
+    for (const first of [0, -1, 501]) {
+      const res = await gw.request(CustomerInvoicesDocument, { id: '1', first });
+      assert.equal(res.errors?.[0]?.extensions?.code, 'BAD_USER_INPUT', `first ${first}`);
+    }
+    const max = await gw.request(CustomerInvoicesDocument, { id: '1', first: 500 });
+    assert.equal(max.errors, undefined);
+    const forged = Buffer.from('2026-01-01T00:00:00.000000Z|abc').toString('base64url');
+    for (const after of ['not a cursor', 'Zm9v', forged, '', 'x'.repeat(500)]) {
+      const res = await gw.request(CustomerInvoicesDocument, { id: '1', first: 5, after });
+      assert.equal(res.errors?.[0]?.extensions?.code, 'BAD_USER_INPUT', `after ${JSON.stringify(after)}`);
+    }
+  });
+
+  it('serves the pages of 20 customers in a constant number of statements', async () => {
+    const ids = Array.from({ length: 20 }, (_, i) => String(i + 1));
+    let res: Awaited<ReturnType<typeof gw.request>> | undefined;
+    const statements = await gw.countSql(async () => {
+      res = await gw.request(ManyCustomersPagesDocument, { ids });
+    });
+    assert.equal(res!.errors, undefined);
+    // customers, issued pages, received pages; the page rows prime the invoice loader.
+    assert.ok(statements <= 3, `ran ${statements} statements`);
+    const customers = (res!.data as { customers: { id: string; invoicesIssued: { nodes: { id: string }[] } }[] }).customers;
+    for (const customer of customers.slice(0, 5)) {
+      const expected = (await expectedIds('issuer_id', Number(customer.id))).slice(0, 3);
+      assert.deepEqual(customer.invoicesIssued.nodes.map((n) => n.id), expected);
+    }
+  });
+
+  it('uses the (issuer_id, issue_date, …) index for a page', async () => {
+    const { rows } = await sql.query(`EXPLAIN SELECT * FROM invoices WHERE issuer_id = 1
+      AND (issue_date, invoice_id) < ('infinity', 9223372036854775807) ORDER BY issue_date DESC, invoice_id DESC LIMIT 21`);
+    const plan = rows.map((r) => r['QUERY PLAN']).join('\n');
+    assert.match(plan, /invoices_issuer_id_issue_date_idx/);
+    assert.doesNotMatch(plan, /Sort/);
+  });
+});
