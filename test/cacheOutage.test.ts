@@ -1,0 +1,64 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { createTestDatabase, missingServices, type TestDatabase } from './fixtures/services.js';
+import { startTestGateway, type TestGateway } from './fixtures/gateway.js';
+import { hasRedisServer, startRedisServer, type RedisServer } from './fixtures/redisServer.js';
+import { InvoicesWithPartiesDocument } from './generated/graphql.js';
+
+const skip = (await missingServices('postgres')) || (!hasRedisServer() && 'redis-server is not on PATH (apt-get install redis-server)');
+if (skip && process.env.REQUIRE_SERVICES === '1') throw new Error(String(skip));
+
+describe('Redis outage: requests are answered from Postgres', { skip }, () => {
+  let db: TestDatabase;
+  let redis: RedisServer;
+  let gw: TestGateway;
+
+  before(async () => {
+    db = await createTestDatabase('cache_outage');
+    redis = await startRedisServer();
+    gw = await startTestGateway({
+      databaseUrl: db.url,
+      env: { REDIS_URL: redis.url, CACHE_TIMEOUT_MS: '200' },
+      seed: { customers: 20, invoices: 500, months: 3, seed: 11 },
+    });
+  });
+
+  after(async () => {
+    await gw?.stop();
+    await redis?.kill();
+    await db?.drop();
+  });
+
+  const ids = (from: number) => Array.from({ length: 20 }, (_, i) => String(from + i));
+  const outageWarnings = () => gw.logs.filter((l) => /Redis cache unavailable/.test(String(l.msg))).length;
+
+  it('caches while Redis is up', async () => {
+    await gw.request(InvoicesWithPartiesDocument, { ids: ids(1) });
+    assert.equal(await gw.countSql(() => gw.request(InvoicesWithPartiesDocument, { ids: ids(1) })), 0);
+  });
+
+  it('answers every request from Postgres while Redis is down, logging the outage once and counting failures', async () => {
+    await redis.kill();
+    const errorsBefore = await gw.gateway.metrics.total(gw.gateway.metrics.cacheErrors);
+    for (let round = 0; round < 5; round++) {
+      for (const from of [1, 100, 200]) {
+        const res = await gw.request(InvoicesWithPartiesDocument, { ids: ids(from) });
+        assert.equal(res.errors, undefined, JSON.stringify(res.errors));
+        assert.deepEqual(res.data!.invoices.map((i) => i?.id), ids(from));
+        assert.ok(res.data!.invoices.every((i) => i?.issuer.name && i.receiver.name));
+      }
+    }
+    assert.ok((await gw.gateway.metrics.total(gw.gateway.metrics.cacheErrors)) > errorsBefore, 'failures are counted');
+    assert.equal(outageWarnings(), 1, 'the outage is logged once');
+  });
+
+  it('uses the cache again once Redis is back, without a restart', async () => {
+    await redis.restart();
+    for (let i = 0; i < 50; i++) {
+      await gw.request(InvoicesWithPartiesDocument, { ids: ids(300) });
+      if ((await gw.countSql(() => gw.request(InvoicesWithPartiesDocument, { ids: ids(300) }))) === 0) return;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.fail('the cache was not used again after Redis came back');
+  });
+});

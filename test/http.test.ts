@@ -1,0 +1,60 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { createTestDatabase, missingServices, type TestDatabase } from './fixtures/services.js';
+import { startTestGateway, type TestGateway } from './fixtures/gateway.js';
+import { InvoiceByIdDocument } from './generated/graphql.js';
+
+const skip = await missingServices('postgres');
+
+describe('HTTP endpoints', { skip }, () => {
+  let db: TestDatabase;
+  let gw: TestGateway;
+
+  before(async () => {
+    db = await createTestDatabase('http');
+    gw = await startTestGateway({ databaseUrl: db.url, seed: { customers: 3, invoices: 10, months: 1, seed: 2 } });
+  });
+
+  after(async () => {
+    await gw?.stop();
+    await db?.drop();
+  });
+
+  it('/healthz and /readyz answer 200 while Postgres is up', async () => {
+    const health = await fetch(new URL('/healthz', gw.url));
+    assert.equal(health.status, 200);
+    const ready = await fetch(new URL('/readyz', gw.url));
+    assert.equal(ready.status, 200);
+    assert.deepEqual(await ready.json(), { status: 'ready', postgres: true });
+  });
+
+  it('/metrics exposes operations, cache, SQL and pool figures in Prometheus format', async () => {
+    await gw.request(InvoiceByIdDocument, { id: '1' });
+    await gw.request(InvoiceByIdDocument, { id: '1' });
+    const res = await fetch(new URL('/metrics', gw.url));
+    assert.match(res.headers.get('content-type') ?? '', /text\/plain/);
+    const text = await res.text();
+    assert.match(text, /gateway_graphql_requests_total\{operation="InvoiceById",outcome="ok"\} 2/);
+    assert.match(text, /gateway_graphql_request_duration_seconds_count\{operation="InvoiceById"\} 2/);
+    assert.match(text, /gateway_cache_hits_total\{entity="invoice"\} 1/);
+    assert.match(text, /gateway_cache_misses_total\{entity="invoice"\} 1/);
+    assert.match(text, /gateway_sql_statements_total\{statement="invoices_by_ids",outcome="ok"\} 1/);
+    assert.match(text, /gateway_pg_pool_connections\{state="total"\} \d+/);
+    assert.match(text, /process_resident_memory_bytes/);
+  });
+
+  it('serves Apollo Sandbox as the landing page to a browser', async () => {
+    const res = await fetch(gw.url, { headers: { accept: 'text/html' } });
+    assert.equal(res.status, 200);
+    assert.match(await res.text(), /embeddable-sandbox/);
+  });
+
+  it('rejects a syntax error and an unknown field with their GraphQL codes', async () => {
+    const post = (query: string) =>
+      fetch(gw.url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ query }) }).then(
+        (r) => r.json() as Promise<{ errors: { extensions: { code: string } }[] }>,
+      );
+    assert.equal((await post('{ invoice(id: ')).errors[0]!.extensions.code, 'GRAPHQL_PARSE_FAILED');
+    assert.equal((await post('{ invoice(id: "1") { nope } }')).errors[0]!.extensions.code, 'GRAPHQL_VALIDATION_FAILED');
+  });
+});
