@@ -30,10 +30,8 @@ declare module 'autocannon' {
     interface Result {
       /** Seconds the run lasted. */
       duration: number;
-      errors: number;
-      timeouts: number;
-      non2xx: number;
-      requests: { total: number; average: number };
+      /** `total`: responses received. */
+      requests: { total: number };
     }
 
     /** Emits 'response' (client, statusCode, bytes, responseTimeMs) and 'reqError' (error). */

@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
+import os from 'node:os';
 import { createInterface } from 'node:readline';
 
 /** A server under test, run as its own process so its RSS is its own and a crash is visible. */
@@ -32,6 +33,8 @@ const running = new Set<ChildProcess>();
 process.once('exit', () => {
   for (const child of running) child.kill('SIGKILL');
 });
+// Node's default on these signals skips 'exit'; exiting explicitly runs the handler above.
+for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => process.exit(128 + os.constants.signals[signal]));
 
 /** A port free right now on 127.0.0.1. */
 export async function freePort(): Promise<number> {

@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { randomBytes, randomInt } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { availableParallelism, cpus, totalmem } from 'node:os';
@@ -12,7 +13,7 @@ import { graphqlCheck, runLoad, type LoadResult } from './load.js';
 import { runCommand } from './runCommand.js';
 
 const usage =
-  'usage: npm run bench -- lookups [--invoices 1000000] [--customers 10000] [--connections 32] [--duration 15] ' +
+  'usage: npm run bench -- lookups [--invoices 1000000] [--customers 10000] [--connections 32] [--duration 15] [--warmup 5] ' +
   '[--warm-ids 20000] [--database-url postgres://postgres@127.0.0.1:5432/ig_bench_lookups] [--redis-url redis://127.0.0.1:6379]';
 
 /** The repository root: this file runs as dist/bench/lookups.js. */
@@ -20,7 +21,6 @@ const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const PEER_DIR = `${ROOT}bench/postgraphile/`;
 /** Postgres connections per server, the same for both (the gateway's default). */
 const POOL_MAX = 20;
-const WARMUP_SECONDS = 1;
 const WARM_BATCH = 1000;
 const LIST_SIZE = 100;
 
@@ -46,13 +46,12 @@ export async function lookups(argv: string[]): Promise<void> {
   await redis.connect().catch((err: Error) => {
     throw new Error(`Redis not reachable at ${options.redisUrl}: ${err.message}`);
   });
-  const data = await ensureBenchDatabase(options.databaseUrl, options, `${ROOT}dist/pipelines/seed.command.js`);
-  if (!existsSync(`${PEER_DIR}node_modules/postgraphile/package.json`)) {
-    await runCommand('npm', ['ci', '--prefix', PEER_DIR, '--no-audit', '--no-fund']);
-  }
-  printHeader(options, data);
-
   const keyPrefix = `igbench:${randomBytes(4).toString('hex')}:`;
+  const servers = new Set<ChildServer>();
+  const stop = async (server: ChildServer) => {
+    servers.delete(server);
+    await server.stop();
+  };
   // A fresh gateway per scenario, so each RSS figure is that scenario's alone, as PostGraphile's
   // is; the cache lives in Redis under this run's prefix and outlives the process.
   const startGateway = async () => {
@@ -70,12 +69,14 @@ export async function lookups(argv: string[]): Promise<void> {
     servers.add(server);
     return { server, url: `http://127.0.0.1:${port}/graphql` };
   };
-  const servers = new Set<ChildServer>();
-  const stop = async (server: ChildServer) => {
-    servers.delete(server);
-    await server.stop();
-  };
+
   try {
+    const data = await ensureBenchDatabase(options.databaseUrl, options, `${ROOT}dist/pipelines/seed.command.js`);
+    if (!existsSync(`${PEER_DIR}node_modules/postgraphile/package.json`)) {
+      await runCommand('npm', ['ci', '--prefix', PEER_DIR, '--no-audit', '--no-fund']);
+    }
+    printHeader(options, data);
+
     const peerPort = await freePort();
     const peerUrl = `http://127.0.0.1:${peerPort}/graphql`;
     const peer = await startChildServer({
@@ -99,22 +100,24 @@ export async function lookups(argv: string[]): Promise<void> {
       const load = { url, connections: options.connections, body, check };
       const isGateway = server !== peer;
       server.resetPeakRss();
-      const warmup = await runLoad({ ...load, duration: WARMUP_SECONDS });
+      const warmup = options.warmup > 0 ? await runLoad({ ...load, duration: options.warmup }) : { errors: 0, firstError: undefined };
       const before = isGateway ? await cacheCounts(url) : undefined;
       const result = await runLoad({ ...load, duration: options.duration });
       const after = isGateway ? await cacheCounts(url) : undefined;
       if (server.exited()) throw new Error(`${server.name} exited (${server.exited()}) during "${scenario}"`);
       const hits = before && after ? after.hits - before.hits : 0;
-      const lookups = before && after ? hits + after.misses - before.misses : 0;
-      rows.push({
+      const cacheLookups = before && after ? hits + after.misses - before.misses : 0;
+      const row: Row = {
         scenario,
         server,
         result: { ...result, errors: warmup.errors + result.errors, firstError: warmup.firstError ?? result.firstError },
         rssBytes: server.peakRss(),
-        hitRate: lookups ? hits / lookups : undefined,
-      });
+        hitRate: cacheLookups ? hits / cacheLookups : undefined,
+      };
+      rows.push(row);
       console.error(`${scenario} (${server.name}): ${Math.round(result.requestsPerSecond)} req/s, ${warmup.errors + result.errors} errors`);
       if (isGateway) await stop(server);
+      return row;
     };
 
     const cold = await startGateway();
@@ -125,7 +128,7 @@ export async function lookups(argv: string[]): Promise<void> {
     const warmIds = await warmCache(warmer.url, data, options.warmIds);
     await stop(warmer.server);
     const warmId = () => warmIds[randomInt(warmIds.length)]!;
-    await measure('invoice(id), warm cache', await startGateway(), () => gatewayOne(warmId()), gatewayOk);
+    const warm = await measure('invoice(id), warm cache', await startGateway(), () => gatewayOne(warmId()), gatewayOk);
 
     const listHead = `{"query":${JSON.stringify(GATEWAY_LIST)},"variables":{"ids":`;
     await measure(
@@ -139,12 +142,13 @@ export async function lookups(argv: string[]): Promise<void> {
 
     const peerOne = one(PEER_ONE);
     const peerOk = graphqlCheck<{ invoiceByInvoiceId: unknown }>((d) => (d.invoiceByInvoiceId ? undefined : 'invoiceByInvoiceId returned null'));
-    await measure('invoiceByInvoiceId(id)', { server: peer, url: peerUrl }, () => peerOne(anyId()), peerOk);
+    const peerRow = await measure('invoiceByInvoiceId(id)', { server: peer, url: peerUrl }, () => peerOne(anyId()), peerOk);
 
-    printTable(rows, options, data, warmIds.length);
+    printTable(rows, { warm, peer: peerRow }, options, data, warmIds.length);
   } finally {
     await Promise.allSettled([...servers].map((s) => s.stop()));
-    await deleteKeys(redis, keyPrefix).finally(() => redis.disconnect());
+    await deleteKeys(redis, keyPrefix).catch((err: Error) => console.error(`could not delete this run's cache keys (${keyPrefix}*): ${err.message}`));
+    redis.disconnect();
   }
 }
 
@@ -153,6 +157,8 @@ interface Options {
   readonly customers: number;
   readonly connections: number;
   readonly duration: number;
+  /** Seconds of load before each measured run, discarded: a fresh Node process needs 2-3 s to reach steady speed (JIT). */
+  readonly warmup: number;
   readonly warmIds: number;
   readonly databaseUrl: string;
   readonly redisUrl: string;
@@ -165,7 +171,7 @@ function parseOptions(argv: string[]): Options {
     ({ values } = parseArgs({
       args: argv,
       options: {
-        invoices: text('1000000'), customers: text('10000'), connections: text('32'), duration: text('15'), 'warm-ids': text('20000'),
+        invoices: text('1000000'), customers: text('10000'), connections: text('32'), duration: text('15'), warmup: text('5'), 'warm-ids': text('20000'),
         'database-url': text('postgres://postgres@127.0.0.1:5432/ig_bench_lookups'), 'redis-url': text('redis://127.0.0.1:6379'),
       },
     }));
@@ -182,6 +188,7 @@ function parseOptions(argv: string[]): Options {
     customers: whole('customers', 2),
     connections: whole('connections', 1),
     duration: whole('duration', 1),
+    warmup: whole('warmup', 0),
     warmIds: whole('warm-ids', LIST_SIZE),
     databaseUrl: values['database-url'],
     redisUrl: values['redis-url'],
@@ -249,18 +256,29 @@ function printHeader(options: Options, data: BenchData): void {
   const database = new URL(options.databaseUrl);
   console.log('# lookup benchmark: invoice-gateway vs PostGraphile v4\n');
   console.log(`machine: ${availableParallelism()} cores (${cpus()[0]?.model.trim()}), ${Math.round(totalmem() / 2 ** 30)} GiB, node ${process.version}`);
+  console.log(`gateway: ${gitRevision()}`);
   console.log(
     `data: ${data.invoices} invoices, ${data.customers} customers in ${database.host}${database.pathname}` +
       (data.seedSeconds ? ` (seeded in ${data.seedSeconds.toFixed(0)} s)` : ' (already seeded)'),
   );
   console.log(
-    `load: autocannon, ${options.connections} connections, pipelining 1, ${options.duration} s per scenario after ${WARMUP_SECONDS} s warm-up, ` +
+    `load: autocannon, ${options.connections} connections, pipelining 1, ${options.duration} s per scenario after ${options.warmup} s warm-up, ` +
       `a random id in every request; ${POOL_MAX} Postgres connections per server; ` +
       'every response checked; a fresh gateway process per scenario\n',
   );
 }
 
-function printTable(rows: Row[], options: Options, data: BenchData, warmSet: number): void {
+/** The commit measured, so that a figure can be traced to the code that produced it. */
+function gitRevision(): string {
+  try {
+    const git = (...args: string[]) => execFileSync('git', ['-C', ROOT, ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+    return `commit ${git('rev-parse', '--short', 'HEAD')}${git('status', '--porcelain') ? ' plus uncommitted changes' : ''}`;
+  } catch {
+    return 'commit unknown (not a git checkout)';
+  }
+}
+
+function printTable(rows: Row[], goal: { warm: Row; peer: Row }, options: Options, data: BenchData, warmSet: number): void {
   const mb = (bytes: number) => (bytes / 2 ** 20).toFixed(0);
   const ms = (value: number) => value.toFixed(2);
   console.log('| scenario | server | req/s | p50 ms | p99 ms | max RSS MB | cache hits | errors |');
@@ -275,12 +293,12 @@ function printTable(rows: Row[], options: Options, data: BenchData, warmSet: num
       `PostGraphile: ids drawn over all ${data.invoices} invoices (it has no cache).`,
   );
 
-  const [, warm, , peer] = rows;
-  const ratio = warm!.result.requestsPerSecond / peer!.result.requestsPerSecond;
+  const { warm, peer } = goal;
+  const ratio = warm.result.requestsPerSecond / peer.result.requestsPerSecond;
   const mark = (ok: boolean) => (ok ? 'met' : 'NOT met');
   console.log(`\nwarm invoice(id) / PostGraphile req/s: ${ratio.toFixed(2)}x (goal >= 1.5x: ${mark(ratio >= 1.5)})`);
-  console.log(`p99 ${ms(warm!.result.p99Ms)} ms vs ${ms(peer!.result.p99Ms)} ms (goal lower: ${mark(warm!.result.p99Ms < peer!.result.p99Ms)})`);
-  console.log(`max RSS ${mb(warm!.rssBytes)} MB vs ${mb(peer!.rssBytes)} MB (goal no higher: ${mark(warm!.rssBytes <= peer!.rssBytes)})`);
+  console.log(`p99 ${ms(warm.result.p99Ms)} ms vs ${ms(peer.result.p99Ms)} ms (goal lower: ${mark(warm.result.p99Ms < peer.result.p99Ms)})`);
+  console.log(`max RSS ${mb(warm.rssBytes)} MB vs ${mb(peer.rssBytes)} MB (goal no higher: ${mark(warm.rssBytes <= peer.rssBytes)})`);
 
   const failed = rows.filter((r) => r.result.errors > 0);
   for (const r of failed) console.log(`\nERRORS in "${r.scenario}" (${r.result.errors}), first: ${r.result.firstError}`);
