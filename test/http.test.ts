@@ -57,4 +57,26 @@ describe('HTTP endpoints', { skip }, () => {
     assert.equal((await post('{ invoice(id: ')).errors[0]!.extensions.code, 'GRAPHQL_PARSE_FAILED');
     assert.equal((await post('{ invoice(id: "1") { nope } }')).errors[0]!.extensions.code, 'GRAPHQL_VALIDATION_FAILED');
   });
+
+  it('answers GET queries, oversized bodies, bad JSON and unknown paths with proper statuses', async () => {
+    const get = await fetch(`${gw.url}?query=${encodeURIComponent('{ invoice(id: "1") { id } }')}`, { headers: { 'apollo-require-preflight': 'true' } });
+    assert.equal(get.status, 200);
+    assert.deepEqual(await get.json(), { data: { invoice: { id: '1' } } });
+
+    const csrf = await fetch(`${gw.url}?query=${encodeURIComponent('{ invoice(id: "1") { id } }')}`);
+    assert.equal(csrf.status, 400, 'a simple GET without a preflight header is refused (CSRF prevention)');
+
+    const huge = await fetch(gw.url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ query: `{ invoice(id: "1") { id } } # ${'x'.repeat(2 * 1024 * 1024)}` }) });
+    assert.equal(huge.status, 413);
+
+    const badJson = await fetch(gw.url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"query": ' });
+    assert.equal(badJson.status, 400);
+    assert.equal(((await badJson.json()) as { errors: { extensions: { code: string } }[] }).errors[0]!.extensions.code, 'BAD_REQUEST');
+
+    assert.equal((await fetch(new URL('/nope', gw.url))).status, 404);
+    assert.equal((await fetch(new URL('/metrics', gw.url), { method: 'POST' })).status, 405);
+    const root = await fetch(new URL('/', gw.url), { redirect: 'manual' });
+    assert.equal(root.status, 302);
+    assert.equal(root.headers.get('location'), '/graphql');
+  });
 });

@@ -19,6 +19,9 @@ export interface RedisCacheOptions {
 export function createRedisCache(options: RedisCacheOptions, logger: Logger, metrics?: Metrics): Cache {
   const redis = new Redis(options.url, {
     keyPrefix: options.keyPrefix ?? 'ig:',
+    // Commands issued in the same tick by concurrent requests go out in one write: measured, a
+    // socket write per MGET was the largest single cost of a warm lookup.
+    enableAutoPipelining: true,
     enableOfflineQueue: false,
     maxRetriesPerRequest: 0,
     commandTimeout: options.timeoutMs,
