@@ -134,7 +134,9 @@ export async function seedDatabase(
   });
 
   const indexes = options.invoices > 0 ? await db.query<{ name: string; definition: string }>(SECONDARY_INDEXES) : [];
-  for (const index of indexes) await db.query({ name: 'seed_drop_index', text: `DROP INDEX ${quoteIdent(index.name)}` });
+  await db.withClient(async (client) => {
+    for (const index of indexes) await client.query(`DROP INDEX ${quoteIdent(index.name)}`);
+  });
   try {
     await loadInvoices(db, options, firstCustomer, onProgress);
   } finally {

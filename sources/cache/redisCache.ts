@@ -56,11 +56,9 @@ export function createRedisCache(options: RedisCacheOptions, logger: Logger, met
     async setMany(entries) {
       if (entries.length === 0) return;
       try {
-        const pipeline = redis.pipeline();
-        for (const [key, value] of entries) pipeline.set(key, value, 'EX', options.ttlSeconds);
-        const results = await pipeline.exec();
-        const failed = results?.find(([err]) => err);
-        if (failed) throw failed[0];
+        // Separate commands, not a pipeline: auto-pipelining sends them in the same write as the
+        // other requests' commands of this tick.
+        await Promise.all(entries.map(([key, value]) => redis.set(key, value, 'EX', options.ttlSeconds)));
       } catch (err) {
         markDown('set', err);
       }

@@ -61,7 +61,8 @@ export function createDatabase(options: DatabaseOptions, logger: Logger, metrics
   ): Promise<Row[]> {
     const started = performance.now();
     try {
-      const result = await client.query<Row>(statement.text, values as unknown[]);
+      // Named, so each connection parses and plans a statement once and then only binds values.
+      const result = await client.query<Row>({ name: statement.name, text: statement.text, values: values as unknown[] });
       const seconds = (performance.now() - started) / 1000;
       metrics?.sqlStatements.inc({ statement: statement.name, outcome: 'ok' });
       metrics?.sqlDuration.observe({ statement: statement.name }, seconds);
