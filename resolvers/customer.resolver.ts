@@ -1,4 +1,5 @@
 import { Arg, Ctx, FieldResolver, ID, Int, Query, Resolver, Root } from 'type-graphql';
+import { perId, perPageItem } from '../schema/complexity.js';
 import { InvoiceConnection } from '../schema/connection.type.js';
 import { Customer } from '../schema/customer.type.js';
 import { DEFAULT_PAGE_SIZE, MAX_IDS, MAX_PAGE_SIZE } from '../schema/limits.js';
@@ -20,12 +21,16 @@ export class CustomerResolver {
   @Query(() => [Customer], {
     nullable: 'items',
     description: `Customers in the order of ids, null where absent. At most ${MAX_IDS} ids.`,
+    complexity: perId,
   })
   customers(@Arg('ids', () => [ID]) ids: string[], @Ctx() ctx: Context): Promise<(CustomerRecord | null)[]> {
     return loadAll(ctx.loaders.customer, parseIdList(ids, parseCustomerId));
   }
 
-  @FieldResolver(() => InvoiceConnection, { description: `Invoices this customer issued, newest first. first: 1 to ${MAX_PAGE_SIZE}.` })
+  @FieldResolver(() => InvoiceConnection, {
+    description: `Invoices this customer issued, newest first. first: 1 to ${MAX_PAGE_SIZE}.`,
+    complexity: perPageItem,
+  })
   invoicesIssued(
     @Root() customer: CustomerRecord,
     @Ctx() ctx: Context,
@@ -35,7 +40,10 @@ export class CustomerResolver {
     return invoicePage(ctx, customer, 'issuer', first, after);
   }
 
-  @FieldResolver(() => InvoiceConnection, { description: `Invoices this customer received, newest first. first: 1 to ${MAX_PAGE_SIZE}.` })
+  @FieldResolver(() => InvoiceConnection, {
+    description: `Invoices this customer received, newest first. first: 1 to ${MAX_PAGE_SIZE}.`,
+    complexity: perPageItem,
+  })
   invoicesReceived(
     @Root() customer: CustomerRecord,
     @Ctx() ctx: Context,

@@ -2,6 +2,7 @@ import { Arg, Ctx, FieldResolver, ID, Mutation, Query, Resolver, Root } from 'ty
 import { CreateInvoiceInput } from '../schema/createInvoice.input.js';
 import { Customer } from '../schema/customer.type.js';
 import { Invoice } from '../schema/invoice.type.js';
+import { perId } from '../schema/complexity.js';
 import { MAX_IDS } from '../schema/limits.js';
 import type { Context } from '../server/context.js';
 import { badUserInput } from '../server/errors.js';
@@ -20,6 +21,7 @@ export class InvoiceResolver {
   @Query(() => [Invoice], {
     nullable: 'items',
     description: `Invoices in the order of ids, null where absent. At most ${MAX_IDS} ids.`,
+    complexity: perId,
   })
   async invoices(@Arg('ids', () => [ID]) ids: string[], @Ctx() ctx: Context): Promise<(InvoiceRecord | null)[]> {
     return loadAll(ctx.loaders.invoice, parseIdList(ids, parseInvoiceId));

@@ -18,6 +18,7 @@ import { createDatabase, type Database } from '../sources/postgres/database.js';
 import { createInvoiceStore } from '../sources/postgres/invoiceStore.js';
 import type { Config } from './config.js';
 import type { Context } from './context.js';
+import { complexityLimitPlugin } from './complexityLimit.js';
 import { createErrorFormatter } from './errors.js';
 import { createHttpHandler, sendJson } from './http.js';
 import { createLoaders } from './loaders.js';
@@ -50,14 +51,16 @@ export async function startGateway(config: Config, logger: Logger, databaseUrl: 
   const httpServer = http.createServer();
   const production = config.env === 'production';
 
+  const schema = await buildGatewaySchema();
   const apollo = new ApolloServer<Context>({
-    schema: await buildGatewaySchema(),
+    schema,
     formatError: createErrorFormatter(logger, config.exposeErrors && !production),
     includeStacktraceInErrorResponses: false,
     plugins: [
       ApolloServerPluginDrainHttpServer({ httpServer }),
       production ? ApolloServerPluginLandingPageProductionDefault() : ApolloServerPluginLandingPageLocalDefault({ embed: true }),
       metricsPlugin(metrics),
+      complexityLimitPlugin(schema, config.maxQueryComplexity, metrics),
       // Cache hints are unused here, and the plugin instruments every field resolver: measured,
       // it cost more CPU than resolving the fields.
       ApolloServerPluginCacheControlDisabled(),

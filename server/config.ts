@@ -39,6 +39,8 @@ const settings = z.object({
   DATA_DIR: z.string().min(1, 'must not be empty').default('.data'),
   /** Port of the embedded Postgres (only used when DATABASE_URL is unset). */
   EMBEDDED_PG_PORT: port(1).default(54329),
+  /** Largest estimated cost of one operation (fields times list sizes); see schema/complexity.ts. */
+  MAX_QUERY_COMPLEXITY: wholeNumber(1).default(100_000),
   /** pino level. */
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], { message: 'must be a pino level (info, debug, ...)' }).default('info'),
   /** Dev flag: send the original message and stack of unexpected errors to clients. Never in production. */
@@ -65,6 +67,7 @@ export interface Config {
     readonly keyPrefix: string;
   };
   readonly dataDir: string;
+  readonly maxQueryComplexity: number;
   readonly logLevel: Settings['LOG_LEVEL'];
   readonly exposeErrors: boolean;
 }
@@ -104,6 +107,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       keyPrefix: s.CACHE_KEY_PREFIX,
     },
     dataDir: s.DATA_DIR,
+    maxQueryComplexity: s.MAX_QUERY_COMPLEXITY,
     logLevel: s.LOG_LEVEL,
     exposeErrors: s.EXPOSE_ERRORS,
   });

@@ -22,6 +22,13 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly queryComplexity = new Histogram({
+    name: 'gateway_query_complexity',
+    help: 'Estimated cost of each operation (see MAX_QUERY_COMPLEXITY)',
+    buckets: [1, 10, 100, 1_000, 10_000, 100_000, 1_000_000],
+    registers: [this.registry],
+  });
+
   readonly cacheHits = new Counter({
     name: 'gateway_cache_hits_total',
     help: 'Cache lookups answered by the cache, by entity',

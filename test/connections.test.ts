@@ -1,9 +1,10 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import { print } from 'graphql';
 import pg from 'pg';
 import { createTestDatabase, missingServices, type TestDatabase } from './fixtures/services.js';
 import { startTestGateway, type TestGateway } from './fixtures/gateway.js';
-import { type CustomerInvoicesQuery, CustomerInvoicesDocument, ManyCustomersPagesDocument, ReceivedPageDocument } from './generated/graphql.js';
+import { type CustomerInvoicesQuery, CustomerInvoicesDocument, ManyCustomersPagesDocument, PagesOfCustomersDocument, ReceivedPageDocument } from './generated/graphql.js';
 
 const skip = await missingServices('postgres');
 
@@ -107,5 +108,27 @@ describe('Customer.invoicesIssued / invoicesReceived connections', { skip }, () 
     const plan = rows.map((r) => r['QUERY PLAN']).join('\n');
     assert.match(plan, /invoices_issuer_id_issue_date_idx/);
     assert.doesNotMatch(plan, /Sort/);
+  });
+
+  it('refuses an operation whose nested lists multiply past MAX_QUERY_COMPLEXITY, before running any SQL', async () => {
+    const ids = Array.from({ length: 1000 }, (_, i) => String(i + 1));
+    let status = 0;
+    let body: { errors?: { message: string; extensions: { code: string } }[] } = {};
+    const statements = await gw.countSql(async () => {
+      const res = await fetch(gw.url, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ query: print(PagesOfCustomersDocument), variables: { ids, first: 500 } }),
+      });
+      status = res.status;
+      body = (await res.json()) as typeof body;
+    });
+    assert.equal(status, 400);
+    assert.equal(body.errors?.[0]?.extensions.code, 'BAD_USER_INPUT');
+    assert.match(body.errors![0]!.message, /estimated cost \d+ exceeds 100000/);
+    assert.equal(statements, 0);
+
+    const modest = await gw.request(PagesOfCustomersDocument, { ids: ids.slice(0, 30), first: 50 });
+    assert.equal(modest.errors, undefined);
   });
 });
