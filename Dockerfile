@@ -14,6 +14,8 @@ COPY --from=build /app/dist dist
 COPY package.json ./
 COPY migrations migrations
 COPY schema/schema.graphql schema/schema.graphql
+# Without DATABASE_URL the gateway runs an embedded Postgres under DATA_DIR, which must be writable.
+RUN mkdir -p /app/.data && chown node:node /app/.data
 USER node
 EXPOSE 4000
 HEALTHCHECK --interval=10s --timeout=3s CMD node -e "fetch('http://127.0.0.1:4000/readyz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"

@@ -4,9 +4,9 @@ import { ConfigError, loadConfig } from '../server/config.js';
 import { createLogger } from '../server/logger.js';
 import { createDatabase } from '../sources/postgres/database.js';
 import { migrate } from '../sources/postgres/migrate.js';
-import { seedDatabase } from './seed.js';
+import { seedDatabase, tablesEmpty } from '../sources/postgres/seeder.js';
 
-const usage = 'usage: npm run seed -- --customers N --invoices M [--months K] [--seed S] [--reset]';
+const usage = 'usage: npm run seed -- --customers N --invoices M [--months K] [--seed S] [--reset | --if-empty]';
 
 function whole(name: string, raw: string | undefined, fallback?: number): number {
   if (raw === undefined && fallback !== undefined) return fallback;
@@ -23,8 +23,10 @@ async function main() {
       months: { type: 'string' },
       seed: { type: 'string' },
       reset: { type: 'boolean', default: false },
+      'if-empty': { type: 'boolean', default: false },
     },
   });
+  if (values.reset && values['if-empty']) throw new ConfigError(`--reset and --if-empty exclude each other\n${usage}`);
   const config = loadConfig();
   if (!config.database.url) throw new ConfigError('DATABASE_URL must be set for npm run seed');
   const logger = createLogger(config.logLevel === 'info' ? 'warn' : config.logLevel, 'seed');
@@ -43,6 +45,10 @@ async function main() {
   const started = performance.now();
   try {
     await migrate(db, logger);
+    if (values['if-empty'] && !(await tablesEmpty(db))) {
+      console.log('customers or invoices already hold rows; nothing seeded (--if-empty)');
+      return;
+    }
     const result = await seedDatabase(db, options, logger, (done, total) => {
       if (done === 0) bar.start(total, 0, { rate: 0 });
       else bar.update(done, { rate: Math.round(done / ((performance.now() - started) / 1000)) });

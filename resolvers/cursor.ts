@@ -1,4 +1,5 @@
 import { badUserInput } from '../server/errors.js';
+import { MAX_INVOICE_ID } from './ids.js';
 import type { InvoiceRecord, PagePosition } from '../sources/postgres/invoiceStore.js';
 
 /**
@@ -13,8 +14,14 @@ const POSITION = /^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z)\|(\d{1,19})$/;
 
 export function decodeCursor(cursor: string, argument = 'after'): PagePosition {
   const match = /^[A-Za-z0-9_-]{1,200}$/.test(cursor) ? POSITION.exec(Buffer.from(cursor, 'base64url').toString('utf8')) : null;
-  if (!match || Number.isNaN(Date.parse(match[1]!)) || BigInt(match[2]!) > 9223372036854775807n) {
+  if (!match || !isRealInstant(match[1]!) || BigInt(match[2]!) > MAX_INVOICE_ID) {
     throw badUserInput(`${argument} is not a cursor returned by this API`);
   }
   return { issueDate: match[1]!, invoiceId: match[2]! };
+}
+
+/** Date.parse accepts 30 February and 24:00, which Postgres refuses: the instant must round-trip. */
+function isRealInstant(iso: string): boolean {
+  const ms = Date.parse(iso);
+  return !Number.isNaN(ms) && new Date(ms).toISOString().slice(0, 19) === iso.slice(0, 19);
 }

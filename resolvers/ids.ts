@@ -2,7 +2,8 @@ import { badUserInput } from '../server/errors.js';
 import { MAX_IDS } from '../schema/limits.js';
 
 const DIGITS = /^\d{1,19}$/;
-const MAX_BIGINT = 9223372036854775807n;
+/** invoices.invoice_id is bigint. */
+export const MAX_INVOICE_ID = 9223372036854775807n;
 const MAX_INT = 2147483647n;
 
 function parseId(raw: string, argument: string, max: bigint, kind: string): string {
@@ -13,8 +14,7 @@ function parseId(raw: string, argument: string, max: bigint, kind: string): stri
   return value.toString();
 }
 
-/** invoices.invoice_id is bigint. */
-export const parseInvoiceId = (raw: string, argument = 'id') => parseId(raw, argument, MAX_BIGINT, 'invoice');
+export const parseInvoiceId = (raw: string, argument = 'id') => parseId(raw, argument, MAX_INVOICE_ID, 'invoice');
 
 /** customers.customer_id is int. */
 export const parseCustomerId = (raw: string, argument = 'id') => parseId(raw, argument, MAX_INT, 'customer');

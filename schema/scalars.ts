@@ -25,10 +25,24 @@ function literalValue(ast: ValueNode): unknown {
   return undefined;
 }
 
+/**
+ * A value read from the database that does not fit its scalar (a NaN amount, an infinite date)
+ * is the server's problem, not the client's: a plain error, masked and logged with an id.
+ */
+function serializeWith<T>(parse: (value: unknown) => T, scalar: string) {
+  return (value: unknown): T => {
+    try {
+      return parse(value);
+    } catch {
+      throw new Error(`a stored value cannot be represented as ${scalar}`);
+    }
+  };
+}
+
 export const DecimalScalar = new GraphQLScalarType({
   name: 'Decimal',
   description: 'An exact decimal amount with two decimals, serialized as a string ("999.90"). Never a float.',
-  serialize: (value) => parseDecimal(value),
+  serialize: serializeWith(parseDecimal, 'Decimal'),
   parseValue: (value) => parseDecimal(value),
   parseLiteral: (ast) => parseDecimal(literalValue(ast)),
 });
@@ -46,7 +60,7 @@ export function parseDateTime(value: unknown): string {
 export const DateTimeScalar = new GraphQLScalarType({
   name: 'DateTime',
   description: 'An ISO 8601 date-time. Output is UTC with microseconds ("2026-11-24T10:00:00.123456Z").',
-  serialize: (value) => (value instanceof Date ? value.toISOString() : parseDateTime(value)),
+  serialize: serializeWith((value) => (value instanceof Date ? value.toISOString() : parseDateTime(value)), 'DateTime'),
   parseValue: (value) => parseDateTime(value),
   parseLiteral: (ast) => parseDateTime(ast.kind === Kind.STRING ? ast.value : undefined),
 });

@@ -34,7 +34,7 @@ export interface Gateway {
 }
 
 /**
- * Wires the gateway: sources, schema, Apollo Server on express, health and metrics endpoints.
+ * Wires the gateway: sources, schema, Apollo Server on node:http, health and metrics endpoints.
  * `databaseUrl` is passed separately because it may be the embedded Postgres's.
  */
 export async function startGateway(config: Config, logger: Logger, databaseUrl: string): Promise<Gateway> {
@@ -43,8 +43,17 @@ export async function startGateway(config: Config, logger: Logger, databaseUrl: 
   const cache: Cache = config.cache.redisUrl
     ? createRedisCache({ url: config.cache.redisUrl, ...config.cache }, logger, metrics)
     : createMemoryCache({ maxEntries: config.cache.maxEntries, ttlSeconds: config.cache.ttlSeconds });
-  if (!(await cache.ready(2000))) logger.warn('cache not reachable at start; serving from Postgres until it is');
+  try {
+    return await serve(config, logger, metrics, db, cache);
+  } catch (err) {
+    // A gateway that failed to start must not keep a pool or a reconnecting Redis client alive.
+    await Promise.allSettled([db.close(), cache.close()]);
+    throw err;
+  }
+}
 
+async function serve(config: Config, logger: Logger, metrics: Metrics, db: Database, cache: Cache): Promise<Gateway> {
+  if (!(await cache.ready(2000))) logger.warn('cache not reachable at start; serving from Postgres until it is');
   const invoices = createInvoiceStore(db);
   const customers = createCustomerStore(db);
 
@@ -56,6 +65,9 @@ export async function startGateway(config: Config, logger: Logger, databaseUrl: 
     schema,
     formatError: createErrorFormatter(logger, config.exposeErrors && !production),
     includeStacktraceInErrorResponses: false,
+    // main.ts owns the signals: it drains, stops the embedded Postgres, then exits. Apollo's own
+    // handler would re-raise SIGTERM after stopping and kill the process half-way.
+    stopOnTerminationSignals: false,
     plugins: [
       ApolloServerPluginDrainHttpServer({ httpServer }),
       production ? ApolloServerPluginLandingPageProductionDefault() : ApolloServerPluginLandingPageLocalDefault({ embed: true }),
@@ -89,10 +101,15 @@ export async function startGateway(config: Config, logger: Logger, databaseUrl: 
     }),
   );
 
-  await new Promise<void>((resolve, reject) => {
-    httpServer.once('error', reject);
-    httpServer.listen(config.http.port, config.http.host, resolve);
-  });
+  try {
+    await new Promise<void>((resolve, reject) => {
+      httpServer.once('error', reject);
+      httpServer.listen(config.http.port, config.http.host, resolve);
+    });
+  } catch (err) {
+    await apollo.stop();
+    throw err;
+  }
   const { port } = httpServer.address() as AddressInfo;
   const host = config.http.host === '0.0.0.0' || config.http.host === '::' ? 'localhost' : config.http.host;
   const url = `http://${host}:${port}/graphql`;

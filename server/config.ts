@@ -27,8 +27,11 @@ const settings = z.object({
   DATABASE_STATEMENT_TIMEOUT_MS: wholeNumber(1).default(10_000),
   /** Redis for the shared cache (and pub/sub). Unset: an in-process LRU cache. */
   REDIS_URL: z.string().regex(/^rediss?:\/\/\S+$/, 'must be a redis:// URL').optional(),
-  /** Lifetime of a cached row; the backstop behind invalidation by the change feed. */
-  CACHE_TTL_SECONDS: wholeNumber(1).default(3600),
+  /**
+   * Lifetime of a cached row. Rows changed outside the gateway (an UPDATE from psql) are seen
+   * after at most this long; invalidation by the change feed will make it only a backstop.
+   */
+  CACHE_TTL_SECONDS: wholeNumber(1).default(300),
   /** A cache call slower than this counts as a miss, so a slow Redis never slows a request much. */
   CACHE_TIMEOUT_MS: wholeNumber(1).default(250),
   /** Prefix of every cache key, so that several deployments can share one Redis. */

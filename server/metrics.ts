@@ -80,8 +80,8 @@ export class Metrics {
     },
   });
 
-  constructor(options: { defaultMetrics?: boolean } = {}) {
-    if (options.defaultMetrics ?? true) collectDefaultMetrics({ register: this.registry });
+  constructor() {
+    collectDefaultMetrics({ register: this.registry });
   }
 
   /** Sum of a counter over all its label sets; tests use it to count SQL statements. */

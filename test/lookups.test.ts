@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
-import { createTestDatabase, missingServices, TEST_REDIS_URL, type TestDatabase } from './fixtures/services.js';
+import { createTestDatabase, deleteRedisKeys, missingServices, TEST_REDIS_URL, type TestDatabase } from './fixtures/services.js';
 import { startTestGateway, type TestGateway } from './fixtures/gateway.js';
 import { CustomerByIdDocument, CustomersByIdsDocument, InvoiceByIdDocument, InvoicesWithPartiesDocument } from './generated/graphql.js';
 
@@ -25,6 +25,7 @@ describe('invoice and customer lookups (Postgres + Redis)', { skip }, () => {
   after(async () => {
     await sql?.end();
     await gw?.stop();
+    await deleteRedisKeys(`${db.name}:*`);
     await db?.drop();
   });
 

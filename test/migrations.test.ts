@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, writeFile, cp } from 'node:fs/promises';
+import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { after, before, describe, it } from 'node:test';
+import { after, describe, it } from 'node:test';
 import pg from 'pg';
 import { createTestDatabase, missingServices, type TestDatabase } from './fixtures/services.js';
 import { memoryLogger } from './fixtures/gateway.js';
@@ -25,8 +25,9 @@ describe('migrations', { skip }, () => {
     return { db, sql: (text) => db.pool.query(text) };
   }
 
-  before(() => undefined);
+  const tempDirs: string[] = [];
   after(async () => {
+    await Promise.all(tempDirs.map((d) => rm(d, { recursive: true, force: true })));
     await Promise.all(pools.map((p) => p.close()));
     await Promise.all(databases.map((d) => d.drop()));
   });
@@ -85,6 +86,33 @@ describe('migrations', { skip }, () => {
     assert.equal(indexes.rows[0].n, 3);
   });
 
+  it("builds its own indexes beside a user's index of the same columns", async () => {
+    const { db, sql } = await fresh('user_index');
+    await sql(`CREATE TABLE customers (customer_id serial PRIMARY KEY, customer_name text NOT NULL)`);
+    await sql(`CREATE TABLE invoices (invoice_id bigserial PRIMARY KEY, issue_date timestamptz NOT NULL DEFAULT now(),
+      issuer_id int NOT NULL REFERENCES customers, receiver_id int NOT NULL REFERENCES customers, amount_usd numeric(14,2) NOT NULL)`);
+    await sql(`CREATE INDEX ON invoices (issuer_id, issue_date)`);
+    await migrate(db, logger);
+    const { rows } = await sql(`SELECT indexname FROM pg_indexes WHERE tablename = 'invoices' ORDER BY 1`);
+    assert.deepEqual(rows.map((r) => r.indexname), [
+      'invoices_gw_issuer_date_id_idx',
+      'invoices_gw_receiver_date_id_idx',
+      'invoices_issuer_id_issue_date_idx',
+      'invoices_pkey',
+    ]);
+  });
+
+  it('treats CRLF line endings as the same migration, and refuses two files with one version', async () => {
+    const { db } = await fresh('crlf');
+    await migrate(db, logger);
+    const dir = await mkdtemp(path.join(tmpdir(), 'ig-migrations-'));
+    tempDirs.push(dir);
+    for (const file of await readMigrations()) await writeFile(path.join(dir, file.name), file.sql.replace(/\n/g, '\r\n'));
+    assert.equal(await migrate(db, logger, pathToFileURL(dir + '/')), 0);
+    await writeFile(path.join(dir, '001_duplicate.sql'), 'SELECT 1;');
+    await assert.rejects(readMigrations(pathToFileURL(dir + '/')), /share version 1/);
+  });
+
   it('refuses an existing invoices table that lacks a column the gateway reads', async () => {
     const { db, sql } = await fresh('lacking');
     await sql(`CREATE TABLE customers (customer_id serial PRIMARY KEY, customer_name text NOT NULL)`);
@@ -96,6 +124,7 @@ describe('migrations', { skip }, () => {
     const { db } = await fresh('edited');
     await migrate(db, logger);
     const dir = await mkdtemp(path.join(tmpdir(), 'ig-migrations-'));
+    tempDirs.push(dir);
     await cp(MIGRATIONS_DIR, dir, { recursive: true });
     const first = (await readMigrations())[0]!.name;
     const file = path.join(dir, first);

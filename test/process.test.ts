@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -37,25 +37,32 @@ describe('graceful shutdown', { skip }, () => {
   it('on SIGTERM finishes in-flight requests, refuses new ones, closes pools and exits 0', async () => {
     const port = await freePort();
     const gateway = spawnGateway({ DATABASE_URL: db.url, PORT: String(port), HOST: '127.0.0.1', NODE_ENV: 'production' });
-    await gateway.waitFor(/gateway listening/);
-    const url = `http://127.0.0.1:${port}/graphql`;
-
     const locker = new pg.Client({ connectionString: db.url });
-    await locker.connect();
-    await locker.query('BEGIN');
-    await locker.query('LOCK TABLE invoices IN ACCESS EXCLUSIVE MODE');
-    const inFlight = postGraphQL(url, InvoiceByIdDocument, { id: '7' });
-    await new Promise((r) => setTimeout(r, 300));
-    gateway.child.kill('SIGTERM');
-    await gateway.waitFor(/draining in-flight requests/);
-    await assert.rejects(fetch(url, { method: 'POST' }), 'a new connection is refused while draining');
-    await locker.query('ROLLBACK');
-    await locker.end();
+    try {
+      await gateway.waitFor(/gateway listening/);
+      const url = `http://127.0.0.1:${port}/graphql`;
+      await locker.connect();
+      await locker.query('BEGIN');
+      await locker.query('LOCK TABLE invoices IN ACCESS EXCLUSIVE MODE');
+      const inFlight = postGraphQL(url, InvoiceByIdDocument, { id: '7' });
+      await new Promise((r) => setTimeout(r, 300));
+      gateway.child.kill('SIGTERM');
+      await gateway.waitFor(/draining in-flight requests/);
+      await assert.rejects(fetch(url, { method: 'POST' }), 'a new connection is refused while draining');
+      await locker.query('ROLLBACK');
 
-    const answered = await inFlight.catch((err: Error) => assert.fail(`${err.message} ${String(err.cause)}\n${gateway.output()}`));
-    assert.equal(answered.errors, undefined);
-    assert.equal(answered.data!.invoice!.id, '7');
-    assert.equal(await gateway.exited, 0);
+      const answered = await inFlight.catch((err: Error) => assert.fail(`${err.message} ${String(err.cause)}\n${gateway.output()}`));
+      assert.equal(answered.errors, undefined);
+      assert.equal(answered.data!.invoice!.id, '7');
+      assert.equal(await gateway.exited, 0);
+      const { rows } = await locker.query(
+        `SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'invoice-gateway'`,
+      );
+      assert.equal(rows[0].n, 0, 'the pool was closed');
+    } finally {
+      gateway.child.kill('SIGKILL');
+      await locker.end().catch(() => undefined);
+    }
   });
 });
 
@@ -64,10 +71,26 @@ describe('npm start on embedded defaults', { skip: process.env.SKIP_EMBEDDED ===
 
   before(async () => {
     dataDir = await mkdtemp(path.join(tmpdir(), 'ig-embedded-'));
+    // One test uses a DATA_DIR below this one, which the postgres user must be able to traverse.
+    await chmod(dataDir, 0o755);
   });
 
   after(async () => {
     await rm(dataDir, { recursive: true, force: true });
+  });
+
+  it('stops the embedded Postgres it started when a signal arrives during start-up', async () => {
+    const env = { DATA_DIR: path.join(dataDir, 'interrupted'), EMBEDDED_PG_PORT: String(await freePort()), PORT: String(await freePort()), HOST: '127.0.0.1' };
+    const gateway = spawnGateway(env);
+    try {
+      await gateway.waitFor(/embedded Postgres started/, 120_000);
+      gateway.child.kill('SIGTERM');
+      assert.equal(await gateway.exited, 0);
+      const probe = new pg.Client({ host: '127.0.0.1', port: Number(env.EMBEDDED_PG_PORT), user: 'postgres', password: 'gateway', database: 'postgres' });
+      await assert.rejects(probe.connect(), 'the embedded Postgres is stopped');
+    } finally {
+      gateway.child.kill('SIGKILL');
+    }
   });
 
   it('starts embedded Postgres, seeds demo data once, and reuses it on the next start', async () => {
@@ -75,14 +98,19 @@ describe('npm start on embedded defaults', { skip: process.env.SKIP_EMBEDDED ===
 
     const firstEnv = await env();
     const first = spawnGateway(firstEnv);
-    await first.waitFor(/gateway listening/, 120_000);
-    assert.match(first.output(), /seeding demo data/);
-    const url1 = `http://127.0.0.1:${firstEnv.PORT}/graphql`;
-    const last = await postGraphQL(url1, InvoiceByIdDocument, { id: '100000' });
-    assert.equal(last.data?.invoice?.id, '100000', 'the demo data has 100,000 invoices');
-    const created = await postGraphQL(url1, CreateInvoiceDocument, { input: { issuerId: '1', receiverId: '2', amountUsd: '1.23' } });
-    const createdId = created.data!.createInvoice.id;
-    first.child.kill('SIGTERM');
+    let createdId: string;
+    try {
+      await first.waitFor(/gateway listening/, 120_000);
+      assert.match(first.output(), /seeding demo data/);
+      const url1 = `http://127.0.0.1:${firstEnv.PORT}/graphql`;
+      const last = await postGraphQL(url1, InvoiceByIdDocument, { id: '100000' });
+      assert.equal(last.data?.invoice?.id, '100000', 'the demo data has 100,000 invoices');
+      const created = await postGraphQL(url1, CreateInvoiceDocument, { input: { issuerId: '1', receiverId: '2', amountUsd: '1.23' } });
+      createdId = created.data!.createInvoice.id;
+    } finally {
+      // SIGTERM even on failure: the gateway stops its embedded Postgres before the data is removed.
+      first.child.kill('SIGTERM');
+    }
     assert.equal(await first.exited, 0);
 
     const secondEnv = await env();
@@ -94,7 +122,7 @@ describe('npm start on embedded defaults', { skip: process.env.SKIP_EMBEDDED ===
       assert.equal(kept.data?.invoice?.amountUsd, '1.23');
     } finally {
       second.child.kill('SIGTERM');
-      assert.equal(await second.exited, 0);
     }
+    assert.equal(await second.exited, 0);
   });
 });

@@ -32,7 +32,7 @@ describe('Postgres failures reach clients as clear, masked errors', { skip }, ()
   after(async () => {
     await sql?.end();
     await gw?.stop();
-    await proxy?.close();
+    await proxy?.cut();
     await db?.drop();
   });
 

@@ -1,12 +1,15 @@
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { after, describe, it } from 'node:test';
 import { createTestDatabase, missingServices, type TestDatabase } from './fixtures/services.js';
 import { memoryLogger } from './fixtures/gateway.js';
 import { createDatabase, type Database } from '../sources/postgres/database.js';
 import { migrate } from '../sources/postgres/migrate.js';
-import { seedDatabase, type SeedOptions } from '../pipelines/seed.js';
+import { seedDatabase, type SeedOptions } from '../sources/postgres/seeder.js';
 
 const skip = await missingServices('postgres');
+const SEED_COMMAND = fileURLToPath(new URL('../pipelines/seed.command.js', import.meta.url));
 
 describe('npm run seed', { skip }, () => {
   const { logger } = memoryLogger();
@@ -17,7 +20,7 @@ describe('npm run seed', { skip }, () => {
     const db = createDatabase({ url: database.url, poolMax: 3, statementTimeoutMs: 0 }, logger);
     opened.push({ database, db });
     await migrate(db, logger);
-    await seedDatabase(db, { chunkSize: 1_000, ...options }, logger);
+    await seedDatabase(db, options, logger);
     return db;
   }
 
@@ -38,7 +41,8 @@ describe('npm run seed', { skip }, () => {
     ).rows[0].f as string;
 
   it('loads the same data for the same seed, and other data for another seed', async () => {
-    const options = { customers: 40, invoices: 5_000, months: 6, seed: 99 };
+    // 60,000 rows: two chunks, so chunk boundaries are covered.
+    const options = { customers: 40, invoices: 60_000, months: 6, seed: 99 };
     const [a, b, c] = await Promise.all([seeded('a', options), seeded('b', options), seeded('c', { ...options, seed: 100 })]);
     assert.equal(await fingerprint(a), await fingerprint(b));
     assert.notEqual(await fingerprint(a), await fingerprint(c));
@@ -73,9 +77,9 @@ describe('npm run seed', { skip }, () => {
   });
 
   it('rebuilds the indexes and moves the id sequence past the loaded rows', async () => {
-    const db = await seeded('indexes', { customers: 10, invoices: 3_000, months: 2, seed: 1 });
+    const db = await seeded('indexes', { customers: 10, invoices: 3_000, months: 2, seed: 1, rebuildIndexes: true });
     const indexes = await db.pool.query(`SELECT indexname FROM pg_indexes WHERE tablename = 'invoices' ORDER BY 1`);
-    assert.deepEqual(indexes.rows.map((r) => r.indexname), ['invoices_issuer_id_issue_date_idx', 'invoices_pkey', 'invoices_receiver_id_issue_date_idx']);
+    assert.deepEqual(indexes.rows.map((r) => r.indexname), ['invoices_gw_issuer_date_id_idx', 'invoices_gw_receiver_date_id_idx', 'invoices_pkey']);
     const inserted = await db.pool.query(`INSERT INTO invoices (issuer_id, receiver_id, amount_usd) VALUES (1, 2, 1) RETURNING invoice_id::int AS id`);
     assert.equal(inserted.rows[0].id, 3_001);
   });
@@ -86,5 +90,24 @@ describe('npm run seed', { skip }, () => {
     await seedDatabase(db, { customers: 6, invoices: 60, months: 1, seed: 1, reset: true }, logger);
     const { rows } = await db.pool.query(`SELECT (SELECT count(*) FROM customers)::int AS c, (SELECT count(*) FROM invoices)::int AS i`);
     assert.deepEqual(rows[0], { c: 6, i: 60 });
+  });
+
+  it('npm run seed: loads, skips with --if-empty, refuses a second load, names a bad flag', async () => {
+    const database = await createTestDatabase('seed_cli');
+    opened.push({ database, db: createDatabase({ url: database.url, poolMax: 1, statementTimeoutMs: 0 }, logger) });
+    const run = (...args: string[]) =>
+      spawnSync(process.execPath, [SEED_COMMAND, ...args], { env: { PATH: process.env.PATH ?? '', DATABASE_URL: database.url }, encoding: 'utf8' });
+    const first = run('--customers', '4', '--invoices', '25', '--months', '2');
+    assert.equal(first.status, 0, first.stderr);
+    assert.match(first.stdout, /seeded 4 customers and 25 invoices/);
+    const skipped = run('--customers', '4', '--invoices', '25', '--if-empty');
+    assert.equal(skipped.status, 0, skipped.stderr);
+    assert.match(skipped.stdout, /nothing seeded/);
+    const refused = run('--customers', '4', '--invoices', '25');
+    assert.equal(refused.status, 1);
+    assert.match(refused.stderr, /already hold rows/);
+    const bad = run('--customers', 'many', '--invoices', '25');
+    assert.equal(bad.status, 1);
+    assert.match(bad.stderr, /--customers must be a whole number/);
   });
 });

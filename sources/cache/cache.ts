@@ -6,7 +6,6 @@ export interface Cache {
   /** Values in key order, `null` for a miss. */
   getMany(keys: readonly string[]): Promise<(string | null)[]>;
   setMany(entries: ReadonlyArray<readonly [key: string, value: string]>): Promise<void>;
-  deleteMany(keys: readonly string[]): Promise<void>;
   /** Resolves `true` once the cache can answer, `false` if it could not within `timeoutMs`. */
   ready(timeoutMs: number): Promise<boolean>;
   close(): Promise<void>;

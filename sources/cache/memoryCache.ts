@@ -9,9 +9,6 @@ export function createMemoryCache(options: { maxEntries: number; ttlSeconds: num
     setMany: async (entries) => {
       for (const [k, v] of entries) lru.set(k, v);
     },
-    deleteMany: async (keys) => {
-      for (const k of keys) lru.delete(k);
-    },
     ready: async () => true,
     close: async () => lru.clear(),
   };

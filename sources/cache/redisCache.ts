@@ -8,7 +8,8 @@ export interface RedisCacheOptions {
   readonly ttlSeconds: number;
   /** A call slower than this is abandoned and counted as a failure. */
   readonly timeoutMs: number;
-  readonly keyPrefix?: string;
+  /** Prefix of every key, so several deployments can share one Redis. */
+  readonly keyPrefix: string;
 }
 
 /**
@@ -18,7 +19,7 @@ export interface RedisCacheOptions {
  */
 export function createRedisCache(options: RedisCacheOptions, logger: Logger, metrics?: Metrics): Cache {
   const redis = new Redis(options.url, {
-    keyPrefix: options.keyPrefix ?? 'ig:',
+    keyPrefix: options.keyPrefix,
     // Commands issued in the same tick by concurrent requests go out in one write: measured, a
     // socket write per MGET was the largest single cost of a warm lookup.
     enableAutoPipelining: true,
@@ -30,10 +31,15 @@ export function createRedisCache(options: RedisCacheOptions, logger: Logger, met
   });
   let down = false;
   redis.on('error', (err: Error) => markDown('connection', err));
-  redis.on('ready', () => {
-    if (down) logger.info('Redis cache reachable again');
+  redis.on('ready', markUp);
+
+  // Cleared by any success too, not only by a reconnect: a single timeout under load leaves the
+  // connection ready, and the next real outage must still be logged.
+  function markUp() {
+    if (!down) return;
     down = false;
-  });
+    logger.info('Redis cache reachable again');
+  }
 
   function markDown(operation: string, err: unknown) {
     metrics?.cacheErrors.inc({ operation });
@@ -46,7 +52,9 @@ export function createRedisCache(options: RedisCacheOptions, logger: Logger, met
     async getMany(keys) {
       if (keys.length === 0) return [];
       try {
-        return await redis.mget(...keys);
+        const values = await redis.mget(...keys);
+        markUp();
+        return values;
       } catch (err) {
         markDown('get', err);
         return keys.map(() => null);
@@ -61,15 +69,6 @@ export function createRedisCache(options: RedisCacheOptions, logger: Logger, met
         await Promise.all(entries.map(([key, value]) => redis.set(key, value, 'EX', options.ttlSeconds)));
       } catch (err) {
         markDown('set', err);
-      }
-    },
-
-    async deleteMany(keys) {
-      if (keys.length === 0) return;
-      try {
-        await redis.del(...keys);
-      } catch (err) {
-        markDown('delete', err);
       }
     },
 
@@ -89,7 +88,8 @@ export function createRedisCache(options: RedisCacheOptions, logger: Logger, met
     },
 
     async close() {
-      redis.disconnect();
+      // QUIT lets queued fills finish; a Redis that is down cannot answer it.
+      await redis.quit().catch(() => redis.disconnect());
     },
   };
 }

@@ -7,8 +7,8 @@ import type { Metrics } from '../../server/metrics.js';
 export interface DatabaseOptions {
   readonly url: string;
   readonly poolMax: number;
+  /** 0 disables the limit (seeding, migrations). */
   readonly statementTimeoutMs: number;
-  readonly applicationName?: string;
 }
 
 /** A statement's name labels metrics and logs; its text is constant, values are parameters. */
@@ -36,9 +36,10 @@ export interface Database extends Queryable {
   readonly pool: pg.Pool;
 }
 
-// pg returns bigint and numeric as strings by default, which is what we want: ids beyond 2^53
-// and money stay exact.
-
+/**
+ * pg's defaults return bigint and numeric as strings, which keeps ids beyond 2^53 and money exact;
+ * nothing here changes them.
+ */
 export function createDatabase(options: DatabaseOptions, logger: Logger, metrics?: Metrics): Database {
   const pool = new pg.Pool({
     connectionString: options.url,
@@ -46,7 +47,11 @@ export function createDatabase(options: DatabaseOptions, logger: Logger, metrics
     connectionTimeoutMillis: 5_000,
     idleTimeoutMillis: 30_000,
     statement_timeout: options.statementTimeoutMs,
-    application_name: options.applicationName ?? 'invoice-gateway',
+    // statement_timeout is enforced by the server; when the server stops answering altogether
+    // (a partition, a hung host) only a client-side limit and TCP keepalive end the wait.
+    query_timeout: options.statementTimeoutMs > 0 ? options.statementTimeoutMs + 1000 : undefined,
+    keepAlive: true,
+    application_name: 'invoice-gateway',
   });
   // An idle client losing its connection (server restart) must not crash the process; the pool
   // drops it and the next query opens a new connection, so the gateway recovers by itself.
@@ -129,7 +134,7 @@ export function translate(err: unknown, statementName: string, logger: Logger): 
   if (err instanceof PublicError) return err;
   const code = (err as { code?: string }).code;
   const message = err instanceof Error ? err.message : String(err);
-  if (code === '57014') {
+  if (code === '57014' || /Query read timeout/.test(message)) {
     logger.warn({ statement: statementName }, 'statement timed out');
     return upstreamTimeout('The database', err);
   }
@@ -147,6 +152,20 @@ export function translate(err: unknown, statementName: string, logger: Logger): 
 function describe(err: unknown) {
   const e = err as { code?: string; message?: string };
   return { code: e.code, message: e.message };
+}
+
+/**
+ * Waits until Postgres answers, retrying with a growing pause (at most 5 s) and logging the
+ * first failure and every tenth after it. `false` when `stop()` said to give up.
+ */
+export async function waitUntilReachable(db: Database, logger: Logger, stop: () => boolean): Promise<boolean> {
+  for (let attempt = 1; ; attempt++) {
+    if (await db.ping(2000)) return true;
+    if (stop()) return false;
+    if (attempt % 10 === 1) logger.warn({ attempt }, 'Postgres not reachable yet; retrying');
+    await new Promise((resolve) => setTimeout(resolve, Math.min(attempt * 500, 5000)));
+    if (stop()) return false;
+  }
 }
 
 /** Rows matched back to the requested ids, in their order, `null` where absent. */

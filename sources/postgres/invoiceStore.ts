@@ -49,7 +49,7 @@ const BY_IDS: Statement = {
  * comes from this allow-list, never from input. The row comparison against coalesced bounds keeps
  * the keyset condition an index condition on (party, issue_date, invoice_id).
  */
-const PAGES: Record<PartyRole, Statement> = {
+export const PAGES: Record<PartyRole, Statement> = {
   issuer: pagesStatement('issuer_id'),
   receiver: pagesStatement('receiver_id'),
 };
@@ -99,12 +99,17 @@ export function createInvoiceStore(db: Database): InvoiceStore {
         const indexes = requests.flatMap((r, i) => (r.role === role ? [i] : []));
         if (indexes.length === 0) continue;
         const chosen = indexes.map((i) => requests[i]!);
-        const rows = await db.query<InvoiceRecord & { ord: number }>(PAGES[role], [
-          chosen.map((r) => r.customerId),
-          chosen.map((r) => r.limit),
-          chosen.map((r) => r.after?.issueDate ?? null),
-          chosen.map((r) => r.after?.invoiceId ?? null),
-        ]);
+        const rows = await db
+          .query<InvoiceRecord & { ord: number }>(PAGES[role], [
+            chosen.map((r) => r.customerId),
+            chosen.map((r) => r.limit),
+            chosen.map((r) => r.after?.issueDate ?? null),
+            chosen.map((r) => r.after?.invoiceId ?? null),
+          ])
+          .catch((err: unknown) => {
+            if (isBadDateTime(err)) throw badUserInput('after is not a cursor returned by this API');
+            throw err;
+          });
         for (const { ord, ...invoice } of rows) result[indexes[ord - 1]!]!.push(invoice);
       }
       return result;
@@ -124,10 +129,16 @@ export function createInvoiceStore(db: Database): InvoiceStore {
         const code = (err as { code?: string }).code;
         if (code === '23503') throw badUserInput('issuerId or receiverId does not name an existing customer');
         // Values our own checks let through but Postgres refuses (a 30 February, a year 300000).
-        if (code === '22008' || code === '22007') throw badUserInput('issueDate is not a valid date-time');
+        if (isBadDateTime(err)) throw badUserInput('issueDate is not a valid date-time');
         if (code === '22003') throw badUserInput('amountUsd does not fit numeric(14,2)');
         throw err;
       }
     },
   };
+}
+
+/** SQLSTATE 22007/22008: a date-time Postgres refuses though our own checks let it through. */
+function isBadDateTime(err: unknown): boolean {
+  const code = (err as { code?: string }).code;
+  return code === '22007' || code === '22008';
 }

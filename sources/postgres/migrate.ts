@@ -25,12 +25,17 @@ export interface MigrationFile {
 
 export async function readMigrations(dir: URL = MIGRATIONS_DIR): Promise<MigrationFile[]> {
   const names = (await readdir(dir)).filter((f) => /^\d+_[\w-]+\.sql$/.test(f)).sort();
-  return Promise.all(
+  const files = await Promise.all(
     names.map(async (name) => {
-      const sql = await readFile(new URL(name, dir), 'utf8');
+      // Line endings normalised: a checkout with CRLF is the same migration.
+      const sql = (await readFile(new URL(name, dir), 'utf8')).replace(/\r\n/g, '\n');
       return { version: Number.parseInt(name, 10), name, sql, checksum: createHash('sha256').update(sql).digest('hex') };
     }),
   );
+  for (let i = 1; i < files.length; i++) {
+    if (files[i]!.version === files[i - 1]!.version) throw new Error(`migrations ${files[i - 1]!.name} and ${files[i]!.name} share version ${files[i]!.version}`);
+  }
+  return files;
 }
 
 /**
@@ -42,7 +47,7 @@ export async function readMigrations(dir: URL = MIGRATIONS_DIR): Promise<Migrati
 export async function migrate(db: Database, logger: Logger, dir: URL = MIGRATIONS_DIR): Promise<number> {
   const files = await readMigrations(dir);
   return db.withClient(async (client) => {
-    await acquireLock(client);
+    await acquireLock(client, logger);
     try {
       await client.query(`CREATE TABLE IF NOT EXISTS gateway_schema_migrations (
         version int PRIMARY KEY, name text NOT NULL, checksum text NOT NULL,
@@ -74,10 +79,22 @@ export async function migrate(db: Database, logger: Logger, dir: URL = MIGRATION
   });
 }
 
-async function acquireLock(client: pg.PoolClient): Promise<void> {
-  for (;;) {
-    const { rows } = await client.query<{ locked: boolean }>('SELECT pg_try_advisory_lock(hashtext($1)) AS locked', [LOCK_KEY]);
+/** Another gateway migrating a large table may hold the lock for minutes; longer is a hang. */
+const LOCK_WAIT_LIMIT_MS = 15 * 60_000;
+
+async function acquireLock(client: pg.PoolClient, logger: Logger): Promise<void> {
+  const started = Date.now();
+  for (let attempt = 0; ; attempt++) {
+    const { rows } = await client.query<{ locked: boolean; holder: number | null }>(
+      `SELECT pg_try_advisory_lock(hashtext($1)) AS locked,
+         (SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objid = hashtext($1)::oid AND granted LIMIT 1) AS holder`,
+      [LOCK_KEY],
+    );
     if (rows[0]?.locked) return;
+    if (attempt === 0) logger.info({ holderPid: rows[0]?.holder }, 'waiting for another gateway to finish migrating');
+    if (Date.now() - started > LOCK_WAIT_LIMIT_MS) {
+      throw new Error(`the migration lock has been held by backend ${rows[0]?.holder ?? '?'} for over ${LOCK_WAIT_LIMIT_MS / 60_000} minutes`);
+    }
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
 }
@@ -93,7 +110,11 @@ async function apply(client: pg.PoolClient, file: MigrationFile): Promise<void> 
     // Several statements in one simple query run as one implicit transaction, which
     // CONCURRENTLY refuses; so they go one by one. Each is idempotent, so a crash half-way is
     // repaired by the next start.
-    for (const statement of splitStatements(file.sql)) await client.query(statement);
+    try {
+      for (const statement of splitStatements(file.sql)) await client.query(statement);
+    } catch (err) {
+      throw new Error(`migration ${file.name} failed: ${(err as Error).message}`, { cause: err });
+    }
     await record();
     return;
   }

@@ -1,18 +1,27 @@
 import type { Logger } from 'pino';
-import type { Database, Statement } from '../sources/postgres/database.js';
+import type { Database, Statement } from './database.js';
 
 export interface SeedOptions {
   readonly customers: number;
   readonly invoices: number;
   /** Invoices are dated within the last `months` calendar months, the current one included. */
   readonly months: number;
-  /** Same seed, same data (names, parties, amounts, dates relative to the current month). */
+  /** Same seed, same data (names, parties, amounts; dates relative to the moment of seeding). */
   readonly seed: number;
-  /** Rows per INSERT ... SELECT; each chunk is one statement with its own deterministic seed. */
-  readonly chunkSize?: number;
-  /** Connections inserting chunks at once. */
+  /** Connections inserting chunks at once; does not change the data. */
   readonly parallelism?: number;
+  /** Drop the secondary indexes and build them after the load; default: from 1,000,000 invoices. */
+  readonly rebuildIndexes?: boolean;
 }
+
+/**
+ * Rows per INSERT ... SELECT. Each chunk draws from its own setseed stream, so the data depends
+ * on the seed and this constant only: changing it changes every seeded data set.
+ */
+const CHUNK_ROWS = 50_000;
+
+/** From this many invoices on, dropping the secondary indexes and building them once pays off. */
+const REBUILD_INDEXES_FROM = 1_000_000;
 
 export interface SeedResult {
   readonly customers: number;
@@ -84,7 +93,15 @@ const BUILD_SETTINGS: Statement = {
   text: `SELECT set_config('maintenance_work_mem', '512MB', false), set_config('max_parallel_maintenance_workers', '2', false)`,
 };
 
-const RESET: Statement = { name: 'seed_reset', text: 'TRUNCATE invoices, customers RESTART IDENTITY CASCADE' };
+// No CASCADE: a table that references these (the user's, or the gateway's own) makes Postgres
+// refuse, rather than being emptied silently.
+const RESET: Statement = { name: 'seed_reset', text: 'TRUNCATE invoices, customers RESTART IDENTITY' };
+const DEMO_MARKER: Statement = {
+  name: 'demo_marker',
+  text: 'CREATE TABLE IF NOT EXISTS gateway_demo_seed (seeded_at timestamptz NOT NULL DEFAULT now())',
+};
+const DEMO_SEEDED: Statement = { name: 'demo_seeded', text: 'SELECT EXISTS (SELECT 1 FROM gateway_demo_seed) AS seeded' };
+const MARK_DEMO_SEEDED: Statement = { name: 'demo_mark_seeded', text: 'INSERT INTO gateway_demo_seed DEFAULT VALUES' };
 const ANALYZE: Statement = { name: 'seed_analyze', text: 'ANALYZE customers, invoices' };
 const WINDOW: Statement = {
   name: 'seed_window',
@@ -122,8 +139,7 @@ export async function seedDatabase(
   if (options.months < 1) throw new Error('--months must be at least 1');
 
   if (options.reset) await db.query(RESET);
-  const [counts] = await db.query<{ customers: number; invoices: string }>(TABLE_COUNTS);
-  if (counts!.customers > 0 || counts!.invoices !== '0') {
+  if (!(await tablesEmpty(db))) {
     throw new Error('customers or invoices already hold rows; seed into an empty database or pass --reset');
   }
 
@@ -133,7 +149,8 @@ export async function seedDatabase(
     return row!.first;
   });
 
-  const indexes = options.invoices > 0 ? await db.query<{ name: string; definition: string }>(SECONDARY_INDEXES) : [];
+  const rebuild = options.rebuildIndexes ?? options.invoices >= REBUILD_INDEXES_FROM;
+  const indexes = rebuild && options.invoices > 0 ? await db.query<{ name: string; definition: string }>(SECONDARY_INDEXES) : [];
   await db.withClient(async (client) => {
     for (const index of indexes) await client.query(`DROP INDEX ${quoteIdent(index.name)}`);
   });
@@ -162,7 +179,7 @@ function quoteIdent(name: string): string {
 async function loadInvoices(db: Database, options: SeedOptions, firstCustomer: number, onProgress: (done: number, total: number) => void) {
   const [window] = await db.query<{ start: Date; end: Date }>(WINDOW, [options.months]);
   const [{ max: idBase } = { max: '0' }] = await db.query<{ max: string }>(NEXT_INVOICE_ID);
-  const chunkSize = options.chunkSize ?? 200_000;
+  const chunkSize = CHUNK_ROWS;
   const chunks = Math.ceil(options.invoices / chunkSize);
   const issuerMultiplier = coprimeMultiplier(options.customers, 7919);
   const receiverMultiplier = coprimeMultiplier(options.customers, 104729);
@@ -194,4 +211,23 @@ async function loadInvoices(db: Database, options: SeedOptions, firstCustomer: n
     }
   };
   await Promise.all(Array.from({ length: Math.max(1, options.parallelism ?? 2) }, worker));
+}
+
+/** Whether customers and invoices hold no rows (`npm run seed -- --if-empty`). */
+export async function tablesEmpty(db: Database): Promise<boolean> {
+  const [counts] = await db.query<{ customers: number; invoices: string }>(TABLE_COUNTS);
+  return counts!.customers === 0 && counts!.invoices === '0';
+}
+
+/**
+ * The embedded database's demo data: loaded (after emptying the tables) until a load has
+ * completed, so a first start that was stopped half-way is repaired by the next one.
+ */
+export async function ensureDemoData(db: Database, options: SeedOptions, logger: Logger): Promise<void> {
+  await db.query(DEMO_MARKER);
+  const [row] = await db.query<{ seeded: boolean }>(DEMO_SEEDED);
+  if (row!.seeded) return;
+  logger.info(options, 'seeding demo data');
+  await seedDatabase(db, { ...options, reset: true }, logger);
+  await db.query(MARK_DEMO_SEEDED);
 }
