@@ -1,6 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import { createInterface } from 'node:readline';
 
@@ -35,15 +34,6 @@ process.once('exit', () => {
 });
 // Node's default on these signals skips 'exit'; exiting explicitly runs the handler above.
 for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => process.exit(128 + os.constants.signals[signal]));
-
-/** A port free right now on 127.0.0.1. */
-export async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 
 /** Starts `node ...args`, forwards its output to stderr prefixed with its name, waits until ready. */
 export async function startChildServer(options: ChildServerOptions): Promise<ChildServer> {

@@ -1,45 +1,25 @@
-import { execFileSync } from 'node:child_process';
 import { randomBytes, randomInt } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { availableParallelism, cpus, totalmem } from 'node:os';
-import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
 import { print } from 'graphql';
 import { Redis } from 'ioredis';
+import { freePort } from '../test/fixtures/network.js';
 import { BenchInvoiceDocument, BenchInvoicesWithPartiesDocument, type BenchInvoiceQuery, type BenchInvoicesWithPartiesQuery } from '../test/generated/graphql.js';
 import { ensureBenchDatabase, type BenchData } from './benchDatabase.js';
-import { freePort, startChildServer, type ChildServer } from './childServer.js';
-import { graphqlCheck, runLoad, type LoadResult } from './load.js';
+import { startChildServer, type ChildServer } from './childServer.js';
+import { graphqlCheck, runLoad } from './load.js';
+import { CACHE_TTL_SECONDS, LIST_SIZE, POOL_MAX, ROOT, START_TIMEOUT_S, WARM_BATCH, parseLookupOptions } from './lookupSettings.js';
+import { printHeader, printReport, type ScenarioRow } from './report.js';
 import { runCommand } from './runCommand.js';
 
-const usage =
-  'usage: npm run bench -- lookups [--invoices 1000000] [--customers 10000] [--connections 32] [--duration 15] [--warmup 5] ' +
-  '[--warm-ids 20000] [--database-url postgres://postgres@127.0.0.1:5432/ig_bench_lookups] [--redis-url redis://127.0.0.1:6379]';
-
-/** The repository root: this file runs as dist/bench/lookups.js. */
-const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const PEER_DIR = `${ROOT}bench/postgraphile/`;
-/** Postgres connections per server, the same for both (the gateway's default). */
-const POOL_MAX = 20;
-const WARM_BATCH = 1000;
-const LIST_SIZE = 100;
 
 const GATEWAY_ONE = print(BenchInvoiceDocument);
 const GATEWAY_LIST = print(BenchInvoicesWithPartiesDocument);
 // The same fields as BenchInvoice; PostGraphile v4 names a primary-key lookup <table>By<Pk>.
 const PEER_ONE = 'query PeerInvoice($id: BigInt!) { invoiceByInvoiceId(invoiceId: $id) { invoiceId issueDate amountUsd issuerId receiverId } }';
 
-interface Row {
-  readonly scenario: string;
-  readonly server: ChildServer;
-  readonly result: LoadResult;
-  readonly rssBytes: number;
-  /** Share of cache lookups answered by Redis during the measured run (gateway only). */
-  readonly hitRate?: number;
-}
-
 export async function lookups(argv: string[]): Promise<void> {
-  const options = parseOptions(argv);
+  const options = parseLookupOptions(argv);
   const redis = new Redis(options.redisUrl, { lazyConnect: true, maxRetriesPerRequest: 1, retryStrategy: () => null });
   redis.on('error', () => undefined);
   // Without Redis the gateway silently serves every lookup from Postgres: "warm" would be a lie.
@@ -63,8 +43,9 @@ export async function lookups(argv: string[]): Promise<void> {
       env: {
         NODE_ENV: 'production', LOG_LEVEL: 'warn', HOST: '127.0.0.1', PORT: String(port),
         DATABASE_URL: options.databaseUrl, DATABASE_POOL_MAX: String(POOL_MAX),
-        REDIS_URL: options.redisUrl, CACHE_KEY_PREFIX: keyPrefix,
+        REDIS_URL: options.redisUrl, CACHE_KEY_PREFIX: keyPrefix, CACHE_TTL_SECONDS: String(CACHE_TTL_SECONDS),
       },
+      readyTimeoutMs: START_TIMEOUT_S * 1000,
       ready: async () => (await fetch(`http://127.0.0.1:${port}/readyz`, { signal: AbortSignal.timeout(2000) })).ok,
     });
     servers.add(server);
@@ -95,8 +76,13 @@ export async function lookups(argv: string[]): Promise<void> {
     };
     const gatewayOne = one(GATEWAY_ONE);
     const gatewayOk = graphqlCheck<BenchInvoiceQuery>((d) => (d.invoice ? undefined : 'invoice(id) returned null'));
-    const rows: Row[] = [];
-    const measure = async (scenario: string, target: { server: ChildServer; url: string }, body: () => string, check: (body: string) => string | undefined) => {
+    const rows: ScenarioRow[] = [];
+    const measure = async (
+      { scenario, warm }: { scenario: string; warm: boolean },
+      target: { server: ChildServer; url: string },
+      body: () => string,
+      check: (body: string) => string | undefined,
+    ) => {
       const { server, url } = target;
       const load = { url, connections: options.connections, body, check };
       const isGateway = server !== peer;
@@ -108,12 +94,13 @@ export async function lookups(argv: string[]): Promise<void> {
       if (server.exited()) throw new Error(`${server.name} exited (${server.exited()}) during "${scenario}"`);
       const hits = before && after ? after.hits - before.hits : 0;
       const cacheLookups = before && after ? hits + after.misses - before.misses : 0;
-      const row: Row = {
+      const row: ScenarioRow = {
         scenario,
-        server,
+        serverName: server.name,
         result: { ...result, errors: warmup.errors + result.errors, firstError: warmup.firstError ?? result.firstError },
         rssBytes: server.peakRss(),
         hitRate: cacheLookups ? hits / cacheLookups : undefined,
+        warm,
       };
       rows.push(row);
       console.error(`${scenario} (${server.name}): ${Math.round(result.requestsPerSecond)} req/s, ${warmup.errors + result.errors} errors`);
@@ -123,17 +110,17 @@ export async function lookups(argv: string[]): Promise<void> {
 
     const cold = await startGateway();
     await checkSameRow(cold.url, peerUrl, data);
-    await measure('invoice(id), cold cache', cold, () => gatewayOne(anyId()), gatewayOk);
+    await measure({ scenario: 'invoice(id), cold cache', warm: false }, cold, () => gatewayOne(anyId()), gatewayOk);
 
     const warmer = await startGateway();
     const warmIds = await warmCache(warmer.url, data, options.warmIds);
     await stop(warmer.server);
     const warmId = () => warmIds[randomInt(warmIds.length)]!;
-    const warm = await measure('invoice(id), warm cache', await startGateway(), () => gatewayOne(warmId()), gatewayOk);
+    const warm = await measure({ scenario: 'invoice(id), warm cache', warm: true }, await startGateway(), () => gatewayOne(warmId()), gatewayOk);
 
     const listHead = `{"query":${JSON.stringify(GATEWAY_LIST)},"variables":{"ids":`;
     await measure(
-      `invoices(ids: ${LIST_SIZE}) + issuer, receiver, warm`,
+      { scenario: `invoices(ids: ${LIST_SIZE}) + issuer, receiver, warm`, warm: true },
       await startGateway(),
       () => `${listHead}${JSON.stringify(Array.from({ length: LIST_SIZE }, () => String(warmId())))}}}`,
       graphqlCheck<BenchInvoicesWithPartiesQuery>((d) =>
@@ -143,9 +130,9 @@ export async function lookups(argv: string[]): Promise<void> {
 
     const peerOne = one(PEER_ONE);
     const peerOk = graphqlCheck<{ invoiceByInvoiceId: unknown }>((d) => (d.invoiceByInvoiceId ? undefined : 'invoiceByInvoiceId returned null'));
-    const peerRow = await measure('invoiceByInvoiceId(id)', { server: peer, url: peerUrl }, () => peerOne(anyId()), peerOk);
+    const peerRow = await measure({ scenario: 'invoiceByInvoiceId(id)', warm: false }, { server: peer, url: peerUrl }, () => peerOne(anyId()), peerOk);
 
-    printTable(rows, { warm, peer: peerRow }, options, data, warmIds.length);
+    printReport(rows, { warm, peer: peerRow }, options, data, warmIds.length);
   } finally {
     await Promise.allSettled([...servers].map((s) => s.stop()));
     await deleteKeys(redis, keyPrefix).catch((err: Error) => console.error(`could not delete this run's cache keys (${keyPrefix}*): ${err.message}`));
@@ -153,49 +140,8 @@ export async function lookups(argv: string[]): Promise<void> {
   }
 }
 
-interface Options {
-  readonly invoices: number;
-  readonly customers: number;
-  readonly connections: number;
-  readonly duration: number;
-  /** Seconds of load before each measured run, discarded: a fresh Node process needs 2-3 s to reach steady speed (JIT). */
-  readonly warmup: number;
-  readonly warmIds: number;
-  readonly databaseUrl: string;
-  readonly redisUrl: string;
-}
-
-function parseOptions(argv: string[]): Options {
-  const text = (fallback: string) => ({ type: 'string', default: fallback }) as const;
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args: argv,
-      options: {
-        invoices: text('1000000'), customers: text('10000'), connections: text('32'), duration: text('15'), warmup: text('5'), 'warm-ids': text('20000'),
-        'database-url': text('postgres://postgres@127.0.0.1:5432/ig_bench_lookups'), 'redis-url': text('redis://127.0.0.1:6379'),
-      },
-    }));
-  } catch (err) {
-    throw new Error(`${(err as Error).message}\n${usage}`);
-  }
-  const whole = (name: keyof typeof values, min: number) => {
-    const value = Number(values[name].replaceAll('_', ''));
-    if (!Number.isSafeInteger(value) || value < min) throw new Error(`--${name} must be a whole number of at least ${min}\n${usage}`);
-    return value;
-  };
-  return {
-    invoices: whole('invoices', LIST_SIZE),
-    customers: whole('customers', 2),
-    connections: whole('connections', 1),
-    duration: whole('duration', 1),
-    warmup: whole('warmup', 0),
-    warmIds: whole('warm-ids', LIST_SIZE),
-    databaseUrl: values['database-url'],
-    redisUrl: values['redis-url'],
-  };
-}
-
+// Not test/fixtures/gateway.ts's postGraphQL: importing that module loads the server in this
+// process, and the peer's query is plain text, not a typed document of our schema.
 async function graphql<T>(url: string, query: string, variables?: Record<string, unknown>): Promise<{ data?: T; errors?: unknown[] }> {
   const response = await fetch(url, {
     method: 'POST',
@@ -247,64 +193,9 @@ async function cacheCounts(graphqlUrl: string): Promise<{ hits: number; misses: 
 }
 
 /** Removes this run's keys only: the Redis is shared with tests and other runs (no FLUSHALL). */
+// Not test/fixtures/services.ts's deleteRedisKeys: that one only reaches the tests' REDIS_URL.
 async function deleteKeys(redis: Redis, prefix: string): Promise<void> {
   for await (const keys of redis.scanStream({ match: `${prefix}*`, count: 1000 }) as AsyncIterable<string[]>) {
     if (keys.length) await redis.unlink(...keys);
   }
-}
-
-function printHeader(options: Options, data: BenchData): void {
-  const database = new URL(options.databaseUrl);
-  console.log('# lookup benchmark: invoice-gateway vs PostGraphile v4\n');
-  console.log(`machine: ${availableParallelism()} cores (${cpus()[0]?.model.trim()}), ${Math.round(totalmem() / 2 ** 30)} GiB, node ${process.version}`);
-  console.log(`gateway: ${gitRevision()}`);
-  console.log(
-    `data: ${data.invoices} invoices, ${data.customers} customers in ${database.host}${database.pathname}` +
-      (data.seedSeconds ? ` (seeded in ${data.seedSeconds.toFixed(0)} s)` : ' (already seeded)'),
-  );
-  console.log(
-    `load: autocannon, ${options.connections} connections, pipelining 1, ${options.duration} s per scenario after ${options.warmup} s warm-up, ` +
-      `a random id in every request; ${POOL_MAX} Postgres connections per server; ` +
-      'every response checked; a fresh gateway process per scenario\n',
-  );
-}
-
-/** The commit measured, so that a figure can be traced to the code that produced it. */
-function gitRevision(): string {
-  try {
-    const git = (...args: string[]) => execFileSync('git', ['-C', ROOT, ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
-    return `commit ${git('rev-parse', '--short', 'HEAD')}${git('status', '--porcelain') ? ' plus uncommitted changes' : ''}`;
-  } catch {
-    return 'commit unknown (not a git checkout)';
-  }
-}
-
-function printTable(rows: Row[], goal: { warm: Row; peer: Row }, options: Options, data: BenchData, warmSet: number): void {
-  const mb = (bytes: number) => (bytes / 2 ** 20).toFixed(0);
-  const ms = (value: number) => value.toFixed(2);
-  console.log('| scenario | server | req/s | p50 ms | p99 ms | max RSS MB | cache hits | errors |');
-  console.log('|---|---|--:|--:|--:|--:|--:|--:|');
-  for (const { scenario, server, result, rssBytes, hitRate } of rows) {
-    const hits = hitRate === undefined ? '–' : `${(hitRate * 100).toFixed(1)}%`;
-    console.log(`| ${scenario} | ${server.name} | ${Math.round(result.requestsPerSecond)} | ${ms(result.p50Ms)} | ${ms(result.p99Ms)} | ${mb(rssBytes)} | ${hits} | ${result.errors} |`);
-  }
-  console.log(
-    `\ncold: ids drawn at random over all ${data.invoices} invoices, starting from an empty cache that fills as it goes. ` +
-      `warm: ${warmSet} random invoices and their parties loaded into Redis first (invoices(ids), ${WARM_BATCH} per request), ids drawn from that set. ` +
-      `PostGraphile: ids drawn over all ${data.invoices} invoices (it has no cache).`,
-  );
-
-  const { warm, peer } = goal;
-  const ratio = warm.result.requestsPerSecond / peer.result.requestsPerSecond;
-  const mark = (ok: boolean) => (ok ? 'met' : 'NOT met');
-  console.log(`\nwarm invoice(id) / PostGraphile req/s: ${ratio.toFixed(2)}x (goal >= 1.5x: ${mark(ratio >= 1.5)})`);
-  console.log(`p99 ${ms(warm.result.p99Ms)} ms vs ${ms(peer.result.p99Ms)} ms (goal lower: ${mark(warm.result.p99Ms < peer.result.p99Ms)})`);
-  console.log(`max RSS ${mb(warm.rssBytes)} MB vs ${mb(peer.rssBytes)} MB (goal no higher: ${mark(warm.rssBytes <= peer.rssBytes)})`);
-
-  const failed = rows.filter((r) => r.result.errors > 0);
-  for (const r of failed) console.log(`\nERRORS in "${r.scenario}" (${r.result.errors}), first: ${r.result.firstError}`);
-  if (failed.length || options.duration < 10) {
-    console.log(failed.length ? '\nthese figures measure failures: do not use them' : '\nshort run: a smoke test, not a measurement');
-  }
-  if (failed.length) process.exitCode = 1;
 }

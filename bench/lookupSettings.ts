@@ -1,0 +1,77 @@
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+
+/** The repository root: this file runs as dist/bench/lookupSettings.js. */
+export const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+/** Postgres connections per server, the same for both (the gateway's default). */
+export const POOL_MAX = 20;
+/** Invoices per invoices(ids) request while loading the warm set. */
+export const WARM_BATCH = 1000;
+export const LIST_SIZE = 100;
+/** How long a gateway may take to answer /readyz after it is spawned. */
+export const START_TIMEOUT_S = 60;
+/**
+ * Passed to every gateway, because its default (300 s) is shorter than the time from loading the
+ * warm set to the end of the last warm scenario on long runs: an expired key would turn "warm"
+ * lookups into Postgres reads. parseLookupOptions refuses runs that would outlast even this.
+ */
+export const CACHE_TTL_SECONDS = 3600;
+/** Scenarios that read the warm set after it is loaded, each in a fresh gateway. */
+const WARM_SCENARIOS = 2;
+
+export interface LookupOptions {
+  readonly invoices: number;
+  readonly customers: number;
+  readonly connections: number;
+  readonly duration: number;
+  /** Seconds of load before each measured run, discarded: a fresh Node process needs 2-3 s to reach steady speed (JIT). */
+  readonly warmup: number;
+  readonly warmIds: number;
+  readonly databaseUrl: string;
+  readonly redisUrl: string;
+}
+
+const usage =
+  'usage: npm run bench -- lookups [--invoices 1000000] [--customers 10000] [--connections 32] [--duration 15] [--warmup 5] ' +
+  '[--warm-ids 20000] [--database-url postgres://postgres@127.0.0.1:5432/ig_bench_lookups] [--redis-url redis://127.0.0.1:6379]';
+
+export function parseLookupOptions(argv: string[]): LookupOptions {
+  const text = (fallback: string) => ({ type: 'string', default: fallback }) as const;
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args: argv,
+      options: {
+        invoices: text('1000000'), customers: text('10000'), connections: text('32'), duration: text('15'), warmup: text('5'), 'warm-ids': text('20000'),
+        'database-url': text('postgres://postgres@127.0.0.1:5432/ig_bench_lookups'), 'redis-url': text('redis://127.0.0.1:6379'),
+      },
+    }));
+  } catch (err) {
+    throw new Error(`${(err as Error).message}\n${usage}`);
+  }
+  // Not pipelines/seed.command.ts's whole(): that module runs the seeder when imported.
+  const whole = (name: keyof typeof values, min: number) => {
+    const value = Number(values[name].replaceAll('_', ''));
+    if (!Number.isSafeInteger(value) || value < min) throw new Error(`--${name} must be a whole number of at least ${min}\n${usage}`);
+    return value;
+  };
+  const options = {
+    invoices: whole('invoices', LIST_SIZE),
+    customers: whole('customers', 2),
+    connections: whole('connections', 1),
+    duration: whole('duration', 1),
+    warmup: whole('warmup', 0),
+    warmIds: whole('warm-ids', LIST_SIZE),
+    databaseUrl: values['database-url'],
+    redisUrl: values['redis-url'],
+  };
+  if (warmSetAgeLimit(options) > CACHE_TTL_SECONDS) {
+    throw new Error(`--warmup plus --duration must be at most ${Math.floor(CACHE_TTL_SECONDS / WARM_SCENARIOS) - START_TIMEOUT_S} s, or the warm set could expire mid-run\n${usage}`);
+  }
+  return options;
+}
+
+/** The longest the warm set can have been in Redis when the last warm scenario ends. */
+export function warmSetAgeLimit(options: Pick<LookupOptions, 'warmup' | 'duration'>): number {
+  return WARM_SCENARIOS * (START_TIMEOUT_S + options.warmup + options.duration);
+}
