@@ -127,23 +127,29 @@ describe('Customer.invoicesIssued / invoicesReceived connections', { skip }, () 
 
   it('refuses an operation whose nested lists multiply past MAX_QUERY_COMPLEXITY, before running any SQL', async () => {
     const ids = Array.from({ length: 1000 }, (_, i) => String(i + 1));
-    let status = 0;
-    let body: { errors?: { message: string; extensions: { code: string } }[] } = {};
-    const statements = await gw.countSql(async () => {
-      const res = await fetch(gw.url, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({ query: print(PagesOfCustomersDocument), variables: { ids, first: 500 } }),
+    // Twice: the second answer comes from the per-document cost cache.
+    for (const round of [1, 2]) {
+      let status = 0;
+      let body: { errors?: { message: string; extensions: { code: string } }[] } = {};
+      const statements = await gw.countSql(async () => {
+        const res = await fetch(gw.url, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({ query: print(PagesOfCustomersDocument), variables: { ids, first: 500 } }),
+        });
+        status = res.status;
+        body = (await res.json()) as typeof body;
       });
-      status = res.status;
-      body = (await res.json()) as typeof body;
-    });
-    assert.equal(status, 400);
-    assert.equal(body.errors?.[0]?.extensions.code, 'BAD_USER_INPUT');
-    assert.match(body.errors![0]!.message, /estimated cost \d+ exceeds 100000/);
-    assert.equal(statements, 0);
+      assert.equal(status, 400, `round ${round}`);
+      assert.equal(body.errors?.[0]?.extensions.code, 'BAD_USER_INPUT');
+      assert.match(body.errors![0]!.message, /estimated cost \d+ exceeds 100000/);
+      assert.equal(statements, 0);
+    }
 
+    // The same document with shorter lists is another shape, and within the limit.
     const modest = await gw.request(PagesOfCustomersDocument, { ids: ids.slice(0, 30), first: 50 });
     assert.equal(modest.errors, undefined);
+    const tooManyAgain = await gw.request(PagesOfCustomersDocument, { ids: ids.slice(0, 500), first: 500 });
+    assert.equal(tooManyAgain.errors?.[0]?.extensions?.code, 'BAD_USER_INPUT');
   });
 });
