@@ -29,7 +29,7 @@ async function main() {
   if (values.reset && values['if-empty']) throw new ConfigError(`--reset and --if-empty exclude each other\n${usage}`);
   const config = loadConfig();
   if (!config.database.url) throw new ConfigError('DATABASE_URL must be set for npm run seed');
-  const logger = createLogger(config.logLevel === 'info' ? 'warn' : config.logLevel, 'seed');
+  const logger = createLogger({ level: config.logLevel === 'info' ? 'warn' : config.logLevel, name: 'seed' });
   const options = {
     customers: whole('customers', values.customers),
     invoices: whole('invoices', values.invoices),

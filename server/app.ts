@@ -71,7 +71,7 @@ async function serve(config: Config, logger: Logger, metrics: Metrics, db: Datab
     plugins: [
       ApolloServerPluginDrainHttpServer({ httpServer }),
       production ? ApolloServerPluginLandingPageProductionDefault() : ApolloServerPluginLandingPageLocalDefault({ embed: true }),
-      metricsPlugin(metrics),
+      metricsPlugin(metrics, logger),
       complexityLimitPlugin(schema, config.maxQueryComplexity, metrics),
       // Cache hints are unused here, and the plugin instruments every field resolver: measured,
       // it cost more CPU than resolving the fields.
@@ -130,8 +130,10 @@ async function serve(config: Config, logger: Logger, metrics: Metrics, db: Datab
   };
 }
 
-function metricsPlugin(metrics: Metrics): ApolloServerPlugin<Context> {
+/** Counts and times every operation; with LOG_LEVEL=debug also logs one line per operation. */
+function metricsPlugin(metrics: Metrics, logger: Logger): ApolloServerPlugin<Context> {
   const labels = new OperationLabels();
+  const logRequests = logger.isLevelEnabled('debug');
   return {
     async requestDidStart() {
       const started = performance.now();
@@ -143,7 +145,9 @@ function metricsPlugin(metrics: Metrics): ApolloServerPlugin<Context> {
         async willSendResponse({ operationName }) {
           const operation = labels.label(operationName);
           metrics.graphqlRequests.inc({ operation, outcome: failed ? 'error' : 'ok' });
-          metrics.graphqlDuration.observe({ operation }, (performance.now() - started) / 1000);
+          const seconds = (performance.now() - started) / 1000;
+          metrics.graphqlDuration.observe({ operation }, seconds);
+          if (logRequests) logger.debug({ operation: operationName ?? null, ms: seconds * 1000, outcome: failed ? 'error' : 'ok' }, 'graphql operation');
         },
       };
     },

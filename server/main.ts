@@ -41,7 +41,8 @@ async function main() {
     }
     throw err;
   }
-  const logger = createLogger(config.logLevel);
+  // A developer running `npm start` in a terminal reads lines; anything else gets JSON.
+  const logger = createLogger({ level: config.logLevel, pretty: config.env === 'development' && process.stdout.isTTY === true });
   const state: { stopping: boolean; embedded?: EmbeddedPostgresHandle; gateway?: Gateway } = { stopping: false };
   let startup: Promise<void> = Promise.resolve();
 

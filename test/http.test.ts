@@ -41,6 +41,8 @@ describe('HTTP endpoints', { skip }, () => {
     assert.match(text, /gateway_sql_statements_total\{statement="invoices_by_ids",outcome="ok"\} 1/);
     assert.match(text, /gateway_pg_pool_connections\{state="total"\} \d+/);
     assert.match(text, /process_resident_memory_bytes/);
+    const logged = gw.logs.filter((l) => l.msg === 'graphql operation' && l.operation === 'InvoiceById');
+    assert.equal(logged.length, 2, 'LOG_LEVEL=debug logs one line per operation');
   });
 
   it('serves Apollo Sandbox as the landing page to a browser', async () => {
