@@ -9,11 +9,18 @@ import { ensureDemoData } from '../sources/postgres/seeder.js';
 /** Demo data for the zero-setting start, as the README describes it. */
 const DEMO = { customers: 1_000, invoices: 100_000, months: 36, seed: 42 };
 
+/** What start-up has brought up so far; shutdown stops exactly that. */
+interface StartState {
+  stopping: boolean;
+  embedded?: EmbeddedPostgresHandle;
+  gateway?: Gateway;
+}
+
 /**
  * Start-up: the embedded Postgres if no DATABASE_URL, wait for Postgres, migrate, demo data,
  * then serve. Each step first checks `stopping`, so a signal during start-up ends it cleanly.
  */
-async function start(config: Config, logger: Logger, state: { stopping: boolean; embedded?: EmbeddedPostgresHandle; gateway?: Gateway }) {
+async function start(config: Config, logger: Logger, state: StartState): Promise<void> {
   if (!config.database.url) {
     state.embedded = await startEmbeddedPostgres({ dataDir: config.dataDir, port: config.database.embeddedPort }, logger);
   }
@@ -43,7 +50,7 @@ async function main() {
   }
   // A developer running `npm start` in a terminal reads lines; anything else gets JSON.
   const logger = createLogger({ level: config.logLevel, pretty: config.env === 'development' && process.stdout.isTTY === true });
-  const state: { stopping: boolean; embedded?: EmbeddedPostgresHandle; gateway?: Gateway } = { stopping: false };
+  const state: StartState = { stopping: false };
   let startup: Promise<void> = Promise.resolve();
 
   // Installed before start-up, so that a signal during it still stops what was started (an
