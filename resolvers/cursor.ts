@@ -20,8 +20,11 @@ export function decodeCursor(cursor: string, argument = 'after'): PagePosition {
   return { issueDate: match[1]!, invoiceId: match[2]! };
 }
 
-/** Date.parse accepts 30 February and 24:00, which Postgres refuses: the instant must round-trip. */
+/**
+ * Date.parse accepts 30 February, 24:00 and year 0, which Postgres refuses: the instant must
+ * round-trip and fall in years 1 to 9999.
+ */
 function isRealInstant(iso: string): boolean {
   const ms = Date.parse(iso);
-  return !Number.isNaN(ms) && new Date(ms).toISOString().slice(0, 19) === iso.slice(0, 19);
+  return !Number.isNaN(ms) && !iso.startsWith('0000') && new Date(ms).toISOString().slice(0, 19) === iso.slice(0, 19);
 }

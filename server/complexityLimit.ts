@@ -16,8 +16,8 @@ const { fieldExtensionsEstimator, getComplexity, simpleEstimator } = createRequi
 export function complexityLimitPlugin(schema: GraphQLSchema, max: number, metrics: Metrics): ApolloServerPlugin {
   const estimators = [fieldExtensionsEstimator(), simpleEstimator({ defaultComplexity: 1 })];
   // Measured: estimating every request cost more CPU than executing a warm lookup. Apollo hands
-  // the same DocumentNode for the same query text, and the estimators read variables only as
-  // list lengths and numbers, so the cost is cached per document and variable shape.
+  // the same DocumentNode for the same query text, and a cost depends on the variables only
+  // through list lengths, numbers and booleans, so it is cached per document and variable shape.
   const cache = new WeakMap<DocumentNode, Map<string, number>>();
   return {
     async requestDidStart() {
@@ -52,13 +52,23 @@ export function complexityLimitPlugin(schema: GraphQLSchema, max: number, metric
 
 const MAX_SHAPES_PER_DOCUMENT = 256;
 
-/** What of the variables can change a cost: list lengths and numbers (ids, strings cannot). */
+/**
+ * What of the variables can change a cost: list lengths, numbers (page sizes) and booleans
+ * (@include/@skip). Strings and ids cannot, so they collapse to their type.
+ */
 export function variableShape(variables: Record<string, unknown> | undefined): string {
   if (!variables) return '';
   let shape = '';
   for (const key of Object.keys(variables).sort()) {
     const value = variables[key];
-    shape += `${key}=${Array.isArray(value) ? `[${value.length}]` : typeof value === 'number' ? value : typeof value === 'object' && value !== null ? JSON.stringify(value) : typeof value};`;
+    shape += `${key}=${shapeOf(value)};`;
   }
   return shape;
+}
+
+function shapeOf(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.length}]`;
+  if (typeof value === 'number' || typeof value === 'boolean') return String(value);
+  if (typeof value === 'object' && value !== null) return JSON.stringify(value);
+  return typeof value;
 }

@@ -8,7 +8,7 @@ export interface LoggerOptions {
   readonly pretty?: boolean;
 }
 
-/** Structured JSON logs on stdout; credentials in connection strings are redacted. */
+/** Structured logs on stdout (JSON, or pino-pretty lines on request); credentials are redacted. */
 export function createLogger({ level, name = 'invoice-gateway', pretty = false }: LoggerOptions): Logger {
   return pino({
     name,

@@ -18,7 +18,8 @@ interface StartState {
 
 /**
  * Start-up: the embedded Postgres if no DATABASE_URL, wait for Postgres, migrate, demo data,
- * then serve. Each step first checks `stopping`, so a signal during start-up ends it cleanly.
+ * then serve. Between steps it checks `stopping`, so a signal during start-up ends it at the
+ * next step and shutdown stops what was started.
  */
 async function start(config: Config, logger: Logger, state: StartState): Promise<void> {
   if (!config.database.url) {
@@ -28,7 +29,7 @@ async function start(config: Config, logger: Logger, state: StartState): Promise
   const db = createDatabase({ url, poolMax: 2, statementTimeoutMs: 0 }, logger);
   try {
     // Postgres may come up after the gateway (docker compose, a restart): wait rather than exit.
-    if (!(await waitUntilReachable(db, logger, () => state.stopping))) return;
+    if (!(await waitUntilReachable(db, logger, () => state.stopping)) || state.stopping) return;
     await migrate(db, logger);
     if (state.embedded && !state.stopping) await ensureDemoData(db, DEMO, logger);
   } finally {
@@ -78,12 +79,15 @@ async function main() {
   };
   process.once('SIGTERM', () => void shutdown('SIGTERM'));
   process.once('SIGINT', () => void shutdown('SIGINT'));
+  process.once('SIGHUP', () => void shutdown('SIGHUP'));
 
   startup = start(config, logger, state);
   try {
     await startup;
   } catch (err) {
     if (state.stopping) return;
+    // Marked as stopping, so that a signal now does not stop the embedded Postgres twice.
+    state.stopping = true;
     console.error(`gateway failed to start: ${(err as Error).message}`);
     await state.embedded?.stop().catch(() => undefined);
     process.exit(1);

@@ -5,7 +5,14 @@ import pg from 'pg';
 import { createTestDatabase, missingServices, type TestDatabase } from './fixtures/services.js';
 import { startTestGateway, type TestGateway } from './fixtures/gateway.js';
 import { PAGES } from '../sources/postgres/invoiceStore.js';
-import { type CustomerInvoicesQuery, CustomerInvoicesDocument, ManyCustomersPagesDocument, PagesOfCustomersDocument, ReceivedPageDocument } from './generated/graphql.js';
+import {
+  type CustomerInvoicesQuery,
+  CustomerInvoicesDocument,
+  ManyCustomersPagesDocument,
+  MaybePagesDocument,
+  PagesOfCustomersDocument,
+  ReceivedPageDocument,
+} from './generated/graphql.js';
 
 const skip = await missingServices('postgres');
 
@@ -151,5 +158,11 @@ describe('Customer.invoicesIssued / invoicesReceived connections', { skip }, () 
     assert.equal(modest.errors, undefined);
     const tooManyAgain = await gw.request(PagesOfCustomersDocument, { ids: ids.slice(0, 500), first: 500 });
     assert.equal(tooManyAgain.errors?.[0]?.extensions?.code, 'BAD_USER_INPUT');
+
+    // @include changes the cost: the cheap variant must not let the expensive one through.
+    const cheap = await gw.request(MaybePagesDocument, { ids, first: 500, withPages: false });
+    assert.equal(cheap.errors, undefined);
+    const costly = await gw.request(MaybePagesDocument, { ids, first: 500, withPages: true });
+    assert.equal(costly.errors?.[0]?.extensions?.code, 'BAD_USER_INPUT');
   });
 });

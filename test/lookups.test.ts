@@ -25,7 +25,7 @@ describe('invoice and customer lookups (Postgres + Redis)', { skip }, () => {
   after(async () => {
     await sql?.end();
     await gw?.stop();
-    await deleteRedisKeys(`${db.name}:*`);
+    if (db) await deleteRedisKeys(`${db.name}:*`);
     await db?.drop();
   });
 

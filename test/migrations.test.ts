@@ -59,6 +59,15 @@ describe('migrations', { skip }, () => {
     assert.equal(invalid.rows[0].n, 0);
   });
 
+  it('brings back a gateway index that was dropped, at the next start', async () => {
+    const { db, sql } = await fresh('restore_index');
+    await migrate(db, logger);
+    await sql('DROP INDEX invoices_gw_issuer_date_id_idx');
+    await migrate(db, logger);
+    const { rows } = await sql(`SELECT count(*)::int AS n FROM pg_indexes WHERE indexname = 'invoices_gw_issuer_date_id_idx'`);
+    assert.equal(rows[0].n, 1);
+  });
+
   it('is safe when several gateways migrate the same database at once', async () => {
     const { db, sql } = await fresh('concurrent');
     const others = [0, 1].map(() => {

@@ -15,7 +15,7 @@ export interface RedisCacheOptions {
 /**
  * Redis as the cache shared by every gateway replica. While Redis is down every call fails fast
  * (no offline queue, no retries per request) and is answered as a miss, so requests go to
- * Postgres; the outage is logged once, when it starts, and each failed call is counted.
+ * Postgres; each failed call is counted.
  */
 export function createRedisCache(options: RedisCacheOptions, logger: Logger, metrics?: Metrics): Cache {
   const redis = new Redis(options.url, {
@@ -29,34 +29,39 @@ export function createRedisCache(options: RedisCacheOptions, logger: Logger, met
     connectTimeout: Math.max(options.timeoutMs, 1000),
     retryStrategy: (attempt) => Math.min(attempt * 200, 2000),
   });
+  // An outage is a lost connection: logged once when it starts and once when it ends. A single
+  // slow call on a live connection is counted, and logged at most once a minute, so a flaky
+  // Redis cannot flood the log.
   let down = false;
-  redis.on('error', (err: Error) => markDown('connection', err));
-  redis.on('ready', markUp);
-
-  // Cleared by any success too, not only by a reconnect: a single timeout under load leaves the
-  // connection ready, and the next real outage must still be logged.
-  function markUp() {
+  let lastSlowLog = 0;
+  redis.on('error', (err: Error) => markFailed('connection', err));
+  redis.on('ready', () => {
     if (!down) return;
     down = false;
     logger.info('Redis cache reachable again');
-  }
+  });
 
-  function markDown(operation: string, err: unknown) {
+  function markFailed(operation: string, err: unknown) {
     metrics?.cacheErrors.inc({ operation });
+    const reason = { err: { message: (err as Error).message } };
+    if (redis.status === 'ready') {
+      if (Date.now() - lastSlowLog < 60_000) return;
+      lastSlowLog = Date.now();
+      logger.warn(reason, 'Redis cache call failed on a live connection; answered from Postgres');
+      return;
+    }
     if (down) return;
     down = true;
-    logger.warn({ err: { message: (err as Error).message } }, 'Redis cache unavailable; answering from Postgres until it returns');
+    logger.warn(reason, 'Redis cache unavailable; answering from Postgres until it returns');
   }
 
   return {
     async getMany(keys) {
       if (keys.length === 0) return [];
       try {
-        const values = await redis.mget(...keys);
-        markUp();
-        return values;
+        return await redis.mget(...keys);
       } catch (err) {
-        markDown('get', err);
+        markFailed('get', err);
         return keys.map(() => null);
       }
     },
@@ -68,7 +73,7 @@ export function createRedisCache(options: RedisCacheOptions, logger: Logger, met
         // other requests' commands of this tick.
         await Promise.all(entries.map(([key, value]) => redis.set(key, value, 'EX', options.ttlSeconds)));
       } catch (err) {
-        markDown('set', err);
+        markFailed('set', err);
       }
     },
 

@@ -51,6 +51,7 @@ export function createDatabase(options: DatabaseOptions, logger: Logger, metrics
     // (a partition, a hung host) only a client-side limit and TCP keepalive end the wait.
     query_timeout: options.statementTimeoutMs > 0 ? options.statementTimeoutMs + 1000 : undefined,
     keepAlive: true,
+    keepAliveInitialDelayMillis: 10_000,
     application_name: 'invoice-gateway',
   });
   // An idle client losing its connection (server restart) must not crash the process; the pool
@@ -90,10 +91,16 @@ export function createDatabase(options: DatabaseOptions, logger: Logger, metrics
       } catch (err) {
         throw translate(err, 'connect', logger);
       }
+      let broken: Error | undefined;
       try {
         return await work(client);
+      } catch (err) {
+        // After a client-side timeout the statement may still run on that connection, and after
+        // a connection error it is dead: either way it must not go back into the pool.
+        if (err instanceof PublicError && (err.code === 'UPSTREAM_TIMEOUT' || err.code === 'SERVICE_UNAVAILABLE')) broken = err;
+        throw err;
       } finally {
-        client.release();
+        client.release(broken);
       }
     },
 
@@ -155,14 +162,21 @@ function describe(err: unknown) {
 }
 
 /**
- * Waits until Postgres answers, retrying with a growing pause (at most 5 s) and logging the
- * first failure and every tenth after it. `false` when `stop()` said to give up.
+ * Waits until Postgres answers, retrying while it is unavailable (refused, starting up, gone)
+ * with a growing pause of at most 5 s, and logging the first failure and every tenth after it.
+ * Any other error (wrong password, no such database) is thrown at once: retrying cannot fix it.
+ * `false` when `stop()` said to give up.
  */
 export async function waitUntilReachable(db: Database, logger: Logger, stop: () => boolean): Promise<boolean> {
   for (let attempt = 1; ; attempt++) {
-    if (await db.ping(2000)) return true;
+    try {
+      await db.query(PING);
+      return true;
+    } catch (err) {
+      if (!(err instanceof PublicError && err.code === 'SERVICE_UNAVAILABLE')) throw err;
+      if (attempt % 10 === 1) logger.warn({ attempt, reason: (err.cause as Error | undefined)?.message }, 'Postgres not reachable yet; retrying');
+    }
     if (stop()) return false;
-    if (attempt % 10 === 1) logger.warn({ attempt }, 'Postgres not reachable yet; retrying');
     await new Promise((resolve) => setTimeout(resolve, Math.min(attempt * 500, 5000)));
     if (stop()) return false;
   }

