@@ -39,7 +39,7 @@ export async function lookups(argv: string[]): Promise<void> {
     const server = await startChildServer({
       name: 'gateway',
       // As npm start and the Dockerfile run it.
-      args: ['--max-old-space-size=256', `${ROOT}dist/server/main.js`],
+      args: ['--max-old-space-size=256', '--max-semi-space-size=8', `${ROOT}dist/server/main.js`],
       env: {
         NODE_ENV: 'production', LOG_LEVEL: 'warn', HOST: '127.0.0.1', PORT: String(port),
         DATABASE_URL: options.databaseUrl, DATABASE_POOL_MAX: String(POOL_MAX),
