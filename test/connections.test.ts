@@ -1,9 +1,8 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
+import { before, describe, it } from 'node:test';
 import { print } from 'graphql';
-import pg from 'pg';
-import { createTestDatabase, missingServices, type TestDatabase } from './fixtures/services.js';
-import { startTestGateway, type TestGateway } from './fixtures/gateway.js';
+import { missingServices } from './fixtures/services.js';
+import { useTestGateway } from './fixtures/perFile.js';
 import { PAGES } from '../sources/postgres/invoiceStore.js';
 import {
   type CustomerInvoicesQuery,
@@ -17,27 +16,16 @@ import {
 const skip = await missingServices('postgres');
 
 describe('Customer.invoicesIssued / invoicesReceived connections', { skip }, () => {
-  let db: TestDatabase;
-  let gw: TestGateway;
-  let sql: pg.Pool;
+  const f = useTestGateway('connections', { seed: { customers: 30, invoices: 3_000, months: 6, seed: 3 } });
 
   before(async () => {
-    db = await createTestDatabase('connections');
-    gw = await startTestGateway({ databaseUrl: db.url, seed: { customers: 30, invoices: 3_000, months: 6, seed: 3 } });
-    sql = new pg.Pool({ connectionString: db.url, max: 2 });
     // Three invoices at the very same instant, so pages must break ties by id, not skip or repeat.
-    await sql.query(`INSERT INTO invoices (issue_date, issuer_id, receiver_id, amount_usd)
+    await f.sql.query(`INSERT INTO invoices (issue_date, issuer_id, receiver_id, amount_usd)
       SELECT '2026-01-15T12:00:00.123456Z', 1, 2, 10 FROM generate_series(1, 3)`);
   });
 
-  after(async () => {
-    await sql?.end();
-    await gw?.stop();
-    await db?.drop();
-  });
-
   async function expectedIds(column: 'issuer_id' | 'receiver_id', customerId: number): Promise<string[]> {
-    const { rows } = await sql.query(
+    const { rows } = await f.sql.query(
       `SELECT invoice_id::text AS id FROM invoices WHERE ${column} = $1 ORDER BY issue_date DESC, invoice_id DESC`,
       [customerId],
     );
@@ -50,7 +38,7 @@ describe('Customer.invoicesIssued / invoicesReceived connections', { skip }, () 
     const seen: string[] = [];
     let cursor: string | null | undefined = null;
     for (let pages = 0; pages < 1000; pages++) {
-      const res: Awaited<ReturnType<typeof gw.request<CustomerInvoicesQuery, unknown>>> = await gw.request(CustomerInvoicesDocument, { id: '1', first: 37, after: cursor });
+      const res: Awaited<ReturnType<typeof f.gw.request<CustomerInvoicesQuery, unknown>>> = await f.gw.request(CustomerInvoicesDocument, { id: '1', first: 37, after: cursor });
       assert.equal(res.errors, undefined);
       const conn = res.data!.customer!.invoicesIssued;
       assert.deepEqual(conn.nodes.map((n) => n.id), conn.edges.map((e) => e.node.id));
@@ -67,25 +55,25 @@ describe('Customer.invoicesIssued / invoicesReceived connections', { skip }, () 
 
   it('pages received invoices the same way', async () => {
     const expected = await expectedIds('receiver_id', 2);
-    const first = await gw.request(ReceivedPageDocument, { id: '2', first: 5 });
-    const second = await gw.request(ReceivedPageDocument, { id: '2', first: 5, after: first.data!.customer!.invoicesReceived.pageInfo.endCursor });
+    const first = await f.gw.request(ReceivedPageDocument, { id: '2', first: 5 });
+    const second = await f.gw.request(ReceivedPageDocument, { id: '2', first: 5, after: first.data!.customer!.invoicesReceived.pageInfo.endCursor });
     const ids = [...first.data!.customer!.invoicesReceived.nodes, ...second.data!.customer!.invoicesReceived.nodes].map((n) => n.id);
     assert.deepEqual(ids, expected.slice(0, 10));
   });
 
   it('an empty connection has no cursors and no next page', async () => {
-    await sql.query(`INSERT INTO customers (customer_name) VALUES ('Lonely Ltd')`);
-    const { rows } = await sql.query(`SELECT max(customer_id)::text AS id FROM customers`);
-    const res = await gw.request(CustomerInvoicesDocument, { id: rows[0].id, first: 10 });
+    await f.sql.query(`INSERT INTO customers (customer_name) VALUES ('Lonely Ltd')`);
+    const { rows } = await f.sql.query(`SELECT max(customer_id)::text AS id FROM customers`);
+    const res = await f.gw.request(CustomerInvoicesDocument, { id: rows[0].id, first: 10 });
     assert.deepEqual(res.data!.customer!.invoicesIssued.pageInfo, { hasNextPage: false, hasPreviousPage: false, startCursor: null, endCursor: null });
   });
 
   it('rejects first out of 1..500 and malformed cursors with BAD_USER_INPUT', async () => {
     for (const first of [0, -1, 501]) {
-      const res = await gw.request(CustomerInvoicesDocument, { id: '1', first });
+      const res = await f.gw.request(CustomerInvoicesDocument, { id: '1', first });
       assert.equal(res.errors?.[0]?.extensions?.code, 'BAD_USER_INPUT', `first ${first}`);
     }
-    const max = await gw.request(CustomerInvoicesDocument, { id: '1', first: 500 });
+    const max = await f.gw.request(CustomerInvoicesDocument, { id: '1', first: 500 });
     assert.equal(max.errors, undefined);
     const forge = (position: string) => Buffer.from(position).toString('base64url');
     const forged = [
@@ -96,16 +84,16 @@ describe('Customer.invoicesIssued / invoicesReceived connections', { skip }, () 
       forge('2026-01-01T00:00:00.000000Z|9223372036854775808'),
     ];
     for (const after of ['not a cursor', 'Zm9v', '', 'x'.repeat(500), ...forged]) {
-      const res = await gw.request(CustomerInvoicesDocument, { id: '1', first: 5, after });
+      const res = await f.gw.request(CustomerInvoicesDocument, { id: '1', first: 5, after });
       assert.equal(res.errors?.[0]?.extensions?.code, 'BAD_USER_INPUT', `after ${JSON.stringify(after)}`);
     }
   });
 
   it('serves the pages of 20 customers in a constant number of statements', async () => {
     const ids = Array.from({ length: 20 }, (_, i) => String(i + 1));
-    let res: Awaited<ReturnType<typeof gw.request>> | undefined;
-    const statements = await gw.countSql(async () => {
-      res = await gw.request(ManyCustomersPagesDocument, { ids });
+    let res: Awaited<ReturnType<typeof f.gw.request>> | undefined;
+    const statements = await f.gw.countSql(async () => {
+      res = await f.gw.request(ManyCustomersPagesDocument, { ids });
     });
     assert.equal(res!.errors, undefined);
     // customers, issued pages, received pages; the page rows prime the invoice loader.
@@ -118,7 +106,7 @@ describe('Customer.invoicesIssued / invoicesReceived connections', { skip }, () 
   });
 
   it("plans the store's page statement as scans of the gateway's indexes", async () => {
-    const client = await sql.connect();
+    const client = await f.sql.connect();
     try {
       for (const role of ['issuer', 'receiver'] as const) {
         await client.query(`PREPARE page_${role} AS ${PAGES[role].text}`);
@@ -138,8 +126,8 @@ describe('Customer.invoicesIssued / invoicesReceived connections', { skip }, () 
     for (const round of [1, 2]) {
       let status = 0;
       let body: { errors?: { message: string; extensions: { code: string } }[] } = {};
-      const statements = await gw.countSql(async () => {
-        const res = await fetch(gw.url, {
+      const statements = await f.gw.countSql(async () => {
+        const res = await fetch(f.gw.url, {
           method: 'POST',
           headers: { 'content-type': 'application/json' },
           body: JSON.stringify({ query: print(PagesOfCustomersDocument), variables: { ids, first: 500 } }),
@@ -154,15 +142,15 @@ describe('Customer.invoicesIssued / invoicesReceived connections', { skip }, () 
     }
 
     // The same document with shorter lists is another shape, and within the limit.
-    const modest = await gw.request(PagesOfCustomersDocument, { ids: ids.slice(0, 30), first: 50 });
+    const modest = await f.gw.request(PagesOfCustomersDocument, { ids: ids.slice(0, 30), first: 50 });
     assert.equal(modest.errors, undefined);
-    const tooManyAgain = await gw.request(PagesOfCustomersDocument, { ids: ids.slice(0, 500), first: 500 });
+    const tooManyAgain = await f.gw.request(PagesOfCustomersDocument, { ids: ids.slice(0, 500), first: 500 });
     assert.equal(tooManyAgain.errors?.[0]?.extensions?.code, 'BAD_USER_INPUT');
 
     // @include changes the cost: the cheap variant must not let the expensive one through.
-    const cheap = await gw.request(MaybePagesDocument, { ids, first: 500, withPages: false });
+    const cheap = await f.gw.request(MaybePagesDocument, { ids, first: 500, withPages: false });
     assert.equal(cheap.errors, undefined);
-    const costly = await gw.request(MaybePagesDocument, { ids, first: 500, withPages: true });
+    const costly = await f.gw.request(MaybePagesDocument, { ids, first: 500, withPages: true });
     assert.equal(costly.errors?.[0]?.extensions?.code, 'BAD_USER_INPUT');
   });
 });

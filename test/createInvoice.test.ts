@@ -1,46 +1,31 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
-import pg from 'pg';
-import { createTestDatabase, missingServices, type TestDatabase } from './fixtures/services.js';
-import { startTestGateway, type TestGateway } from './fixtures/gateway.js';
+import { describe, it } from 'node:test';
+import { missingServices } from './fixtures/services.js';
+import { useTestGateway } from './fixtures/perFile.js';
 import { CreateInvoiceDocument, InvoiceByIdDocument } from './generated/graphql.js';
 
 const skip = await missingServices('postgres');
 
 describe('createInvoice', { skip }, () => {
-  let db: TestDatabase;
-  let gw: TestGateway;
-  let sql: pg.Pool;
+  const f = useTestGateway('create_invoice', { seed: { customers: 5, invoices: 10, months: 1, seed: 1 } });
 
-  before(async () => {
-    db = await createTestDatabase('create_invoice');
-    gw = await startTestGateway({ databaseUrl: db.url, seed: { customers: 5, invoices: 10, months: 1, seed: 1 } });
-    sql = new pg.Pool({ connectionString: db.url, max: 2 });
-  });
-
-  after(async () => {
-    await sql?.end();
-    await gw?.stop();
-    await db?.drop();
-  });
-
-  const invoiceCount = async () => Number((await sql.query('SELECT count(*) FROM invoices')).rows[0].count);
+  const invoiceCount = async () => Number((await f.sql.query('SELECT count(*) FROM invoices')).rows[0].count);
 
   it('stores the invoice and returns it as stored', async () => {
-    const res = await gw.request(CreateInvoiceDocument, { input: { issuerId: '1', receiverId: '2', amountUsd: '999.9' } });
+    const res = await f.gw.request(CreateInvoiceDocument, { input: { issuerId: '1', receiverId: '2', amountUsd: '999.9' } });
     assert.equal(res.errors, undefined);
     const created = res.data!.createInvoice;
     assert.equal(created.amountUsd, '999.90');
     assert.equal(created.issuer.id, '1');
-    const { rows } = await sql.query('SELECT amount_usd::text, issuer_id, receiver_id, issue_date FROM invoices WHERE invoice_id = $1', [created.id]);
+    const { rows } = await f.sql.query('SELECT amount_usd::text, issuer_id, receiver_id, issue_date FROM invoices WHERE invoice_id = $1', [created.id]);
     assert.deepEqual(rows[0], { amount_usd: '999.90', issuer_id: 1, receiver_id: 2, issue_date: rows[0].issue_date });
     assert.ok(Math.abs((rows[0].issue_date as Date).getTime() - Date.now()) < 60_000, 'issueDate defaults to now');
-    const lookup = await gw.request(InvoiceByIdDocument, { id: created.id });
+    const lookup = await f.gw.request(InvoiceByIdDocument, { id: created.id });
     assert.equal(lookup.data!.invoice!.amountUsd, '999.90');
   });
 
   it('keeps an explicit issueDate to the microsecond and the amount exactly', async () => {
-    const res = await gw.request(CreateInvoiceDocument, {
+    const res = await f.gw.request(CreateInvoiceDocument, {
       input: { issuerId: '3', receiverId: '4', amountUsd: '999999999999.99', issueDate: '2025-03-01T10:20:30.123456+02:00' },
     });
     assert.equal(res.errors, undefined);
@@ -49,7 +34,7 @@ describe('createInvoice', { skip }, () => {
   });
 
   it('accepts a numeric literal amount only when exact', async () => {
-    const res = await gw.request(CreateInvoiceDocument, { input: { issuerId: '1', receiverId: '2', amountUsd: 12.5 as unknown as string } });
+    const res = await f.gw.request(CreateInvoiceDocument, { input: { issuerId: '1', receiverId: '2', amountUsd: 12.5 as unknown as string } });
     assert.equal(res.errors, undefined);
     assert.equal(res.data!.createInvoice.amountUsd, '12.50');
   });
@@ -73,7 +58,7 @@ describe('createInvoice', { skip }, () => {
       ['not a date', { issuerId: '1', receiverId: '2', amountUsd: '1.00', issueDate: 'yesterday' }],
     ];
     for (const [label, input] of bad) {
-      const res = await gw.request(CreateInvoiceDocument, { input: input as never });
+      const res = await f.gw.request(CreateInvoiceDocument, { input: input as never });
       assert.equal(res.errors?.[0]?.extensions?.code, 'BAD_USER_INPUT', `${label}: ${JSON.stringify(res.errors)}`);
       assert.doesNotMatch(res.errors![0]!.message, /invoices|customers|constraint|SELECT|INSERT/i, label);
     }

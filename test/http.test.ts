@@ -1,37 +1,26 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
-import { createTestDatabase, missingServices, type TestDatabase } from './fixtures/services.js';
-import { startTestGateway, type TestGateway } from './fixtures/gateway.js';
+import { describe, it } from 'node:test';
+import { missingServices } from './fixtures/services.js';
+import { useTestGateway } from './fixtures/perFile.js';
 import { InvoiceByIdDocument } from './generated/graphql.js';
 
 const skip = await missingServices('postgres');
 
 describe('HTTP endpoints', { skip }, () => {
-  let db: TestDatabase;
-  let gw: TestGateway;
-
-  before(async () => {
-    db = await createTestDatabase('http');
-    gw = await startTestGateway({ databaseUrl: db.url, seed: { customers: 3, invoices: 10, months: 1, seed: 2 } });
-  });
-
-  after(async () => {
-    await gw?.stop();
-    await db?.drop();
-  });
+  const f = useTestGateway('http', { seed: { customers: 3, invoices: 10, months: 1, seed: 2 } });
 
   it('/healthz and /readyz answer 200 while Postgres is up', async () => {
-    const health = await fetch(new URL('/healthz', gw.url));
+    const health = await fetch(new URL('/healthz', f.gw.url));
     assert.equal(health.status, 200);
-    const ready = await fetch(new URL('/readyz', gw.url));
+    const ready = await fetch(new URL('/readyz', f.gw.url));
     assert.equal(ready.status, 200);
     assert.deepEqual(await ready.json(), { status: 'ready', postgres: true });
   });
 
   it('/metrics exposes operations, cache, SQL and pool figures in Prometheus format', async () => {
-    await gw.request(InvoiceByIdDocument, { id: '1' });
-    await gw.request(InvoiceByIdDocument, { id: '1' });
-    const res = await fetch(new URL('/metrics', gw.url));
+    await f.gw.request(InvoiceByIdDocument, { id: '1' });
+    await f.gw.request(InvoiceByIdDocument, { id: '1' });
+    const res = await fetch(new URL('/metrics', f.gw.url));
     assert.match(res.headers.get('content-type') ?? '', /text\/plain/);
     const text = await res.text();
     assert.match(text, /gateway_graphql_requests_total\{operation="InvoiceById",outcome="ok"\} 2/);
@@ -41,19 +30,19 @@ describe('HTTP endpoints', { skip }, () => {
     assert.match(text, /gateway_sql_statements_total\{statement="invoices_by_ids",outcome="ok"\} 1/);
     assert.match(text, /gateway_pg_pool_connections\{state="total"\} \d+/);
     assert.match(text, /process_resident_memory_bytes/);
-    const logged = gw.logs.filter((l) => l.msg === 'graphql operation' && l.operation === 'InvoiceById');
+    const logged = f.gw.logs.filter((l) => l.msg === 'graphql operation' && l.operation === 'InvoiceById');
     assert.equal(logged.length, 2, 'LOG_LEVEL=debug logs one line per operation');
   });
 
   it('serves Apollo Sandbox as the landing page to a browser', async () => {
-    const res = await fetch(gw.url, { headers: { accept: 'text/html' } });
+    const res = await fetch(f.gw.url, { headers: { accept: 'text/html' } });
     assert.equal(res.status, 200);
     assert.match(await res.text(), /embeddable-sandbox/);
   });
 
   it('rejects a syntax error and an unknown field with their GraphQL codes', async () => {
     const post = (query: string) =>
-      fetch(gw.url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ query }) }).then(
+      fetch(f.gw.url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ query }) }).then(
         (r) => r.json() as Promise<{ errors: { extensions: { code: string } }[] }>,
       );
     assert.equal((await post('{ invoice(id: ')).errors[0]!.extensions.code, 'GRAPHQL_PARSE_FAILED');
@@ -61,23 +50,23 @@ describe('HTTP endpoints', { skip }, () => {
   });
 
   it('answers GET queries, oversized bodies, bad JSON and unknown paths with proper statuses', async () => {
-    const get = await fetch(`${gw.url}?query=${encodeURIComponent('{ invoice(id: "1") { id } }')}`, { headers: { 'apollo-require-preflight': 'true' } });
+    const get = await fetch(`${f.gw.url}?query=${encodeURIComponent('{ invoice(id: "1") { id } }')}`, { headers: { 'apollo-require-preflight': 'true' } });
     assert.equal(get.status, 200);
     assert.deepEqual(await get.json(), { data: { invoice: { id: '1' } } });
 
-    const csrf = await fetch(`${gw.url}?query=${encodeURIComponent('{ invoice(id: "1") { id } }')}`);
+    const csrf = await fetch(`${f.gw.url}?query=${encodeURIComponent('{ invoice(id: "1") { id } }')}`);
     assert.equal(csrf.status, 400, 'a simple GET without a preflight header is refused (CSRF prevention)');
 
-    const huge = await fetch(gw.url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ query: `{ invoice(id: "1") { id } } # ${'x'.repeat(2 * 1024 * 1024)}` }) });
+    const huge = await fetch(f.gw.url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ query: `{ invoice(id: "1") { id } } # ${'x'.repeat(2 * 1024 * 1024)}` }) });
     assert.equal(huge.status, 413);
 
-    const badJson = await fetch(gw.url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"query": ' });
+    const badJson = await fetch(f.gw.url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"query": ' });
     assert.equal(badJson.status, 400);
     assert.equal(((await badJson.json()) as { errors: { extensions: { code: string } }[] }).errors[0]!.extensions.code, 'BAD_REQUEST');
 
-    assert.equal((await fetch(new URL('/nope', gw.url))).status, 404);
-    assert.equal((await fetch(new URL('/metrics', gw.url), { method: 'POST' })).status, 405);
-    const root = await fetch(new URL('/', gw.url), { redirect: 'manual' });
+    assert.equal((await fetch(new URL('/nope', f.gw.url))).status, 404);
+    assert.equal((await fetch(new URL('/metrics', f.gw.url), { method: 'POST' })).status, 405);
+    const root = await fetch(new URL('/', f.gw.url), { redirect: 'manual' });
     assert.equal(root.status, 302);
     assert.equal(root.headers.get('location'), '/graphql');
   });

@@ -1,39 +1,21 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
-import pg from 'pg';
-import { createTestDatabase, deleteRedisKeys, missingServices, TEST_REDIS_URL, type TestDatabase } from './fixtures/services.js';
-import { startTestGateway, type TestGateway } from './fixtures/gateway.js';
+import { after, describe, it } from 'node:test';
+import { deleteRedisKeys, missingServices, TEST_REDIS_URL } from './fixtures/services.js';
+import { useTestGateway } from './fixtures/perFile.js';
 import { CustomerByIdDocument, CustomersByIdsDocument, InvoiceByIdDocument, InvoicesWithPartiesDocument } from './generated/graphql.js';
 
 const skip = await missingServices('postgres', 'redis');
 
 describe('invoice and customer lookups (Postgres + Redis)', { skip }, () => {
-  let db: TestDatabase;
-  let gw: TestGateway;
-  let sql: pg.Pool;
-
-  before(async () => {
-    db = await createTestDatabase('lookups');
-    gw = await startTestGateway({
-      databaseUrl: db.url,
-      env: { REDIS_URL: TEST_REDIS_URL, CACHE_KEY_PREFIX: `${db.name}:` },
-      seed: { customers: 50, invoices: 2_000, months: 12, seed: 7 },
-    });
-    sql = new pg.Pool({ connectionString: db.url, max: 2 });
-  });
-
-  after(async () => {
-    await sql?.end();
-    await gw?.stop();
-    if (db) await deleteRedisKeys(`${db.name}:*`);
-    await db?.drop();
-  });
+  const f = useTestGateway('lookups', { env: (db) => ({ REDIS_URL: TEST_REDIS_URL, CACHE_KEY_PREFIX: `${db.name}:` }), seed: { customers: 50, invoices: 2_000, months: 12, seed: 7 } });
+  // The keys of this file's gateway in the shared Redis.
+  after(() => deleteRedisKeys(`${f.db.name}:*`));
 
   it('returns an invoice exactly as stored: id string, ISO UTC date, two-decimal amount', async () => {
-    const { rows } = await sql.query(
+    const { rows } = await f.sql.query(
       `SELECT invoice_id::text AS id, issue_date, issuer_id::text, receiver_id::text, amount_usd::text FROM invoices WHERE invoice_id = 17`,
     );
-    const res = await gw.request(InvoiceByIdDocument, { id: '17' });
+    const res = await f.gw.request(InvoiceByIdDocument, { id: '17' });
     assert.equal(res.errors, undefined);
     const invoice = res.data!.invoice!;
     assert.equal(invoice.id, '17');
@@ -46,14 +28,14 @@ describe('invoice and customer lookups (Postgres + Redis)', { skip }, () => {
   });
 
   it('answers an unknown id with null, not an error', async () => {
-    const res = await gw.request(InvoiceByIdDocument, { id: '987654321' });
+    const res = await f.gw.request(InvoiceByIdDocument, { id: '987654321' });
     assert.equal(res.errors, undefined);
     assert.equal(res.data!.invoice, null);
   });
 
   it('keeps the order of ids, with null where absent and repeats answered in place', async () => {
     const ids = ['5', '999999', '3', '5', '0'];
-    const res = await gw.request(InvoicesWithPartiesDocument, { ids });
+    const res = await f.gw.request(InvoicesWithPartiesDocument, { ids });
     assert.equal(res.errors, undefined);
     assert.deepEqual(
       res.data!.invoices.map((i) => i?.id ?? null),
@@ -62,28 +44,28 @@ describe('invoice and customer lookups (Postgres + Redis)', { skip }, () => {
   });
 
   it('canonicalises ids with leading zeros', async () => {
-    const res = await gw.request(InvoiceByIdDocument, { id: '0042' });
+    const res = await f.gw.request(InvoiceByIdDocument, { id: '0042' });
     assert.equal(res.data!.invoice!.id, '42');
   });
 
   it('100 invoices with issuer and receiver: at most 2 SQL statements cold, 0 warm', async () => {
     const ids = Array.from({ length: 100 }, (_, i) => String(1001 + i));
-    let cold: Awaited<ReturnType<typeof gw.request<unknown, unknown>>> | undefined;
-    const coldStatements = await gw.countSql(async () => {
-      cold = await gw.request(InvoicesWithPartiesDocument, { ids });
+    let cold: Awaited<ReturnType<typeof f.gw.request<unknown, unknown>>> | undefined;
+    const coldStatements = await f.gw.countSql(async () => {
+      cold = await f.gw.request(InvoicesWithPartiesDocument, { ids });
     });
     assert.equal(cold!.errors, undefined);
     assert.ok(coldStatements <= 2, `cold cache ran ${coldStatements} statements`);
     assert.ok(coldStatements >= 1, 'the cold query must have read Postgres');
 
     let warm: typeof cold;
-    const warmStatements = await gw.countSql(async () => {
-      warm = await gw.request(InvoicesWithPartiesDocument, { ids });
+    const warmStatements = await f.gw.countSql(async () => {
+      warm = await f.gw.request(InvoicesWithPartiesDocument, { ids });
     });
     assert.equal(warmStatements, 0);
     assert.deepEqual(warm, cold);
 
-    const { rows } = await sql.query(
+    const { rows } = await f.sql.query(
       `SELECT i.invoice_id::text AS id, c.customer_name AS issuer FROM invoices i JOIN customers c ON c.customer_id = i.issuer_id
        WHERE invoice_id = ANY($1::bigint[]) ORDER BY invoice_id`,
       [ids],
@@ -94,33 +76,33 @@ describe('invoice and customer lookups (Postgres + Redis)', { skip }, () => {
 
   it('rejects malformed ids with BAD_USER_INPUT and runs no SQL', async () => {
     for (const id of ['abc', '-1', '1.5', '', ' 7', '9223372036854775808', '99999999999999999999']) {
-      let res: Awaited<ReturnType<typeof gw.request>> | undefined;
-      const statements = await gw.countSql(async () => {
-        res = await gw.request(InvoiceByIdDocument, { id });
+      let res: Awaited<ReturnType<typeof f.gw.request>> | undefined;
+      const statements = await f.gw.countSql(async () => {
+        res = await f.gw.request(InvoiceByIdDocument, { id });
       });
       assert.equal(res!.errors?.[0]?.extensions?.code, 'BAD_USER_INPUT', `id ${JSON.stringify(id)}`);
       assert.equal(statements, 0);
     }
-    const customer = await gw.request(CustomerByIdDocument, { id: '2147483648' });
+    const customer = await f.gw.request(CustomerByIdDocument, { id: '2147483648' });
     assert.equal(customer.errors?.[0]?.extensions?.code, 'BAD_USER_INPUT');
   });
 
   it('rejects more than 1,000 ids with BAD_USER_INPUT', async () => {
     const ids = Array.from({ length: 1001 }, (_, i) => String(i + 1));
-    const res = await gw.request(InvoicesWithPartiesDocument, { ids });
+    const res = await f.gw.request(InvoicesWithPartiesDocument, { ids });
     assert.equal(res.errors?.[0]?.extensions?.code, 'BAD_USER_INPUT');
     assert.match(res.errors![0]!.message, /at most 1000/);
-    const exactly = await gw.request(CustomersByIdsDocument, { ids: ids.slice(0, 1000) });
+    const exactly = await f.gw.request(CustomersByIdsDocument, { ids: ids.slice(0, 1000) });
     assert.equal(exactly.errors, undefined);
     assert.equal(exactly.data!.customers.length, 1000);
   });
 
   it('looks customers up by id, in order, null where absent', async () => {
-    const res = await gw.request(CustomersByIdsDocument, { ids: ['2', '777', '1'] });
+    const res = await f.gw.request(CustomersByIdsDocument, { ids: ['2', '777', '1'] });
     assert.equal(res.errors, undefined);
-    const { rows } = await sql.query(`SELECT customer_name FROM customers WHERE customer_id IN (1, 2) ORDER BY customer_id DESC`);
+    const { rows } = await f.sql.query(`SELECT customer_name FROM customers WHERE customer_id IN (1, 2) ORDER BY customer_id DESC`);
     assert.deepEqual(res.data!.customers.map((c) => c?.name ?? null), [rows[0].customer_name, null, rows[1].customer_name]);
-    const one = await gw.request(CustomerByIdDocument, { id: '2' });
+    const one = await f.gw.request(CustomerByIdDocument, { id: '2' });
     assert.equal(one.data!.customer!.name, rows[0].customer_name);
   });
 });
