@@ -52,6 +52,9 @@ const settings = z.object({
 
 export type Settings = z.infer<typeof settings>;
 
+/** Every environment variable the gateway reads (the README and .env.example list them all). */
+export const SETTING_NAMES = Object.keys(settings.shape) as (keyof Settings)[];
+
 export interface Config {
   readonly env: Settings['NODE_ENV'];
   readonly http: { readonly port: number; readonly host: string };

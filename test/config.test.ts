@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { ConfigError, loadConfig } from '../server/config.js';
+import { readFile } from 'node:fs/promises';
+import { ConfigError, loadConfig, SETTING_NAMES } from '../server/config.js';
 
 describe('configuration', () => {
   it('runs on embedded defaults when nothing is set', () => {
@@ -60,5 +61,14 @@ describe('configuration', () => {
 
   it('refuses the dev error flag in production', () => {
     assert.throws(() => loadConfig({ NODE_ENV: 'production', EXPOSE_ERRORS: '1' }), /EXPOSE_ERRORS/);
+  });
+
+  it('documents every setting in the README and .env.example', async () => {
+    const readme = await readFile(new URL('../../README.md', import.meta.url), 'utf8');
+    const example = await readFile(new URL('../../.env.example', import.meta.url), 'utf8');
+    for (const name of SETTING_NAMES) {
+      assert.match(readme, new RegExp(`\\| \`${name}\``), `README lacks ${name}`);
+      assert.match(example, new RegExp(`^# ${name}=`, 'm'), `.env.example lacks ${name}`);
+    }
   });
 });
