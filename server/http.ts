@@ -27,7 +27,7 @@ export function createHttpHandler<TContext extends BaseContext>(options: HttpHan
     const work = path === '/graphql' ? serveGraphQL(req, res, url, queryAt, options) : serveRoute(req, res, path, options.routes);
     work.catch((err: unknown) => {
       options.onError(err);
-      if (!res.headersSent) sendJson(res, 500, { errors: [{ message: 'Unexpected error', extensions: { code: 'INTERNAL_SERVER_ERROR' } }] });
+      if (!res.headersSent) sendGraphQLError(res, 500, 'Unexpected error', 'INTERNAL_SERVER_ERROR');
       else res.destroy();
     });
   };
@@ -55,7 +55,7 @@ async function serveGraphQL<TContext extends BaseContext>(
 ) {
   const raw = await readBody(req, maxBodyBytes);
   if (raw === 'too large') {
-    sendJson(res, 413, { errors: [{ message: `Request body exceeds ${maxBodyBytes} bytes`, extensions: { code: 'BAD_REQUEST' } }] });
+    sendGraphQLError(res, 413, `Request body exceeds ${maxBodyBytes} bytes`, 'BAD_REQUEST');
     return;
   }
   let body: unknown;
@@ -63,7 +63,7 @@ async function serveGraphQL<TContext extends BaseContext>(
     try {
       body = JSON.parse(raw.toString('utf8'));
     } catch {
-      sendJson(res, 400, { errors: [{ message: 'Request body is not valid JSON', extensions: { code: 'BAD_REQUEST' } }] });
+      sendGraphQLError(res, 400, 'Request body is not valid JSON', 'BAD_REQUEST');
       return;
     }
   }
@@ -112,4 +112,9 @@ function readBody(req: IncomingMessage, maxBytes: number): Promise<Buffer | 'too
 
 export function sendJson(res: ServerResponse, status: number, value: unknown): void {
   res.writeHead(status, { 'content-type': 'application/json; charset=utf-8' }).end(JSON.stringify(value));
+}
+
+/** An error answered before Apollo runs, in the same shape as Apollo's own error responses. */
+function sendGraphQLError(res: ServerResponse, status: number, message: string, code: string): void {
+  sendJson(res, status, { errors: [{ message, extensions: { code } }] });
 }

@@ -62,7 +62,7 @@ export function createLoaders(sources: LoaderSources): Loaders {
 
 /**
  * A batch function that reads the cache first (one MGET), Postgres for the misses only, then
- * fills the cache (one pipeline). Absent rows are not cached: an id unknown now may be
+ * fills the cache (SETs with a TTL, pipelined by the Redis client). Absent rows are not cached: an id unknown now may be
  * inserted a moment later.
  */
 function readThrough<T>(

@@ -28,7 +28,7 @@ export interface Queryable {
 export interface Database extends Queryable {
   /** Runs `work` in a transaction on one checked-out client; rolls back if it throws. */
   transaction<T>(work: (tx: Queryable) => Promise<T>): Promise<T>;
-  /** Runs `work` on one checked-out client outside a transaction (advisory locks, COPY). */
+  /** Runs `work` on one checked-out client outside a transaction (advisory locks, DDL). */
   withClient<T>(work: (client: pg.PoolClient) => Promise<T>): Promise<T>;
   /** `true` when Postgres answers a trivial query within `timeoutMs`. */
   ping(timeoutMs: number): Promise<boolean>;
