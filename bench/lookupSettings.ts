@@ -49,7 +49,7 @@ export function parseLookupOptions(argv: string[]): LookupOptions {
   } catch (err) {
     throw new Error(`${(err as Error).message}\n${usage}`);
   }
-  // Not pipelines/seed.command.ts's whole(): that module runs the seeder when imported.
+  // Not server/commands/seed.ts's whole(): that module runs the seeder when imported.
   const whole = (name: keyof typeof values, min: number) => {
     const value = Number(values[name].replaceAll('_', ''));
     if (!Number.isSafeInteger(value) || value < min) throw new Error(`--${name} must be a whole number of at least ${min}\n${usage}`);

@@ -53,7 +53,7 @@ export async function lookups(argv: string[]): Promise<void> {
   };
 
   try {
-    const data = await ensureBenchDatabase(options.databaseUrl, options, `${ROOT}dist/pipelines/seed.command.js`);
+    const data = await ensureBenchDatabase(options.databaseUrl, options, `${ROOT}dist/server/commands/seed.js`);
     if (!existsSync(`${PEER_DIR}node_modules/postgraphile/package.json`)) {
       await runCommand('npm', ['ci', '--prefix', PEER_DIR, '--no-audit', '--no-fund']);
     }

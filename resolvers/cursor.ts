@@ -1,4 +1,4 @@
-import { badUserInput } from '../server/errors.js';
+import { badUserInput } from '../core/errors.js';
 import { MAX_INVOICE_ID } from './ids.js';
 import type { InvoiceRecord, PagePosition } from '../sources/postgres/invoiceStore.js';
 

@@ -1,4 +1,4 @@
-import { badUserInput } from '../server/errors.js';
+import { badUserInput } from '../core/errors.js';
 import { MAX_IDS } from '../schema/limits.js';
 
 const DIGITS = /^\d{1,19}$/;

@@ -1,5 +1,5 @@
 import { GraphQLScalarType, Kind, type ValueNode } from 'graphql';
-import { badUserInput } from '../server/errors.js';
+import { badUserInput } from '../core/errors.js';
 
 /** numeric(14,2): at most 12 integer digits and 2 decimals. */
 const MAX_INTEGER_DIGITS = 12;

@@ -1,7 +1,7 @@
 import 'reflect-metadata';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { ApolloServer, type ApolloServerPlugin } from '@apollo/server';
+import { ApolloServer } from '@apollo/server';
 import { ApolloServerPluginCacheControlDisabled } from '@apollo/server/plugin/disabled';
 import { ApolloServerPluginDrainHttpServer } from '@apollo/server/plugin/drainHttpServer';
 import {
@@ -9,7 +9,7 @@ import {
   ApolloServerPluginLandingPageProductionDefault,
 } from '@apollo/server/plugin/landingPage/default';
 import type { Logger } from 'pino';
-import { buildGatewaySchema } from '../schema/build.js';
+import { buildGatewaySchema } from './schema.js';
 import type { Cache } from '../sources/cache/cache.js';
 import { createMemoryCache } from '../sources/cache/memoryCache.js';
 import { createRedisCache } from '../sources/cache/redisCache.js';
@@ -17,12 +17,13 @@ import { createCustomerStore } from '../sources/postgres/customerStore.js';
 import { createDatabase, type Database } from '../sources/postgres/database.js';
 import { createInvoiceStore } from '../sources/postgres/invoiceStore.js';
 import type { Config } from './config.js';
-import type { Context } from './context.js';
+import type { Context } from '../resolvers/context.js';
 import { complexityLimitPlugin } from './complexityLimit.js';
 import { createErrorFormatter } from './errors.js';
 import { createHttpHandler, sendJson } from './http.js';
-import { createLoaders } from './loaders.js';
-import { Metrics, OperationLabels } from './metrics.js';
+import { createLoaders } from '../resolvers/loaders.js';
+import { Metrics } from '../core/metrics.js';
+import { metricsPlugin } from './metricsPlugin.js';
 
 export interface Gateway {
   /** http://host:port/graphql */
@@ -126,30 +127,6 @@ async function serve(config: Config, logger: Logger, metrics: Metrics, db: Datab
         await Promise.allSettled([db.close(), cache.close()]);
       })();
       return stopping;
-    },
-  };
-}
-
-/** Counts and times every operation; with LOG_LEVEL=debug also logs one line per operation. */
-function metricsPlugin(metrics: Metrics, logger: Logger): ApolloServerPlugin<Context> {
-  const labels = new OperationLabels();
-  const logRequests = logger.isLevelEnabled('debug');
-  return {
-    async requestDidStart() {
-      const started = performance.now();
-      let failed = false;
-      return {
-        async didEncounterErrors() {
-          failed = true;
-        },
-        async willSendResponse({ operationName }) {
-          const operation = labels.label(operationName);
-          metrics.graphqlRequests.inc({ operation, outcome: failed ? 'error' : 'ok' });
-          const seconds = (performance.now() - started) / 1000;
-          metrics.graphqlDuration.observe({ operation }, seconds);
-          if (logRequests) logger.debug({ operation: operationName ?? null, ms: seconds * 1000, outcome: failed ? 'error' : 'ok' }, 'graphql operation');
-        },
-      };
     },
   };
 }

@@ -1,7 +1,7 @@
 import type { ApolloServerPlugin } from '@apollo/server';
 import { GraphQLError, type DocumentNode, type GraphQLSchema } from 'graphql';
 import { createRequire } from 'node:module';
-import type { Metrics } from './metrics.js';
+import type { Metrics } from '../core/metrics.js';
 
 // Its ESM build imports graphql's .mjs files: a second copy of graphql beside the CommonJS one
 // the schema is built with, and every call fails with "from another module or realm".

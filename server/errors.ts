@@ -2,38 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { GraphQLFormattedError } from 'graphql';
 import { unwrapResolverError } from '@apollo/server/errors';
 import type { Logger } from 'pino';
-
-/**
- * The closed set of errors a client may see, each with a fixed `extensions.code`. They are plain
- * `Error`s, not `GraphQLError`s, so that sources can throw them without depending on GraphQL;
- * `formatGatewayError` turns them into the response.
- */
-export type PublicErrorCode =
-  | 'BAD_USER_INPUT'
-  | 'NOT_FOUND'
-  | 'UNAUTHENTICATED'
-  | 'FORBIDDEN'
-  | 'UPSTREAM_TIMEOUT'
-  | 'SERVICE_UNAVAILABLE';
-
-export class PublicError extends Error {
-  constructor(
-    readonly code: PublicErrorCode,
-    message: string,
-    options?: { cause?: unknown },
-  ) {
-    super(message, options);
-    this.name = 'PublicError';
-  }
-}
-
-export const badUserInput = (message: string) => new PublicError('BAD_USER_INPUT', message);
-
-export const serviceUnavailable = (what: string, cause?: unknown) =>
-  new PublicError('SERVICE_UNAVAILABLE', `${what} is unavailable; try again shortly`, { cause });
-
-export const upstreamTimeout = (what: string, cause?: unknown) =>
-  new PublicError('UPSTREAM_TIMEOUT', `${what} did not answer in time`, { cause });
+import { PublicError } from '../core/errors.js';
 
 /**
  * Codes that Apollo Server and graphql-js assign to their own, already client-safe errors

@@ -9,7 +9,7 @@ import { migrate } from '../sources/postgres/migrate.js';
 import { seedDatabase, type SeedOptions } from '../sources/postgres/seeder.js';
 
 const skip = await missingServices('postgres');
-const SEED_COMMAND = fileURLToPath(new URL('../pipelines/seed.command.js', import.meta.url));
+const SEED_COMMAND = fileURLToPath(new URL('../server/commands/seed.js', import.meta.url));
 
 describe('npm run seed', { skip }, () => {
   const { logger } = memoryLogger();

@@ -1,6 +1,6 @@
 import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
-import type { Metrics } from '../../server/metrics.js';
+import type { Metrics } from '../../core/metrics.js';
 import type { Cache } from './cache.js';
 
 export interface RedisCacheOptions {

@@ -1,7 +1,7 @@
 import pg from 'pg';
 import type { Logger } from 'pino';
-import { serviceUnavailable, upstreamTimeout, PublicError } from '../../server/errors.js';
-import type { Metrics } from '../../server/metrics.js';
+import { serviceUnavailable, upstreamTimeout, PublicError } from '../../core/errors.js';
+import type { Metrics } from '../../core/metrics.js';
 
 /** Settings the Postgres source needs; a slice of the gateway config. */
 export interface DatabaseOptions {

@@ -1,5 +1,5 @@
 import { inKeyOrder, type Database, type Statement } from './database.js';
-import { badUserInput } from '../../server/errors.js';
+import { badUserInput } from '../../core/errors.js';
 
 /** An invoice as the gateway passes it around: ids and money as exact strings. */
 export interface InvoiceRecord {

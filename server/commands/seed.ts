@@ -1,10 +1,10 @@
 import { parseArgs } from 'node:util';
 import cliProgress from 'cli-progress';
-import { ConfigError, loadConfig } from '../server/config.js';
-import { createLogger } from '../server/logger.js';
-import { createDatabase } from '../sources/postgres/database.js';
-import { migrate } from '../sources/postgres/migrate.js';
-import { seedDatabase, tablesEmpty } from '../sources/postgres/seeder.js';
+import { ConfigError, loadConfig } from '../config.js';
+import { createLogger } from '../logger.js';
+import { createDatabase } from '../../sources/postgres/database.js';
+import { migrate } from '../../sources/postgres/migrate.js';
+import { seedDatabase, tablesEmpty } from '../../sources/postgres/seeder.js';
 
 const usage = 'usage: npm run seed -- --customers N --invoices M [--months K] [--seed S] [--reset | --if-empty]';
 

@@ -90,21 +90,3 @@ export class Metrics {
     return values.reduce((sum, v) => sum + v.value, 0);
   }
 }
-
-/**
- * Operation names come from clients; past this many distinct names they are counted as `other`
- * so a client cannot blow up the metric's cardinality.
- */
-const MAX_OPERATION_LABELS = 200;
-
-export class OperationLabels {
-  private readonly seen = new Set<string>();
-
-  label(operationName: string | null | undefined): string {
-    const name = (operationName ?? 'anonymous').slice(0, 64);
-    if (this.seen.has(name)) return name;
-    if (this.seen.size >= MAX_OPERATION_LABELS) return 'other';
-    this.seen.add(name);
-    return name;
-  }
-}

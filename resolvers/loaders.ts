@@ -1,0 +1,51 @@
+import DataLoader from 'dataloader';
+import type { Cache } from '../sources/cache/cache.js';
+import { cacheKeys, readThrough } from '../sources/cache/readThrough.js';
+import type { CustomerRecord, CustomerStore } from '../sources/postgres/customerStore.js';
+import type { InvoiceRecord, InvoiceStore, PageRequest } from '../sources/postgres/invoiceStore.js';
+import type { Metrics } from '../core/metrics.js';
+
+/** The most keys one batch function receives; larger loads are split into several batches. */
+const MAX_BATCH_SIZE = 1000;
+
+/**
+ * DataLoaders for one request. Built per request in the context, never shared: a shared loader
+ * would serve one user's rows to another and grow without bound. Redis (or the LRU) sits behind
+ * the batch functions as the cache shared across requests.
+ */
+export interface Loaders {
+  readonly invoice: DataLoader<string, InvoiceRecord | null>;
+  readonly customer: DataLoader<string, CustomerRecord | null>;
+  readonly invoicePage: DataLoader<PageRequest, InvoiceRecord[], string>;
+}
+
+export interface LoaderSources {
+  readonly invoices: InvoiceStore;
+  readonly customers: CustomerStore;
+  readonly cache: Cache;
+  readonly metrics: Metrics;
+}
+
+export function createLoaders(sources: LoaderSources): Loaders {
+  const invoice = new DataLoader<string, InvoiceRecord | null>(
+    readThrough(sources.cache, sources.metrics, 'invoice', cacheKeys.invoice, (ids) => sources.invoices.byIds(ids)),
+    { maxBatchSize: MAX_BATCH_SIZE },
+  );
+  const customer = new DataLoader<string, CustomerRecord | null>(
+    readThrough(sources.cache, sources.metrics, 'customer', cacheKeys.customer, (ids) => sources.customers.byIds(ids)),
+    { maxBatchSize: MAX_BATCH_SIZE },
+  );
+  const invoicePage = new DataLoader<PageRequest, InvoiceRecord[], string>(
+    async (requests) => {
+      const pages = await sources.invoices.pages(requests);
+      // Rows just read need not be read again if the same request asks for them by id.
+      for (const row of pages.flat()) invoice.prime(row.id, row);
+      return pages;
+    },
+    {
+      maxBatchSize: MAX_BATCH_SIZE,
+      cacheKeyFn: (r) => `${r.role}:${r.customerId}:${r.limit}:${r.after?.issueDate ?? ''}:${r.after?.invoiceId ?? ''}`,
+    },
+  );
+  return { invoice, customer, invoicePage };
+}

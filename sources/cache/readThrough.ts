@@ -1,0 +1,53 @@
+import type { Metrics } from '../../core/metrics.js';
+import type { Cache } from './cache.js';
+
+/**
+ * The version changes whenever a cached record's shape does, so that during a rolling deploy
+ * old and new gateways never read each other's entries.
+ */
+const RECORD_VERSION = 'v1';
+
+export const cacheKeys = {
+  invoice: (id: string) => `inv:${RECORD_VERSION}:${id}`,
+  customer: (id: string) => `cust:${RECORD_VERSION}:${id}`,
+};
+
+/**
+ * A batch function that reads the cache first (one MGET), Postgres for the misses only, then
+ * fills the cache (SETs with a TTL, pipelined by the Redis client). Absent rows are not cached: an id unknown now may be
+ * inserted a moment later.
+ */
+export function readThrough<T>(
+  cache: Cache,
+  metrics: Metrics,
+  entity: string,
+  keyOf: (id: string) => string,
+  fetch: (ids: readonly string[]) => Promise<(T | null)[]>,
+): (ids: readonly string[]) => Promise<(T | null)[]> {
+  return async (ids) => {
+    const result = (await cache.getMany(ids.map(keyOf))).map((v) => decode<T>(v));
+    const missing = ids.filter((_, i) => result[i] === null);
+    metrics.cacheHits.inc({ entity }, ids.length - missing.length);
+    if (missing.length === 0) return result;
+    metrics.cacheMisses.inc({ entity }, missing.length);
+
+    const fetched = await fetch(missing);
+    const byId = new Map(missing.map((id, i) => [id, fetched[i] ?? null]));
+    const fill: [string, string][] = [];
+    for (const [id, row] of byId) if (row !== null) fill.push([keyOf(id), JSON.stringify(row)]);
+    // Not awaited: the response need not wait for the fill. Redis runs commands in order on one
+    // connection, so a later MGET still sees it; a failed fill is only a later miss.
+    void cache.setMany(fill);
+    return ids.map((id, i) => result[i] ?? byId.get(id) ?? null);
+  };
+}
+
+/** A cached entry that does not parse (written by hand, truncated) is a miss, not a failure. */
+function decode<T>(value: string | null): T | null {
+  if (value === null) return null;
+  try {
+    return JSON.parse(value) as T;
+  } catch {
+    return null;
+  }
+}
