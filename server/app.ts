@@ -66,6 +66,7 @@ async function serve(config: Config, logger: Logger, metrics: Metrics, db: Datab
     schema,
     formatError: createErrorFormatter(logger, config.exposeErrors && !production),
     includeStacktraceInErrorResponses: false,
+    introspection: config.introspection,
     // main.ts owns the signals: it drains, stops the embedded Postgres, then exits. Apollo's own
     // handler would re-raise SIGTERM after stopping and kill the process half-way.
     stopOnTerminationSignals: false,
@@ -86,7 +87,7 @@ async function serve(config: Config, logger: Logger, metrics: Metrics, db: Datab
     createHttpHandler<Context>({
       apollo,
       context: async () => ({ loaders: createLoaders({ invoices, customers, cache, metrics }), invoices, logger }),
-      maxBodyBytes: 1024 * 1024,
+      maxBodyBytes: config.maxRequestBytes,
       onError: (err) => logger.error({ err }, 'HTTP handler failed'),
       routes: {
         '/healthz': (res) => sendJson(res, 200, { status: 'ok' }),

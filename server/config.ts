@@ -1,3 +1,6 @@
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { parseEnv } from 'node:util';
 import { z } from 'zod';
 
 /**
@@ -11,6 +14,7 @@ const wholeNumber = (min: number, max = Number.MAX_SAFE_INTEGER) =>
     .min(min, `must be at least ${min}`)
     .max(max, `must be at most ${max}`);
 const port = (min: number) => wholeNumber(min, 65535);
+const flag = (message: string) => z.enum(['0', '1', 'true', 'false'], { message }).transform((v) => v === '1' || v === 'true');
 
 const settings = z.object({
   /** `production` masks errors and serves the production landing page. */
@@ -46,8 +50,13 @@ const settings = z.object({
   MAX_QUERY_COMPLEXITY: wholeNumber(1).default(100_000),
   /** pino level. */
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], { message: 'must be a pino level (info, debug, ...)' }).default('info'),
+  /**
+   * Schema introspection (what Apollo Sandbox and codegen read). Default: on, except with
+   * NODE_ENV=production, where it is off unless set.
+   */
+  INTROSPECTION: flag('must be 0 or 1').optional(),
   /** Dev flag: send the original message and stack of unexpected errors to clients. Never in production. */
-  EXPOSE_ERRORS: z.enum(['0', '1', 'true', 'false'], { message: 'must be 0 or 1' }).default('0').transform((v) => v === '1' || v === 'true'),
+  EXPOSE_ERRORS: flag('must be 0 or 1').default(false),
 });
 
 export type Settings = z.infer<typeof settings>;
@@ -76,6 +85,36 @@ export interface Config {
   readonly maxQueryComplexity: number;
   readonly logLevel: Settings['LOG_LEVEL'];
   readonly exposeErrors: boolean;
+  readonly introspection: boolean;
+  /** Largest request body; a larger one is refused with 413 before it is parsed. */
+  readonly maxRequestBytes: number;
+  /**
+   * Started by `npm start`: the gateway then stops when npm goes, since a process manager's
+   * SIGKILL to npm would otherwise leave it, and its embedded Postgres, running with no parent.
+   */
+  readonly stopWithParent: boolean;
+}
+
+/** 1 MiB: far above any legitimate operation (1,000 ids are about 20 KB). */
+export const MAX_REQUEST_BYTES = 1024 * 1024;
+
+/** Settings read from `.env` in the working directory, under the real environment. */
+export const ENV_FILE = '.env';
+
+/**
+ * The process environment over the settings of `.env` (when present): the real environment
+ * wins, as with docker compose. Values are not checked here; loadConfig does that.
+ */
+export function readEnvironment(env: NodeJS.ProcessEnv = process.env, dir = process.cwd()): { env: NodeJS.ProcessEnv; file?: string } {
+  const file = path.join(dir, ENV_FILE);
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { env };
+    throw new ConfigError(`invalid configuration: ${ENV_FILE} cannot be read (${(err as NodeJS.ErrnoException).code})`);
+  }
+  return { env: { ...parseEnv(text), ...env }, file };
 }
 
 /** Thrown for a bad setting; its message is one line naming the key, never the value. */
@@ -93,8 +132,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     throw new ConfigError(`invalid configuration: ${problems.join('; ')}`);
   }
   const s = parsed.data;
-  if (s.EXPOSE_ERRORS && s.NODE_ENV === 'production') {
+  const production = s.NODE_ENV === 'production';
+  if (s.EXPOSE_ERRORS && production) {
     throw new ConfigError('invalid configuration: EXPOSE_ERRORS must not be set when NODE_ENV is production');
+  }
+  if (!s.DATABASE_URL && production) {
+    // The embedded Postgres is for trying the gateway; production images do not ship it.
+    throw new ConfigError('invalid configuration: DATABASE_URL must be set when NODE_ENV is production');
   }
   return deepFreeze({
     env: s.NODE_ENV,
@@ -116,6 +160,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     maxQueryComplexity: s.MAX_QUERY_COMPLEXITY,
     logLevel: s.LOG_LEVEL,
     exposeErrors: s.EXPOSE_ERRORS,
+    introspection: s.INTROSPECTION ?? !production,
+    maxRequestBytes: MAX_REQUEST_BYTES,
+    stopWithParent: env.npm_lifecycle_event === 'start',
   });
 }
 

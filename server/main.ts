@@ -1,4 +1,5 @@
-import { ConfigError, loadConfig, type Config } from './config.js';
+import { errorMessage } from '../core/errors.js';
+import { ConfigError, loadConfig, readEnvironment, type Config } from './config.js';
 import { createLogger, type Logger } from './logger.js';
 import { startGateway, type Gateway } from './app.js';
 import { createDatabase, waitUntilReachable } from '../sources/postgres/database.js';
@@ -8,6 +9,9 @@ import { ensureDemoData } from '../sources/postgres/seeder.js';
 
 /** Demo data for the zero-setting start, as the README describes it. */
 const DEMO = { customers: 1_000, invoices: 100_000, months: 36, seed: 42 };
+
+/** After this long a shutdown that has not finished exits anyway. */
+const SHUTDOWN_LIMIT_MS = 30_000;
 
 /** What start-up has brought up so far; shutdown stops exactly that. */
 interface StartState {
@@ -38,10 +42,10 @@ async function start(config: Config, logger: Logger, state: StartState): Promise
   if (!state.stopping) state.gateway = await startGateway(config, logger, url);
 }
 
-async function main() {
-  let config: Config;
+function configure(): { config: Config; envFile?: string } {
   try {
-    config = loadConfig();
+    const { env, file } = readEnvironment();
+    return { config: loadConfig(env), envFile: file };
   } catch (err) {
     if (err instanceof ConfigError) {
       console.error(err.message);
@@ -49,8 +53,25 @@ async function main() {
     }
     throw err;
   }
+}
+
+/**
+ * `npm start` runs node in place of its shell (exec), so npm forwards SIGTERM and SIGINT to the
+ * gateway. Should npm itself die without forwarding (SIGKILL), the gateway is re-parented; it
+ * notices within a second and stops as if signalled.
+ */
+function stopWithParent(onOrphaned: () => void): void {
+  const parent = process.ppid;
+  setInterval(() => {
+    if (process.ppid !== parent) onOrphaned();
+  }, 1000).unref();
+}
+
+async function main() {
+  const { config, envFile } = configure();
   // A developer running `npm start` in a terminal reads lines; anything else gets JSON.
   const logger = createLogger({ level: config.logLevel, pretty: config.env === 'development' && process.stdout.isTTY === true });
+  if (envFile) logger.info({ file: envFile }, 'settings read from .env (the environment wins)');
   const state: StartState = { stopping: false };
   let startup: Promise<void> = Promise.resolve();
 
@@ -61,7 +82,10 @@ async function main() {
     if (state.stopping) return;
     state.stopping = true;
     logger.info({ signal }, 'draining in-flight requests and shutting down');
-    setTimeout(() => process.exit(1), 30_000).unref();
+    setTimeout(() => {
+      logger.error({ limitMs: SHUTDOWN_LIMIT_MS }, 'shutdown did not finish in time; exiting');
+      process.exit(1);
+    }, SHUTDOWN_LIMIT_MS).unref();
     let code = 0;
     await startup.catch(() => undefined);
     for (const [what, stop] of [
@@ -75,11 +99,12 @@ async function main() {
         code = 1;
       }
     }
-    process.exit(code);
+    logger.info({ signal, exitCode: code }, 'shutdown complete');
+    // pino writes synchronously to stdout (no transport) or through a worker; flush either way.
+    logger.flush(() => process.exit(code));
   };
-  process.once('SIGTERM', () => void shutdown('SIGTERM'));
-  process.once('SIGINT', () => void shutdown('SIGINT'));
-  process.once('SIGHUP', () => void shutdown('SIGHUP'));
+  for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.once(signal, () => void shutdown(signal));
+  if (config.stopWithParent) stopWithParent(() => void shutdown('parent exited'));
 
   startup = start(config, logger, state);
   try {
@@ -88,7 +113,8 @@ async function main() {
     if (state.stopping) return;
     // Marked as stopping, so that a signal now does not stop the embedded Postgres twice.
     state.stopping = true;
-    console.error(`gateway failed to start: ${(err as Error).message}`);
+    logger.flush();
+    console.error(`gateway failed to start: ${errorMessage(err)}`);
     await state.embedded?.stop().catch(() => undefined);
     process.exit(1);
   }

@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { readFile } from 'node:fs/promises';
-import { ConfigError, loadConfig, SETTING_NAMES } from '../server/config.js';
+import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { ConfigError, loadConfig, readEnvironment, SETTING_NAMES } from '../server/config.js';
 
 describe('configuration', () => {
   it('runs on embedded defaults when nothing is set', () => {
@@ -44,6 +46,7 @@ describe('configuration', () => {
       [{ LOG_LEVEL: 'loud' }, 'LOG_LEVEL', 'loud'],
       [{ NODE_ENV: 'staging' }, 'NODE_ENV', 'staging'],
       [{ EXPOSE_ERRORS: 'yes' }, 'EXPOSE_ERRORS', 'yes'],
+      [{ INTROSPECTION: 'maybe' }, 'INTROSPECTION', 'maybe'],
     ];
     for (const [env, key, value] of cases) {
       assert.throws(
@@ -60,7 +63,50 @@ describe('configuration', () => {
   });
 
   it('refuses the dev error flag in production', () => {
-    assert.throws(() => loadConfig({ NODE_ENV: 'production', EXPOSE_ERRORS: '1' }), /EXPOSE_ERRORS/);
+    assert.throws(() => loadConfig({ NODE_ENV: 'production', EXPOSE_ERRORS: '1', DATABASE_URL: 'postgres://db/x' }), /EXPOSE_ERRORS/);
+  });
+
+  it('requires DATABASE_URL in production: the embedded Postgres is not shipped there', () => {
+    assert.throws(() => loadConfig({ NODE_ENV: 'production' }), /^ConfigError: invalid configuration: DATABASE_URL must be set when NODE_ENV is production$/);
+  });
+
+  it('turns introspection off in production unless INTROSPECTION says otherwise', () => {
+    const db = { DATABASE_URL: 'postgres://db/x' };
+    assert.equal(loadConfig({}).introspection, true);
+    assert.equal(loadConfig({ ...db, NODE_ENV: 'production' }).introspection, false);
+    assert.equal(loadConfig({ ...db, NODE_ENV: 'production', INTROSPECTION: '1' }).introspection, true);
+    assert.equal(loadConfig({ INTROSPECTION: 'false' }).introspection, false);
+  });
+
+  it('reads .env from the working directory, under the real environment', async () => {
+    const dir = await mkdtemp(path.join(tmpdir(), 'ig-env-'));
+    try {
+      assert.deepEqual(readEnvironment({ PORT: '1' }, dir), { env: { PORT: '1' } }, 'no .env: the environment as it is');
+      await writeFile(path.join(dir, '.env'), '# a comment\nPORT=4100\nLOG_LEVEL="warn"\nexport CACHE_KEY_PREFIX=team-a:\n');
+      const { env, file } = readEnvironment({ LOG_LEVEL: 'debug' }, dir);
+      assert.equal(file, path.join(dir, '.env'));
+      const config = loadConfig(env);
+      assert.equal(config.http.port, 4100);
+      assert.equal(config.logLevel, 'debug', 'the real environment wins');
+      assert.equal(config.cache.keyPrefix, 'team-a:');
+      await writeFile(path.join(dir, '.env'), 'PORT=eighty\n');
+      assert.throws(() => loadConfig(readEnvironment({}, dir).env), /^ConfigError: invalid configuration: PORT must be a whole number$/);
+      if (process.getuid?.() !== 0) {
+        await chmod(path.join(dir, '.env'), 0o000);
+        assert.throws(() => readEnvironment({}, dir), /\.env cannot be read \(EACCES\)/);
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('.env.example lists every setting with its default, commented out', async () => {
+    const example = await readFile(new URL('../../.env.example', import.meta.url), 'utf8');
+    const defaults = loadConfig({});
+    const listed = Object.fromEntries([...example.matchAll(/^# ([A-Z_]+)=(.*)$/gm)].map((m) => [m[1], m[2]]));
+    // Uncommenting the whole example must give the configuration of an empty environment
+    // (settings that default to unset are listed with an empty value).
+    assert.deepEqual(loadConfig(listed as Record<string, string>), defaults);
   });
 
   it('documents every setting in the README and .env.example', async () => {

@@ -1,4 +1,6 @@
 import assert from 'node:assert/strict';
+import { parse } from 'graphql';
+import type { TypedDocumentNode } from '@graphql-typed-document-node/core';
 import { describe, it } from 'node:test';
 import { missingServices } from './fixtures/services.js';
 import { useTestGateway } from './fixtures/perFile.js';
@@ -33,10 +35,16 @@ describe('createInvoice', { skip }, () => {
     assert.equal(res.data!.createInvoice.amountUsd, '999999999999.99');
   });
 
-  it('accepts a numeric literal amount only when exact', async () => {
-    const res = await f.gw.request(CreateInvoiceDocument, { input: { issuerId: '1', receiverId: '2', amountUsd: 12.5 as unknown as string } });
-    assert.equal(res.errors, undefined);
-    assert.equal(res.data!.createInvoice.amountUsd, '12.50');
+  it('refuses a number for money, as a variable or a literal, with BAD_USER_INPUT asking for a string', async () => {
+    const before = await invoiceCount();
+    const asVariable = await f.gw.request(CreateInvoiceDocument, { input: { issuerId: '1', receiverId: '2', amountUsd: 12.5 as unknown as string } });
+    const literal = parse('mutation { createInvoice(input: { issuerId: "1", receiverId: "2", amountUsd: 12.5 }) { id } }') as TypedDocumentNode<unknown, never>;
+    const asLiteral = await f.gw.request(literal);
+    for (const res of [asVariable, asLiteral]) {
+      assert.equal(res.errors?.[0]?.extensions?.code, 'BAD_USER_INPUT', JSON.stringify(res.errors));
+      assert.match(res.errors![0]!.message, /Decimal must be a string such as "999.90", not a number/);
+    }
+    assert.equal(await invoiceCount(), before);
   });
 
   it('rejects bad input with BAD_USER_INPUT and writes nothing', async () => {

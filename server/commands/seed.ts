@@ -1,10 +1,13 @@
 import { parseArgs } from 'node:util';
 import cliProgress from 'cli-progress';
-import { ConfigError, loadConfig } from '../config.js';
+import { errorMessage } from '../../core/errors.js';
+import { ConfigError, loadConfig, readEnvironment } from '../config.js';
 import { createLogger } from '../logger.js';
-import { createDatabase } from '../../sources/postgres/database.js';
+import { createDatabase, waitUntilReachable } from '../../sources/postgres/database.js';
 import { migrate } from '../../sources/postgres/migrate.js';
 import { seedDatabase, tablesEmpty } from '../../sources/postgres/seeder.js';
+
+const WAIT_FOR_POSTGRES_MS = 120_000;
 
 const usage = 'usage: npm run seed -- --customers N --invoices M [--months K] [--seed S] [--reset | --if-empty]';
 
@@ -27,7 +30,7 @@ async function main() {
     },
   });
   if (values.reset && values['if-empty']) throw new ConfigError(`--reset and --if-empty exclude each other\n${usage}`);
-  const config = loadConfig();
+  const config = loadConfig(readEnvironment().env);
   if (!config.database.url) throw new ConfigError('DATABASE_URL must be set for npm run seed');
   const logger = createLogger({ level: config.logLevel === 'info' ? 'warn' : config.logLevel, name: 'seed' });
   const options = {
@@ -44,6 +47,12 @@ async function main() {
   );
   const started = performance.now();
   try {
+    // docker compose starts the seed while Postgres may still be initialising (its first start
+    // restarts the server once): wait for it rather than fail at once.
+    const deadline = Date.now() + WAIT_FOR_POSTGRES_MS;
+    if (!(await waitUntilReachable(db, logger, () => Date.now() > deadline))) {
+      throw new Error(`Postgres was not reachable within ${WAIT_FOR_POSTGRES_MS / 1000} s`);
+    }
     await migrate(db, logger);
     if (values['if-empty'] && !(await tablesEmpty(db))) {
       console.log('customers or invoices already hold rows; nothing seeded (--if-empty)');
@@ -65,6 +74,6 @@ async function main() {
 }
 
 main().catch((err: unknown) => {
-  console.error(err instanceof ConfigError ? err.message : `seed failed: ${(err as Error).message}`);
+  console.error(err instanceof ConfigError ? err.message : `seed failed: ${errorMessage(err)}`);
   process.exit(1);
 });
