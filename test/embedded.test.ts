@@ -46,6 +46,13 @@ function gatewayPid(gateway: GatewayProcess): number {
   return (JSON.parse(line) as { pid: number }).pid;
 }
 
+/** The one line a failed start ends with (stderr; it may interleave with stdout's log lines). */
+function failureLine(gateway: GatewayProcess): string | undefined {
+  const lines = gateway.output().split('\n').filter((l) => l.startsWith('gateway failed to start:'));
+  assert.equal(lines.length, 1, gateway.output());
+  return lines[0];
+}
+
 async function stopped(gateway: GatewayProcess, signal: NodeJS.Signals = 'SIGTERM') {
   if (gateway.child.exitCode === null && gateway.child.signalCode === null) gateway.child.kill(signal);
   await gateway.exited;
@@ -122,8 +129,7 @@ describe('npm start on embedded defaults', () => {
     try {
       const gateway = spawnGateway(env);
       assert.equal(await gateway.exited, 1);
-      const lines = gateway.output().trim().split('\n');
-      assert.equal(lines.at(-1), `gateway failed to start: port ${env.EMBEDDED_PG_PORT} is in use; set EMBEDDED_PG_PORT to a free port`);
+      assert.equal(failureLine(gateway), `gateway failed to start: port ${env.EMBEDDED_PG_PORT} is in use; set EMBEDDED_PG_PORT to a free port`);
       assert.doesNotMatch(gateway.output(), /TypeError|at .*\.js:\d+/);
     } finally {
       await new Promise((resolve) => squatter.close(resolve));
@@ -139,7 +145,7 @@ describe('npm start on embedded defaults', () => {
       assert.equal(await second.exited, 1);
       const location = existsSync(path.join(dir, 'pg.location')) ? (await readFile(path.join(dir, 'pg.location'), 'utf8')).trim() : path.join(dir, 'pg');
       assert.equal(
-        second.output().trim().split('\n').at(-1),
+        failureLine(second),
         `gateway failed to start: another gateway (pid ${first.child.pid}) is using ${location}; stop it, or set DATA_DIR to another directory`,
       );
       const still = await postGraphQL(`http://127.0.0.1:${(first.output().match(/"url":"http:\/\/127\.0\.0\.1:(\d+)/) ?? [])[1]}/graphql`, InvoiceByIdDocument, { id: '1' });

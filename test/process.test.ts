@@ -115,7 +115,7 @@ describe('the production image', { skip }, () => {
     }
     const embedded = spawnGateway({ PORT: String(port) }, { command: [process.execPath, main] });
     assert.equal(await embedded.exited, 1);
-    assert.equal(embedded.output().trim().split('\n').at(-1), 'gateway failed to start: the embedded Postgres is not installed here (production images leave it out); set DATABASE_URL');
+    assert.ok(embedded.output().split('\n').includes('gateway failed to start: the embedded Postgres is not installed here (production images leave it out); set DATABASE_URL'), embedded.output());
   });
 
   it('turns introspection off in production, and INTROSPECTION=1 turns it back on', async () => {
