@@ -9,7 +9,9 @@ export type PublicErrorCode =
   | 'UNAUTHENTICATED'
   | 'FORBIDDEN'
   | 'UPSTREAM_TIMEOUT'
-  | 'SERVICE_UNAVAILABLE';
+  | 'SERVICE_UNAVAILABLE'
+  /** A documented per-client limit (subscriptions per connection, a subscriber's backlog). */
+  | 'LIMIT_EXCEEDED';
 
 export class PublicError extends Error {
   constructor(

@@ -80,6 +80,80 @@ export class Metrics {
     },
   });
 
+  readonly feedState = new Gauge({
+    name: 'gateway_feed_state',
+    help: 'Change feed state of this process: 1 for the current one of off, standby, streaming',
+    labelNames: ['state'] as const,
+    registers: [this.registry],
+  });
+
+  readonly feedTransactions = new Counter({
+    name: 'gateway_feed_transactions_total',
+    help: 'Committed transactions received from the change feed',
+    registers: [this.registry],
+  });
+
+  readonly feedBatchDuration = new Histogram({
+    name: 'gateway_feed_batch_duration_seconds',
+    help: 'Time a feed consumer took for one batch of transactions, by consumer',
+    labelNames: ['consumer'] as const,
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5],
+    registers: [this.registry],
+  });
+
+  /** Set by the change feed; read on each scrape. */
+  feedLag?: () => Promise<{ bytes: number | null; seconds: number }>;
+
+  readonly feedLagBytes = new Gauge({
+    name: 'gateway_feed_lag_bytes',
+    help: 'WAL written since the feed slot\'s acknowledged position',
+    registers: [this.registry],
+    collect: async () => {
+      const lag = await this.feedLag?.();
+      if (lag?.bytes != null) this.feedLagBytes.set(lag.bytes);
+      if (lag) this.feedLagSeconds.set(lag.seconds);
+    },
+  });
+
+  readonly feedLagSeconds = new Gauge({
+    name: 'gateway_feed_lag_seconds',
+    help: 'Age of the oldest transaction received from the feed and not yet handled by every consumer (0 when caught up)',
+    registers: [this.registry],
+  });
+
+  readonly riskScored = new Counter({
+    name: 'gateway_risk_scored_total',
+    help: 'Invoices scored, by band and source (live from the feed, or backfill)',
+    labelNames: ['band', 'source'] as const,
+    registers: [this.registry],
+  });
+
+  readonly riskBackfillRemaining = new Gauge({
+    name: 'gateway_risk_backfill_remaining',
+    help: 'Invoices that existed before the feed started and are not scored yet',
+    registers: [this.registry],
+  });
+
+  readonly cacheInvalidations = new Counter({
+    name: 'gateway_cache_invalidations_total',
+    help: 'Cache entries invalidated because the feed saw their row change, by entity',
+    labelNames: ['entity'] as const,
+    registers: [this.registry],
+  });
+
+  readonly subscriptions = new Gauge({
+    name: 'gateway_subscriptions_active',
+    help: 'Active GraphQL subscriptions on this process',
+    registers: [this.registry],
+  });
+
+  readonly subscriptionEvents = new Counter({
+    name: 'gateway_subscription_events_total',
+    help: 'Events sent to subscribers, and subscriptions ended because their subscriber fell too far behind',
+    labelNames: ['outcome'] as const,
+    registers: [this.registry],
+  });
+
   constructor() {
     collectDefaultMetrics({ register: this.registry });
   }

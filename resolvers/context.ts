@@ -1,10 +1,19 @@
 import type { Logger } from 'pino';
+import type { Metrics } from '../core/metrics.js';
+import type { FeedStatus } from '../pipelines/changeFeed.js';
+import type { EventBus } from '../sources/pubsub/eventBus.js';
 import type { InvoiceStore } from '../sources/postgres/invoiceStore.js';
+import type { RiskStore } from '../sources/postgres/riskStore.js';
 import type { Loaders } from './loaders.js';
 
-/** What every resolver receives; built fresh for each request. */
+/** What every resolver receives; built fresh for each request (and each subscription). */
 export interface Context {
   readonly loaders: Loaders;
   readonly invoices: InvoiceStore;
+  readonly risk: RiskStore;
+  readonly events: EventBus;
+  readonly feed: { status(): FeedStatus };
+  readonly limits: { readonly subscriptionQueue: number };
+  readonly metrics: Metrics;
   readonly logger: Logger;
 }

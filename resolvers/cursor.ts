@@ -28,3 +28,17 @@ function isRealInstant(iso: string): boolean {
   const ms = Date.parse(iso);
   return !Number.isNaN(ms) && !iso.startsWith('0000') && new Date(ms).toISOString().slice(0, 19) === iso.slice(0, 19);
 }
+
+/**
+ * A position among the scores: `kind` keeps a riskScored cursor (live order) and a riskScores
+ * page cursor (all scores) from being passed for each other.
+ */
+export function encodeSeqCursor(kind: 'live' | 'page', seq: string): string {
+  return Buffer.from(`${kind}:${seq}`, 'utf8').toString('base64url');
+}
+
+export function decodeSeqCursor(kind: 'live' | 'page', cursor: string, argument = 'after'): string {
+  const match = /^[A-Za-z0-9_-]{1,40}$/.test(cursor) ? /^(live|page):(\d{1,19})$/.exec(Buffer.from(cursor, 'base64url').toString('utf8')) : null;
+  if (!match || match[1] !== kind || BigInt(match[2]!) > MAX_INVOICE_ID) throw badUserInput(`${argument} is not a cursor returned by this API`);
+  return match[2]!;
+}

@@ -8,6 +8,8 @@ import type { Context } from './context.js';
 import { badUserInput } from '../core/errors.js';
 import type { CustomerRecord } from '../sources/postgres/customerStore.js';
 import type { InvoiceRecord } from '../sources/postgres/invoiceStore.js';
+import type { RiskScoreRecord } from '../sources/postgres/riskStore.js';
+import { RiskScore } from '../schema/risk.type.js';
 import { parseCustomerId, parseIdList, parseInvoiceId } from './ids.js';
 import { loadAll } from './loadAll.js';
 
@@ -35,6 +37,11 @@ export class InvoiceResolver {
   @FieldResolver(() => Customer)
   receiver(@Root() invoice: InvoiceRecord, @Ctx() ctx: Context): Promise<CustomerRecord | null> {
     return ctx.loaders.customer.load(invoice.receiverId);
+  }
+
+  @FieldResolver(() => RiskScore, { nullable: true, description: 'Its risk score; null until scored (milliseconds after the insert).' })
+  risk(@Root() invoice: InvoiceRecord, @Ctx() ctx: Context): Promise<RiskScoreRecord | null> {
+    return ctx.loaders.risk.load(invoice.id);
   }
 
   @Mutation(() => Invoice, { description: 'Stores a new invoice and returns it as stored.' })

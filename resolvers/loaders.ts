@@ -4,6 +4,8 @@ import { cacheKeys, readThrough } from '../sources/cache/readThrough.js';
 import type { CustomerRecord, CustomerStore } from '../sources/postgres/customerStore.js';
 import type { InvoiceRecord, InvoiceStore, PageRequest } from '../sources/postgres/invoiceStore.js';
 import type { Metrics } from '../core/metrics.js';
+import { inKeyOrder } from '../sources/postgres/database.js';
+import type { RiskScoreRecord, RiskStore } from '../sources/postgres/riskStore.js';
 
 /** The most keys one batch function receives; larger loads are split into several batches. */
 const MAX_BATCH_SIZE = 1000;
@@ -17,23 +19,30 @@ export interface Loaders {
   readonly invoice: DataLoader<string, InvoiceRecord | null>;
   readonly customer: DataLoader<string, CustomerRecord | null>;
   readonly invoicePage: DataLoader<PageRequest, InvoiceRecord[], string>;
+  readonly risk: DataLoader<string, RiskScoreRecord | null>;
 }
 
 export interface LoaderSources {
   readonly invoices: InvoiceStore;
   readonly customers: CustomerStore;
+  readonly risk: RiskStore;
   readonly cache: Cache;
   readonly metrics: Metrics;
 }
 
-export function createLoaders(sources: LoaderSources): Loaders {
+/**
+ * `memoize: false` for a subscription's context, which lives as long as the subscription: its
+ * loaders still batch within one event but must not keep every row they ever loaded.
+ */
+export function createLoaders(sources: LoaderSources, { memoize = true } = {}): Loaders {
+  const cache = memoize;
   const invoice = new DataLoader<string, InvoiceRecord | null>(
     readThrough(sources.cache, sources.metrics, 'invoice', cacheKeys.invoice, (ids) => sources.invoices.byIds(ids)),
-    { maxBatchSize: MAX_BATCH_SIZE },
+    { maxBatchSize: MAX_BATCH_SIZE, cache },
   );
   const customer = new DataLoader<string, CustomerRecord | null>(
     readThrough(sources.cache, sources.metrics, 'customer', cacheKeys.customer, (ids) => sources.customers.byIds(ids)),
-    { maxBatchSize: MAX_BATCH_SIZE },
+    { maxBatchSize: MAX_BATCH_SIZE, cache },
   );
   const invoicePage = new DataLoader<PageRequest, InvoiceRecord[], string>(
     async (requests) => {
@@ -44,8 +53,13 @@ export function createLoaders(sources: LoaderSources): Loaders {
     },
     {
       maxBatchSize: MAX_BATCH_SIZE,
+      cache,
       cacheKeyFn: (r) => `${r.role}:${r.customerId}:${r.limit}:${r.after?.issueDate ?? ''}:${r.after?.invoiceId ?? ''}`,
     },
   );
-  return { invoice, customer, invoicePage };
+  const risk = new DataLoader<string, RiskScoreRecord | null>(
+    async (ids) => inKeyOrder(ids, (await sources.risk.byInvoiceIds(ids)).map((s) => ({ ...s, id: s.invoiceId }))),
+    { maxBatchSize: MAX_BATCH_SIZE, cache },
+  );
+  return { invoice, customer, invoicePage, risk };
 }

@@ -9,69 +9,116 @@ import {
   ApolloServerPluginLandingPageProductionDefault,
 } from '@apollo/server/plugin/landingPage/default';
 import type { Logger } from 'pino';
-import { buildGatewaySchema } from './schema.js';
+import { Metrics } from '../core/metrics.js';
+import type { ChangeFeed } from '../pipelines/changeFeed.js';
+import type { Context } from '../resolvers/context.js';
+import { createLoaders } from '../resolvers/loaders.js';
 import type { Cache } from '../sources/cache/cache.js';
 import { createMemoryCache } from '../sources/cache/memoryCache.js';
 import { createRedisCache } from '../sources/cache/redisCache.js';
 import { createCustomerStore } from '../sources/postgres/customerStore.js';
 import { createDatabase, type Database } from '../sources/postgres/database.js';
 import { createInvoiceStore } from '../sources/postgres/invoiceStore.js';
+import { createRiskStore } from '../sources/postgres/riskStore.js';
+import { createEventBus, type EventBus } from '../sources/pubsub/eventBus.js';
 import type { Config } from './config.js';
-import type { Context } from '../resolvers/context.js';
 import { complexityLimitPlugin } from './complexityLimit.js';
 import { createErrorFormatter } from './errors.js';
+import { startFeed } from './feed.js';
 import { createHttpHandler, sendJson } from './http.js';
-import { createLoaders } from '../resolvers/loaders.js';
-import { Metrics } from '../core/metrics.js';
 import { metricsPlugin } from './metricsPlugin.js';
+import { buildGatewaySchema } from './schema.js';
+import { attachSubscriptions } from './subscriptions.js';
 
 export interface Gateway {
-  /** http://host:port/graphql */
+  /** http://host:port/graphql (ws:// on the same path for subscriptions) */
   readonly url: string;
   readonly metrics: Metrics;
   readonly db: Database;
-  /** Drains in-flight requests, then closes the HTTP server, the pool and the cache. */
+  readonly feed: ChangeFeed;
+  /** Drains in-flight requests and sockets, then stops the feed and closes pools and clients. */
   stop(): Promise<void>;
 }
 
+interface Resources {
+  readonly metrics: Metrics;
+  readonly db: Database;
+  readonly cache: Cache;
+  readonly events: EventBus;
+  feed?: ChangeFeed;
+}
+
 /**
- * Wires the gateway: sources, schema, Apollo Server on node:http, health and metrics endpoints.
- * `databaseUrl` is passed separately because it may be the embedded Postgres's.
+ * Wires the gateway: sources, the change feed and its consumers, schema, Apollo Server on
+ * node:http with graphql-ws beside it, health and metrics endpoints. `databaseUrl` is passed
+ * separately because it may be the embedded Postgres's.
  */
 export async function startGateway(config: Config, logger: Logger, databaseUrl: string): Promise<Gateway> {
   const metrics = new Metrics();
-  const db = createDatabase({ url: databaseUrl, poolMax: config.database.poolMax, statementTimeoutMs: config.database.statementTimeoutMs }, logger, metrics);
-  const cache: Cache = config.cache.redisUrl
-    ? createRedisCache({ url: config.cache.redisUrl, ...config.cache }, logger, metrics)
-    : createMemoryCache({ maxEntries: config.cache.maxEntries, ttlSeconds: config.cache.ttlSeconds });
+  const resources: Resources = {
+    metrics,
+    db: createDatabase({ url: databaseUrl, poolMax: config.database.poolMax, statementTimeoutMs: config.database.statementTimeoutMs }, logger, metrics),
+    cache: config.cache.redisUrl ? createRedisCache({ url: config.cache.redisUrl, ...config.cache }, logger, metrics) : createMemoryCache(config.cache),
+    events: createEventBus({ redisUrl: config.cache.redisUrl, prefix: config.cache.keyPrefix }, logger),
+  };
   try {
-    return await serve(config, logger, metrics, db, cache);
+    return await serve(config, logger, databaseUrl, resources);
   } catch (err) {
-    // A gateway that failed to start must not keep a pool or a reconnecting Redis client alive.
-    await Promise.allSettled([db.close(), cache.close()]);
+    // A gateway that failed to start must not keep a pool, a feed or a Redis client alive.
+    await closeAll(resources);
     throw err;
   }
 }
 
-async function serve(config: Config, logger: Logger, metrics: Metrics, db: Database, cache: Cache): Promise<Gateway> {
+async function closeAll({ feed, db, cache, events }: Resources): Promise<void> {
+  await feed?.stop().catch(() => undefined);
+  await Promise.allSettled([db.close(), cache.close(), events.close()]);
+}
+
+async function serve(config: Config, logger: Logger, databaseUrl: string, resources: Resources): Promise<Gateway> {
+  const { metrics, db, cache, events } = resources;
   if (!(await cache.ready(2000))) logger.warn('cache not reachable at start; serving from Postgres until it is');
   const invoices = createInvoiceStore(db);
   const customers = createCustomerStore(db);
+  const risk = createRiskStore(db);
+  const feed = await startFeed({ config, databaseUrl, db, cache, risk, events, logger, metrics });
+  resources.feed = feed;
 
   const httpServer = http.createServer();
   const production = config.env === 'production';
-
   const schema = await buildGatewaySchema();
+  const formatError = createErrorFormatter(logger, config.exposeErrors && !production);
+  const context = (memoize: boolean): Context => ({
+    loaders: createLoaders({ invoices, customers, risk, cache, metrics }, { memoize }),
+    invoices,
+    risk,
+    events,
+    feed,
+    limits: { subscriptionQueue: config.subscriptions.queue },
+    metrics,
+    logger,
+  });
+  const subscriptions = attachSubscriptions({
+    httpServer,
+    schema,
+    context: () => context(false),
+    formatError,
+    maxPerConnection: config.subscriptions.maxPerConnection,
+    logger,
+  });
+
   const apollo = new ApolloServer<Context>({
     schema,
-    formatError: createErrorFormatter(logger, config.exposeErrors && !production),
+    formatError,
     includeStacktraceInErrorResponses: false,
     introspection: config.introspection,
     // main.ts owns the signals: it drains, stops the embedded Postgres, then exits. Apollo's own
     // handler would re-raise SIGTERM after stopping and kill the process half-way.
     stopOnTerminationSignals: false,
     plugins: [
-      ApolloServerPluginDrainHttpServer({ httpServer }),
+      // Also destroys, after its grace period, WebSockets whose peers never answer the close.
+      ApolloServerPluginDrainHttpServer({ httpServer, stopGracePeriodMillis: 5_000 }),
+      { serverWillStart: async () => ({ drainServer: () => subscriptions.dispose() }) },
       production ? ApolloServerPluginLandingPageProductionDefault() : ApolloServerPluginLandingPageLocalDefault({ embed: true }),
       metricsPlugin(metrics, logger),
       complexityLimitPlugin(schema, config.maxQueryComplexity, metrics),
@@ -86,14 +133,15 @@ async function serve(config: Config, logger: Logger, metrics: Metrics, db: Datab
     'request',
     createHttpHandler<Context>({
       apollo,
-      context: async () => ({ loaders: createLoaders({ invoices, customers, cache, metrics }), invoices, logger }),
+      context: async () => context(true),
       maxBodyBytes: config.maxRequestBytes,
       onError: (err) => logger.error({ err }, 'HTTP handler failed'),
       routes: {
         '/healthz': (res) => sendJson(res, 200, { status: 'ok' }),
         '/readyz': async (res) => {
-          const postgres = await db.ping(1000);
-          sendJson(res, postgres ? 200 : 503, { status: postgres ? 'ready' : 'unavailable', postgres });
+          const [postgres, lag] = await Promise.all([db.ping(1000), feed.lag().catch(() => ({ bytes: null, seconds: 0 }))]);
+          // The feed does not decide readiness: lookups work without it; its state is shown.
+          sendJson(res, postgres ? 200 : 503, { status: postgres ? 'ready' : 'unavailable', postgres, feed: { ...feed.status(), lag } });
         },
         '/metrics': async (res) => {
           const body = await metrics.registry.metrics();
@@ -122,10 +170,11 @@ async function serve(config: Config, logger: Logger, metrics: Metrics, db: Datab
     url,
     metrics,
     db,
+    feed,
     stop() {
       stopping ??= (async () => {
         await apollo.stop();
-        await Promise.allSettled([db.close(), cache.close()]);
+        await closeAll(resources);
       })();
       return stopping;
     },

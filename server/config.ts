@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseEnv } from 'node:util';
 import { z } from 'zod';
+import { DEFAULT_MODEL, RiskModel, type RiskModelParameters } from '../pipelines/riskModel.js';
 
 /**
  * Every setting the gateway reads. Only this module reads `process.env`: the rest of the code
@@ -32,10 +33,10 @@ const settings = z.object({
   /** Redis for the shared cache (and pub/sub). Unset: an in-process LRU cache. */
   REDIS_URL: z.string().regex(/^rediss?:\/\/\S+$/, 'must be a redis:// URL').optional(),
   /**
-   * Lifetime of a cached row. Rows changed outside the gateway (an UPDATE from psql) are seen
-   * after at most this long; invalidation by the change feed will make it only a backstop.
+   * Lifetime of a cached row: only a backstop, since the change feed invalidates a row within
+   * milliseconds of any UPDATE or DELETE, from any client.
    */
-  CACHE_TTL_SECONDS: wholeNumber(1).default(300),
+  CACHE_TTL_SECONDS: wholeNumber(1).default(3600),
   /** A cache call slower than this counts as a miss, so a slow Redis never slows a request much. */
   CACHE_TIMEOUT_MS: wholeNumber(1).default(250),
   /** Prefix of every cache key, so that several deployments can share one Redis. */
@@ -57,6 +58,22 @@ const settings = z.object({
   INTROSPECTION: flag('must be 0 or 1').optional(),
   /** Dev flag: send the original message and stack of unexpected errors to clients. Never in production. */
   EXPOSE_ERRORS: flag('must be 0 or 1').default(false),
+  /** The change feed (risk scoring, cache invalidation). `0` for a gateway that must never take the slot. */
+  CHANGE_FEED: flag('must be 0 or 1').default(true),
+  /** Replication slot of the feed. Default: ig_feed_ and the database's name (slots are per cluster). */
+  FEED_SLOT: z.string().regex(/^[a-z_][a-z0-9_]{0,62}$/, 'must be a-z, 0-9 and _ (at most 63)').optional(),
+  /** Publication of the feed (publications are per database). */
+  FEED_PUBLICATION: z.string().regex(/^[a-z_][a-z0-9_]{0,62}$/, 'must be a-z, 0-9 and _ (at most 63)').default('invoice_gateway'),
+  /** While another gateway holds the slot, how often this one tries to take it over. */
+  FEED_RETRY_MS: wholeNumber(100, 60_000).default(1000),
+  /** JSON with the risk model's weights, thresholds and version (see README); default the built-in model. */
+  RISK_MODEL_FILE: z.string().min(1, 'must not be empty').optional(),
+  /** Invoices per backfill batch (whole issuers, so a batch may hold more). */
+  RISK_BACKFILL_BATCH: wholeNumber(100, 1_000_000).default(20_000),
+  /** Subscriptions one WebSocket connection may hold at once. */
+  MAX_SUBSCRIPTIONS_PER_CONNECTION: wholeNumber(1, 1000).default(20),
+  /** Events a subscriber may fall behind; past it, that subscription ends with LIMIT_EXCEEDED. */
+  SUBSCRIPTION_QUEUE: wholeNumber(10, 1_000_000).default(10_000),
 });
 
 export type Settings = z.infer<typeof settings>;
@@ -80,6 +97,8 @@ export interface Config {
     readonly timeoutMs: number;
     readonly maxEntries: number;
     readonly keyPrefix: string;
+    /** How long an invalidated entry refuses fills: longer than a read that could race it. */
+    readonly tombstoneSeconds: number;
   };
   readonly dataDir: string;
   readonly maxQueryComplexity: number;
@@ -93,6 +112,21 @@ export interface Config {
    * SIGKILL to npm would otherwise leave it, and its embedded Postgres, running with no parent.
    */
   readonly stopWithParent: boolean;
+  readonly feed: {
+    readonly enabled: boolean;
+    /** Undefined: derived from the database's name at start. */
+    readonly slot: string | undefined;
+    readonly publication: string;
+    readonly retryMs: number;
+  };
+  readonly risk: {
+    readonly model: RiskModelParameters;
+    readonly backfillBatch: number;
+  };
+  readonly subscriptions: {
+    readonly maxPerConnection: number;
+    readonly queue: number;
+  };
 }
 
 /** 1 MiB: far above any legitimate operation (1,000 ids are about 20 KB). */
@@ -155,6 +189,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       timeoutMs: s.CACHE_TIMEOUT_MS,
       maxEntries: s.CACHE_MAX_ENTRIES,
       keyPrefix: s.CACHE_KEY_PREFIX,
+      // A read's fill comes at most a statement timeout and two cache timeouts after its miss.
+      tombstoneSeconds: Math.ceil((s.DATABASE_STATEMENT_TIMEOUT_MS + 2 * s.CACHE_TIMEOUT_MS) / 1000) + 30,
     },
     dataDir: s.DATA_DIR,
     maxQueryComplexity: s.MAX_QUERY_COMPLEXITY,
@@ -163,7 +199,26 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     introspection: s.INTROSPECTION ?? !production,
     maxRequestBytes: MAX_REQUEST_BYTES,
     stopWithParent: env.npm_lifecycle_event === 'start',
+    feed: { enabled: s.CHANGE_FEED, slot: s.FEED_SLOT, publication: s.FEED_PUBLICATION, retryMs: s.FEED_RETRY_MS },
+    risk: { model: s.RISK_MODEL_FILE ? readRiskModel(s.RISK_MODEL_FILE) : DEFAULT_MODEL, backfillBatch: s.RISK_BACKFILL_BATCH },
+    subscriptions: { maxPerConnection: s.MAX_SUBSCRIPTIONS_PER_CONNECTION, queue: s.SUBSCRIPTION_QUEUE },
   });
+}
+
+/** The model file, checked at start like every other setting. */
+function readRiskModel(file: string): RiskModelParameters {
+  let json: unknown;
+  try {
+    json = JSON.parse(readFileSync(file, 'utf8'));
+  } catch (err) {
+    const reason = err instanceof SyntaxError ? 'is not valid JSON' : `cannot be read (${(err as NodeJS.ErrnoException).code})`;
+    throw new ConfigError(`invalid configuration: RISK_MODEL_FILE ${reason}`);
+  }
+  try {
+    return RiskModel.fromJson(json).parameters;
+  } catch (err) {
+    throw new ConfigError(`invalid configuration: RISK_MODEL_FILE ${(err as Error).message}`);
+  }
 }
 
 function deepFreeze<T extends object>(value: T): T {

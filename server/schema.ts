@@ -3,13 +3,25 @@ import { lexicographicSortSchema, printSchema, type GraphQLSchema } from 'graphq
 import { buildSchema } from 'type-graphql';
 import { CustomerResolver } from '../resolvers/customer.resolver.js';
 import { InvoiceResolver } from '../resolvers/invoice.resolver.js';
+import { RiskResolver } from '../resolvers/risk.resolver.js';
 
 /** The schema file committed beside the code; `npm run schema` rewrites it, a test fails on drift. */
 export const SCHEMA_FILE = new URL('../../schema/schema.graphql', import.meta.url);
 
+/**
+ * type-graphql insists on a pubSub once a schema has a subscription, even though every
+ * subscription here brings its own `subscribe` (resolvers/riskSubscription.ts).
+ */
+const UNUSED_PUBSUB = {
+  publish: () => undefined,
+  subscribe: () => {
+    throw new Error('subscriptions here bring their own subscribe function');
+  },
+};
+
 export function buildGatewaySchema(): Promise<GraphQLSchema> {
   // Arguments are validated by the resolvers themselves (ids, bounds, cursors), not class-validator.
-  return buildSchema({ resolvers: [InvoiceResolver, CustomerResolver], validate: false });
+  return buildSchema({ resolvers: [InvoiceResolver, CustomerResolver, RiskResolver], validate: false, pubSub: UNUSED_PUBSUB });
 }
 
 /** The SDL as committed: sorted, so that moving code around does not show as drift. */

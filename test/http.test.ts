@@ -14,7 +14,11 @@ describe('HTTP endpoints', { skip }, () => {
     assert.equal(health.status, 200);
     const ready = await fetch(new URL('/readyz', f.gw.url));
     assert.equal(ready.status, 200);
-    assert.deepEqual(await ready.json(), { status: 'ready', postgres: true });
+    assert.deepEqual(await ready.json(), {
+      status: 'ready',
+      postgres: true,
+      feed: { state: 'off', reason: 'CHANGE_FEED=0 on this gateway', lag: { bytes: null, seconds: 0 } },
+    });
   });
 
   it('/metrics exposes operations, cache, SQL and pool figures in Prometheus format', async () => {

@@ -7,15 +7,22 @@ import type { Cache } from './cache.js';
  */
 const RECORD_VERSION = 'v1';
 
+/** The key of every cached entry of an entity starts with its prefix. */
+export const cachePrefixes = {
+  invoice: `inv:${RECORD_VERSION}:`,
+  customer: `cust:${RECORD_VERSION}:`,
+};
+
 export const cacheKeys = {
-  invoice: (id: string) => `inv:${RECORD_VERSION}:${id}`,
-  customer: (id: string) => `cust:${RECORD_VERSION}:${id}`,
+  invoice: (id: string) => `${cachePrefixes.invoice}${id}`,
+  customer: (id: string) => `${cachePrefixes.customer}${id}`,
 };
 
 /**
  * A batch function that reads the cache first (one MGET), Postgres for the misses only, then
- * fills the cache (SETs with a TTL, pipelined by the Redis client). Absent rows are not cached: an id unknown now may be
- * inserted a moment later.
+ * fills the cache (SET NX with a TTL, pipelined by the Redis client). Absent rows are not cached:
+ * an id unknown now may be inserted a moment later. A fill never overwrites a tombstone, so a
+ * read racing an UPDATE cannot put the old row back after the feed invalidated it.
  */
 export function readThrough<T>(
   cache: Cache,
@@ -37,7 +44,7 @@ export function readThrough<T>(
     for (const [id, row] of byId) if (row !== null) fill.push([keyOf(id), JSON.stringify(row)]);
     // Not awaited: the response need not wait for the fill. Redis runs commands in order on one
     // connection, so a later MGET still sees it; a failed fill is only a later miss.
-    void cache.setMany(fill);
+    void cache.fill(fill);
     return ids.map((id, i) => result[i] ?? byId.get(id) ?? null);
   };
 }

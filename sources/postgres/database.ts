@@ -21,13 +21,21 @@ export interface Queryable {
   query<Row extends pg.QueryResultRow>(statement: Statement, values?: readonly unknown[]): Promise<Row[]>;
 }
 
+export interface TransactionOptions {
+  /**
+   * Run in a snapshot exported by another session (pg_export_snapshot, or a replication slot
+   * created with EXPORT_SNAPSHOT): the transaction sees exactly what that session saw.
+   */
+  readonly snapshot?: string;
+}
+
 /**
  * All access to Postgres goes through here: one place that counts and times statements, logs
  * them (name, duration, rows; never parameters) and translates driver errors into public ones.
  */
 export interface Database extends Queryable {
   /** Runs `work` in a transaction on one checked-out client; rolls back if it throws. */
-  transaction<T>(work: (tx: Queryable) => Promise<T>): Promise<T>;
+  transaction<T>(work: (tx: Queryable) => Promise<T>, options?: TransactionOptions): Promise<T>;
   /** Runs `work` on one checked-out client outside a transaction (advisory locks, DDL). */
   withClient<T>(work: (client: pg.PoolClient) => Promise<T>): Promise<T>;
   /** `true` when Postgres answers a trivial query within `timeoutMs`. */
@@ -104,10 +112,14 @@ export function createDatabase(options: DatabaseOptions, logger: Logger, metrics
       }
     },
 
-    async transaction(work) {
+    async transaction(work, options = {}) {
       return this.withClient(async (client) => {
-        await run(client, BEGIN);
+        const { snapshot } = options;
+        // SET TRANSACTION SNAPSHOT takes no parameters; the id's shape is checked instead.
+        if (snapshot !== undefined && !/^[0-9A-F]+(-[0-9A-F]+)+$/i.test(snapshot)) throw new Error('not a snapshot id');
+        await run(client, snapshot === undefined ? BEGIN : BEGIN_REPEATABLE_READ);
         try {
+          if (snapshot !== undefined) await client.query(`SET TRANSACTION SNAPSHOT '${snapshot}'`);
           const result = await work({ query: (statement, values) => run(client, statement, values) });
           await run(client, COMMIT);
           return result;
@@ -129,6 +141,7 @@ export function createDatabase(options: DatabaseOptions, logger: Logger, metrics
 }
 
 const BEGIN: Statement = { name: 'begin', text: 'BEGIN' };
+const BEGIN_REPEATABLE_READ: Statement = { name: 'begin_repeatable_read', text: 'BEGIN ISOLATION LEVEL REPEATABLE READ' };
 const COMMIT: Statement = { name: 'commit', text: 'COMMIT' };
 const PING: Statement = { name: 'ping', text: 'SELECT 1' };
 

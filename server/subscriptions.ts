@@ -1,0 +1,84 @@
+import type http from 'node:http';
+import { GraphQLError, parse, specifiedRules, validate, ValuesOfCorrectTypeRule, type GraphQLFormattedError, type GraphQLSchema } from 'graphql';
+import { useServer } from 'graphql-ws/use/ws';
+import { WebSocketServer } from 'ws';
+import type { Logger } from 'pino';
+import { PublicError } from '../core/errors.js';
+
+export interface SubscriptionServerOptions<TContext> {
+  readonly httpServer: http.Server;
+  readonly schema: GraphQLSchema;
+  /** A context per operation (a subscription lives long: its loaders must not memoize). */
+  readonly context: () => TContext;
+  /** The same formatter as HTTP responses: public codes pass, anything else is masked. */
+  readonly formatError: (formatted: GraphQLFormattedError, error: unknown) => GraphQLFormattedError;
+  readonly maxPerConnection: number;
+  readonly logger: Logger;
+}
+
+/** graphql-ws pings every this often; a peer that does not answer within as long is dropped. */
+const KEEP_ALIVE_MS = 12_000;
+
+/**
+ * graphql-ws (graphql-transport-ws) on the gateway's own HTTP server and /graphql path, so Apollo
+ * Sandbox and Apollo Client subscribe with their usual settings. The socket is not Apollo's:
+ * operations here skip Apollo's plugins, so limits and error masking are applied here too.
+ */
+export function attachSubscriptions<TContext extends object>(options: SubscriptionServerOptions<TContext>): { dispose(): Promise<void> } {
+  const wss = new WebSocketServer({ server: options.httpServer, path: '/graphql' });
+  const format = (errors: readonly GraphQLError[]) => errors.map((e) => options.formatError(formatForSocket(e), e));
+  const cleanup = useServer<Record<string, unknown> | undefined>(
+    {
+      schema: options.schema,
+      context: () => options.context() as Record<string, unknown>,
+      onSubscribe: (ctx, _id, payload) => {
+        // ctx.subscriptions already holds the new id: the count is exact, including this one.
+        if (Object.keys(ctx.subscriptions).length > options.maxPerConnection) {
+          return [limitError(`a connection may hold at most ${options.maxPerConnection} subscriptions; complete one first`)];
+        }
+        // Validated here so an argument of the wrong value (an unknown band) is BAD_USER_INPUT,
+        // as it is over HTTP, and anything else invalid is GRAPHQL_VALIDATION_FAILED.
+        let document;
+        try {
+          document = parse(payload.query);
+        } catch (err) {
+          return [withCode(err as GraphQLError, 'GRAPHQL_PARSE_FAILED')];
+        }
+        const badValues = validate(options.schema, document, [ValuesOfCorrectTypeRule]);
+        if (badValues.length > 0) return badValues.map((e) => withCode(e, 'BAD_USER_INPUT'));
+        const invalid = validate(options.schema, document, specifiedRules);
+        if (invalid.length > 0) return invalid.map((e) => withCode(e, 'GRAPHQL_VALIDATION_FAILED'));
+        return undefined;
+      },
+      onNext: (_ctx, _id, _payload, _args, result) => (result.errors ? { ...result, errors: format(result.errors) as GraphQLError[] } : result),
+      onError: (_ctx, _id, _payload, errors) => format(errors) as GraphQLError[],
+    },
+    wss,
+    KEEP_ALIVE_MS,
+  );
+  wss.on('error', (err) => options.logger.warn({ err }, 'WebSocket server error'));
+  return {
+    // Closes every socket with 1001 (Going away); the HTTP drain destroys those that do not answer.
+    dispose: () => cleanup.dispose() as Promise<void>,
+  };
+}
+
+/**
+ * Request-level errors (no path) that graphql-js raises while coercing variables or resolving
+ * the operation are the client's: BAD_USER_INPUT. Field errors keep their original error, so the
+ * formatter can pass public ones and mask the rest.
+ */
+function formatForSocket(error: GraphQLError): GraphQLFormattedError {
+  const formatted = error.toJSON();
+  const fromGraphQL = error.originalError === undefined || error.originalError instanceof GraphQLError;
+  if (formatted.extensions?.code || error.path || !fromGraphQL) return formatted;
+  return { ...formatted, extensions: { ...formatted.extensions, code: 'BAD_USER_INPUT' } };
+}
+
+function withCode(error: GraphQLError, code: string): GraphQLError {
+  return new GraphQLError(error.message, { nodes: error.nodes, source: error.source, positions: error.positions, extensions: { code } });
+}
+
+function limitError(message: string): GraphQLError {
+  return new GraphQLError(message, { originalError: new PublicError('LIMIT_EXCEEDED', message) });
+}

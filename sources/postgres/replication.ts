@@ -1,0 +1,310 @@
+import pg from 'pg';
+import { LogicalReplicationService, PgoutputPlugin, type Pgoutput } from 'pg-logical-replication';
+import type { Logger } from 'pino';
+import { errorMessage } from '../../core/errors.js';
+import type { Database, Queryable, Statement } from './database.js';
+
+/**
+ * Postgres logical replication (pgoutput) as the change feed: the publication, the slot, and one
+ * stream of committed transactions in commit order. pg-logical-replication decodes the protocol;
+ * this file holds what the library leaves to its caller (slot creation with an exported snapshot,
+ * manual acknowledgement, a busy slot, lag).
+ */
+
+/** The tables whose changes the feed carries. */
+export const FEED_TABLES = ['invoices', 'customers'] as const;
+export type FeedTable = (typeof FEED_TABLES)[number];
+
+/** A position in the WAL, as a number so that positions compare correctly. */
+export type Lsn = bigint;
+
+export function parseLsn(text: string): Lsn {
+  const [high, low] = text.split('/');
+  return (BigInt(`0x${high}`) << 32n) | BigInt(`0x${low}`);
+}
+
+export function formatLsn(lsn: Lsn): string {
+  return `${(lsn >> 32n).toString(16).toUpperCase()}/${(lsn & 0xffffffffn).toString(16).toUpperCase()}`;
+}
+
+export interface FeedChange {
+  readonly table: FeedTable;
+  readonly op: 'insert' | 'update' | 'delete' | 'truncate';
+  /** The new row (insert, update). Values as node-postgres parses them (int8 and numeric as text). */
+  readonly row: Readonly<Record<string, unknown>> | null;
+  /** The old primary key (delete; update when the key changed). */
+  readonly key: Readonly<Record<string, unknown>> | null;
+}
+
+/** One committed transaction, as the feed delivers it. */
+export interface FeedTransaction {
+  /** The commit's end position: acknowledging it releases the transaction's WAL. */
+  readonly lsn: Lsn;
+  readonly commitTime: Date;
+  readonly changes: readonly FeedChange[];
+  /** Logical messages in it (pg_logical_emit_message), by prefix. */
+  readonly messages: readonly string[];
+}
+
+/** The slot is being streamed by another process (SQLSTATE 55006). */
+export class SlotBusyError extends Error {
+  override name = 'SlotBusyError';
+}
+
+/** Why this Postgres cannot run the feed, or undefined when it can. */
+export async function feedUnavailableReason(db: Queryable): Promise<string | undefined> {
+  const [row] = await db.query<{ wal_level: string; replication: boolean; user: string }>(PREREQUISITES);
+  if (row!.wal_level !== 'logical') {
+    return `Postgres has wal_level=${row!.wal_level}; the change feed needs wal_level=logical (set it and restart Postgres)`;
+  }
+  if (!row!.replication) return `the role ${row!.user} lacks the REPLICATION attribute (ALTER ROLE ${row!.user} REPLICATION)`;
+  return undefined;
+}
+
+const PREREQUISITES: Statement = {
+  name: 'feed_prerequisites',
+  text: `SELECT current_setting('wal_level') AS wal_level, r.rolname AS user, (r.rolreplication OR r.rolsuper) AS replication
+    FROM pg_roles r WHERE r.rolname = current_user`,
+};
+
+/** Creates the publication, or adds a table it lacks. Identifiers are checked, then quoted. */
+export async function ensurePublication(db: Database, publication: string): Promise<void> {
+  const name = identifier(publication);
+  await db.withClient(async (client) => {
+    const { rows } = await client.query<{ table: string }>(
+      `SELECT tablename AS table FROM pg_publication_tables WHERE pubname = $1 AND schemaname = current_schema()`,
+      [publication],
+    );
+    const exists = (await client.query('SELECT 1 FROM pg_publication WHERE pubname = $1', [publication])).rowCount! > 0;
+    const tables = FEED_TABLES.map((t) => `"${t}"`).join(', ');
+    if (!exists) {
+      await client.query(`CREATE PUBLICATION ${name} FOR TABLE ${tables}`);
+      return;
+    }
+    const missing = FEED_TABLES.filter((t) => !rows.some((r) => r.table === t));
+    if (missing.length > 0) await client.query(`ALTER PUBLICATION ${name} ADD TABLE ${missing.map((t) => `"${t}"`).join(', ')}`);
+  });
+}
+
+export interface SlotState {
+  readonly active: boolean;
+  readonly activePid: number | null;
+}
+
+export async function slotState(db: Queryable, slot: string): Promise<SlotState | undefined> {
+  const [row] = await db.query<{ active: boolean; active_pid: number | null }>(SLOT_STATE, [slot]);
+  return row ? { active: row.active, activePid: row.active_pid } : undefined;
+}
+
+const SLOT_STATE: Statement = {
+  name: 'feed_slot_state',
+  text: `SELECT active, active_pid FROM pg_replication_slots WHERE slot_name = $1 AND database = current_database()`,
+};
+
+/**
+ * Creates the slot and runs `initialize` in the snapshot the slot starts from: what
+ * `initialize` sees is exactly what the feed will not deliver, so state built from it plus the
+ * feed counts every row once. The replication connection must stay open and idle until then.
+ */
+export async function createSlot(
+  url: string,
+  db: Database,
+  slot: string,
+  initialize: (tx: Queryable, consistentPoint: Lsn) => Promise<void>,
+): Promise<Lsn> {
+  const replication = new pg.Client({ connectionString: url, replication: 'database', application_name: 'invoice-gateway-feed' } as pg.ClientConfig);
+  replication.on('error', () => undefined);
+  await replication.connect();
+  try {
+    const { rows } = await replication.query<{ consistent_point: string; snapshot_name: string }>(
+      `CREATE_REPLICATION_SLOT ${identifier(slot)} LOGICAL pgoutput EXPORT_SNAPSHOT`,
+    );
+    const consistentPoint = parseLsn(rows[0]!.consistent_point);
+    try {
+      await db.transaction((tx) => initialize(tx, consistentPoint), { snapshot: rows[0]!.snapshot_name });
+    } catch (err) {
+      // Without its initial state the slot is useless; the next attempt starts over.
+      await replication.end().catch(() => undefined);
+      await db.query(DROP_SLOT, [slot]).catch(() => undefined);
+      throw err;
+    }
+    return consistentPoint;
+  } finally {
+    await replication.end().catch(() => undefined);
+  }
+}
+
+const DROP_SLOT: Statement = {
+  name: 'feed_drop_slot',
+  text: `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1 AND database = current_database()`,
+};
+
+/** Removes the slot (ending whoever streams from it) and the publication. */
+export async function dropFeed(db: Database, slot: string, publication: string): Promise<{ slot: boolean; publication: boolean }> {
+  const state = await slotState(db, slot);
+  if (state?.activePid) {
+    await db.query(TERMINATE, [state.activePid]);
+    for (let i = 0; i < 50 && (await slotState(db, slot))?.active; i++) await new Promise((r) => setTimeout(r, 100));
+  }
+  if (state) await db.query(DROP_SLOT, [slot]);
+  const dropped = await db.withClient(async (client) => {
+    const exists = (await client.query('SELECT 1 FROM pg_publication WHERE pubname = $1', [publication])).rowCount! > 0;
+    if (exists) await client.query(`DROP PUBLICATION ${identifier(publication)}`);
+    return exists;
+  });
+  return { slot: state !== undefined, publication: dropped };
+}
+
+const TERMINATE: Statement = { name: 'feed_terminate', text: 'SELECT pg_terminate_backend($1)' };
+
+export interface SlotLag {
+  /** WAL written since the slot's confirmed position: what the feed has yet to acknowledge. */
+  readonly bytes: number;
+  /** WAL the slot keeps on disk. */
+  readonly retainedBytes: number;
+}
+
+export async function slotLag(db: Queryable, slot: string): Promise<SlotLag | undefined> {
+  const [row] = await db.query<{ bytes: string; retained: string }>(SLOT_LAG, [slot]);
+  return row ? { bytes: Math.max(0, Number(row.bytes)), retainedBytes: Math.max(0, Number(row.retained)) } : undefined;
+}
+
+const SLOT_LAG: Statement = {
+  name: 'feed_slot_lag',
+  text: `SELECT coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn), 0)::text AS bytes,
+      coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn), 0)::text AS retained
+    FROM pg_replication_slots WHERE slot_name = $1 AND database = current_database()`,
+};
+
+/** Writes a logical message into the WAL: it comes back through the stream as a transaction. */
+export const EMIT_MESSAGE: Statement = { name: 'feed_emit_message', text: `SELECT pg_logical_emit_message(true, $1, '')` };
+
+export interface ReplicationStream {
+  /** Resolves once this process holds the slot; rejects with SlotBusyError or the reason it could not start. */
+  readonly started: Promise<void>;
+  /** Resolves when the stream ends, with the reason. */
+  readonly ended: Promise<Error>;
+  /** Confirms everything up to `lsn` as handled: Postgres may release that WAL. */
+  acknowledge(lsn: Lsn): void;
+  stop(): Promise<void>;
+}
+
+export interface StreamOptions {
+  readonly url: string;
+  readonly slot: string;
+  readonly publication: string;
+  /** Receives each committed transaction in commit order; the next waits until it resolves. */
+  readonly onTransaction: (tx: FeedTransaction) => Promise<void>;
+  readonly logger: Logger;
+}
+
+/**
+ * Streams the slot from its confirmed position: what was not acknowledged is delivered again.
+ * A new service per stream, because the library resumes a re-subscribed service from the last
+ * position it received, which would skip unacknowledged transactions.
+ */
+export function openReplicationStream(options: StreamOptions): ReplicationStream {
+  const service = new LogicalReplicationService(
+    { connectionString: options.url, application_name: 'invoice-gateway-feed' },
+    // No automatic acknowledgement (timeoutSeconds 0 also stops its timer from confirming what
+    // was received but not handled); flow control awaits each handler and pauses the socket.
+    { acknowledge: { auto: false, timeoutSeconds: 0 }, flowControl: { enabled: true } },
+  );
+  const plugin = new PgoutputPlugin({ protoVersion: 1, publicationNames: [options.publication], messages: true });
+  let acknowledged = 0n;
+  let current: { changes: FeedChange[]; messages: string[] } | undefined;
+  let failure: Error | undefined;
+
+  let resolveStarted!: () => void;
+  const started = new Promise<void>((resolve) => (resolveStarted = resolve));
+  service.once('start', () => resolveStarted());
+  service.on('error', (err: unknown) => {
+    failure ??= err instanceof Error ? err : new Error(errorMessage(err));
+  });
+  service.on('heartbeat', (_walEnd: string, _timestamp: number, shouldRespond: boolean) => {
+    // Without a reply the server drops the connection after wal_sender_timeout; replying with
+    // the last acknowledged position confirms nothing new.
+    if (shouldRespond && acknowledged > 0n) void service.acknowledge(formatLsn(acknowledged));
+  });
+  service.on('data', async (lsn: string, message: Pgoutput.Message) => {
+    try {
+      if (message.tag === 'begin') {
+        current = { changes: [], messages: [] };
+      } else if (message.tag === 'commit' && current) {
+        const tx: FeedTransaction = { lsn: parseLsn(lsn), commitTime: new Date(Number(BigInt(message.commitTime as bigint) / 1000n)), ...current };
+        current = undefined;
+        await options.onTransaction(tx);
+      } else if (current) {
+        if (message.tag === 'message') current.messages.push(message.prefix);
+        else current.changes.push(...toChanges(message));
+      }
+    } catch (err) {
+      // The library would log this handler's error and go on with the next message, skipping a
+      // transaction; ending the stream instead makes it come again.
+      failure ??= err instanceof Error ? err : new Error(errorMessage(err));
+      void service.stop();
+    }
+  });
+
+  const subscribed = service.subscribe(plugin, options.slot, '0/00000000');
+  const startedOrFailed = Promise.race([
+    started,
+    subscribed.then(
+      () => {
+        throw failure ?? new Error('the replication stream ended before it started');
+      },
+      (err: unknown) => {
+        throw (err as { code?: string }).code === '55006' ? new SlotBusyError(errorMessage(err)) : err;
+      },
+    ),
+  ]);
+  startedOrFailed.catch(() => void service.destroy());
+  const ended = subscribed.then(
+    () => failure ?? new Error('the replication stream ended'),
+    (err: unknown) => failure ?? (err instanceof Error ? err : new Error(errorMessage(err))),
+  );
+
+  return {
+    started: startedOrFailed,
+    ended,
+    acknowledge(lsn) {
+      if (lsn <= acknowledged) return;
+      acknowledged = lsn;
+      void service.acknowledge(formatLsn(lsn));
+    },
+    async stop() {
+      await service.destroy();
+    },
+  };
+}
+
+function toChanges(message: Pgoutput.Message): FeedChange[] {
+  switch (message.tag) {
+    case 'insert':
+    case 'update':
+    case 'delete': {
+      const table = feedTable(message.relation);
+      if (!table) return [];
+      const row = message.tag === 'delete' ? null : message.new;
+      const key = message.tag === 'insert' ? null : (message.key ?? message.old);
+      return [{ table, op: message.tag, row, key }];
+    }
+    case 'truncate':
+      return message.relations.flatMap((relation) => {
+        const table = feedTable(relation);
+        return table ? [{ table, op: 'truncate' as const, row: null, key: null }] : [];
+      });
+    default:
+      return [];
+  }
+}
+
+function feedTable(relation: Pgoutput.MessageRelation): FeedTable | undefined {
+  return (FEED_TABLES as readonly string[]).includes(relation.name) ? (relation.name as FeedTable) : undefined;
+}
+
+/** Slot and publication names: checked, then quoted (they cannot be query parameters). */
+function identifier(name: string): string {
+  if (!/^[a-z_][a-z0-9_]{0,62}$/.test(name)) throw new Error(`"${name}" is not a valid slot or publication name (a-z, 0-9, _; at most 63)`);
+  return `"${name}"`;
+}

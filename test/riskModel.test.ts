@@ -1,0 +1,102 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { amountZScore, DEFAULT_MODEL, FEATURES, RiskModel, type RiskFeatures } from '../pipelines/riskModel.js';
+
+/** ln(amount) statistics of `n` invoices all near `amount`, spread `sd` (in ln units). */
+function history(n: number, amount: number, sd = 0.5) {
+  const mean = Math.log(amount);
+  return { n, sum: n * mean, sumSquares: n * (sd * sd + mean * mean) };
+}
+
+const ordinary: RiskFeatures = {
+  invoiceId: '1',
+  amountUsd: '480.00',
+  selfInvoice: false,
+  issuerHistory: history(200, 450),
+  globalHistory: history(100_000, 450, 1.1),
+  firstPair: false,
+  lastHourInvoices: 1,
+  historyHours: 365 * 24,
+};
+
+const model = new RiskModel();
+const reason = (features: RiskFeatures, name: string) => model.score(features).reasons.find((r) => r.feature === name)!;
+
+describe('risk model', () => {
+  it('scores an ordinary invoice LOW, with every feature as a reason, largest contribution first', () => {
+    const result = model.score(ordinary);
+    assert.equal(result.band, 'LOW');
+    assert.equal(result.modelVersion, 'risk-v1');
+    assert.ok(result.score > 0 && result.score < DEFAULT_MODEL.thresholds.medium);
+    assert.deepEqual(new Set(result.reasons.map((r) => r.feature)), new Set(FEATURES));
+    const contributions = result.reasons.map((r) => r.contribution);
+    assert.deepEqual(contributions, [...contributions].sort((a, b) => b - a));
+    // The score is exactly the logistic of bias plus the contributions: the reasons explain it fully.
+    const logit = DEFAULT_MODEL.bias + contributions.reduce((a, b) => a + b, 0);
+    assert.ok(Math.abs(result.score - 1 / (1 + Math.exp(-logit))) < 1e-3);
+  });
+
+  it('an amount far above the issuer\'s habit raises the score through amountZScore', () => {
+    const big = { ...ordinary, amountUsd: '45000.00' };
+    const z = reason(big, 'amountZScore');
+    assert.ok(z.value > 5, `z = ${z.value}`);
+    assert.ok(z.contribution > 3);
+    assert.ok(model.score(big).score > model.score(ordinary).score);
+    assert.equal(reason(ordinary, 'amountZScore').contribution, 0, 'an amount within one sd adds nothing');
+  });
+
+  it('shrinks a short history towards all issuers: two invoices do not make a habit', () => {
+    const global = history(100_000, 450, 1.1);
+    const longHabit = amountZScore(Math.log(5000), history(500, 100, 0.2), global, 10);
+    const shortHabit = amountZScore(Math.log(5000), history(2, 100, 0.2), global, 10);
+    const noHistory = amountZScore(Math.log(5000), { n: 0, sum: 0, sumSquares: 0 }, global, 10);
+    assert.ok(longHabit > shortHabit && shortHabit > noHistory, `${longHabit} > ${shortHabit} > ${noHistory}`);
+    assert.ok(Math.abs(noHistory - (Math.log(5000) - Math.log(450)) / 1.1) < 1e-9, 'no history: judged by the population alone');
+    assert.equal(amountZScore(Math.log(5000), { n: 0, sum: 0, sumSquares: 0 }, { n: 0, sum: 0, sumSquares: 0 }, 10), 0);
+  });
+
+  it('flags self-invoices, new pairs, round amounts and amounts just under approval limits', () => {
+    assert.equal(reason({ ...ordinary, selfInvoice: true }, 'selfInvoice').contribution, DEFAULT_MODEL.weights.selfInvoice);
+    assert.equal(reason({ ...ordinary, firstPair: true }, 'firstPair').value, 1);
+    for (const [amount, round, below] of [
+      ['5000.00', true, false],
+      ['5000.01', false, false],
+      ['999.00', false, true],
+      ['9950.00', false, true],
+      ['9799.99', false, false],
+      ['10000.00', true, false],
+      ['49999.99', false, true],
+      ['480.00', false, false],
+    ] as const) {
+      const features = { ...ordinary, amountUsd: amount };
+      assert.equal(reason(features, 'roundAmount').value, round ? 1 : 0, `${amount} round`);
+      assert.equal(reason(features, 'justBelowThreshold').value, below ? 1 : 0, `${amount} just below`);
+    }
+    const everything = { ...ordinary, amountUsd: '9990.00', selfInvoice: true, firstPair: true };
+    assert.equal(model.score(everything).band, 'HIGH');
+  });
+
+  it('counts a burst against the issuer\'s usual hourly rate, never a single invoice', () => {
+    // 200 invoices a year is about one every two days: 20 in an hour is a burst.
+    const burst = reason({ ...ordinary, lastHourInvoices: 20 }, 'hourlyBurst');
+    assert.ok(burst.value > 400 && burst.contribution > 0);
+    assert.equal(reason({ ...ordinary, lastHourInvoices: 1 }, 'hourlyBurst').contribution, 0);
+    // A busy issuer (100,000 a year, about 11 an hour): 12 in an hour is its normal pace.
+    const busy = { ...ordinary, issuerHistory: history(100_000, 450), lastHourInvoices: 12 };
+    assert.ok(reason(busy, 'hourlyBurst').contribution < 0.2);
+  });
+
+  it('reads another set of weights from JSON, naming the first bad field', () => {
+    const custom = RiskModel.fromJson({ ...DEFAULT_MODEL, version: 'trained-2026-11', bias: -2 });
+    assert.equal(custom.score(ordinary).modelVersion, 'trained-2026-11');
+    assert.ok(custom.score(ordinary).score > model.score(ordinary).score);
+    const bad: [unknown, RegExp][] = [
+      [{ ...DEFAULT_MODEL, weights: { ...DEFAULT_MODEL.weights, firstPair: 'high' } }, / weights\.firstPair /],
+      [{ ...DEFAULT_MODEL, weights: { ...DEFAULT_MODEL.weights, colour: 1 } }, /weights/],
+      [{ ...DEFAULT_MODEL, thresholds: { medium: 0.8, high: 0.5 } }, /thresholds.medium must be below thresholds.high/],
+      [{ ...DEFAULT_MODEL, version: '' }, / version /],
+      ['not an object', /the model/],
+    ];
+    for (const [json, message] of bad) assert.throws(() => RiskModel.fromJson(json), message);
+  });
+});
