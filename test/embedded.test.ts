@@ -9,7 +9,10 @@ import { postGraphQL } from './fixtures/gateway.js';
 import { copyCheckout, removeEmbeddedData } from './fixtures/checkout.js';
 import { freePort } from './fixtures/network.js';
 import { spawnGateway, type GatewayProcess } from './fixtures/process.js';
-import { CreateInvoiceDocument, InvoiceByIdDocument } from './generated/graphql.js';
+import { CreateInvoiceDocument, InvoiceByIdDocument, RiskScoredIdsDocument } from './generated/graphql.js';
+import { eventually } from './fixtures/eventually.js';
+import { connect, subscribe } from './fixtures/subscriber.js';
+import pg from 'pg';
 
 const asRoot = process.getuid?.() === 0;
 const STARTED = 120_000;
@@ -104,6 +107,17 @@ describe('npm start on embedded defaults', () => {
       assert.equal(last.data?.invoice?.id, '100000', 'the demo data has 100,000 invoices');
       const created = await postGraphQL(url1, CreateInvoiceDocument, { input: { issuerId: '1', receiverId: '2', amountUsd: '1.23' } });
       createdId = created.data!.createInvoice.id;
+
+      // The README's psql line, through node-postgres: scored and pushed to a subscriber.
+      await eventually(async () => ((await (await fetch(new URL('/readyz', url1))).json()) as { feed: { state: string } }).feed.state === 'streaming', 'the feed');
+      const client = connect(url1);
+      const sub = subscribe(client, RiskScoredIdsDocument, { after: Buffer.from('live:0').toString('base64url') });
+      const psql = new pg.Client({ connectionString: `postgres://postgres:gateway@127.0.0.1:${firstEnv.EMBEDDED_PG_PORT}/invoices` });
+      await psql.connect();
+      const { rows } = await psql.query('insert into invoices (issuer_id, receiver_id, amount_usd) values (1, 2, 999.90) returning invoice_id::text AS id');
+      await psql.end();
+      await eventually(() => sub.events.some((e) => e.riskScored.invoiceId === rows[0].id), 'the score of the psql insert', 30_000);
+      await client.dispose();
     } finally {
       await stopped(first);
     }
