@@ -23,6 +23,8 @@ export interface ChildServerOptions {
   /** Resolves true once the server answers; polled every 200 ms. */
   readonly ready: () => Promise<boolean>;
   readonly readyTimeoutMs?: number;
+  /** Sees every line the server prints (they also go to stderr). */
+  readonly onLine?: (line: string) => void;
 }
 
 const RSS_SAMPLE_MS = 250;
@@ -38,12 +40,15 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => 
 /** Starts `node ...args`, forwards its output to stderr prefixed with its name, waits until ready. */
 export async function startChildServer(options: ChildServerOptions): Promise<ChildServer> {
   const child = spawn(process.execPath, options.args, {
-    env: { PATH: process.env.PATH ?? '', ...options.env },
+    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ...options.env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   running.add(child);
   for (const stream of [child.stdout!, child.stderr!]) {
-    createInterface({ input: stream }).on('line', (line) => process.stderr.write(`[${options.name}] ${line}\n`));
+    createInterface({ input: stream }).on('line', (line) => {
+      process.stderr.write(`[${options.name}] ${line}\n`);
+      options.onLine?.(line);
+    });
   }
   let exited: string | undefined;
   const exit = new Promise<void>((resolve) =>

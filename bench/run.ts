@@ -4,6 +4,7 @@
  */
 const benchmarks: Record<string, () => Promise<(argv: string[]) => Promise<void>>> = {
   lookups: async () => (await import('./lookups.js')).lookups,
+  risk: async () => (await import('./risk.js')).risk,
 };
 
 const [name, ...argv] = process.argv.slice(2);

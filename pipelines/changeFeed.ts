@@ -69,6 +69,7 @@ const MAX_BATCH = 2_000;
  */
 const IDLE_TICK_MS = 10_000;
 const TICK_PREFIX = 'invoice-gateway:tick';
+const ACK_EVERY_MS = 50;
 
 /**
  * Runs the feed: takes the slot when it can (one active consumer per slot; the others wait and
@@ -136,16 +137,22 @@ export function startChangeFeed(settings: FeedSettings, consumers: readonly Feed
     const abort = new AbortController();
     let roomWaiter: (() => void) | undefined;
 
+    // Acknowledgements go out at most every ACK_EVERY_MS: one per transaction would be a status
+    // message per insert for the walsender to handle. A crash replays the unacknowledged rest.
+    let ackTimer: NodeJS.Timeout | undefined;
     const acknowledgeDone = () => {
-      // Every transaction is queued to every consumer, so the lowest position is what all have done.
-      const lowest = consumers.reduce((min, c) => {
-        const position = positions.get(c) ?? 0n;
-        return position < min ? position : min;
-      }, delivered);
-      if (lowest > 0n) {
-        stream!.acknowledge(lowest);
-        lastAckAt = Date.now();
-      }
+      ackTimer ??= setTimeout(() => {
+        ackTimer = undefined;
+        // Every transaction is queued to every consumer, so the lowest position is what all have done.
+        const lowest = consumers.reduce((min, c) => {
+          const position = positions.get(c) ?? 0n;
+          return position < min ? position : min;
+        }, delivered);
+        if (lowest > 0n) {
+          stream?.acknowledge(lowest);
+          lastAckAt = Date.now();
+        }
+      }, ACK_EVERY_MS);
       const waiting = consumers.map((c) => queues.get(c)![0]).filter((tx) => tx !== undefined);
       oldestUnacknowledged = waiting.length > 0 ? new Date(Math.min(...waiting.map((tx) => tx.commitTime.getTime()))) : undefined;
     };
@@ -182,10 +189,9 @@ export function startChangeFeed(settings: FeedSettings, consumers: readonly Feed
       const queue = queues.get(consumer)!;
       while (!abort.signal.aborted) {
         if (queue.length === 0) {
-          await new Promise<void>((resolve) => {
-            notify.set(consumer, resolve);
-            abort.signal.addEventListener('abort', () => resolve(), { once: true });
-          });
+          await new Promise<void>((resolve) => notify.set(consumer, resolve));
+          // One turn of the event loop lets the transactions arriving together form one batch.
+          await new Promise((resolve) => setImmediate(resolve));
           continue;
         }
         const batch = queue.slice(0, MAX_BATCH);
@@ -222,8 +228,10 @@ export function startChangeFeed(settings: FeedSettings, consumers: readonly Feed
       return await Promise.race([current.ended, consumerFailed, stopRequested]);
     } finally {
       abort.abort();
+      for (const wake of notify.values()) wake();
       roomWaiter?.();
       clearInterval(ticker);
+      clearTimeout(ackTimer);
       await current.stop();
       await Promise.allSettled(background);
       oldestUnacknowledged = undefined;

@@ -1,13 +1,15 @@
 import type { Logger } from 'pino';
 import type { Metrics } from '../core/metrics.js';
+import type { RiskBackfillStore } from '../sources/postgres/riskBackfillStore.js';
 import type { FeatureRow, LiveInvoice, RiskScoreRecord, RiskStore, ScoreToWrite } from '../sources/postgres/riskStore.js';
 import type { FeedTransaction } from '../sources/postgres/replication.js';
 import type { FeedConsumer } from './changeFeed.js';
-import type { RiskModel } from './riskModel.js';
+import { FEATURES, type RiskModel } from './riskModel.js';
 
 export interface RiskScorerOptions {
   readonly model: RiskModel;
   readonly store: RiskStore;
+  readonly backfillStore: RiskBackfillStore;
   /** Pushes scores to subscribers; called after they are committed. */
   readonly publish: (scores: readonly RiskScoreRecord[]) => Promise<void>;
   /** Invoices per backfill batch (whole issuers, so a batch may hold more). */
@@ -23,8 +25,15 @@ export interface RiskScorerOptions {
  * is pushed again, and subscribers drop what they already had by cursor.
  */
 export function createRiskScorer(options: RiskScorerOptions): FeedConsumer {
-  const { model, store, logger, metrics } = options;
+  const { model, store, backfillStore, logger, metrics } = options;
   const log = logger.child({ component: 'risk' });
+  // Scores store their reasons in the order the model's features were recorded in.
+  let registered: Promise<void> | undefined;
+  const register = () => (registered ??= store.registerModel(model.version, FEATURES).catch((err: unknown) => {
+    registered = undefined;
+    throw err;
+  }));
+  let lastPrune = 0;
 
   const toWrite = (rows: readonly FeatureRow[]): ScoreToWrite[] =>
     rows.map((row) => {
@@ -38,11 +47,23 @@ export function createRiskScorer(options: RiskScorerOptions): FeedConsumer {
         lastHourInvoices: row.lastHourInvoices,
         historyHours: row.historyHours,
       });
-      return { invoiceId: row.invoiceId, issuerId: row.issuerId, receiverId: row.receiverId, ...assessment };
+      const reason = new Map(assessment.reasons.map((r) => [r.feature, r]));
+      return {
+        invoiceId: row.invoiceId,
+        issuerId: row.issuerId,
+        receiverId: row.receiverId,
+        score: assessment.score,
+        band: assessment.band,
+        modelVersion: assessment.modelVersion,
+        reasons: assessment.reasons,
+        featureValues: FEATURES.map((f) => reason.get(f)!.value),
+        contributions: FEATURES.map((f) => reason.get(f)!.contribution),
+      };
     });
 
   async function scoreLive(invoices: ReadonlyMap<string, LiveInvoice>): Promise<void> {
     if (invoices.size === 0) return;
+    await register();
     const features = await store.liveFeatures([...invoices.values()]);
     const inserted = await store.writeLive(toWrite(features), invoices);
     for (const score of inserted) metrics.riskScored.inc({ band: score.band, source: 'live' });
@@ -55,7 +76,7 @@ export function createRiskScorer(options: RiskScorerOptions): FeedConsumer {
 
   return {
     name: 'risk',
-    initialize: (tx) => store.initialize(tx),
+    initialize: (tx) => backfillStore.initialize(tx),
 
     async handle(batch: readonly FeedTransaction[]) {
       // In order, so that a TRUNCATE drops what came before it and a DELETE cancels an INSERT.
@@ -83,12 +104,17 @@ export function createRiskScorer(options: RiskScorerOptions): FeedConsumer {
       }
       await store.deleteScores([...deleted]);
       await scoreLive(pending);
+      if (Date.now() - lastPrune > 60_000) {
+        lastPrune = Date.now();
+        await store.pruneMinutes();
+      }
     },
 
     async whileHolding(signal) {
-      let remaining = await store.backfillRemaining();
+      let remaining = await backfillStore.remaining();
       metrics.riskBackfillRemaining.set(remaining);
       if (remaining === 0) return;
+      await register();
       const total = remaining;
       const started = performance.now();
       let lastLog = started;
@@ -100,7 +126,7 @@ export function createRiskScorer(options: RiskScorerOptions): FeedConsumer {
         return scores;
       };
       while (!signal.aborted) {
-        const n = await store.backfillBatch(options.backfillBatch, scoreCounted, model.version);
+        const n = await backfillStore.batch(options.backfillBatch, scoreCounted);
         if (n === 0) break;
         scored += n;
         remaining = Math.max(0, remaining - n);

@@ -10,6 +10,7 @@ import type { Cache } from '../sources/cache/cache.js';
 import type { Database, Statement } from '../sources/postgres/database.js';
 import type { EventBus } from '../sources/pubsub/eventBus.js';
 import type { RiskStore } from '../sources/postgres/riskStore.js';
+import { createRiskBackfillStore } from '../sources/postgres/riskBackfillStore.js';
 import type { Config } from './config.js';
 
 const DATABASE_NAME: Statement = { name: 'current_database', text: 'SELECT current_database() AS name' };
@@ -48,6 +49,7 @@ export async function startFeed(deps: FeedDependencies): Promise<ChangeFeed> {
   const scorer = createRiskScorer({
     model: new RiskModel(config.risk.model),
     store: deps.risk,
+    backfillStore: createRiskBackfillStore(deps.db),
     backfillBatch: config.risk.backfillBatch,
     logger,
     metrics,

@@ -51,9 +51,12 @@ describe('risk backfill, as of each invoice\'s own date', { skip }, () => {
   });
 
   const reasonsOf = async (id: string) => {
-    const { rows } = await f.sql.query(`SELECT reasons, live_seq FROM invoice_risk_scores WHERE invoice_id = $1`, [id]);
+    const { rows } = await f.sql.query(
+      `SELECT m.features, s.feature_values::float8[] AS values, s.live_seq FROM invoice_risk_scores s JOIN risk_models m USING (model_version) WHERE invoice_id = $1`,
+      [id],
+    );
     assert.equal(rows[0].live_seq, null, 'backfilled scores are not live');
-    return Object.fromEntries((rows[0].reasons as { feature: string; value: number }[]).map((r) => [r.feature, r.value]));
+    return Object.fromEntries((rows[0].features as string[]).map((feature, i) => [feature, rows[0].values[i] as number]));
   };
 
   it('a first invoice between two customers is first only for the earliest of them', async () => {
