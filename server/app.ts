@@ -81,7 +81,7 @@ async function serve(config: Config, logger: Logger, databaseUrl: string, resour
   const invoices = createInvoiceStore(db);
   const customers = createCustomerStore(db);
   const risk = createRiskStore(db);
-  const feed = await startFeed({ config, databaseUrl, db, cache, risk, events, logger, metrics });
+  const feed = await startFeed({ config, databaseUrl, cache, events, logger, metrics });
   resources.feed = feed;
 
   const httpServer = http.createServer();

@@ -7,11 +7,14 @@ import { RiskModel } from '../pipelines/riskModel.js';
 import { createRiskScorer } from '../pipelines/riskScorer.js';
 import { RISK_TOPIC } from '../resolvers/riskSubscription.js';
 import type { Cache } from '../sources/cache/cache.js';
-import type { Database, Statement } from '../sources/postgres/database.js';
+import { createDatabase, type Database, type Statement } from '../sources/postgres/database.js';
 import type { EventBus } from '../sources/pubsub/eventBus.js';
-import type { RiskStore } from '../sources/postgres/riskStore.js';
+import { createRiskStore } from '../sources/postgres/riskStore.js';
 import { createRiskBackfillStore } from '../sources/postgres/riskBackfillStore.js';
 import type { Config } from './config.js';
+
+/** Connections of the feed's own pool: the stream's side queries, the scorer, the backfill. */
+const FEED_POOL_MAX = 4;
 
 const DATABASE_NAME: Statement = { name: 'current_database', text: 'SELECT current_database() AS name' };
 
@@ -29,9 +32,7 @@ export async function defaultSlotName(db: Database): Promise<string> {
 export interface FeedDependencies {
   readonly config: Config;
   readonly databaseUrl: string;
-  readonly db: Database;
   readonly cache: Cache;
-  readonly risk: RiskStore;
   readonly events: EventBus;
   readonly logger: Logger;
   readonly metrics: Metrics;
@@ -45,11 +46,18 @@ export async function startFeed(deps: FeedDependencies): Promise<ChangeFeed> {
     logger.info('change feed off on this gateway (CHANGE_FEED=0)');
     return { status: () => status, lag: async () => ({ bytes: null, seconds: 0 }), stop: async () => undefined };
   }
-  const slot = config.feed.slot ?? (await defaultSlotName(deps.db));
+  // Its own pool, without the request statement timeout: building the first aggregates of a
+  // large table and backfill batches take longer than any request may, and must not take the
+  // connections requests need.
+  const db = createDatabase({ url: deps.databaseUrl, poolMax: FEED_POOL_MAX, statementTimeoutMs: 0, reportPool: false }, logger, metrics);
+  const slot = config.feed.slot ?? (await defaultSlotName(db).catch(async (err: unknown) => {
+    await db.close();
+    throw err;
+  }));
   const scorer = createRiskScorer({
     model: new RiskModel(config.risk.model),
-    store: deps.risk,
-    backfillStore: createRiskBackfillStore(deps.db),
+    store: createRiskStore(db),
+    backfillStore: createRiskBackfillStore(db),
     backfillBatch: config.risk.backfillBatch,
     logger,
     metrics,
@@ -57,11 +65,18 @@ export async function startFeed(deps: FeedDependencies): Promise<ChangeFeed> {
       for (const score of scores) deps.events.publish(RISK_TOPIC, score);
     },
   });
-  return startChangeFeed(
+  const feed = startChangeFeed(
     { url: deps.databaseUrl, slot, publication: config.feed.publication, retryMs: config.feed.retryMs },
     [createCacheInvalidator(deps.cache, metrics), scorer],
-    deps.db,
+    db,
     logger,
     metrics,
   );
+  return {
+    ...feed,
+    async stop() {
+      await feed.stop();
+      await db.close();
+    },
+  };
 }

@@ -7,8 +7,10 @@ import type { Metrics } from '../../core/metrics.js';
 export interface DatabaseOptions {
   readonly url: string;
   readonly poolMax: number;
-  /** 0 disables the limit (seeding, migrations). */
+  /** 0 disables the limit (seeding, migrations, the feed's long statements). */
   readonly statementTimeoutMs: number;
+  /** Whether this pool's connections are the ones /metrics reports (the request pool). Default true. */
+  readonly reportPool?: boolean;
 }
 
 /** A statement's name labels metrics and logs; its text is constant, values are parameters. */
@@ -66,7 +68,7 @@ export function createDatabase(options: DatabaseOptions, logger: Logger, metrics
   // drops it and the next query opens a new connection, so the gateway recovers by itself.
   pool.on('error', (err) => logger.warn({ err: describe(err) }, 'idle Postgres connection failed'));
 
-  if (metrics) metrics.poolStats = () => ({ total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount });
+  if (metrics && options.reportPool !== false) metrics.poolStats = () => ({ total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount });
 
   async function run<Row extends pg.QueryResultRow>(
     client: pg.Pool | pg.PoolClient,
