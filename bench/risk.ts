@@ -107,6 +107,7 @@ export async function risk(argv: string[]): Promise<void> {
         const reached = await writers.atRate(rate, options.duration);
         await subscribers.waitFor(writers.committedAt.keys(), 120_000);
         const maxLag = await lag.stop();
+        await waitUntilScored(sql, 300_000);
         const l = latencies(writers.committedAt, subscribers.received);
         latencyRows.push(`| ${rate} | ${Math.round(reached)} | ${count} | ${l.p50.toFixed(1)} | ${l.p95.toFixed(1)} | ${l.p99.toFixed(1)} | ${l.max.toFixed(0)} | ${maxLag.toFixed(2)} |`);
         await writers.close();
@@ -115,6 +116,8 @@ export async function risk(argv: string[]): Promise<void> {
       await subscribers.close();
     }
     const rss = gateway!.server.peakRss();
+    // The next phase starts from an idle gateway, not one still delivering the last backlog.
+    await waitForIdleFeed(gateway!.url);
 
     // The highest insert rate: writers flat out; the scorer keeps up if the lag stays flat and
     // everything is scored moments after the writers stop.
@@ -268,6 +271,14 @@ function sampleLag(url: string) {
       return max;
     },
   };
+}
+
+async function waitForIdleFeed(url: string): Promise<void> {
+  for (let quiet = 0; quiet < 4; ) {
+    const ready = (await (await fetch(new URL('/readyz', url))).json()) as { feed: { lag: { seconds: number } } };
+    quiet = ready.feed.lag.seconds === 0 ? quiet + 1 : 0;
+    await new Promise((r) => setTimeout(r, 500));
+  }
 }
 
 async function cursorNow(sql: pg.Pool): Promise<string> {
