@@ -154,6 +154,40 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly analyticsQueries = new Counter({
+    name: 'gateway_analytics_queries_total',
+    help: 'invoiceStats queries by the engine that answered (LAKE or POSTGRES)',
+    labelNames: ['engine'] as const,
+    registers: [this.registry],
+  });
+
+  readonly analyticsDuration = new Histogram({
+    name: 'gateway_analytics_duration_seconds',
+    help: 'invoiceStats latency by engine',
+    labelNames: ['engine'] as const,
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+    registers: [this.registry],
+  });
+
+  readonly lakeExports = new Counter({
+    name: 'gateway_lake_exports_total',
+    help: 'Lake export rounds by outcome (exported, unchanged, busy, not recording, failed)',
+    labelNames: ['outcome'] as const,
+    registers: [this.registry],
+  });
+
+  readonly lakeExportedRows = new Counter({
+    name: 'gateway_lake_exported_rows_total',
+    help: 'Invoice rows written to the lake',
+    registers: [this.registry],
+  });
+
+  readonly lakeGeneration = new Gauge({
+    name: 'gateway_lake_generation',
+    help: 'The lake generation this process exported last',
+    registers: [this.registry],
+  });
+
   constructor() {
     collectDefaultMetrics({ register: this.registry });
   }

@@ -4,6 +4,7 @@ import type { FeedStatus } from '../pipelines/changeFeed.js';
 import type { EventBus } from '../sources/pubsub/eventBus.js';
 import type { InvoiceStore } from '../sources/postgres/invoiceStore.js';
 import type { RiskStore } from '../sources/postgres/riskStore.js';
+import type { StatsEngine } from '../sources/lake/statsEngine.js';
 import type { Loaders } from './loaders.js';
 
 /** What every resolver receives; built fresh for each request (and each subscription). */
@@ -11,6 +12,7 @@ export interface Context {
   readonly loaders: Loaders;
   readonly invoices: InvoiceStore;
   readonly risk: RiskStore;
+  readonly analytics: StatsEngine;
   readonly events: EventBus;
   readonly feed: { status(): FeedStatus };
   readonly limits: { readonly subscriptionQueue: number };

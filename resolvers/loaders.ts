@@ -6,6 +6,9 @@ import type { InvoiceRecord, InvoiceStore, PageRequest } from '../sources/postgr
 import type { Metrics } from '../core/metrics.js';
 import { inKeyOrder } from '../sources/postgres/database.js';
 import type { RiskScoreRecord, RiskStore } from '../sources/postgres/riskStore.js';
+import type { StatsEngine } from '../sources/lake/statsEngine.js';
+import type { StatsGranularity, StatsRole } from '../sources/postgres/statsStore.js';
+import { statsRowOf, type StatsRowRecord } from './statsRows.js';
 
 /** The most keys one batch function receives; larger loads are split into several batches. */
 const MAX_BATCH_SIZE = 1000;
@@ -20,12 +23,22 @@ export interface Loaders {
   readonly customer: DataLoader<string, CustomerRecord | null>;
   readonly invoicePage: DataLoader<PageRequest, InvoiceRecord[], string>;
   readonly risk: DataLoader<string, RiskScoreRecord | null>;
+  readonly customerStats: DataLoader<CustomerStatsKey, StatsRowRecord[], string>;
+}
+
+/** One customer's stats, as Customer.stats asks for them. */
+export interface CustomerStatsKey {
+  readonly customerId: string;
+  readonly months: number;
+  readonly role: StatsRole;
+  readonly granularity: StatsGranularity;
 }
 
 export interface LoaderSources {
   readonly invoices: InvoiceStore;
   readonly customers: CustomerStore;
   readonly risk: RiskStore;
+  readonly analytics: StatsEngine;
   readonly cache: Cache;
   readonly metrics: Metrics;
 }
@@ -61,5 +74,35 @@ export function createLoaders(sources: LoaderSources, { memoize = true } = {}): 
     async (ids) => inKeyOrder(ids, (await sources.risk.byInvoiceIds(ids)).map((s) => ({ ...s, id: s.invoiceId }))),
     { maxBatchSize: MAX_BATCH_SIZE, cache },
   );
-  return { invoice, customer, invoicePage, risk };
+  // Customers asked for with the same window, role and granularity share one analytics query.
+  const customerStats = new DataLoader<CustomerStatsKey, StatsRowRecord[], string>(
+    async (keys) => {
+      const byShape = new Map<string, CustomerStatsKey[]>();
+      for (const key of keys) {
+        const shape = `${key.role}|${key.months}|${key.granularity}`;
+        byShape.set(shape, [...(byShape.get(shape) ?? []), key]);
+      }
+      const rows = new Map<string, StatsRowRecord[]>();
+      for (const group of byShape.values()) {
+        const { role, months, granularity } = group[0]!;
+        const customerIds = [...new Set(group.map((k) => Number(k.customerId)))];
+        const answer = await sources.analytics.invoiceStats({
+          role,
+          months,
+          customerIds,
+          granularity,
+          orderBy: 'CUSTOMER_ASC',
+          limit: customerIds.length * (granularity === 'MONTH' ? months : 1) + 1,
+          after: null,
+        });
+        for (const g of answer.groups) {
+          const key = `${role}|${months}|${granularity}|${g.customerId}`;
+          rows.set(key, [...(rows.get(key) ?? []), statsRowOf(g)]);
+        }
+      }
+      return keys.map((k) => rows.get(`${k.role}|${k.months}|${k.granularity}|${k.customerId}`) ?? []);
+    },
+    { maxBatchSize: MAX_BATCH_SIZE, cache, cacheKeyFn: (k) => `${k.role}|${k.months}|${k.granularity}|${k.customerId}` },
+  );
+  return { invoice, customer, invoicePage, risk, customerStats };
 }

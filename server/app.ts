@@ -25,6 +25,7 @@ import type { Config } from './config.js';
 import { complexityLimitPlugin } from './complexityLimit.js';
 import { createErrorFormatter } from './errors.js';
 import { startFeed } from './feed.js';
+import { createLake, type Lake } from './lake.js';
 import { createHttpHandler, sendJson } from './http.js';
 import { metricsPlugin } from './metricsPlugin.js';
 import { buildGatewaySchema } from './schema.js';
@@ -36,6 +37,7 @@ export interface Gateway {
   readonly metrics: Metrics;
   readonly db: Database;
   readonly feed: ChangeFeed;
+  readonly lake: Lake;
   /** Drains in-flight requests and sockets, then stops the feed and closes pools and clients. */
   stop(): Promise<void>;
 }
@@ -43,10 +45,16 @@ export interface Gateway {
 interface Resources {
   readonly metrics: Metrics;
   readonly db: Database;
+  /** For work that outlasts requests (the feed, the backfill, exports): no statement timeout. */
+  readonly backgroundDb: Database;
   readonly cache: Cache;
   readonly events: EventBus;
+  lake?: Lake;
   feed?: ChangeFeed;
 }
+
+/** Connections of the background pool: the feed's side queries, the scorer, the backfill, an export. */
+const BACKGROUND_POOL_MAX = 5;
 
 /**
  * Wires the gateway: sources, the change feed and its consumers, schema, Apollo Server on
@@ -58,6 +66,7 @@ export async function startGateway(config: Config, logger: Logger, databaseUrl: 
   const resources: Resources = {
     metrics,
     db: createDatabase({ url: databaseUrl, poolMax: config.database.poolMax, statementTimeoutMs: config.database.statementTimeoutMs }, logger, metrics),
+    backgroundDb: createDatabase({ url: databaseUrl, poolMax: BACKGROUND_POOL_MAX, statementTimeoutMs: 0, reportPool: false }, logger, metrics),
     cache: config.cache.redisUrl ? createRedisCache({ url: config.cache.redisUrl, ...config.cache }, logger, metrics) : createMemoryCache(config.cache),
     events: createEventBus({ redisUrl: config.cache.redisUrl, prefix: config.cache.keyPrefix }, logger),
   };
@@ -70,18 +79,21 @@ export async function startGateway(config: Config, logger: Logger, databaseUrl: 
   }
 }
 
-async function closeAll({ feed, db, cache, events }: Resources): Promise<void> {
+async function closeAll({ feed, lake, db, backgroundDb, cache, events }: Resources): Promise<void> {
   await feed?.stop().catch(() => undefined);
-  await Promise.allSettled([db.close(), cache.close(), events.close()]);
+  await lake?.stop().catch(() => undefined);
+  await Promise.allSettled([db.close(), backgroundDb.close(), cache.close(), events.close()]);
 }
 
 async function serve(config: Config, logger: Logger, databaseUrl: string, resources: Resources): Promise<Gateway> {
-  const { metrics, db, cache, events } = resources;
+  const { metrics, db, backgroundDb, cache, events } = resources;
   if (!(await cache.ready(2000))) logger.warn('cache not reachable at start; serving from Postgres until it is');
   const invoices = createInvoiceStore(db);
   const customers = createCustomerStore(db);
   const risk = createRiskStore(db);
-  const feed = await startFeed({ config, databaseUrl, cache, events, logger, metrics });
+  const lake = await createLake({ config, logger, metrics, db, backgroundDb });
+  resources.lake = lake;
+  const feed = await startFeed({ config, databaseUrl, db: backgroundDb, consumers: [lake.recorder], cache, events, logger, metrics });
   resources.feed = feed;
 
   const httpServer = http.createServer();
@@ -89,9 +101,10 @@ async function serve(config: Config, logger: Logger, databaseUrl: string, resour
   const schema = await buildGatewaySchema();
   const formatError = createErrorFormatter(logger, config.exposeErrors && !production);
   const context = (memoize: boolean): Context => ({
-    loaders: createLoaders({ invoices, customers, risk, cache, metrics }, { memoize }),
+    loaders: createLoaders({ invoices, customers, risk, analytics: lake.engine, cache, metrics }, { memoize }),
     invoices,
     risk,
+    analytics: lake.engine,
     events,
     feed,
     limits: { subscriptionQueue: config.subscriptions.queue },
@@ -163,7 +176,8 @@ async function serve(config: Config, logger: Logger, databaseUrl: string, resour
   const { port } = httpServer.address() as AddressInfo;
   const host = config.http.host === '0.0.0.0' || config.http.host === '::' ? 'localhost' : config.http.host;
   const url = `http://${host}:${port}/graphql`;
-  logger.info({ url }, 'gateway listening');
+  logger.info({ url, lake: lake.store.location }, 'gateway listening');
+  lake.startExports();
 
   let stopping: Promise<void> | undefined;
   return {
@@ -171,6 +185,7 @@ async function serve(config: Config, logger: Logger, databaseUrl: string, resour
     metrics,
     db,
     feed,
+    lake,
     stop() {
       stopping ??= (async () => {
         await apollo.stop();

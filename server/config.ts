@@ -74,6 +74,31 @@ const settings = z.object({
   MAX_SUBSCRIPTIONS_PER_CONNECTION: wholeNumber(1, 1000).default(20),
   /** Events a subscriber may fall behind; past it, that subscription ends with LIMIT_EXCEEDED. */
   SUBSCRIPTION_QUEUE: wholeNumber(10, 1_000_000).default(10_000),
+  /** S3-compatible endpoint of the lake (MinIO, R2, ...). Unset with S3_BUCKET set: AWS S3. */
+  S3_ENDPOINT: z.string().regex(/^https?:\/\/\S+$/, 'must be an http(s):// URL').optional(),
+  /** Bucket of the lake. Unset (and no S3_ENDPOINT): the lake is a directory under DATA_DIR. */
+  S3_BUCKET: z.string().regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, 'must be a bucket name (3-63 of a-z, 0-9, . and -)').optional(),
+  /** Region; default AWS_REGION, else us-east-1 (what MinIO expects). */
+  S3_REGION: z.string().min(1, 'must not be empty').optional(),
+  /** Credentials; default AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, else the SDK's own chain. */
+  S3_ACCESS_KEY_ID: z.string().min(1, 'must not be empty').optional(),
+  S3_SECRET_ACCESS_KEY: z.string().min(1, 'must not be empty').optional(),
+  /** Path-style URLs (bucket in the path), as MinIO and most S3-compatible stores need. Default: on with S3_ENDPOINT. */
+  S3_FORCE_PATH_STYLE: flag('must be 0 or 1').optional(),
+  /** Prefix of every lake key in the bucket, so a bucket can hold other things. */
+  LAKE_PREFIX: z.string().regex(/^([A-Za-z0-9._=-]+\/)*$/, 'must be empty or end with / (a-z, 0-9, . _ = -)').default(''),
+  /** Local copies of lake objects, for DuckDB: bounded to this many bytes (least recently used go first). */
+  LAKE_CACHE_MAX_BYTES: wholeNumber(10 * 2 ** 20).default(2 * 2 ** 30),
+  /** How often the gateway exports what changed to the lake; 0 turns the export off (npm run export still works). */
+  LAKE_EXPORT_INTERVAL_MS: wholeNumber(0).default(10_000),
+  /** Time limit of one analytics query; past it, UPSTREAM_TIMEOUT. */
+  ANALYTICS_TIMEOUT_MS: wholeNumber(100).default(30_000),
+  /** Customers at or below which invoiceStats asks Postgres's (party, issue_date) index instead of the lake. */
+  ANALYTICS_POSTGRES_MAX_CUSTOMERS: wholeNumber(0, 100_000).default(20),
+  /** DuckDB's memory limit, in DuckDB's notation (1GB, 512MB). */
+  DUCKDB_MEMORY_LIMIT: z.string().regex(/^\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$/, 'must be a size such as 1GB or 512MB').default('1GB'),
+  /** DuckDB's worker threads. */
+  DUCKDB_THREADS: wholeNumber(1, 64).default(2),
 });
 
 export type Settings = z.infer<typeof settings>;
@@ -127,6 +152,29 @@ export interface Config {
     readonly maxPerConnection: number;
     readonly queue: number;
   };
+  readonly lake: {
+    /** Undefined: a directory under DATA_DIR. */
+    readonly s3: S3Settings | undefined;
+    readonly localDir: string;
+    readonly prefix: string;
+    readonly cacheDir: string;
+    readonly cacheMaxBytes: number;
+    readonly exportIntervalMs: number;
+  };
+  readonly analytics: {
+    readonly timeoutMs: number;
+    readonly postgresMaxCustomers: number;
+    readonly duckdb: { readonly memoryLimit: string; readonly threads: number; readonly tempDir: string };
+  };
+}
+
+export interface S3Settings {
+  readonly endpoint: string | undefined;
+  readonly bucket: string;
+  readonly region: string;
+  /** Undefined: the AWS SDK's default credential chain (instance roles, profiles). */
+  readonly credentials: { readonly accessKeyId: string; readonly secretAccessKey: string } | undefined;
+  readonly forcePathStyle: boolean;
 }
 
 /** 1 MiB: far above any legitimate operation (1,000 ids are about 20 KB). */
@@ -170,6 +218,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (s.EXPOSE_ERRORS && production) {
     throw new ConfigError('invalid configuration: EXPOSE_ERRORS must not be set when NODE_ENV is production');
   }
+  if (s.S3_ENDPOINT && !s.S3_BUCKET) throw new ConfigError('invalid configuration: S3_BUCKET must be set when S3_ENDPOINT is');
+  const accessKeyId = s.S3_ACCESS_KEY_ID ?? nonEmpty(env.AWS_ACCESS_KEY_ID);
+  const secretAccessKey = s.S3_SECRET_ACCESS_KEY ?? nonEmpty(env.AWS_SECRET_ACCESS_KEY);
+  if (Boolean(accessKeyId) !== Boolean(secretAccessKey)) {
+    throw new ConfigError('invalid configuration: S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY must be set together');
+  }
   if (!s.DATABASE_URL && production) {
     // The embedded Postgres is for trying the gateway; production images do not ship it.
     throw new ConfigError('invalid configuration: DATABASE_URL must be set when NODE_ENV is production');
@@ -202,8 +256,31 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     feed: { enabled: s.CHANGE_FEED, slot: s.FEED_SLOT, publication: s.FEED_PUBLICATION, retryMs: s.FEED_RETRY_MS },
     risk: { model: s.RISK_MODEL_FILE ? readRiskModel(s.RISK_MODEL_FILE) : DEFAULT_MODEL, backfillBatch: s.RISK_BACKFILL_BATCH },
     subscriptions: { maxPerConnection: s.MAX_SUBSCRIPTIONS_PER_CONNECTION, queue: s.SUBSCRIPTION_QUEUE },
+    lake: {
+      s3: s.S3_BUCKET
+        ? {
+            endpoint: s.S3_ENDPOINT,
+            bucket: s.S3_BUCKET,
+            region: s.S3_REGION ?? nonEmpty(env.AWS_REGION) ?? 'us-east-1',
+            credentials: accessKeyId && secretAccessKey ? { accessKeyId, secretAccessKey } : undefined,
+            forcePathStyle: s.S3_FORCE_PATH_STYLE ?? Boolean(s.S3_ENDPOINT),
+          }
+        : undefined,
+      localDir: path.join(s.DATA_DIR, 'lake'),
+      prefix: s.LAKE_PREFIX,
+      cacheDir: path.join(s.DATA_DIR, 'lake-cache'),
+      cacheMaxBytes: s.LAKE_CACHE_MAX_BYTES,
+      exportIntervalMs: s.LAKE_EXPORT_INTERVAL_MS,
+    },
+    analytics: {
+      timeoutMs: s.ANALYTICS_TIMEOUT_MS,
+      postgresMaxCustomers: s.ANALYTICS_POSTGRES_MAX_CUSTOMERS,
+      duckdb: { memoryLimit: s.DUCKDB_MEMORY_LIMIT, threads: s.DUCKDB_THREADS, tempDir: path.join(s.DATA_DIR, 'duckdb-tmp') },
+    },
   });
 }
+
+const nonEmpty = (value: string | undefined) => (value === undefined || value === '' ? undefined : value);
 
 /** The model file, checked at start like every other setting. */
 function readRiskModel(file: string): RiskModelParameters {

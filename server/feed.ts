@@ -2,19 +2,16 @@ import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Metrics } from '../core/metrics.js';
 import { createCacheInvalidator } from '../pipelines/cacheInvalidator.js';
-import { startChangeFeed, type ChangeFeed, type FeedStatus } from '../pipelines/changeFeed.js';
+import { startChangeFeed, type ChangeFeed, type FeedConsumer, type FeedStatus } from '../pipelines/changeFeed.js';
 import { RiskModel } from '../pipelines/riskModel.js';
 import { createRiskScorer } from '../pipelines/riskScorer.js';
 import { RISK_TOPIC } from '../resolvers/riskSubscription.js';
 import type { Cache } from '../sources/cache/cache.js';
-import { createDatabase, type Database, type Statement } from '../sources/postgres/database.js';
+import type { Database, Statement } from '../sources/postgres/database.js';
 import type { EventBus } from '../sources/pubsub/eventBus.js';
 import { createRiskStore } from '../sources/postgres/riskStore.js';
 import { createRiskBackfillStore } from '../sources/postgres/riskBackfillStore.js';
 import type { Config } from './config.js';
-
-/** Connections of the feed's own pool: the stream's side queries, the scorer, the backfill. */
-const FEED_POOL_MAX = 4;
 
 const DATABASE_NAME: Statement = { name: 'current_database', text: 'SELECT current_database() AS name' };
 
@@ -32,6 +29,10 @@ export async function defaultSlotName(db: Database): Promise<string> {
 export interface FeedDependencies {
   readonly config: Config;
   readonly databaseUrl: string;
+  /** The background pool: no request statement timeout, apart from the connections requests need. */
+  readonly db: Database;
+  /** Consumers besides cache invalidation and scoring (the lake's change recorder). */
+  readonly consumers: readonly FeedConsumer[];
   readonly cache: Cache;
   readonly events: EventBus;
   readonly logger: Logger;
@@ -46,14 +47,8 @@ export async function startFeed(deps: FeedDependencies): Promise<ChangeFeed> {
     logger.info('change feed off on this gateway (CHANGE_FEED=0)');
     return { status: () => status, lag: async () => ({ bytes: null, seconds: 0 }), stop: async () => undefined };
   }
-  // Its own pool, without the request statement timeout: building the first aggregates of a
-  // large table and backfill batches take longer than any request may, and must not take the
-  // connections requests need.
-  const db = createDatabase({ url: deps.databaseUrl, poolMax: FEED_POOL_MAX, statementTimeoutMs: 0, reportPool: false }, logger, metrics);
-  const slot = config.feed.slot ?? (await defaultSlotName(db).catch(async (err: unknown) => {
-    await db.close();
-    throw err;
-  }));
+  const { db } = deps;
+  const slot = config.feed.slot ?? (await defaultSlotName(db));
   const scorer = createRiskScorer({
     model: new RiskModel(config.risk.model),
     store: createRiskStore(db),
@@ -65,18 +60,11 @@ export async function startFeed(deps: FeedDependencies): Promise<ChangeFeed> {
       for (const score of scores) deps.events.publish(RISK_TOPIC, score);
     },
   });
-  const feed = startChangeFeed(
+  return startChangeFeed(
     { url: deps.databaseUrl, slot, publication: config.feed.publication, retryMs: config.feed.retryMs },
-    [createCacheInvalidator(deps.cache, metrics), scorer],
+    [createCacheInvalidator(deps.cache, metrics), scorer, ...deps.consumers],
     db,
     logger,
     metrics,
   );
-  return {
-    ...feed,
-    async stop() {
-      await feed.stop();
-      await db.close();
-    },
-  };
 }

@@ -40,6 +40,8 @@ export interface FeedChange {
 export interface FeedTransaction {
   /** The commit's end position: acknowledging it releases the transaction's WAL. */
   readonly lsn: Lsn;
+  /** The transaction's id (32 bits, as pgoutput reports it). */
+  readonly xid: number;
   readonly commitTime: Date;
   readonly changes: readonly FeedChange[];
   /** Logical messages in it (pg_logical_emit_message), by prefix. */
@@ -212,7 +214,7 @@ export function openReplicationStream(options: StreamOptions): ReplicationStream
   );
   const plugin = new PgoutputPlugin({ protoVersion: 1, publicationNames: [options.publication], messages: true });
   let acknowledged = 0n;
-  let current: { changes: FeedChange[]; messages: string[] } | undefined;
+  let current: { xid: number; changes: FeedChange[]; messages: string[] } | undefined;
   let failure: Error | undefined;
 
   let resolveStarted!: () => void;
@@ -229,7 +231,7 @@ export function openReplicationStream(options: StreamOptions): ReplicationStream
   service.on('data', async (lsn: string, message: Pgoutput.Message) => {
     try {
       if (message.tag === 'begin') {
-        current = { changes: [], messages: [] };
+        current = { xid: message.xid, changes: [], messages: [] };
       } else if (message.tag === 'commit' && current) {
         const tx: FeedTransaction = { lsn: parseLsn(lsn), commitTime: new Date(Number(BigInt(message.commitTime as bigint) / 1000n)), ...current };
         current = undefined;

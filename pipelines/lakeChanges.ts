@@ -1,0 +1,45 @@
+import type { LakeChange, LakeStore } from '../sources/postgres/lakeStore.js';
+import { formatLsn, type FeedTransaction } from '../sources/postgres/replication.js';
+import type { FeedConsumer } from './changeFeed.js';
+
+/**
+ * The feed consumer that tells the lake what it does not hold yet: every invoice inserted,
+ * updated or deleted since the export that saw it, with its transaction, and how far the feed
+ * has been recorded (analytics wait for that position before they trust the lake).
+ */
+export function createLakeChangeRecorder(store: LakeStore): FeedConsumer {
+  return {
+    name: 'lake',
+    initialize: (tx) => store.initialize(tx),
+    async handle(batch: readonly FeedTransaction[]) {
+      const changes = new Map<string, LakeChange>();
+      let truncatedAt: FeedTransaction | undefined;
+      for (const tx of batch) {
+        for (const change of tx.changes) {
+          if (change.table !== 'invoices') continue;
+          if (change.op === 'truncate') {
+            truncatedAt = tx;
+            changes.clear();
+            continue;
+          }
+          // The first change of an invoice in this batch decides whether the lake may hold it:
+          // an inserted id cannot be there; an updated or deleted one may.
+          const newId = change.row ? String(change.row.invoice_id) : undefined;
+          const oldId = change.key ? String(change.key.invoice_id) : undefined;
+          const touched: [string, boolean][] = [];
+          if (change.op === 'insert') touched.push([newId!, false]);
+          else if (change.op === 'delete') touched.push([oldId!, true]);
+          else if (oldId !== undefined && oldId !== newId) touched.push([oldId, true], [newId!, false]);
+          else touched.push([newId!, true]);
+          for (const [id, mayBeInLake] of touched) {
+            changes.set(id, { invoiceId: id, changed: changes.get(id)?.changed ?? mayBeInLake, xid: tx.xid });
+          }
+        }
+      }
+      const position = formatLsn(batch.at(-1)!.lsn);
+      if (truncatedAt) await store.forget(formatLsn(truncatedAt.lsn));
+      if (changes.size > 0) await store.record([...changes.values()], position);
+      else await store.advance(position);
+    },
+  };
+}

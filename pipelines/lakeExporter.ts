@@ -1,0 +1,213 @@
+import { mkdir, rm } from 'node:fs/promises';
+import path from 'node:path';
+import type { Logger } from 'pino';
+import type { ObjectCache } from '../sources/objectStore/objectCache.js';
+import type { ObjectStore } from '../sources/objectStore/objectStore.js';
+import type { LakeWriter, WrittenFile } from '../sources/lake/lakeWriter.js';
+import { LAKE_FORMAT, lakeKeys, manifestKeys, parseManifest, RAW_SCHEMA, ROLLUP_SCHEMA, type LakeFile, type LakeManifest, type LakeMonth } from '../sources/lake/manifest.js';
+import type { Database } from '../sources/postgres/database.js';
+import { finalizeExport, withExportSnapshot, type ExportSnapshot } from '../sources/postgres/lakeExportStore.js';
+
+export interface LakeExporterOptions {
+  readonly db: Database;
+  readonly store: ObjectStore;
+  readonly cache: ObjectCache;
+  readonly writer: LakeWriter;
+  /** Local scratch space for CSV and Parquet before upload. */
+  readonly stagingDir: string;
+  readonly logger: Logger;
+}
+
+export type ExportOutcome =
+  | { readonly kind: 'exported'; readonly generation: number; readonly rows: number; readonly rewritten: number; readonly appended: number; readonly seconds: number }
+  | { readonly kind: 'unchanged' }
+  | { readonly kind: 'busy' }
+  | { readonly kind: 'not recording' };
+
+export interface ExportProgress {
+  (phase: 'copy' | 'parquet' | 'upload', done: number, total: number): void;
+}
+
+/** A month with this many files (a base and appended ones) is rewritten as one. */
+const COMPACT_AT_FILES = 8;
+/** Objects no manifest of the last KEEP_GENERATIONS names, and older than this, are removed. */
+const KEEP_GENERATIONS = 3;
+const ORPHAN_GRACE_MS = 10 * 60_000;
+
+/**
+ * Exports invoices to the lake. The first export (and one after a reset) copies everything;
+ * later ones rewrite only the months whose invoices changed (an update or delete), append a file
+ * of new invoices to the months that only grew, and compact a month once it has many files.
+ * Objects are written first under new names, then the manifest, then Postgres switches to it:
+ * a crash at any point leaves the previous generation whole and readable.
+ */
+export async function exportLake(options: LakeExporterOptions, onProgress: ExportProgress = () => undefined, { full = false } = {}): Promise<ExportOutcome> {
+  const started = performance.now();
+  const outcome = await withExportSnapshot(options.db, (snapshot) => exportIn(snapshot, options, onProgress, full, started));
+  if (outcome === 'busy') return { kind: 'busy' };
+  if (outcome.kind !== 'exported') return outcome;
+  await removeOrphans(options).catch((err: unknown) => options.logger.warn({ err }, 'removing old lake objects failed; next export tries again'));
+  return outcome;
+}
+
+async function exportIn(snapshot: ExportSnapshot, options: LakeExporterOptions, onProgress: ExportProgress, full: boolean, started: number): Promise<ExportOutcome> {
+  if (!snapshot.recording) return { kind: 'not recording' };
+  const { store, writer, logger } = options;
+  const previous = snapshot.generation > 0 && snapshot.manifestKey && !full ? parseManifest(await store.read(snapshot.manifestKey)) : undefined;
+  const generation = Math.max(snapshot.generation, previous?.generation ?? 0) + 1;
+  const staging = path.join(options.stagingDir, `g${generation}-${process.pid}`);
+  await rm(staging, { recursive: true, force: true });
+  await mkdir(staging, { recursive: true });
+  try {
+    const plan = await planExport(snapshot, previous, options);
+    if (!plan) return { kind: 'unchanged' };
+
+    // Months rewritten whole (the first export: all of them), then invoices appended.
+    const written: WrittenFile[] = [];
+    let copied = 0;
+    const copy = async (name: string, selection: Parameters<ExportSnapshot['copyCsv']>[1], expected: number) => {
+      const csv = path.join(staging, `${name}.csv`);
+      const rows = await snapshot.copyCsv(csv, selection, (n) => onProgress('copy', copied + n, plan.rows));
+      copied += rows;
+      if (rows === 0 && expected === 0) return [];
+      onProgress('parquet', copied, plan.rows);
+      const files = await writer.rawByMonth(csv, path.join(staging, name));
+      await rm(csv, { force: true });
+      return files;
+    };
+    if (plan.rewrite.length > 0) {
+      written.push(...(await copy('rewrite', previous ? { months: plan.rewrite } : { all: true }, plan.rows)));
+    }
+    const appended = plan.appendIds.length > 0 ? await copy('append', { ids: plan.appendIds }, plan.appendIds.length) : [];
+
+    // Each touched month: its files now, and rollups over all of them.
+    const months = new Map<string, { raw: { local: string; file?: LakeFile; written?: WrittenFile }[] }>();
+    for (const file of written) months.set(file.month, { raw: [...(months.get(file.month)?.raw ?? []), { local: file.file, written: file }] });
+    for (const file of appended) {
+      let month = months.get(file.month);
+      if (!month) {
+        const kept = previous?.months.find((m) => m.month === file.month)?.raw ?? [];
+        month = { raw: await Promise.all(kept.map(async (f) => ({ local: await options.cache.fetch(store, f.key, f.etag), file: f }))) };
+        months.set(file.month, month);
+      }
+      month.raw.push({ local: file.file, written: file });
+    }
+    const rollups = await writer.rollups(new Map([...months].map(([m, v]) => [m, v.raw.map((r) => r.local)])), path.join(staging, 'rollups'));
+
+    // Upload everything new, then the manifest that names it.
+    const uploads = [...written, ...appended, ...rollups.issuer, ...rollups.receiver].length;
+    let uploaded = 0;
+    const upload = async (key: string, file: WrittenFile): Promise<LakeFile> => {
+      const etag = await store.putFile(key, file.file);
+      onProgress('upload', ++uploaded, uploads);
+      return { key, etag, rows: file.rows, bytes: file.bytes };
+    };
+    const touched: LakeMonth[] = [];
+    for (const [month, { raw }] of months) {
+      let part = 0;
+      const files: LakeFile[] = [];
+      for (const entry of raw) files.push(entry.file ?? (await upload(lakeKeys.raw(month, generation, String(part++)), entry.written!)));
+      const rollupOf = (role: 'issuer' | 'receiver') => rollups[role].find((f) => f.month === month)!;
+      touched.push({
+        month,
+        rows: files.reduce((sum, f) => sum + f.rows, 0),
+        raw: files,
+        rollups: {
+          issuer: await upload(lakeKeys.rollup('issuer', month, generation), rollupOf('issuer')),
+          receiver: await upload(lakeKeys.rollup('receiver', month, generation), rollupOf('receiver')),
+        },
+      });
+    }
+    const kept = (previous?.months ?? []).filter((m) => !months.has(m.month) && !plan.emptied.includes(m.month));
+    const all = [...kept, ...touched].sort((a, b) => a.month.localeCompare(b.month));
+    const manifest: LakeManifest = {
+      format: LAKE_FORMAT,
+      generation,
+      exportedAt: snapshot.exportedAt,
+      snapshot: snapshot.snapshot,
+      rows: all.reduce((sum, m) => sum + m.rows, 0),
+      months: all,
+      schema: { raw: { ...RAW_SCHEMA }, rollup: { ...ROLLUP_SCHEMA } },
+    };
+    const manifestKey = lakeKeys.manifest(generation);
+    const body = JSON.stringify(manifest);
+    await store.putBytes(manifestKey, body);
+    const switched = await finalizeExport(options.db, {
+      snapshot: snapshot.snapshot,
+      fromGeneration: snapshot.generation,
+      generation,
+      manifestKey,
+      exportedAt: snapshot.exportedAt,
+    });
+    if (!switched) {
+      logger.warn({ generation }, 'lake export discarded: the lake was reset while it ran (a TRUNCATE, or a new feed slot)');
+      return { kind: 'unchanged' };
+    }
+    // For readers other than the gateway (DuckDB CLI, Spark, Trino): best effort.
+    await store.putBytes(lakeKeys.latest, body).catch((err: unknown) => logger.warn({ err }, 'writing manifests/latest.json failed'));
+    const seconds = (performance.now() - started) / 1000;
+    const outcome = { kind: 'exported' as const, generation, rows: copied, rewritten: written.length, appended: appended.length, seconds };
+    logger.info({ ...outcome, rowsPerSecond: Math.round(copied / seconds) }, 'lake exported');
+    return outcome;
+  } finally {
+    await rm(staging, { recursive: true, force: true });
+  }
+}
+
+interface ExportPlan {
+  /** Months to write whole (all of them for a first export). */
+  readonly rewrite: string[];
+  /** Invoices to append to months that only grew. */
+  readonly appendIds: string[];
+  /** Months that no longer hold any invoice. */
+  readonly emptied: string[];
+  /** Rows expected, for progress. */
+  readonly rows: number;
+}
+
+async function planExport(snapshot: ExportSnapshot, previous: LakeManifest | undefined, options: LakeExporterOptions): Promise<ExportPlan | undefined> {
+  const months = await snapshot.months();
+  const count = new Map(months.map((m) => [m.month, m.rows]));
+  if (!previous) {
+    return { rewrite: months.map((m) => m.month), appendIds: [], emptied: [], rows: months.reduce((sum, m) => sum + m.rows, 0) };
+  }
+  const changes = await snapshot.visibleChanges();
+  if (changes.length === 0) return undefined;
+  const rewrite = new Set<string>();
+  // An updated or deleted invoice: its month now, and the month the lake holds it in.
+  const changedIds = changes.filter((c) => c.changed).map((c) => c.invoiceId);
+  for (const c of changes) if (c.changed && c.month) rewrite.add(c.month);
+  if (changedIds.length > 0) {
+    const files = await Promise.all(previous.months.flatMap((m) => m.raw.map((f) => options.cache.fetch(options.store, f.key, f.etag))));
+    for (const month of await options.writer.monthsOf(files, changedIds)) rewrite.add(month);
+  }
+  for (const m of previous.months) if (m.raw.length >= COMPACT_AT_FILES) rewrite.add(m.month);
+  const appendIds = changes.filter((c) => !c.changed && c.month && !rewrite.has(c.month)).map((c) => c.invoiceId);
+  const emptied = [...rewrite].filter((m) => !count.has(m));
+  const rewriteLive = [...rewrite].filter((m) => count.has(m)).sort();
+  return {
+    rewrite: rewriteLive,
+    appendIds,
+    emptied,
+    rows: rewriteLive.reduce((sum, m) => sum + (count.get(m) ?? 0), 0) + appendIds.length,
+  };
+}
+
+/**
+ * Removes objects no recent manifest names. The last generations stay (a query that began on
+ * one finishes on it), and so does anything young (an export still uploading).
+ */
+async function removeOrphans({ store, logger }: LakeExporterOptions): Promise<void> {
+  const manifests = (await store.list('manifests/')).filter((o) => /\/\d{12}\.json$/.test(o.key)).sort((a, b) => a.key.localeCompare(b.key));
+  const recent = manifests.slice(-KEEP_GENERATIONS);
+  if (recent.length === 0) return;
+  const keep = new Set<string>(recent.map((m) => m.key));
+  for (const m of recent) for (const key of manifestKeys(parseManifest(await store.read(m.key)))) keep.add(key);
+  const now = Date.now();
+  const old = [...(await store.list('invoices/')), ...(await store.list('rollups/')), ...manifests].filter(
+    (o) => !keep.has(o.key) && now - o.lastModified.getTime() > ORPHAN_GRACE_MS,
+  );
+  if (old.length === 0) return;
+  await store.delete(old.map((o) => o.key));
+  logger.info({ objects: old.length }, 'old lake objects removed');
+}

@@ -1,0 +1,101 @@
+import { Arg, Args, Ctx, FieldResolver, Int, Query, Resolver, Root } from 'type-graphql';
+import { badUserInput } from '../core/errors.js';
+import { Customer } from '../schema/customer.type.js';
+import { CustomerRole, Granularity, InvoiceStats, InvoiceStatsArgs, StatsRow } from '../schema/stats.type.js';
+import type { CustomerRecord } from '../sources/postgres/customerStore.js';
+import type { StatsGroup, StatsPosition, StatsQuery } from '../sources/postgres/statsStore.js';
+import type { Context } from './context.js';
+import { parseCustomerId, parseIdList } from './ids.js';
+import { statsRowOf, type StatsRowRecord } from './statsRows.js';
+
+export const MAX_STATS_MONTHS = 120;
+export const MAX_STATS_PAGE = 10_000;
+
+const cost = ({ args, childComplexity }: { args: Record<string, unknown>; childComplexity: number }) =>
+  1 + childComplexity * (typeof args.first === 'number' ? Math.max(args.first, 0) : 100);
+
+@Resolver(() => StatsRow)
+export class AnalyticsResolver {
+  @Query(() => InvoiceStats, {
+    description:
+      'Invoices of the last n months grouped by customer (and month): exact and fresh, from the Parquet lake plus the rows it lacks read live from Postgres.',
+    complexity: cost,
+  })
+  async invoiceStats(@Args(() => InvoiceStatsArgs) args: InvoiceStatsArgs, @Ctx() ctx: Context): Promise<InvoiceStats> {
+    const months = parseMonths(args.months);
+    if (!Number.isInteger(args.first) || args.first < 1 || args.first > MAX_STATS_PAGE) {
+      throw badUserInput(`first must be between 1 and ${MAX_STATS_PAGE}, got ${args.first}`);
+    }
+    const customerIds = args.customerIds == null ? null : [...new Set(parseIdList(args.customerIds, parseCustomerId))].map(Number);
+    const role = args.groupBy === CustomerRole.ISSUER ? 'issuer' : 'receiver';
+    const query: StatsQuery = {
+      role,
+      months,
+      customerIds,
+      granularity: args.granularity,
+      orderBy: args.orderBy,
+      limit: args.first + 1,
+      after: args.after == null ? null : decodeStatsCursor(args.after, args.orderBy, args.granularity),
+    };
+    const answer = await ctx.analytics.invoiceStats(query);
+    const page = answer.groups.slice(0, args.first);
+    const rows = page.map(statsRowOf);
+    const cursors = page.map((g: StatsGroup) => encodeStatsCursor(query, g));
+    return {
+      rows: rows as unknown as StatsRow[],
+      pageInfo: { hasNextPage: answer.groups.length > args.first, hasPreviousPage: false, startCursor: cursors[0] ?? null, endCursor: cursors.at(-1) ?? null },
+      freshness: { lakeRows: answer.lakeRows, liveRows: answer.liveRows, asOf: answer.window.asOf, lakeAsOf: answer.lakeAsOf, engine: answer.engine },
+      warnings: answer.warnings,
+    };
+  }
+
+  @FieldResolver(() => Customer, { nullable: true })
+  customer(@Root() row: StatsRowRecord, @Ctx() ctx: Context): Promise<CustomerRecord | null> {
+    return ctx.loaders.customer.load(row.customerId);
+  }
+}
+
+@Resolver(() => Customer)
+export class CustomerStatsResolver {
+  @FieldResolver(() => [StatsRow], {
+    description: 'This customer\u2019s invoices of the last n months (as invoiceStats); one analytics query for all customers of a request.',
+  })
+  stats(
+    @Root() customer: CustomerRecord,
+    @Ctx() ctx: Context,
+    @Arg('months', () => Int) months: number,
+    @Arg('role', () => CustomerRole) role: CustomerRole,
+    @Arg('granularity', () => Granularity, { defaultValue: Granularity.TOTAL }) granularity: Granularity,
+  ): Promise<StatsRowRecord[]> {
+    parseMonths(months);
+    return ctx.loaders.customerStats.load({ customerId: customer.id, months, role: role === CustomerRole.ISSUER ? 'issuer' : 'receiver', granularity });
+  }
+}
+
+function parseMonths(months: number): number {
+  if (!Number.isInteger(months) || months < 1 || months > MAX_STATS_MONTHS) throw badUserInput(`months must be between 1 and ${MAX_STATS_MONTHS}, got ${months}`);
+  return months;
+}
+
+/** Opaque: the order and granularity it belongs to, and the last row's position. */
+function encodeStatsCursor(query: StatsQuery, g: StatsGroup): string {
+  const sortValue = query.orderBy === 'TOTAL_DESC' ? g.totalUsd : query.orderBy === 'COUNT_DESC' ? g.invoices : null;
+  return Buffer.from(JSON.stringify([query.orderBy, query.granularity, sortValue, g.customerId, g.month])).toString('base64url');
+}
+
+function decodeStatsCursor(cursor: string, orderBy: string, granularity: string): StatsPosition {
+  try {
+    if (/^[A-Za-z0-9_-]{1,300}$/.test(cursor)) {
+      const [o, gr, value, customer, month] = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as unknown[];
+      const valueOk = value === null ? orderBy === 'CUSTOMER_ASC' : typeof value === 'string' && /^-?\d{1,30}(\.\d{1,2})?$/.test(value);
+      const monthOk = month === null ? granularity === 'TOTAL' : typeof month === 'string' && /^\d{4}-\d{2}$/.test(month);
+      if (o === orderBy && gr === granularity && valueOk && Number.isInteger(customer) && monthOk) {
+        return { sortValue: value as string | null, customerId: customer as number, month: month as string | null };
+      }
+    }
+  } catch {
+    // fall through to the error
+  }
+  throw badUserInput('after is not a cursor of this ordering and granularity returned by this API');
+}
+

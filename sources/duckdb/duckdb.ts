@@ -1,0 +1,103 @@
+import { mkdir } from 'node:fs/promises';
+import { DuckDBInstance, type DuckDBConnection, type DuckDBType, type DuckDBValue } from '@duckdb/node-api';
+import type { Logger } from 'pino';
+import { upstreamTimeout } from '../../core/errors.js';
+
+export interface DuckOptions {
+  /** DuckDB's own notation: 1GB, 512MB. */
+  readonly memoryLimit: string;
+  readonly threads: number;
+  /** Where DuckDB spills what does not fit in memory. */
+  readonly tempDir: string;
+}
+
+/** One query's connection: statements run in order; temporary tables live until it is released. */
+export interface DuckSession {
+  /** Rows as JSON-safe values: DECIMAL, BIGINT and HUGEINT as exact strings. */
+  all<Row>(sql: string, values?: readonly DuckDBValue[], types?: readonly DuckDBType[]): Promise<Row[]>;
+  run(sql: string, values?: readonly DuckDBValue[], types?: readonly DuckDBType[]): Promise<void>;
+  /** As all(), with parameters by name ($name). */
+  allNamed<Row>(sql: string, values: Record<string, DuckDBValue>, types: Record<string, DuckDBType>): Promise<Row[]>;
+  readonly connection: DuckDBConnection;
+}
+
+/**
+ * The process's one DuckDB instance. Each query gets a connection of its own (a connection runs
+ * one statement at a time), at most `threads` at once; a query past its time limit is
+ * interrupted and fails with UPSTREAM_TIMEOUT, its connection closed.
+ */
+export interface Duck {
+  session<T>(work: (session: DuckSession) => Promise<T>, options: { timeoutMs: number; label: string }): Promise<T>;
+  close(): void;
+}
+
+export async function createDuck(options: DuckOptions, logger: Logger): Promise<Duck> {
+  await mkdir(options.tempDir, { recursive: true });
+  const instance = await DuckDBInstance.create(':memory:', {
+    memory_limit: options.memoryLimit,
+    threads: String(options.threads),
+    temp_directory: options.tempDir,
+    // Nothing is ever downloaded: the extensions needed (parquet, json, icu) are built in.
+    autoinstall_known_extensions: 'false',
+    autoload_known_extensions: 'false',
+    preserve_insertion_order: 'false',
+  });
+  // Months and days are UTC everywhere in the gateway (icu's time zone is per instance).
+  const setup = await instance.connect();
+  await setup.run(`SET TimeZone = 'UTC'`);
+  setup.closeSync();
+  // Connections are the unit of concurrency; more queries than threads only queue for CPU.
+  const limit = Math.max(2, options.threads);
+  let running = 0;
+  const waiting: (() => void)[] = [];
+  const acquire = async () => {
+    while (running >= limit) await new Promise<void>((resolve) => waiting.push(resolve));
+    running++;
+  };
+  const release = () => {
+    running--;
+    waiting.shift()?.();
+  };
+
+  return {
+    async session(work, { timeoutMs, label }) {
+      await acquire();
+      const connection = await instance.connect();
+      let timedOut = false;
+      const timer = setTimeout(() => {
+        timedOut = true;
+        connection.interrupt();
+      }, timeoutMs);
+      const session: DuckSession = {
+        connection,
+        async all<Row>(sql: string, values?: readonly DuckDBValue[], types?: readonly DuckDBType[]) {
+          const reader = await connection.runAndReadAll(sql, values as DuckDBValue[] | undefined, types as DuckDBType[] | undefined);
+          return reader.getRowObjectsJson() as Row[];
+        },
+        async allNamed<Row>(sql: string, values: Record<string, DuckDBValue>, types: Record<string, DuckDBType>) {
+          const reader = await connection.runAndReadAll(sql, values, types);
+          return reader.getRowObjectsJson() as Row[];
+        },
+        async run(sql: string, values?: readonly DuckDBValue[], types?: readonly DuckDBType[]) {
+          await connection.run(sql, values as DuckDBValue[] | undefined, types as DuckDBType[] | undefined);
+        },
+      };
+      const started = performance.now();
+      try {
+        return await work(session);
+      } catch (err) {
+        if (timedOut) {
+          logger.warn({ query: label, timeoutMs }, 'analytics query interrupted at its time limit');
+          throw upstreamTimeout('The analytics engine', err);
+        }
+        throw err;
+      } finally {
+        clearTimeout(timer);
+        connection.closeSync();
+        release();
+        logger.debug({ query: label, ms: performance.now() - started }, 'duckdb');
+      }
+    },
+    close: () => instance.closeSync(),
+  };
+}

@@ -1,0 +1,104 @@
+import { mkdir, readdir, stat } from 'node:fs/promises';
+import path from 'node:path';
+import { LIST, listValue, VARCHAR, BIGINT } from '@duckdb/node-api';
+import type { Duck, DuckSession } from '../duckdb/duckdb.js';
+import { RAW_SCHEMA } from './manifest.js';
+
+/** A file written locally, before it is uploaded. */
+export interface WrittenFile {
+  readonly file: string;
+  readonly month: string;
+  readonly rows: number;
+  readonly bytes: number;
+}
+
+const PARQUET = `FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 122880`;
+const MONTH_OF = `strftime(issue_date, '%Y-%m')`;
+const CSV_COLUMNS = `{${Object.entries(RAW_SCHEMA).map(([name, type]) => `'${name}': '${type}'`).join(', ')}}`;
+const ROLLUP_COLUMNS = (party: 'issuer_id' | 'receiver_id') =>
+  `${MONTH_OF} AS month, ${party} AS customer_id, count(*)::BIGINT AS invoices, sum(amount_usd)::DECIMAL(38,2) AS total_usd,
+   min(amount_usd) AS min_usd, max(amount_usd) AS max_usd`;
+
+/**
+ * DuckDB's part of the export: CSV from Postgres to Parquet partitioned by month (sorted by
+ * issuer, so one customer's rows are found from row-group statistics), and the per-customer
+ * monthly rollups. Paths here are the gateway's own staging and cache files, never keys.
+ */
+export interface LakeWriter {
+  /** Raw files by month from a CSV of invoices, under `dir/month=YYYY-MM/`. */
+  rawByMonth(csv: string, dir: string): Promise<WrittenFile[]>;
+  /** Rollups (issuer and receiver) of each month's raw files, under `dir/<role>/month=YYYY-MM/`. */
+  rollups(monthFiles: ReadonlyMap<string, readonly string[]>, dir: string): Promise<{ issuer: WrittenFile[]; receiver: WrittenFile[] }>;
+  /** The months (YYYY-MM) of the given invoices in these raw files. */
+  monthsOf(rawFiles: readonly string[], invoiceIds: readonly string[]): Promise<string[]>;
+}
+
+export function createLakeWriter(duck: Duck, timeoutMs: number): LakeWriter {
+  const session = <T>(label: string, work: (s: DuckSession) => Promise<T>) => duck.session(work, { timeoutMs, label });
+  return {
+    rawByMonth: (csv, dir) =>
+      session('lake_raw_by_month', async (s) => {
+        // Sorted output needs insertion order kept (off by default here, to save memory).
+        await s.run('SET preserve_insertion_order = true');
+        await s.run(
+          `COPY (SELECT *, ${MONTH_OF} AS month FROM read_csv($1, columns = ${CSV_COLUMNS}, header = false, auto_detect = false)
+                 ORDER BY issuer_id, issue_date, invoice_id)
+           TO '${quote(dir)}' (${PARQUET}, PARTITION_BY (month), OVERWRITE_OR_IGNORE true)`,
+          [csv],
+        );
+        return describeTree(s, dir);
+      }),
+
+    rollups: (monthFiles, dir) =>
+      session('lake_rollups', async (s) => {
+        const files = [...monthFiles.values()].flat();
+        if (files.length === 0) return { issuer: [], receiver: [] };
+        await mkdir(dir, { recursive: true });
+        await s.run('SET preserve_insertion_order = true');
+        const result: { issuer: WrittenFile[]; receiver: WrittenFile[] } = { issuer: [], receiver: [] };
+        for (const [role, party] of [['issuer', 'issuer_id'], ['receiver', 'receiver_id']] as const) {
+          await s.run(
+            `COPY (SELECT ${ROLLUP_COLUMNS(party)} FROM read_parquet($1::VARCHAR[]) GROUP BY ALL ORDER BY month, customer_id)
+             TO '${quote(path.join(dir, role))}' (${PARQUET}, PARTITION_BY (month), WRITE_PARTITION_COLUMNS true, OVERWRITE_OR_IGNORE true)`,
+            [listValue(files)],
+            [LIST(VARCHAR)],
+          );
+          result[role] = await describeTree(s, path.join(dir, role));
+        }
+        return result;
+      }),
+
+    monthsOf: async (rawFiles, invoiceIds) => {
+      if (rawFiles.length === 0 || invoiceIds.length === 0) return [];
+      return session('lake_months_of', async (s) => {
+        const rows = await s.all<{ month: string }>(
+          `SELECT DISTINCT ${MONTH_OF} AS month FROM read_parquet($1::VARCHAR[]) WHERE invoice_id = ANY($2)`,
+          [listValue([...rawFiles]), listValue(invoiceIds.map((id) => BigInt(id)))],
+          [LIST(VARCHAR), LIST(BIGINT)],
+        );
+        return rows.map((r) => r.month);
+      });
+    },
+  };
+}
+
+/** The files DuckDB wrote under dir/month=YYYY-MM/, with their row counts. */
+async function describeTree(s: DuckSession, dir: string): Promise<WrittenFile[]> {
+  const written: WrittenFile[] = [];
+  for (const entry of await readdir(dir, { withFileTypes: true }).catch(() => [])) {
+    const match = /^month=(\d{4}-\d{2})$/.exec(entry.name);
+    if (!entry.isDirectory() || !match) continue;
+    for (const name of await readdir(path.join(dir, entry.name))) {
+      const file = path.join(dir, entry.name, name);
+      const [{ rows }] = await s.all<{ rows: string }>(`SELECT sum(row_group_num_rows)::BIGINT AS rows FROM (SELECT DISTINCT row_group_id, row_group_num_rows FROM parquet_metadata($1))`, [file]);
+      written.push({ file, month: match[1]!, rows: Number(rows ?? 0), bytes: (await stat(file)).size });
+    }
+  }
+  return written.sort((a, b) => a.month.localeCompare(b.month) || a.file.localeCompare(b.file));
+}
+
+/** A directory of the gateway's own, written into COPY ... TO (which takes no parameter there). */
+function quote(dir: string): string {
+  if (/['\\]/.test(dir)) throw new Error('staging directories must not contain quotes or backslashes');
+  return dir;
+}

@@ -1,0 +1,144 @@
+import type { Logger } from 'pino';
+import type { Metrics } from '../../core/metrics.js';
+import { formatCents, toCents } from '../../core/money.js';
+import type { Duck } from '../duckdb/duckdb.js';
+import type { ObjectCache } from '../objectStore/objectCache.js';
+import type { ObjectStore } from '../objectStore/objectStore.js';
+import type { LakeStore } from '../postgres/lakeStore.js';
+import { parseLsn } from '../postgres/replication.js';
+import type { LiveRow, StatsGroup, StatsQuery, StatsStore, StatsWindow } from '../postgres/statsStore.js';
+import { lakeStats, type LiveGroup } from './lakeStats.js';
+import { parseManifest, type LakeManifest } from './manifest.js';
+
+/** Something the answer's reader should know: how it was made, or what it had to skip. */
+export interface StatsWarning {
+  readonly code: string;
+  readonly message: string;
+}
+
+export interface StatsAnswer {
+  readonly groups: StatsGroup[];
+  readonly window: StatsWindow;
+  readonly engine: 'POSTGRES' | 'LAKE';
+  /** Invoices counted from the lake's files, and read live from Postgres. */
+  readonly lakeRows: number;
+  readonly liveRows: number;
+  /** When the lake's files were exported (null: not used). */
+  readonly lakeAsOf: string | null;
+  readonly warnings: StatsWarning[];
+}
+
+export interface StatsEngineOptions {
+  readonly stats: StatsStore;
+  readonly lakeStore: LakeStore;
+  /** Unset: no lake (Postgres answers everything). */
+  readonly lake?: { readonly store: ObjectStore; readonly cache: ObjectCache; readonly duck: Duck };
+  /** At or below this many customers the (party, issue_date) index beats reading the lake. */
+  readonly postgresMaxCustomers: number;
+  readonly timeoutMs: number;
+  /** How long to wait for the feed to record every change that precedes the query. */
+  readonly barrierTimeoutMs: number;
+  readonly logger: Logger;
+  readonly metrics: Metrics;
+}
+
+export interface StatsEngine {
+  invoiceStats(query: StatsQuery): Promise<StatsAnswer>;
+}
+
+/**
+ * Chooses the engine per query shape and makes the lake's answer exact: the query's Postgres
+ * snapshot is taken first; a barrier through the change feed then proves every change committed
+ * before it has been recorded in lake_changes; the lake answers for everything but those
+ * invoices, and Postgres, in the same snapshot, for them. When the lake cannot be trusted (not
+ * exported yet, the feed not recording), Postgres answers alone, and the answer says so.
+ */
+export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
+  const manifests = new Map<string, Promise<LakeManifest>>();
+  const manifest = (store: ObjectStore, key: string) => {
+    let pending = manifests.get(key);
+    if (!pending) {
+      pending = store.read(key).then(parseManifest);
+      pending.catch(() => manifests.delete(key));
+      manifests.set(key, pending);
+      // Immutable per generation; only the last few are worth keeping.
+      if (manifests.size > 8) manifests.delete(manifests.keys().next().value!);
+    }
+    return pending;
+  };
+
+  /** Resolves true once the lake consumer has recorded the feed past a barrier written now. */
+  async function barrier(): Promise<boolean> {
+    const target = parseLsn(await options.lakeStore.barrier());
+    const deadline = Date.now() + options.barrierTimeoutMs;
+    for (let pause = 1; Date.now() < deadline; pause = Math.min(pause * 2, 20)) {
+      if (parseLsn(await options.lakeStore.position()) >= target) return true;
+      await new Promise((resolve) => setTimeout(resolve, pause));
+    }
+    return false;
+  }
+
+  return {
+    async invoiceStats(query) {
+      const started = performance.now();
+      const answer = await options.stats.withSnapshot(query.months, async (snapshot): Promise<StatsAnswer> => {
+        const fromPostgres = async (warning?: StatsWarning): Promise<StatsAnswer> => {
+          const groups = await snapshot.groups(query);
+          const rows = Number(groups[0]?.allInvoices ?? 0);
+          return { groups, window: snapshot.window, engine: 'POSTGRES', lakeRows: 0, liveRows: rows, lakeAsOf: null, warnings: warning ? [warning] : [] };
+        };
+        const small = query.customerIds !== null && query.customerIds.length <= options.postgresMaxCustomers;
+        if (small || !options.lake) return fromPostgres();
+        const { store, cache, duck } = options.lake;
+        if ((await options.lakeStore.state()).generation === 0) {
+          return fromPostgres({ code: 'LAKE_NOT_READY', message: 'the lake has not been exported yet; answered from Postgres' });
+        }
+        if (!(await barrier())) {
+          return fromPostgres({ code: 'LAKE_NOT_CURRENT', message: 'the change feed has not confirmed the lake is current; answered from Postgres' });
+        }
+        const changes = await options.lakeStore.changesForQuery();
+        if (changes.generation === 0 || !changes.manifestKey) {
+          return fromPostgres({ code: 'LAKE_NOT_READY', message: 'the lake was reset and is being exported again; answered from Postgres' });
+        }
+        const live = await snapshot.liveRows(changes.ids, query.role);
+        const liveGroups = groupLive(live);
+        const groups = await lakeStats(
+          { duck, cache, store, timeoutMs: options.timeoutMs },
+          { manifest: await manifest(store, changes.manifestKey), months: snapshot.window.months, query, changedIds: changes.changed, live: liveGroups },
+        );
+        const filter = query.customerIds === null ? undefined : new Set(query.customerIds);
+        const liveRows = live.filter((r) => !filter || filter.has(r.customerId)).length;
+        const all = Number(groups[0]?.allInvoices ?? liveRows);
+        return { groups, window: snapshot.window, engine: 'LAKE', lakeRows: all - liveRows, liveRows, lakeAsOf: changes.exportedAt, warnings: [] };
+      });
+      options.metrics.analyticsQueries.inc({ engine: answer.engine });
+      options.metrics.analyticsDuration.observe({ engine: answer.engine }, (performance.now() - started) / 1000);
+      return answer;
+    },
+  };
+}
+
+/** Live rows grouped by (month, customer), money summed exactly in cents. */
+function groupLive(rows: readonly LiveRow[]): LiveGroup[] {
+  const groups = new Map<string, { month: string; customerId: number; invoices: number; cents: bigint; min: bigint; max: bigint }>();
+  for (const row of rows) {
+    const cents = toCents(row.amountUsd);
+    const key = `${row.month}|${row.customerId}`;
+    const g = groups.get(key);
+    if (!g) groups.set(key, { month: row.month, customerId: row.customerId, invoices: 1, cents, min: cents, max: cents });
+    else {
+      g.invoices++;
+      g.cents += cents;
+      if (cents < g.min) g.min = cents;
+      if (cents > g.max) g.max = cents;
+    }
+  }
+  return [...groups.values()].map((g) => ({
+    month: g.month,
+    customerId: g.customerId,
+    invoices: g.invoices,
+    totalUsd: formatCents(g.cents),
+    minUsd: formatCents(g.min),
+    maxUsd: formatCents(g.max),
+  }));
+}

@@ -1,0 +1,110 @@
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { copyFile, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { assertSafeKey, ObjectNotFoundError, type ObjectStore, type StoredObject } from './objectStore.js';
+
+/**
+ * A directory as the lake, for the zero-setting start. Keys are paths below it; the ETag is a
+ * hash of the content (computed on write and on first sight), so a replaced file is noticed.
+ */
+export function createLocalStore(root: string): ObjectStore {
+  const base = path.resolve(root);
+  const pathOf = (key: string) => {
+    assertSafeKey(key);
+    return path.join(base, key);
+  };
+  // The ETag of a file, by path, size and modification time: hashing is done once per version.
+  const etags = new Map<string, { size: number; mtimeMs: number; etag: string }>();
+  const describe = async (key: string): Promise<StoredObject> => {
+    const file = pathOf(key);
+    const info = await stat(file);
+    let known = etags.get(file);
+    if (!known || known.size !== info.size || known.mtimeMs !== info.mtimeMs) {
+      known = { size: info.size, mtimeMs: info.mtimeMs, etag: await hashFile(file) };
+      etags.set(file, known);
+    }
+    return { key, etag: known.etag, size: info.size, lastModified: info.mtime };
+  };
+  const place = async (key: string, write: (staging: string) => Promise<void>) => {
+    const target = pathOf(key);
+    await mkdir(path.dirname(target), { recursive: true });
+    const staging = `${target}.${process.pid}.part`;
+    await write(staging);
+    await rename(staging, target);
+    return (await describe(key)).etag;
+  };
+
+  return {
+    location: base,
+    putFile: (key, file) => place(key, (staging) => copyFile(file, staging)),
+    putBytes: (key, body) => place(key, (staging) => writeFile(staging, body)),
+
+    async download(key, file) {
+      try {
+        const object = await describe(key);
+        await copyFile(pathOf(key), file);
+        return object;
+      } catch (err) {
+        throw notFound(err);
+      }
+    },
+
+    async read(key) {
+      try {
+        return await readFile(pathOf(key));
+      } catch (err) {
+        throw notFound(err);
+      }
+    },
+
+    async head(key) {
+      try {
+        return await describe(key);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+        throw err;
+      }
+    },
+
+    async list(prefix) {
+      const objects: StoredObject[] = [];
+      const walk = async (dir: string) => {
+        const entries = await readdir(dir, { withFileTypes: true }).catch(() => []);
+        for (const entry of entries) {
+          const file = path.join(dir, entry.name);
+          if (entry.isDirectory()) await walk(file);
+          else if (!entry.name.endsWith('.part')) {
+            const key = path.relative(base, file).split(path.sep).join('/');
+            if (key.startsWith(prefix)) objects.push(await describe(key));
+          }
+        }
+      };
+      // Start from the deepest directory the prefix names, not the whole lake.
+      const dir = prefix.includes('/') ? prefix.slice(0, prefix.lastIndexOf('/')) : '';
+      await walk(path.join(base, dir));
+      return objects.sort((a, b) => a.key.localeCompare(b.key));
+    },
+
+    async delete(keys) {
+      for (const key of keys) await rm(pathOf(key), { force: true });
+    },
+
+    localPath: pathOf,
+    close: () => undefined,
+  };
+}
+
+function hashFile(file: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const hash = createHash('md5');
+    createReadStream(file)
+      .on('data', (chunk) => hash.update(chunk))
+      .on('end', () => resolve(`"${hash.digest('hex')}"`))
+      .on('error', reject);
+  });
+}
+
+function notFound(err: unknown): unknown {
+  return (err as NodeJS.ErrnoException).code === 'ENOENT' ? new ObjectNotFoundError('no such object', { cause: err }) : err;
+}

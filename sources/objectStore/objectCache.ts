@@ -1,0 +1,81 @@
+import { createHash } from 'node:crypto';
+import { mkdir, readdir, rm, stat, utimes } from 'node:fs/promises';
+import path from 'node:path';
+import type { ObjectStore } from './objectStore.js';
+
+/**
+ * Local copies of objects, for DuckDB to read (it cannot reach S3 here: no httpfs). A copy is
+ * named after bucket, key and ETag, so a replaced object is fetched again and never served
+ * stale; concurrent requests for one copy share one download; the directory is kept under
+ * `maxBytes`, least recently used first. A local store's files are read in place.
+ */
+export interface ObjectCache {
+  /** A local path holding the object's content at `etag` (fetched if needed). */
+  fetch(store: ObjectStore, key: string, etag: string): Promise<string>;
+  /** Bytes held now. */
+  size(): number;
+}
+
+interface Entry {
+  readonly file: string;
+  size: number;
+  usedAt: number;
+}
+
+export async function createObjectCache(options: { dir: string; maxBytes: number }): Promise<ObjectCache> {
+  await mkdir(options.dir, { recursive: true });
+  const entries = new Map<string, Entry>();
+  let total = 0;
+  // What an earlier process left: kept, counted, evicted like anything else.
+  for (const name of await readdir(options.dir)) {
+    const file = path.join(options.dir, name);
+    if (name.endsWith('.part')) {
+      await rm(file, { force: true });
+      continue;
+    }
+    const info = await stat(file).catch(() => undefined);
+    if (!info?.isFile()) continue;
+    entries.set(file, { file, size: info.size, usedAt: info.atimeMs });
+    total += info.size;
+  }
+  const downloads = new Map<string, Promise<string>>();
+
+  async function evict(keep: string) {
+    if (total <= options.maxBytes) return;
+    for (const entry of [...entries.values()].sort((a, b) => a.usedAt - b.usedAt)) {
+      if (total <= options.maxBytes) break;
+      if (entry.file === keep) continue;
+      entries.delete(entry.file);
+      total -= entry.size;
+      // A reader that has the file open keeps reading it: unlinking does not cut it off.
+      await rm(entry.file, { force: true });
+    }
+  }
+
+  return {
+    async fetch(store, key, etag) {
+      if (store.localPath) return store.localPath(key);
+      const name = createHash('sha256').update(`${store.location}\u0000${key}\u0000${etag}`).digest('hex').slice(0, 40);
+      const file = path.join(options.dir, `${name}${path.extname(key) || '.bin'}`);
+      const known = entries.get(file);
+      if (known) {
+        known.usedAt = Date.now();
+        void utimes(file, new Date(), new Date()).catch(() => undefined);
+        return file;
+      }
+      let pending = downloads.get(file);
+      if (!pending) {
+        pending = (async () => {
+          const object = await store.download(key, file);
+          entries.set(file, { file, size: object.size, usedAt: Date.now() });
+          total += object.size;
+          await evict(file);
+          return file;
+        })().finally(() => downloads.delete(file));
+        downloads.set(file, pending);
+      }
+      return pending;
+    },
+    size: () => total,
+  };
+}

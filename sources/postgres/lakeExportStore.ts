@@ -1,0 +1,147 @@
+import { createWriteStream } from 'node:fs';
+import { Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import type pg from 'pg';
+import copyStreams from 'pg-copy-streams';
+import type { Database, Statement } from './database.js';
+
+const { to: copyTo } = copyStreams;
+
+/** A change the export's snapshot saw, with the invoice's month now (null: deleted). */
+export interface VisibleChange {
+  readonly invoiceId: string;
+  readonly changed: boolean;
+  readonly month: string | null;
+}
+
+/** Which invoices to copy out. */
+export type ExportSelection = { readonly all: true } | { readonly months: readonly string[] } | { readonly ids: readonly string[] };
+
+/** One export's view of Postgres: a single REPEATABLE READ snapshot, held until it ends. */
+export interface ExportSnapshot {
+  /** pg_snapshot text: what the lake will hold exactly. */
+  readonly snapshot: string;
+  readonly exportedAt: string;
+  readonly generation: number;
+  readonly manifestKey: string | null;
+  /** The feed has recorded changes since before this snapshot (its slot existed). */
+  readonly recording: boolean;
+  visibleChanges(): Promise<VisibleChange[]>;
+  /** Months (YYYY-MM) with their invoice counts. */
+  months(): Promise<{ month: string; rows: number }[]>;
+  /** Writes the selected invoices to `file` as CSV (the raw schema's columns); returns the rows. */
+  copyCsv(file: string, selection: ExportSelection, onRows?: (rows: number) => void): Promise<number>;
+}
+
+const MONTH = /^\d{4}-\d{2}$/;
+const COLUMNS = `invoice_id, issue_date, issuer_id, receiver_id, amount_usd`;
+
+const BEGIN: Statement = { name: 'lake_export_begin', text: 'BEGIN ISOLATION LEVEL REPEATABLE READ' };
+const SNAPSHOT: Statement = {
+  name: 'lake_export_snapshot',
+  text: `SELECT pg_current_snapshot()::text AS snapshot, to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS "exportedAt",
+      s.generation::int AS generation, s.manifest_key AS "manifestKey", s.recording
+    FROM lake_state s`,
+};
+const VISIBLE_CHANGES: Statement = {
+  name: 'lake_export_visible_changes',
+  text: `SELECT c.invoice_id::text AS "invoiceId", c.changed,
+      to_char(date_trunc('month', i.issue_date AT TIME ZONE 'UTC'), 'YYYY-MM') AS month
+    FROM lake_changes c LEFT JOIN invoices i USING (invoice_id)
+    WHERE pg_visible_in_snapshot(c.xid, pg_current_snapshot())`,
+};
+const MONTHS: Statement = {
+  name: 'lake_export_months',
+  text: `SELECT to_char(date_trunc('month', issue_date AT TIME ZONE 'UTC'), 'YYYY-MM') AS month, count(*)::int AS rows
+    FROM invoices GROUP BY 1 ORDER BY 1`,
+};
+const LOCK: Statement = { name: 'lake_export_lock', text: `SELECT pg_try_advisory_lock(hashtext('invoice-gateway:lake-export')) AS locked` };
+const UNLOCK: Statement = { name: 'lake_export_unlock', text: `SELECT pg_advisory_unlock(hashtext('invoice-gateway:lake-export'))` };
+
+/**
+ * After the manifest is written: the changes the snapshot saw are in the lake now; the others
+ * may be too (an insert after the snapshot of a row updated before it), so they count as
+ * "may be in the lake". Only if no one reset the lake meanwhile (a TRUNCATE, a new slot).
+ */
+const FINALIZE: Statement = {
+  name: 'lake_export_finalize',
+  text: `WITH state AS (
+      UPDATE lake_state SET generation = $2, manifest_key = $3, exported_at = $4::timestamptz
+      WHERE generation = $5 AND recording RETURNING generation
+    ), removed AS (
+      DELETE FROM lake_changes WHERE EXISTS (SELECT 1 FROM state) AND pg_visible_in_snapshot(xid, $1::pg_snapshot)
+    ), kept AS (
+      UPDATE lake_changes SET changed = true WHERE EXISTS (SELECT 1 FROM state) AND NOT pg_visible_in_snapshot(xid, $1::pg_snapshot) AND NOT changed
+    )
+    SELECT count(*)::int AS updated FROM state`,
+};
+
+/**
+ * Runs `work` in an export snapshot, one exporter at a time across every gateway (an advisory
+ * lock, not waited for: a busy exporter means this round is skipped). 'busy' when another has it.
+ */
+export async function withExportSnapshot<T>(db: Database, work: (snapshot: ExportSnapshot) => Promise<T>): Promise<T | 'busy'> {
+  return db.withClient(async (client) => {
+    const locked = (await client.query<{ locked: boolean }>(LOCK)).rows[0]!.locked;
+    if (!locked) return 'busy';
+    try {
+      await client.query(BEGIN);
+      try {
+        await client.query(`SET LOCAL TimeZone = 'UTC'`);
+        const [row] = (await client.query<Omit<ExportSnapshot, 'visibleChanges' | 'months' | 'copyCsv'>>(SNAPSHOT)).rows;
+        const result = await work({
+          ...row!,
+          visibleChanges: async () => (await client.query<VisibleChange>(VISIBLE_CHANGES)).rows,
+          months: async () => (await client.query<{ month: string; rows: number }>(MONTHS)).rows,
+          copyCsv: (file, selection, onRows) => copyCsv(client, file, selection, onRows),
+        });
+        await client.query('COMMIT');
+        return result;
+      } catch (err) {
+        await client.query('ROLLBACK').catch(() => undefined);
+        throw err;
+      }
+    } finally {
+      await client.query(UNLOCK).catch(() => undefined);
+    }
+  });
+}
+
+export async function finalizeExport(
+  db: Database,
+  done: { snapshot: string; fromGeneration: number; generation: number; manifestKey: string; exportedAt: string },
+): Promise<boolean> {
+  const [row] = await db.query<{ updated: number }>(FINALIZE, [done.snapshot, done.generation, done.manifestKey, done.exportedAt, done.fromGeneration]);
+  return row!.updated === 1;
+}
+
+async function copyCsv(client: pg.PoolClient, file: string, selection: ExportSelection, onRows?: (rows: number) => void): Promise<number> {
+  let from = 'invoices';
+  if ('ids' in selection) {
+    // COPY takes no parameters: the ids go through a temporary table.
+    await client.query(`CREATE TEMP TABLE IF NOT EXISTS lake_export_ids (invoice_id bigint PRIMARY KEY) ON COMMIT DROP`);
+    await client.query(`TRUNCATE lake_export_ids`);
+    await client.query(`INSERT INTO lake_export_ids SELECT DISTINCT unnest($1::bigint[])`, [selection.ids]);
+    from = 'invoices JOIN lake_export_ids USING (invoice_id)';
+  }
+  let where = '';
+  if ('months' in selection) {
+    // Checked, then written into the statement (COPY takes no parameters).
+    if (!selection.months.every((m) => MONTH.test(m))) throw new Error('months must be YYYY-MM');
+    const ranges = selection.months.map(
+      (m) => `(issue_date >= '${m}-01 00:00:00+00'::timestamptz AND issue_date < '${m}-01 00:00:00+00'::timestamptz + interval '1 month')`,
+    );
+    where = `WHERE ${ranges.join(' OR ') || 'false'}`;
+  }
+  let rows = 0;
+  const count = new Transform({
+    transform(chunk: Buffer, _encoding, done) {
+      for (let i = chunk.indexOf(10); i !== -1; i = chunk.indexOf(10, i + 1)) rows++;
+      onRows?.(rows);
+      done(null, chunk);
+    },
+  });
+  const stream = client.query(copyTo(`COPY (SELECT ${COLUMNS} FROM ${from} ${where}) TO STDOUT (FORMAT csv)`));
+  await pipeline(stream, count, createWriteStream(file));
+  return rows;
+}

@@ -1,0 +1,129 @@
+import type { Database, Queryable, Statement } from './database.js';
+
+/** What lake_state says: the generation queries read, and how far the feed has been recorded. */
+export interface LakeState {
+  readonly generation: number;
+  readonly manifestKey: string | null;
+  readonly exportedAt: string | null;
+}
+
+/** One invoice's change, as the lake consumer records it. */
+export interface LakeChange {
+  readonly invoiceId: string;
+  /** The lake may hold an older version of it (true), or cannot hold it at all (false). */
+  readonly changed: boolean;
+  /** The 32-bit transaction id pgoutput reports. */
+  readonly xid: number;
+}
+
+/** A live invoice row, as analytics read it. */
+export interface LiveRow {
+  readonly id: string;
+  readonly issuerId: number;
+  readonly receiverId: number;
+  readonly amountUsd: string;
+  /** YYYY-MM (UTC). */
+  readonly month: string;
+}
+
+const STATE: Statement = {
+  name: 'lake_state',
+  text: `SELECT generation::int AS generation, manifest_key AS "manifestKey", to_char(exported_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS "exportedAt" FROM lake_state`,
+};
+
+/**
+ * Records a batch of changes and the feed position they reach, in one statement. The 32-bit
+ * xid becomes a full xid8 against the current epoch; an existing entry keeps its `changed`
+ * (whether the lake may hold the invoice is decided by its first change since the export).
+ */
+const RECORD: Statement = {
+  name: 'lake_record_changes',
+  text: `WITH cur AS (SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS x),
+    incoming AS (
+      SELECT t.id, t.changed,
+        (((CASE WHEN t.xid <= (cur.x & 4294967295) THEN cur.x >> 32 ELSE (cur.x >> 32) - 1 END) << 32) | t.xid)::text::xid8 AS xid
+      FROM unnest($1::bigint[], $2::bool[], $3::bigint[]) AS t(id, changed, xid), cur
+    ), recorded AS (
+      INSERT INTO lake_changes AS c (invoice_id, changed, xid) SELECT id, changed, xid FROM incoming ORDER BY id
+      ON CONFLICT (invoice_id) DO UPDATE SET xid = excluded.xid
+    )
+    UPDATE lake_state SET position = greatest(position, $4::pg_lsn)`,
+};
+
+const POSITION: Statement = { name: 'lake_position', text: `SELECT position::text AS position FROM lake_state` };
+
+const ADVANCE: Statement = { name: 'lake_advance', text: `UPDATE lake_state SET position = greatest(position, $1::pg_lsn)` };
+
+/** After TRUNCATE invoices the lake describes rows that are gone: analytics use Postgres until a full export. */
+const FORGET: Statement[] = [
+  { name: 'lake_forget_state', text: `UPDATE lake_state SET generation = 0, manifest_key = NULL, exported_at = NULL, position = greatest(position, $1::pg_lsn)` },
+  { name: 'lake_forget_changes', text: `TRUNCATE lake_changes` },
+];
+
+/** A logical message through the feed: once the lake consumer has passed it, it has seen every earlier commit. */
+const BARRIER: Statement = { name: 'lake_barrier', text: `SELECT pg_logical_emit_message(true, 'invoice-gateway:barrier', '')::text AS lsn` };
+
+/** The generation and the invoices it does not reflect, read together (one snapshot). */
+const CHANGES: Statement = {
+  name: 'lake_changes_for_query',
+  text: `SELECT s.generation::int AS generation, s.manifest_key AS "manifestKey",
+      to_char(s.exported_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS "exportedAt",
+      coalesce((SELECT array_agg(invoice_id::text) FROM lake_changes), '{}') AS ids,
+      coalesce((SELECT array_agg(invoice_id::text) FROM lake_changes WHERE changed), '{}') AS changed
+    FROM lake_state s`,
+};
+
+/** When the feed's slot is created (in its snapshot): record from here on; the lake is rebuilt. */
+const INITIALIZE: Statement[] = [
+  { name: 'lake_init_state', text: `UPDATE lake_state SET generation = 0, manifest_key = NULL, exported_at = NULL, position = '0/0', recording = true` },
+  { name: 'lake_init_changes', text: `TRUNCATE lake_changes` },
+];
+
+export interface LakeStore {
+  initialize(tx: Queryable): Promise<void>;
+  state(): Promise<LakeState>;
+  record(changes: readonly LakeChange[], position: string): Promise<void>;
+  /** Moves the recorded position on (a batch without invoice changes). */
+  advance(position: string): Promise<void>;
+  forget(position: string): Promise<void>;
+  position(): Promise<string>;
+  /** Emits a barrier; resolves with its position in the WAL. */
+  barrier(): Promise<string>;
+  changesForQuery(): Promise<LakeState & { readonly ids: string[]; readonly changed: string[] }>;
+}
+
+export function createLakeStore(db: Database): LakeStore {
+  return {
+    async initialize(tx) {
+      for (const statement of INITIALIZE) await tx.query(statement);
+    },
+    async state() {
+      const [row] = await db.query<LakeState>(STATE);
+      return row!;
+    },
+    async record(changes, position) {
+      await db.query(RECORD, [changes.map((c) => c.invoiceId), changes.map((c) => c.changed), changes.map((c) => c.xid), position]);
+    },
+    async advance(position) {
+      await db.query(ADVANCE, [position]);
+    },
+    async forget(position) {
+      await db.transaction(async (tx: Queryable) => {
+        await tx.query(FORGET[0]!, [position]);
+        await tx.query(FORGET[1]!);
+      });
+    },
+    async position() {
+      const [row] = await db.query<{ position: string }>(POSITION);
+      return row!.position;
+    },
+    async barrier() {
+      const [row] = await db.query<{ lsn: string }>(BARRIER);
+      return row!.lsn;
+    },
+    async changesForQuery() {
+      const [row] = await db.query<LakeState & { ids: string[]; changed: string[] }>(CHANGES);
+      return row!;
+    },
+  };
+}

@@ -1,0 +1,177 @@
+import type pg from 'pg';
+import type { Database, Statement } from './database.js';
+import { translate } from './database.js';
+import type { Logger } from 'pino';
+
+/** Who a customer is in an invoice, for grouping. */
+export type StatsRole = 'issuer' | 'receiver';
+export type StatsGranularity = 'MONTH' | 'TOTAL';
+export type StatsOrder = 'TOTAL_DESC' | 'COUNT_DESC' | 'CUSTOMER_ASC';
+
+/** Where a page starts: after this row of the order. */
+export interface StatsPosition {
+  readonly sortValue: string | null;
+  readonly customerId: number;
+  readonly month: string | null;
+}
+
+export interface StatsQuery {
+  readonly role: StatsRole;
+  readonly months: number;
+  readonly customerIds: readonly number[] | null;
+  readonly granularity: StatsGranularity;
+  readonly orderBy: StatsOrder;
+  /** Rows wanted plus one (to know whether another page follows). */
+  readonly limit: number;
+  readonly after: StatsPosition | null;
+}
+
+/** One group: a customer, or a customer and month; money as exact decimal text. */
+export interface StatsGroup {
+  readonly customerId: number;
+  readonly month: string | null;
+  readonly invoices: string;
+  readonly totalUsd: string;
+  readonly minUsd: string;
+  readonly maxUsd: string;
+  /** Invoices over every group of the answer (not only this page). */
+  readonly allInvoices: string;
+}
+
+/** The query's window, in Postgres's clock: the last n calendar months in UTC, this one included. */
+export interface StatsWindow {
+  /** YYYY-MM of each month, oldest first. */
+  readonly months: string[];
+  readonly from: string;
+  readonly to: string;
+  /** When the snapshot was taken (ISO 8601 UTC). */
+  readonly asOf: string;
+}
+
+export interface LiveRow {
+  readonly customerId: number;
+  readonly month: string;
+  readonly amountUsd: string;
+}
+
+/** Allow-lists: the only identifiers and expressions statements are made of. */
+const PARTY: Record<StatsRole, string> = { issuer: 'issuer_id', receiver: 'receiver_id' };
+export const ORDER: Record<StatsOrder, { readonly sort: string | null; readonly direction: 'DESC' | 'ASC' }> = {
+  TOTAL_DESC: { sort: 'total', direction: 'DESC' },
+  COUNT_DESC: { sort: 'invoices', direction: 'DESC' },
+  CUSTOMER_ASC: { sort: null, direction: 'ASC' },
+};
+
+/**
+ * The keyset condition and ORDER BY for a sort. `p` gives the placeholders, cast, of the
+ * position: sort value, customer id, month ('' for TOTAL rows); a null customer: the first page.
+ */
+export function keysetSql(order: StatsOrder, p: { value: string; customer: string; month: string }): { where: string; orderBy: string } {
+  const { sort } = ORDER[order];
+  const tail = `(customer_id, coalesce(month, '')) > (${p.customer}, ${p.month})`;
+  if (!sort) return { where: `(${p.customer} IS NULL OR ${tail})`, orderBy: `customer_id, month` };
+  return {
+    where: `(${p.customer} IS NULL OR ${sort} < ${p.value} OR (${sort} = ${p.value} AND ${tail}))`,
+    orderBy: `${sort} DESC, customer_id, month`,
+  };
+}
+
+export const positionValues = (after: StatsPosition | null) => [after?.sortValue ?? null, after?.customerId ?? null, after?.month ?? ''];
+
+const WINDOW_SQL = `date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'`;
+
+const WINDOW: Statement = {
+  name: 'stats_window',
+  text: `SELECT array_agg(to_char(m, 'YYYY-MM') ORDER BY m) AS months,
+      to_char(min(m) AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS "from",
+      to_char((max(m) + interval '1 month') AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS "to",
+      to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS "asOf"
+    FROM generate_series(${WINDOW_SQL} - make_interval(months => $1::int - 1), ${WINDOW_SQL}, interval '1 month') AS g(m)`,
+};
+
+const LIVE_ROWS: Statement = {
+  name: 'stats_live_rows',
+  text: `SELECT issuer_id AS "issuerId", receiver_id AS "receiverId", amount_usd::text AS "amountUsd",
+      to_char(date_trunc('month', issue_date AT TIME ZONE 'UTC'), 'YYYY-MM') AS month
+    FROM invoices WHERE invoice_id = ANY($1::bigint[]) AND issue_date >= $2::timestamptz AND issue_date < $3::timestamptz`,
+};
+
+/** The Postgres engine: one GROUP BY over the (party, issue_date) index or the table. */
+function groupStatement(role: StatsRole, granularity: StatsGranularity, order: StatsOrder, filtered: boolean): Statement {
+  const party = PARTY[role];
+  const month = granularity === 'MONTH' ? `to_char(date_trunc('month', issue_date AT TIME ZONE 'UTC'), 'YYYY-MM')` : 'NULL::text';
+  const keyset = keysetSql(order, { value: '$5::numeric', customer: '$6::int', month: '$7::text' });
+  return {
+    name: `stats_pg_${role}_${granularity}_${order}_${filtered ? 'some' : 'all'}`.toLowerCase(),
+    text: `WITH g AS (
+        SELECT ${party} AS customer_id, ${month} AS month, count(*) AS invoices, sum(amount_usd) AS total,
+          min(amount_usd) AS min_usd, max(amount_usd) AS max_usd
+        FROM invoices
+        WHERE issue_date >= $1::timestamptz AND issue_date < $2::timestamptz ${filtered ? `AND ${party} = ANY($3::int[])` : 'AND $3::int[] IS NULL'}
+        GROUP BY 1, 2
+      ), ranked AS (SELECT g.*, sum(invoices) OVER () AS all_invoices FROM g)
+      SELECT customer_id AS "customerId", month, invoices::text AS invoices, total::text AS "totalUsd", min_usd::text AS "minUsd",
+        max_usd::text AS "maxUsd", all_invoices::text AS "allInvoices"
+      FROM ranked WHERE ${keyset.where}
+      ORDER BY ${keyset.orderBy} LIMIT $4`,
+  };
+}
+
+/**
+ * A consistent read of Postgres for one analytics query: a REPEATABLE READ snapshot taken
+ * first, so the lake's changes and the live rows can be matched to the same moment.
+ */
+export interface StatsSnapshot {
+  readonly window: StatsWindow;
+  /** Current versions of these invoices, inside the window. */
+  liveRows(ids: readonly string[], role: StatsRole): Promise<LiveRow[]>;
+  /** The whole answer from Postgres (the small-customer shape, or the fallback). */
+  groups(query: StatsQuery): Promise<StatsGroup[]>;
+}
+
+export interface StatsStore {
+  withSnapshot<T>(months: number, work: (snapshot: StatsSnapshot) => Promise<T>): Promise<T>;
+}
+
+export function createStatsStore(db: Database, logger: Logger, timeoutMs: number): StatsStore {
+  return {
+    async withSnapshot(months, work) {
+      return db.withClient(async (client) => {
+        const run = async <Row extends pg.QueryResultRow>(statement: Statement, values: unknown[]) => {
+          try {
+            return (await client.query<Row>({ name: statement.name, text: statement.text, values })).rows;
+          } catch (err) {
+            throw translate(err, statement.name, logger);
+          }
+        };
+        await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+        try {
+          // Analytics may take longer than a lookup: their own limit, for this transaction only.
+          await client.query(`SELECT set_config('statement_timeout', $1, true)`, [String(timeoutMs)]);
+          const [window] = await run<StatsWindow>(WINDOW, [months]);
+          const result = await work({
+            window: window!,
+            liveRows: async (ids, role) => {
+              if (ids.length === 0) return [];
+              const rows = await run<{ issuerId: number; receiverId: number; amountUsd: string; month: string }>(LIVE_ROWS, [ids, window!.from, window!.to]);
+              return rows.map((r) => ({ customerId: role === 'issuer' ? r.issuerId : r.receiverId, month: r.month, amountUsd: r.amountUsd }));
+            },
+            groups: (query) =>
+              run<StatsGroup>(groupStatement(query.role, query.granularity, query.orderBy, query.customerIds !== null), [
+                window!.from,
+                window!.to,
+                query.customerIds,
+                query.limit,
+                ...positionValues(query.after),
+              ]),
+          });
+          await client.query('COMMIT');
+          return result;
+        } catch (err) {
+          await client.query('ROLLBACK').catch(() => undefined);
+          throw err;
+        }
+      });
+    },
+  };
+}
