@@ -16,12 +16,15 @@ export interface LakeExporterOptions {
   /** Local scratch space for CSV and Parquet before upload. */
   readonly stagingDir: string;
   readonly logger: Logger;
+  /** How long an export waits for the change feed to record what its snapshot sees. */
+  readonly feedWaitMs: number;
 }
 
 export type ExportOutcome =
   | { readonly kind: 'exported'; readonly generation: number; readonly rows: number; readonly rewritten: number; readonly appended: number; readonly seconds: number }
   | { readonly kind: 'unchanged' }
   | { readonly kind: 'busy' }
+  | { readonly kind: 'feed behind' }
   | { readonly kind: 'not recording' };
 
 export interface ExportProgress {
@@ -43,8 +46,8 @@ const ORPHAN_GRACE_MS = 10 * 60_000;
  */
 export async function exportLake(options: LakeExporterOptions, onProgress: ExportProgress = () => undefined, { full = false } = {}): Promise<ExportOutcome> {
   const started = performance.now();
-  const outcome = await withExportSnapshot(options.db, (snapshot) => exportIn(snapshot, options, onProgress, full, started));
-  if (outcome === 'busy') return { kind: 'busy' };
+  const outcome = await withExportSnapshot(options.db, options.feedWaitMs, (snapshot) => exportIn(snapshot, options, onProgress, full, started));
+  if (outcome === 'busy' || outcome === 'feed behind') return { kind: outcome };
   if (outcome.kind !== 'exported') return outcome;
   await removeOrphans(options).catch((err: unknown) => options.logger.warn({ err }, 'removing old lake objects failed; next export tries again'));
   return outcome;

@@ -19,6 +19,8 @@ import type { Config } from './config.js';
 
 /** How long an analytics query waits for the feed to confirm the lake is current. */
 const BARRIER_TIMEOUT_MS = 2_000;
+/** An export waits this long for the change feed to record what its snapshot sees. */
+const FEED_WAIT_MS = 30_000;
 /** An export may take this long (a first export of a large table) before it is interrupted. */
 const EXPORT_TIMEOUT_MS = 60 * 60_000;
 
@@ -71,6 +73,7 @@ export async function createLake(deps: { config: Config; logger: Logger; metrics
     writer: createLakeWriter(duck, EXPORT_TIMEOUT_MS),
     stagingDir: path.join(config.dataDir, 'lake-staging'),
     logger: logger.child({ component: 'lake' }),
+    feedWaitMs: FEED_WAIT_MS,
   };
   let timer: NodeJS.Timeout | undefined;
   let running: Promise<unknown> = Promise.resolve();

@@ -40,7 +40,7 @@ export async function lakeStats(deps: { duck: Duck; cache: ObjectCache; store: O
   const party = query.role === 'issuer' ? 'issuer_id' : 'receiver_id';
   const keyset = keysetSql(query.orderBy, { value: '$after_value::DECIMAL(38,2)', customer: '$after_customer::INTEGER', month: '$after_month::VARCHAR' });
 
-  // Parameters by name; only those the statement uses are passed.
+  // Parameters by name.
   const values: Record<string, DuckDBValue> = {};
   const types: Record<string, DuckDBType> = {};
   const bind = (name: string, value: DuckDBValue, type: DuckDBType) => {
@@ -91,6 +91,13 @@ export async function lakeStats(deps: { duck: Duck; cache: ObjectCache; store: O
     FROM ranked WHERE ${keyset.where}
     ORDER BY ${keyset.orderBy} LIMIT ${limit}`;
 
+  // DuckDB refuses a named parameter the statement does not use (CUSTOMER_ASC has no sort value).
+  for (const name of Object.keys(values)) {
+    if (!new RegExp(`\\$${name}\\b`).test(sql)) {
+      delete values[name];
+      delete types[name];
+    }
+  }
   return deps.duck.session(
     async (s) => {
       const rows = await s.allNamed<StatsGroup & { customerId: number | string }>(sql, values, types);

@@ -30,7 +30,8 @@ export function createS3Store(options: S3StoreOptions): ObjectStore {
   const client = new S3Client({
     endpoint: options.endpoint,
     region: options.region,
-    credentials: options.credentials,
+    // A copy: the SDK tags the credentials object it is given, and the config's is frozen.
+    credentials: options.credentials && { ...options.credentials },
     forcePathStyle: options.forcePathStyle,
     // Checksums only where the API requires them: the SDK's default streams bodies as
     // aws-chunked, which some S3-compatible servers store verbatim.

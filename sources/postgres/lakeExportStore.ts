@@ -43,13 +43,24 @@ const SNAPSHOT: Statement = {
       s.generation::int AS generation, s.manifest_key AS "manifestKey", s.recording
     FROM lake_state s`,
 };
+/**
+ * The changes the export's snapshot saw. Read outside that snapshot (after the feed has passed a
+ * barrier written after it): the snapshot itself cannot see entries the recorder wrote later
+ * for transactions it does see.
+ */
 const VISIBLE_CHANGES: Statement = {
   name: 'lake_export_visible_changes',
-  text: `SELECT c.invoice_id::text AS "invoiceId", c.changed,
-      to_char(date_trunc('month', i.issue_date AT TIME ZONE 'UTC'), 'YYYY-MM') AS month
-    FROM lake_changes c LEFT JOIN invoices i USING (invoice_id)
-    WHERE pg_visible_in_snapshot(c.xid, pg_current_snapshot())`,
+  text: `SELECT invoice_id::text AS "invoiceId", changed FROM lake_changes WHERE pg_visible_in_snapshot(xid, $1::pg_snapshot)`,
 };
+/** Where those invoices are in the snapshot (null: deleted). */
+const CHANGED_MONTHS: Statement = {
+  name: 'lake_export_changed_months',
+  text: `SELECT invoice_id::text AS "invoiceId", to_char(date_trunc('month', issue_date AT TIME ZONE 'UTC'), 'YYYY-MM') AS month
+    FROM invoices WHERE invoice_id = ANY($1::bigint[])`,
+};
+const BARRIER: Statement = { name: 'lake_export_barrier', text: `SELECT pg_logical_emit_message(true, 'invoice-gateway:barrier', '')::text AS lsn` };
+const RECORDED: Statement = { name: 'lake_export_recorded', text: `SELECT position >= $1::pg_lsn AS passed FROM lake_state` };
+
 const MONTHS: Statement = {
   name: 'lake_export_months',
   text: `SELECT to_char(date_trunc('month', issue_date AT TIME ZONE 'UTC'), 'YYYY-MM') AS month, count(*)::int AS rows
@@ -80,7 +91,11 @@ const FINALIZE: Statement = {
  * Runs `work` in an export snapshot, one exporter at a time across every gateway (an advisory
  * lock, not waited for: a busy exporter means this round is skipped). 'busy' when another has it.
  */
-export async function withExportSnapshot<T>(db: Database, work: (snapshot: ExportSnapshot) => Promise<T>): Promise<T | 'busy'> {
+export async function withExportSnapshot<T>(
+  db: Database,
+  feedWaitMs: number,
+  work: (snapshot: ExportSnapshot) => Promise<T>,
+): Promise<T | 'busy' | 'feed behind'> {
   return db.withClient(async (client) => {
     const locked = (await client.query<{ locked: boolean }>(LOCK)).rows[0]!.locked;
     if (!locked) return 'busy';
@@ -89,9 +104,25 @@ export async function withExportSnapshot<T>(db: Database, work: (snapshot: Expor
       try {
         await client.query(`SET LOCAL TimeZone = 'UTC'`);
         const [row] = (await client.query<Omit<ExportSnapshot, 'visibleChanges' | 'months' | 'copyCsv'>>(SNAPSHOT)).rows;
+        // Every change the snapshot sees must be in lake_changes before the export plans from it
+        // and, when it finishes, removes the entries it has taken in.
+        if (row!.recording && !(await feedPassed(db, feedWaitMs))) {
+          await client.query('ROLLBACK');
+          return 'feed behind';
+        }
         const result = await work({
           ...row!,
-          visibleChanges: async () => (await client.query<VisibleChange>(VISIBLE_CHANGES)).rows,
+          visibleChanges: async () => {
+            const changes = await db.query<{ invoiceId: string; changed: boolean }>(VISIBLE_CHANGES, [row!.snapshot]);
+            if (changes.length === 0) return [];
+            const months = new Map(
+              (await client.query<{ invoiceId: string; month: string }>({ ...CHANGED_MONTHS, values: [changes.map((c) => c.invoiceId)] })).rows.map((r) => [
+                r.invoiceId,
+                r.month,
+              ]),
+            );
+            return changes.map((c) => ({ ...c, month: months.get(c.invoiceId) ?? null }));
+          },
           months: async () => (await client.query<{ month: string; rows: number }>(MONTHS)).rows,
           copyCsv: (file, selection, onRows) => copyCsv(client, file, selection, onRows),
         });
@@ -105,6 +136,17 @@ export async function withExportSnapshot<T>(db: Database, work: (snapshot: Expor
       await client.query(UNLOCK).catch(() => undefined);
     }
   });
+}
+
+/** Writes a barrier into the WAL and waits until the lake consumer has recorded past it. */
+async function feedPassed(db: Database, waitMs: number): Promise<boolean> {
+  const [{ lsn }] = (await db.query<{ lsn: string }>(BARRIER)) as [{ lsn: string }];
+  const deadline = Date.now() + waitMs;
+  for (let pause = 5; ; pause = Math.min(pause * 2, 200)) {
+    if ((await db.query<{ passed: boolean }>(RECORDED, [lsn]))[0]!.passed) return true;
+    if (Date.now() >= deadline) return false;
+    await new Promise((resolve) => setTimeout(resolve, pause));
+  }
 }
 
 export async function finalizeExport(

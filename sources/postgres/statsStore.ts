@@ -63,16 +63,18 @@ export const ORDER: Record<StatsOrder, { readonly sort: string | null; readonly 
 };
 
 /**
- * The keyset condition and ORDER BY for a sort. `p` gives the placeholders, cast, of the
+ * The keyset condition and ORDER BY for a sort, over a relation named `ranked`. `p` gives the placeholders, cast, of the
  * position: sort value, customer id, month ('' for TOTAL rows); a null customer: the first page.
  */
 export function keysetSql(order: StatsOrder, p: { value: string; customer: string; month: string }): { where: string; orderBy: string } {
   const { sort } = ORDER[order];
   const tail = `(customer_id, coalesce(month, '')) > (${p.customer}, ${p.month})`;
-  if (!sort) return { where: `(${p.customer} IS NULL OR ${tail})`, orderBy: `customer_id, month` };
+  // ORDER BY names the input columns of `ranked`: a bare name would mean the output column of
+  // that name, which is text (and sorts "9" above "442").
+  if (!sort) return { where: `(${p.customer} IS NULL OR ${tail})`, orderBy: `ranked.customer_id, ranked.month` };
   return {
     where: `(${p.customer} IS NULL OR ${sort} < ${p.value} OR (${sort} = ${p.value} AND ${tail}))`,
-    orderBy: `${sort} DESC, customer_id, month`,
+    orderBy: `ranked.${sort} DESC, ranked.customer_id, ranked.month`,
   };
 }
 
