@@ -7,9 +7,9 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { postGraphQL } from './fixtures/gateway.js';
 import { copyCheckout, removeEmbeddedData } from './fixtures/checkout.js';
-import { freePort } from './fixtures/network.js';
+import { freePorts } from './fixtures/network.js';
 import { spawnGateway, type GatewayProcess } from './fixtures/process.js';
-import { CreateInvoiceDocument, InvoiceByIdDocument, RiskScoredIdsDocument } from './generated/graphql.js';
+import { CreateInvoiceDocument, InvoiceByIdDocument, RiskScoredIdsDocument, InvoiceStatsDocument } from './generated/graphql.js';
 import { eventually } from './fixtures/eventually.js';
 import { connect, subscribe } from './fixtures/subscriber.js';
 import pg from 'pg';
@@ -18,7 +18,8 @@ const asRoot = process.getuid?.() === 0;
 const STARTED = 120_000;
 
 async function ports() {
-  return { EMBEDDED_PG_PORT: String(await freePort()), PORT: String(await freePort()), HOST: '127.0.0.1' };
+  const [pgPort, port] = await freePorts(2);
+  return { EMBEDDED_PG_PORT: String(pgPort), PORT: String(port), HOST: '127.0.0.1' };
 }
 
 /** Whether anything still accepts connections on the embedded Postgres's port. */
@@ -121,7 +122,7 @@ describe('npm start on embedded defaults', () => {
     } finally {
       await stopped(first);
     }
-    assert.equal(first.child.exitCode, 0);
+    assert.equal(first.child.exitCode, 0, first.output());
 
     const secondEnv = { DATA_DIR: dir, ...(await ports()) };
     const second = spawnGateway(secondEnv);
@@ -130,10 +131,19 @@ describe('npm start on embedded defaults', () => {
       assert.doesNotMatch(second.output(), /seeding demo data|initialising embedded Postgres/);
       const kept = await postGraphQL(`http://127.0.0.1:${secondEnv.PORT}/graphql`, InvoiceByIdDocument, { id: createdId });
       assert.equal(kept.data?.invoice?.amountUsd, '1.23');
+      // The lake under DATA_DIR, exported on the first start: invoiceStats answers from it.
+      await eventually(
+        async () => {
+          const stats = await postGraphQL(`http://127.0.0.1:${secondEnv.PORT}/graphql`, InvoiceStatsDocument, { groupBy: 'ISSUER', months: 12, first: 5 });
+          return stats.data?.invoiceStats.freshness.engine === 'LAKE' && stats.data.invoiceStats.rows.length === 5;
+        },
+        'invoiceStats from the embedded lake',
+        30_000,
+      );
     } finally {
       await stopped(second);
     }
-    assert.equal(second.child.exitCode, 0);
+    assert.equal(second.child.exitCode, 0, second.output());
   });
 
   it('names a taken port in one line, with the setting that changes it', async () => {

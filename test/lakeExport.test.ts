@@ -1,0 +1,91 @@
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { after, before, describe, it } from 'node:test';
+import pg from 'pg';
+import { createTestDatabase, missingServices, type TestDatabase } from './fixtures/services.js';
+import { startTestGateway, type TestGateway } from './fixtures/gateway.js';
+import { eventually } from './fixtures/eventually.js';
+import { spawnGateway } from './fixtures/process.js';
+import { startS3Server, type S3Server } from './fixtures/s3Server.js';
+import { allPages, assertExact } from './fixtures/statsCheck.js';
+
+const skip = await missingServices('postgres');
+const EXPORT = fileURLToPath(new URL('../server/commands/export.js', import.meta.url));
+
+describe('npm run export (a real process, an S3 lake)', { skip }, () => {
+  let s3: S3Server;
+  let db: TestDatabase;
+  let gw: TestGateway;
+  let sql: pg.Pool;
+  let dataDir: string;
+
+  before(async () => {
+    s3 = await startS3Server();
+    db = await createTestDatabase('lake_export');
+    // The gateway streams the feed (it records what the lake lacks) and answers queries; the
+    // export command is a process of its own on the same database and bucket.
+    gw = await startTestGateway({ databaseUrl: db.url, env: { ...s3.env, CHANGE_FEED: '1' }, seed: { customers: 60, invoices: 30_000, months: 14, seed: 3 } });
+    await eventually(() => gw.gateway.feed.status().state === 'streaming', 'the feed to stream');
+    sql = new pg.Pool({ connectionString: db.url, max: 3 });
+    dataDir = await mkdtemp(path.join(tmpdir(), 'ig-export-'));
+  });
+  after(async () => {
+    await sql?.end();
+    await gw?.stop();
+    await db?.drop();
+    await s3?.stop();
+    await rm(dataDir, { recursive: true, force: true });
+  });
+
+  const runExport = (...args: string[]) =>
+    spawnGateway({ DATABASE_URL: db.url, DATA_DIR: dataDir, ...s3.env }, { command: [process.execPath, EXPORT, ...args] });
+
+  it('exports with a report of what it wrote, and the gateway answers from it', async () => {
+    const run = runExport('--full');
+    assert.equal(await run.exited, 0, run.output());
+    assert.match(run.output(), /exported generation 1: 30000 rows in [\d.]+ s \(\d+ rows\/s; \d+ files rewritten, 0 appended\) to s3:\/\//);
+    const { freshness } = await allPages(gw, { groupBy: 'ISSUER', months: 12, granularity: 'TOTAL', first: 10_000 });
+    assert.equal(freshness.engine, 'LAKE');
+    await assertExact(gw, sql, 'after npm run export', [12]);
+    const again = runExport();
+    assert.equal(await again.exited, 0, again.output());
+    assert.match(again.output(), /nothing changed since the last export/);
+  });
+
+  it('killed in the middle of an export, leaves the lake whole, readable and exact', async () => {
+    await sql.query(`UPDATE invoices SET amount_usd = amount_usd + 1 WHERE invoice_id % 7 = 0`);
+    const before = (await gw.gateway.lake.store.list('manifests/')).map((o) => o.key);
+    // Killed once the new generation's first object is in the bucket, before its manifest.
+    let killedMidway = false;
+    for (let attempt = 0; attempt < 5 && !killedMidway; attempt++) {
+      const run = runExport('--full');
+      let newObjects = 0;
+      while (run.child.exitCode === null) {
+        const keys = (await gw.gateway.lake.store.list('')).map((o) => o.key);
+        newObjects = keys.filter((k) => /\/g\d+-/.test(k) && !k.includes('/g1-') && !k.includes('g000000000001')).length;
+        if (newObjects > 0) {
+          run.child.kill('SIGKILL');
+          break;
+        }
+        await new Promise((resolve) => setTimeout(resolve, 5));
+      }
+      await run.exited;
+      const manifests = (await gw.gateway.lake.store.list('manifests/')).map((o) => o.key);
+      killedMidway = newObjects > 0 && manifests.filter((k) => !k.endsWith('latest.json')).length === before.filter((k) => !k.endsWith('latest.json')).length;
+    }
+    assert.ok(killedMidway, 'an export was killed after writing objects and before its manifest');
+    // The previous generation still answers, exactly, with the update read live.
+    const { freshness } = await allPages(gw, { groupBy: 'RECEIVER', months: 12, granularity: 'TOTAL', first: 10_000 });
+    assert.equal(freshness.engine, 'LAKE');
+    assert.ok(freshness.liveRows > 0);
+    await assertExact(gw, sql, 'after an export was killed', [3, 12]);
+    // The next export completes (the killed one's lock and staging are gone with it).
+    const run = runExport();
+    assert.equal(await run.exited, 0, run.output());
+    assert.match(run.output(), /exported generation \d+/);
+    await assertExact(gw, sql, 'after the next export', [12]);
+  });
+});
