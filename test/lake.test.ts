@@ -6,7 +6,7 @@ import { startTestGateway, type GraphQLResponse, type TestGateway } from './fixt
 import { eventually } from './fixtures/eventually.js';
 import { startS3Server, type S3Server } from './fixtures/s3Server.js';
 import { allPages, assertExact, directStats } from './fixtures/statsCheck.js';
-import { InvoiceStatsDocument, type InvoiceStatsQuery } from './generated/graphql.js';
+import { CustomerStatsDocument, InvoiceStatsDocument, type InvoiceStatsQuery } from './generated/graphql.js';
 
 const skip = await missingServices('postgres');
 
@@ -155,6 +155,24 @@ describe('invoiceStats is exact and fresh (local lake)', { skip }, () => {
     const lake = await side.gw.request(InvoiceStatsDocument, { groupBy: 'RECEIVER', months: 12, granularity: 'TOTAL', customerIds: many, first: 100 });
     assert.equal(lake.data!.invoiceStats.freshness.engine, 'LAKE');
     assert.deepEqual(lake.data!.invoiceStats.rows, await directStats(side.sql, 'RECEIVER', 12, 'TOTAL', many));
+  });
+
+  it('Customer.stats for a list of customers costs one analytics query, with the same figures', async () => {
+    const ids = Array.from({ length: 25 }, (_, i) => String(i + 1));
+    const queries = () => side.gw.gateway.metrics.total(side.gw.gateway.metrics.analyticsQueries);
+    const before = await queries();
+    const res = await side.gw.request(CustomerStatsDocument, { ids, months: 3, role: 'RECEIVER' });
+    assert.equal(res.errors, undefined, JSON.stringify(res.errors));
+    assert.equal((await queries()) - before, 1, 'one analytics query for 25 customers');
+    const expected = new Map((await directStats(side.sql, 'RECEIVER', 3, 'TOTAL', ids)).map((r) => [r.customerId, r]));
+    for (const customer of res.data!.customers) {
+      const want = expected.get(customer!.id);
+      assert.deepEqual(
+        customer!.stats,
+        want ? [{ customerId: want.customerId, invoiceCount: want.invoiceCount, totalUsd: want.totalUsd, avgUsd: want.avgUsd }] : [],
+        `customer ${customer!.id}`,
+      );
+    }
   });
 
   it('refuses bad arguments with BAD_USER_INPUT', async () => {

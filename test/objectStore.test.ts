@@ -1,0 +1,89 @@
+import assert from 'node:assert/strict';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import pino from 'pino';
+import { createDuck, type Duck } from '../sources/duckdb/duckdb.js';
+import { createObjectCache } from '../sources/objectStore/objectCache.js';
+import type { ObjectStore } from '../sources/objectStore/objectStore.js';
+import { createS3Store } from '../sources/objectStore/s3Store.js';
+import { startS3Server, type S3Server } from './fixtures/s3Server.js';
+
+describe('the object store and its local cache (a real S3 protocol server)', () => {
+  let s3: S3Server;
+  let store: ObjectStore;
+  let dir: string;
+
+  before(async () => {
+    s3 = await startS3Server();
+    store = createS3Store({
+      endpoint: s3.endpoint,
+      bucket: s3.bucket,
+      region: 'us-east-1',
+      credentials: Object.freeze({ accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' }),
+      forcePathStyle: true,
+      prefix: 'p/',
+    });
+    dir = await mkdtemp(path.join(tmpdir(), 'ig-cache-'));
+  });
+  after(async () => {
+    store?.close();
+    await s3?.stop();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('lists, reads and deletes under its prefix', async () => {
+    await store.putBytes('a/one.txt', 'one');
+    await store.putBytes('a/two.txt', 'two');
+    assert.deepEqual((await store.list('a/')).map((o) => o.key).sort(), ['a/one.txt', 'a/two.txt']);
+    assert.equal(String(await store.read('a/two.txt')), 'two');
+    assert.equal(await store.head('a/none.txt'), undefined);
+    await store.delete(['a/one.txt', 'a/two.txt']);
+    assert.deepEqual(await store.list('a/'), []);
+  });
+
+  it('keys the cache on ETag (a replaced object is fetched again) and shares one download', async () => {
+    const cache = await createObjectCache({ dir, maxBytes: 1 << 20 });
+    const first = await store.putBytes('b/obj.txt', 'first version');
+    const [x, y] = await Promise.all([cache.fetch(store, 'b/obj.txt', first), cache.fetch(store, 'b/obj.txt', first)]);
+    assert.equal(x, y, 'concurrent fetches of one object share a file');
+    assert.equal(await readFile(x, 'utf8'), 'first version');
+    const second = await store.putBytes('b/obj.txt', 'second version');
+    assert.notEqual(second, first);
+    assert.equal(await readFile(await cache.fetch(store, 'b/obj.txt', second), 'utf8'), 'second version');
+  });
+
+  it('an unreachable store is SERVICE_UNAVAILABLE, not a stack trace', async () => {
+    const dead = createS3Store({ endpoint: 'http://127.0.0.1:1', bucket: 'nope', region: 'us-east-1', credentials: { accessKeyId: 'x', secretAccessKey: 'y' }, forcePathStyle: true, prefix: '' });
+    try {
+      await assert.rejects(dead.list(''), (err: { code?: string }) => err.code === 'SERVICE_UNAVAILABLE');
+    } finally {
+      dead.close();
+    }
+  });
+});
+
+describe('DuckDB time limit', () => {
+  let duck: Duck;
+  let dir: string;
+  before(async () => {
+    dir = await mkdtemp(path.join(tmpdir(), 'ig-duck-'));
+    duck = await createDuck({ memoryLimit: '256MB', threads: 1, tempDir: dir }, pino({ level: 'silent' }));
+  });
+  after(async () => {
+    duck?.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('interrupts a query past its limit with UPSTREAM_TIMEOUT, and serves the next one', async () => {
+    const started = performance.now();
+    await assert.rejects(
+      duck.session((s) => s.all('SELECT count(*) FROM range(1000000000000) t(a) WHERE a % 7 = 3'), { timeoutMs: 200, label: 'endless' }),
+      (err: { code?: string }) => err.code === 'UPSTREAM_TIMEOUT',
+    );
+    assert.ok(performance.now() - started < 10_000, 'interrupted, not run to the end');
+    const [row] = await duck.session((s) => s.all<{ n: string }>('SELECT 41 + 1 AS n'), { timeoutMs: 5_000, label: 'next' });
+    assert.equal(Number(row!.n), 42);
+  });
+});
