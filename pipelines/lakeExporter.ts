@@ -18,6 +18,8 @@ export interface LakeExporterOptions {
   readonly logger: Logger;
   /** How long an export waits for the change feed to record what its snapshot sees. */
   readonly feedWaitMs: number;
+  /** Aborted when the gateway stops: an export waiting for the feed gives up at once. */
+  readonly signal?: AbortSignal;
 }
 
 export type ExportOutcome =
@@ -46,7 +48,7 @@ const ORPHAN_GRACE_MS = 10 * 60_000;
  */
 export async function exportLake(options: LakeExporterOptions, onProgress: ExportProgress = () => undefined, { full = false } = {}): Promise<ExportOutcome> {
   const started = performance.now();
-  const outcome = await withExportSnapshot(options.db, options.feedWaitMs, (snapshot) => exportIn(snapshot, options, onProgress, full, started));
+  const outcome = await withExportSnapshot(options.db, options.feedWaitMs, (snapshot) => exportIn(snapshot, options, onProgress, full, started), options.signal);
   if (outcome === 'busy' || outcome === 'feed behind') return { kind: outcome };
   if (outcome.kind !== 'exported') return outcome;
   await removeOrphans(options).catch((err: unknown) => options.logger.warn({ err }, 'removing old lake objects failed; next export tries again'));

@@ -80,8 +80,9 @@ export async function startGateway(config: Config, logger: Logger, databaseUrl: 
 }
 
 async function closeAll({ feed, lake, db, backgroundDb, cache, events }: Resources): Promise<void> {
-  await feed?.stop().catch(() => undefined);
+  // The lake first: an export waiting for the feed gives up rather than outwait its stop.
   await lake?.stop().catch(() => undefined);
+  await feed?.stop().catch(() => undefined);
   await Promise.allSettled([db.close(), backgroundDb.close(), cache.close(), events.close()]);
 }
 

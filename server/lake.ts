@@ -66,6 +66,7 @@ export async function createLake(deps: { config: Config; logger: Logger; metrics
     logger,
     metrics,
   });
+  const stopping = new AbortController();
   const exporter = {
     db: deps.backgroundDb,
     store,
@@ -74,6 +75,7 @@ export async function createLake(deps: { config: Config; logger: Logger; metrics
     stagingDir: path.join(config.dataDir, 'lake-staging'),
     logger: logger.child({ component: 'lake' }),
     feedWaitMs: FEED_WAIT_MS,
+    signal: stopping.signal,
   };
   let timer: NodeJS.Timeout | undefined;
   let running: Promise<unknown> = Promise.resolve();
@@ -119,6 +121,7 @@ export async function createLake(deps: { config: Config; logger: Logger; metrics
     },
     async stop() {
       stopped = true;
+      stopping.abort();
       clearTimeout(timer);
       await running.catch(() => undefined);
       duck?.close();

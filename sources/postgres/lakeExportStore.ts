@@ -95,6 +95,7 @@ export async function withExportSnapshot<T>(
   db: Database,
   feedWaitMs: number,
   work: (snapshot: ExportSnapshot) => Promise<T>,
+  signal?: AbortSignal,
 ): Promise<T | 'busy' | 'feed behind'> {
   return db.withClient(async (client) => {
     const locked = (await client.query<{ locked: boolean }>(LOCK)).rows[0]!.locked;
@@ -106,7 +107,7 @@ export async function withExportSnapshot<T>(
         const [row] = (await client.query<Omit<ExportSnapshot, 'visibleChanges' | 'months' | 'copyCsv'>>(SNAPSHOT)).rows;
         // Every change the snapshot sees must be in lake_changes before the export plans from it
         // and, when it finishes, removes the entries it has taken in.
-        if (row!.recording && !(await feedPassed(db, feedWaitMs))) {
+        if (row!.recording && !(await feedPassed(db, feedWaitMs, signal))) {
           await client.query('ROLLBACK');
           return 'feed behind';
         }
@@ -139,12 +140,13 @@ export async function withExportSnapshot<T>(
 }
 
 /** Writes a barrier into the WAL and waits until the lake consumer has recorded past it. */
-async function feedPassed(db: Database, waitMs: number): Promise<boolean> {
+async function feedPassed(db: Database, waitMs: number, signal?: AbortSignal): Promise<boolean> {
   const [{ lsn }] = (await db.query<{ lsn: string }>(BARRIER)) as [{ lsn: string }];
   const deadline = Date.now() + waitMs;
   for (let pause = 5; ; pause = Math.min(pause * 2, 200)) {
     if ((await db.query<{ passed: boolean }>(RECORDED, [lsn]))[0]!.passed) return true;
-    if (Date.now() >= deadline) return false;
+    // A stopping gateway stops its feed too: nothing would record the barrier.
+    if (Date.now() >= deadline || signal?.aborted) return false;
     await new Promise((resolve) => setTimeout(resolve, pause));
   }
 }
