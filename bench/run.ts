@@ -3,6 +3,7 @@
  * and its progress on stderr; a benchmark that saw failed requests exits non-zero.
  */
 const benchmarks: Record<string, () => Promise<(argv: string[]) => Promise<void>>> = {
+  analytics: async () => (await import('./analytics.js')).analytics,
   lookups: async () => (await import('./lookups.js')).lookups,
   risk: async () => (await import('./risk.js')).risk,
 };

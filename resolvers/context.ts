@@ -4,6 +4,7 @@ import type { FeedStatus } from '../pipelines/changeFeed.js';
 import type { EventBus } from '../sources/pubsub/eventBus.js';
 import type { InvoiceStore } from '../sources/postgres/invoiceStore.js';
 import type { RiskStore } from '../sources/postgres/riskStore.js';
+import type { Joined } from '../sources/lake/joined.js';
 import type { StatsEngine } from '../sources/lake/statsEngine.js';
 import type { Loaders } from './loaders.js';
 
@@ -13,6 +14,7 @@ export interface Context {
   readonly invoices: InvoiceStore;
   readonly risk: RiskStore;
   readonly analytics: StatsEngine;
+  readonly joined: Joined;
   readonly events: EventBus;
   readonly feed: { status(): FeedStatus };
   readonly limits: { readonly subscriptionQueue: number };

@@ -6,6 +6,7 @@ import type { InvoiceRecord, InvoiceStore, PageRequest } from '../sources/postgr
 import type { Metrics } from '../core/metrics.js';
 import { inKeyOrder } from '../sources/postgres/database.js';
 import type { RiskScoreRecord, RiskStore } from '../sources/postgres/riskStore.js';
+import type { Joined, PaymentRecord, ProfileRecord, RatingRecord } from '../sources/lake/joined.js';
 import type { StatsEngine } from '../sources/lake/statsEngine.js';
 import type { StatsGranularity, StatsRole } from '../sources/postgres/statsStore.js';
 import { statsRowOf, type StatsRowRecord } from './statsRows.js';
@@ -24,6 +25,10 @@ export interface Loaders {
   readonly invoicePage: DataLoader<PageRequest, InvoiceRecord[], string>;
   readonly risk: DataLoader<string, RiskScoreRecord | null>;
   readonly customerStats: DataLoader<CustomerStatsKey, StatsRowRecord[], string>;
+  readonly profile: DataLoader<string, ProfileRecord | null>;
+  /** Every rating snapshot of a customer, newest first. */
+  readonly ratings: DataLoader<string, RatingRecord[]>;
+  readonly payments: DataLoader<string, PaymentRecord[]>;
 }
 
 /** One customer's stats, as Customer.stats asks for them. */
@@ -39,6 +44,7 @@ export interface LoaderSources {
   readonly customers: CustomerStore;
   readonly risk: RiskStore;
   readonly analytics: StatsEngine;
+  readonly joined: Joined;
   readonly cache: Cache;
   readonly metrics: Metrics;
 }
@@ -104,5 +110,27 @@ export function createLoaders(sources: LoaderSources, { memoize = true } = {}): 
     },
     { maxBatchSize: MAX_BATCH_SIZE, cache, cacheKeyFn: (k) => `${k.role}|${k.months}|${k.granularity}|${k.customerId}` },
   );
-  return { invoice, customer, invoicePage, risk, customerStats };
+  // The users' datasets: one DuckDB query per batch, over tables parsed once per file set.
+  const profile = new DataLoader<string, ProfileRecord | null>(
+    async (ids) => {
+      const found = await sources.joined.profiles(ids.map(Number));
+      return ids.map((id) => found.get(id) ?? null);
+    },
+    { maxBatchSize: MAX_BATCH_SIZE, cache },
+  );
+  const ratings = new DataLoader<string, RatingRecord[]>(
+    async (ids) => {
+      const found = await sources.joined.ratings(ids.map(Number));
+      return ids.map((id) => found.get(id) ?? []);
+    },
+    { maxBatchSize: MAX_BATCH_SIZE, cache },
+  );
+  const payments = new DataLoader<string, PaymentRecord[]>(
+    async (ids) => {
+      const found = await sources.joined.payments(ids);
+      return ids.map((id) => found.get(id) ?? []);
+    },
+    { maxBatchSize: MAX_BATCH_SIZE, cache },
+  );
+  return { invoice, customer, invoicePage, risk, customerStats, profile, ratings, payments };
 }

@@ -102,10 +102,11 @@ async function serve(config: Config, logger: Logger, databaseUrl: string, resour
   const schema = await buildGatewaySchema();
   const formatError = createErrorFormatter(logger, config.exposeErrors && !production);
   const context = (memoize: boolean): Context => ({
-    loaders: createLoaders({ invoices, customers, risk, analytics: lake.engine, cache, metrics }, { memoize }),
+    loaders: createLoaders({ invoices, customers, risk, analytics: lake.engine, joined: lake.joined, cache, metrics }, { memoize }),
     invoices,
     risk,
     analytics: lake.engine,
+    joined: lake.joined,
     events,
     feed,
     limits: { subscriptionQueue: config.subscriptions.queue },

@@ -91,6 +91,14 @@ const settings = z.object({
   LAKE_CACHE_MAX_BYTES: wholeNumber(10 * 2 ** 20).default(2 * 2 ** 30),
   /** How often the gateway exports what changed to the lake; 0 turns the export off (npm run export still works). */
   LAKE_EXPORT_INTERVAL_MS: wholeNumber(0).default(10_000),
+  /** Where the users' datasets are, under LAKE_PREFIX in the lake's bucket or directory. */
+  SOURCES_PROFILES_PREFIX: z.string().regex(/^([A-Za-z0-9._=-]+\/)+$/, 'must end with / (a-z, 0-9, . _ = -)').default('sources/customer-profiles/'),
+  SOURCES_PAYMENTS_PREFIX: z.string().regex(/^([A-Za-z0-9._=-]+\/)+$/, 'must end with / (a-z, 0-9, . _ = -)').default('sources/payments/'),
+  SOURCES_RATINGS_PREFIX: z.string().regex(/^([A-Za-z0-9._=-]+\/)+$/, 'must end with / (a-z, 0-9, . _ = -)').default('sources/credit-ratings/'),
+  /** How long a listing of the datasets is reused: a new file is part of answers at most this late. */
+  SOURCES_LISTING_TTL_MS: wholeNumber(0, 600_000).default(3_000),
+  /** Name the objects in warnings about malformed data (a development aid). */
+  SOURCES_WARNING_KEYS: flag('must be 0 or 1').optional(),
   /** Time limit of one analytics query; past it, UPSTREAM_TIMEOUT. */
   ANALYTICS_TIMEOUT_MS: wholeNumber(100).default(30_000),
   /** Customers at or below which invoiceStats asks Postgres's (party, issue_date) index instead of the lake. */
@@ -160,6 +168,11 @@ export interface Config {
     readonly cacheDir: string;
     readonly cacheMaxBytes: number;
     readonly exportIntervalMs: number;
+  readonly sources: {
+    readonly prefixes: { readonly profiles: string; readonly payments: string; readonly ratings: string };
+    readonly listingTtlMs: number;
+    readonly warningKeys: boolean;
+  };
   };
   readonly analytics: {
     readonly timeoutMs: number;
@@ -271,6 +284,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       cacheDir: path.join(s.DATA_DIR, 'lake-cache'),
       cacheMaxBytes: s.LAKE_CACHE_MAX_BYTES,
       exportIntervalMs: s.LAKE_EXPORT_INTERVAL_MS,
+      sources: {
+        prefixes: { profiles: s.SOURCES_PROFILES_PREFIX, payments: s.SOURCES_PAYMENTS_PREFIX, ratings: s.SOURCES_RATINGS_PREFIX },
+        listingTtlMs: s.SOURCES_LISTING_TTL_MS,
+        warningKeys: s.SOURCES_WARNING_KEYS ?? false,
+      },
     },
     analytics: {
       timeoutMs: s.ANALYTICS_TIMEOUT_MS,

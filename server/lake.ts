@@ -6,6 +6,8 @@ import type { FeedConsumer } from '../pipelines/changeFeed.js';
 import { exportLake, type ExportOutcome, type ExportProgress } from '../pipelines/lakeExporter.js';
 import { createLakeChangeRecorder } from '../pipelines/lakeChanges.js';
 import { createDuck, type Duck } from '../sources/duckdb/duckdb.js';
+import { createDatasets } from '../sources/lake/datasets.js';
+import { createJoined, type Joined } from '../sources/lake/joined.js';
 import { createLakeWriter } from '../sources/lake/lakeWriter.js';
 import { createStatsEngine, type StatsEngine } from '../sources/lake/statsEngine.js';
 import { createLocalStore } from '../sources/objectStore/localStore.js';
@@ -26,6 +28,10 @@ const EXPORT_TIMEOUT_MS = 60 * 60_000;
 
 export interface Lake {
   readonly engine: StatsEngine;
+  /** Invoices joined with the users' datasets (profiles, payments, ratings). */
+  readonly joined: Joined;
+  /** DuckDB queries run so far. */
+  duckQueries(): number;
   /** The feed consumer that records what the lake does not hold yet. */
   readonly recorder: FeedConsumer;
   readonly store: ObjectStore;
@@ -67,6 +73,12 @@ export async function createLake(deps: { config: Config; logger: Logger; metrics
     metrics,
   });
   const stopping = new AbortController();
+  const joined = createJoined({
+    datasets: createDatasets({ store, cache, duck, ...config.lake.sources, timeoutMs: config.analytics.timeoutMs, logger }),
+    duck,
+    stats: engine,
+    timeoutMs: config.analytics.timeoutMs,
+  });
   const exporter = {
     db: deps.backgroundDb,
     store,
@@ -113,6 +125,8 @@ export async function createLake(deps: { config: Config; logger: Logger; metrics
 
   return {
     engine,
+    joined,
+    duckQueries: () => duck!.sessions(),
     recorder: createLakeChangeRecorder(createLakeStore(deps.backgroundDb)),
     store,
     exportNow,

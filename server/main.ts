@@ -6,6 +6,7 @@ import { createDatabase, waitUntilReachable } from '../sources/postgres/database
 import { startEmbeddedPostgres, type EmbeddedPostgresHandle } from '../sources/postgres/embedded.js';
 import { migrate } from '../sources/postgres/migrate.js';
 import { ensureDemoData } from '../sources/postgres/seeder.js';
+import { writeSampleDatasets } from '../pipelines/sampleDatasets.js';
 
 /** Demo data for the zero-setting start, as the README describes it. */
 const DEMO = { customers: 1_000, invoices: 100_000, months: 36, seed: 42 };
@@ -40,6 +41,19 @@ async function start(config: Config, logger: Logger, state: StartState): Promise
     await db.close();
   }
   if (!state.stopping) state.gateway = await startGateway(config, logger, url);
+  // The embedded default carries sample datasets too, so joined analytics work on a fresh machine.
+  if (state.embedded && state.gateway && !state.stopping) {
+    const { store } = state.gateway.lake;
+    const { prefixes } = config.lake.sources;
+    if ((await store.list(prefixes.profiles)).length === 0) {
+      const sampleDb = createDatabase({ url, poolMax: 1, statementTimeoutMs: 0 }, logger);
+      try {
+        await writeSampleDatasets({ db: sampleDb, store, prefixes, seed: DEMO.seed, logger });
+      } finally {
+        await sampleDb.close();
+      }
+    }
+  }
 }
 
 function configure(): { config: Config; envFile?: string } {

@@ -5,6 +5,7 @@ import { CustomerResolver } from '../resolvers/customer.resolver.js';
 import { InvoiceResolver } from '../resolvers/invoice.resolver.js';
 import { RiskResolver } from '../resolvers/risk.resolver.js';
 import { AnalyticsResolver, CustomerStatsResolver } from '../resolvers/analytics.resolver.js';
+import { CustomerSourcesResolver, InvoicePaymentsResolver, SegmentStatsResolver } from '../resolvers/joined.resolver.js';
 
 /** The schema file committed beside the code; `npm run schema` rewrites it, a test fails on drift. */
 export const SCHEMA_FILE = new URL('../../schema/schema.graphql', import.meta.url);
@@ -22,7 +23,7 @@ const UNUSED_PUBSUB = {
 
 export function buildGatewaySchema(): Promise<GraphQLSchema> {
   // Arguments are validated by the resolvers themselves (ids, bounds, cursors), not class-validator.
-  return buildSchema({ resolvers: [InvoiceResolver, CustomerResolver, RiskResolver, AnalyticsResolver, CustomerStatsResolver], validate: false, pubSub: UNUSED_PUBSUB });
+  return buildSchema({ resolvers: [InvoiceResolver, CustomerResolver, RiskResolver, AnalyticsResolver, CustomerStatsResolver, CustomerSourcesResolver, InvoicePaymentsResolver, SegmentStatsResolver], validate: false, pubSub: UNUSED_PUBSUB });
 }
 
 /** The SDL as committed: sorted, so that moving code around does not show as drift. */

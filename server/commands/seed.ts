@@ -6,10 +6,12 @@ import { createLogger } from '../logger.js';
 import { createDatabase, waitUntilReachable } from '../../sources/postgres/database.js';
 import { migrate } from '../../sources/postgres/migrate.js';
 import { seedDatabase, tablesEmpty } from '../../sources/postgres/seeder.js';
+import { writeSampleDatasets } from '../../pipelines/sampleDatasets.js';
+import { createObjectStore } from '../lake.js';
 
 const WAIT_FOR_POSTGRES_MS = 120_000;
 
-const usage = 'usage: npm run seed -- --customers N --invoices M [--months K] [--seed S] [--reset | --if-empty]';
+const usage = 'usage: npm run seed -- --customers N --invoices M [--months K] [--seed S] [--reset | --if-empty] [--no-datasets]';
 
 function whole(name: string, raw: string | undefined, fallback?: number): number {
   if (raw === undefined && fallback !== undefined) return fallback;
@@ -27,6 +29,7 @@ async function main() {
       seed: { type: 'string' },
       reset: { type: 'boolean', default: false },
       'if-empty': { type: 'boolean', default: false },
+      'no-datasets': { type: 'boolean', default: false },
     },
   });
   if (values.reset && values['if-empty']) throw new ConfigError(`--reset and --if-empty exclude each other\n${usage}`);
@@ -67,6 +70,15 @@ async function main() {
       `seeded ${result.customers} customers and ${result.invoices} invoices in ${result.seconds.toFixed(1)} s ` +
         `(${Math.round(result.invoices / result.seconds)} invoices/s)`,
     );
+    if (!values['no-datasets']) {
+      const store = createObjectStore(config);
+      try {
+        const { objects } = await writeSampleDatasets({ db, store, prefixes: config.lake.sources.prefixes, seed: options.seed, logger });
+        console.log(`wrote ${objects} sample dataset objects (profiles, payments, ratings) to ${store.location}`);
+      } finally {
+        store.close();
+      }
+    }
   } finally {
     bar.stop();
     await db.close();

@@ -28,6 +28,8 @@ export interface DuckSession {
  */
 export interface Duck {
   session<T>(work: (session: DuckSession) => Promise<T>, options: { timeoutMs: number; label: string }): Promise<T>;
+  /** Sessions opened so far (tests count queries with it). */
+  sessions(): number;
   close(): void;
 }
 
@@ -59,9 +61,12 @@ export async function createDuck(options: DuckOptions, logger: Logger): Promise<
     waiting.shift()?.();
   };
 
+  let opened = 0;
   return {
+    sessions: () => opened,
     async session(work, { timeoutMs, label }) {
       await acquire();
+      opened++;
       const connection = await instance.connect();
       let timedOut = false;
       const timer = setTimeout(() => {

@@ -6,7 +6,7 @@ import type { ObjectCache } from '../objectStore/objectCache.js';
 import type { ObjectStore } from '../objectStore/objectStore.js';
 import type { LakeStore } from '../postgres/lakeStore.js';
 import { parseLsn } from '../postgres/replication.js';
-import type { LiveRow, StatsGroup, StatsQuery, StatsStore, StatsWindow } from '../postgres/statsStore.js';
+import type { InvoiceColumns, LiveRow, StatsGroup, StatsQuery, StatsStore, StatsWindow } from '../postgres/statsStore.js';
 import { lakeStats, type LiveGroup } from './lakeStats.js';
 import { parseManifest, type LakeManifest } from './manifest.js';
 
@@ -42,8 +42,26 @@ export interface StatsEngineOptions {
   readonly metrics: Metrics;
 }
 
+/** The invoices of a window, exact as of a Postgres snapshot, for joins in DuckDB. */
+export interface InvoiceSet {
+  readonly window: StatsWindow;
+  readonly engine: 'POSTGRES' | 'LAKE';
+  /** Local raw Parquet files of the window's months (none when Postgres answers alone). */
+  readonly rawFiles: string[];
+  /** Invoices whose version in those files is stale or gone: left out of them. */
+  readonly staleIds: string[];
+  /** Invoices read from Postgres, in the window: the ones the lake lacks or holds stale. */
+  readonly live: InvoiceColumns;
+  readonly lakeAsOf: string | null;
+  readonly warnings: StatsWarning[];
+  /** How many of these invoice ids no invoice has, in the same snapshot. */
+  unknownInvoices(ids: readonly string[]): Promise<number>;
+}
+
 export interface StatsEngine {
   invoiceStats(query: StatsQuery): Promise<StatsAnswer>;
+  /** Runs `work` on the window's invoices (lake plus live rows, or Postgres alone). */
+  withInvoices<T>(months: number, work: (set: InvoiceSet) => Promise<T>): Promise<T>;
 }
 
 /**
@@ -79,6 +97,24 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
   }
 
   return {
+    async withInvoices(months, work) {
+      return options.stats.withSnapshot(months, async (snapshot) => {
+        const base = { window: snapshot.window, unknownInvoices: (ids: readonly string[]) => snapshot.unknownInvoices(ids) };
+        const fromPostgres = async (warning?: StatsWarning) =>
+          work({ ...base, engine: 'POSTGRES', rawFiles: [], staleIds: [], live: await snapshot.invoices(null), lakeAsOf: null, warnings: warning ? [warning] : [] });
+        if (!options.lake) return fromPostgres();
+        const { store, cache } = options.lake;
+        if ((await options.lakeStore.state()).generation === 0) return fromPostgres(NOT_EXPORTED);
+        if (!(await barrier())) return fromPostgres(NOT_CURRENT);
+        const changes = await options.lakeStore.changesForQuery();
+        if (changes.generation === 0 || !changes.manifestKey) return fromPostgres(RESET);
+        const wanted = new Set(snapshot.window.months);
+        const lakeMonths = (await manifest(store, changes.manifestKey)).months.filter((m) => wanted.has(m.month));
+        const rawFiles = await Promise.all(lakeMonths.flatMap((m) => m.raw.map((f) => cache.fetch(store, f.key, f.etag))));
+        return work({ ...base, engine: 'LAKE', rawFiles, staleIds: changes.ids, live: await snapshot.invoices(changes.ids), lakeAsOf: changes.exportedAt, warnings: [] });
+      });
+    },
+
     async invoiceStats(query) {
       const started = performance.now();
       const answer = await options.stats.withSnapshot(query.months, async (snapshot): Promise<StatsAnswer> => {
@@ -91,15 +127,11 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
         if (small || !options.lake) return fromPostgres();
         const { store, cache, duck } = options.lake;
         if ((await options.lakeStore.state()).generation === 0) {
-          return fromPostgres({ code: 'LAKE_NOT_READY', message: 'the lake has not been exported yet; answered from Postgres' });
+          return fromPostgres(NOT_EXPORTED);
         }
-        if (!(await barrier())) {
-          return fromPostgres({ code: 'LAKE_NOT_CURRENT', message: 'the change feed has not confirmed the lake is current; answered from Postgres' });
-        }
+        if (!(await barrier())) return fromPostgres(NOT_CURRENT);
         const changes = await options.lakeStore.changesForQuery();
-        if (changes.generation === 0 || !changes.manifestKey) {
-          return fromPostgres({ code: 'LAKE_NOT_READY', message: 'the lake was reset and is being exported again; answered from Postgres' });
-        }
+        if (changes.generation === 0 || !changes.manifestKey) return fromPostgres(RESET);
         const live = await snapshot.liveRows(changes.ids, query.role);
         const liveGroups = groupLive(live);
         const groups = await lakeStats(
@@ -117,6 +149,10 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
     },
   };
 }
+
+const NOT_EXPORTED: StatsWarning = { code: 'LAKE_NOT_READY', message: 'the lake has not been exported yet; answered from Postgres' };
+const NOT_CURRENT: StatsWarning = { code: 'LAKE_NOT_CURRENT', message: 'the change feed has not confirmed the lake is current; answered from Postgres' };
+const RESET: StatsWarning = { code: 'LAKE_NOT_READY', message: 'the lake was reset and is being exported again; answered from Postgres' };
 
 /** Live rows grouped by (month, customer), money summed exactly in cents. */
 function groupLive(rows: readonly LiveRow[]): LiveGroup[] {

@@ -98,6 +98,31 @@ const LIVE_ROWS: Statement = {
     FROM invoices WHERE invoice_id = ANY($1::bigint[]) AND issue_date >= $2::timestamptz AND issue_date < $3::timestamptz`,
 };
 
+/** Invoices of the window, whole: those given (null: all of them, when the lake cannot be used). */
+const LIVE_INVOICES: Statement = {
+  name: 'stats_live_invoices',
+  text: `SELECT coalesce(array_agg(invoice_id::text), '{}') AS ids,
+      coalesce(array_agg(to_char(issue_date AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')), '{}') AS dates,
+      coalesce(array_agg(issuer_id), '{}') AS issuers, coalesce(array_agg(receiver_id), '{}') AS receivers,
+      coalesce(array_agg(amount_usd::text), '{}') AS amounts
+    FROM invoices WHERE ($1::bigint[] IS NULL OR invoice_id = ANY($1::bigint[])) AND issue_date >= $2::timestamptz AND issue_date < $3::timestamptz`,
+};
+
+/** How many of these invoice ids no invoice has (payments that match nothing). */
+const UNKNOWN_INVOICES: Statement = {
+  name: 'stats_unknown_invoices',
+  text: `SELECT count(*)::int AS unknown FROM unnest($1::bigint[]) AS p(id) WHERE NOT EXISTS (SELECT 1 FROM invoices i WHERE i.invoice_id = p.id)`,
+};
+
+/** Invoices as column arrays (what DuckDB takes as list parameters). */
+export interface InvoiceColumns {
+  readonly ids: string[];
+  readonly dates: string[];
+  readonly issuers: number[];
+  readonly receivers: number[];
+  readonly amounts: string[];
+}
+
 /** The Postgres engine: one GROUP BY over the (party, issue_date) index or the table. */
 function groupStatement(role: StatsRole, granularity: StatsGranularity, order: StatsOrder, filtered: boolean): Statement {
   const party = PARTY[role];
@@ -111,7 +136,9 @@ function groupStatement(role: StatsRole, granularity: StatsGranularity, order: S
         FROM invoices
         WHERE issue_date >= $1::timestamptz AND issue_date < $2::timestamptz ${filtered ? `AND ${party} = ANY($3::int[])` : 'AND $3::int[] IS NULL'}
         GROUP BY 1, 2
-      ), ranked AS (SELECT g.*, sum(invoices) OVER () AS all_invoices FROM g)
+      ), ranked AS (
+        -- $5 typed even where the order has no sort value (CUSTOMER_ASC): Postgres must know every parameter's type.
+        SELECT g.*, sum(invoices) OVER () AS all_invoices, $5::numeric AS after_value FROM g)
       SELECT customer_id AS "customerId", month, invoices::text AS invoices, total::text AS "totalUsd", min_usd::text AS "minUsd",
         max_usd::text AS "maxUsd", all_invoices::text AS "allInvoices"
       FROM ranked WHERE ${keyset.where}
@@ -129,6 +156,10 @@ export interface StatsSnapshot {
   liveRows(ids: readonly string[], role: StatsRole): Promise<LiveRow[]>;
   /** The whole answer from Postgres (the small-customer shape, or the fallback). */
   groups(query: StatsQuery): Promise<StatsGroup[]>;
+  /** Whole invoices of the window: these ids, or all (null). */
+  invoices(ids: readonly string[] | null): Promise<InvoiceColumns>;
+  /** How many of these ids are no invoice's. */
+  unknownInvoices(ids: readonly string[]): Promise<number>;
 }
 
 export interface StatsStore {
@@ -158,6 +189,8 @@ export function createStatsStore(db: Database, logger: Logger, timeoutMs: number
               const rows = await run<{ issuerId: number; receiverId: number; amountUsd: string; month: string }>(LIVE_ROWS, [ids, window!.from, window!.to]);
               return rows.map((r) => ({ customerId: role === 'issuer' ? r.issuerId : r.receiverId, month: r.month, amountUsd: r.amountUsd }));
             },
+            invoices: async (ids) => (await run<InvoiceColumns & pg.QueryResultRow>(LIVE_INVOICES, [ids, window!.from, window!.to]))[0]!,
+            unknownInvoices: async (ids) => (ids.length === 0 ? 0 : (await run<{ unknown: number }>(UNKNOWN_INVOICES, [ids]))[0]!.unknown),
             groups: (query) =>
               run<StatsGroup>(groupStatement(query.role, query.granularity, query.orderBy, query.customerIds !== null), [
                 window!.from,

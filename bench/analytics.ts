@@ -1,0 +1,771 @@
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { availableParallelism, cpus, tmpdir, totalmem } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { print } from 'graphql';
+import pg from 'pg';
+import { freePorts } from '../test/fixtures/network.js';
+import { BenchInvoiceStatsDocument, type BenchInvoiceStatsQuery, type BenchInvoiceStatsQueryVariables } from '../test/generated/graphql.js';
+import { ensureBenchDatabase, type BenchData } from './benchDatabase.js';
+import type { ChildServer } from './childServer.js';
+import { ROOT } from './lookupSettings.js';
+import { runCommand } from './runCommand.js';
+
+/*
+ * `npm run bench -- analytics`: invoiceStats through the gateway (DuckDB over the Parquet lake
+ * plus the live rows, or Postgres, as the gateway chooses) against the same aggregate written as
+ * SQL and run directly on Postgres, shape by shape, every answer checked equal; then the same
+ * right after fresh inserts the lake has not seen; the lake's export rate; the gateway's peak RSS.
+ *
+ * The gateway runs in its own process (this file, started with SERVE_FLAG, as npm start runs
+ * the gateway: same heap flags, NODE_ENV=production), so its RSS is its own, and it exposes
+ * lake.exportNow() on a control port, since exports are timed on demand (LAKE_EXPORT_INTERVAL_MS=0).
+ */
+
+const SERVE_FLAG = '--serve-analytics-gateway';
+/** What the seeder uses without --months; a database seeded without a recorded month count has this many. */
+const SEED_DEFAULT_MONTHS = 36;
+/** The gateway's largest invoiceStats page: "all pages" shapes are read this many rows at a time. */
+const PAGE = 10_000;
+const TOP = 100;
+
+const usage =
+  'usage: npm run bench -- analytics [--invoices 10000000] [--customers 100000] [--months 36] [--repeat 5] [--inserts 10000] ' +
+  '[--database-url postgres://postgres@127.0.0.1:5432/ig_bench_analytics]';
+
+interface AnalyticsOptions {
+  readonly invoices: number;
+  readonly customers: number;
+  readonly months: number;
+  readonly repeat: number;
+  readonly inserts: number;
+  readonly databaseUrl: string;
+}
+
+function parseOptions(argv: string[]): AnalyticsOptions {
+  const text = (fallback: string) => ({ type: 'string', default: fallback }) as const;
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args: argv,
+      options: {
+        invoices: text('10000000'), customers: text('100000'), months: text(String(SEED_DEFAULT_MONTHS)), repeat: text('5'), inserts: text('10000'),
+        'database-url': text('postgres://postgres@127.0.0.1:5432/ig_bench_analytics'),
+      },
+    }));
+  } catch (err) {
+    throw new Error(`${(err as Error).message}\n${usage}`);
+  }
+  const whole = (name: 'invoices' | 'customers' | 'months' | 'repeat' | 'inserts', min: number) => {
+    const n = Number(values[name].replaceAll('_', ''));
+    if (!Number.isSafeInteger(n) || n < min) throw new Error(`--${name} must be a whole number of at least ${min}\n${usage}`);
+    return n;
+  };
+  return {
+    invoices: whole('invoices', 1),
+    customers: whole('customers', 2),
+    months: whole('months', 1),
+    repeat: whole('repeat', 1),
+    inserts: whole('inserts', 1),
+    databaseUrl: values['database-url'],
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// The shapes: each a gateway query and the SQL a user runs on Postgres for the same answer.
+
+type Variables = Omit<BenchInvoiceStatsQueryVariables, 'after'>;
+type Row = BenchInvoiceStatsQuery['invoiceStats']['rows'][number];
+
+interface Shape {
+  readonly name: string;
+  readonly variables: Variables;
+  /** Every page, PAGE rows at a time (Postgres: the whole result); otherwise the first page. */
+  readonly allPages: boolean;
+}
+
+/**
+ * The aggregate as invoiceStats defines it, computed directly in Postgres in the same order:
+ * test/fixtures/statsCheck.ts's directStats ("the last n months": n calendar months in UTC, this
+ * one included), with the page's ORDER BY and LIMIT a user would write.
+ */
+function directSql(shape: Shape): { text: string; values: unknown[] } {
+  const { groupBy, months, granularity, orderBy, customerIds, first } = shape.variables;
+  const party = groupBy === 'ISSUER' ? 'issuer_id' : 'receiver_id';
+  const month = granularity === 'MONTH' ? `to_char(date_trunc('month', issue_date AT TIME ZONE 'UTC'), 'YYYY-MM')` : 'NULL::text';
+  const order = { TOTAL_DESC: `sum(amount_usd) DESC, ${party}, 2`, COUNT_DESC: `count(*) DESC, ${party}, 2`, CUSTOMER_ASC: `${party}, 2` }[orderBy];
+  const ids = customerIds == null ? null : (Array.isArray(customerIds) ? customerIds : [customerIds]).map(Number);
+  return {
+    text: `SELECT ${party}::text AS "customerId", ${month} AS month, count(*)::int AS "invoiceCount", sum(amount_usd)::text AS "totalUsd",
+       round(avg(amount_usd), 2)::text AS "avgUsd", min(amount_usd)::text AS "minUsd", max(amount_usd)::text AS "maxUsd"
+     FROM invoices
+     WHERE issue_date >= date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' - make_interval(months => $1 - 1)
+       AND issue_date < date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' + interval '1 month'
+       ${ids ? `AND ${party} = ANY($2::int[])` : ''}
+     GROUP BY ${party}, 2 ORDER BY ${order}${shape.allPages ? '' : ` LIMIT ${first}`}`,
+    values: ids ? [months, ids] : [months],
+  };
+}
+
+interface Picks {
+  readonly small: { id: string; invoices: number };
+  readonly large: { id: string; invoices: number };
+}
+
+/** The median and the busiest issuer by invoices over the last 12 months. */
+async function pickCustomers(sql: pg.Pool): Promise<Picks> {
+  const { rows } = await sql.query<{ small: string; small_n: number; large: string; large_n: number }>(
+    `WITH c AS (
+       SELECT issuer_id, count(*)::int AS n FROM invoices
+       WHERE issue_date >= date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' - make_interval(months => 11)
+         AND issue_date < date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' + interval '1 month'
+       GROUP BY 1),
+     small AS (SELECT issuer_id, n FROM c ORDER BY n, issuer_id OFFSET (SELECT count(*) / 2 FROM c) LIMIT 1),
+     large AS (SELECT issuer_id, n FROM c ORDER BY n DESC, issuer_id LIMIT 1)
+     SELECT small.issuer_id::text AS small, small.n AS small_n, large.issuer_id::text AS large, large.n AS large_n FROM small, large`,
+  );
+  const row = rows[0];
+  if (!row) throw new Error('no invoices in the last 12 months: the seed is older than the window; reseed (or pick another --database-url)');
+  return { small: { id: row.small, invoices: row.small_n }, large: { id: row.large, invoices: row.large_n } };
+}
+
+function shapesFor(picks: Picks): Shape[] {
+  const top = (groupBy: 'ISSUER' | 'RECEIVER'): Shape => ({
+    name: `top ${TOP} ${groupBy === 'ISSUER' ? 'issuers' : 'receivers'} by 12-month total`,
+    variables: { groupBy, months: 12, granularity: 'TOTAL', orderBy: 'TOTAL_DESC', first: TOP },
+    allPages: false,
+  });
+  const totals = (months: number): Shape => ({
+    name: `totals per issuer over ${months} months (all pages)`,
+    variables: { groupBy: 'ISSUER', months, granularity: 'TOTAL', orderBy: 'TOTAL_DESC', first: PAGE },
+    allPages: true,
+  });
+  const one = (label: string, pick: { id: string; invoices: number }): Shape => ({
+    name: `${label} issuer #${pick.id} (${pick.invoices} invoices) over 12 months by month`,
+    // The default order (TOTAL_DESC), as a user asking for one customer's months would get it.
+    variables: { groupBy: 'ISSUER', months: 12, granularity: 'MONTH', orderBy: 'TOTAL_DESC', first: 100, customerIds: [pick.id] },
+    allPages: false,
+  });
+  return [
+    top('ISSUER'),
+    top('RECEIVER'),
+    totals(3),
+    totals(12),
+    {
+      name: 'first page of (issuer, month) rows, 12 months, by total',
+      variables: { groupBy: 'ISSUER', months: 12, granularity: 'MONTH', orderBy: 'TOTAL_DESC', first: 100 },
+      allPages: false,
+    },
+    {
+      name: 'first page of (issuer, month) rows, 12 months, by customer',
+      variables: { groupBy: 'ISSUER', months: 12, granularity: 'MONTH', orderBy: 'CUSTOMER_ASC', first: 100 },
+      allPages: false,
+    },
+    one('small', picks.small),
+    one('large', picks.large),
+  ];
+}
+
+// ---------------------------------------------------------------------------------------------
+// Running a shape on both sides.
+
+const STATS_QUERY = print(BenchInvoiceStatsDocument);
+
+interface GatewayAnswer {
+  readonly rows: Row[];
+  readonly engine: string;
+  readonly warnings: string[];
+  readonly lakeRows: number;
+  readonly liveRows: number;
+  readonly pages: number;
+}
+
+async function viaGateway(url: string, shape: Shape): Promise<GatewayAnswer> {
+  const rows: Row[] = [];
+  const engines = new Set<string>();
+  const warnings = new Set<string>();
+  let freshness: BenchInvoiceStatsQuery['invoiceStats']['freshness'] | undefined;
+  let after: string | null = null;
+  let pages = 0;
+  for (;;) {
+    const response = await fetch(url, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ query: STATS_QUERY, variables: { ...shape.variables, after } }),
+      signal: AbortSignal.timeout(300_000),
+    });
+    const body = (await response.json()) as { data?: BenchInvoiceStatsQuery | null; errors?: { message: string; extensions?: { code?: string } }[] };
+    if (body.errors?.length || !body.data) {
+      throw new Error(`gateway answered HTTP ${response.status}: ${JSON.stringify(body.errors ?? body).slice(0, 300)}`);
+    }
+    const stats = body.data.invoiceStats;
+    pages++;
+    rows.push(...stats.rows);
+    freshness ??= stats.freshness;
+    engines.add(stats.freshness.engine);
+    for (const w of stats.warnings) warnings.add(w.code);
+    if (!shape.allPages || !stats.pageInfo.hasNextPage) break;
+    if (pages >= 1000) throw new Error('more than 1000 pages');
+    after = stats.pageInfo.endCursor!;
+  }
+  return { rows, engine: [...engines].join('+'), warnings: [...warnings], lakeRows: freshness!.lakeRows, liveRows: freshness!.liveRows, pages };
+}
+
+async function viaPostgres(sql: pg.Pool, shape: Shape): Promise<Row[]> {
+  return (await sql.query<Row>(directSql(shape))).rows;
+}
+
+const rowKey = (r: Row) => JSON.stringify([r.customerId, r.month ?? null, r.invoiceCount, r.totalUsd, r.avgUsd, r.minUsd, r.maxUsd]);
+
+/** undefined when equal; else where and how they first differ. */
+function difference(gateway: readonly Row[], postgres: readonly Row[]): string | undefined {
+  const n = Math.max(gateway.length, postgres.length);
+  for (let i = 0; i < n; i++) {
+    const a = gateway[i] ? rowKey(gateway[i]!) : 'none';
+    const b = postgres[i] ? rowKey(postgres[i]!) : 'none';
+    if (a !== b) {
+      const differing = gateway.reduce((count, row, j) => count + (postgres[j] && rowKey(row) === rowKey(postgres[j]!) ? 0 : 1), 0);
+      return `${gateway.length} rows from the gateway, ${postgres.length} from Postgres, ${differing + Math.max(0, postgres.length - gateway.length)} positions differ; ` +
+        `first at row ${i + 1}: gateway ${a} vs Postgres ${b} ([customerId, month, invoiceCount, totalUsd, avgUsd, minUsd, maxUsd])`;
+    }
+  }
+  return undefined;
+}
+
+interface Measured {
+  readonly name: string;
+  /** Distinct engines of the timed runs; the warm-up's, when it differed. */
+  readonly engine: string;
+  readonly gatewayMs: number[];
+  readonly postgresMs: number[];
+  readonly equal: boolean;
+  readonly mismatch?: string;
+  readonly error?: string;
+  readonly warnings: string[];
+  readonly lakeRows?: number;
+  readonly liveRows?: number;
+  readonly rows?: number;
+  readonly pages?: number;
+  /** The first (warm-up) gateway call: the one right after the inserts, in the second pass. */
+  readonly firstMs?: number;
+  readonly firstEngine?: string;
+}
+
+const timed = async <T>(work: () => Promise<T>): Promise<[T, number]> => {
+  const started = performance.now();
+  const result = await work();
+  return [result, performance.now() - started];
+};
+
+/** Warm once (and check), then `repeat` timed runs alternating gateway and Postgres, each checked. */
+async function measure(url: string, sql: pg.Pool, shape: Shape, repeat: number, suffix = ''): Promise<Measured> {
+  const name = shape.name + suffix;
+  const gatewayMs: number[] = [];
+  const postgresMs: number[] = [];
+  const warnings = new Set<string>();
+  const engines = new Set<string>();
+  let mismatch: string | undefined;
+  let last: GatewayAnswer | undefined;
+  let first: { ms: number; engine: string } | undefined;
+  try {
+    for (let run = 0; run <= repeat; run++) {
+      const [g, gMs] = await timed(() => viaGateway(url, shape));
+      const [p, pMs] = await timed(() => viaPostgres(sql, shape));
+      for (const w of g.warnings) warnings.add(w);
+      mismatch ??= difference(g.rows, p);
+      if (run === 0) first = { ms: gMs, engine: g.engine };
+      else {
+        gatewayMs.push(gMs);
+        postgresMs.push(pMs);
+        engines.add(g.engine);
+      }
+      last = g;
+    }
+  } catch (err) {
+    const error = (err as Error).message;
+    console.error(`${name}: FAILED: ${error}`);
+    return { name, engine: [...engines].join('/') || '–', gatewayMs, postgresMs, equal: false, error, warnings: [...warnings] };
+  }
+  const engine = [...engines].join('/') + (first && !engines.has(first.engine) ? ` (warm-up: ${first.engine})` : '');
+  const result: Measured = {
+    name, engine, gatewayMs, postgresMs, equal: mismatch === undefined, mismatch, warnings: [...warnings],
+    lakeRows: last!.lakeRows, liveRows: last!.liveRows, rows: last!.rows.length, pages: last!.pages, firstMs: first!.ms, firstEngine: first!.engine,
+  };
+  console.error(`${name}: gateway ${fmtMs(median(gatewayMs))} ms (${engine}), Postgres ${fmtMs(median(postgresMs))} ms, ${result.rows} rows, ${mismatch ? 'MISMATCH' : 'equal'}`);
+  return result;
+}
+
+/** One untimed run per shape, checked: after the incremental export. */
+async function check(url: string, sql: pg.Pool, shapes: readonly Shape[]): Promise<{ name: string; engine: string; live: number; problem?: string }[]> {
+  const out = [];
+  for (const shape of shapes) {
+    try {
+      const [g, p] = [await viaGateway(url, shape), await viaPostgres(sql, shape)];
+      out.push({ name: shape.name, engine: g.engine, live: g.liveRows, problem: difference(g.rows, p) });
+    } catch (err) {
+      out.push({ name: shape.name, engine: '–', live: 0, problem: (err as Error).message });
+    }
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The entry point.
+
+export async function analytics(argv: string[]): Promise<void> {
+  const options = parseOptions(argv);
+  const { data, seededMonths } = await prepareDatabase(options);
+  const slot = slotName(options.databaseUrl);
+  const sql = new pg.Pool({ connectionString: options.databaseUrl, max: 2 });
+  const dataDir = await mkdtemp(path.join(tmpdir(), 'ig-bench-analytics-'));
+  let gateway: AnalyticsGateway | undefined;
+  try {
+    await restoreSeed(sql, slot, data.maxId);
+    const span = await dataSpan(sql);
+    printHeader(options, data, seededMonths, span, dataDir);
+
+    gateway = await startAnalyticsGateway(options, slot, dataDir);
+    await waitForFeed(gateway, sql);
+
+    // The first export: the whole table, every run (the slot is new, so the lake starts empty; full anyway).
+    console.error('first (full) lake export ...');
+    const firstExport = await gateway.exportNow(true);
+    const hwmAfterExport = gateway.peakRss();
+    console.error(`first export: ${JSON.stringify(firstExport)}`);
+
+    const picks = await pickCustomers(sql);
+    const shapes = shapesFor(picks);
+    const results: Measured[] = [];
+    for (const shape of shapes) results.push(await measure(gateway.url, sql, shape, options.repeat));
+
+    // Fresh invoices the lake has not seen, then the same shapes at once, without an export.
+    const [, insertMs] = await timed(() => insertFresh(sql, options.inserts));
+    console.error(`${options.inserts} invoices inserted in ${insertMs.toFixed(0)} ms`);
+    const suffix = `, after ${options.inserts.toLocaleString('en-US')} inserts`;
+    for (const shape of shapes) results.push(await measure(gateway.url, sql, shape, options.repeat, suffix));
+
+    console.error('incremental lake export ...');
+    const incremental = await gateway.exportNow(false);
+    console.error(`incremental export: ${JSON.stringify(incremental)}`);
+    const afterExport = await check(gateway.url, sql, shapes);
+    const peakRss = gateway.peakRss();
+    if (gateway.exited()) throw new Error(`the gateway exited (${gateway.exited()}) during the run`);
+
+    printReport({ options, results, firstExport, incremental, insertMs, afterExport, peakRss, hwmAfterExport });
+  } finally {
+    await gateway?.stop().catch(() => undefined);
+    await restoreSeed(sql, slot, data.maxId).catch((err: Error) => console.error(`could not restore the seeded data: ${err.message}`));
+    await sql.end();
+    await rm(dataDir, { recursive: true, force: true });
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The database: seeded with --months, restored after each run.
+
+/** Databases with this prefix belong to the benchmarks (as in benchDatabase.ts). */
+const OWNED = /^ig_bench_\w+$/;
+const MONTHS_MARK = /^invoice-gateway bench: seeded with --months (\d+)$/;
+
+/**
+ * ensureBenchDatabase, plus the month count: the seeder is run here with --months when the
+ * database does not hold the wanted rows over the wanted months (recorded as the database's
+ * comment), so ensureBenchDatabase only checks. Also repairs a run that died after its inserts.
+ */
+async function prepareDatabase(options: AnalyticsOptions): Promise<{ data: BenchData; seededMonths: number | undefined }> {
+  const url = options.databaseUrl;
+  const name = decodeURIComponent(new URL(url).pathname.slice(1));
+  const seedCommand = `${ROOT}dist/server/commands/seed.js`;
+  if (!OWNED.test(name)) {
+    // Never changed: ensureBenchDatabase stops with its reason when the counts differ.
+    const data = await ensureBenchDatabase(url, options, seedCommand);
+    return { data, seededMonths: await withClient(url, (c) => recordedMonths(c, name)) };
+  }
+  const admin = new URL(url);
+  admin.pathname = '/postgres';
+  const exists = await withClient(admin.toString(), async (c) => (await c.query('SELECT 1 FROM pg_database WHERE datname = $1', [name])).rowCount === 1);
+  if (!exists) await withClient(admin.toString(), (c) => c.query(`CREATE DATABASE "${name}"`));
+
+  const ready = await withClient(url, async (client) => {
+    const { rows: [table] } = await client.query<{ present: boolean }>(`SELECT to_regclass('public.invoices') IS NOT NULL AS present`);
+    if (!table?.present) return false;
+    await repairLeftovers(client, options.invoices);
+    const { rows: [row] } = await client.query<{ invoices: string; customers: string; span: string | null }>(
+      `SELECT count(*)::text AS invoices, (SELECT count(*) FROM customers)::text AS customers, (max(invoice_id) - min(invoice_id) + 1)::text AS span FROM invoices`,
+    );
+    return Number(row!.invoices) === options.invoices && Number(row!.customers) === options.customers && Number(row!.span) === options.invoices &&
+      ((await recordedMonths(client, name)) ?? SEED_DEFAULT_MONTHS) === options.months;
+  });
+  let seedSeconds = 0;
+  if (!ready) {
+    console.error(`seeding ${name}: ${options.customers} customers, ${options.invoices} invoices over ${options.months} months`);
+    const started = performance.now();
+    await runCommand(process.execPath, [seedCommand, '--customers', String(options.customers), '--invoices', String(options.invoices), '--months', String(options.months), '--reset'], {
+      DATABASE_URL: url,
+      LOG_LEVEL: 'warn',
+    });
+    seedSeconds = (performance.now() - started) / 1000;
+    await withClient(url, (c) => c.query(`COMMENT ON DATABASE "${name}" IS 'invoice-gateway bench: seeded with --months ${options.months}'`));
+  }
+  const data = await ensureBenchDatabase(url, options, seedCommand);
+  return { data: { ...data, seedSeconds: seedSeconds || data.seedSeconds }, seededMonths: options.months };
+}
+
+async function recordedMonths(client: pg.Client, name: string): Promise<number | undefined> {
+  const { rows } = await client.query<{ comment: string | null }>(
+    `SELECT shobj_description(oid, 'pg_database') AS comment FROM pg_database WHERE datname = $1`,
+    [name],
+  );
+  const match = MONTHS_MARK.exec(rows[0]?.comment ?? '');
+  return match ? Number(match[1]) : undefined;
+}
+
+/**
+ * A run that died after its inserts left rows past the seed's last id: removed, so the seed
+ * need not be made again. Only when the first `want` ids are exactly the seed's (gap-free).
+ */
+async function repairLeftovers(client: pg.Client, want: number): Promise<void> {
+  const { rows: [row] } = await client.query<{ n: string; min: string | null }>(`SELECT count(*)::text AS n, min(invoice_id)::text AS min FROM invoices`);
+  if (Number(row!.n) <= want || row!.min === null) return;
+  const last = Number(row!.min) + want - 1;
+  const { rows: [seeded] } = await client.query<{ n: string }>(`SELECT count(*)::text AS n FROM invoices WHERE invoice_id <= $1`, [last]);
+  if (Number(seeded!.n) !== want) return;
+  console.error(`removing ${Number(row!.n) - want} invoices an earlier run inserted (ids after ${last})`);
+  await client.query(`DELETE FROM invoices WHERE invoice_id > $1`, [last]);
+  await client.query(`SELECT setval(pg_get_serial_sequence('invoices', 'invoice_id'), $1)`, [last]);
+}
+
+async function withClient<T>(url: string, work: (client: pg.Client) => Promise<T>): Promise<T> {
+  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 5000 });
+  await client.connect();
+  try {
+    return await work(client);
+  } finally {
+    await client.end();
+  }
+}
+
+/** The months the data covers (UTC), oldest and newest. */
+async function dataSpan(sql: pg.Pool): Promise<{ from: string; to: string }> {
+  const { rows } = await sql.query<{ from: string; to: string }>(
+    `SELECT to_char(min(issue_date) AT TIME ZONE 'UTC', 'YYYY-MM') AS "from", to_char(max(issue_date) AT TIME ZONE 'UTC', 'YYYY-MM') AS "to" FROM invoices`,
+  );
+  return rows[0]!;
+}
+
+/** Slots are per cluster: one per benchmark database. */
+function slotName(url: string): string {
+  const name = decodeURIComponent(new URL(url).pathname.slice(1)).toLowerCase().replace(/[^a-z0-9_]/g, '_');
+  return `ig_feed_analytics_${name}`.slice(0, 63);
+}
+
+/** Invoices dated now, between random existing customers, in one statement. */
+async function insertFresh(sql: pg.Pool, count: number): Promise<void> {
+  await sql.query(
+    `INSERT INTO invoices (issue_date, issuer_id, receiver_id, amount_usd)
+     SELECT now(), c.ids[1 + floor(random() * array_length(c.ids, 1))::int], c.ids[1 + floor(random() * array_length(c.ids, 1))::int],
+       round((1 + random() * 2000)::numeric, 2)
+     FROM generate_series(1, $1::int) AS g, (SELECT array_agg(customer_id) AS ids FROM customers) AS c`,
+    [count],
+  );
+}
+
+/**
+ * Back to the seed: the feed's slot dropped (an idle slot would keep WAL for the whole cluster),
+ * the run's invoices and their scores deleted, the id sequence reset. The next run's new slot
+ * starts the lake afresh (generation 0), so its first export is a full one again.
+ */
+async function restoreSeed(sql: pg.Pool, slot: string, maxId: number): Promise<void> {
+  await dropSlot(sql, slot);
+  await sql.query(`DELETE FROM invoices WHERE invoice_id > $1`, [maxId]);
+  await sql.query(`SELECT setval(pg_get_serial_sequence('invoices', 'invoice_id'), $1)`, [maxId]);
+  await sql.query(`DELETE FROM invoice_risk_scores WHERE invoice_id > $1`, [maxId]).catch(() => undefined);
+}
+
+async function dropSlot(sql: pg.Pool, slot: string): Promise<void> {
+  await sql.query(`SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = $1 AND active_pid IS NOT NULL`, [slot]);
+  for (let i = 0; i < 50; i++) {
+    const { rows } = await sql.query<{ active: boolean }>(`SELECT active FROM pg_replication_slots WHERE slot_name = $1`, [slot]);
+    if (rows.length === 0) return;
+    if (!rows[0]!.active) {
+      await sql.query(`SELECT pg_drop_replication_slot($1)`, [slot]);
+      return;
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`replication slot ${slot} is still in use`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The gateway, in its own process.
+
+type ExportOutcome = { kind: 'exported'; generation: number; rows: number; rewritten: number; appended: number; seconds: number } | { kind: string };
+
+interface AnalyticsGateway {
+  readonly url: string;
+  /** lake.exportNow() in the gateway; retried while the feed is behind or another export runs. */
+  exportNow(full: boolean): Promise<ExportOutcome>;
+  /** VmHWM: the highest RSS of the gateway process so far. */
+  peakRss(): number;
+  exited(): string | undefined;
+  stop(): Promise<void>;
+}
+
+async function startAnalyticsGateway(options: AnalyticsOptions, slot: string, dataDir: string): Promise<AnalyticsGateway> {
+  // Imported here, not at the top: it installs signal handlers, which the gateway's process must not have.
+  const { startChildServer } = await import('./childServer.js');
+  const [port, controlPort] = await freePorts(2);
+  const url = `http://127.0.0.1:${port}/graphql`;
+  const control = `http://127.0.0.1:${controlPort}`;
+  const server: ChildServer = await startChildServer({
+    name: 'gateway',
+    // As npm start and the Dockerfile run it.
+    args: ['--max-old-space-size=256', '--max-semi-space-size=8', fileURLToPath(import.meta.url), SERVE_FLAG],
+    env: {
+      NODE_ENV: 'production',
+      LOG_LEVEL: 'info',
+      HOST: '127.0.0.1',
+      PORT: String(port),
+      DATABASE_URL: options.databaseUrl,
+      DATA_DIR: dataDir,
+      CHANGE_FEED: '1',
+      FEED_SLOT: slot,
+      LAKE_EXPORT_INTERVAL_MS: '0',
+      BENCH_CONTROL_PORT: String(controlPort),
+    },
+    readyTimeoutMs: 300_000,
+    ready: async () => (await fetch(`${control}/ready`, { signal: AbortSignal.timeout(2000) })).ok,
+  });
+  const exportOnce = async (full: boolean): Promise<ExportOutcome> => {
+    const started = await fetch(`${control}/export?full=${full ? 1 : 0}`, { method: 'POST' });
+    if (!started.ok) throw new Error(`starting the export failed: HTTP ${started.status} ${await started.text()}`);
+    for (;;) {
+      await new Promise((r) => setTimeout(r, 200));
+      if (server.exited()) throw new Error(`the gateway exited (${server.exited()}) during the export`);
+      const state = (await (await fetch(`${control}/export`)).json()) as { state: string; outcome?: ExportOutcome; error?: string };
+      if (state.state === 'failed') throw new Error(`lake export failed: ${state.error}`);
+      if (state.state === 'done') return state.outcome!;
+    }
+  };
+  return {
+    url,
+    async exportNow(full) {
+      for (let attempt = 1; ; attempt++) {
+        const outcome = await exportOnce(full);
+        if (!['busy', 'feed behind'].includes(outcome.kind) || attempt === 5) return outcome;
+        console.error(`export: ${outcome.kind}; trying again`);
+        await new Promise((r) => setTimeout(r, 2000));
+      }
+    },
+    peakRss: () => vmHwm(server.pid) || server.peakRss(),
+    exited: () => server.exited(),
+    stop: () => server.stop(),
+  };
+}
+
+function vmHwm(pid: number): number {
+  try {
+    const match = /^VmHWM:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return match ? Number(match[1]) * 1024 : 0;
+  } catch {
+    return 0;
+  }
+}
+
+/**
+ * The lake needs the feed: its slot created (which also sets up the risk scorer), and the risk
+ * backfill of the seeded invoices finished, so that it does not run under the measurements.
+ */
+async function waitForFeed(gateway: AnalyticsGateway, sql: pg.Pool): Promise<void> {
+  const started = performance.now();
+  for (;;) {
+    if (gateway.exited()) throw new Error(`the gateway exited (${gateway.exited()})`);
+    const ready = (await (await fetch(new URL('/readyz', gateway.url))).json()) as { feed: { state: string; reason?: string } };
+    if (ready.feed.state === 'streaming') break;
+    if (ready.feed.state === 'off') throw new Error(`the gateway's change feed is off (${ready.feed.reason}); the lake needs it`);
+    if (performance.now() - started > 600_000) throw new Error(`the change feed is not streaming after 10 minutes (${ready.feed.state})`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  let logged = 0;
+  for (;;) {
+    if (gateway.exited()) throw new Error(`the gateway exited (${gateway.exited()})`);
+    const { rows } = await sql.query<{ n: string }>(`SELECT coalesce(sum(invoices), 0)::text AS n FROM risk_backfill_issuers`);
+    if (Number(rows[0]!.n) === 0) break;
+    if (performance.now() - logged > 10_000) {
+      logged = performance.now();
+      console.error(`waiting for the gateway's risk backfill: ${rows[0]!.n} invoices to score (once per new feed slot, for invoices never scored)`);
+    }
+    await new Promise((r) => setTimeout(r, 500));
+  }
+  console.error(`feed streaming and risk backfill done after ${((performance.now() - started) / 1000).toFixed(1)} s`);
+}
+
+/**
+ * In the gateway's process: the gateway as server/main.ts starts it (config from the
+ * environment, migrations, startGateway), and a control port for lake.exportNow().
+ */
+async function serveGateway(): Promise<void> {
+  const [{ loadConfig }, { createLogger }, { startGateway }, { createDatabase }, { migrate }] = await Promise.all([
+    import('../server/config.js'),
+    import('../server/logger.js'),
+    import('../server/app.js'),
+    import('../sources/postgres/database.js'),
+    import('../sources/postgres/migrate.js'),
+  ]);
+  const config = loadConfig(process.env);
+  const logger = createLogger({ level: config.logLevel });
+  const databaseUrl = config.database.url!;
+  const setup = createDatabase({ url: databaseUrl, poolMax: 1, statementTimeoutMs: 0 }, logger);
+  try {
+    await migrate(setup, logger);
+  } finally {
+    await setup.close();
+  }
+  const gateway = await startGateway(config, logger, databaseUrl);
+
+  let job: { state: 'running' | 'done' | 'failed'; outcome?: unknown; error?: string } | undefined;
+  const control = http.createServer((req, res) => {
+    const send = (status: number, body: unknown) => res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(body));
+    const target = new URL(req.url ?? '/', 'http://control');
+    if (target.pathname === '/ready') return send(200, { ready: true });
+    if (target.pathname !== '/export') return send(404, { error: 'not found' });
+    if (req.method !== 'POST') return send(200, job ?? { state: 'none' });
+    if (job?.state === 'running') return send(409, { error: 'an export is running' });
+    const current: NonNullable<typeof job> = { state: 'running' };
+    job = current;
+    gateway.lake.exportNow(undefined, { full: target.searchParams.get('full') === '1' }).then(
+      (outcome) => Object.assign(current, { state: 'done', outcome }),
+      (err: unknown) => Object.assign(current, { state: 'failed', error: (err as Error).message }),
+    );
+    return send(202, current);
+  });
+  await new Promise<void>((resolve) => control.listen(Number(process.env.BENCH_CONTROL_PORT), '127.0.0.1', resolve));
+  logger.info({ control: (control.address() as AddressInfo).port }, 'bench control port listening');
+
+  let stopping = false;
+  const stop = async () => {
+    if (stopping) return;
+    stopping = true;
+    control.close();
+    await gateway.stop().catch((err: unknown) => logger.error({ err }, 'stopping the gateway failed'));
+    logger.flush(() => process.exit(0));
+  };
+  for (const signal of ['SIGTERM', 'SIGINT'] as const) process.once(signal, () => void stop());
+}
+
+if (process.argv[2] === SERVE_FLAG && process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  serveGateway().catch((err: unknown) => {
+    console.error(`gateway failed to start: ${(err as Error).message}`);
+    process.exit(1);
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// The report.
+
+const median = (values: readonly number[]) => {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted.length === 0 ? NaN : sorted[Math.floor((sorted.length - 1) / 2)]!;
+};
+const p95 = (values: readonly number[]) => {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted.length === 0 ? NaN : sorted[Math.ceil(0.95 * sorted.length) - 1]!;
+};
+const fmtMs = (ms: number) => (Number.isNaN(ms) ? '–' : ms.toFixed(ms < 10 ? 2 : ms < 100 ? 1 : 0));
+const int = (n: number) => Math.round(n).toLocaleString('en-US');
+const mb = (bytes: number) => (bytes / 2 ** 20).toFixed(0);
+
+function gitRevision(): string {
+  try {
+    // Read-only: no optional locks, so a concurrent git command in the checkout is not disturbed.
+    const git = (...args: string[]) =>
+      execFileSync('git', ['-C', ROOT, ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'], env: { ...process.env, GIT_OPTIONAL_LOCKS: '0' } }).trim();
+    return `commit ${git('rev-parse', '--short', 'HEAD')}${git('status', '--porcelain', '--untracked-files=no') ? ' plus uncommitted changes' : ''}`;
+  } catch {
+    return 'commit unknown (not a git checkout)';
+  }
+}
+
+function printHeader(options: AnalyticsOptions, data: BenchData, seededMonths: number | undefined, span: { from: string; to: string }, dataDir: string): void {
+  const database = new URL(options.databaseUrl);
+  console.log('# analytics benchmark: invoiceStats through the gateway vs the same SQL on Postgres\n');
+  console.log(`machine: ${availableParallelism()} cores (${cpus()[0]?.model.trim()}), ${Math.round(totalmem() / 2 ** 30)} GiB, node ${process.version}`);
+  console.log(`gateway: ${gitRevision()}`);
+  console.log(
+    `data: ${int(data.invoices)} invoices, ${int(data.customers)} customers, ${seededMonths === undefined ? 'months not recorded' : `seeded over ${seededMonths} months`} ` +
+      `(issue dates ${span.from} to ${span.to}) in ${database.host}${database.pathname}` +
+      (data.seedSeconds ? ` (seeded in ${data.seedSeconds.toFixed(0)} s)` : ' (already seeded)'),
+  );
+  console.log(
+    'gateway process: node --max-old-space-size=256 --max-semi-space-size=8 (as npm start), NODE_ENV=production, change feed on, ' +
+      `lake in a local directory (${dataDir}), DuckDB and analytics settings at their defaults, exports only when the benchmark asks (LAKE_EXPORT_INTERVAL_MS=0)`,
+  );
+  console.log(
+    `method: each shape once to warm up, then ${options.repeat} timed runs alternating gateway and Postgres; ms = median / p95 of those runs (under 20 runs, p95 is the slowest). ` +
+      'gateway: invoiceStats over HTTP, until the answer is parsed ("all pages": every page of 10,000 rows, timed together). ' +
+      "Postgres: test/fixtures/statsCheck.ts's aggregate with the page's ORDER BY and LIMIT, through node-postgres, until the rows are parsed. " +
+      'Every answer, warm-up included, compared row by row (customer, month, count, total, avg, min, max, in order) with Postgres\'s.\n',
+  );
+}
+
+function printReport(r: {
+  options: AnalyticsOptions;
+  results: Measured[];
+  firstExport: ExportOutcome;
+  incremental: ExportOutcome;
+  insertMs: number;
+  afterExport: { name: string; engine: string; live: number; problem?: string }[];
+  peakRss: number;
+  hwmAfterExport: number;
+}): void {
+  console.log('| shape | gateway engine | gateway ms (median / p95) | Postgres ms (median / p95) | speed-up | equal | rows | lake + live invoices |');
+  console.log('|---|---|--:|--:|--:|:-:|--:|--:|');
+  for (const m of r.results) {
+    const g = median(m.gatewayMs);
+    const p = median(m.postgresMs);
+    const speedUp = Number.isNaN(g) || Number.isNaN(p) ? '–' : `${(p / g).toFixed(p / g < 10 ? 2 : 1)}x`;
+    const rows = m.rows === undefined ? '–' : `${int(m.rows)}${m.pages && m.pages > 1 ? ` (${m.pages} pages)` : ''}`;
+    const fresh = m.lakeRows === undefined ? '–' : `${int(m.lakeRows)} + ${int(m.liveRows!)}`;
+    console.log(
+      `| ${m.name} | ${m.engine} | ${fmtMs(g)} / ${fmtMs(p95(m.gatewayMs))} | ${fmtMs(p)} / ${fmtMs(p95(m.postgresMs))} | ${speedUp} | ${m.error ? 'ERROR' : m.equal ? 'yes' : 'NO'} | ${rows} | ${fresh} |`,
+    );
+  }
+  console.log(
+    `\n"after ${int(r.options.inserts)} inserts": one INSERT ... SELECT of ${int(r.options.inserts)} invoices dated now() between random customers (${fmtMs(r.insertMs)} ms), ` +
+      'then the same shapes at once, without an export: the lake answers for what it holds, Postgres for the rest.',
+  );
+  const after = r.results.filter((m) => m.name.includes(', after '));
+  if (after[0]?.firstMs !== undefined) {
+    console.log(`first query after the inserts (${after[0].name}): ${fmtMs(after[0].firstMs)} ms, engine ${after[0].firstEngine}`);
+  }
+
+  const exportLine = (o: ExportOutcome) =>
+    o.kind === 'exported' && 'rows' in o
+      ? `${int(o.rows)} rows in ${o.seconds.toFixed(2)} s: ${int(o.rows / o.seconds)} rows/s (generation ${o.generation}; ${o.rewritten} month files rewritten, ${o.appended} appended)`
+      : `no export: ${o.kind}`;
+  console.log(`\nfirst export (lake.exportNow({ full: true }) on the seeded data): ${exportLine(r.firstExport)}`);
+  console.log(`incremental export after the ${int(r.options.inserts)} inserts: ${exportLine(r.incremental)}`);
+  const problems = r.afterExport.filter((c) => c.problem);
+  console.log(
+    `after the incremental export, every shape once more: ${problems.length === 0 ? 'all equal' : `${problems.length} NOT equal`} ` +
+      `(engines ${[...new Set(r.afterExport.map((c) => c.engine))].join(', ')}; live invoices ${[...new Set(r.afterExport.map((c) => c.live))].join(', ')})`,
+  );
+  console.log(`gateway peak RSS (VmHWM of its process, whole run): ${mb(r.peakRss)} MB; up to the end of the first export: ${mb(r.hwmAfterExport)} MB`);
+
+  const warned = r.results.filter((m) => m.warnings.length > 0);
+  for (const m of warned) console.log(`\nwarnings in "${m.name}": ${m.warnings.join(', ')}`);
+  const bad = r.results.filter((m) => !m.equal);
+  for (const m of bad) console.log(`\n${m.error ? 'ERROR' : 'MISMATCH'} in "${m.name}": ${m.error ?? m.mismatch}`);
+  for (const c of problems) console.log(`\nMISMATCH after the incremental export in "${c.name}": ${c.problem}`);
+  if (bad.length > 0 || problems.length > 0 || r.firstExport.kind !== 'exported' || r.incremental.kind !== 'exported') {
+    console.log('\nthis run found faults: do not use its figures as a measurement');
+    process.exitCode = 1;
+  } else if (r.options.repeat < 3) {
+    console.log('\nfewer than 3 timed runs per shape: a smoke test, not a measurement');
+  }
+}

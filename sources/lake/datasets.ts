@@ -1,0 +1,266 @@
+import { createHash } from 'node:crypto';
+import { LIST, VARCHAR, listValue } from '@duckdb/node-api';
+import type { Logger } from 'pino';
+import type { Duck } from '../duckdb/duckdb.js';
+import type { ObjectCache } from '../objectStore/objectCache.js';
+import type { ObjectStore, StoredObject } from '../objectStore/objectStore.js';
+
+/**
+ * The users' own data in the lake, beside the invoices: customer profiles (JSON lines from a CRM),
+ * payment events (JSON lines, a folder per day) and credit ratings (Parquet snapshots). Files are
+ * listed with the SDK (listings cached for a few seconds), fetched into the local cache, and read
+ * by DuckDB into a table per dataset and file set: the same files are parsed once; a new or
+ * replaced object (a new ETag) makes a new table on the next query.
+ *
+ * Read with explicit types, tolerating drift: a number as a string ("1,200"), an id as a number
+ * or a string of digits, a missing or differently-typed field (null for that field). A line that
+ * is not a JSON object, or an object without the key that identifies it, is skipped and counted.
+ */
+export interface DatasetPrefixes {
+  readonly profiles: string;
+  readonly payments: string;
+  readonly ratings: string;
+}
+
+export interface DatasetWarning {
+  readonly code: string;
+  readonly message: string;
+}
+
+/** DuckDB tables holding the datasets as of the current file listing. */
+export interface LoadedDatasets {
+  readonly profiles: string;
+  /** Distinct payments (by payment_id). */
+  readonly payments: string;
+  /** Every snapshot of every rating. */
+  readonly ratings: string;
+  readonly warnings: readonly DatasetWarning[];
+}
+
+export interface Datasets {
+  load(): Promise<LoadedDatasets>;
+}
+
+export interface DatasetsOptions {
+  readonly store: ObjectStore;
+  readonly cache: ObjectCache;
+  readonly duck: Duck;
+  readonly prefixes: DatasetPrefixes;
+  /** How long a listing of the bucket is reused. */
+  readonly listingTtlMs: number;
+  readonly timeoutMs: number;
+  /** Name the objects in warnings (a development aid: keys may say more than a client should see). */
+  readonly warningKeys: boolean;
+  readonly logger: Logger;
+}
+
+type Kind = 'profiles' | 'payments' | 'ratings';
+
+interface Loaded {
+  readonly table: string;
+  readonly warnings: DatasetWarning[];
+}
+
+/** Table functions over the local copies; `$files` is the list of paths. */
+const LINES = `read_csv($files, columns = {'line': 'VARCHAR'}, header = false, delim = '\\x1e', quote = '', escape = '',
+    auto_detect = false, filename = true, strict_mode = false, null_padding = false)`;
+
+/** A JSON string field: the text of a string, number or boolean; null for objects, arrays and null. */
+const text = (field: string) => `CASE WHEN json_type(doc, '$.${field}') IN ('VARCHAR', 'BIGINT', 'UBIGINT', 'DOUBLE', 'BOOLEAN') THEN json_extract_string(doc, '$.${field}') END`;
+/** A whole number written as a number or as text with thousands separators. */
+const whole = (field: string, type: string) => `TRY_CAST(replace(replace(${text(field)}, ',', ''), '_', '') AS ${type})`;
+/** An id: a number or a string of digits. */
+const id = (field: string) => `CASE WHEN regexp_full_match(trim(${text(field)}), '\\d{1,18}') THEN trim(${text(field)})::BIGINT END`;
+const money = (field: string) => `TRY_CAST(replace(${text(field)}, ',', '') AS DECIMAL(14,2))`;
+const time = (field: string) => `TRY_CAST(${text(field)} AS TIMESTAMPTZ)`;
+
+const PARSED_LINES = `SELECT filename, TRY_CAST(line AS JSON) AS doc FROM ${LINES} WHERE trim(line) <> ''`;
+
+const SQL: Record<Kind, { build: (table: string) => string; counts: (table: string) => string }> = {
+  profiles: {
+    build: (table) => `CREATE TABLE ${table} AS
+      WITH docs AS (${PARSED_LINES}),
+      objects AS (SELECT filename, doc, ${id('customer_id')} AS customer_id FROM docs WHERE json_type(doc) = 'OBJECT')
+      SELECT customer_id,
+        ${text('legal_name')} AS legal_name,
+        ${text('industry')} AS industry,
+        CASE WHEN regexp_full_match(upper(trim(${text('country')})), '[A-Z]{2}') THEN upper(trim(${text('country')})) END AS country,
+        CASE WHEN json_type(doc, '$.address') = 'OBJECT' THEN json_extract(doc, '$.address')::VARCHAR END AS address,
+        CASE WHEN json_type(doc, '$.tags') = 'ARRAY' THEN list_filter(json_extract_string(doc, '$.tags[*]'), (t) -> t IS NOT NULL) END AS tags,
+        CASE WHEN json_type(doc, '$.contacts') = 'ARRAY' THEN json_extract(doc, '$.contacts')::VARCHAR END AS contacts,
+        ${whole('employees', 'INTEGER')} AS employees,
+        ${whole('payment_terms_days', 'INTEGER')} AS payment_terms_days,
+        ${time('updated_at')} AS updated_at,
+        doc::VARCHAR AS raw
+      FROM objects WHERE customer_id IS NOT NULL
+      QUALIFY row_number() OVER (PARTITION BY customer_id ORDER BY updated_at DESC NULLS LAST, filename DESC) = 1`,
+    counts: () => `WITH docs AS (${PARSED_LINES})
+      SELECT filename, count(*) FILTER (WHERE json_type(doc) IS DISTINCT FROM 'OBJECT')::INTEGER AS malformed,
+        count(*) FILTER (WHERE json_type(doc) = 'OBJECT' AND ${id('customer_id')} IS NULL)::INTEGER AS unusable,
+        0 AS duplicates
+      FROM docs GROUP BY filename`,
+  },
+  payments: {
+    build: (table) => `CREATE TABLE ${table} AS
+      WITH docs AS (${PARSED_LINES}),
+      objects AS (
+        SELECT filename, ${text('payment_id')} AS payment_id, ${id('invoice_id')} AS invoice_id, ${time('paid_at')} AS paid_at,
+          ${money('amount_usd')} AS amount_usd, ${text('method')} AS method
+        FROM docs WHERE json_type(doc) = 'OBJECT')
+      SELECT payment_id, invoice_id, paid_at, amount_usd, method FROM objects
+      WHERE payment_id IS NOT NULL AND invoice_id IS NOT NULL AND amount_usd IS NOT NULL AND paid_at IS NOT NULL
+      QUALIFY row_number() OVER (PARTITION BY payment_id ORDER BY filename, paid_at) = 1`,
+    counts: () => `WITH docs AS (${PARSED_LINES}),
+      objects AS (
+        SELECT filename, json_type(doc) = 'OBJECT' AS object,
+          ${text('payment_id')} AS payment_id, ${id('invoice_id')} AS invoice_id, ${money('amount_usd')} AS amount_usd, ${time('paid_at')} AS paid_at
+        FROM docs),
+      usable AS (SELECT *, object AND payment_id IS NOT NULL AND invoice_id IS NOT NULL AND amount_usd IS NOT NULL AND paid_at IS NOT NULL AS ok FROM objects),
+      numbered AS (SELECT *, CASE WHEN ok THEN row_number() OVER (PARTITION BY ok, payment_id ORDER BY filename, paid_at) END AS n FROM usable)
+      SELECT filename, count(*) FILTER (WHERE object IS DISTINCT FROM true)::INTEGER AS malformed,
+        count(*) FILTER (WHERE object AND NOT ok)::INTEGER AS unusable,
+        count(*) FILTER (WHERE n > 1)::INTEGER AS duplicates
+      FROM numbered GROUP BY filename`,
+  },
+  ratings: {
+    build: (table) => `CREATE TABLE ${table} AS
+      SELECT * FROM (
+        SELECT TRY_CAST(TRY_CAST(customer_id AS VARCHAR) AS BIGINT) AS customer_id,
+          CASE WHEN upper(trim(rating::VARCHAR)) IN ('AAA','AA','A','BBB','BB','B','CCC','CC','C','D') THEN upper(trim(rating::VARCHAR)) END AS rating,
+          TRY_CAST(score AS DOUBLE) AS score, TRY_CAST(as_of AS TIMESTAMPTZ) AS as_of
+        FROM read_parquet($files, union_by_name = true))
+      WHERE customer_id IS NOT NULL AND as_of IS NOT NULL`,
+    counts: () => `SELECT filename, 0 AS malformed,
+        count(*) FILTER (WHERE TRY_CAST(TRY_CAST(customer_id AS VARCHAR) AS BIGINT) IS NULL OR TRY_CAST(as_of AS TIMESTAMPTZ) IS NULL)::INTEGER AS unusable,
+        0 AS duplicates
+      FROM read_parquet($files, union_by_name = true, filename = true) GROUP BY filename`,
+  },
+};
+
+const PATTERNS: Record<Kind, RegExp> = {
+  profiles: /\.jsonl(\.gz)?$/,
+  payments: /^date=\d{4}-\d{2}-\d{2}\/[^/]+\.jsonl(\.gz)?$/,
+  ratings: /\.parquet$/,
+};
+
+const LABELS: Record<Kind, string> = { profiles: 'customer profile', payments: 'payment event', ratings: 'credit rating' };
+
+/** Older tables stay this long after a newer file set replaced them: queries may still read them. */
+const DROP_AFTER_MS = 60_000;
+
+export function createDatasets(options: DatasetsOptions): Datasets {
+  const listings = new Map<Kind, { at: number; objects: Promise<StoredObject[]> }>();
+  const tables = new Map<string, Promise<Loaded>>();
+  const current = new Map<Kind, string>();
+  let sequence = 0;
+
+  const list = (kind: Kind): Promise<StoredObject[]> => {
+    const cached = listings.get(kind);
+    if (cached && Date.now() - cached.at < options.listingTtlMs) return cached.objects;
+    const prefix = options.prefixes[kind];
+    const objects = options.store.list(prefix).then((all) => all.filter((o) => PATTERNS[kind].test(o.key.slice(prefix.length))).sort((a, b) => a.key.localeCompare(b.key)));
+    listings.set(kind, { at: Date.now(), objects });
+    objects.catch(() => listings.delete(kind));
+    return objects;
+  };
+
+  const loadKind = async (kind: Kind): Promise<Loaded> => {
+    const objects = await list(kind);
+    const signature = createHash('sha256')
+      .update(kind)
+      .update(objects.map((o) => `${o.key}\u0000${o.etag}`).join('\n'))
+      .digest('hex')
+      .slice(0, 16);
+    let loaded = tables.get(signature);
+    if (!loaded) {
+      loaded = build(kind, objects, `ds_${kind}_${signature}_${++sequence}`);
+      tables.set(signature, loaded);
+      loaded.catch(() => tables.delete(signature));
+      const previous = current.get(kind);
+      current.set(kind, signature);
+      if (previous && previous !== signature) {
+        const old = tables.get(previous);
+        setTimeout(() => {
+          if (current.get(kind) === previous) return;
+          tables.delete(previous);
+          void old?.then((t) => options.duck.session((s) => s.run(`DROP TABLE IF EXISTS ${t.table}`), { timeoutMs: 10_000, label: 'dataset_drop' })).catch(() => undefined);
+        }, DROP_AFTER_MS).unref();
+      }
+    }
+    return loaded;
+  };
+
+  const build = async (kind: Kind, objects: StoredObject[], table: string): Promise<Loaded> => {
+    const files = await Promise.all(objects.map((o) => options.cache.fetch(options.store, o.key, o.etag)));
+    const keyOf = new Map(files.map((f, i) => [f, objects[i]!.key]));
+    const warnings: DatasetWarning[] = [];
+    await options.duck.session(
+      async (s) => {
+        if (files.length === 0) {
+          await s.run(EMPTY[kind](table));
+          return;
+        }
+        // Files DuckDB cannot read at all (a corrupt Parquet file) are left out and reported.
+        let readable = files;
+        if (kind === 'ratings') {
+          readable = [];
+          for (const file of files) {
+            try {
+              await s.all(`SELECT count(*) FROM read_parquet($1::VARCHAR[])`, [listValue([file])], [LIST(VARCHAR)]);
+              readable.push(file);
+            } catch {
+              warnings.push(fileWarning(kind, 'SOURCE_UNREADABLE', 'object could not be read as Parquet and was skipped', [keyOf.get(file)!], options.warningKeys));
+            }
+          }
+          if (readable.length === 0) {
+            await s.run(EMPTY[kind](table));
+            return;
+          }
+        }
+        const params = { files: listValue(readable) };
+        const types = { files: LIST(VARCHAR) };
+        await s.allNamed(SQL[kind].build(table), params, types);
+        const counts = await s.allNamed<{ filename: string; malformed: number; unusable: number; duplicates: number }>(SQL[kind].counts(table), params, types);
+        const sum = (field: 'malformed' | 'unusable' | 'duplicates') => counts.reduce((n, c) => n + Number(c[field]), 0);
+        const keys = (field: 'malformed' | 'unusable' | 'duplicates') => counts.filter((c) => Number(c[field]) > 0).map((c) => keyOf.get(c.filename) ?? '?');
+        if (sum('malformed') > 0) {
+          warnings.push(fileWarning(kind, 'SOURCE_MALFORMED', `${sum('malformed')} line(s) that are not a JSON object were skipped`, keys('malformed'), options.warningKeys));
+        }
+        if (sum('unusable') > 0) {
+          const what = kind === 'payments' ? 'without a readable payment_id, invoice_id, amount_usd or paid_at' : kind === 'profiles' ? 'without a readable customer_id' : 'without a readable customer_id or as_of';
+          warnings.push(fileWarning(kind, 'SOURCE_INCOMPLETE', `${sum('unusable')} record(s) ${what} were skipped`, keys('unusable'), options.warningKeys));
+        }
+        if (sum('duplicates') > 0) {
+          warnings.push({ code: 'SOURCE_DUPLICATES', message: `${sum('duplicates')} repeated ${LABELS[kind]}(s) (the same payment_id) counted once` });
+        }
+      },
+      { timeoutMs: options.timeoutMs, label: `dataset_${kind}` },
+    );
+    options.logger.debug({ dataset: kind, files: files.length, table }, 'dataset loaded');
+    return { table, warnings };
+  };
+
+  return {
+    async load() {
+      const [profiles, payments, ratings] = await Promise.all([loadKind('profiles'), loadKind('payments'), loadKind('ratings')]);
+      return {
+        profiles: profiles.table,
+        payments: payments.table,
+        ratings: ratings.table,
+        warnings: [...profiles.warnings, ...payments.warnings, ...ratings.warnings],
+      };
+    },
+  };
+}
+
+const EMPTY: Record<Kind, (table: string) => string> = {
+  profiles: (t) =>
+    `CREATE TABLE IF NOT EXISTS ${t} (customer_id BIGINT, legal_name VARCHAR, industry VARCHAR, country VARCHAR, address VARCHAR, tags VARCHAR[], contacts VARCHAR, employees INTEGER, payment_terms_days INTEGER, updated_at TIMESTAMPTZ, raw VARCHAR)`,
+  payments: (t) => `CREATE TABLE IF NOT EXISTS ${t} (payment_id VARCHAR, invoice_id BIGINT, paid_at TIMESTAMPTZ, amount_usd DECIMAL(14,2), method VARCHAR)`,
+  ratings: (t) => `CREATE TABLE IF NOT EXISTS ${t} (customer_id BIGINT, rating VARCHAR, score DOUBLE, as_of TIMESTAMPTZ)`,
+};
+
+function fileWarning(kind: Kind, code: string, message: string, keys: string[], withKeys: boolean): DatasetWarning {
+  const where = withKeys ? ` (in ${keys.slice(0, 10).join(', ')}${keys.length > 10 ? ', ...' : ''})` : ` (in ${keys.length} object(s))`;
+  return { code, message: `${LABELS[kind]}s: ${message}${where}` };
+}

@@ -1,0 +1,276 @@
+import { BIGINT, INTEGER, LIST, VARCHAR, listValue, type DuckDBType, type DuckDBValue } from '@duckdb/node-api';
+import type { Duck } from '../duckdb/duckdb.js';
+import type { Datasets, DatasetWarning } from './datasets.js';
+import type { InvoiceSet, StatsEngine } from './statsEngine.js';
+
+export interface ProfileRecord {
+  readonly customerId: string;
+  readonly legalName: string | null;
+  readonly industry: string | null;
+  readonly country: string | null;
+  /** JSON text. */
+  readonly address: string | null;
+  readonly tags: string[] | null;
+  /** JSON text. */
+  readonly contacts: string | null;
+  readonly employees: number | null;
+  readonly paymentTermsDays: number | null;
+  readonly updatedAt: string | null;
+  /** The whole JSON object, as text. */
+  readonly raw: string;
+}
+
+export interface RatingRecord {
+  readonly customerId: string;
+  readonly rating: string | null;
+  readonly score: number | null;
+  readonly asOf: string;
+}
+
+export interface PaymentRecord {
+  readonly paymentId: string;
+  readonly invoiceId: string;
+  readonly paidAt: string;
+  readonly amountUsd: string;
+  readonly method: string | null;
+}
+
+export type SegmentDimension =
+  | 'ISSUER_INDUSTRY'
+  | 'ISSUER_COUNTRY'
+  | 'ISSUER_RATING'
+  | 'RECEIVER_INDUSTRY'
+  | 'RECEIVER_COUNTRY'
+  | 'RECEIVER_RATING'
+  | 'MONTH'
+  | 'ISSUER'
+  | 'RECEIVER';
+export type SegmentOrder = 'TOTAL_DESC' | 'COUNT_DESC' | 'OUTSTANDING_DESC' | 'DIMENSIONS_ASC';
+
+/** Filters: each a list of allowed values of one column. */
+export interface SegmentFilter {
+  readonly issuerIndustries?: readonly string[] | null;
+  readonly receiverIndustries?: readonly string[] | null;
+  readonly issuerCountries?: readonly string[] | null;
+  readonly receiverCountries?: readonly string[] | null;
+  readonly issuerRatings?: readonly string[] | null;
+  readonly receiverRatings?: readonly string[] | null;
+  readonly issuerIds?: readonly number[] | null;
+  readonly receiverIds?: readonly number[] | null;
+}
+
+export interface SegmentQuery {
+  readonly dimensions: readonly SegmentDimension[];
+  readonly months: number;
+  readonly filter: SegmentFilter;
+  readonly orderBy: SegmentOrder;
+  readonly offset: number;
+  /** Rows wanted plus one. */
+  readonly limit: number;
+}
+
+/** One group; dimensions not asked for are null. Money as exact decimal text. */
+export interface SegmentGroup {
+  readonly issuerIndustry: string | null;
+  readonly issuerCountry: string | null;
+  readonly issuerRating: string | null;
+  readonly receiverIndustry: string | null;
+  readonly receiverCountry: string | null;
+  readonly receiverRating: string | null;
+  readonly month: string | null;
+  readonly issuerId: string | null;
+  readonly receiverId: string | null;
+  readonly invoiceCount: number;
+  readonly totalUsd: string;
+  readonly paidUsd: string;
+  readonly outstandingUsd: string;
+  readonly avgDaysToPay: number | null;
+  readonly lateShare: number | null;
+}
+
+export interface SegmentAnswer {
+  readonly groups: SegmentGroup[];
+  readonly set: Omit<InvoiceSet, 'unknownInvoices'>;
+  readonly invoices: number;
+  readonly warnings: DatasetWarning[];
+}
+
+/** Allow-lists: the only SQL a dimension, filter or order becomes. */
+export const DIMENSION_SQL: Record<SegmentDimension, { readonly column: string; readonly expression: string }> = {
+  ISSUER_INDUSTRY: { column: 'issuerIndustry', expression: 'ip.industry' },
+  ISSUER_COUNTRY: { column: 'issuerCountry', expression: 'ip.country' },
+  ISSUER_RATING: { column: 'issuerRating', expression: 'ir.rating' },
+  RECEIVER_INDUSTRY: { column: 'receiverIndustry', expression: 'rp.industry' },
+  RECEIVER_COUNTRY: { column: 'receiverCountry', expression: 'rp.country' },
+  RECEIVER_RATING: { column: 'receiverRating', expression: 'rr.rating' },
+  MONTH: { column: 'month', expression: `strftime(i.issue_date, '%Y-%m')` },
+  ISSUER: { column: 'issuerId', expression: 'i.issuer_id::VARCHAR' },
+  RECEIVER: { column: 'receiverId', expression: 'i.receiver_id::VARCHAR' },
+};
+const FILTER_SQL: Record<keyof SegmentFilter, { readonly expression: string; readonly type: DuckDBType }> = {
+  issuerIndustries: { expression: 'ip.industry', type: LIST(VARCHAR) },
+  receiverIndustries: { expression: 'rp.industry', type: LIST(VARCHAR) },
+  issuerCountries: { expression: 'ip.country', type: LIST(VARCHAR) },
+  receiverCountries: { expression: 'rp.country', type: LIST(VARCHAR) },
+  issuerRatings: { expression: 'ir.rating', type: LIST(VARCHAR) },
+  receiverRatings: { expression: 'rr.rating', type: LIST(VARCHAR) },
+  issuerIds: { expression: 'i.issuer_id', type: LIST(INTEGER) },
+  receiverIds: { expression: 'i.receiver_id', type: LIST(INTEGER) },
+};
+/** Ties, and DIMENSIONS_ASC, go by the dimensions in the order asked. */
+const ORDER_SQL: Record<SegmentOrder, string> = {
+  TOTAL_DESC: '_total DESC',
+  COUNT_DESC: '_count DESC',
+  OUTSTANDING_DESC: '_outstanding DESC',
+  DIMENSIONS_ASC: '',
+};
+/** Terms when a receiver's profile does not say. */
+export const DEFAULT_PAYMENT_TERMS_DAYS = 30;
+
+export interface Joined {
+  profiles(customerIds: readonly number[]): Promise<Map<string, ProfileRecord>>;
+  /** Every snapshot, newest first. */
+  ratings(customerIds: readonly number[]): Promise<Map<string, RatingRecord[]>>;
+  /** Distinct payments, in time order. */
+  payments(invoiceIds: readonly string[]): Promise<Map<string, PaymentRecord[]>>;
+  segmentStats(query: SegmentQuery): Promise<SegmentAnswer>;
+}
+
+/**
+ * Invoices joined with the users' datasets in DuckDB: lookups by id for the loaders, and
+ * segmentStats, grouped by any allowed dimensions over the invoices of the window (the lake plus
+ * the live rows, exact as invoiceStats), each invoice with its distinct payments, both parties'
+ * profiles and current ratings.
+ */
+export function createJoined(deps: { datasets: Datasets; duck: Duck; stats: StatsEngine; timeoutMs: number }): Joined {
+  const { datasets, duck, timeoutMs } = deps;
+  const query = async <Row>(label: string, sql: (tables: Awaited<ReturnType<Datasets['load']>>) => string, values: Record<string, DuckDBValue>, types: Record<string, DuckDBType>) => {
+    const tables = await datasets.load();
+    return duck.session((s) => s.allNamed<Row>(sql(tables), values, types), { timeoutMs, label });
+  };
+  const ids = (list: readonly (number | string)[]) => listValue(list.map((v) => BigInt(v)));
+
+  return {
+    async profiles(customerIds) {
+      const rows = await query<ProfileRecord>(
+        'profiles_by_id',
+        (t) => `SELECT customer_id::VARCHAR AS "customerId", legal_name AS "legalName", industry, country, address, tags, contacts, employees,
+            payment_terms_days AS "paymentTermsDays", strftime(updated_at, '%Y-%m-%dT%H:%M:%S.%fZ') AS "updatedAt", raw
+          FROM ${t.profiles} WHERE customer_id = ANY($ids)`,
+        { ids: ids(customerIds) },
+        { ids: LIST(BIGINT) },
+      );
+      return new Map(rows.map((r) => [r.customerId, r]));
+    },
+
+    async ratings(customerIds) {
+      const rows = await query<RatingRecord>(
+        'ratings_by_id',
+        (t) => `SELECT customer_id::VARCHAR AS "customerId", rating, score, strftime(as_of, '%Y-%m-%dT%H:%M:%S.%fZ') AS "asOf"
+          FROM ${t.ratings} WHERE customer_id = ANY($ids) ORDER BY customer_id, as_of DESC, rating`,
+        { ids: ids(customerIds) },
+        { ids: LIST(BIGINT) },
+      );
+      const byCustomer = new Map<string, RatingRecord[]>();
+      for (const r of rows) byCustomer.set(r.customerId, [...(byCustomer.get(r.customerId) ?? []), r]);
+      return byCustomer;
+    },
+
+    async payments(invoiceIds) {
+      const rows = await query<PaymentRecord>(
+        'payments_by_invoice',
+        (t) => `SELECT payment_id AS "paymentId", invoice_id::VARCHAR AS "invoiceId", strftime(paid_at, '%Y-%m-%dT%H:%M:%S.%fZ') AS "paidAt",
+            amount_usd::VARCHAR AS "amountUsd", method
+          FROM ${t.payments} WHERE invoice_id = ANY($ids) ORDER BY invoice_id, paid_at, payment_id`,
+        { ids: ids(invoiceIds) },
+        { ids: LIST(BIGINT) },
+      );
+      const byInvoice = new Map<string, PaymentRecord[]>();
+      for (const r of rows) byInvoice.set(r.invoiceId, [...(byInvoice.get(r.invoiceId) ?? []), r]);
+      return byInvoice;
+    },
+
+    async segmentStats(q) {
+      const tables = await datasets.load();
+      return deps.stats.withInvoices(q.months, async (set) => {
+        const values: Record<string, DuckDBValue> = {};
+        const types: Record<string, DuckDBType> = {};
+        const bind = (name: string, value: DuckDBValue, type: DuckDBType) => {
+          values[name] = value;
+          types[name] = type;
+          return `$${name}`;
+        };
+        const live = `SELECT unnest(${bind('live_id', ids(set.live.ids), LIST(BIGINT))}) AS invoice_id,
+            unnest(${bind('live_date', listValue(set.live.dates), LIST(VARCHAR))})::TIMESTAMPTZ AS issue_date,
+            unnest(${bind('live_issuer', listValue(set.live.issuers), LIST(INTEGER))}) AS issuer_id,
+            unnest(${bind('live_receiver', listValue(set.live.receivers), LIST(INTEGER))}) AS receiver_id,
+            unnest(${bind('live_amount', listValue(set.live.amounts), LIST(VARCHAR))})::DECIMAL(14,2) AS amount_usd`;
+        const lake =
+          set.rawFiles.length > 0
+            ? `SELECT invoice_id, issue_date, issuer_id, receiver_id, amount_usd FROM read_parquet(${bind('raw', listValue(set.rawFiles), LIST(VARCHAR))})
+               WHERE issue_date >= ${bind('from', set.window.from, VARCHAR)}::TIMESTAMPTZ AND issue_date < ${bind('to', set.window.to, VARCHAR)}::TIMESTAMPTZ
+                 AND NOT invoice_id = ANY(${bind('stale', ids(set.staleIds), LIST(BIGINT))})
+               UNION ALL `
+            : '';
+        const filters = (Object.keys(FILTER_SQL) as (keyof SegmentFilter)[])
+          .filter((name) => q.filter[name] != null)
+          .map((name) => `${FILTER_SQL[name].expression} = ANY(${bind(`f_${name}`, listValue([...(q.filter[name] as readonly (string | number)[])]), FILTER_SQL[name].type)})`);
+        const dims = q.dimensions.map((d) => DIMENSION_SQL[d]);
+        const nullDims = (Object.keys(DIMENSION_SQL) as SegmentDimension[]).filter((d) => !q.dimensions.includes(d)).map((d) => `NULL::VARCHAR AS "${DIMENSION_SQL[d].column}"`);
+        bind('as_of', set.window.asOf, VARCHAR);
+        bind('terms', DEFAULT_PAYMENT_TERMS_DAYS, INTEGER);
+        const sql = `WITH inv AS (${lake}${live}),
+          paid AS (SELECT invoice_id, sum(amount_usd)::DECIMAL(38,2) AS paid FROM ${tables.payments} GROUP BY invoice_id),
+          running AS (SELECT invoice_id, paid_at, sum(amount_usd) OVER (PARTITION BY invoice_id ORDER BY paid_at, payment_id) AS cumulative FROM ${tables.payments}),
+          settled AS (SELECT r.invoice_id, min(r.paid_at) AS settled_at FROM running r JOIN inv USING (invoice_id) WHERE r.cumulative >= inv.amount_usd GROUP BY r.invoice_id),
+          rating AS (SELECT customer_id, arg_max(rating, as_of) AS rating FROM ${tables.ratings} GROUP BY customer_id),
+          joined AS (
+            SELECT i.*, coalesce(p.paid, 0) AS paid_usd, s.settled_at,
+              i.issue_date + to_days(coalesce(rp.payment_terms_days, $terms)) AS due_at
+              ${dims.map((d) => `, ${d.expression} AS "${d.column}"`).join('')}
+            FROM inv i
+              LEFT JOIN ${tables.profiles} ip ON ip.customer_id = i.issuer_id
+              LEFT JOIN ${tables.profiles} rp ON rp.customer_id = i.receiver_id
+              LEFT JOIN rating ir ON ir.customer_id = i.issuer_id
+              LEFT JOIN rating rr ON rr.customer_id = i.receiver_id
+              LEFT JOIN paid p ON p.invoice_id = i.invoice_id
+              LEFT JOIN settled s ON s.invoice_id = i.invoice_id
+            ${filters.length > 0 ? `WHERE ${filters.join(' AND ')}` : ''}
+          ),
+          grouped AS (
+            SELECT ${dims.map((d) => `"${d.column}"`).join(', ')}${dims.length > 0 ? ',' : ''}
+              count(*)::INTEGER AS "invoiceCount", sum(amount_usd)::DECIMAL(38,2)::VARCHAR AS "totalUsd",
+              sum(paid_usd)::DECIMAL(38,2)::VARCHAR AS "paidUsd", sum(greatest(amount_usd - paid_usd, 0))::DECIMAL(38,2)::VARCHAR AS "outstandingUsd",
+              round(avg(epoch(settled_at) - epoch(issue_date)) / 86400, 2) AS "avgDaysToPay",
+              round(avg(CASE WHEN settled_at IS NOT NULL THEN (settled_at > due_at)::INTEGER
+                             WHEN $as_of::TIMESTAMPTZ > due_at THEN 1 ELSE 0 END), 4) AS "lateShare",
+              sum(amount_usd) AS _total, count(*) AS _count, sum(greatest(amount_usd - paid_usd, 0)) AS _outstanding,
+              sum(count(*)) OVER () AS _invoices
+            FROM joined ${dims.length > 0 ? 'GROUP BY ALL' : ''}
+          )
+          SELECT ${dims.map((d) => `"${d.column}"`).join(', ')}${dims.length > 0 ? ',' : ''} ${nullDims.join(', ')}${nullDims.length > 0 ? ',' : ''}
+            "invoiceCount", "totalUsd", "paidUsd", "outstandingUsd", "avgDaysToPay", "lateShare", _invoices::BIGINT::VARCHAR AS _invoices
+          FROM grouped
+          ORDER BY ${[ORDER_SQL[q.orderBy], ...dims.map((d) => `"${d.column}" ASC NULLS FIRST`)].filter(Boolean).join(', ') || '1'}
+          LIMIT ${bind('limit', BigInt(q.limit), BIGINT)} OFFSET ${bind('offset', BigInt(q.offset), BIGINT)}`;
+        const rows = await duck.session((s) => s.allNamed<SegmentGroup & { _invoices: string }>(sql, values, types), { timeoutMs, label: 'segment_stats' });
+        // Payments that match no invoice are reported, not joined.
+        const orphanIds = await duck.session(
+          (s) => s.all<{ id: string }>(`SELECT DISTINCT invoice_id::VARCHAR AS id FROM ${tables.payments}`),
+          { timeoutMs, label: 'payment_invoices' },
+        );
+        const unknown = await set.unknownInvoices(orphanIds.map((r) => r.id));
+        const warnings: DatasetWarning[] = [...set.warnings, ...tables.warnings];
+        if (unknown > 0) warnings.push({ code: 'PAYMENTS_UNMATCHED', message: `payment events: ${unknown} invoice id(s) match no invoice; their payments are not joined` });
+        const { unknownInvoices: _, ...described } = set;
+        return {
+          groups: rows.map(({ _invoices, ...g }) => ({ ...g, avgDaysToPay: g.avgDaysToPay === null ? null : Number(g.avgDaysToPay), lateShare: g.lateShare === null ? null : Number(g.lateShare) })),
+          set: described,
+          invoices: Number(rows[0]?._invoices ?? 0),
+          warnings,
+        };
+      });
+    },
+  };
+}
+

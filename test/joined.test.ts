@@ -1,0 +1,282 @@
+import assert from 'node:assert/strict';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { gzipSync } from 'node:zlib';
+import { after, before, describe, it } from 'node:test';
+import { DuckDBInstance } from '@duckdb/node-api';
+import pg from 'pg';
+import { createTestDatabase, missingServices, type TestDatabase } from './fixtures/services.js';
+import { startTestGateway, type TestGateway } from './fixtures/gateway.js';
+import { eventually } from './fixtures/eventually.js';
+import { startS3Server, type S3Server } from './fixtures/s3Server.js';
+import { InvoiceByIdDocument, InvoicesWithPaymentsDocument, SegmentStatsDocument, type SegmentStatsQuery } from './generated/graphql.js';
+
+const skip = await missingServices('postgres');
+
+interface Profile {
+  customerId: number;
+  industry: string | null;
+  country: string | null;
+  terms: number | null;
+  employees: number | null;
+  updatedAt: string;
+}
+interface PaymentEvent {
+  paymentId: string;
+  invoiceId: number;
+  paidAt: string;
+  amount: string;
+}
+interface Rating {
+  customerId: number;
+  rating: string;
+  asOf: string;
+}
+
+/** What the test writes, as the rows it means: loaded into Postgres for the independent check. */
+const profiles: Profile[] = [];
+const payments: PaymentEvent[] = [];
+const ratings: Rating[] = [];
+
+describe('joined analytics over the users\u2019 datasets (a real S3 protocol server)', { skip }, () => {
+  let s3: S3Server;
+  let db: TestDatabase;
+  let gw: TestGateway;
+  let sql: pg.Pool;
+  let dir: string;
+
+  const put = (key: string, body: string | Buffer) => gw.gateway.lake.store.putBytes(key, body);
+
+  before(async () => {
+    s3 = await startS3Server();
+    db = await createTestDatabase('joined');
+    gw = await startTestGateway({
+      databaseUrl: db.url,
+      env: { ...s3.env, CHANGE_FEED: '1', SOURCES_LISTING_TTL_MS: '0', SOURCES_WARNING_KEYS: '1' },
+      seed: { customers: 30, invoices: 3_000, months: 14, seed: 5 },
+    });
+    await eventually(() => gw.gateway.feed.status().state === 'streaming', 'the feed to stream');
+    assert.equal((await gw.gateway.lake.exportNow()).kind, 'exported');
+    sql = new pg.Pool({ connectionString: db.url, max: 3 });
+    dir = await mkdtemp(path.join(tmpdir(), 'ig-joined-'));
+
+    // Profiles in two files; drift of types; the later updated_at wins; junk lines.
+    const industries = ['software', 'retail', 'energy'];
+    const lines1: string[] = [];
+    const lines2: string[] = [];
+    for (let id = 1; id <= 30; id++) {
+      if (id % 10 === 0) continue; // no profile at all
+      const p: Profile = { customerId: id, industry: industries[id % 3]!, country: id % 7 === 0 ? null : ['US', 'DE'][id % 2]!, terms: id % 4 === 0 ? null : 15 + (id % 3) * 15, employees: 1000 + id, updatedAt: '2026-01-01T00:00:00Z' };
+      lines1.push(JSON.stringify({
+        customer_id: id % 2 === 0 ? String(id) : id,
+        legal_name: `Customer ${id}`,
+        industry: p.industry,
+        ...(p.country ? { country: p.country.toLowerCase() } : {}),
+        ...(p.terms === null ? {} : { payment_terms_days: p.terms }),
+        employees: id % 3 === 0 ? (1000 + id).toLocaleString('en-US') : 1000 + id,
+        address: { city: 'X', geo: { lat: 1 } },
+        tags: ['a', 'b'],
+        updated_at: p.updatedAt,
+      }));
+      profiles.push(p);
+    }
+    // A newer record for customer 3 changes its industry.
+    lines2.push(JSON.stringify({ customer_id: '3', legal_name: 'Customer 3 renamed', industry: 'media', country: 'FR', payment_terms_days: 60, employees: '2,500', updated_at: '2026-06-01T00:00:00Z' }));
+    Object.assign(profiles.find((p) => p.customerId === 3)!, { industry: 'media', country: 'FR', terms: 60, employees: 2500, updatedAt: '2026-06-01T00:00:00Z' });
+    lines1.push('this is not json', '[1, 2, 3]', '{"legal_name": "no id"}');
+    await put('sources/customer-profiles/a.jsonl', lines1.join('\n'));
+    await put('sources/customer-profiles/b.jsonl.gz', gzipSync(lines2.join('\n')));
+
+    // Payments: full, partial, overpaid, duplicated, for an unknown invoice, and junk.
+    const { rows: invoices } = await sql.query<{ id: string; amount: string; issued: string }>(
+      `SELECT invoice_id::text AS id, amount_usd::text AS amount, to_char(issue_date AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS issued FROM invoices ORDER BY invoice_id DESC LIMIT 400`,
+    );
+    const byDay = new Map<string, string[]>();
+    let n = 0;
+    const pay = (invoiceId: string, amount: string, days: number, issued: string, duplicate = false) => {
+      const paidAt = new Date(Date.parse(issued) + days * 86_400_000).toISOString();
+      const event: PaymentEvent = { paymentId: `p${++n}`, invoiceId: Number(invoiceId), paidAt, amount };
+      const line = JSON.stringify({ payment_id: event.paymentId, invoice_id: n % 2 ? invoiceId : Number(invoiceId), paid_at: paidAt, amount_usd: n % 3 ? amount : Number(amount), method: 'wire' });
+      const day = paidAt.slice(0, 10);
+      byDay.set(day, [...(byDay.get(day) ?? []), line, ...(duplicate ? [line] : [])]);
+      if (Date.parse(paidAt) <= Date.now()) payments.push(event);
+      else byDay.get(day)!.splice(-1 - (duplicate ? 1 : 0));
+    };
+    for (const [i, inv] of invoices.entries()) {
+      const cents = Math.round(Number(inv.amount) * 100);
+      if (i % 4 === 0) pay(inv.id, inv.amount, 10 + (i % 50), inv.issued, i % 8 === 0);
+      else if (i % 4 === 1) pay(inv.id, (Math.floor(cents / 3) / 100).toFixed(2), 5, inv.issued);
+      else if (i % 4 === 2 && i % 3 === 0) pay(inv.id, ((cents + 500) / 100).toFixed(2), 40, inv.issued);
+    }
+    pay('999999999', '12.00', 1, '2026-01-01T00:00:00Z');
+    payments.splice(payments.findIndex((p) => p.invoiceId === 999999999), 1);
+    const days = [...byDay.keys()].sort();
+    byDay.get(days[0]!)!.push('{"payment_id": "broken"', '{"payment_id": "x1", "invoice_id": "abc", "amount_usd": 1, "paid_at": "2026-01-01T00:00:00Z"}');
+    for (const [day, lines] of byDay) await put(`sources/payments/date=${day}/events.jsonl`, lines.join('\n'));
+
+    // Ratings: two Parquet snapshots, ids as numbers in one and as text in the other.
+    const duck = await DuckDBInstance.create(':memory:');
+    const c = await duck.connect();
+    for (const [index, asOf] of ['2026-03-31T00:00:00Z', '2026-09-30T00:00:00Z'].entries()) {
+      const rows: Rating[] = [];
+      for (let id = 1; id <= 30; id++) if ((id + index) % 5 !== 0) rows.push({ customerId: id, rating: ['AAA', 'BBB', 'B', 'D'][(id + index) % 4]!, asOf });
+      ratings.push(...rows);
+      const json = path.join(dir, `r${index}.json`);
+      const file = path.join(dir, `r${index}.parquet`);
+      await writeFile(json, rows.map((r) => JSON.stringify({ customer_id: r.customerId, rating: r.rating, score: 50.5, as_of: r.asOf })).join('\n'));
+      await c.run(
+        `COPY (SELECT customer_id::${index === 0 ? 'BIGINT' : 'VARCHAR'} AS customer_id, rating, score, as_of::TIMESTAMPTZ AS as_of
+           FROM read_json('${json}', format = 'newline_delimited', columns = {customer_id: 'BIGINT', rating: 'VARCHAR', score: 'DOUBLE', as_of: 'VARCHAR'})) TO '${file}' (FORMAT parquet)`,
+      );
+      await put(`sources/credit-ratings/snapshot-${index}.parquet`, await readFile(file));
+    }
+    c.closeSync();
+    duck.closeSync();
+
+    // The same rows in Postgres, for the independent check.
+    await sql.query(`CREATE TABLE t_profiles (customer_id int, industry text, country text, terms int)`);
+    await sql.query(`CREATE TABLE t_payments (payment_id text, invoice_id bigint, paid_at timestamptz, amount numeric)`);
+    await sql.query(`CREATE TABLE t_ratings (customer_id int, rating text, as_of timestamptz)`);
+    for (const p of profiles) await sql.query(`INSERT INTO t_profiles VALUES ($1, $2, $3, $4)`, [p.customerId, p.industry, p.country, p.terms]);
+    for (const p of payments) await sql.query(`INSERT INTO t_payments VALUES ($1, $2, $3, $4)`, [p.paymentId, p.invoiceId, p.paidAt, p.amount]);
+    for (const r of ratings) await sql.query(`INSERT INTO t_ratings VALUES ($1, $2, $3)`, [r.customerId, r.rating, r.asOf]);
+  });
+
+  after(async () => {
+    await sql?.end();
+    await gw?.stop();
+    await db?.drop();
+    await s3?.stop();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  /** The same join and measures, computed in Postgres from the rows the test meant to write. */
+  async function expected(dimensions: string[], months: number) {
+    const columns: Record<string, string> = {
+      ISSUER_INDUSTRY: 'ip.industry', ISSUER_COUNTRY: 'ip.country', ISSUER_RATING: 'ir.rating',
+      RECEIVER_INDUSTRY: 'rp.industry', RECEIVER_COUNTRY: 'rp.country', RECEIVER_RATING: 'rr.rating',
+      MONTH: `to_char(i.issue_date AT TIME ZONE 'UTC', 'YYYY-MM')`, ISSUER: 'i.issuer_id::text', RECEIVER: 'i.receiver_id::text',
+    };
+    const dims = dimensions.map((d) => columns[d]!);
+    const { rows } = await sql.query(
+      `WITH paid AS (SELECT invoice_id, sum(amount) AS paid FROM t_payments GROUP BY 1),
+        running AS (SELECT invoice_id, paid_at, sum(amount) OVER (PARTITION BY invoice_id ORDER BY paid_at, payment_id) AS cum FROM t_payments),
+        rating AS (SELECT DISTINCT ON (customer_id) customer_id, rating FROM t_ratings ORDER BY customer_id, as_of DESC),
+        j AS (
+          SELECT i.*, coalesce(p.paid, 0) AS paid_usd,
+            (SELECT min(r.paid_at) FROM running r WHERE r.invoice_id = i.invoice_id AND r.cum >= i.amount_usd) AS settled_at,
+            i.issue_date + make_interval(days => coalesce(rp.terms, 30)) AS due_at
+            ${dims.map((d, k) => `, ${d} AS d${k}`).join('')}
+          FROM invoices i
+            LEFT JOIN t_profiles ip ON ip.customer_id = i.issuer_id LEFT JOIN t_profiles rp ON rp.customer_id = i.receiver_id
+            LEFT JOIN rating ir ON ir.customer_id = i.issuer_id LEFT JOIN rating rr ON rr.customer_id = i.receiver_id
+            LEFT JOIN paid p ON p.invoice_id = i.invoice_id
+          WHERE i.issue_date >= date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' - make_interval(months => $1 - 1)
+        )
+      SELECT ${dims.map((_, k) => `d${k}`).join(', ')}${dims.length ? ',' : ''} count(*)::int AS "invoiceCount", sum(amount_usd)::text AS "totalUsd",
+        sum(paid_usd)::numeric(38,2)::text AS "paidUsd", sum(greatest(amount_usd - paid_usd, 0))::numeric(38,2)::text AS "outstandingUsd",
+        round((avg(extract(epoch FROM settled_at - issue_date)) / 86400)::numeric, 2)::float8 AS "avgDaysToPay",
+        round(avg(CASE WHEN settled_at IS NOT NULL THEN (settled_at > due_at)::int WHEN now() > due_at THEN 1 ELSE 0 END), 4)::float8 AS "lateShare"
+      FROM j ${dims.length ? 'GROUP BY ' + dims.map((_, k) => `d${k}`).join(', ') : ''}
+      ORDER BY sum(amount_usd) DESC ${dims.map((_, k) => `, d${k} ASC NULLS FIRST`).join('')}`,
+      [months],
+    );
+    return rows.map((r) => {
+      const row: Record<string, unknown> = { invoiceCount: r.invoiceCount, totalUsd: r.totalUsd, paidUsd: r.paidUsd, outstandingUsd: r.outstandingUsd, avgDaysToPay: r.avgDaysToPay, lateShare: r.lateShare };
+      dimensions.forEach((d, k) => (row[d] = r[`d${k}`]));
+      return row;
+    });
+  }
+
+  const FIELD: Record<string, keyof SegmentStatsQuery['segmentStats']['rows'][number]> = {
+    ISSUER_INDUSTRY: 'issuerIndustry', ISSUER_COUNTRY: 'issuerCountry', ISSUER_RATING: 'issuerRating',
+    RECEIVER_INDUSTRY: 'receiverIndustry', RECEIVER_COUNTRY: 'receiverCountry', RECEIVER_RATING: 'receiverRating',
+    MONTH: 'month', ISSUER: 'issuerId', RECEIVER: 'receiverId',
+  };
+
+  it('segmentStats equals the same join computed in Postgres, for several dimension sets', async () => {
+    for (const [dimensions, months] of [
+      [['ISSUER_INDUSTRY'], 12],
+      [['RECEIVER_RATING', 'RECEIVER_COUNTRY'], 12],
+      [['ISSUER_RATING', 'MONTH'], 3],
+      [['RECEIVER'], 14],
+      [[], 6],
+    ] as [string[], number][]) {
+      const res = await gw.request(SegmentStatsDocument, { dimensions: dimensions as never, months, first: 10_000 });
+      assert.equal(res.errors, undefined, JSON.stringify(res.errors));
+      const stats = res.data!.segmentStats;
+      assert.equal(stats.freshness.engine, 'LAKE');
+      const got = stats.rows.map((r) => {
+        const row: Record<string, unknown> = { invoiceCount: r.invoiceCount, totalUsd: r.totalUsd, paidUsd: r.paidUsd, outstandingUsd: r.outstandingUsd, avgDaysToPay: r.avgDaysToPay, lateShare: r.lateShare };
+        for (const d of dimensions) row[d] = r[FIELD[d]!];
+        return row;
+      });
+      assert.deepEqual(got, await expected(dimensions, months), dimensions.join(','));
+    }
+  });
+
+  it('reports malformed lines, incomplete records, duplicates and payments for unknown invoices', async () => {
+    const res = await gw.request(SegmentStatsDocument, { dimensions: ['ISSUER_INDUSTRY'], months: 12 });
+    const codes = res.data!.segmentStats.warnings.map((w) => w.code);
+    for (const code of ['SOURCE_MALFORMED', 'SOURCE_INCOMPLETE', 'SOURCE_DUPLICATES', 'PAYMENTS_UNMATCHED']) assert.ok(codes.includes(code), `${code} in ${JSON.stringify(codes)}`);
+    const malformed = res.data!.segmentStats.warnings.filter((w) => w.code === 'SOURCE_MALFORMED').map((w) => w.message).join(' | ');
+    assert.match(malformed, /customer profiles: 2 line\(s\) that are not a JSON object were skipped \(in sources\/customer-profiles\/a\.jsonl\)/);
+    assert.match(malformed, /payment events: 1 line/);
+  });
+
+  it('profiles, ratings and payments through loaders: 100 invoices cost a constant number of queries', async () => {
+    const { rows } = await sql.query<{ id: string }>(`SELECT invoice_id::text AS id FROM invoices ORDER BY invoice_id DESC LIMIT 100`);
+    const ids = rows.map((r) => r.id);
+    const queriesFor = async (some: string[]) => {
+      const before = gw.gateway.lake.duckQueries();
+      const res = await gw.request(InvoicesWithPaymentsDocument, { ids: some });
+      assert.equal(res.errors, undefined, JSON.stringify(res.errors));
+      return { res, queries: gw.gateway.lake.duckQueries() - before };
+    };
+    const few = await queriesFor(ids.slice(0, 5));
+    const { res, queries } = await queriesFor(ids);
+    // Payments, profiles (both parties, then receivers' terms for dueDate), ratings: batched.
+    assert.ok(queries <= 4, `DuckDB queries for 100 invoices: ${queries}`);
+    assert.equal(queries, few.queries, 'as many for 100 invoices as for 5');
+    for (const invoice of res.data!.invoices) {
+      const mine = payments.filter((p) => String(p.invoiceId) === invoice!.id);
+      const paid = mine.reduce((s, p) => s + Math.round(Number(p.amount) * 100), 0);
+      const amount = Math.round(Number(invoice!.amountUsd) * 100);
+      assert.equal(invoice!.payments.length, mine.length, `payments of ${invoice!.id} counted once each`);
+      assert.equal(invoice!.paidUsd, (paid / 100).toFixed(2));
+      assert.equal(invoice!.outstandingUsd, (Math.max(amount - paid, 0) / 100).toFixed(2));
+      assert.equal(invoice!.paymentStatus, paid === 0 ? 'UNPAID' : paid < amount ? 'PARTIAL' : paid === amount ? 'PAID' : 'OVERPAID');
+    }
+    const c3 = await gw.request(InvoicesWithPaymentsDocument, { ids: [ids[0]!] });
+    assert.ok(c3.data!.invoices[0]!.dueDate);
+    const { rows: three } = await sql.query<{ id: string }>(`SELECT invoice_id::text AS id FROM invoices WHERE issuer_id = 3 LIMIT 1`);
+    const issuer3 = (await gw.request(InvoicesWithPaymentsDocument, { ids: [three[0]!.id] })).data!.invoices[0]!.issuer;
+    assert.equal(issuer3.profile?.industry, 'media', 'the latest updated_at wins');
+    assert.equal(issuer3.profile?.employees, 2500, '"2,500" read as a number');
+    assert.equal(issuer3.profile?.country, 'FR');
+    assert.equal(issuer3.rating?.rating, ['AAA', 'BBB', 'B', 'D'][(3 + 1) % 4], 'the latest snapshot is current');
+  });
+
+  it('a replaced object is part of the next query', async () => {
+    const issuer = async () => {
+      const { rows } = await sql.query<{ id: string }>(`SELECT invoice_id::text AS id FROM invoices WHERE issuer_id = 11 LIMIT 1`);
+      return (await gw.request(InvoicesWithPaymentsDocument, { ids: [rows[0]!.id] })).data!.invoices[0]!.issuer.profile;
+    };
+    assert.equal((await issuer())?.industry, 'energy');
+    await put('sources/customer-profiles/b.jsonl.gz', gzipSync(JSON.stringify({ customer_id: 11, industry: 'aerospace', updated_at: '2026-07-01T00:00:00Z' })));
+    assert.equal((await issuer())?.industry, 'aerospace');
+  });
+
+  it('an unreachable object store fails joined analytics with SERVICE_UNAVAILABLE; lookups still answer', async () => {
+    await s3.kill();
+    try {
+      const res = await gw.request(SegmentStatsDocument, { dimensions: ['ISSUER_INDUSTRY'], months: 12 });
+      assert.equal(res.errors?.[0]?.extensions?.code, 'SERVICE_UNAVAILABLE', JSON.stringify(res.errors));
+      const lookup = await gw.request(InvoiceByIdDocument, { id: '1' });
+      assert.equal(lookup.data?.invoice?.id, '1');
+    } finally {
+      await s3.restart();
+    }
+  });
+});
