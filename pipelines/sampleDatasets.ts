@@ -11,7 +11,7 @@ import type { Database, Statement } from '../sources/postgres/database.js';
 /** Payments are generated for the newest invoices only: a sample, not a second copy of the table. */
 const PAYMENT_SAMPLE = 50_000;
 
-const CUSTOMERS: Statement = { name: 'sample_customers', text: 'SELECT customer_id AS id, name FROM customers ORDER BY customer_id' };
+const CUSTOMERS: Statement = { name: 'sample_customers', text: 'SELECT customer_id AS id, customer_name AS name FROM customers ORDER BY customer_id' };
 const INVOICES: Statement = {
   name: 'sample_invoices',
   text: `SELECT invoice_id::text AS id, to_char(issue_date AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS "issueDate", amount_usd::text AS amount

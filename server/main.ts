@@ -49,6 +49,9 @@ async function start(config: Config, logger: Logger, state: StartState): Promise
       const sampleDb = createDatabase({ url, poolMax: 1, statementTimeoutMs: 0 }, logger);
       try {
         await writeSampleDatasets({ db: sampleDb, store, prefixes, seed: DEMO.seed, logger });
+      } catch (err) {
+        // A convenience of the demo: the gateway serves without it, and the next start tries again.
+        logger.warn({ err }, 'writing the sample datasets failed; joined analytics have no data until the next start');
       } finally {
         await sampleDb.close();
       }

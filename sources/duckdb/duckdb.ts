@@ -106,3 +106,30 @@ export async function createDuck(options: DuckOptions, logger: Logger): Promise<
     close: () => instance.closeSync(),
   };
 }
+
+/**
+ * Named parameters for one statement: bind() records a value with its type and returns its
+ * placeholder; used() keeps only those the statement names (DuckDB refuses unused ones).
+ */
+export function namedParameters() {
+  const values: Record<string, DuckDBValue> = {};
+  const types: Record<string, DuckDBType> = {};
+  return {
+    values,
+    types,
+    bind(name: string, value: DuckDBValue, type: DuckDBType): string {
+      values[name] = value;
+      types[name] = type;
+      return `$${name}`;
+    },
+    used(sql: string) {
+      for (const name of Object.keys(values)) {
+        if (!new RegExp(`\\$${name}\\b`).test(sql)) {
+          delete values[name];
+          delete types[name];
+        }
+      }
+      return { values, types };
+    },
+  };
+}

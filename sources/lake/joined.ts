@@ -1,5 +1,5 @@
 import { BIGINT, INTEGER, LIST, VARCHAR, listValue, type DuckDBType, type DuckDBValue } from '@duckdb/node-api';
-import type { Duck } from '../duckdb/duckdb.js';
+import { namedParameters, type Duck } from '../duckdb/duckdb.js';
 import type { Datasets, DatasetWarning } from './datasets.js';
 import type { InvoiceSet, StatsEngine } from './statsEngine.js';
 
@@ -193,13 +193,7 @@ export function createJoined(deps: { datasets: Datasets; duck: Duck; stats: Stat
     async segmentStats(q) {
       const tables = await datasets.load();
       return deps.stats.withInvoices(q.months, async (set) => {
-        const values: Record<string, DuckDBValue> = {};
-        const types: Record<string, DuckDBType> = {};
-        const bind = (name: string, value: DuckDBValue, type: DuckDBType) => {
-          values[name] = value;
-          types[name] = type;
-          return `$${name}`;
-        };
+        const { bind, values, types } = namedParameters();
         const live = `SELECT unnest(${bind('live_id', ids(set.live.ids), LIST(BIGINT))}) AS invoice_id,
             unnest(${bind('live_date', listValue(set.live.dates), LIST(VARCHAR))})::TIMESTAMPTZ AS issue_date,
             unnest(${bind('live_issuer', listValue(set.live.issuers), LIST(INTEGER))}) AS issuer_id,

@@ -1,5 +1,5 @@
-import { BIGINT, INTEGER, LIST, listValue, VARCHAR, type DuckDBType, type DuckDBValue } from '@duckdb/node-api';
-import type { Duck } from '../duckdb/duckdb.js';
+import { BIGINT, INTEGER, LIST, listValue, VARCHAR } from '@duckdb/node-api';
+import { namedParameters, type Duck } from '../duckdb/duckdb.js';
 import type { ObjectCache } from '../objectStore/objectCache.js';
 import type { ObjectStore } from '../objectStore/objectStore.js';
 import { keysetSql, type StatsGroup, type StatsQuery } from '../postgres/statsStore.js';
@@ -40,14 +40,8 @@ export async function lakeStats(deps: { duck: Duck; cache: ObjectCache; store: O
   const party = query.role === 'issuer' ? 'issuer_id' : 'receiver_id';
   const keyset = keysetSql(query.orderBy, { value: '$after_value::DECIMAL(38,2)', customer: '$after_customer::INTEGER', month: '$after_month::VARCHAR' });
 
-  // Parameters by name.
-  const values: Record<string, DuckDBValue> = {};
-  const types: Record<string, DuckDBType> = {};
-  const bind = (name: string, value: DuckDBValue, type: DuckDBType) => {
-    values[name] = value;
-    types[name] = type;
-    return `$${name}`;
-  };
+  const parameters = namedParameters();
+  const { bind } = parameters;
   const strings = (list: readonly string[]) => listValue([...list]);
   const live = `SELECT unnest(${bind('live_month', strings(input.live.map((g) => g.month)), LIST(VARCHAR))}) AS month,
       unnest(${bind('live_customer', listValue(input.live.map((g) => g.customerId)), LIST(INTEGER))}) AS customer_id,
@@ -91,13 +85,8 @@ export async function lakeStats(deps: { duck: Duck; cache: ObjectCache; store: O
     FROM ranked WHERE ${keyset.where}
     ORDER BY ${keyset.orderBy} LIMIT ${limit}`;
 
-  // DuckDB refuses a named parameter the statement does not use (CUSTOMER_ASC has no sort value).
-  for (const name of Object.keys(values)) {
-    if (!new RegExp(`\\$${name}\\b`).test(sql)) {
-      delete values[name];
-      delete types[name];
-    }
-  }
+  // CUSTOMER_ASC names no sort value: only the parameters the statement uses are passed.
+  const { values, types } = parameters.used(sql);
   return deps.duck.session(
     async (s) => {
       const rows = await s.allNamed<StatsGroup & { customerId: number | string }>(sql, values, types);
