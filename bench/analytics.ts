@@ -11,10 +11,11 @@ import { print } from 'graphql';
 import pg from 'pg';
 import { freePorts } from '../test/fixtures/network.js';
 import { BenchInvoiceStatsDocument, type BenchInvoiceStatsQuery, type BenchInvoiceStatsQueryVariables } from '../test/generated/graphql.js';
-import { ensureBenchDatabase, type BenchData } from './benchDatabase.js';
+import { ensureBenchDatabase, withClient, type BenchData } from './benchDatabase.js';
 import type { ChildServer } from './childServer.js';
 import { ROOT } from './lookupSettings.js';
 import { runCommand } from './runCommand.js';
+import { median, percentile } from './stats.js';
 
 /*
  * `npm run bench -- analytics`: invoiceStats through the gateway (DuckDB over the Parquet lake
@@ -405,7 +406,7 @@ async function prepareDatabase(options: AnalyticsOptions): Promise<{ data: Bench
   if (!ready) {
     console.error(`seeding ${name}: ${options.customers} customers, ${options.invoices} invoices over ${options.months} months`);
     const started = performance.now();
-    await runCommand(process.execPath, [seedCommand, '--customers', String(options.customers), '--invoices', String(options.invoices), '--months', String(options.months), '--reset'], {
+    await runCommand(process.execPath, [seedCommand, '--customers', String(options.customers), '--invoices', String(options.invoices), '--months', String(options.months), '--reset', '--no-datasets'], {
       DATABASE_URL: url,
       LOG_LEVEL: 'warn',
     });
@@ -438,16 +439,6 @@ async function repairLeftovers(client: pg.Client, want: number): Promise<void> {
   console.error(`removing ${Number(row!.n) - want} invoices an earlier run inserted (ids after ${last})`);
   await client.query(`DELETE FROM invoices WHERE invoice_id > $1`, [last]);
   await client.query(`SELECT setval(pg_get_serial_sequence('invoices', 'invoice_id'), $1)`, [last]);
-}
-
-async function withClient<T>(url: string, work: (client: pg.Client) => Promise<T>): Promise<T> {
-  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 5000 });
-  await client.connect();
-  try {
-    return await work(client);
-  } finally {
-    await client.end();
-  }
 }
 
 /** The months the data covers (UTC), oldest and newest. */
@@ -668,14 +659,7 @@ if (process.argv[2] === SERVE_FLAG && process.argv[1] && path.resolve(process.ar
 // ---------------------------------------------------------------------------------------------
 // The report.
 
-const median = (values: readonly number[]) => {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted.length === 0 ? NaN : sorted[Math.floor((sorted.length - 1) / 2)]!;
-};
-const p95 = (values: readonly number[]) => {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted.length === 0 ? NaN : sorted[Math.ceil(0.95 * sorted.length) - 1]!;
-};
+const p95 = (values: readonly number[]) => percentile(values, 0.95);
 const fmtMs = (ms: number) => (Number.isNaN(ms) ? '–' : ms.toFixed(ms < 10 ? 2 : ms < 100 ? 1 : 0));
 const int = (n: number) => Math.round(n).toLocaleString('en-US');
 const mb = (bytes: number) => (bytes / 2 ** 20).toFixed(0);

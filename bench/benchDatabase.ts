@@ -41,7 +41,7 @@ export async function ensureBenchDatabase(
 
   console.error(`seeding ${name}: ${want.customers} customers, ${want.invoices} invoices`);
   const started = performance.now();
-  await runCommand(process.execPath, [seedCommand, '--customers', String(want.customers), '--invoices', String(want.invoices), '--reset'], {
+  await runCommand(process.execPath, [seedCommand, '--customers', String(want.customers), '--invoices', String(want.invoices), '--reset', '--no-datasets'], {
     DATABASE_URL: url,
     LOG_LEVEL: 'warn',
   });
@@ -78,7 +78,8 @@ function adminUrl(url: string): string {
   return admin.toString();
 }
 
-async function withClient<T>(url: string, work: (client: pg.Client) => Promise<T>): Promise<T> {
+/** One short-lived connection for setup work. */
+export async function withClient<T>(url: string, work: (client: pg.Client) => Promise<T>): Promise<T> {
   const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 5000 });
   await client.connect();
   try {

@@ -1,5 +1,9 @@
-import { availableParallelism, cpus, totalmem } from 'node:os';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { availableParallelism, cpus, tmpdir, totalmem } from 'node:os';
+import path from 'node:path';
 import { parseArgs } from 'node:util';
+import { riskSql } from '../sources/postgres/riskSql.js';
+import { median } from './stats.js';
 import pg from 'pg';
 import { ensureBenchDatabase } from './benchDatabase.js';
 import { startChildServer, type ChildServer } from './childServer.js';
@@ -57,7 +61,6 @@ function parseOptions(argv: string[]): RiskOptions {
 }
 
 const SLOT = 'ig_feed_bench_risk';
-const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
 
 /**
  * `npm run bench -- risk`: what the change feed and scorer cost writers, how fast the backfill
@@ -84,7 +87,7 @@ export async function risk(argv: string[]): Promise<void> {
       cost.none.push(await writeFlatOut(options, data.customers));
       cost.trigger.push(await withNotifyTrigger(options.databaseUrl, () => writeFlatOut(options, data.customers)));
       cost.stream.push(await withBareStream(options.databaseUrl, () => writeFlatOut(options, data.customers)));
-      if (round === 0) await sql.query(`TRUNCATE invoice_risk_scores, risk_customer_months, risk_global_months, risk_customer_pairs`);
+      if (round === 0) await sql.query(`TRUNCATE invoice_risk_scores, ${riskSql.DERIVED_TABLES}`);
       gateway = await startGateway(options);
       const done = await gateway.backfillDone;
       if (round === 0) backfill = done;
@@ -143,6 +146,7 @@ export async function risk(argv: string[]): Promise<void> {
 async function startGateway(options: RiskOptions) {
   const port = await freePort();
   const url = `http://127.0.0.1:${port}/graphql`;
+  const dataDir = await mkdtemp(path.join(tmpdir(), 'ig-bench-risk-'));
   let resolveBackfill!: (value: { scored: number; seconds: number; perSecond: number }) => void;
   const backfillDone = new Promise<{ scored: number; seconds: number; perSecond: number }>((resolve) => (resolveBackfill = resolve));
   const server: ChildServer = await startChildServer({
@@ -157,6 +161,10 @@ async function startGateway(options: RiskOptions) {
       PORT: String(port),
       HOST: '127.0.0.1',
       MAX_SUBSCRIPTIONS_PER_CONNECTION: '5',
+      // Its own scratch directory, and no lake exports: this measures the feed and scoring
+      // (npm run bench -- analytics measures exports).
+      DATA_DIR: dataDir,
+      LAKE_EXPORT_INTERVAL_MS: '0',
     },
     ready: async () => (await fetch(new URL('/readyz', url))).ok,
     onLine: (line) => {
@@ -181,7 +189,11 @@ async function startGateway(options: RiskOptions) {
     await pool.end();
     setTimeout(() => resolveBackfill({ scored: 0, seconds: 0, perSecond: 0 }), 2000);
   })();
-  return { server, url, backfillDone };
+  const stop = async () => {
+    await server.stop();
+    await rm(dataDir, { recursive: true, force: true });
+  };
+  return { server: { ...server, stop }, url, backfillDone };
 }
 
 async function writeFlatOut(options: RiskOptions, customers: number): Promise<number> {

@@ -1,5 +1,6 @@
 import pg from 'pg';
 import WebSocket from 'ws';
+import { percentile } from './stats.js';
 
 /** Invoices inserted as psql would: one autocommit INSERT each, from several connections. */
 export interface Writers {
@@ -152,7 +153,5 @@ export function latencies(committedAt: Map<string, number>, received: Map<string
       if (committed !== undefined) values.push(at - committed);
     }
   }
-  values.sort((a, b) => a - b);
-  const pick = (q: number) => values[Math.min(values.length - 1, Math.floor(q * values.length))] ?? NaN;
-  return { p50: pick(0.5), p95: pick(0.95), p99: pick(0.99), max: values.at(-1) ?? NaN, count: values.length };
+  return { p50: percentile(values, 0.5), p95: percentile(values, 0.95), p99: percentile(values, 0.99), max: percentile(values, 1), count: values.length };
 }

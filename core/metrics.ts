@@ -101,17 +101,17 @@ export class Metrics {
     registers: [this.registry],
   });
 
-  /** Set by the change feed; read on each scrape. */
-  feedLag?: () => Promise<{ bytes: number | null; seconds: number }>;
+  /** Set by the change feed; read on each scrape (bytes need a query, seconds do not). */
+  feedLagBytesNow?: () => Promise<number | null>;
+  feedLagSecondsNow?: () => number;
 
   readonly feedLagBytes = new Gauge({
     name: 'gateway_feed_lag_bytes',
     help: 'WAL written since the feed slot\'s acknowledged position',
     registers: [this.registry],
     collect: async () => {
-      const lag = await this.feedLag?.();
-      if (lag?.bytes != null) this.feedLagBytes.set(lag.bytes);
-      if (lag) this.feedLagSeconds.set(lag.seconds);
+      const bytes = await this.feedLagBytesNow?.();
+      if (bytes != null) this.feedLagBytes.set(bytes);
     },
   });
 
@@ -119,6 +119,10 @@ export class Metrics {
     name: 'gateway_feed_lag_seconds',
     help: 'Age of the oldest transaction received from the feed and not yet handled by every consumer (0 when caught up)',
     registers: [this.registry],
+    // Its own collect: set from another gauge's, it would show the previous scrape's value.
+    collect: () => {
+      if (this.feedLagSecondsNow) this.feedLagSeconds.set(this.feedLagSecondsNow());
+    },
   });
 
   readonly riskScored = new Counter({

@@ -271,16 +271,16 @@ export function startChangeFeed(settings: FeedSettings, consumers: readonly Feed
     }
   }
 
-  metrics.feedLag = async () => {
-    const lag = await slotLag(db, settings.slot).catch(() => undefined);
-    return { bytes: lag?.bytes ?? null, seconds: oldestUnacknowledged ? (Date.now() - oldestUnacknowledged.getTime()) / 1000 : 0 };
-  };
+  const lagBytes = async () => (await slotLag(db, settings.slot).catch(() => undefined))?.bytes ?? null;
+  const lagSeconds = () => (oldestUnacknowledged ? (Date.now() - oldestUnacknowledged.getTime()) / 1000 : 0);
+  metrics.feedLagBytesNow = lagBytes;
+  metrics.feedLagSecondsNow = lagSeconds;
   const running = run().catch((err: unknown) => log.error({ err }, 'change feed stopped unexpectedly'));
   setStatus(status);
 
   return {
     status: () => status,
-    lag: () => metrics.feedLag!(),
+    lag: async () => ({ bytes: await lagBytes(), seconds: lagSeconds() }),
     async stop() {
       stopping = true;
       requestStop();

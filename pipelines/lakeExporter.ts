@@ -6,6 +6,7 @@ import type { ObjectStore } from '../sources/objectStore/objectStore.js';
 import type { LakeWriter, WrittenFile } from '../sources/lake/lakeWriter.js';
 import { LAKE_FORMAT, lakeKeys, manifestKeys, parseManifest, RAW_SCHEMA, ROLLUP_SCHEMA, type LakeFile, type LakeManifest, type LakeMonth } from '../sources/lake/manifest.js';
 import type { Database } from '../sources/postgres/database.js';
+import type { LakeStore } from '../sources/postgres/lakeStore.js';
 import { finalizeExport, withExportSnapshot, type ExportSnapshot } from '../sources/postgres/lakeExportStore.js';
 
 export interface LakeExporterOptions {
@@ -16,6 +17,8 @@ export interface LakeExporterOptions {
   /** Local scratch space for CSV and Parquet before upload. */
   readonly stagingDir: string;
   readonly logger: Logger;
+  /** What the change feed has recorded: an export waits until it covers its snapshot. */
+  readonly lakeStore: LakeStore;
   /** How long an export waits for the change feed to record what its snapshot sees. */
   readonly feedWaitMs: number;
   /** Aborted when the gateway stops: an export waiting for the feed gives up at once. */
@@ -48,7 +51,11 @@ const ORPHAN_GRACE_MS = 10 * 60_000;
  */
 export async function exportLake(options: LakeExporterOptions, onProgress: ExportProgress = () => undefined, { full = false } = {}): Promise<ExportOutcome> {
   const started = performance.now();
-  const outcome = await withExportSnapshot(options.db, options.feedWaitMs, (snapshot) => exportIn(snapshot, options, onProgress, full, started), options.signal);
+  const outcome = await withExportSnapshot(
+    options.db,
+    () => options.lakeStore.recordedUpToNow(options.feedWaitMs, options.signal),
+    (snapshot) => exportIn(snapshot, options, onProgress, full, started),
+  );
   if (outcome === 'busy' || outcome === 'feed behind') return { kind: outcome };
   if (outcome.kind !== 'exported') return outcome;
   await removeOrphans(options).catch((err: unknown) => options.logger.warn({ err }, 'removing old lake objects failed; next export tries again'));

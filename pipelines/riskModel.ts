@@ -1,3 +1,4 @@
+import { toCents } from '../core/money.js';
 import { z } from 'zod';
 
 /**
@@ -140,8 +141,9 @@ export class RiskModel {
     // day is not a "burst".
     const usualPerHour = Math.max(f.issuerHistory.n / Math.max(f.historyHours, 24), 1 / 24);
     const burst = f.lastHourInvoices / usualPerHour;
-    const cents = Math.round(amount * 100);
-    const wholeThousands = amount >= 1_000 && cents % 100_000 === 0;
+    // Exact, from the decimal text: whole thousands is a property of the digits, not of a float.
+    const cents = toCents(f.amountUsd);
+    const wholeThousands = cents >= 100_000n && cents % 100_000n === 0n;
     const justBelow = APPROVAL_LIMITS.some((limit) => amount < limit && amount >= limit * (1 - JUST_BELOW));
     return {
       amountZScore: { value: z, signal: Math.min(Math.max(z - 1, 0), 6) },

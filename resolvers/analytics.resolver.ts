@@ -15,7 +15,7 @@ export const MAX_STATS_PAGE = 10_000;
  * Rows are flat and computed in one query, so a page costs its length, not its length times its
  * fields (10,000 rows stay well under MAX_QUERY_COMPLEXITY); nested fields add their own cost.
  */
-const cost = ({ args, childComplexity }: { args: Record<string, unknown>; childComplexity: number }) =>
+export const analyticsCost = ({ args, childComplexity }: { args: Record<string, unknown>; childComplexity: number }) =>
   10 + childComplexity + (typeof args.first === 'number' ? Math.max(args.first, 0) : 100);
 
 @Resolver(() => StatsRow)
@@ -23,13 +23,11 @@ export class AnalyticsResolver {
   @Query(() => InvoiceStats, {
     description:
       'Invoices of the last n months grouped by customer (and month): exact and fresh, from the Parquet lake plus the rows it lacks read live from Postgres.',
-    complexity: cost,
+    complexity: analyticsCost,
   })
   async invoiceStats(@Args(() => InvoiceStatsArgs) args: InvoiceStatsArgs, @Ctx() ctx: Context): Promise<InvoiceStats> {
     const months = parseMonths(args.months);
-    if (!Number.isInteger(args.first) || args.first < 1 || args.first > MAX_STATS_PAGE) {
-      throw badUserInput(`first must be between 1 and ${MAX_STATS_PAGE}, got ${args.first}`);
-    }
+    parseFirst(args.first);
     const customerIds = args.customerIds == null ? null : [...new Set(parseIdList(args.customerIds, parseCustomerId))].map(Number);
     const role = args.groupBy === CustomerRole.ISSUER ? 'issuer' : 'receiver';
     const query: StatsQuery = {
@@ -76,9 +74,14 @@ export class CustomerStatsResolver {
   }
 }
 
-function parseMonths(months: number): number {
+export function parseMonths(months: number): number {
   if (!Number.isInteger(months) || months < 1 || months > MAX_STATS_MONTHS) throw badUserInput(`months must be between 1 and ${MAX_STATS_MONTHS}, got ${months}`);
   return months;
+}
+
+export function parseFirst(first: number): number {
+  if (!Number.isInteger(first) || first < 1 || first > MAX_STATS_PAGE) throw badUserInput(`first must be between 1 and ${MAX_STATS_PAGE}, got ${first}`);
+  return first;
 }
 
 /** Opaque: the order and granularity it belongs to, and the last row's position. */

@@ -9,7 +9,7 @@ import { DecimalScalar, DateTimeScalar } from '../schema/scalars.js';
 import { DEFAULT_PAYMENT_TERMS_DAYS, type PaymentRecord, type ProfileRecord, type RatingRecord, type SegmentQuery } from '../sources/lake/joined.js';
 import type { CustomerRecord } from '../sources/postgres/customerStore.js';
 import type { InvoiceRecord } from '../sources/postgres/invoiceStore.js';
-import { MAX_STATS_MONTHS, MAX_STATS_PAGE } from './analytics.resolver.js';
+import { analyticsCost, parseFirst, parseMonths } from './analytics.resolver.js';
 import type { Context } from './context.js';
 import { parseCustomerId, parseIdList } from './ids.js';
 
@@ -59,6 +59,7 @@ export class InvoicePaymentsResolver {
     const terms = (await ctx.loaders.profile.load(invoice.receiverId))?.paymentTermsDays ?? DEFAULT_PAYMENT_TERMS_DAYS;
     const due = new Date(invoice.issueDate);
     due.setUTCDate(due.getUTCDate() + terms);
+    // Whole days added to the date and time; the issue date's microseconds are kept as they were.
     return invoice.issueDate.replace(/^.{19}/, due.toISOString().slice(0, 19));
   }
 
@@ -76,11 +77,11 @@ export class InvoicePaymentsResolver {
 export class SegmentStatsResolver {
   @Query(() => SegmentStats, {
     description: 'Invoices of the last n months joined with profiles, ratings and payments from the lake, grouped by the dimensions asked for.',
-    complexity: ({ args, childComplexity }) => 10 + childComplexity + (typeof args.first === 'number' ? Math.max(args.first, 0) : 100),
+    complexity: analyticsCost,
   })
   async segmentStats(@Args(() => SegmentStatsArgs) args: SegmentStatsArgs, @Ctx() ctx: Context): Promise<SegmentStats> {
-    if (!Number.isInteger(args.months) || args.months < 1 || args.months > MAX_STATS_MONTHS) throw badUserInput(`months must be between 1 and ${MAX_STATS_MONTHS}, got ${args.months}`);
-    if (!Number.isInteger(args.first) || args.first < 1 || args.first > MAX_STATS_PAGE) throw badUserInput(`first must be between 1 and ${MAX_STATS_PAGE}, got ${args.first}`);
+    parseMonths(args.months);
+    parseFirst(args.first);
     const dimensions = [...new Set(args.dimensions)];
     const filter = args.filter ?? {};
     for (const [name, values] of Object.entries(filter)) {

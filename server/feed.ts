@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Metrics } from '../core/metrics.js';
 import { createCacheInvalidator } from '../pipelines/cacheInvalidator.js';
@@ -7,24 +6,12 @@ import { RiskModel } from '../pipelines/riskModel.js';
 import { createRiskScorer } from '../pipelines/riskScorer.js';
 import { RISK_TOPIC } from '../resolvers/riskSubscription.js';
 import type { Cache } from '../sources/cache/cache.js';
-import type { Database, Statement } from '../sources/postgres/database.js';
+import type { Database } from '../sources/postgres/database.js';
+import { defaultSlotName } from '../sources/postgres/replication.js';
 import type { EventBus } from '../sources/pubsub/eventBus.js';
 import { createRiskStore } from '../sources/postgres/riskStore.js';
 import { createRiskBackfillStore } from '../sources/postgres/riskBackfillStore.js';
 import type { Config } from './config.js';
-
-const DATABASE_NAME: Statement = { name: 'current_database', text: 'SELECT current_database() AS name' };
-
-/**
- * The default slot name: slots are per cluster, so one gateway deployment per database gets its
- * own (ig_feed_<database>, shortened with a hash when the name is long or unusual).
- */
-export async function defaultSlotName(db: Database): Promise<string> {
-  const [row] = await db.query<{ name: string }>(DATABASE_NAME);
-  const safe = row!.name.toLowerCase().replace(/[^a-z0-9_]/g, '_');
-  if (safe === row!.name && safe.length <= 48) return `ig_feed_${safe}`;
-  return `ig_feed_${safe.slice(0, 40)}_${createHash('sha256').update(row!.name).digest('hex').slice(0, 8)}`;
-}
 
 export interface FeedDependencies {
   readonly config: Config;

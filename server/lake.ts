@@ -79,6 +79,8 @@ export async function createLake(deps: { config: Config; logger: Logger; metrics
     stats: engine,
     timeoutMs: config.analytics.timeoutMs,
   });
+  // The feed's recorder and the exporter share the background pool: neither works for a request.
+  const backgroundLakeStore = createLakeStore(deps.backgroundDb);
   const exporter = {
     db: deps.backgroundDb,
     store,
@@ -86,6 +88,7 @@ export async function createLake(deps: { config: Config; logger: Logger; metrics
     writer: createLakeWriter(duck, EXPORT_TIMEOUT_MS),
     stagingDir: path.join(config.dataDir, 'lake-staging'),
     logger: logger.child({ component: 'lake' }),
+    lakeStore: backgroundLakeStore,
     feedWaitMs: FEED_WAIT_MS,
     signal: stopping.signal,
   };
@@ -127,7 +130,7 @@ export async function createLake(deps: { config: Config; logger: Logger; metrics
     engine,
     joined,
     duckQueries: () => duck!.sessions(),
-    recorder: createLakeChangeRecorder(createLakeStore(deps.backgroundDb)),
+    recorder: createLakeChangeRecorder(backgroundLakeStore),
     store,
     exportNow,
     startExports() {

@@ -1,5 +1,5 @@
 import type http from 'node:http';
-import { GraphQLError, parse, specifiedRules, validate, ValuesOfCorrectTypeRule, type GraphQLFormattedError, type GraphQLSchema } from 'graphql';
+import { GraphQLError, parse, specifiedRules, validate, ValuesOfCorrectTypeRule, type DocumentNode, type GraphQLFormattedError, type GraphQLSchema } from 'graphql';
 import { useServer } from 'graphql-ws/use/ws';
 import type { Socket } from 'node:net';
 import { WebSocketServer, type WebSocket } from 'ws';
@@ -20,6 +20,8 @@ export interface SubscriptionServerOptions<TContext> {
 
 /** graphql-ws pings every this often; a peer that does not answer within as long is dropped. */
 const KEEP_ALIVE_MS = 12_000;
+/** Distinct subscription documents kept parsed and validated. */
+const MAX_CHECKED_DOCUMENTS = 500;
 
 /**
  * graphql-ws (graphql-transport-ws) on the gateway's own HTTP server and /graphql path, so Apollo
@@ -30,6 +32,7 @@ export function attachSubscriptions<TContext extends object>(options: Subscripti
   const wss = new WebSocketServer({ server: options.httpServer, path: '/graphql' });
   wss.on('connection', (socket) => writeInBatches(socket));
   const format = (errors: readonly GraphQLError[]) => errors.map((e) => options.formatError(formatForSocket(e), e));
+  const documents = new Map<string, DocumentNode>();
   const cleanup = useServer<Record<string, unknown> | undefined>(
     {
       schema: options.schema,
@@ -40,19 +43,12 @@ export function attachSubscriptions<TContext extends object>(options: Subscripti
         if (Object.keys(ctx.subscriptions).length > options.maxPerConnection) {
           return [limitError(`a connection may hold at most ${options.maxPerConnection} subscriptions; complete one first`)];
         }
-        // Validated here so an argument of the wrong value (an unknown band) is BAD_USER_INPUT,
-        // as it is over HTTP, and anything else invalid is GRAPHQL_VALIDATION_FAILED.
-        let document;
-        try {
-          document = parse(payload.query);
-        } catch (err) {
-          return [withCode(err as GraphQLError, 'GRAPHQL_PARSE_FAILED')];
-        }
-        const badValues = validate(options.schema, document, [ValuesOfCorrectTypeRule]);
-        if (badValues.length > 0) return badValues.map((e) => withCode(e, 'BAD_USER_INPUT'));
-        const invalid = validate(options.schema, document, specifiedRules);
-        if (invalid.length > 0) return invalid.map((e) => withCode(e, 'GRAPHQL_VALIDATION_FAILED'));
-        return undefined;
+        // Parsed and validated here, once per distinct query (an argument of the wrong value is
+        // BAD_USER_INPUT, as over HTTP; anything else invalid GRAPHQL_VALIDATION_FAILED); the
+        // document returned is the one executed, so graphql-ws does not parse or validate again.
+        const checked = checkedDocument(payload.query);
+        if (Array.isArray(checked)) return checked;
+        return { schema: options.schema, document: checked, operationName: payload.operationName, variableValues: payload.variables };
       },
       onNext: (_ctx, _id, _payload, _args, result) => (result.errors ? { ...result, errors: format(result.errors) as GraphQLError[] } : result),
       onError: (_ctx, _id, _payload, errors) => format(errors) as GraphQLError[],
@@ -61,6 +57,26 @@ export function attachSubscriptions<TContext extends object>(options: Subscripti
     KEEP_ALIVE_MS,
   );
   wss.on('error', (err) => options.logger.warn({ err }, 'WebSocket server error'));
+
+  function checkedDocument(query: string): DocumentNode | GraphQLError[] {
+    const known = documents.get(query);
+    if (known) return known;
+    let document: DocumentNode;
+    try {
+      document = parse(query);
+    } catch (err) {
+      return [withCode(err as GraphQLError, 'GRAPHQL_PARSE_FAILED')];
+    }
+    const badValues = validate(options.schema, document, [ValuesOfCorrectTypeRule]);
+    if (badValues.length > 0) return badValues.map((e) => withCode(e, 'BAD_USER_INPUT'));
+    const invalid = validate(options.schema, document, specifiedRules.filter((rule) => rule !== ValuesOfCorrectTypeRule));
+    if (invalid.length > 0) return invalid.map((e) => withCode(e, 'GRAPHQL_VALIDATION_FAILED'));
+    // Clients send a handful of distinct subscription documents; the same object for the same
+    // text also lets shared execution key on it without printing it again.
+    if (documents.size >= MAX_CHECKED_DOCUMENTS) documents.delete(documents.keys().next().value!);
+    documents.set(query, document);
+    return document;
+  }
   return {
     // Closes every socket with 1001 (Going away); the HTTP drain destroys those that do not answer.
     dispose: () => cleanup.dispose() as Promise<void>,

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { encodeSeqCursor } from '../resolvers/cursor.js';
 import { existsSync } from 'node:fs';
 import { chmod, mkdtemp, readFile, rm } from 'node:fs/promises';
 import net from 'node:net';
@@ -112,7 +113,7 @@ describe('npm start on embedded defaults', () => {
       // The README's psql line, through node-postgres: scored and pushed to a subscriber.
       await eventually(async () => ((await (await fetch(new URL('/readyz', url1))).json()) as { feed: { state: string } }).feed.state === 'streaming', 'the feed');
       const client = connect(url1);
-      const sub = subscribe(client, RiskScoredIdsDocument, { after: Buffer.from('live:0').toString('base64url') });
+      const sub = subscribe(client, RiskScoredIdsDocument, { after: encodeSeqCursor('live', '0') });
       const psql = new pg.Client({ connectionString: `postgres://postgres:gateway@127.0.0.1:${firstEnv.EMBEDDED_PG_PORT}/invoices` });
       await psql.connect();
       const { rows } = await psql.query('insert into invoices (issuer_id, receiver_id, amount_usd) values (1, 2, 999.90) returning invoice_id::text AS id');

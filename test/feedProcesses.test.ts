@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { encodeSeqCursor } from '../resolvers/cursor.js';
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
@@ -45,7 +46,7 @@ describe('two gateway processes sharing Postgres and Redis', { skip }, () => {
 
   const watch = (url: string) => {
     const client = connect(url, { lazy: false });
-    const sub = subscribe(client, RiskScoredIdsDocument, { after: Buffer.from('live:0').toString('base64url') });
+    const sub = subscribe(client, RiskScoredIdsDocument, { after: encodeSeqCursor('live', '0') });
     subscribers.push({ dispose: async () => void (await client.dispose()) });
     return sub;
   };

@@ -96,12 +96,12 @@ describe('joined analytics over the users\u2019 datasets (a real S3 protocol ser
     let n = 0;
     const pay = (invoiceId: string, amount: string, days: number, issued: string, duplicate = false) => {
       const paidAt = new Date(Date.parse(issued) + days * 86_400_000).toISOString();
+      if (Date.parse(paidAt) > Date.now()) return; // not paid yet
       const event: PaymentEvent = { paymentId: `p${++n}`, invoiceId: Number(invoiceId), paidAt, amount };
       const line = JSON.stringify({ payment_id: event.paymentId, invoice_id: n % 2 ? invoiceId : Number(invoiceId), paid_at: paidAt, amount_usd: n % 3 ? amount : Number(amount), method: 'wire' });
       const day = paidAt.slice(0, 10);
       byDay.set(day, [...(byDay.get(day) ?? []), line, ...(duplicate ? [line] : [])]);
-      if (Date.parse(paidAt) <= Date.now()) payments.push(event);
-      else byDay.get(day)!.splice(-1 - (duplicate ? 1 : 0));
+      payments.push(event);
     };
     for (const [i, inv] of invoices.entries()) {
       const cents = Math.round(Number(inv.amount) * 100);
@@ -109,10 +109,13 @@ describe('joined analytics over the users\u2019 datasets (a real S3 protocol ser
       else if (i % 4 === 1) pay(inv.id, (Math.floor(cents / 3) / 100).toFixed(2), 5, inv.issued);
       else if (i % 4 === 2 && i % 3 === 0) pay(inv.id, ((cents + 500) / 100).toFixed(2), 40, inv.issued);
     }
-    pay('999999999', '12.00', 1, '2026-01-01T00:00:00Z');
-    payments.splice(payments.findIndex((p) => p.invoiceId === 999999999), 1);
     const days = [...byDay.keys()].sort();
-    byDay.get(days[0]!)!.push('{"payment_id": "broken"', '{"payment_id": "x1", "invoice_id": "abc", "amount_usd": 1, "paid_at": "2026-01-01T00:00:00Z"}');
+    // A payment for an invoice that does not exist, a line that is not JSON, one without a usable invoice id.
+    byDay.get(days[0]!)!.push(
+      '{"payment_id": "orphan", "invoice_id": 999999999, "amount_usd": "12.00", "paid_at": "2026-01-01T00:00:00Z"}',
+      '{"payment_id": "broken"',
+      '{"payment_id": "x1", "invoice_id": "abc", "amount_usd": 1, "paid_at": "2026-01-01T00:00:00Z"}',
+    );
     for (const [day, lines] of byDay) await put(`sources/payments/date=${day}/events.jsonl`, lines.join('\n'));
 
     // Ratings: two Parquet snapshots, ids as numbers in one and as text in the other.
@@ -248,14 +251,47 @@ describe('joined analytics over the users\u2019 datasets (a real S3 protocol ser
       assert.equal(invoice!.outstandingUsd, (Math.max(amount - paid, 0) / 100).toFixed(2));
       assert.equal(invoice!.paymentStatus, paid === 0 ? 'UNPAID' : paid < amount ? 'PARTIAL' : paid === amount ? 'PAID' : 'OVERPAID');
     }
-    const c3 = await gw.request(InvoicesWithPaymentsDocument, { ids: [ids[0]!] });
-    assert.ok(c3.data!.invoices[0]!.dueDate);
+    // Due: the issue date plus the receiver's terms (30 days without a profile or terms).
+    const { rows: dated } = await sql.query<{ id: string; issued: string; receiver: number }>(
+      `SELECT invoice_id::text AS id, to_char(issue_date AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS') AS issued, receiver_id AS receiver FROM invoices WHERE invoice_id = ANY($1::bigint[])`,
+      [ids],
+    );
+    for (const row of dated) {
+      const terms = profiles.find((p) => p.customerId === row.receiver)?.terms ?? 30;
+      const due = new Date(Date.parse(`${row.issued}Z`) + terms * 86_400_000).toISOString().slice(0, 19);
+      assert.equal(res.data!.invoices.find((i) => i!.id === row.id)!.dueDate.slice(0, 19), due, `due date of ${row.id}`);
+    }
     const { rows: three } = await sql.query<{ id: string }>(`SELECT invoice_id::text AS id FROM invoices WHERE issuer_id = 3 LIMIT 1`);
     const issuer3 = (await gw.request(InvoicesWithPaymentsDocument, { ids: [three[0]!.id] })).data!.invoices[0]!.issuer;
     assert.equal(issuer3.profile?.industry, 'media', 'the latest updated_at wins');
     assert.equal(issuer3.profile?.employees, 2500, '"2,500" read as a number');
     assert.equal(issuer3.profile?.country, 'FR');
     assert.equal(issuer3.rating?.rating, ['AAA', 'BBB', 'B', 'D'][(3 + 1) % 4], 'the latest snapshot is current');
+  });
+
+  it('pages with cursors of its own query, and refuses bad arguments with BAD_USER_INPUT', async () => {
+    const all = await gw.request(SegmentStatsDocument, { dimensions: ['RECEIVER'], months: 14, first: 10_000 });
+    const paged: unknown[] = [];
+    let after: string | null = null;
+    do {
+      const res: { data?: SegmentStatsQuery | null } = await gw.request(SegmentStatsDocument, { dimensions: ['RECEIVER'], months: 14, first: 7, after });
+      paged.push(...res.data!.segmentStats.rows);
+      after = res.data!.segmentStats.pageInfo.hasNextPage ? res.data!.segmentStats.pageInfo.endCursor! : null;
+    } while (after);
+    assert.deepEqual(paged, all.data!.segmentStats.rows);
+    const cursor = (await gw.request(SegmentStatsDocument, { dimensions: ['RECEIVER'], months: 14, first: 1 })).data!.segmentStats.pageInfo.endCursor;
+    for (const [label, variables] of [
+      ['months 0', { dimensions: ['MONTH'], months: 0 }],
+      ['first 0', { dimensions: ['MONTH'], months: 3, first: 0 }],
+      ['a malformed cursor', { dimensions: ['MONTH'], months: 3, after: 'x' }],
+      ['a cursor of another query', { dimensions: ['MONTH'], months: 3, after: cursor }],
+      ['a malformed customer id', { dimensions: ['MONTH'], months: 3, filter: { issuerIds: ['abc'] } }],
+    ] as [string, Record<string, unknown>][]) {
+      const res = await gw.request(SegmentStatsDocument, variables as never);
+      assert.equal(res.errors?.[0]?.extensions?.code, 'BAD_USER_INPUT', `${label}: ${JSON.stringify(res.errors)}`);
+    }
+    const unknown = await gw.request(SegmentStatsDocument, { dimensions: ['NOPE'], months: 3 } as never);
+    assert.ok(unknown.errors?.length, 'a dimension outside the enum is refused by validation');
   });
 
   it('a replaced object is part of the next query', async () => {

@@ -57,24 +57,25 @@ describe('npm run export (a real process, an S3 lake)', { skip }, () => {
 
   it('killed in the middle of an export, leaves the lake whole, readable and exact', async () => {
     await sql.query(`UPDATE invoices SET amount_usd = amount_usd + 1 WHERE invoice_id % 7 = 0`);
-    const before = (await gw.gateway.lake.store.list('manifests/')).map((o) => o.key);
-    // Killed once the new generation's first object is in the bucket, before its manifest.
+    // Killed once the export has written an object, before its manifest.
+    const manifests = async () => (await gw.gateway.lake.store.list('manifests/')).map((o) => `${o.key}@${o.etag}`).sort();
     let killedMidway = false;
     for (let attempt = 0; attempt < 5 && !killedMidway; attempt++) {
+      const before = new Map((await gw.gateway.lake.store.list('')).map((o) => [o.key, o.lastModified.getTime()]));
+      const manifestsBefore = await manifests();
       const run = runExport('--full');
-      let newObjects = 0;
+      let written = 0;
       while (run.child.exitCode === null) {
-        const keys = (await gw.gateway.lake.store.list('')).map((o) => o.key);
-        newObjects = keys.filter((k) => /\/g\d+-/.test(k) && !k.includes('/g1-') && !k.includes('g000000000001')).length;
-        if (newObjects > 0) {
+        const objects = await gw.gateway.lake.store.list('');
+        written = objects.filter((o) => o.key.endsWith('.parquet') && (before.get(o.key) ?? -1) < o.lastModified.getTime()).length;
+        if (written > 0) {
           run.child.kill('SIGKILL');
           break;
         }
         await new Promise((resolve) => setTimeout(resolve, 5));
       }
       await run.exited;
-      const manifests = (await gw.gateway.lake.store.list('manifests/')).map((o) => o.key);
-      killedMidway = newObjects > 0 && manifests.filter((k) => !k.endsWith('latest.json')).length === before.filter((k) => !k.endsWith('latest.json')).length;
+      killedMidway = written > 0 && (await manifests()).join() === manifestsBefore.join();
     }
     assert.ok(killedMidway, 'an export was killed after writing objects and before its manifest');
     // The previous generation still answers, exactly, with the update read live.

@@ -46,8 +46,13 @@ describe('the object store and its local cache (a real S3 protocol server)', () 
   it('keys the cache on ETag (a replaced object is fetched again) and shares one download', async () => {
     const cache = await createObjectCache({ dir, maxBytes: 1 << 20 });
     const first = await store.putBytes('b/obj.txt', 'first version');
-    const [x, y] = await Promise.all([cache.fetch(store, 'b/obj.txt', first), cache.fetch(store, 'b/obj.txt', first)]);
-    assert.equal(x, y, 'concurrent fetches of one object share a file');
+    let downloads = 0;
+    const counted: ObjectStore = { ...store, download: (key, file) => (downloads++, store.download(key, file)) };
+    const [x, y] = await Promise.all([cache.fetch(counted, 'b/obj.txt', first), cache.fetch(counted, 'b/obj.txt', first)]);
+    assert.equal(x, y);
+    assert.equal(downloads, 1, 'concurrent fetches of one object share one download');
+    await cache.fetch(counted, 'b/obj.txt', first);
+    assert.equal(downloads, 1, 'a cached object is not fetched again');
     assert.equal(await readFile(x, 'utf8'), 'first version');
     const second = await store.putBytes('b/obj.txt', 'second version');
     assert.notEqual(second, first);

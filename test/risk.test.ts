@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { encodeSeqCursor } from '../resolvers/cursor.js';
 import { after, before, describe, it } from 'node:test';
 import { parse } from 'graphql';
 import type { TypedDocumentNode } from '@graphql-typed-document-node/core';
@@ -42,7 +43,7 @@ describe('risk scoring on every insert, and the riskScored subscription', { skip
       throw new Error(`${err.message}; unscored: ${unscored.rows.map((r) => r.invoice_id).join(', ')}`);
     });
     const { rows } = await f.sql.query(`SELECT coalesce(max(live_seq), 0)::text AS n FROM invoice_risk_scores`);
-    return Buffer.from(`live:${rows[0].n}`).toString('base64url');
+    return encodeSeqCursor('live', String(rows[0].n));
   };
 
   const insert = async (issuer: number, receiver: number, amount: string): Promise<string> =>
@@ -69,7 +70,6 @@ describe('risk scoring on every insert, and the riskScored subscription', { skip
       }, 'the subscription to start listening');
       const id = await insert(4, 4, '9990.00');
       const score = (await eventually(() => sub.events.find((e) => e.riskScored.invoiceId === id), 'the event')).riskScored;
-      assert.equal(score.invoiceId, id);
       assert.deepEqual(score.invoice, { id, amountUsd: '9990.00', issuerId: '4', receiverId: '4' });
       assert.equal(score.modelVersion, 'risk-v1');
       assert.equal(score.band, 'HIGH', 'a self-invoice just below 10,000 is high risk');
@@ -125,6 +125,7 @@ describe('risk scoring on every insert, and the riskScored subscription', { skip
     const first = subscribe(client, RiskScoredIdsDocument, { after: await cursorNow() });
     const seen = [await insert(11, 12, '10.00'), await insert(12, 11, '20.00')];
     await first.waitFor(2);
+    assert.deepEqual(first.events.map((e) => e.riskScored.invoiceId), seen);
     const cursor = first.events[1]!.riskScored.cursor!;
     await first.dispose();
     // Missed while away, and a burst still being written while it resubscribes.
@@ -139,7 +140,6 @@ describe('risk scoring on every insert, and the riskScored subscription', { skip
     await resumed.waitFor(missed.length + burst.length);
     await new Promise((r) => setTimeout(r, 300));
     assert.deepEqual(resumed.events.map((e) => e.riskScored.invoiceId), [...missed, ...burst]);
-    assert.ok(!resumed.events.some((e) => seen.includes(e.riskScored.invoiceId)));
     await resumed.dispose();
     await client.dispose();
   });

@@ -3,8 +3,7 @@ import { errorMessage } from '../../core/errors.js';
 import { ConfigError, loadConfig, readEnvironment } from '../config.js';
 import { createLogger } from '../logger.js';
 import { createDatabase } from '../../sources/postgres/database.js';
-import { dropFeed, feedUnavailableReason, slotLag, slotState } from '../../sources/postgres/replication.js';
-import { defaultSlotName } from '../feed.js';
+import { defaultSlotName, dropFeed, feedUnavailableReason, slotLag, slotState } from '../../sources/postgres/replication.js';
 
 const usage = 'usage: npm run feed -- --status | --drop';
 

@@ -76,12 +76,15 @@ const time = (field: string) => `TRY_CAST(${text(field)} AS TIMESTAMPTZ)`;
 
 const PARSED_LINES = `SELECT filename, TRY_CAST(line AS JSON) AS doc FROM ${LINES} WHERE trim(line) <> ''`;
 
-const SQL: Record<Kind, { build: (table: string) => string; counts: (table: string) => string }> = {
+/**
+ * Per dataset: `staged`, every record read once with its typed fields, `malformed` (not a JSON
+ * object) and `complete` (has what identifies it); `keep`, the records the dataset holds.
+ * The dataset's table and the warnings' counts both come from the one staged read.
+ */
+const SQL: Record<Kind, { staged: string; keep: string; missing: string }> = {
   profiles: {
-    build: (table) => `CREATE TABLE ${table} AS
-      WITH docs AS (${PARSED_LINES}),
-      objects AS (SELECT filename, doc, ${id('customer_id')} AS customer_id FROM docs WHERE json_type(doc) = 'OBJECT')
-      SELECT customer_id,
+    staged: `WITH docs AS (${PARSED_LINES})
+      SELECT filename, json_type(doc) IS DISTINCT FROM 'OBJECT' AS malformed, ${id('customer_id')} AS customer_id,
         ${text('legal_name')} AS legal_name,
         ${text('industry')} AS industry,
         CASE WHEN regexp_full_match(upper(trim(${text('country')})), '[A-Z]{2}') THEN upper(trim(${text('country')})) END AS country,
@@ -92,48 +95,28 @@ const SQL: Record<Kind, { build: (table: string) => string; counts: (table: stri
         ${whole('payment_terms_days', 'INTEGER')} AS payment_terms_days,
         ${time('updated_at')} AS updated_at,
         doc::VARCHAR AS raw
-      FROM objects WHERE customer_id IS NOT NULL
+      FROM docs`,
+    keep: `SELECT * EXCLUDE (filename, malformed) FROM staged WHERE NOT malformed AND customer_id IS NOT NULL
       QUALIFY row_number() OVER (PARTITION BY customer_id ORDER BY updated_at DESC NULLS LAST, filename DESC) = 1`,
-    counts: () => `WITH docs AS (${PARSED_LINES})
-      SELECT filename, count(*) FILTER (WHERE json_type(doc) IS DISTINCT FROM 'OBJECT')::INTEGER AS malformed,
-        count(*) FILTER (WHERE json_type(doc) = 'OBJECT' AND ${id('customer_id')} IS NULL)::INTEGER AS unusable,
-        0 AS duplicates
-      FROM docs GROUP BY filename`,
+    missing: 'customer_id IS NULL',
   },
   payments: {
-    build: (table) => `CREATE TABLE ${table} AS
-      WITH docs AS (${PARSED_LINES}),
-      objects AS (
-        SELECT filename, ${text('payment_id')} AS payment_id, ${id('invoice_id')} AS invoice_id, ${time('paid_at')} AS paid_at,
-          ${money('amount_usd')} AS amount_usd, ${text('method')} AS method
-        FROM docs WHERE json_type(doc) = 'OBJECT')
-      SELECT payment_id, invoice_id, paid_at, amount_usd, method FROM objects
-      WHERE payment_id IS NOT NULL AND invoice_id IS NOT NULL AND amount_usd IS NOT NULL AND paid_at IS NOT NULL
+    staged: `WITH docs AS (${PARSED_LINES})
+      SELECT filename, json_type(doc) IS DISTINCT FROM 'OBJECT' AS malformed, ${text('payment_id')} AS payment_id, ${id('invoice_id')} AS invoice_id,
+        ${time('paid_at')} AS paid_at, ${money('amount_usd')} AS amount_usd, ${text('method')} AS method
+      FROM docs`,
+    keep: `SELECT * EXCLUDE (filename, malformed) FROM staged
+      WHERE NOT malformed AND payment_id IS NOT NULL AND invoice_id IS NOT NULL AND amount_usd IS NOT NULL AND paid_at IS NOT NULL
       QUALIFY row_number() OVER (PARTITION BY payment_id ORDER BY filename, paid_at) = 1`,
-    counts: () => `WITH docs AS (${PARSED_LINES}),
-      objects AS (
-        SELECT filename, json_type(doc) = 'OBJECT' AS object,
-          ${text('payment_id')} AS payment_id, ${id('invoice_id')} AS invoice_id, ${money('amount_usd')} AS amount_usd, ${time('paid_at')} AS paid_at
-        FROM docs),
-      usable AS (SELECT *, object AND payment_id IS NOT NULL AND invoice_id IS NOT NULL AND amount_usd IS NOT NULL AND paid_at IS NOT NULL AS ok FROM objects),
-      numbered AS (SELECT *, CASE WHEN ok THEN row_number() OVER (PARTITION BY ok, payment_id ORDER BY filename, paid_at) END AS n FROM usable)
-      SELECT filename, count(*) FILTER (WHERE object IS DISTINCT FROM true)::INTEGER AS malformed,
-        count(*) FILTER (WHERE object AND NOT ok)::INTEGER AS unusable,
-        count(*) FILTER (WHERE n > 1)::INTEGER AS duplicates
-      FROM numbered GROUP BY filename`,
+    missing: 'payment_id IS NULL OR invoice_id IS NULL OR amount_usd IS NULL OR paid_at IS NULL',
   },
   ratings: {
-    build: (table) => `CREATE TABLE ${table} AS
-      SELECT * FROM (
-        SELECT TRY_CAST(TRY_CAST(customer_id AS VARCHAR) AS BIGINT) AS customer_id,
-          CASE WHEN upper(trim(rating::VARCHAR)) IN ('AAA','AA','A','BBB','BB','B','CCC','CC','C','D') THEN upper(trim(rating::VARCHAR)) END AS rating,
-          TRY_CAST(score AS DOUBLE) AS score, TRY_CAST(as_of AS TIMESTAMPTZ) AS as_of
-        FROM read_parquet($files, union_by_name = true))
-      WHERE customer_id IS NOT NULL AND as_of IS NOT NULL`,
-    counts: () => `SELECT filename, 0 AS malformed,
-        count(*) FILTER (WHERE TRY_CAST(TRY_CAST(customer_id AS VARCHAR) AS BIGINT) IS NULL OR TRY_CAST(as_of AS TIMESTAMPTZ) IS NULL)::INTEGER AS unusable,
-        0 AS duplicates
-      FROM read_parquet($files, union_by_name = true, filename = true) GROUP BY filename`,
+    staged: `SELECT filename, false AS malformed, TRY_CAST(TRY_CAST(customer_id AS VARCHAR) AS BIGINT) AS customer_id,
+        CASE WHEN upper(trim(rating::VARCHAR)) IN ('AAA','AA','A','BBB','BB','B','CCC','CC','C','D') THEN upper(trim(rating::VARCHAR)) END AS rating,
+        TRY_CAST(score AS DOUBLE) AS score, TRY_CAST(as_of AS TIMESTAMPTZ) AS as_of
+      FROM read_parquet($files, union_by_name = true, filename = true)`,
+    keep: `SELECT * EXCLUDE (filename, malformed) FROM staged WHERE customer_id IS NOT NULL AND as_of IS NOT NULL`,
+    missing: 'customer_id IS NULL OR as_of IS NULL',
   },
 };
 
@@ -217,12 +200,20 @@ export function createDatasets(options: DatasetsOptions): Datasets {
             return;
           }
         }
-        const params = { files: listValue(readable) };
-        const types = { files: LIST(VARCHAR) };
-        await s.allNamed(SQL[kind].build(table), params, types);
-        const counts = await s.allNamed<{ filename: string; malformed: number; unusable: number; duplicates: number }>(SQL[kind].counts(table), params, types);
-        const sum = (field: 'malformed' | 'unusable' | 'duplicates') => counts.reduce((n, c) => n + Number(c[field]), 0);
-        const keys = (field: 'malformed' | 'unusable' | 'duplicates') => counts.filter((c) => Number(c[field]) > 0).map((c) => keyOf.get(c.filename) ?? '?');
+        await s.allNamed(`CREATE TEMP TABLE staged AS ${SQL[kind].staged}`, { files: listValue(readable) }, { files: LIST(VARCHAR) });
+        await s.run(`CREATE TABLE ${table} AS ${SQL[kind].keep}`);
+        const counts = await s.all<{ filename: string; malformed: number; unusable: number }>(
+          `SELECT filename, count(*) FILTER (WHERE malformed)::INTEGER AS malformed, count(*) FILTER (WHERE NOT malformed AND (${SQL[kind].missing}))::INTEGER AS unusable
+           FROM staged GROUP BY filename`,
+        );
+        const [kept] = await s.all<{ usable: string; kept: string }>(
+          `SELECT (SELECT count(*) FROM staged WHERE NOT malformed AND NOT (${SQL[kind].missing}))::VARCHAR AS usable, (SELECT count(*) FROM ${table})::VARCHAR AS kept`,
+        );
+        await s.run('DROP TABLE staged');
+        const sum = (field: 'malformed' | 'unusable') => counts.reduce((n, c) => n + Number(c[field]), 0);
+        const keys = (field: 'malformed' | 'unusable') => counts.filter((c) => Number(c[field]) > 0).map((c) => keyOf.get(c.filename) ?? '?');
+        // Profiles and ratings keep several records of a customer on purpose; payments repeat by delivery.
+        const duplicates = kind === 'payments' ? Number(kept!.usable) - Number(kept!.kept) : 0;
         if (sum('malformed') > 0) {
           warnings.push(fileWarning(kind, 'SOURCE_MALFORMED', `${sum('malformed')} line(s) that are not a JSON object were skipped`, keys('malformed'), options.warningKeys));
         }
@@ -230,8 +221,8 @@ export function createDatasets(options: DatasetsOptions): Datasets {
           const what = kind === 'payments' ? 'without a readable payment_id, invoice_id, amount_usd or paid_at' : kind === 'profiles' ? 'without a readable customer_id' : 'without a readable customer_id or as_of';
           warnings.push(fileWarning(kind, 'SOURCE_INCOMPLETE', `${sum('unusable')} record(s) ${what} were skipped`, keys('unusable'), options.warningKeys));
         }
-        if (sum('duplicates') > 0) {
-          warnings.push({ code: 'SOURCE_DUPLICATES', message: `${sum('duplicates')} repeated ${LABELS[kind]}(s) (the same payment_id) counted once` });
+        if (duplicates > 0) {
+          warnings.push({ code: 'SOURCE_DUPLICATES', message: `${duplicates} repeated ${LABELS[kind]}(s) (the same payment_id) counted once` });
         }
       },
       { timeoutMs: options.timeoutMs, label: `dataset_${kind}` },

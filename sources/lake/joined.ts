@@ -149,6 +149,20 @@ export function createJoined(deps: { datasets: Datasets; duck: Duck; stats: Stat
     return duck.session((s) => s.allNamed<Row>(sql(tables), values, types), { timeoutMs, label });
   };
   const ids = (list: readonly (number | string)[]) => listValue(list.map((v) => BigInt(v)));
+  // The invoices a payments table names: read once per table (a new file set is a new table).
+  const paidInvoices = new Map<string, Promise<string[]>>();
+  const paidInvoiceIds = (table: string) => {
+    let pending = paidInvoices.get(table);
+    if (!pending) {
+      pending = duck
+        .session((s) => s.all<{ id: string }>(`SELECT DISTINCT invoice_id::VARCHAR AS id FROM ${table}`), { timeoutMs, label: 'payment_invoices' })
+        .then((rows) => rows.map((r) => r.id));
+      pending.catch(() => paidInvoices.delete(table));
+      paidInvoices.clear();
+      paidInvoices.set(table, pending);
+    }
+    return pending;
+  };
 
   return {
     async profiles(customerIds) {
@@ -249,11 +263,7 @@ export function createJoined(deps: { datasets: Datasets; duck: Duck; stats: Stat
           LIMIT ${bind('limit', BigInt(q.limit), BIGINT)} OFFSET ${bind('offset', BigInt(q.offset), BIGINT)}`;
         const rows = await duck.session((s) => s.allNamed<SegmentGroup & { _invoices: string }>(sql, values, types), { timeoutMs, label: 'segment_stats' });
         // Payments that match no invoice are reported, not joined.
-        const orphanIds = await duck.session(
-          (s) => s.all<{ id: string }>(`SELECT DISTINCT invoice_id::VARCHAR AS id FROM ${tables.payments}`),
-          { timeoutMs, label: 'payment_invoices' },
-        );
-        const unknown = await set.unknownInvoices(orphanIds.map((r) => r.id));
+        const unknown = await set.unknownInvoices(await paidInvoiceIds(tables.payments));
         const warnings: DatasetWarning[] = [...set.warnings, ...tables.warnings];
         if (unknown > 0) warnings.push({ code: 'PAYMENTS_UNMATCHED', message: `payment events: ${unknown} invoice id(s) match no invoice; their payments are not joined` });
         const { unknownInvoices: _, ...described } = set;

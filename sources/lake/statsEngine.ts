@@ -5,10 +5,11 @@ import type { Duck } from '../duckdb/duckdb.js';
 import type { ObjectCache } from '../objectStore/objectCache.js';
 import type { ObjectStore } from '../objectStore/objectStore.js';
 import type { LakeStore } from '../postgres/lakeStore.js';
-import { parseLsn } from '../postgres/replication.js';
 import type { InvoiceColumns, LiveRow, StatsGroup, StatsQuery, StatsStore, StatsWindow } from '../postgres/statsStore.js';
 import { lakeStats, type LiveGroup } from './lakeStats.js';
 import { parseManifest, type LakeManifest } from './manifest.js';
+
+type LakeChanges = Awaited<ReturnType<LakeStore['changesForQuery']>>;
 
 /** Something the answer's reader should know: how it was made, or what it had to skip. */
 export interface StatsWarning {
@@ -85,34 +86,46 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
     return pending;
   };
 
-  /** Resolves true once the lake consumer has recorded the feed past a barrier written now. */
-  async function barrier(): Promise<boolean> {
-    const target = parseLsn(await options.lakeStore.barrier());
-    const deadline = Date.now() + options.barrierTimeoutMs;
-    for (let pause = 1; Date.now() < deadline; pause = Math.min(pause * 2, 20)) {
-      if (parseLsn(await options.lakeStore.position()) >= target) return true;
-      await new Promise((resolve) => setTimeout(resolve, pause));
-    }
-    return false;
+  /**
+   * The lake as a query may use it, in the query's snapshot: its manifest and the invoices it
+   * does not reflect (read after the feed has recorded every earlier commit); or why Postgres
+   * must answer alone.
+   */
+  async function currentLake(lake: NonNullable<StatsEngineOptions['lake']>): Promise<{ manifest: LakeManifest; changes: LakeChanges } | StatsWarning> {
+    if ((await options.lakeStore.state()).generation === 0) return NOT_EXPORTED;
+    if (!(await options.lakeStore.recordedUpToNow(options.barrierTimeoutMs))) return NOT_CURRENT;
+    const changes = await options.lakeStore.changesForQuery();
+    if (changes.generation === 0 || !changes.manifestKey) return RESET;
+    return { manifest: await manifest(lake.store, changes.manifestKey), changes };
   }
+
+  const observe = (engine: string, started: number) => {
+    options.metrics.analyticsQueries.inc({ engine });
+    options.metrics.analyticsDuration.observe({ engine }, (performance.now() - started) / 1000);
+  };
 
   return {
     async withInvoices(months, work) {
-      return options.stats.withSnapshot(months, async (snapshot) => {
+      const started = performance.now();
+      let engine = 'POSTGRES';
+      const result = await options.stats.withSnapshot(months, async (snapshot) => {
         const base = { window: snapshot.window, unknownInvoices: (ids: readonly string[]) => snapshot.unknownInvoices(ids) };
         const fromPostgres = async (warning?: StatsWarning) =>
           work({ ...base, engine: 'POSTGRES', rawFiles: [], staleIds: [], live: await snapshot.invoices(null), lakeAsOf: null, warnings: warning ? [warning] : [] });
         if (!options.lake) return fromPostgres();
+        const lake = await currentLake(options.lake);
+        if ('code' in lake) return fromPostgres(lake);
         const { store, cache } = options.lake;
-        if ((await options.lakeStore.state()).generation === 0) return fromPostgres(NOT_EXPORTED);
-        if (!(await barrier())) return fromPostgres(NOT_CURRENT);
-        const changes = await options.lakeStore.changesForQuery();
-        if (changes.generation === 0 || !changes.manifestKey) return fromPostgres(RESET);
         const wanted = new Set(snapshot.window.months);
-        const lakeMonths = (await manifest(store, changes.manifestKey)).months.filter((m) => wanted.has(m.month));
-        const rawFiles = await Promise.all(lakeMonths.flatMap((m) => m.raw.map((f) => cache.fetch(store, f.key, f.etag))));
-        return work({ ...base, engine: 'LAKE', rawFiles, staleIds: changes.ids, live: await snapshot.invoices(changes.ids), lakeAsOf: changes.exportedAt, warnings: [] });
+        const rawFiles = await Promise.all(
+          lake.manifest.months.filter((m) => wanted.has(m.month)).flatMap((m) => m.raw.map((f) => cache.fetch(store, f.key, f.etag))),
+        );
+        engine = 'LAKE';
+        const live = await snapshot.invoices(lake.changes.ids);
+        return work({ ...base, engine: 'LAKE', rawFiles, staleIds: lake.changes.ids, live, lakeAsOf: lake.changes.exportedAt, warnings: [] });
       });
+      observe(engine, started);
+      return result;
     },
 
     async invoiceStats(query) {
@@ -125,26 +138,21 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
         };
         const small = query.customerIds !== null && query.customerIds.length <= options.postgresMaxCustomers;
         if (small || !options.lake) return fromPostgres();
+        const lake = await currentLake(options.lake);
+        if ('code' in lake) return fromPostgres(lake);
         const { store, cache, duck } = options.lake;
-        if ((await options.lakeStore.state()).generation === 0) {
-          return fromPostgres(NOT_EXPORTED);
-        }
-        if (!(await barrier())) return fromPostgres(NOT_CURRENT);
-        const changes = await options.lakeStore.changesForQuery();
-        if (changes.generation === 0 || !changes.manifestKey) return fromPostgres(RESET);
+        const { changes } = lake;
         const live = await snapshot.liveRows(changes.ids, query.role);
-        const liveGroups = groupLive(live);
         const groups = await lakeStats(
           { duck, cache, store, timeoutMs: options.timeoutMs },
-          { manifest: await manifest(store, changes.manifestKey), months: snapshot.window.months, query, changedIds: changes.changed, live: liveGroups },
+          { manifest: lake.manifest, months: snapshot.window.months, query, changedIds: changes.changed, live: groupLive(live) },
         );
         const filter = query.customerIds === null ? undefined : new Set(query.customerIds);
         const liveRows = live.filter((r) => !filter || filter.has(r.customerId)).length;
         const all = Number(groups[0]?.allInvoices ?? liveRows);
         return { groups, window: snapshot.window, engine: 'LAKE', lakeRows: all - liveRows, liveRows, lakeAsOf: changes.exportedAt, warnings: [] };
       });
-      options.metrics.analyticsQueries.inc({ engine: answer.engine });
-      options.metrics.analyticsDuration.observe({ engine: answer.engine }, (performance.now() - started) / 1000);
+      observe(answer.engine, started);
       return answer;
     },
   };

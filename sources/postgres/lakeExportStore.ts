@@ -58,8 +58,6 @@ const CHANGED_MONTHS: Statement = {
   text: `SELECT invoice_id::text AS "invoiceId", to_char(date_trunc('month', issue_date AT TIME ZONE 'UTC'), 'YYYY-MM') AS month
     FROM invoices WHERE invoice_id = ANY($1::bigint[])`,
 };
-const BARRIER: Statement = { name: 'lake_export_barrier', text: `SELECT pg_logical_emit_message(true, 'invoice-gateway:barrier', '')::text AS lsn` };
-const RECORDED: Statement = { name: 'lake_export_recorded', text: `SELECT position >= $1::pg_lsn AS passed FROM lake_state` };
 
 const MONTHS: Statement = {
   name: 'lake_export_months',
@@ -93,9 +91,9 @@ const FINALIZE: Statement = {
  */
 export async function withExportSnapshot<T>(
   db: Database,
-  feedWaitMs: number,
+  /** Resolves true once the change feed has recorded every change committed so far. */
+  feedRecorded: () => Promise<boolean>,
   work: (snapshot: ExportSnapshot) => Promise<T>,
-  signal?: AbortSignal,
 ): Promise<T | 'busy' | 'feed behind'> {
   return db.withClient(async (client) => {
     const locked = (await client.query<{ locked: boolean }>(LOCK)).rows[0]!.locked;
@@ -107,7 +105,7 @@ export async function withExportSnapshot<T>(
         const [row] = (await client.query<Omit<ExportSnapshot, 'visibleChanges' | 'months' | 'copyCsv'>>(SNAPSHOT)).rows;
         // Every change the snapshot sees must be in lake_changes before the export plans from it
         // and, when it finishes, removes the entries it has taken in.
-        if (row!.recording && !(await feedPassed(db, feedWaitMs, signal))) {
+        if (row!.recording && !(await feedRecorded())) {
           await client.query('ROLLBACK');
           return 'feed behind';
         }
@@ -137,18 +135,6 @@ export async function withExportSnapshot<T>(
       await client.query(UNLOCK).catch(() => undefined);
     }
   });
-}
-
-/** Writes a barrier into the WAL and waits until the lake consumer has recorded past it. */
-async function feedPassed(db: Database, waitMs: number, signal?: AbortSignal): Promise<boolean> {
-  const [{ lsn }] = (await db.query<{ lsn: string }>(BARRIER)) as [{ lsn: string }];
-  const deadline = Date.now() + waitMs;
-  for (let pause = 5; ; pause = Math.min(pause * 2, 200)) {
-    if ((await db.query<{ passed: boolean }>(RECORDED, [lsn]))[0]!.passed) return true;
-    // A stopping gateway stops its feed too: nothing would record the barrier.
-    if (Date.now() >= deadline || signal?.aborted) return false;
-    await new Promise((resolve) => setTimeout(resolve, pause));
-  }
 }
 
 export async function finalizeExport(

@@ -16,16 +16,6 @@ export interface LakeChange {
   readonly xid: number;
 }
 
-/** A live invoice row, as analytics read it. */
-export interface LiveRow {
-  readonly id: string;
-  readonly issuerId: number;
-  readonly receiverId: number;
-  readonly amountUsd: string;
-  /** YYYY-MM (UTC). */
-  readonly month: string;
-}
-
 const STATE: Statement = {
   name: 'lake_state',
   text: `SELECT generation::int AS generation, manifest_key AS "manifestKey", to_char(exported_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS "exportedAt" FROM lake_state`,
@@ -50,7 +40,7 @@ const RECORD: Statement = {
     UPDATE lake_state SET position = greatest(position, $4::pg_lsn)`,
 };
 
-const POSITION: Statement = { name: 'lake_position', text: `SELECT position::text AS position FROM lake_state` };
+const RECORDED: Statement = { name: 'lake_recorded_past', text: `SELECT position >= $1::pg_lsn AS passed FROM lake_state` };
 
 const ADVANCE: Statement = { name: 'lake_advance', text: `UPDATE lake_state SET position = greatest(position, $1::pg_lsn)` };
 
@@ -86,9 +76,12 @@ export interface LakeStore {
   /** Moves the recorded position on (a batch without invoice changes). */
   advance(position: string): Promise<void>;
   forget(position: string): Promise<void>;
-  position(): Promise<string>;
-  /** Emits a barrier; resolves with its position in the WAL. */
-  barrier(): Promise<string>;
+  /**
+   * Writes a barrier into the WAL and waits until the lake consumer has recorded past it: then
+   * every change committed before the call is in lake_changes. False when `waitMs` runs out or
+   * `signal` aborts (a stopping gateway stops its feed: nothing would record the barrier).
+   */
+  recordedUpToNow(waitMs: number, signal?: AbortSignal): Promise<boolean>;
   changesForQuery(): Promise<LakeState & { readonly ids: string[]; readonly changed: string[] }>;
 }
 
@@ -113,13 +106,14 @@ export function createLakeStore(db: Database): LakeStore {
         await tx.query(FORGET[1]!);
       });
     },
-    async position() {
-      const [row] = await db.query<{ position: string }>(POSITION);
-      return row!.position;
-    },
-    async barrier() {
-      const [row] = await db.query<{ lsn: string }>(BARRIER);
-      return row!.lsn;
+    async recordedUpToNow(waitMs, signal) {
+      const [{ lsn }] = (await db.query<{ lsn: string }>(BARRIER)) as [{ lsn: string }];
+      const deadline = Date.now() + waitMs;
+      for (let pause = 1; ; pause = Math.min(pause * 2, 50)) {
+        if ((await db.query<{ passed: boolean }>(RECORDED, [lsn]))[0]!.passed) return true;
+        if (Date.now() >= deadline || signal?.aborted) return false;
+        await new Promise((resolve) => setTimeout(resolve, pause));
+      }
     },
     async changesForQuery() {
       const [row] = await db.query<LakeState & { ids: string[]; changed: string[] }>(CHANGES);

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import pg from 'pg';
 import { LogicalReplicationService, PgoutputPlugin, type Pgoutput } from 'pg-logical-replication';
 import type { Logger } from 'pino';
@@ -12,13 +13,13 @@ import type { Database, Queryable, Statement } from './database.js';
  */
 
 /** The tables whose changes the feed carries. */
-export const FEED_TABLES = ['invoices', 'customers'] as const;
+const FEED_TABLES = ['invoices', 'customers'] as const;
 export type FeedTable = (typeof FEED_TABLES)[number];
 
 /** A position in the WAL, as a number so that positions compare correctly. */
 export type Lsn = bigint;
 
-export function parseLsn(text: string): Lsn {
+function parseLsn(text: string): Lsn {
   const [high, low] = text.split('/');
   return (BigInt(`0x${high}`) << 32n) | BigInt(`0x${low}`);
 }
@@ -309,4 +310,17 @@ function feedTable(relation: Pgoutput.MessageRelation): FeedTable | undefined {
 function identifier(name: string): string {
   if (!/^[a-z_][a-z0-9_]{0,62}$/.test(name)) throw new Error(`"${name}" is not a valid slot or publication name (a-z, 0-9, _; at most 63)`);
   return `"${name}"`;
+}
+
+const DATABASE_NAME: Statement = { name: 'current_database', text: 'SELECT current_database() AS name' };
+
+/**
+ * The default slot name: slots are per cluster, so one gateway deployment per database gets its
+ * own (ig_feed_<database>, shortened with a hash when the name is long or unusual).
+ */
+export async function defaultSlotName(db: Database): Promise<string> {
+  const [row] = await db.query<{ name: string }>(DATABASE_NAME);
+  const safe = row!.name.toLowerCase().replace(/[^a-z0-9_]/g, '_');
+  if (safe === row!.name && safe.length <= 48) return `ig_feed_${safe}`;
+  return `ig_feed_${safe.slice(0, 40)}_${createHash('sha256').update(row!.name).digest('hex').slice(0, 8)}`;
 }

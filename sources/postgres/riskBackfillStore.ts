@@ -14,7 +14,7 @@ import { scoreArrays, type FeatureRow, type ScoreToWrite } from './riskStore.js'
 const INITIALIZE: Statement[] = [
   {
     name: 'risk_init_reset',
-    text: `TRUNCATE risk_customer_months, risk_global_months, risk_customer_pairs, risk_issuer_minutes, risk_backfill_queue, risk_backfill_issuers`,
+    text: `TRUNCATE ${riskSql.DERIVED_TABLES}`,
   },
   {
     name: 'risk_init_months',

@@ -214,8 +214,7 @@ const DELETE_SCORES: Statement = {
 
 const RESET: Statement = {
   name: 'risk_reset',
-  text: `TRUNCATE invoice_risk_scores, risk_customer_months, risk_global_months, risk_customer_pairs, risk_issuer_minutes,
-    risk_backfill_queue, risk_backfill_issuers`,
+  text: `TRUNCATE invoice_risk_scores, ${riskSql.DERIVED_TABLES}`,
 };
 
 const FILTER = (first: number) => `($${first}::float8 IS NULL OR s.score >= $${first})

@@ -56,18 +56,15 @@ export interface LiveRow {
 
 /** Allow-lists: the only identifiers and expressions statements are made of. */
 const PARTY: Record<StatsRole, string> = { issuer: 'issuer_id', receiver: 'receiver_id' };
-export const ORDER: Record<StatsOrder, { readonly sort: string | null; readonly direction: 'DESC' | 'ASC' }> = {
-  TOTAL_DESC: { sort: 'total', direction: 'DESC' },
-  COUNT_DESC: { sort: 'invoices', direction: 'DESC' },
-  CUSTOMER_ASC: { sort: null, direction: 'ASC' },
-};
+/** The measure each order sorts by, descending; CUSTOMER_ASC sorts by customer (and month) only. */
+const SORT_COLUMN: Record<StatsOrder, string | null> = { TOTAL_DESC: 'total', COUNT_DESC: 'invoices', CUSTOMER_ASC: null };
 
 /**
  * The keyset condition and ORDER BY for a sort, over a relation named `ranked`. `p` gives the placeholders, cast, of the
  * position: sort value, customer id, month ('' for TOTAL rows); a null customer: the first page.
  */
 export function keysetSql(order: StatsOrder, p: { value: string; customer: string; month: string }): { where: string; orderBy: string } {
-  const { sort } = ORDER[order];
+  const sort = SORT_COLUMN[order];
   const tail = `(customer_id, coalesce(month, '')) > (${p.customer}, ${p.month})`;
   // ORDER BY names the input columns of `ranked`: a bare name would mean the output column of
   // that name, which is text (and sorts "9" above "442").

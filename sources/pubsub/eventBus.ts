@@ -33,7 +33,7 @@ export interface Subscription<T> extends AsyncIterableIterator<T> {
 }
 
 /** The subscriber fell `maxQueued` events behind: its subscription ends, others are unaffected. */
-export class SubscriberTooSlowError extends PublicError {
+class SubscriberTooSlowError extends PublicError {
   constructor(maxQueued: number) {
     super('LIMIT_EXCEEDED', `this subscription fell more than ${maxQueued} events behind and was ended; subscribe again with after: the last cursor received`);
   }
