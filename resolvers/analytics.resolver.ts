@@ -5,6 +5,7 @@ import { CustomerRole, Granularity, InvoiceStats, InvoiceStatsArgs, StatsRow } f
 import type { CustomerRecord } from '../sources/postgres/customerStore.js';
 import type { StatsGroup, StatsPosition, StatsQuery } from '../sources/postgres/statsStore.js';
 import type { Context } from './context.js';
+import { statsCustomerScope } from './access.js';
 import { parseCustomerId, parseIdList } from './ids.js';
 import { statsRowOf, type StatsRowRecord } from './statsRows.js';
 
@@ -28,7 +29,8 @@ export class AnalyticsResolver {
   async invoiceStats(@Args(() => InvoiceStatsArgs) args: InvoiceStatsArgs, @Ctx() ctx: Context): Promise<InvoiceStats> {
     const months = parseMonths(args.months);
     parseFirst(args.first);
-    const customerIds = args.customerIds == null ? null : [...new Set(parseIdList(args.customerIds, parseCustomerId))].map(Number);
+    const requested = args.customerIds == null ? null : [...new Set(parseIdList(args.customerIds, parseCustomerId))].map(Number);
+    const customerIds = statsCustomerScope(ctx.viewer, requested);
     const role = args.groupBy === CustomerRole.ISSUER ? 'issuer' : 'receiver';
     const query: StatsQuery = {
       role,

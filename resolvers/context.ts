@@ -7,9 +7,12 @@ import type { RiskStore } from '../sources/postgres/riskStore.js';
 import type { Joined } from '../sources/lake/joined.js';
 import type { StatsEngine } from '../sources/lake/statsEngine.js';
 import type { Loaders } from './loaders.js';
+import type { Viewer } from './viewer.js';
 
 /** What every resolver receives; built fresh for each request (and each subscription). */
 export interface Context {
+  /** Who asks: every rule in access.ts is about the viewer. */
+  readonly viewer: Viewer;
   readonly loaders: Loaders;
   readonly invoices: InvoiceStore;
   readonly risk: RiskStore;

@@ -10,6 +10,7 @@ import type { PartyRole } from '../sources/postgres/invoiceStore.js';
 import { decodeCursor, encodeCursor } from './cursor.js';
 import { parseCustomerId, parseIdList } from './ids.js';
 import { loadAll } from './loadAll.js';
+import { invoicePageScope } from './access.js';
 
 @Resolver(() => Customer)
 export class CustomerResolver {
@@ -66,7 +67,9 @@ async function invoicePage(
   }
   const position = after == null ? null : decodeCursor(after);
   // One row more than asked tells whether there is a next page without a count.
-  const rows = await ctx.loaders.invoicePage.load({ customerId: customer.id, role, limit: first + 1, after: position });
+  // A customer looking at a counterparty sees only the invoices between the two of them.
+  const counterpartyId = invoicePageScope(ctx.viewer, customer.id);
+  const rows = await ctx.loaders.invoicePage.load({ customerId: customer.id, role, counterpartyId, limit: first + 1, after: position });
   const page = rows.slice(0, first);
   const edges = page.map((node) => ({ cursor: encodeCursor(node), node }));
   return {

@@ -11,6 +11,7 @@ import type { CustomerRecord } from '../sources/postgres/customerStore.js';
 import type { InvoiceRecord } from '../sources/postgres/invoiceStore.js';
 import { analyticsCost, parseFirst, parseMonths } from './analytics.resolver.js';
 import type { Context } from './context.js';
+import { segmentScope } from './access.js';
 import { parseCustomerId, parseIdList } from './ids.js';
 
 const MAX_FILTER_VALUES = 1000;
@@ -87,13 +88,14 @@ export class SegmentStatsResolver {
     for (const [name, values] of Object.entries(filter)) {
       if (Array.isArray(values) && values.length > MAX_FILTER_VALUES) throw badUserInput(`filter.${name} takes at most ${MAX_FILTER_VALUES} values`);
     }
+    const { partyId } = segmentScope(ctx.viewer, dimensions, filter);
     const ids = (list: string[] | null | undefined) => (list == null ? null : parseIdList(list, parseCustomerId).map(Number));
     const shape = { dimensions, months: args.months, filter, orderBy: args.orderBy };
     const fingerprint = createHash('sha256').update(JSON.stringify(shape)).digest('base64url').slice(0, 12);
     const offset = args.after == null ? 0 : decodeOffset(args.after, fingerprint);
     const query: SegmentQuery = {
       ...shape,
-      filter: { ...filter, issuerIds: ids(filter.issuerIds), receiverIds: ids(filter.receiverIds) },
+      filter: { ...filter, issuerIds: ids(filter.issuerIds), receiverIds: ids(filter.receiverIds), partyIds: partyId === null ? null : [partyId] },
       offset,
       limit: args.first + 1,
     };

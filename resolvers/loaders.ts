@@ -47,6 +47,8 @@ export interface LoaderSources {
   readonly joined: Joined;
   readonly cache: Cache;
   readonly metrics: Metrics;
+  /** Cache absent ids too: only while the change feed tombstones inserted ids. */
+  readonly cacheAbsent: boolean;
 }
 
 /**
@@ -56,11 +58,11 @@ export interface LoaderSources {
 export function createLoaders(sources: LoaderSources, { memoize = true } = {}): Loaders {
   const cache = memoize;
   const invoice = new DataLoader<string, InvoiceRecord | null>(
-    readThrough(sources.cache, sources.metrics, 'invoice', cacheKeys.invoice, (ids) => sources.invoices.byIds(ids)),
+    readThrough(sources.cache, sources.metrics, 'invoice', cacheKeys.invoice, (ids) => sources.invoices.byIds(ids), { cacheAbsent: sources.cacheAbsent }),
     { maxBatchSize: MAX_BATCH_SIZE, cache },
   );
   const customer = new DataLoader<string, CustomerRecord | null>(
-    readThrough(sources.cache, sources.metrics, 'customer', cacheKeys.customer, (ids) => sources.customers.byIds(ids)),
+    readThrough(sources.cache, sources.metrics, 'customer', cacheKeys.customer, (ids) => sources.customers.byIds(ids), { cacheAbsent: sources.cacheAbsent }),
     { maxBatchSize: MAX_BATCH_SIZE, cache },
   );
   const invoicePage = new DataLoader<PageRequest, InvoiceRecord[], string>(
@@ -73,7 +75,7 @@ export function createLoaders(sources: LoaderSources, { memoize = true } = {}): 
     {
       maxBatchSize: MAX_BATCH_SIZE,
       cache,
-      cacheKeyFn: (r) => `${r.role}:${r.customerId}:${r.limit}:${r.after?.issueDate ?? ''}:${r.after?.invoiceId ?? ''}`,
+      cacheKeyFn: (r) => `${r.role}:${r.customerId}:${r.counterpartyId ?? ''}:${r.limit}:${r.after?.issueDate ?? ''}:${r.after?.invoiceId ?? ''}`,
     },
   );
   const risk = new DataLoader<string, RiskScoreRecord | null>(

@@ -5,6 +5,7 @@ import { CustomerResolver } from '../resolvers/customer.resolver.js';
 import { InvoiceResolver } from '../resolvers/invoice.resolver.js';
 import { RiskResolver } from '../resolvers/risk.resolver.js';
 import { AnalyticsResolver, CustomerStatsResolver } from '../resolvers/analytics.resolver.js';
+import { applyAccessRules } from '../resolvers/access.js';
 import { CustomerSourcesResolver, InvoicePaymentsResolver, SegmentStatsResolver } from '../resolvers/joined.resolver.js';
 
 /** The schema file committed beside the code; `npm run schema` rewrites it, a test fails on drift. */
@@ -21,9 +22,10 @@ const UNUSED_PUBSUB = {
   },
 };
 
-export function buildGatewaySchema(): Promise<GraphQLSchema> {
+/** The schema with every access rule of resolvers/access.ts applied. */
+export async function buildGatewaySchema(): Promise<GraphQLSchema> {
   // Arguments are validated by the resolvers themselves (ids, bounds, cursors), not class-validator.
-  return buildSchema({ resolvers: [InvoiceResolver, CustomerResolver, RiskResolver, AnalyticsResolver, CustomerStatsResolver, CustomerSourcesResolver, InvoicePaymentsResolver, SegmentStatsResolver], validate: false, pubSub: UNUSED_PUBSUB });
+  return applyAccessRules(await buildSchema({ resolvers: [InvoiceResolver, CustomerResolver, RiskResolver, AnalyticsResolver, CustomerStatsResolver, CustomerSourcesResolver, InvoicePaymentsResolver, SegmentStatsResolver], validate: false, pubSub: UNUSED_PUBSUB }));
 }
 
 /** The SDL as committed: sorted, so that moving code around does not show as drift. */

@@ -1,3 +1,4 @@
+import { transformIterator } from '../core/asyncIterators.js';
 import { createSourceEventStream, execute, print, type ExecutionArgs, type ExecutionResult } from 'graphql';
 
 type Result = ExecutionResult | Promise<ExecutionResult>;
@@ -31,33 +32,10 @@ export function createSharedSubscribe(scope: (args: ExecutionArgs) => string = (
       if (!result) byKey.set(key, (result = run(event)));
       return result;
     };
-    return mapIterator((stream as AsyncIterable<unknown>)[Symbol.asyncIterator]() as AsyncIterableIterator<unknown>, shared);
+    return transformIterator((stream as AsyncIterable<unknown>)[Symbol.asyncIterator](), shared);
   };
 }
 
 function isAsyncIterable(value: unknown): value is AsyncIterableIterator<unknown> {
   return typeof (value as AsyncIterable<unknown>)?.[Symbol.asyncIterator] === 'function';
-}
-
-
-/** Maps each value; return() and throw() reach the source at once (its listener is released). */
-function mapIterator<T>(source: AsyncIterableIterator<unknown>, map: (value: unknown) => T | Promise<T>): AsyncIterableIterator<T> {
-  const iterator: AsyncIterableIterator<T> = {
-    async next() {
-      const step = await source.next();
-      return step.done ? { value: undefined, done: true } : { value: await map(step.value), done: false };
-    },
-    async return() {
-      await source.return?.();
-      return { value: undefined, done: true };
-    },
-    async throw(err: unknown) {
-      if (source.throw) await source.throw(err);
-      throw err;
-    },
-    [Symbol.asyncIterator]() {
-      return iterator;
-    },
-  };
-  return iterator;
 }

@@ -110,7 +110,7 @@ describe('Customer.invoicesIssued / invoicesReceived connections', { skip }, () 
     try {
       for (const role of ['issuer', 'receiver'] as const) {
         await client.query(`PREPARE page_${role} AS ${PAGES[role].text}`);
-        const { rows } = await client.query(`EXPLAIN EXECUTE page_${role}('{1,2}', '{21,21}', '{NULL,"2026-01-01T00:00:00Z"}', '{NULL,5}')`);
+        const { rows } = await client.query(`EXPLAIN EXECUTE page_${role}('{1,2}', '{21,21}', '{NULL,"2026-01-01T00:00:00Z"}', '{NULL,5}', '{NULL,3}')`);
         const plan = rows.map((r) => r['QUERY PLAN']).join('\n');
         assert.match(plan, new RegExp(`invoices_gw_${role}_date_id_idx`), plan);
         assert.doesNotMatch(plan, /Seq Scan on invoices/, plan);

@@ -57,6 +57,8 @@ export interface SegmentFilter {
   readonly receiverRatings?: readonly string[] | null;
   readonly issuerIds?: readonly number[] | null;
   readonly receiverIds?: readonly number[] | null;
+  /** Invoices with any of these customers on either side. */
+  readonly partyIds?: readonly number[] | null;
 }
 
 export interface SegmentQuery {
@@ -107,15 +109,17 @@ export const DIMENSION_SQL: Record<SegmentDimension, { readonly column: string; 
   ISSUER: { column: 'issuerId', expression: 'i.issuer_id::VARCHAR' },
   RECEIVER: { column: 'receiverId', expression: 'i.receiver_id::VARCHAR' },
 };
-const FILTER_SQL: Record<keyof SegmentFilter, { readonly expression: string; readonly type: DuckDBType }> = {
-  issuerIndustries: { expression: 'ip.industry', type: LIST(VARCHAR) },
-  receiverIndustries: { expression: 'rp.industry', type: LIST(VARCHAR) },
-  issuerCountries: { expression: 'ip.country', type: LIST(VARCHAR) },
-  receiverCountries: { expression: 'rp.country', type: LIST(VARCHAR) },
-  issuerRatings: { expression: 'ir.rating', type: LIST(VARCHAR) },
-  receiverRatings: { expression: 'rr.rating', type: LIST(VARCHAR) },
-  issuerIds: { expression: 'i.issuer_id', type: LIST(INTEGER) },
-  receiverIds: { expression: 'i.receiver_id', type: LIST(INTEGER) },
+const anyOf = (expression: string) => (list: string) => `${expression} = ANY(${list})`;
+const FILTER_SQL: Record<keyof SegmentFilter, { readonly sql: (list: string) => string; readonly type: DuckDBType }> = {
+  issuerIndustries: { sql: anyOf('ip.industry'), type: LIST(VARCHAR) },
+  receiverIndustries: { sql: anyOf('rp.industry'), type: LIST(VARCHAR) },
+  issuerCountries: { sql: anyOf('ip.country'), type: LIST(VARCHAR) },
+  receiverCountries: { sql: anyOf('rp.country'), type: LIST(VARCHAR) },
+  issuerRatings: { sql: anyOf('ir.rating'), type: LIST(VARCHAR) },
+  receiverRatings: { sql: anyOf('rr.rating'), type: LIST(VARCHAR) },
+  issuerIds: { sql: anyOf('i.issuer_id'), type: LIST(INTEGER) },
+  receiverIds: { sql: anyOf('i.receiver_id'), type: LIST(INTEGER) },
+  partyIds: { sql: (list) => `(i.issuer_id = ANY(${list}) OR i.receiver_id = ANY(${list}))`, type: LIST(INTEGER) },
 };
 /** Ties, and DIMENSIONS_ASC, go by the dimensions in the order asked. */
 const ORDER_SQL: Record<SegmentOrder, string> = {
@@ -222,7 +226,7 @@ export function createJoined(deps: { datasets: Datasets; duck: Duck; stats: Stat
             : '';
         const filters = (Object.keys(FILTER_SQL) as (keyof SegmentFilter)[])
           .filter((name) => q.filter[name] != null)
-          .map((name) => `${FILTER_SQL[name].expression} = ANY(${bind(`f_${name}`, listValue([...(q.filter[name] as readonly (string | number)[])]), FILTER_SQL[name].type)})`);
+          .map((name) => FILTER_SQL[name].sql(bind(`f_${name}`, listValue([...(q.filter[name] as readonly (string | number)[])]), FILTER_SQL[name].type)));
         const dims = q.dimensions.map((d) => DIMENSION_SQL[d]);
         const nullDims = (Object.keys(DIMENSION_SQL) as SegmentDimension[]).filter((d) => !q.dimensions.includes(d)).map((d) => `NULL::VARCHAR AS "${DIMENSION_SQL[d].column}"`);
         bind('as_of', set.window.asOf, VARCHAR);

@@ -23,6 +23,8 @@ export type PartyRole = 'issuer' | 'receiver';
 export interface PageRequest {
   readonly customerId: string;
   readonly role: PartyRole;
+  /** Only invoices with this customer on the other side; null: all of the customer's. */
+  readonly counterpartyId: string | null;
   /** Rows wanted; the store reads one more to know whether a next page exists. */
   readonly limit: number;
   readonly after: PagePosition | null;
@@ -55,14 +57,16 @@ export const PAGES: Record<PartyRole, Statement> = {
 };
 
 function pagesStatement(column: 'issuer_id' | 'receiver_id'): Statement {
+  const other = column === 'issuer_id' ? 'receiver_id' : 'issuer_id';
   return {
     name: `invoice_pages_by_${column}`,
     text: `SELECT k.ord::int AS ord, ${COLUMNS}
-      FROM unnest($1::int[], $2::int[], $3::timestamptz[], $4::bigint[])
-        WITH ORDINALITY AS k(customer_id, lim, after_date, after_id, ord)
+      FROM unnest($1::int[], $2::int[], $3::timestamptz[], $4::bigint[], $5::int[])
+        WITH ORDINALITY AS k(customer_id, lim, after_date, after_id, counterparty_id, ord)
       CROSS JOIN LATERAL (
         SELECT * FROM invoices i
         WHERE i.${column} = k.customer_id
+          AND (k.counterparty_id IS NULL OR i.${other} = k.counterparty_id)
           AND (i.issue_date, i.invoice_id) < (coalesce(k.after_date, 'infinity'), coalesce(k.after_id, 9223372036854775807))
         ORDER BY i.issue_date DESC, i.invoice_id DESC
         LIMIT k.lim
@@ -105,6 +109,7 @@ export function createInvoiceStore(db: Database): InvoiceStore {
             chosen.map((r) => r.limit),
             chosen.map((r) => r.after?.issueDate ?? null),
             chosen.map((r) => r.after?.invoiceId ?? null),
+            chosen.map((r) => r.counterpartyId),
           ])
           .catch((err: unknown) => {
             if (isBadDateTime(err)) throw badUserInput('after is not a cursor returned by this API');
