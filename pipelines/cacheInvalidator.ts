@@ -11,9 +11,9 @@ const ENTITIES = {
 } as const;
 
 /**
- * The feed consumer that keeps the cache coherent: an UPDATE or DELETE of an invoice or customer,
- * from any client, replaces its cache entry with a tombstone; a TRUNCATE does so for the whole
- * table. Inserts need nothing: absent rows are never cached.
+ * The feed consumer that keeps the cache coherent: an INSERT, UPDATE or DELETE of an invoice or
+ * customer, from any client, replaces its cache entry with a tombstone (an insert: in case its id
+ * was cached as absent); a TRUNCATE does so for the whole table.
  */
 export function createCacheInvalidator(cache: Cache, metrics: Metrics): FeedConsumer {
   return {
@@ -25,7 +25,7 @@ export function createCacheInvalidator(cache: Cache, metrics: Metrics): FeedCons
         for (const change of tx.changes) {
           const table = ENTITIES[change.table];
           if (change.op === 'truncate') truncated.add(change.table);
-          if (change.op !== 'update' && change.op !== 'delete') continue;
+          if (change.op === 'truncate') continue;
           // An UPDATE that changes the key carries the old key too: both entries go.
           for (const row of [change.row, change.key]) {
             const id = row?.[table.column];

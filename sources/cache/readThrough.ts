@@ -18,11 +18,17 @@ export const cacheKeys = {
   customer: (id: string) => `${cachePrefixes.customer}${id}`,
 };
 
+/** What the cache holds for an id known to be absent. */
+export const ABSENT = '\u0000absent';
+
 /**
  * A batch function that reads the cache first (one MGET), Postgres for the misses only, then
- * fills the cache (SET NX with a TTL, pipelined by the Redis client). Absent rows are not cached:
- * an id unknown now may be inserted a moment later. A fill never overwrites a tombstone, so a
- * read racing an UPDATE cannot put the old row back after the feed invalidated it.
+ * fills the cache (SET NX with a TTL, pipelined by the Redis client). A fill never overwrites a
+ * tombstone, so a read racing an UPDATE cannot put the old row back after the feed invalidated it.
+ *
+ * With `cacheAbsent` (only while the change feed runs, which tombstones an id when it is
+ * inserted), absent ids are cached too: an id nobody may see and an id that does not exist then
+ * cost the same work, so their answer times do not tell them apart.
  */
 export function readThrough<T>(
   cache: Cache,
@@ -30,10 +36,17 @@ export function readThrough<T>(
   entity: string,
   keyOf: (id: string) => string,
   fetch: (ids: readonly string[]) => Promise<(T | null)[]>,
+  { cacheAbsent = false } = {},
 ): (ids: readonly string[]) => Promise<(T | null)[]> {
   return async (ids) => {
-    const result = (await cache.getMany(ids.map(keyOf))).map((v) => decode<T>(v));
-    const missing = ids.filter((_, i) => result[i] === null);
+    const cached = await cache.getMany(ids.map(keyOf));
+    const result: (T | null)[] = [];
+    const missing: string[] = [];
+    for (let i = 0; i < ids.length; i++) {
+      const value = cached[i] === ABSENT ? null : decode<T>(cached[i]!);
+      if (value === null && cached[i] !== ABSENT) missing.push(ids[i]!);
+      result.push(value);
+    }
     metrics.cacheHits.inc({ entity }, ids.length - missing.length);
     if (missing.length === 0) return result;
     metrics.cacheMisses.inc({ entity }, missing.length);
@@ -41,7 +54,10 @@ export function readThrough<T>(
     const fetched = await fetch(missing);
     const byId = new Map(missing.map((id, i) => [id, fetched[i] ?? null]));
     const fill: [string, string][] = [];
-    for (const [id, row] of byId) if (row !== null) fill.push([keyOf(id), JSON.stringify(row)]);
+    for (const [id, row] of byId) {
+      if (row !== null) fill.push([keyOf(id), JSON.stringify(row)]);
+      else if (cacheAbsent) fill.push([keyOf(id), ABSENT]);
+    }
     // Not awaited: the response need not wait for the fill. Redis runs commands in order on one
     // connection, so a later MGET still sees it; a failed fill is only a later miss.
     void cache.fill(fill);
