@@ -519,6 +519,10 @@ async function startAnalyticsGateway(options: AnalyticsOptions, slot: string, da
     args: ['--max-old-space-size=256', '--max-semi-space-size=8', fileURLToPath(import.meta.url), SERVE_FLAG],
     env: {
       NODE_ENV: 'production',
+      // One client measuring throughput: no tokens, no per-client budgets.
+      AUTH_MODE: 'off',
+      RATE_LIMIT_REQUESTS: '0',
+      RATE_LIMIT_COST: '0',
       LOG_LEVEL: 'info',
       HOST: '127.0.0.1',
       PORT: String(port),

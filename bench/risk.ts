@@ -154,6 +154,10 @@ async function startGateway(options: RiskOptions) {
     args: ['--max-old-space-size=256', '--max-semi-space-size=8', `${ROOT}dist/server/main.js`],
     env: {
       NODE_ENV: 'production',
+      // One client measuring throughput: no tokens, no per-client budgets.
+      AUTH_MODE: 'off',
+      RATE_LIMIT_REQUESTS: '0',
+      RATE_LIMIT_COST: '0',
       DATABASE_URL: options.databaseUrl,
       REDIS_URL: options.redisUrl,
       CACHE_KEY_PREFIX: 'ig_bench_risk:',

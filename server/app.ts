@@ -27,6 +27,10 @@ import { createErrorFormatter } from './errors.js';
 import { startFeed } from './feed.js';
 import { createLake, type Lake } from './lake.js';
 import { createHttpHandler, sendJson } from './http.js';
+import { createAuthenticator, untilExpiry } from './auth.js';
+import { createRateLimits, type RateLimits } from './rateLimits.js';
+import { trustedQuery } from './trustedDocuments.js';
+import type { Viewer } from '../resolvers/viewer.js';
 import { metricsPlugin } from './metricsPlugin.js';
 import { buildGatewaySchema } from './schema.js';
 import { attachSubscriptions } from './subscriptions.js';
@@ -49,6 +53,7 @@ interface Resources {
   readonly backgroundDb: Database;
   readonly cache: Cache;
   readonly events: EventBus;
+  readonly rateLimits: RateLimits;
   lake?: Lake;
   feed?: ChangeFeed;
 }
@@ -69,6 +74,7 @@ export async function startGateway(config: Config, logger: Logger, databaseUrl: 
     backgroundDb: createDatabase({ url: databaseUrl, poolMax: BACKGROUND_POOL_MAX, statementTimeoutMs: 0, reportPool: false }, logger, metrics),
     cache: config.cache.redisUrl ? createRedisCache({ url: config.cache.redisUrl, ...config.cache }, logger, metrics) : createMemoryCache(config.cache),
     events: createEventBus({ redisUrl: config.cache.redisUrl, prefix: config.cache.keyPrefix }, logger),
+    rateLimits: createRateLimits(config, logger),
   };
   try {
     return await serve(config, logger, databaseUrl, resources);
@@ -79,15 +85,19 @@ export async function startGateway(config: Config, logger: Logger, databaseUrl: 
   }
 }
 
-async function closeAll({ feed, lake, db, backgroundDb, cache, events }: Resources): Promise<void> {
+async function closeAll({ feed, lake, db, backgroundDb, cache, events, rateLimits }: Resources): Promise<void> {
   // The lake first: an export waiting for the feed gives up rather than outwait its stop.
   await lake?.stop().catch(() => undefined);
   await feed?.stop().catch(() => undefined);
-  await Promise.allSettled([db.close(), backgroundDb.close(), cache.close(), events.close()]);
+  await Promise.allSettled([db.close(), backgroundDb.close(), cache.close(), events.close(), rateLimits.close()]);
 }
 
 async function serve(config: Config, logger: Logger, databaseUrl: string, resources: Resources): Promise<Gateway> {
-  const { metrics, db, backgroundDb, cache, events } = resources;
+  const { metrics, db, backgroundDb, cache, events, rateLimits } = resources;
+  const auth = createAuthenticator(config.auth);
+  if (auth.mode === 'off') logger.warn('AUTH_MODE=off: every client may read and write everything; set AUTH_MODE=required with AUTH_JWT_SECRET or AUTH_JWKS_URL before exposing the gateway');
+  const trusted = config.trustedDocuments;
+  const trustedDocuments = trusted ? (query: unknown, extensions: unknown) => trustedQuery(trusted, query, extensions) : undefined;
   if (!(await cache.ready(2000))) logger.warn('cache not reachable at start; serving from Postgres until it is');
   const invoices = createInvoiceStore(db);
   const customers = createCustomerStore(db);
@@ -101,8 +111,15 @@ async function serve(config: Config, logger: Logger, databaseUrl: string, resour
   const production = config.env === 'production';
   const schema = await buildGatewaySchema();
   const formatError = createErrorFormatter(logger, config.exposeErrors && !production);
-  const context = (memoize: boolean): Context => ({
-    loaders: createLoaders({ invoices, customers, risk, analytics: lake.engine, joined: lake.joined, cache, metrics }, { memoize }),
+  // Absent ids may be cached only while a feed tombstones them when they are inserted: this
+  // process's (streaming), or another's writing to the shared Redis (standby).
+  const absentCacheable = () => {
+    const state = feed.status().state;
+    return state === 'streaming' || (state === 'standby' && Boolean(config.cache.redisUrl));
+  };
+  const context = (memoize: boolean, viewer: Viewer): Context => ({
+    viewer,
+    loaders: createLoaders({ invoices, customers, risk, analytics: lake.engine, joined: lake.joined, cache, metrics, cacheAbsent: absentCacheable() }, { memoize }),
     invoices,
     risk,
     analytics: lake.engine,
@@ -116,7 +133,11 @@ async function serve(config: Config, logger: Logger, databaseUrl: string, resour
   const subscriptions = attachSubscriptions({
     httpServer,
     schema,
-    context: () => context(false),
+    connect: (authorization, address) => auth.authenticate(authorization, address),
+    untilExpiry: (viewer) => untilExpiry(viewer, config.auth.clockSkewSeconds),
+    admit: (viewer) => rateLimits.request(viewer.subject),
+    trustedQuery: trustedDocuments,
+    context: (viewer) => context(false, viewer),
     formatError,
     maxPerConnection: config.subscriptions.maxPerConnection,
     logger,
@@ -136,7 +157,7 @@ async function serve(config: Config, logger: Logger, databaseUrl: string, resour
       { serverWillStart: async () => ({ drainServer: () => subscriptions.dispose() }) },
       production ? ApolloServerPluginLandingPageProductionDefault() : ApolloServerPluginLandingPageLocalDefault({ embed: true }),
       metricsPlugin(metrics, logger),
-      complexityLimitPlugin(schema, config.maxQueryComplexity, metrics),
+      complexityLimitPlugin<Context>(schema, config.maxQueryComplexity, metrics, (ctx, cost) => rateLimits.spend(ctx.viewer.subject, cost)),
       // Cache hints are unused here, and the plugin instruments every field resolver: measured,
       // it cost more CPU than resolving the fields.
       ApolloServerPluginCacheControlDisabled(),
@@ -148,7 +169,12 @@ async function serve(config: Config, logger: Logger, databaseUrl: string, resour
     'request',
     createHttpHandler<Context>({
       apollo,
-      context: async () => context(true),
+      context: async (req) => {
+        const viewer = await auth.authenticate(req.headers.authorization, req.socket.remoteAddress ?? 'unknown');
+        await rateLimits.request(viewer.subject);
+        return context(true, viewer);
+      },
+      trustedQuery: trustedDocuments,
       maxBodyBytes: config.maxRequestBytes,
       onError: (err) => logger.error({ err }, 'HTTP handler failed'),
       routes: {

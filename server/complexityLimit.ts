@@ -1,4 +1,6 @@
-import type { ApolloServerPlugin } from '@apollo/server';
+import { HeaderMap, type ApolloServerPlugin, type BaseContext } from '@apollo/server';
+import { PublicError } from '../core/errors.js';
+import { refusalHeaders } from './http.js';
 import { GraphQLError, type DocumentNode, type GraphQLSchema } from 'graphql';
 import { createRequire } from 'node:module';
 import type { Metrics } from '../core/metrics.js';
@@ -11,9 +13,15 @@ const { fieldExtensionsEstimator, getComplexity, simpleEstimator } = createRequi
 
 /**
  * Refuses, before execution, an operation whose estimated cost (schema/complexity.ts) exceeds
- * `max`: bounded lists alone still multiply when nested.
+ * `max`: bounded lists alone still multiply when nested. The cost is then spent from the client's
+ * budget (`spend`), which may refuse it with LIMIT_EXCEEDED (HTTP 429 and Retry-After).
  */
-export function complexityLimitPlugin(schema: GraphQLSchema, max: number, metrics: Metrics): ApolloServerPlugin {
+export function complexityLimitPlugin<TContext extends BaseContext>(
+  schema: GraphQLSchema,
+  max: number,
+  metrics: Metrics,
+  spend: (context: TContext, cost: number) => Promise<void> = async () => undefined,
+): ApolloServerPlugin<TContext> {
   const estimators = [fieldExtensionsEstimator(), simpleEstimator({ defaultComplexity: 1 })];
   // Measured: estimating every request cost more CPU than executing a warm lookup. Apollo hands
   // the same DocumentNode for the same query text, and a cost depends on the variables only
@@ -22,7 +30,7 @@ export function complexityLimitPlugin(schema: GraphQLSchema, max: number, metric
   return {
     async requestDidStart() {
       return {
-        async didResolveOperation({ request, document, operationName }) {
+        async didResolveOperation({ request, document, operationName, contextValue }) {
           const byShape = cache.get(document) ?? new Map<string, number>();
           cache.set(document, byShape);
           const shape = `${operationName ?? ''}|${variableShape(request.variables)}`;
@@ -43,6 +51,13 @@ export function complexityLimitPlugin(schema: GraphQLSchema, max: number, metric
             throw new GraphQLError(`Operation is too expensive: estimated cost ${complexity} exceeds ${max}; ask for fewer ids or smaller pages`, {
               extensions: { code: 'BAD_USER_INPUT', http: { status: 400 } },
             });
+          }
+          try {
+            await spend(contextValue, complexity);
+          } catch (err) {
+            if (!(err instanceof PublicError)) throw err;
+            const headers = new HeaderMap(Object.entries(refusalHeaders(err)));
+            throw new GraphQLError(err.message, { originalError: err, extensions: { code: err.code, http: { status: 429, headers } } });
           }
         },
       };

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseEnv } from 'node:util';
@@ -107,6 +108,36 @@ const settings = z.object({
   DUCKDB_MEMORY_LIMIT: z.string().regex(/^\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$/, 'must be a size such as 1GB or 512MB').default('1GB'),
   /** DuckDB's worker threads. */
   DUCKDB_THREADS: wholeNumber(1, 64).default(2),
+  /**
+   * `required`: every request carries a valid bearer JWT. `off`: no identity, every client is an
+   * admin (logged as a warning at start). Default: required with NODE_ENV=production, else off.
+   */
+  AUTH_MODE: z.enum(['required', 'off'], { message: 'must be required or off' }).optional(),
+  /** HS256 key of the tokens (at least 32 bytes); or AUTH_JWKS_URL for RS/ES/PS/EdDSA keys. */
+  AUTH_JWT_SECRET: z.string().min(32, 'must be at least 32 characters (HS256 needs a 256-bit key)').optional(),
+  /** Key set of an identity provider (fetched, cached, fetched again for an unknown kid). */
+  AUTH_JWKS_URL: z.string().regex(/^https?:\/\/\S+$/, 'must be an http(s):// URL').optional(),
+  /** Required `iss` of every token. */
+  AUTH_ISSUER: z.string().min(1, 'must not be empty').optional(),
+  /** Required `aud` of every token. */
+  AUTH_AUDIENCE: z.string().min(1, 'must not be empty').optional(),
+  /** Claim holding the role: admin, analyst, customer or writer. */
+  AUTH_ROLE_CLAIM: z.string().min(1, 'must not be empty').max(200, 'must be at most 200 characters').default('role'),
+  /** Claim holding a customer token's customer id. */
+  AUTH_CUSTOMER_CLAIM: z.string().min(1, 'must not be empty').max(200, 'must be at most 200 characters').default('customer_id'),
+  /** Leeway for exp and nbf against clock drift between the issuer and the gateway. */
+  AUTH_CLOCK_SKEW_SECONDS: wholeNumber(0, 300).default(30),
+  /** Requests one client (token subject, or address without auth) may make per window; 0: no limit. */
+  RATE_LIMIT_REQUESTS: wholeNumber(0).default(60_000),
+  /** Estimated cost (MAX_QUERY_COMPLEXITY's unit) one client may spend per window; 0: no limit. */
+  RATE_LIMIT_COST: wholeNumber(0).default(10_000_000),
+  /** The window of both budgets. */
+  RATE_LIMIT_WINDOW_SECONDS: wholeNumber(1, 86_400).default(60),
+  /**
+   * Trusted documents: an Apollo persisted-query manifest (or a JSON object of sha256 hash to
+   * document). When set, only those operations run, sent by hash or in full.
+   */
+  TRUSTED_DOCUMENTS_FILE: z.string().min(1, 'must not be empty').optional(),
 });
 
 export type Settings = z.infer<typeof settings>;
@@ -174,11 +205,31 @@ export interface Config {
     readonly warningKeys: boolean;
   };
   };
+  readonly auth: AuthSettings;
+  readonly rateLimits: {
+    /** Per window; 0: no limit. */
+    readonly requests: number;
+    readonly cost: number;
+    readonly windowSeconds: number;
+  };
+  /** sha256 (hex) of each trusted document, to its text; undefined: any operation may run. */
+  readonly trustedDocuments: ReadonlyMap<string, string> | undefined;
   readonly analytics: {
     readonly timeoutMs: number;
     readonly postgresMaxCustomers: number;
     readonly duckdb: { readonly memoryLimit: string; readonly threads: number; readonly tempDir: string };
   };
+}
+
+export interface AuthSettings {
+  readonly mode: 'required' | 'off';
+  readonly jwtSecret: string | undefined;
+  readonly jwksUrl: string | undefined;
+  readonly issuer: string | undefined;
+  readonly audience: string | undefined;
+  readonly roleClaim: string;
+  readonly customerClaim: string;
+  readonly clockSkewSeconds: number;
 }
 
 export interface S3Settings {
@@ -241,6 +292,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     // The embedded Postgres is for trying the gateway; production images do not ship it.
     throw new ConfigError('invalid configuration: DATABASE_URL must be set when NODE_ENV is production');
   }
+  const authMode = s.AUTH_MODE ?? (production ? 'required' : 'off');
+  if (authMode === 'required' && Boolean(s.AUTH_JWT_SECRET) === Boolean(s.AUTH_JWKS_URL)) {
+    throw new ConfigError('invalid configuration: AUTH_MODE=required needs exactly one of AUTH_JWT_SECRET and AUTH_JWKS_URL (or set AUTH_MODE=off)');
+  }
   return deepFreeze({
     env: s.NODE_ENV,
     http: { port: s.PORT, host: s.HOST },
@@ -290,6 +345,18 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
         warningKeys: s.SOURCES_WARNING_KEYS ?? false,
       },
     },
+    auth: {
+      mode: authMode,
+      jwtSecret: s.AUTH_JWT_SECRET,
+      jwksUrl: s.AUTH_JWKS_URL,
+      issuer: s.AUTH_ISSUER,
+      audience: s.AUTH_AUDIENCE,
+      roleClaim: s.AUTH_ROLE_CLAIM,
+      customerClaim: s.AUTH_CUSTOMER_CLAIM,
+      clockSkewSeconds: s.AUTH_CLOCK_SKEW_SECONDS,
+    },
+    rateLimits: { requests: s.RATE_LIMIT_REQUESTS, cost: s.RATE_LIMIT_COST, windowSeconds: s.RATE_LIMIT_WINDOW_SECONDS },
+    trustedDocuments: s.TRUSTED_DOCUMENTS_FILE ? readTrustedDocuments(s.TRUSTED_DOCUMENTS_FILE) : undefined,
     analytics: {
       timeoutMs: s.ANALYTICS_TIMEOUT_MS,
       postgresMaxCustomers: s.ANALYTICS_POSTGRES_MAX_CUSTOMERS,
@@ -315,6 +382,40 @@ function readRiskModel(file: string): RiskModelParameters {
     throw new ConfigError(`invalid configuration: RISK_MODEL_FILE ${(err as Error).message}`);
   }
 }
+
+/**
+ * The trusted documents: Apollo's persisted-query manifest (what
+ * @apollo/generate-persisted-query-manifest writes) or a plain object of hash to document (what
+ * GraphQL Yoga and graphql-codegen's persisted documents write). Each hash is checked against
+ * its text, so a manifest cannot smuggle in a document under another's hash.
+ */
+function readTrustedDocuments(file: string): Map<string, string> {
+  let json: unknown;
+  try {
+    json = JSON.parse(readFileSync(file, 'utf8'));
+  } catch (err) {
+    const reason = err instanceof SyntaxError ? 'is not valid JSON' : `cannot be read (${(err as NodeJS.ErrnoException).code})`;
+    throw new ConfigError(`invalid configuration: TRUSTED_DOCUMENTS_FILE ${reason}`);
+  }
+  const manifest = json as { format?: unknown; operations?: unknown };
+  const entries: [unknown, unknown][] =
+    manifest?.format === 'apollo-persisted-query-manifest' && Array.isArray(manifest.operations)
+      ? manifest.operations.map((op: { id?: unknown; body?: unknown }) => [op?.id, op?.body])
+      : json && typeof json === 'object' && !Array.isArray(json)
+        ? Object.entries(json)
+        : [];
+  const documents = new Map<string, string>();
+  for (const [hash, body] of entries) {
+    if (typeof hash !== 'string' || typeof body !== 'string' || sha256(body) !== hash.toLowerCase()) {
+      throw new ConfigError(`invalid configuration: TRUSTED_DOCUMENTS_FILE has an entry whose id is not the sha256 of its document (${String(hash).slice(0, 16)})`);
+    }
+    documents.set(hash.toLowerCase(), body);
+  }
+  if (documents.size === 0) throw new ConfigError('invalid configuration: TRUSTED_DOCUMENTS_FILE lists no documents');
+  return documents;
+}
+
+export const sha256 = (text: string) => createHash('sha256').update(text).digest('hex');
 
 function deepFreeze<T extends object>(value: T): T {
   for (const child of Object.values(value)) {

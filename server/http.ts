@@ -1,12 +1,19 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { HeaderMap, type ApolloServer, type BaseContext, type ContextThunk } from '@apollo/server';
+import { HeaderMap, type ApolloServer, type BaseContext } from '@apollo/server';
+import { PublicError } from '../core/errors.js';
 
 /** A plain GET endpoint beside /graphql (health, readiness, metrics). */
 export type Route = (res: ServerResponse) => Promise<void> | void;
 
 export interface HttpHandlerOptions<TContext extends BaseContext> {
   readonly apollo: ApolloServer<TContext>;
-  readonly context: ContextThunk<TContext>;
+  /**
+   * The request's context: who asks, admitted under its budgets. A PublicError thrown here is
+   * the response (401, 403, 429 or 503), before any GraphQL work.
+   */
+  readonly context: (req: IncomingMessage) => Promise<TContext>;
+  /** With trusted documents: the query to run for a request's query text or persisted hash. */
+  readonly trustedQuery?: (query: unknown, extensions: unknown) => string;
   readonly routes: Readonly<Record<string, Route>>;
   /** Request bodies above this size are refused with 413 before they are parsed. */
   readonly maxBodyBytes: number;
@@ -51,11 +58,18 @@ async function serveGraphQL<TContext extends BaseContext>(
   res: ServerResponse,
   url: string,
   queryAt: number,
-  { apollo, context, maxBodyBytes }: HttpHandlerOptions<TContext>,
+  { apollo, context, maxBodyBytes, trustedQuery }: HttpHandlerOptions<TContext>,
 ) {
   const raw = await readBody(req, maxBodyBytes);
   if (raw === 'too large') {
     sendGraphQLError(res, 413, `Request body exceeds ${maxBodyBytes} bytes`, 'BAD_REQUEST');
+    return;
+  }
+  let contextValue: TContext;
+  try {
+    contextValue = await context(req);
+  } catch (err) {
+    if (!refuse(res, err)) throw err;
     return;
   }
   let body: unknown;
@@ -67,13 +81,29 @@ async function serveGraphQL<TContext extends BaseContext>(
       return;
     }
   }
+  let search = queryAt === -1 ? '' : url.slice(queryAt);
+  if (trustedQuery) {
+    try {
+      if (body && typeof body === 'object' && !Array.isArray(body)) {
+        const request = body as { query?: unknown; extensions?: unknown };
+        body = { ...request, query: trustedQuery(request.query, request.extensions) };
+      } else {
+        const params = new URLSearchParams(search);
+        params.set('query', trustedQuery(params.get('query') ?? undefined, parseOrUndefined(params.get('extensions'))));
+        search = `?${params.toString()}`;
+      }
+    } catch (err) {
+      if (!refuse(res, err)) throw err;
+      return;
+    }
+  }
   const headers = new HeaderMap();
   for (const [key, value] of Object.entries(req.headers)) {
     if (value !== undefined) headers.set(key, Array.isArray(value) ? value.join(', ') : value);
   }
   const response = await apollo.executeHTTPGraphQLRequest({
-    httpGraphQLRequest: { method: (req.method ?? 'GET').toUpperCase(), headers, search: queryAt === -1 ? '' : url.slice(queryAt), body },
-    context,
+    httpGraphQLRequest: { method: (req.method ?? 'GET').toUpperCase(), headers, search, body },
+    context: async () => contextValue,
   });
   for (const [key, value] of response.headers) res.setHeader(key, value);
   res.statusCode = response.status ?? 200;
@@ -115,6 +145,39 @@ export function sendJson(res: ServerResponse, status: number, value: unknown): v
 }
 
 /** An error answered before Apollo runs, in the same shape as Apollo's own error responses. */
-function sendGraphQLError(res: ServerResponse, status: number, message: string, code: string): void {
+function sendGraphQLError(res: ServerResponse, status: number, message: string, code: string, headers: Record<string, string> = {}): void {
+  for (const [name, value] of Object.entries(headers)) res.setHeader(name, value);
   sendJson(res, status, { errors: [{ message, extensions: { code } }] });
+}
+
+/** The HTTP status of a request refused before GraphQL runs, by its public code. */
+const REFUSAL_STATUS: Partial<Record<PublicError['code'], number>> = {
+  UNAUTHENTICATED: 401,
+  FORBIDDEN: 403,
+  LIMIT_EXCEEDED: 429,
+  SERVICE_UNAVAILABLE: 503,
+};
+
+/** Answers a refusal (true), or leaves an unexpected error to the caller (false). */
+function refuse(res: ServerResponse, err: unknown): boolean {
+  const status = err instanceof PublicError ? REFUSAL_STATUS[err.code] : undefined;
+  if (!status) return false;
+  sendGraphQLError(res, status, (err as PublicError).message, (err as PublicError).code, refusalHeaders(err as PublicError));
+  return true;
+}
+
+/** RFC 6750's challenge for a bad token, RFC 9110's Retry-After for a spent budget. */
+export function refusalHeaders(err: PublicError): Record<string, string> {
+  if (err.code === 'UNAUTHENTICATED') return { 'www-authenticate': 'Bearer error="invalid_token"' };
+  const retryAfter = (err as { retryAfterSeconds?: number }).retryAfterSeconds;
+  return err.code === 'LIMIT_EXCEEDED' && retryAfter !== undefined ? { 'retry-after': String(retryAfter) } : {};
+}
+
+function parseOrUndefined(text: string | null): unknown {
+  if (text === null) return undefined;
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
 }

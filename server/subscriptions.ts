@@ -4,14 +4,26 @@ import { useServer } from 'graphql-ws/use/ws';
 import type { Socket } from 'node:net';
 import { WebSocketServer, type WebSocket } from 'ws';
 import type { Logger } from 'pino';
-import { PublicError } from '../core/errors.js';
+import { errorMessage, PublicError } from '../core/errors.js';
+import { accessScope, type Viewer } from '../resolvers/viewer.js';
 import { createSharedSubscribe } from './sharedSubscribe.js';
 
 export interface SubscriptionServerOptions<TContext> {
   readonly httpServer: http.Server;
   readonly schema: GraphQLSchema;
+  /**
+   * The viewer of a connection, from the `authorization` of its connection_init payload (or of
+   * the upgrade request's headers). Throws a PublicError to refuse the connection.
+   */
+  readonly connect: (authorization: string | undefined, address: string) => Promise<Viewer>;
+  /** Milliseconds until the viewer's token expires; the connection is closed then (4401). */
+  readonly untilExpiry: (viewer: Viewer) => number | undefined;
+  /** Counts a new subscription against the client's request budget; throws to refuse it. */
+  readonly admit: (viewer: Viewer) => Promise<void>;
+  /** With trusted documents: the query to run for a subscribe message's query or hash. */
+  readonly trustedQuery?: (query: unknown, extensions: unknown) => string;
   /** A context per operation (a subscription lives long: its loaders must not memoize). */
-  readonly context: () => TContext;
+  readonly context: (viewer: Viewer) => TContext;
   /** The same formatter as HTTP responses: public codes pass, anything else is masked. */
   readonly formatError: (formatted: GraphQLFormattedError, error: unknown) => GraphQLFormattedError;
   readonly maxPerConnection: number;
@@ -33,20 +45,55 @@ export function attachSubscriptions<TContext extends object>(options: Subscripti
   wss.on('connection', (socket) => writeInBatches(socket));
   const format = (errors: readonly GraphQLError[]) => errors.map((e) => options.formatError(formatForSocket(e), e));
   const documents = new Map<string, DocumentNode>();
-  const cleanup = useServer<Record<string, unknown> | undefined>(
+  // The viewer of each connection, set by onConnect before any subscribe is accepted.
+  const viewers = new WeakMap<object, Viewer>();
+  const viewerOf = (socket: object) => viewers.get(socket)!;
+  const cleanup = useServer<Record<string, unknown> | undefined, { viewer?: Viewer }>(
     {
       schema: options.schema,
-      context: () => options.context() as Record<string, unknown>,
-      subscribe: createSharedSubscribe(),
-      onSubscribe: (ctx, _id, payload) => {
+      context: (ctx) => options.context(viewerOf(ctx.extra.socket)) as Record<string, unknown>,
+      // Subscribers share an event's execution only when they may see the same things.
+      subscribe: createSharedSubscribe((args) => accessScope((args.contextValue as { viewer: Viewer }).viewer)),
+      onConnect: async (ctx) => {
+        const params = ctx.connectionParams as { authorization?: unknown; Authorization?: unknown; headers?: Record<string, unknown> } | undefined;
+        const given = params?.authorization ?? params?.Authorization ?? params?.headers?.authorization ?? params?.headers?.Authorization ?? ctx.extra.request.headers.authorization;
+        const { socket } = ctx.extra;
+        try {
+          const viewer = await options.connect(typeof given === 'string' ? given : undefined, ctx.extra.request.socket.remoteAddress ?? 'unknown');
+          viewers.set(socket, viewer);
+          const ms = options.untilExpiry(viewer);
+          if (ms !== undefined) {
+            // setTimeout's limit is about 24.8 days; a token living longer is closed then, early.
+            const timer = setTimeout(() => socket.close(4401, 'token expired'), Math.min(ms, 2 ** 31 - 1));
+            socket.once('close', () => clearTimeout(timer));
+          }
+          return true;
+        } catch (err) {
+          // The close code says why: 4401 for a token (RFC 6455 private range, as graphql-ws's
+          // own 4401 Unauthorized), 1013 "try again later" when the identity provider is down.
+          const code = err instanceof PublicError && err.code === 'UNAUTHENTICATED' ? 4401 : err instanceof PublicError && err.code === 'SERVICE_UNAVAILABLE' ? 1013 : 4500;
+          socket.close(code, err instanceof PublicError ? err.message : 'unexpected error');
+          if (code === 4500) options.logger.error({ err: errorMessage(err) }, 'subscription connection failed');
+          return false;
+        }
+      },
+      onSubscribe: async (ctx, _id, payload) => {
         // ctx.subscriptions already holds the new id: the count is exact, including this one.
         if (Object.keys(ctx.subscriptions).length > options.maxPerConnection) {
           return [limitError(`a connection may hold at most ${options.maxPerConnection} subscriptions; complete one first`)];
         }
+        let query = payload.query;
+        try {
+          await options.admit(viewerOf(ctx.extra.socket));
+          if (options.trustedQuery) query = options.trustedQuery(payload.query || undefined, payload.extensions);
+        } catch (err) {
+          if (err instanceof PublicError) return [new GraphQLError(err.message, { originalError: err })];
+          throw err;
+        }
         // Parsed and validated here, once per distinct query (an argument of the wrong value is
         // BAD_USER_INPUT, as over HTTP; anything else invalid GRAPHQL_VALIDATION_FAILED); the
         // document returned is the one executed, so graphql-ws does not parse or validate again.
-        const checked = checkedDocument(payload.query);
+        const checked = checkedDocument(query);
         if (Array.isArray(checked)) return checked;
         return { schema: options.schema, document: checked, operationName: payload.operationName, variableValues: payload.variables };
       },

@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { createHash } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -28,8 +30,18 @@ describe('configuration', () => {
       DATABASE_POOL_MAX: '5',
       CACHE_TTL_SECONDS: '60',
       CACHE_KEY_PREFIX: 'tenant-a:',
+      AUTH_JWKS_URL: 'https://idp.example.com/.well-known/jwks.json',
+      AUTH_ISSUER: 'https://idp.example.com/',
+      AUTH_AUDIENCE: 'invoice-gateway',
+      AUTH_ROLE_CLAIM: 'https://example.com/role',
+      RATE_LIMIT_REQUESTS: '100',
     });
     assert.equal(config.http.port, 8080);
+    assert.deepEqual(
+      { mode: config.auth.mode, jwks: config.auth.jwksUrl, issuer: config.auth.issuer, audience: config.auth.audience, role: config.auth.roleClaim, customer: config.auth.customerClaim },
+      { mode: 'required', jwks: 'https://idp.example.com/.well-known/jwks.json', issuer: 'https://idp.example.com/', audience: 'invoice-gateway', role: 'https://example.com/role', customer: 'customer_id' },
+    );
+    assert.equal(config.rateLimits.requests, 100);
     assert.equal(config.database.poolMax, 5);
     assert.equal(config.cache.ttlSeconds, 60);
     assert.equal(config.cache.keyPrefix, 'tenant-a:');
@@ -47,6 +59,10 @@ describe('configuration', () => {
       [{ NODE_ENV: 'staging' }, 'NODE_ENV', 'staging'],
       [{ EXPOSE_ERRORS: 'yes' }, 'EXPOSE_ERRORS', 'yes'],
       [{ INTROSPECTION: 'maybe' }, 'INTROSPECTION', 'maybe'],
+      [{ AUTH_MODE: 'sometimes' }, 'AUTH_MODE', 'sometimes'],
+      [{ AUTH_JWT_SECRET: 'short-secret' }, 'AUTH_JWT_SECRET', 'short-secret'],
+      [{ AUTH_JWKS_URL: 'ftp://keys' }, 'AUTH_JWKS_URL', 'ftp://keys'],
+      [{ RATE_LIMIT_REQUESTS: '-1' }, 'RATE_LIMIT_REQUESTS', '-1'],
     ];
     for (const [env, key, value] of cases) {
       assert.throws(
@@ -70,8 +86,33 @@ describe('configuration', () => {
     assert.throws(() => loadConfig({ NODE_ENV: 'production' }), /^ConfigError: invalid configuration: DATABASE_URL must be set when NODE_ENV is production$/);
   });
 
-  it('turns introspection off in production unless INTROSPECTION says otherwise', () => {
+  it('requires authentication in production, with exactly one kind of key, and not elsewhere', () => {
     const db = { DATABASE_URL: 'postgres://db/x' };
+    const secret = 'k'.repeat(32);
+    assert.equal(loadConfig({}).auth.mode, 'off');
+    assert.throws(() => loadConfig({ ...db, NODE_ENV: 'production' }), /^ConfigError: invalid configuration: AUTH_MODE=required needs exactly one of AUTH_JWT_SECRET and AUTH_JWKS_URL/);
+    assert.throws(() => loadConfig({ AUTH_MODE: 'required', AUTH_JWT_SECRET: secret, AUTH_JWKS_URL: 'https://idp/jwks' }), /exactly one of/);
+    assert.equal(loadConfig({ ...db, NODE_ENV: 'production', AUTH_JWT_SECRET: secret }).auth.mode, 'required');
+    assert.equal(loadConfig({ ...db, NODE_ENV: 'production', AUTH_MODE: 'off' }).auth.mode, 'off');
+  });
+
+  it('reads trusted documents and refuses a manifest whose ids are not the hashes of their documents', () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'ig-trusted-'));
+    const body = 'query One { invoice(id: "1") { id } }';
+    const id = createHash('sha256').update(body).digest('hex');
+    const manifest = path.join(dir, 'manifest.json');
+    writeFileSync(manifest, JSON.stringify({ format: 'apollo-persisted-query-manifest', version: 1, operations: [{ id, body, name: 'One', type: 'query' }] }));
+    assert.equal(loadConfig({ TRUSTED_DOCUMENTS_FILE: manifest }).trustedDocuments?.get(id), body);
+    writeFileSync(manifest, JSON.stringify({ [id]: body }));
+    assert.equal(loadConfig({ TRUSTED_DOCUMENTS_FILE: manifest }).trustedDocuments?.get(id), body);
+    writeFileSync(manifest, JSON.stringify({ [id]: 'mutation Evil { createInvoice }' }));
+    assert.throws(() => loadConfig({ TRUSTED_DOCUMENTS_FILE: manifest }), /TRUSTED_DOCUMENTS_FILE has an entry whose id is not the sha256/);
+    assert.throws(() => loadConfig({ TRUSTED_DOCUMENTS_FILE: path.join(dir, 'missing.json') }), /TRUSTED_DOCUMENTS_FILE cannot be read \(ENOENT\)/);
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('turns introspection off in production unless INTROSPECTION says otherwise', () => {
+    const db = { DATABASE_URL: 'postgres://db/x', AUTH_MODE: 'off' };
     assert.equal(loadConfig({}).introspection, true);
     assert.equal(loadConfig({ ...db, NODE_ENV: 'production' }).introspection, false);
     assert.equal(loadConfig({ ...db, NODE_ENV: 'production', INTROSPECTION: '1' }).introspection, true);

@@ -47,7 +47,7 @@ describe('graceful shutdown', { skip }, () => {
 
   it('on SIGTERM finishes in-flight requests, refuses new ones, closes pools and exits 0', async () => {
     const port = await freePort();
-    const gateway = spawnGateway({ DATABASE_URL: db.url, PORT: String(port), HOST: '127.0.0.1', NODE_ENV: 'production' });
+    const gateway = spawnGateway({ DATABASE_URL: db.url, PORT: String(port), HOST: '127.0.0.1', NODE_ENV: 'production', AUTH_MODE: 'off' });
     const locker = new pg.Client({ connectionString: db.url });
     try {
       await gateway.waitFor(/gateway listening/);
@@ -104,7 +104,7 @@ describe('the production image', { skip }, () => {
   it('serves with DATABASE_URL though the embedded Postgres is not installed', async () => {
     const port = await freePort();
     const main = path.join(copy, 'dist/server/main.js');
-    const gateway = spawnGateway({ NODE_ENV: 'production', DATABASE_URL: db.url, PORT: String(port), HOST: '127.0.0.1' }, { command: [process.execPath, main] });
+    const gateway = spawnGateway({ NODE_ENV: 'production', AUTH_MODE: 'off', DATABASE_URL: db.url, PORT: String(port), HOST: '127.0.0.1' }, { command: [process.execPath, main] });
     try {
       await gateway.waitFor(/gateway listening/);
       const res = await postGraphQL(`http://127.0.0.1:${port}/graphql`, InvoiceByIdDocument, { id: '1' });
@@ -121,7 +121,7 @@ describe('the production image', { skip }, () => {
   it('turns introspection off in production, and INTROSPECTION=1 turns it back on', async () => {
     for (const [introspection, allowed] of [[undefined, false], ['1', true]] as const) {
       const port = await freePort();
-      const env: Record<string, string> = { NODE_ENV: 'production', DATABASE_URL: db.url, PORT: String(port), HOST: '127.0.0.1' };
+      const env: Record<string, string> = { NODE_ENV: 'production', AUTH_MODE: 'off', DATABASE_URL: db.url, PORT: String(port), HOST: '127.0.0.1' };
       if (introspection) env.INTROSPECTION = introspection;
       const gateway = spawnGateway(env);
       try {

@@ -1,0 +1,93 @@
+import { createRemoteJWKSet, errors, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from 'jose';
+import { LRUCache } from 'lru-cache';
+import { PublicError, serviceUnavailable } from '../core/errors.js';
+import { ROLES, unauthenticatedAdmin, type Role, type Viewer } from '../resolvers/viewer.js';
+import type { AuthSettings } from './config.js';
+
+/** Asymmetric algorithms only with a key set: an HS256 token signed with a public key is refused. */
+const ASYMMETRIC = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA'];
+/** Verified tokens kept, so a client sending the same token does not pay a signature check each time. */
+const VERIFIED_TOKENS = 10_000;
+const CUSTOMER_ID = /^\d{1,10}$/;
+const MAX_CUSTOMER_ID = 2147483647;
+
+export interface Authenticator {
+  readonly mode: AuthSettings['mode'];
+  /**
+   * The viewer of a request from its Authorization header (`Bearer <jwt>`) and client address.
+   * Throws a PublicError: UNAUTHENTICATED ("invalid token" or "expired token", nothing more),
+   * or SERVICE_UNAVAILABLE when the identity provider's key set cannot be fetched.
+   */
+  authenticate(authorization: string | undefined, address: string): Promise<Viewer>;
+}
+
+export const unauthenticated = (message: string) => new PublicError('UNAUTHENTICATED', message);
+
+export function createAuthenticator(settings: AuthSettings): Authenticator {
+  if (settings.mode === 'off') {
+    return { mode: 'off', authenticate: async (_authorization, address) => unauthenticatedAdmin(address) };
+  }
+  const key: Uint8Array | JWTVerifyGetKey = settings.jwtSecret
+    ? new TextEncoder().encode(settings.jwtSecret)
+    : // jose caches the set, fetches it again for an unknown kid (at most every cooldown), and
+      // refreshes it after cacheMaxAge.
+      createRemoteJWKSet(new URL(settings.jwksUrl!), { timeoutDuration: 5_000, cooldownDuration: 5_000, cacheMaxAge: 600_000 });
+  const options = {
+    algorithms: settings.jwtSecret ? ['HS256'] : ASYMMETRIC,
+    issuer: settings.issuer,
+    audience: settings.audience,
+    clockTolerance: settings.clockSkewSeconds,
+    requiredClaims: ['sub'],
+  };
+  const verified = new LRUCache<string, Viewer>({ max: VERIFIED_TOKENS });
+  const skewMs = settings.clockSkewSeconds * 1000;
+
+  async function verify(token: string): Promise<Viewer> {
+    let payload: JWTPayload;
+    try {
+      ({ payload } = await jwtVerify(token, key as Uint8Array, options));
+    } catch (err) {
+      if (err instanceof errors.JWTExpired) throw unauthenticated('expired token');
+      if (err instanceof errors.JWKSTimeout || !(err instanceof errors.JOSEError)) throw serviceUnavailable("the identity provider's key set", err);
+      throw unauthenticated('invalid token');
+    }
+    const role = payload[settings.roleClaim];
+    const known = typeof role === 'string' && (ROLES as readonly string[]).includes(role) ? (role as Role) : 'none';
+    let customerId: string | null = null;
+    if (known === 'customer') {
+      const claim = payload[settings.customerClaim];
+      const text = typeof claim === 'number' ? String(claim) : claim;
+      // A customer token without a usable customer id is not a token this gateway can honour.
+      if (typeof text !== 'string' || !CUSTOMER_ID.test(text) || Number(text) > MAX_CUSTOMER_ID) throw unauthenticated('invalid token');
+      customerId = String(Number(text));
+    }
+    return { role: known, subject: `sub:${payload.sub}`, customerId, expiresAt: payload.exp === undefined ? null : payload.exp * 1000 };
+  }
+
+  return {
+    mode: 'required',
+    async authenticate(authorization) {
+      if (!authorization) throw unauthenticated('authentication required: send Authorization: Bearer <token>');
+      const match = /^Bearer ([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*)$/i.exec(authorization.trim());
+      if (!match) throw unauthenticated('invalid token');
+      const token = match[1]!;
+      const known = verified.get(token);
+      if (known) {
+        // A token verified earlier is still checked against the clock, as jose would.
+        if (known.expiresAt !== null && known.expiresAt + skewMs <= Date.now()) {
+          verified.delete(token);
+          throw unauthenticated('expired token');
+        }
+        return known;
+      }
+      const viewer = await verify(token);
+      verified.set(token, viewer);
+      return viewer;
+    },
+  };
+}
+
+/** Milliseconds until a viewer's token expires (skew included); undefined for none. */
+export function untilExpiry(viewer: Viewer, clockSkewSeconds: number): number | undefined {
+  return viewer.expiresAt === null ? undefined : Math.max(viewer.expiresAt + clockSkewSeconds * 1000 - Date.now(), 0);
+}
