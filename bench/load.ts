@@ -6,6 +6,8 @@ export interface LoadOptions {
   readonly connections: number;
   /** Seconds. */
   readonly duration: number;
+  /** Sent with every request (an Authorization header). */
+  readonly headers?: Readonly<Record<string, string>>;
   /** A fresh request body for every request. */
   readonly body: () => string;
   /** Why a 200 response body is wrong, or undefined when it is right. */
@@ -45,7 +47,7 @@ export async function runLoad(options: LoadOptions): Promise<LoadResult> {
       {
         method: 'POST',
         path: new URL(options.url).pathname,
-        headers: { 'content-type': 'application/json' },
+        headers: { 'content-type': 'application/json', ...options.headers },
         setupRequest: (request) => ({ ...request, body: options.body() }),
         onResponse: (status, body) => {
           if (status !== 200) return fail(`HTTP ${status}: ${body}`);

@@ -1,6 +1,8 @@
 import { randomBytes, randomInt } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { print } from 'graphql';
+import { SignJWT } from 'jose';
+import pg from 'pg';
 import { Redis } from 'ioredis';
 import { freePort } from '../test/fixtures/network.js';
 import { BenchInvoiceDocument, BenchInvoicesWithPartiesDocument, type BenchInvoiceQuery, type BenchInvoicesWithPartiesQuery } from '../test/generated/graphql.js';
@@ -34,7 +36,9 @@ export async function lookups(argv: string[]): Promise<void> {
   };
   // A fresh gateway per scenario, so each RSS figure is that scenario's alone, as PostGraphile's
   // is; the cache lives in Redis under this run's prefix and outlives the process.
-  const startGateway = async () => {
+  // The authenticated scenarios' gateway verifies HS256 tokens signed with this run's secret.
+  const secret = randomBytes(32).toString('hex');
+  const startGateway = async (env: Record<string, string> = {}) => {
     const port = await freePort();
     const server = await startChildServer({
       name: 'gateway',
@@ -44,6 +48,9 @@ export async function lookups(argv: string[]): Promise<void> {
         NODE_ENV: 'production', LOG_LEVEL: 'warn', HOST: '127.0.0.1', PORT: String(port),
         DATABASE_URL: options.databaseUrl, DATABASE_POOL_MAX: String(POOL_MAX),
         REDIS_URL: options.redisUrl, CACHE_KEY_PREFIX: keyPrefix, CACHE_TTL_SECONDS: String(CACHE_TTL_SECONDS),
+        // One load generator is one client: per-client budgets would measure the limit, not the path.
+        AUTH_MODE: 'off', RATE_LIMIT_REQUESTS: '0', RATE_LIMIT_COST: '0',
+        ...env,
       },
       readyTimeoutMs: START_TIMEOUT_S * 1000,
       ready: async () => (await fetch(`http://127.0.0.1:${port}/readyz`, { signal: AbortSignal.timeout(2000) })).ok,
@@ -82,9 +89,10 @@ export async function lookups(argv: string[]): Promise<void> {
       target: { server: ChildServer; url: string },
       body: () => string,
       check: (body: string) => string | undefined,
+      headers?: Record<string, string>,
     ) => {
       const { server, url } = target;
-      const load = { url, connections: options.connections, body, check };
+      const load = { url, connections: options.connections, body, check, headers };
       const isGateway = server !== peer;
       server.resetPeakRss();
       const warmup = options.warmup > 0 ? await runLoad({ ...load, duration: options.warmup }) : { errors: 0, firstError: undefined };
@@ -118,6 +126,24 @@ export async function lookups(argv: string[]): Promise<void> {
     const warmId = () => warmIds[randomInt(warmIds.length)]!;
     const warm = await measure({ scenario: 'invoice(id), warm cache', warm: true }, await startGateway(), () => gatewayOne(warmId()), gatewayOk);
 
+    // The authenticated path: one customer's own invoices (warm), looked up without auth and
+    // with that customer's token (verified, then every row checked against its rules).
+    const customer = await busiestCustomer(options.databaseUrl);
+    const ownIds = customer.invoiceIds;
+    await warmList(await startGateway(), ownIds, stop);
+    const ownId = () => ownIds[randomInt(ownIds.length)]!;
+    const authRows: ScenarioRow[] = [];
+    authRows.push(await measure({ scenario: `invoice(id), warm, one customer's ${ownIds.length} invoices, AUTH_MODE=off`, warm: true }, await startGateway(), () => gatewayOne(ownId()), gatewayOk));
+    const customerToken = await new SignJWT({ role: 'customer', customer_id: customer.id })
+      .setProtectedHeader({ alg: 'HS256' })
+      .setSubject(`bench-customer-${customer.id}`)
+      .setExpirationTime('2h')
+      .sign(new TextEncoder().encode(secret));
+    const authGateway = await startGateway({ AUTH_MODE: 'required', AUTH_JWT_SECRET: secret });
+    authRows.push(
+      await measure({ scenario: "invoice(id), warm, the same, that customer's token", warm: true }, authGateway, () => gatewayOne(ownId()), gatewayOk, { authorization: `Bearer ${customerToken}` }),
+    );
+
     const listHead = `{"query":${JSON.stringify(GATEWAY_LIST)},"variables":{"ids":`;
     await measure(
       { scenario: `invoices(ids: ${LIST_SIZE}) + issuer, receiver, warm`, warm: true },
@@ -133,6 +159,12 @@ export async function lookups(argv: string[]): Promise<void> {
     const peerRow = await measure({ scenario: 'invoiceByInvoiceId(id)', warm: false }, { server: peer, url: peerUrl }, () => peerOne(anyId()), peerOk);
 
     printReport(rows, { warm, peer: peerRow }, options, data, warmIds.length);
+    const [open, authenticated] = authRows as [ScenarioRow, ScenarioRow];
+    const change = authenticated.result.requestsPerSecond / open.result.requestsPerSecond - 1;
+    console.log(
+      `\nAuthenticated path: a customer token's warm invoice(id) served ${Math.round(authenticated.result.requestsPerSecond)} req/s against ${Math.round(open.result.requestsPerSecond)} without auth ` +
+        `(${change >= 0 ? '+' : ''}${(change * 100).toFixed(1)}%; goal: within 10%).`,
+    );
   } finally {
     await Promise.allSettled([...servers].map((s) => s.stop()));
     await deleteKeys(redis, keyPrefix).catch((err: Error) => console.error(`could not delete this run's cache keys (${keyPrefix}*): ${err.message}`));
@@ -163,6 +195,29 @@ async function checkSameRow(gatewayUrl: string, peerUrl: string, data: BenchData
   if (!a || !b || a.amountUsd !== b.amountUsd || a.issuerId !== String(b.issuerId) || a.receiverId !== String(b.receiverId)) {
     throw new Error(`gateway and PostGraphile disagree on invoice ${id}: ${JSON.stringify(ours)} vs ${JSON.stringify(theirs)}`);
   }
+}
+
+/** The customer party to the most invoices (at most 2,000 of them, all returned). */
+async function busiestCustomer(databaseUrl: string): Promise<{ id: number; invoiceIds: number[] }> {
+  const client = new pg.Client({ connectionString: databaseUrl });
+  await client.connect();
+  try {
+    const { rows } = await client.query<{ id: number }>('SELECT issuer_id AS id FROM invoices GROUP BY issuer_id ORDER BY count(*) DESC LIMIT 1');
+    const id = rows[0]!.id;
+    const invoices = await client.query<{ id: string }>('SELECT invoice_id::text AS id FROM invoices WHERE issuer_id = $1 OR receiver_id = $1 LIMIT 2000', [id]);
+    return { id, invoiceIds: invoices.rows.map((r) => Number(r.id)) };
+  } finally {
+    await client.end();
+  }
+}
+
+/** Loads the given invoices into the cache through a gateway, then stops it. */
+async function warmList(target: { server: ChildServer; url: string }, ids: number[], stop: (server: ChildServer) => Promise<void>): Promise<void> {
+  for (let start = 0; start < ids.length; start += WARM_BATCH) {
+    const result = await graphql<BenchInvoicesWithPartiesQuery>(target.url, GATEWAY_LIST, { ids: ids.slice(start, start + WARM_BATCH).map(String) });
+    if (result.errors) throw new Error(`warming the cache failed: ${JSON.stringify(result).slice(0, 300)}`);
+  }
+  await stop(target.server);
 }
 
 /** Loads `count` distinct random invoices (and their parties) into the cache; returns their ids. */
