@@ -26,6 +26,10 @@ export class PublicError extends Error {
 
 export const badUserInput = (message: string) => new PublicError('BAD_USER_INPUT', message);
 
+export const unauthenticated = (message: string) => new PublicError('UNAUTHENTICATED', message);
+
+export const forbidden = (message: string) => new PublicError('FORBIDDEN', message);
+
 export const serviceUnavailable = (what: string, cause?: unknown) =>
   new PublicError('SERVICE_UNAVAILABLE', `${what} is unavailable; try again shortly`, { cause });
 

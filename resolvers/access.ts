@@ -1,6 +1,6 @@
 import { defaultFieldResolver, isObjectType, type GraphQLField, type GraphQLSchema } from 'graphql';
 import { SKIP, transformIterator } from '../core/asyncIterators.js';
-import { PublicError } from '../core/errors.js';
+import { forbidden } from '../core/errors.js';
 import type { Context } from './context.js';
 import type { Role, Viewer } from './viewer.js';
 
@@ -28,18 +28,20 @@ interface Parties {
   readonly receiverId: string;
 }
 
+const hasRole = (roles: readonly Role[]) => (viewer: Viewer) => roles.includes(viewer.role as Role);
+
 /** Risk scores are internal: a model whose scores its subjects can watch can be gamed. */
-export const isInternal = (viewer: Viewer): boolean => viewer.role === 'admin' || viewer.role === 'analyst';
+const isInternal = hasRole(INTERNAL);
 
 /** An invoice: internal roles, and a customer that is its issuer or receiver. */
-export const maySeeInvoice = (viewer: Viewer, invoice: Parties): boolean =>
+const maySeeInvoice = (viewer: Viewer, invoice: Parties): boolean =>
   isInternal(viewer) || (viewer.role === 'customer' && (invoice.issuerId === viewer.customerId || invoice.receiverId === viewer.customerId));
 
 /**
  * A customer's own record (profile, ratings, stats, looking it up by id): internal roles and the
  * customer itself. Its counterparties' names reach a customer only through their shared invoices.
  */
-export const maySeeCustomer = (viewer: Viewer, customer: { readonly id: string }): boolean =>
+const maySeeCustomer = (viewer: Viewer, customer: { readonly id: string }): boolean =>
   isInternal(viewer) || (viewer.role === 'customer' && customer.id === viewer.customerId);
 
 interface OperationRule {
@@ -50,7 +52,7 @@ interface OperationRule {
   readonly events?: (viewer: Viewer, event: never) => boolean;
 }
 
-export const OPERATION_RULES: Readonly<Record<string, OperationRule>> = {
+const OPERATION_RULES: Readonly<Record<string, OperationRule>> = {
   'Query.invoice': { roles: READERS, rows: maySeeInvoice },
   'Query.invoices': { roles: READERS, rows: maySeeInvoice },
   'Query.customer': { roles: READERS, rows: maySeeCustomer },
@@ -62,6 +64,7 @@ export const OPERATION_RULES: Readonly<Record<string, OperationRule>> = {
   // A writer (an ERP or billing integration) creates invoices and reads nothing but the invoice
   // it just created, returned by the mutation itself.
   'Mutation.createInvoice': { roles: ['admin', 'writer'] },
+  // Every event is checked too, so widening the roles can never widen what a subscriber sees.
   'Subscription.riskScored': { roles: INTERNAL, events: maySeeInvoice },
 };
 
@@ -72,17 +75,30 @@ interface FieldRule {
 }
 
 const emptyConnection = () => ({ edges: [], nodes: [], pageInfo: { hasNextPage: false, hasPreviousPage: false, startCursor: null, endCursor: null } });
-/** Readers see a customer's invoices (a customer only those it is a party to: see invoicePageScope). */
-const mayListInvoices = (viewer: Viewer) => READERS.includes(viewer.role as Role);
+/** Seen by whoever sees the parent row. */
+const PUBLIC: FieldRule = { visible: () => true, hidden: () => null };
+const publicFields = (type: string, fields: readonly string[]) => Object.fromEntries(fields.map((f) => [`${type}.${f}`, PUBLIC]));
 
-export const FIELD_RULES: Readonly<Record<string, FieldRule>> = {
+/**
+ * Every field of these types needs a rule below, as every operation does: a field added to a
+ * customer or an invoice is closed until someone decides who may see it.
+ */
+const GUARDED_TYPES = new Set(['Customer', 'Invoice']);
+
+const FIELD_RULES: Readonly<Record<string, FieldRule>> = {
+  // Once a viewer may see an invoice, it sees these of it; the receiver's payment terms are in
+  // dueDate, which both parties agreed to.
+  ...publicFields('Invoice', ['id', 'issueDate', 'issuerId', 'receiverId', 'issuer', 'receiver', 'amountUsd', 'payments', 'paidUsd', 'outstandingUsd', 'dueDate', 'paymentStatus']),
   'Invoice.risk': { visible: isInternal, hidden: () => null },
+  // A counterparty's name, reached through a shared invoice.
+  ...publicFields('Customer', ['id', 'name']),
   'Customer.profile': { visible: maySeeCustomer, hidden: () => null },
   'Customer.rating': { visible: maySeeCustomer, hidden: () => null },
   'Customer.ratingHistory': { visible: maySeeCustomer, hidden: () => [] },
   'Customer.stats': { visible: maySeeCustomer, hidden: () => [] },
-  'Customer.invoicesIssued': { visible: mayListInvoices, hidden: emptyConnection },
-  'Customer.invoicesReceived': { visible: mayListInvoices, hidden: emptyConnection },
+  // Readers see a customer's invoices (a customer only those it is a party to: invoicePageScope).
+  'Customer.invoicesIssued': { visible: hasRole(READERS), hidden: emptyConnection },
+  'Customer.invoicesReceived': { visible: hasRole(READERS), hidden: emptyConnection },
 };
 
 /**
@@ -103,24 +119,25 @@ export function statsCustomerScope(viewer: Viewer, requested: readonly number[] 
   return requested === null || requested.includes(own) ? [own] : [];
 }
 
-/** Dimensions and filters of segmentStats that describe counterparties' profiles and ratings. */
-const COUNTERPARTY_DIMENSIONS = new Set(['ISSUER_INDUSTRY', 'ISSUER_COUNTRY', 'ISSUER_RATING', 'RECEIVER_INDUSTRY', 'RECEIVER_COUNTRY', 'RECEIVER_RATING']);
-const COUNTERPARTY_FILTERS = new Set(['issuerIndustries', 'receiverIndustries', 'issuerCountries', 'receiverCountries', 'issuerRatings', 'receiverRatings']);
+/**
+ * The segmentStats dimensions and filters a customer may use: allow-lists, so a dimension added
+ * later is closed to customers. Profiles and ratings would tell it its counterparties'.
+ */
+const CUSTOMER_DIMENSIONS = new Set(['MONTH', 'ISSUER', 'RECEIVER']);
+const CUSTOMER_FILTERS = new Set(['issuerIds', 'receiverIds']);
 
 /**
- * segmentStats for a customer: over the invoices it is a party to (the party id returned), and
- * never grouped or filtered by profiles or ratings, which would tell it its counterparties'.
+ * segmentStats for a customer: the customer every row must have on one side (its own id), or
+ * null for a viewer who may see all invoices.
  */
-export function segmentScope(viewer: Viewer, dimensions: readonly string[], filter: object): { partyId: number | null } {
-  if (viewer.role !== 'customer') return { partyId: null };
-  const dimension = dimensions.find((d) => COUNTERPARTY_DIMENSIONS.has(d));
+export function segmentScope(viewer: Viewer, dimensions: readonly string[], filter: object): number | null {
+  if (viewer.role !== 'customer') return null;
+  const dimension = dimensions.find((d) => !CUSTOMER_DIMENSIONS.has(d));
   if (dimension) throw forbidden(`segmentStats by ${dimension} is not available to customers (it describes counterparties)`);
-  const filtered = Object.entries(filter).find(([name, value]) => value != null && COUNTERPARTY_FILTERS.has(name));
+  const filtered = Object.entries(filter).find(([name, value]) => value != null && !CUSTOMER_FILTERS.has(name));
   if (filtered) throw forbidden(`segmentStats filter ${filtered[0]} is not available to customers (it describes counterparties)`);
-  return { partyId: Number(viewer.customerId) };
+  return Number(viewer.customerId);
 }
-
-const forbidden = (message: string) => new PublicError('FORBIDDEN', message);
 
 /**
  * Wraps, in place, every resolver a rule names; fails on a root field without a rule and on a
@@ -142,7 +159,9 @@ export function applyAccessRules(schema: GraphQLSchema): GraphQLSchema {
         if (type.name === subscriptionType) guardSubscription(name, field, operation);
         else guardOperation(name, field, operation);
       } else if (nested) {
-        guardField(field, nested);
+        if (nested !== PUBLIC) guardField(field, nested);
+      } else if (GUARDED_TYPES.has(type.name)) {
+        throw new Error(`${name} has no access rule in resolvers/access.ts: every field of ${type.name} needs one`);
       }
     }
   }

@@ -88,7 +88,7 @@ export class SegmentStatsResolver {
     for (const [name, values] of Object.entries(filter)) {
       if (Array.isArray(values) && values.length > MAX_FILTER_VALUES) throw badUserInput(`filter.${name} takes at most ${MAX_FILTER_VALUES} values`);
     }
-    const { partyId } = segmentScope(ctx.viewer, dimensions, filter);
+    const partyId = segmentScope(ctx.viewer, dimensions, filter);
     const ids = (list: string[] | null | undefined) => (list == null ? null : parseIdList(list, parseCustomerId).map(Number));
     const shape = { dimensions, months: args.months, filter, orderBy: args.orderBy };
     const fingerprint = createHash('sha256').update(JSON.stringify(shape)).digest('base64url').slice(0, 12);

@@ -1,6 +1,7 @@
 import { createRemoteJWKSet, errors, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from 'jose';
 import { LRUCache } from 'lru-cache';
-import { PublicError, serviceUnavailable } from '../core/errors.js';
+import { serviceUnavailable, unauthenticated } from '../core/errors.js';
+import { parseCustomerId } from '../resolvers/ids.js';
 import { ROLES, unauthenticatedAdmin, type Role, type Viewer } from '../resolvers/viewer.js';
 import type { AuthSettings } from './config.js';
 
@@ -8,8 +9,6 @@ import type { AuthSettings } from './config.js';
 const ASYMMETRIC = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA'];
 /** Verified tokens kept, so a client sending the same token does not pay a signature check each time. */
 const VERIFIED_TOKENS = 10_000;
-const CUSTOMER_ID = /^\d{1,10}$/;
-const MAX_CUSTOMER_ID = 2147483647;
 
 export interface Authenticator {
   readonly mode: AuthSettings['mode'];
@@ -20,8 +19,6 @@ export interface Authenticator {
    */
   authenticate(authorization: string | undefined, address: string): Promise<Viewer>;
 }
-
-export const unauthenticated = (message: string) => new PublicError('UNAUTHENTICATED', message);
 
 export function createAuthenticator(settings: AuthSettings): Authenticator {
   if (settings.mode === 'off') {
@@ -37,10 +34,10 @@ export function createAuthenticator(settings: AuthSettings): Authenticator {
     issuer: settings.issuer,
     audience: settings.audience,
     clockTolerance: settings.clockSkewSeconds,
-    requiredClaims: ['sub'],
+    // sub names the client for rate limits; a token without exp would never expire.
+    requiredClaims: ['sub', 'exp'],
   };
   const verified = new LRUCache<string, Viewer>({ max: VERIFIED_TOKENS });
-  const skewMs = settings.clockSkewSeconds * 1000;
 
   async function verify(token: string): Promise<Viewer> {
     let payload: JWTPayload;
@@ -48,7 +45,9 @@ export function createAuthenticator(settings: AuthSettings): Authenticator {
       ({ payload } = await jwtVerify(token, key as Uint8Array, options));
     } catch (err) {
       if (err instanceof errors.JWTExpired) throw unauthenticated('expired token');
-      if (err instanceof errors.JWKSTimeout || !(err instanceof errors.JOSEError)) throw serviceUnavailable("the identity provider's key set", err);
+      // The key set could not be fetched or read (timeout, HTTP error, not a key set): the
+      // identity provider is down, which is not the client's token's fault.
+      if (keySetUnavailable(err)) throw serviceUnavailable("the identity provider's key set", err);
       throw unauthenticated('invalid token');
     }
     const role = payload[settings.roleClaim];
@@ -56,12 +55,14 @@ export function createAuthenticator(settings: AuthSettings): Authenticator {
     let customerId: string | null = null;
     if (known === 'customer') {
       const claim = payload[settings.customerClaim];
-      const text = typeof claim === 'number' ? String(claim) : claim;
       // A customer token without a usable customer id is not a token this gateway can honour.
-      if (typeof text !== 'string' || !CUSTOMER_ID.test(text) || Number(text) > MAX_CUSTOMER_ID) throw unauthenticated('invalid token');
-      customerId = String(Number(text));
+      try {
+        customerId = parseCustomerId(typeof claim === 'number' ? String(claim) : String(claim ?? ''));
+      } catch {
+        throw unauthenticated('invalid token');
+      }
     }
-    return { role: known, subject: `sub:${payload.sub}`, customerId, expiresAt: payload.exp === undefined ? null : payload.exp * 1000 };
+    return { role: known, subject: `sub:${payload.sub}`, customerId, expiresAt: payload.exp! * 1000 };
   }
 
   return {
@@ -74,7 +75,7 @@ export function createAuthenticator(settings: AuthSettings): Authenticator {
       const known = verified.get(token);
       if (known) {
         // A token verified earlier is still checked against the clock, as jose would.
-        if (known.expiresAt !== null && known.expiresAt + skewMs <= Date.now()) {
+        if (untilExpiry(known, settings.clockSkewSeconds) === 0) {
           verified.delete(token);
           throw unauthenticated('expired token');
         }
@@ -85,6 +86,12 @@ export function createAuthenticator(settings: AuthSettings): Authenticator {
       return viewer;
     },
   };
+}
+
+function keySetUnavailable(err: unknown): boolean {
+  if (!(err instanceof errors.JOSEError)) return true;
+  // jose throws a bare JOSEError for a key set answered with a non-200 status or not JSON.
+  return err instanceof errors.JWKSTimeout || err instanceof errors.JWKSInvalid || err.constructor === errors.JOSEError;
 }
 
 /** Milliseconds until a viewer's token expires (skew included); undefined for none. */

@@ -1,6 +1,6 @@
 import { HeaderMap, type ApolloServerPlugin, type BaseContext } from '@apollo/server';
 import { PublicError } from '../core/errors.js';
-import { refusalHeaders } from './http.js';
+import { retryAfterHeader } from './http.js';
 import { GraphQLError, type DocumentNode, type GraphQLSchema } from 'graphql';
 import { createRequire } from 'node:module';
 import type { Metrics } from '../core/metrics.js';
@@ -20,7 +20,7 @@ export function complexityLimitPlugin<TContext extends BaseContext>(
   schema: GraphQLSchema,
   max: number,
   metrics: Metrics,
-  spend: (context: TContext, cost: number) => Promise<void> = async () => undefined,
+  spend: (context: TContext, cost: number) => Promise<void>,
 ): ApolloServerPlugin<TContext> {
   const estimators = [fieldExtensionsEstimator(), simpleEstimator({ defaultComplexity: 1 })];
   // Measured: estimating every request cost more CPU than executing a warm lookup. Apollo hands
@@ -56,7 +56,7 @@ export function complexityLimitPlugin<TContext extends BaseContext>(
             await spend(contextValue, complexity);
           } catch (err) {
             if (!(err instanceof PublicError)) throw err;
-            const headers = new HeaderMap(Object.entries(refusalHeaders(err)));
+            const headers = new HeaderMap(Object.entries(retryAfterHeader(err)));
             throw new GraphQLError(err.message, { originalError: err, extensions: { code: err.code, http: { status: 429, headers } } });
           }
         },

@@ -1,8 +1,8 @@
-import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseEnv } from 'node:util';
 import { z } from 'zod';
+import { parseTrustedDocuments, type TrustedDocuments } from './trustedDocuments.js';
 import { DEFAULT_MODEL, RiskModel, type RiskModelParameters } from '../pipelines/riskModel.js';
 
 /**
@@ -117,9 +117,9 @@ const settings = z.object({
   AUTH_JWT_SECRET: z.string().min(32, 'must be at least 32 characters (HS256 needs a 256-bit key)').optional(),
   /** Key set of an identity provider (fetched, cached, fetched again for an unknown kid). */
   AUTH_JWKS_URL: z.string().regex(/^https?:\/\/\S+$/, 'must be an http(s):// URL').optional(),
-  /** Required `iss` of every token. */
+  /** Required `iss` of every token (needed with AUTH_MODE=required). */
   AUTH_ISSUER: z.string().min(1, 'must not be empty').optional(),
-  /** Required `aud` of every token. */
+  /** Required `aud` of every token (needed with AUTH_MODE=required). */
   AUTH_AUDIENCE: z.string().min(1, 'must not be empty').optional(),
   /** Claim holding the role: admin, analyst, customer or writer. */
   AUTH_ROLE_CLAIM: z.string().min(1, 'must not be empty').max(200, 'must be at most 200 characters').default('role'),
@@ -212,8 +212,8 @@ export interface Config {
     readonly cost: number;
     readonly windowSeconds: number;
   };
-  /** sha256 (hex) of each trusted document, to its text; undefined: any operation may run. */
-  readonly trustedDocuments: ReadonlyMap<string, string> | undefined;
+  /** Undefined: any operation may run. */
+  readonly trustedDocuments: TrustedDocuments | undefined;
   readonly analytics: {
     readonly timeoutMs: number;
     readonly postgresMaxCustomers: number;
@@ -225,6 +225,7 @@ export interface AuthSettings {
   readonly mode: 'required' | 'off';
   readonly jwtSecret: string | undefined;
   readonly jwksUrl: string | undefined;
+  /** Set whenever mode is `required`. */
   readonly issuer: string | undefined;
   readonly audience: string | undefined;
   readonly roleClaim: string;
@@ -295,6 +296,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const authMode = s.AUTH_MODE ?? (production ? 'required' : 'off');
   if (authMode === 'required' && Boolean(s.AUTH_JWT_SECRET) === Boolean(s.AUTH_JWKS_URL)) {
     throw new ConfigError('invalid configuration: AUTH_MODE=required needs exactly one of AUTH_JWT_SECRET and AUTH_JWKS_URL (or set AUTH_MODE=off)');
+  }
+  // Without them, a token the same identity provider issued for another API would pass.
+  if (authMode === 'required' && (!s.AUTH_ISSUER || !s.AUTH_AUDIENCE)) {
+    throw new ConfigError('invalid configuration: AUTH_MODE=required needs AUTH_ISSUER and AUTH_AUDIENCE');
   }
   return deepFreeze({
     env: s.NODE_ENV,
@@ -383,13 +388,8 @@ function readRiskModel(file: string): RiskModelParameters {
   }
 }
 
-/**
- * The trusted documents: Apollo's persisted-query manifest (what
- * @apollo/generate-persisted-query-manifest writes) or a plain object of hash to document (what
- * GraphQL Yoga and graphql-codegen's persisted documents write). Each hash is checked against
- * its text, so a manifest cannot smuggle in a document under another's hash.
- */
-function readTrustedDocuments(file: string): Map<string, string> {
+/** The trusted documents, checked at start like every other setting. */
+function readTrustedDocuments(file: string): TrustedDocuments {
   let json: unknown;
   try {
     json = JSON.parse(readFileSync(file, 'utf8'));
@@ -397,25 +397,12 @@ function readTrustedDocuments(file: string): Map<string, string> {
     const reason = err instanceof SyntaxError ? 'is not valid JSON' : `cannot be read (${(err as NodeJS.ErrnoException).code})`;
     throw new ConfigError(`invalid configuration: TRUSTED_DOCUMENTS_FILE ${reason}`);
   }
-  const manifest = json as { format?: unknown; operations?: unknown };
-  const entries: [unknown, unknown][] =
-    manifest?.format === 'apollo-persisted-query-manifest' && Array.isArray(manifest.operations)
-      ? manifest.operations.map((op: { id?: unknown; body?: unknown }) => [op?.id, op?.body])
-      : json && typeof json === 'object' && !Array.isArray(json)
-        ? Object.entries(json)
-        : [];
-  const documents = new Map<string, string>();
-  for (const [hash, body] of entries) {
-    if (typeof hash !== 'string' || typeof body !== 'string' || sha256(body) !== hash.toLowerCase()) {
-      throw new ConfigError(`invalid configuration: TRUSTED_DOCUMENTS_FILE has an entry whose id is not the sha256 of its document (${String(hash).slice(0, 16)})`);
-    }
-    documents.set(hash.toLowerCase(), body);
+  try {
+    return parseTrustedDocuments(json);
+  } catch (err) {
+    throw new ConfigError(`invalid configuration: TRUSTED_DOCUMENTS_FILE ${(err as Error).message}`);
   }
-  if (documents.size === 0) throw new ConfigError('invalid configuration: TRUSTED_DOCUMENTS_FILE lists no documents');
-  return documents;
 }
-
-export const sha256 = (text: string) => createHash('sha256').update(text).digest('hex');
 
 function deepFreeze<T extends object>(value: T): T {
   for (const child of Object.values(value)) {

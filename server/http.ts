@@ -69,7 +69,7 @@ async function serveGraphQL<TContext extends BaseContext>(
   try {
     contextValue = await context(req);
   } catch (err) {
-    if (!refuse(res, err)) throw err;
+    if (!refuse(req, res, err)) throw err;
     return;
   }
   let body: unknown;
@@ -93,7 +93,7 @@ async function serveGraphQL<TContext extends BaseContext>(
         search = `?${params.toString()}`;
       }
     } catch (err) {
-      if (!refuse(res, err)) throw err;
+      if (!refuse(req, res, err)) throw err;
       return;
     }
   }
@@ -159,18 +159,21 @@ const REFUSAL_STATUS: Partial<Record<PublicError['code'], number>> = {
 };
 
 /** Answers a refusal (true), or leaves an unexpected error to the caller (false). */
-function refuse(res: ServerResponse, err: unknown): boolean {
+function refuse(req: IncomingMessage, res: ServerResponse, err: unknown): boolean {
   const status = err instanceof PublicError ? REFUSAL_STATUS[err.code] : undefined;
   if (!status) return false;
-  sendGraphQLError(res, status, (err as PublicError).message, (err as PublicError).code, refusalHeaders(err as PublicError));
+  const { message, code } = err as PublicError;
+  // RFC 6750 §3.1: the challenge names the error only when a token was sent.
+  const challenge = req.headers.authorization ? 'Bearer error="invalid_token"' : 'Bearer';
+  const headers = code === 'UNAUTHENTICATED' ? { 'www-authenticate': challenge } : retryAfterHeader(err as PublicError);
+  sendGraphQLError(res, status, message, code, headers);
   return true;
 }
 
-/** RFC 6750's challenge for a bad token, RFC 9110's Retry-After for a spent budget. */
-export function refusalHeaders(err: PublicError): Record<string, string> {
-  if (err.code === 'UNAUTHENTICATED') return { 'www-authenticate': 'Bearer error="invalid_token"' };
+/** RFC 9110's Retry-After, for a spent budget. */
+export function retryAfterHeader(err: PublicError): Record<string, string> {
   const retryAfter = (err as { retryAfterSeconds?: number }).retryAfterSeconds;
-  return err.code === 'LIMIT_EXCEEDED' && retryAfter !== undefined ? { 'retry-after': String(retryAfter) } : {};
+  return retryAfter === undefined ? {} : { 'retry-after': String(retryAfter) };
 }
 
 function parseOrUndefined(text: string | null): unknown {

@@ -32,7 +32,7 @@ export interface RateLimits {
 export function createRateLimits(config: Pick<Config, 'rateLimits' | 'cache'>, logger: Logger): RateLimits {
   const { requests, cost, windowSeconds } = config.rateLimits;
   const redis = config.cache.redisUrl && (requests > 0 || cost > 0)
-    ? new Redis(config.cache.redisUrl, { enableOfflineQueue: false, maxRetriesPerRequest: 1, lazyConnect: false })
+    ? new Redis(config.cache.redisUrl, { enableOfflineQueue: false, maxRetriesPerRequest: 1 })
     : undefined;
   redis?.on('error', (err) => logger.debug({ err }, 'rate limit store error'));
   const limiter = (name: string, points: number): RateLimiterAbstract | undefined => {

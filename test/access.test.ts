@@ -12,6 +12,9 @@ import { useTestGateway } from './fixtures/perFile.js';
 import { startTestGateway, type TestGateway } from './fixtures/gateway.js';
 import { eventually } from './fixtures/eventually.js';
 import { connect } from './fixtures/subscriber.js';
+import { freePorts } from './fixtures/network.js';
+import { spawnGateway } from './fixtures/process.js';
+import { hasRedisServer, startRedisServer } from './fixtures/redisServer.js';
 
 const skip = await missingServices('postgres', 'redis');
 
@@ -23,13 +26,13 @@ const AUTH = { AUTH_MODE: 'required', AUTH_JWT_SECRET: SECRET, AUTH_ISSUER: ISSU
 type Claims = Record<string, unknown>;
 
 /** A token as the identity provider would issue it; `change` alters it to forge one. */
-async function token(claims: Claims, options: { key?: Uint8Array | CryptoKey; alg?: string; kid?: string; expiresIn?: string | number; notBefore?: string | number; issuer?: string; audience?: string } = {}): Promise<string> {
+async function token(claims: Claims, options: { key?: Uint8Array | CryptoKey; alg?: string; kid?: string; expiresIn?: string | number | null; notBefore?: string | number; issuer?: string; audience?: string } = {}): Promise<string> {
   const jwt = new SignJWT(claims)
     .setProtectedHeader({ alg: options.alg ?? 'HS256', ...(options.kid ? { kid: options.kid } : {}) })
     .setIssuer(options.issuer ?? ISSUER)
     .setAudience(options.audience ?? AUDIENCE)
-    .setIssuedAt()
-    .setExpirationTime(options.expiresIn ?? '10m');
+    .setIssuedAt();
+  if (options.expiresIn !== null) jwt.setExpirationTime(options.expiresIn ?? '10m');
   if (options.notBefore !== undefined) jwt.setNotBefore(options.notBefore);
   return jwt.sign(options.key ?? new TextEncoder().encode(SECRET));
 }
@@ -53,7 +56,7 @@ const codes = (answer: Answer) => (answer.body.errors ?? []).map((e) => e.extens
 
 describe('access control: roles, rows and fields', { skip }, () => {
   const f = useTestGateway('access', {
-    env: (db) => ({ ...AUTH, CHANGE_FEED: '1', REDIS_URL: TEST_REDIS_URL, CACHE_KEY_PREFIX: `${db.name}:`, RATE_LIMIT_REQUESTS: '0', RATE_LIMIT_COST: '0' }),
+    env: (db) => ({ ...AUTH, AUTH_CLOCK_SKEW_SECONDS: '1', CHANGE_FEED: '1', REDIS_URL: TEST_REDIS_URL, CACHE_KEY_PREFIX: `${db.name}:`, RATE_LIMIT_REQUESTS: '0', RATE_LIMIT_COST: '0' }),
     seed: { customers: 12, invoices: 600, months: 6, seed: 9 },
   });
   after(() => deleteRedisKeys(`${f.db.name}:*`));
@@ -222,18 +225,38 @@ describe('access control: roles, rows and fields', { skip }, () => {
     assert.equal((noToken.error as { code: number }).code, 4401);
     const forged = await run({ authorization: `Bearer ${tokens.customer!.slice(0, -3)}abc` });
     assert.deepEqual([(forged.error as { code: number }).code, (forged.error as { reason: string }).reason], [4401, 'invalid token']);
-    const customer = await run({ authorization: `Bearer ${tokens.customer}` });
-    assert.deepEqual((customer.error as { extensions: { code: string } }[]).map((e) => e.extensions.code), ['FORBIDDEN']);
-    // An analyst's token that expires in two seconds: events until then, then 4401.
+    for (const role of ['customer', 'writer', 'stranger']) {
+      const refused = await run({ authorization: `Bearer ${tokens[role]}` });
+      assert.deepEqual((refused.error as { extensions: { code: string } }[]).map((e) => e.extensions.code), ['FORBIDDEN'], role);
+    }
+    const insert = () => f.sql.query(`INSERT INTO invoices (issue_date, issuer_id, receiver_id, amount_usd) VALUES (now(), $1, $2, 7) RETURNING invoice_id::text AS id`, [me, own.receiverId]);
+
+    // An admin (as a header of the upgrade request's kind, in headers) receives scores.
+    const admin = connect(url, { connectionParams: { headers: { Authorization: `Bearer ${tokens.admin}` } } });
+    const adminEvents: { riskScored: { invoiceId: string } }[] = [];
+    admin.subscribe<{ riskScored: { invoiceId: string } }>({ query }, { next: (v) => void (v.data && adminEvents.push(v.data)), error: () => undefined, complete: () => undefined });
+
+    // An analyst's token that expires in two seconds (the gateway's skew is 1 s): events until
+    // then, then 4401 "token expired".
     const shortLived = await token({ sub: 'analyst-2', role: 'analyst' }, { expiresIn: Math.floor(Date.now() / 1000) + 2 });
     const started = Date.now();
     const client = connect(url, { connectionParams: { authorization: `Bearer ${shortLived}` } });
+    const analystEvents: unknown[] = [];
     const closed = new Promise<{ code: number; reason: string }>((resolve) => {
-      client.subscribe({ query }, { next: () => undefined, error: (e) => resolve(e as { code: number; reason: string }), complete: () => resolve({ code: 0, reason: 'completed' }) });
+      client.subscribe({ query }, { next: (v) => void analystEvents.push(v.data), error: (e) => resolve(e as { code: number; reason: string }), complete: () => resolve({ code: 0, reason: 'completed' }) });
     });
+    // graphql-ws acknowledges before the subscription listens: insert until one arrives.
+    const inserted = await eventually(async () => {
+      const { rows } = await insert();
+      await new Promise((r) => setTimeout(r, 200));
+      return analystEvents.length > 0 ? rows[0].id : undefined;
+    }, 'a score to reach the analyst', 2_500);
+    assert.ok(inserted);
     const result = await closed;
     assert.deepEqual([result.code, result.reason], [4401, 'token expired']);
-    assert.ok(Date.now() - started >= 1000, 'closed at expiry, not at once');
+    assert.ok(Date.now() - started >= 1500, 'closed at expiry, not at once');
+    await eventually(() => adminEvents.length > 0, 'a score to reach the admin');
+    await admin.dispose();
     await client.dispose();
   });
 });
@@ -261,12 +284,13 @@ describe('tokens: forged, expired or of the wrong issuer are refused', { skip },
       ['wrong issuer', await token({ sub: 'u', role: 'admin' }, { issuer: 'https://evil.test/' }), 'invalid token'],
       ['wrong audience', await token({ sub: 'u', role: 'admin' }, { audience: 'another-api' }), 'invalid token'],
       ['no subject', await token({ role: 'admin' }), 'invalid token'],
+      ['no expiry', await token({ sub: 'u', role: 'admin' }, { expiresIn: null }), 'invalid token'],
       ['customer without customer id', await token({ sub: 'u', role: 'customer' }), 'invalid token'],
     ];
     for (const [name, bearer, message] of cases) {
       const answer = await ask(f.gw.url, bearer, probe);
       assert.equal(answer.status, 401, name);
-      assert.equal(answer.headers.get('www-authenticate'), 'Bearer error="invalid_token"', name);
+      assert.equal(answer.headers.get('www-authenticate'), bearer === undefined ? 'Bearer' : 'Bearer error="invalid_token"', name);
       assert.deepEqual(answer.body, { errors: [{ message, extensions: { code: 'UNAUTHENTICATED' } }] }, name);
     }
     // Within the clock skew, a token just past exp still passes; the valid one does.
@@ -281,9 +305,11 @@ describe('tokens: forged, expired or of the wrong issuer are refused', { skip },
     const publicJwk = async (key: typeof first.publicKey, kid: string, alg: string) => ({ ...(await exportJWK(key)), kid, alg, use: 'sig' }) as JWK;
     let keys: JWK[] = [await publicJwk(first.publicKey, 'k1', 'RS256')];
     let fetches = 0;
+    let failing = false;
     const idp = http.createServer((_req, res) => {
       fetches++;
-      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ keys }));
+      if (failing) res.writeHead(500).end('down');
+      else res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ keys }));
     });
     await new Promise<void>((resolve) => idp.listen(0, '127.0.0.1', resolve));
     let gw: TestGateway | undefined;
@@ -303,6 +329,17 @@ describe('tokens: forged, expired or of the wrong issuer are refused', { skip },
       const before = fetches;
       await eventually(async () => (await ask(gw!.url, es, probe)).status === 200, 'the new key to be fetched', 15_000);
       assert.ok(fetches > before);
+      // The identity provider down: a token it signed with a key not yet fetched is 503, not 401.
+      failing = true;
+      const third = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+      const unknownKid = await token({ sub: 'u', role: 'analyst' }, { alg: 'ES256', kid: 'k3', key: third.privateKey as unknown as CryptoKey });
+      const outage = await eventually(async () => {
+        const answer = await ask(gw!.url, unknownKid, probe);
+        return answer.status === 503 ? answer : undefined;
+      }, 'the key set fetch to fail', 15_000);
+      assert.deepEqual(codes(outage), ['SERVICE_UNAVAILABLE']);
+      // Tokens of keys already known still pass.
+      assert.equal((await ask(gw.url, rs, probe)).status, 200);
     } finally {
       await gw?.stop();
       await new Promise((resolve) => idp.close(resolve));
@@ -335,29 +372,66 @@ describe('rate limits per client, shared through Redis', { skip }, () => {
       assert.deepEqual(codes(other), ['FORBIDDEN']);
       const unknownHash = await fetch(gw.url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ extensions: { persistedQuery: { version: 1, sha256Hash: 'f'.repeat(64) } } }) });
       assert.equal(unknownHash.status, 403);
+      // GET, as Apollo Client sends hashed queries: by hash, and an untrusted text refused.
+      const get = (params: Record<string, string>) => fetch(`${gw.url}?${new URLSearchParams(params)}`, { headers: { 'apollo-require-preflight': 'true' } });
+      const getByHash = await get({ variables: JSON.stringify({ id: '3' }), extensions: JSON.stringify({ persistedQuery: { version: 1, sha256Hash: hash } }) });
+      assert.deepEqual(await getByHash.json(), { data: { invoice: { id: '3' } } });
+      assert.equal((await get({ query: '{ invoice(id: "1") { amountUsd } }' })).status, 403);
+      // And over the WebSocket: an untrusted subscription is refused before it runs.
+      const ws = connect(gw.url);
+      const refused = await new Promise<unknown>((resolve) => {
+        ws.subscribe({ query: 'subscription { riskScored { invoiceId } }' }, { next: (v) => resolve(v.errors), error: (e) => resolve(e), complete: () => resolve('completed') });
+      });
+      assert.deepEqual((refused as { extensions: { code: string } }[]).map((e) => e.extensions.code), ['FORBIDDEN']);
+      await ws.dispose();
     } finally {
       await gw.stop();
       await rm(dir, { recursive: true, force: true });
     }
   });
 
-  it('holds one budget across two gateways: past it, 429 with Retry-After; other clients unaffected', async () => {
-    const env = { ...AUTH, REDIS_URL: TEST_REDIS_URL, CACHE_KEY_PREFIX: prefix, RATE_LIMIT_REQUESTS: '10', RATE_LIMIT_WINDOW_SECONDS: '60', RATE_LIMIT_COST: '0' };
-    const gateways = [await startTestGateway({ databaseUrl: f.db.url, env }), await startTestGateway({ databaseUrl: f.db.url, env })];
+  it('holds one budget across two gateway processes: past it, 429 with Retry-After; other clients unaffected', async () => {
+    const dirs = [await mkdtemp(path.join(tmpdir(), 'ig-limits-')), await mkdtemp(path.join(tmpdir(), 'ig-limits-'))];
+    const ports = await freePorts(2);
+    const processes = dirs.map((dir, i) =>
+      spawnGateway({
+        ...AUTH, DATABASE_URL: f.db.url, HOST: '127.0.0.1', PORT: String(ports[i]), DATA_DIR: dir, CHANGE_FEED: '0', LAKE_EXPORT_INTERVAL_MS: '0',
+        REDIS_URL: TEST_REDIS_URL, CACHE_KEY_PREFIX: prefix, RATE_LIMIT_REQUESTS: '10', RATE_LIMIT_WINDOW_SECONDS: '60', RATE_LIMIT_COST: '0',
+      }),
+    );
     try {
+      await Promise.all(processes.map((p) => p.waitFor(/gateway listening/)));
+      const urls = ports.map((port) => `http://127.0.0.1:${port}/graphql`);
       const heavy = await token({ sub: 'heavy-client', role: 'analyst' });
       const light = await token({ sub: 'light-client', role: 'analyst' });
       const statuses: number[] = [];
-      for (let i = 0; i < 14; i++) statuses.push((await ask(gateways[i % 2]!.url, heavy, `{ __typename }`)).status);
+      for (let i = 0; i < 14; i++) statuses.push((await ask(urls[i % 2]!, heavy, `{ __typename }`)).status);
       assert.deepEqual(statuses, [...Array(10).fill(200), ...Array(4).fill(429)]);
-      const refused = await ask(gateways[0]!.url, heavy, `{ __typename }`);
+      const refused = await ask(urls[0]!, heavy, `{ __typename }`);
       assert.equal(refused.status, 429);
       const retryAfter = Number(refused.headers.get('retry-after'));
       assert.ok(retryAfter >= 1 && retryAfter <= 60, `Retry-After ${retryAfter}`);
       assert.equal(refused.body.errors?.[0]?.extensions?.code, 'LIMIT_EXCEEDED');
-      assert.equal((await ask(gateways[1]!.url, light, `{ __typename }`)).status, 200);
+      assert.equal((await ask(urls[1]!, light, `{ __typename }`)).status, 200);
     } finally {
-      await Promise.all(gateways.map((g) => g.stop()));
+      for (const p of processes) p.child.kill('SIGTERM');
+      await Promise.all(processes.map((p) => p.exited));
+      await Promise.all(dirs.map((dir) => rm(dir, { recursive: true, force: true })));
+    }
+  });
+
+  it('keeps a budget per process while Redis is down', { skip: !hasRedisServer() && 'redis-server is not installed' }, async () => {
+    const redis = await startRedisServer();
+    const gw = await startTestGateway({ databaseUrl: f.db.url, env: { ...AUTH, REDIS_URL: redis.url, CACHE_KEY_PREFIX: `${prefix}down:`, RATE_LIMIT_REQUESTS: '5', RATE_LIMIT_COST: '0' } });
+    try {
+      const client = await token({ sub: 'during-outage', role: 'analyst' });
+      await redis.kill();
+      const statuses: number[] = [];
+      for (let i = 0; i < 7; i++) statuses.push((await ask(gw.url, client, `{ __typename }`)).status);
+      assert.deepEqual(statuses, [...Array(5).fill(200), 429, 429]);
+    } finally {
+      await gw.stop();
+      await redis.kill();
     }
   });
 

@@ -89,10 +89,12 @@ describe('configuration', () => {
   it('requires authentication in production, with exactly one kind of key, and not elsewhere', () => {
     const db = { DATABASE_URL: 'postgres://db/x' };
     const secret = 'k'.repeat(32);
+    const claims = { AUTH_ISSUER: 'https://idp/', AUTH_AUDIENCE: 'gateway' };
     assert.equal(loadConfig({}).auth.mode, 'off');
     assert.throws(() => loadConfig({ ...db, NODE_ENV: 'production' }), /^ConfigError: invalid configuration: AUTH_MODE=required needs exactly one of AUTH_JWT_SECRET and AUTH_JWKS_URL/);
-    assert.throws(() => loadConfig({ AUTH_MODE: 'required', AUTH_JWT_SECRET: secret, AUTH_JWKS_URL: 'https://idp/jwks' }), /exactly one of/);
-    assert.equal(loadConfig({ ...db, NODE_ENV: 'production', AUTH_JWT_SECRET: secret }).auth.mode, 'required');
+    assert.throws(() => loadConfig({ ...claims, AUTH_MODE: 'required', AUTH_JWT_SECRET: secret, AUTH_JWKS_URL: 'https://idp/jwks' }), /exactly one of/);
+    assert.throws(() => loadConfig({ AUTH_MODE: 'required', AUTH_JWT_SECRET: secret, AUTH_ISSUER: 'https://idp/' }), /^ConfigError: invalid configuration: AUTH_MODE=required needs AUTH_ISSUER and AUTH_AUDIENCE$/);
+    assert.equal(loadConfig({ ...db, ...claims, NODE_ENV: 'production', AUTH_JWT_SECRET: secret }).auth.mode, 'required');
     assert.equal(loadConfig({ ...db, NODE_ENV: 'production', AUTH_MODE: 'off' }).auth.mode, 'off');
   });
 
@@ -102,9 +104,9 @@ describe('configuration', () => {
     const id = createHash('sha256').update(body).digest('hex');
     const manifest = path.join(dir, 'manifest.json');
     writeFileSync(manifest, JSON.stringify({ format: 'apollo-persisted-query-manifest', version: 1, operations: [{ id, body, name: 'One', type: 'query' }] }));
-    assert.equal(loadConfig({ TRUSTED_DOCUMENTS_FILE: manifest }).trustedDocuments?.get(id), body);
+    assert.equal(loadConfig({ TRUSTED_DOCUMENTS_FILE: manifest }).trustedDocuments?.byHash.get(id), body);
     writeFileSync(manifest, JSON.stringify({ [id]: body }));
-    assert.equal(loadConfig({ TRUSTED_DOCUMENTS_FILE: manifest }).trustedDocuments?.get(id), body);
+    assert.equal(loadConfig({ TRUSTED_DOCUMENTS_FILE: manifest }).trustedDocuments?.byHash.get(id), body);
     writeFileSync(manifest, JSON.stringify({ [id]: 'mutation Evil { createInvoice }' }));
     assert.throws(() => loadConfig({ TRUSTED_DOCUMENTS_FILE: manifest }), /TRUSTED_DOCUMENTS_FILE has an entry whose id is not the sha256/);
     assert.throws(() => loadConfig({ TRUSTED_DOCUMENTS_FILE: path.join(dir, 'missing.json') }), /TRUSTED_DOCUMENTS_FILE cannot be read \(ENOENT\)/);

@@ -9,8 +9,11 @@
 export interface Cache {
   /** Values in key order, `null` for a miss (a tombstone reads as a miss). */
   getMany(keys: readonly string[]): Promise<(string | null)[]>;
-  /** Writes each entry only where the key holds nothing (no value, no tombstone). */
-  fill(entries: ReadonlyArray<readonly [key: string, value: string]>): Promise<void>;
+  /**
+   * Writes each entry only where the key holds nothing (no value, no tombstone), for the
+   * cache's TTL or the entry's own (shorter) one.
+   */
+  fill(entries: ReadonlyArray<readonly [key: string, value: string, ttlSeconds?: number]>): Promise<void>;
   /**
    * Replaces the entries with tombstones. Never throws: what cannot reach the cache now is kept
    * and applied when it is back, and until then those keys read as misses.

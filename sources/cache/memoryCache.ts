@@ -12,7 +12,7 @@ export function createMemoryCache(options: { maxEntries: number; ttlSeconds: num
         return value === undefined || value === TOMBSTONE ? null : value;
       }),
     fill: async (entries) => {
-      for (const [k, v] of entries) if (!lru.has(k)) lru.set(k, v);
+      for (const [k, v, ttl] of entries) if (!lru.has(k)) lru.set(k, v, ttl === undefined ? undefined : { ttl: ttl * 1000 });
     },
     invalidate: async (keys) => {
       for (const key of keys) tombstone(key);

@@ -19,7 +19,12 @@ export const cacheKeys = {
 };
 
 /** What the cache holds for an id known to be absent. */
-export const ABSENT = '\u0000absent';
+const ABSENT = '\u0000absent';
+/**
+ * Absences are kept briefly: enough to answer a repeated probe from the cache, too short for a
+ * client asking for many random ids to fill the cache with them.
+ */
+const ABSENT_TTL_SECONDS = 10;
 
 /**
  * A batch function that reads the cache first (one MGET), Postgres for the misses only, then
@@ -53,10 +58,10 @@ export function readThrough<T>(
 
     const fetched = await fetch(missing);
     const byId = new Map(missing.map((id, i) => [id, fetched[i] ?? null]));
-    const fill: [string, string][] = [];
+    const fill: [string, string, number?][] = [];
     for (const [id, row] of byId) {
       if (row !== null) fill.push([keyOf(id), JSON.stringify(row)]);
-      else if (cacheAbsent) fill.push([keyOf(id), ABSENT]);
+      else if (cacheAbsent) fill.push([keyOf(id), ABSENT, ABSENT_TTL_SECONDS]);
     }
     // Not awaited: the response need not wait for the fill. Redis runs commands in order on one
     // connection, so a later MGET still sees it; a failed fill is only a later miss.

@@ -141,7 +141,7 @@ export function createRedisCache(options: RedisCacheOptions, logger: Logger, met
       try {
         // Separate commands, not a pipeline: auto-pipelining sends them in the same write as the
         // other requests' commands of this tick. NX: never over a newer value or a tombstone.
-        await Promise.all(entries.map(([key, value]) => redis.set(key, value, 'EX', options.ttlSeconds, 'NX')));
+        await Promise.all(entries.map(([key, value, ttl]) => redis.set(key, value, 'EX', ttl ?? options.ttlSeconds, 'NX')));
       } catch (err) {
         markFailed('set', err);
       }
