@@ -17,7 +17,7 @@ export const START_TIMEOUT_S = 60;
  */
 export const CACHE_TTL_SECONDS = 3600;
 /** Scenarios that read the warm set after it is loaded, each in a fresh gateway. */
-const WARM_SCENARIOS = 4;
+const WARM_SCENARIOS = 5;
 
 export interface LookupOptions {
   readonly invoices: number;
