@@ -8,14 +8,16 @@ import { freePort } from '../test/fixtures/network.js';
 import { BenchInvoiceDocument, BenchInvoicesWithPartiesDocument, type BenchInvoiceQuery, type BenchInvoicesWithPartiesQuery } from '../test/generated/graphql.js';
 import { ensureBenchDatabase, type BenchData } from './benchDatabase.js';
 import { startChildServer, type ChildServer } from './childServer.js';
-import { graphqlCheck, runLoad } from './load.js';
-import { CACHE_TTL_SECONDS, LIST_SIZE, POOL_MAX, ROOT, START_TIMEOUT_S, WARM_BATCH, parseLookupOptions } from './lookupSettings.js';
+import { graphqlCheck, runLoad, type LoadResult } from './load.js';
+import { median } from './stats.js';
+import { AUTH_ROUNDS, CACHE_TTL_SECONDS, LIST_SIZE, POOL_MAX, ROOT, START_TIMEOUT_S, WARM_BATCH, parseLookupOptions } from './lookupSettings.js';
 import { printHeader, printReport, type ScenarioRow } from './report.js';
 import { runCommand } from './runCommand.js';
 
 const PEER_DIR = `${ROOT}bench/postgraphile/`;
 const BENCH_ISSUER = 'https://bench.invoice-gateway.test/';
 const BENCH_AUDIENCE = 'invoice-gateway';
+
 
 const GATEWAY_ONE = print(BenchInvoiceDocument);
 const GATEWAY_LIST = print(BenchInvoicesWithPartiesDocument);
@@ -134,8 +136,6 @@ export async function lookups(argv: string[]): Promise<void> {
     const ownIds = customer.invoiceIds;
     await warmList(await startGateway(), ownIds, stop);
     const ownId = () => ownIds[randomInt(ownIds.length)]!;
-    const authRows: ScenarioRow[] = [];
-    authRows.push(await measure({ scenario: `invoice(id), warm, one customer's ${ownIds.length} invoices, AUTH_MODE=off`, warm: true }, await startGateway(), () => gatewayOne(ownId()), gatewayOk));
     const customerToken = await new SignJWT({ role: 'customer', customer_id: customer.id })
       .setProtectedHeader({ alg: 'HS256' })
       .setIssuer(BENCH_ISSUER)
@@ -145,15 +145,17 @@ export async function lookups(argv: string[]): Promise<void> {
       .sign(new TextEncoder().encode(secret));
     const auth = { AUTH_MODE: 'required', AUTH_JWT_SECRET: secret, AUTH_ISSUER: BENCH_ISSUER, AUTH_AUDIENCE: BENCH_AUDIENCE };
     const bearer = { authorization: `Bearer ${customerToken}` };
-    authRows.push(
-      await measure({ scenario: "invoice(id), warm, the same, that customer's token", warm: true }, await startGateway(auth), () => gatewayOne(ownId()), gatewayOk, bearer),
-    );
-    // The production default path: budgets kept in Redis (two checks per request), sized here so
-    // that the load generator never reaches them.
+    // The production default path adds budgets kept in Redis (two checks per request), sized
+    // here so that the load generator never reaches them.
     const budgets = { RATE_LIMIT_REQUESTS: '1000000000', RATE_LIMIT_COST: '1000000000000' };
-    authRows.push(
-      await measure({ scenario: "invoice(id), warm, the same, token and per-client budgets in Redis", warm: true }, await startGateway({ ...auth, ...budgets }), () => gatewayOne(ownId()), gatewayOk, bearer),
-    );
+    const authScenarios = [
+      { scenario: `invoice(id), warm, one customer's ${ownIds.length} invoices, AUTH_MODE=off`, target: await startGateway() },
+      { scenario: "the same, that customer's token", target: await startGateway(auth), headers: bearer },
+      { scenario: 'the same, token and per-client budgets in Redis', target: await startGateway({ ...auth, ...budgets }), headers: bearer },
+    ];
+    // Side by side, in turns, several rounds: a single run of each moved by ±10% on this VM.
+    const authResults = await alternate(authScenarios.map((s) => ({ ...s.target, headers: s.headers })), AUTH_ROUNDS, options, () => gatewayOne(ownId()), gatewayOk);
+    for (const s of authScenarios) await stop(s.target.server);
 
     const listHead = `{"query":${JSON.stringify(GATEWAY_LIST)},"variables":{"ids":`;
     await measure(
@@ -170,13 +172,22 @@ export async function lookups(argv: string[]): Promise<void> {
     const peerRow = await measure({ scenario: 'invoiceByInvoiceId(id)', warm: false }, { server: peer, url: peerUrl }, () => peerOne(anyId()), peerOk);
 
     printReport(rows, { warm, peer: peerRow }, options, data, warmIds.length);
-    const [open, authenticated, limited] = authRows as [ScenarioRow, ScenarioRow, ScenarioRow];
-    const against = (row: ScenarioRow) => {
-      const change = row.result.requestsPerSecond / open.result.requestsPerSecond - 1;
-      return `${Math.round(row.result.requestsPerSecond)} req/s against ${Math.round(open.result.requestsPerSecond)} without auth (${change >= 0 ? '+' : ''}${(change * 100).toFixed(1)}%)`;
-    };
-    console.log(`\nAuthenticated path: a customer token's warm invoice(id) served ${against(authenticated)}; goal: within 10%.`);
-    console.log(`With per-client budgets in Redis as well: ${against(limited)}.`);
+    console.log(`\nThe authenticated path: ${AUTH_ROUNDS} rounds, the three scenarios in turns (a different one first each round), ${options.duration} s each; medians.\n`);
+    console.log('| scenario | req/s (median) | p99 ms (median) | vs AUTH_MODE=off | req/s of each round |');
+    console.log('|---|--:|--:|--:|---|');
+    const base = median(authResults[0]!.map((r) => r.requestsPerSecond));
+    authScenarios.forEach((s, i) => {
+      const rps = median(authResults[i]!.map((r) => r.requestsPerSecond));
+      const change = i === 0 ? '–' : `${rps >= base ? '+' : ''}${((rps / base - 1) * 100).toFixed(1)}%`;
+      console.log(`| ${s.scenario} | ${Math.round(rps)} | ${median(authResults[i]!.map((r) => r.p99Ms)).toFixed(2)} | ${change} | ${authResults[i]!.map((r) => Math.round(r.requestsPerSecond)).join(', ')} |`);
+    });
+    const tokenChange = median(authResults[1]!.map((r) => r.requestsPerSecond)) / base - 1;
+    console.log(`\ncustomer token vs AUTH_MODE=off: ${(tokenChange * 100).toFixed(1)}% (goal: within 10%: ${Math.abs(tokenChange) <= 0.1 ? 'met' : 'NOT met'})`);
+    const failed = authResults.flat().reduce((n, r) => n + r.errors, 0);
+    if (failed > 0) {
+      console.log(`authenticated scenarios: ${failed} failed requests (${authResults.flat().find((r) => r.firstError)?.firstError}): do not use these figures`);
+      process.exitCode = 1;
+    }
   } finally {
     await Promise.allSettled([...servers].map((s) => s.stop()));
     await deleteKeys(redis, keyPrefix).catch((err: Error) => console.error(`could not delete this run's cache keys (${keyPrefix}*): ${err.message}`));
@@ -207,6 +218,26 @@ async function checkSameRow(gatewayUrl: string, peerUrl: string, data: BenchData
   if (!a || !b || a.amountUsd !== b.amountUsd || a.issuerId !== String(b.issuerId) || a.receiverId !== String(b.receiverId)) {
     throw new Error(`gateway and PostGraphile disagree on invoice ${id}: ${JSON.stringify(ours)} vs ${JSON.stringify(theirs)}`);
   }
+}
+
+/** Measures each target once per round, rotating which goes first; results per target, per round. */
+async function alternate(
+  targets: readonly { url: string; headers?: Record<string, string> }[],
+  rounds: number,
+  options: { connections: number; duration: number; warmup: number },
+  body: () => string,
+  check: (body: string) => string | undefined,
+): Promise<LoadResult[][]> {
+  const results: LoadResult[][] = targets.map(() => []);
+  for (const t of targets) if (options.warmup > 0) await runLoad({ url: t.url, headers: t.headers, connections: options.connections, duration: options.warmup, body, check });
+  for (let round = 0; round < rounds; round++) {
+    for (let k = 0; k < targets.length; k++) {
+      const i = (round + k) % targets.length;
+      const t = targets[i]!;
+      results[i]!.push(await runLoad({ url: t.url, headers: t.headers, connections: options.connections, duration: options.duration, body, check }));
+    }
+  }
+  return results;
 }
 
 /** The customer party to the most invoices (at most 2,000 of them, all returned). */
