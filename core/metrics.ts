@@ -160,14 +160,14 @@ export class Metrics {
 
   readonly analyticsQueries = new Counter({
     name: 'gateway_analytics_queries_total',
-    help: 'invoiceStats queries by the engine that answered (LAKE or POSTGRES)',
+    help: 'Analytics queries (invoiceStats, segmentStats) by the engine that answered (LAKE or POSTGRES)',
     labelNames: ['engine'] as const,
     registers: [this.registry],
   });
 
   readonly analyticsDuration = new Histogram({
     name: 'gateway_analytics_duration_seconds',
-    help: 'invoiceStats latency by engine',
+    help: 'Analytics latency (invoiceStats, segmentStats) by engine',
     labelNames: ['engine'] as const,
     buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
     registers: [this.registry],

@@ -66,7 +66,10 @@ async function exportIn(snapshot: ExportSnapshot, options: LakeExporterOptions, 
   if (!snapshot.recording) return { kind: 'not recording' };
   const { store, writer, logger } = options;
   const previous = snapshot.generation > 0 && snapshot.manifestKey && !full ? parseManifest(await store.read(snapshot.manifestKey)) : undefined;
-  const generation = Math.max(snapshot.generation, previous?.generation ?? 0) + 1;
+  // Above every manifest in the store too: after a reset (TRUNCATE, a new slot) lake_state starts
+  // again from 0, and reusing a number would overwrite an old manifest that orphan removal, which
+  // keeps the highest generations, then prefers to the current one.
+  const generation = Math.max(snapshot.generation, previous?.generation ?? 0, await highestStoredGeneration(store)) + 1;
   const staging = path.join(options.stagingDir, `g${generation}-${process.pid}`);
   await rm(staging, { recursive: true, force: true });
   await mkdir(staging, { recursive: true });
@@ -205,12 +208,20 @@ async function planExport(snapshot: ExportSnapshot, previous: LakeManifest | und
   };
 }
 
+const MANIFEST_KEY = /\/(\d{12})\.json$/;
+
+async function highestStoredGeneration(store: LakeExporterOptions['store']): Promise<number> {
+  let highest = 0;
+  for (const { key } of await store.list('manifests/')) highest = Math.max(highest, Number(MANIFEST_KEY.exec(key)?.[1] ?? 0));
+  return highest;
+}
+
 /**
  * Removes objects no recent manifest names. The last generations stay (a query that began on
  * one finishes on it), and so does anything young (an export still uploading).
  */
 async function removeOrphans({ store, logger }: LakeExporterOptions): Promise<void> {
-  const manifests = (await store.list('manifests/')).filter((o) => /\/\d{12}\.json$/.test(o.key)).sort((a, b) => a.key.localeCompare(b.key));
+  const manifests = (await store.list('manifests/')).filter((o) => MANIFEST_KEY.test(o.key)).sort((a, b) => a.key.localeCompare(b.key));
   const recent = manifests.slice(-KEEP_GENERATIONS);
   if (recent.length === 0) return;
   const keep = new Set<string>(recent.map((m) => m.key));

@@ -102,7 +102,6 @@ export class SegmentStatsResolver {
     const answer = await ctx.joined.segmentStats(query);
     const page = answer.groups.slice(0, args.first);
     const cursor = (i: number) => Buffer.from(JSON.stringify([fingerprint, offset + i + 1])).toString('base64url');
-    const liveRows = answer.set.live.ids.length;
     return {
       rows: page,
       pageInfo: {
@@ -111,7 +110,8 @@ export class SegmentStatsResolver {
         startCursor: page.length > 0 ? cursor(0) : null,
         endCursor: page.length > 0 ? cursor(page.length - 1) : null,
       },
-      freshness: { engine: answer.set.engine, lakeRows: Math.max(answer.invoices - liveRows, 0), liveRows, asOf: answer.set.window.asOf, lakeAsOf: answer.set.lakeAsOf },
+      // Of the invoices this query kept (its filter, a customer's scope), not of the whole window.
+      freshness: { engine: answer.set.engine, lakeRows: answer.invoices - answer.liveInvoices, liveRows: answer.liveInvoices, asOf: answer.set.window.asOf, lakeAsOf: answer.set.lakeAsOf },
       warnings: answer.warnings,
     };
   }

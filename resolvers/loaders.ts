@@ -1,4 +1,5 @@
 import DataLoader from 'dataloader';
+import { groupBy } from '../core/groupBy.js';
 import type { Cache } from '../sources/cache/cache.js';
 import { cacheKeys, readThrough } from '../sources/cache/readThrough.js';
 import type { CustomerRecord, CustomerStore } from '../sources/postgres/customerStore.js';
@@ -30,6 +31,8 @@ export interface Loaders {
   readonly ratings: DataLoader<string, RatingRecord[]>;
   readonly payments: DataLoader<string, PaymentRecord[]>;
 }
+
+const statsKey = (k: CustomerStatsKey) => `${k.role}|${k.months}|${k.granularity}|${k.customerId}`;
 
 /** One customer's stats, as Customer.stats asks for them. */
 export interface CustomerStatsKey {
@@ -85,11 +88,7 @@ export function createLoaders(sources: LoaderSources, { memoize = true } = {}): 
   // Customers asked for with the same window, role and granularity share one analytics query.
   const customerStats = new DataLoader<CustomerStatsKey, StatsRowRecord[], string>(
     async (keys) => {
-      const byShape = new Map<string, CustomerStatsKey[]>();
-      for (const key of keys) {
-        const shape = `${key.role}|${key.months}|${key.granularity}`;
-        byShape.set(shape, [...(byShape.get(shape) ?? []), key]);
-      }
+      const byShape = groupBy(keys, (k) => `${k.role}|${k.months}|${k.granularity}`);
       const rows = new Map<string, StatsRowRecord[]>();
       for (const group of byShape.values()) {
         const { role, months, granularity } = group[0]!;
@@ -103,14 +102,13 @@ export function createLoaders(sources: LoaderSources, { memoize = true } = {}): 
           limit: customerIds.length * (granularity === 'MONTH' ? months : 1) + 1,
           after: null,
         });
-        for (const g of answer.groups) {
-          const key = `${role}|${months}|${granularity}|${g.customerId}`;
-          rows.set(key, [...(rows.get(key) ?? []), statsRowOf(g)]);
+        for (const [key, groups] of groupBy(answer.groups, (g) => statsKey({ role, months, granularity, customerId: String(g.customerId) }))) {
+          rows.set(key, groups.map(statsRowOf));
         }
       }
-      return keys.map((k) => rows.get(`${k.role}|${k.months}|${k.granularity}|${k.customerId}`) ?? []);
+      return keys.map((k) => rows.get(statsKey(k)) ?? []);
     },
-    { maxBatchSize: MAX_BATCH_SIZE, cache, cacheKeyFn: (k) => `${k.role}|${k.months}|${k.granularity}|${k.customerId}` },
+    { maxBatchSize: MAX_BATCH_SIZE, cache, cacheKeyFn: statsKey },
   );
   // The users' datasets: one DuckDB query per batch, over tables parsed once per file set.
   const profile = new DataLoader<string, ProfileRecord | null>(

@@ -51,6 +51,12 @@ interface Resources {
   readonly db: Database;
   /** For work that outlasts requests (the feed, the backfill, exports): no statement timeout. */
   readonly backgroundDb: Database;
+  /**
+   * For the lake-state reads of analytics queries (the feed barrier, the changes), made while the
+   * query holds a request connection for its snapshot: from the request pool, twenty concurrent
+   * queries would each hold one and wait for another.
+   */
+  readonly lakeStateDb: Database;
   readonly cache: Cache;
   readonly events: EventBus;
   readonly rateLimits: RateLimits;
@@ -60,6 +66,8 @@ interface Resources {
 
 /** Connections of the background pool: the feed's side queries, the scorer, the backfill, an export. */
 const BACKGROUND_POOL_MAX = 5;
+/** Short reads, each released at once: a few connections serve every concurrent analytics query. */
+const LAKE_STATE_POOL_MAX = 4;
 
 /**
  * Wires the gateway: sources, the change feed and its consumers, schema, Apollo Server on
@@ -72,6 +80,7 @@ export async function startGateway(config: Config, logger: Logger, databaseUrl: 
     metrics,
     db: createDatabase({ url: databaseUrl, poolMax: config.database.poolMax, statementTimeoutMs: config.database.statementTimeoutMs }, logger, metrics),
     backgroundDb: createDatabase({ url: databaseUrl, poolMax: BACKGROUND_POOL_MAX, statementTimeoutMs: 0, reportPool: false }, logger, metrics),
+    lakeStateDb: createDatabase({ url: databaseUrl, poolMax: LAKE_STATE_POOL_MAX, statementTimeoutMs: config.database.statementTimeoutMs, reportPool: false }, logger, metrics),
     cache: config.cache.redisUrl ? createRedisCache({ url: config.cache.redisUrl, ...config.cache }, logger, metrics) : createMemoryCache(config.cache),
     events: createEventBus({ redisUrl: config.cache.redisUrl, prefix: config.cache.keyPrefix }, logger),
     rateLimits: createRateLimits(config, logger),
@@ -85,15 +94,15 @@ export async function startGateway(config: Config, logger: Logger, databaseUrl: 
   }
 }
 
-async function closeAll({ feed, lake, db, backgroundDb, cache, events, rateLimits }: Resources): Promise<void> {
+async function closeAll({ feed, lake, db, backgroundDb, lakeStateDb, cache, events, rateLimits }: Resources): Promise<void> {
   // The lake first: an export waiting for the feed gives up rather than outwait its stop.
   await lake?.stop().catch(() => undefined);
   await feed?.stop().catch(() => undefined);
-  await Promise.allSettled([db.close(), backgroundDb.close(), cache.close(), events.close(), rateLimits.close()]);
+  await Promise.allSettled([db.close(), backgroundDb.close(), lakeStateDb.close(), cache.close(), events.close(), rateLimits.close()]);
 }
 
 async function serve(config: Config, logger: Logger, databaseUrl: string, resources: Resources): Promise<Gateway> {
-  const { metrics, db, backgroundDb, cache, events, rateLimits } = resources;
+  const { metrics, db, backgroundDb, lakeStateDb, cache, events, rateLimits } = resources;
   const auth = createAuthenticator(config.auth);
   if (auth.mode === 'off') logger.warn('AUTH_MODE=off: every client may read and write everything; set AUTH_MODE=required with AUTH_JWT_SECRET or AUTH_JWKS_URL before exposing the gateway');
   const trusted = config.trustedDocuments;
@@ -102,7 +111,7 @@ async function serve(config: Config, logger: Logger, databaseUrl: string, resour
   const invoices = createInvoiceStore(db);
   const customers = createCustomerStore(db);
   const risk = createRiskStore(db);
-  const lake = await createLake({ config, logger, metrics, db, backgroundDb });
+  const lake = await createLake({ config, logger, metrics, db, backgroundDb, lakeStateDb });
   resources.lake = lake;
   const feed = await startFeed({ config, databaseUrl, db: backgroundDb, consumers: [lake.recorder], cache, events, logger, metrics });
   resources.feed = feed;

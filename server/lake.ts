@@ -51,10 +51,11 @@ export function createObjectStore(config: Config): ObjectStore {
  * The lake's parts: the object store (S3 or a directory), the local object cache, the process's
  * DuckDB, the analytics engine for requests, and the exporter on the background pool.
  */
-export async function createLake(deps: { config: Config; logger: Logger; metrics: Metrics; db: Database; backgroundDb: Database }): Promise<Lake> {
+export async function createLake(deps: { config: Config; logger: Logger; metrics: Metrics; db: Database; backgroundDb: Database; lakeStateDb: Database }): Promise<Lake> {
   const { config, logger, metrics } = deps;
   const store = createObjectStore(config);
-  const cache = await createObjectCache({ dir: config.lake.cacheDir, maxBytes: config.lake.cacheMaxBytes });
+  // A query reads its files within its time limit.
+  const cache = await createObjectCache({ dir: config.lake.cacheDir, maxBytes: config.lake.cacheMaxBytes, inUseMs: config.analytics.timeoutMs });
   let duck: Duck | undefined;
   try {
     duck = await createDuck(config.analytics.duckdb, logger);
@@ -64,7 +65,7 @@ export async function createLake(deps: { config: Config; logger: Logger; metrics
   }
   const engine = createStatsEngine({
     stats: createStatsStore(deps.db, logger, config.analytics.timeoutMs),
-    lakeStore: createLakeStore(deps.db),
+    lakeStore: createLakeStore(deps.lakeStateDb),
     lake: { store, cache, duck },
     postgresMaxCustomers: config.analytics.postgresMaxCustomers,
     timeoutMs: config.analytics.timeoutMs,

@@ -216,7 +216,27 @@ describe('joined analytics over the users\u2019 datasets (a real S3 protocol ser
         return row;
       });
       assert.deepEqual(got, await expected(dimensions, months), dimensions.join(','));
+      const counted = got.reduce((n, r) => n + (r.invoiceCount as number), 0);
+      assert.equal(stats.freshness.lakeRows + stats.freshness.liveRows, counted, `freshness of ${dimensions.join(',')}`);
     }
+  });
+
+  it("counts freshness over the invoices the query kept: a filter's rows, live or from the lake", async () => {
+    const ask = async () => {
+      const res = await gw.request(SegmentStatsDocument, { dimensions: ['ISSUER'], months: 1, filter: { issuerIds: ['2'] }, first: 10 });
+      assert.equal(res.errors, undefined, JSON.stringify(res.errors));
+      return res.data!.segmentStats;
+    };
+    const before = await ask();
+    await sql.query(`INSERT INTO invoices (issue_date, issuer_id, receiver_id, amount_usd) SELECT now(), 2, 3, 10 + g FROM generate_series(1, 3) g`);
+    await sql.query(`INSERT INTO invoices (issue_date, issuer_id, receiver_id, amount_usd) VALUES (now(), 4, 3, 99)`);
+    const after = await ask();
+    assert.equal(after.freshness.engine, 'LAKE');
+    assert.equal(after.freshness.liveRows - before.freshness.liveRows, 3, 'only the filtered issuer\'s new invoices');
+    assert.equal(after.freshness.lakeRows, before.freshness.lakeRows);
+    const { rows } = await sql.query(`SELECT count(*)::int AS n FROM invoices WHERE issuer_id = 2 AND issue_date >= date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'`);
+    assert.equal(after.freshness.lakeRows + after.freshness.liveRows, rows[0].n);
+    assert.equal(after.rows[0]?.invoiceCount, rows[0].n);
   });
 
   it('reports malformed lines, incomplete records, duplicates and payments for unknown invoices', async () => {

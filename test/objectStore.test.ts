@@ -44,7 +44,7 @@ describe('the object store and its local cache (a real S3 protocol server)', () 
   });
 
   it('keys the cache on ETag (a replaced object is fetched again) and shares one download', async () => {
-    const cache = await createObjectCache({ dir, maxBytes: 1 << 20 });
+    const cache = await createObjectCache({ dir, maxBytes: 1 << 20, inUseMs: 30_000 });
     const first = await store.putBytes('b/obj.txt', 'first version');
     let downloads = 0;
     const counted: ObjectStore = { ...store, download: (key, file) => (downloads++, store.download(key, file)) };
@@ -57,6 +57,27 @@ describe('the object store and its local cache (a real S3 protocol server)', () 
     const second = await store.putBytes('b/obj.txt', 'second version');
     assert.notEqual(second, first);
     assert.equal(await readFile(await cache.fetch(store, 'b/obj.txt', second), 'utf8'), 'second version');
+  });
+
+  it('evicts the least recently used copies past maxBytes, but none a query may still be opening', async () => {
+    const small = await mkdtemp(path.join(tmpdir(), 'ig-cache-'));
+    try {
+      const kb = 'x'.repeat(1024);
+      const etags = [];
+      for (const name of ['c1', 'c2', 'c3']) etags.push(await store.putBytes(`c/${name}.txt`, kb));
+      // All three just used: kept although they exceed the limit.
+      const busy = await createObjectCache({ dir: small, maxBytes: 2048, inUseMs: 60_000 });
+      const files = [];
+      for (const [i, name] of ['c1', 'c2', 'c3'].entries()) files.push(await busy.fetch(store, `c/${name}.txt`, etags[i]!));
+      assert.equal(busy.size(), 3072);
+      for (const file of files) await readFile(file);
+      // Nothing in use: the oldest goes.
+      const idle = await createObjectCache({ dir: small, maxBytes: 2048, inUseMs: 0 });
+      await store.putBytes('c/c4.txt', kb).then((etag) => idle.fetch(store, 'c/c4.txt', etag));
+      assert.ok(idle.size() <= 2048, `held ${idle.size()} bytes`);
+    } finally {
+      await rm(small, { recursive: true, force: true });
+    }
   });
 
   it('an unreachable store is SERVICE_UNAVAILABLE, not a stack trace', async () => {
@@ -90,5 +111,18 @@ describe('DuckDB time limit', () => {
     assert.ok(performance.now() - started < 10_000, 'interrupted, not run to the end');
     const [row] = await duck.session((s) => s.all<{ n: string }>('SELECT 41 + 1 AS n'), { timeoutMs: 5_000, label: 'next' });
     assert.equal(Number(row!.n), 42);
+  });
+
+  it('counts the wait for a connection in the time limit', async () => {
+    // Two slots (threads: 1 gives the minimum of 2), both held by long queries.
+    const long = (label: string) => duck.session((s) => s.all('SELECT count(*) FROM range(1000000000000) t(a) WHERE a % 7 = 3'), { timeoutMs: 1_500, label });
+    const holders = [long('a'), long('b')];
+    const started = performance.now();
+    await assert.rejects(
+      duck.session((s) => s.all('SELECT 1'), { timeoutMs: 200, label: 'queued' }),
+      (err: { code?: string }) => err.code === 'UPSTREAM_TIMEOUT',
+    );
+    assert.ok(performance.now() - started < 1_400, 'refused at its own limit, not when a slot came free');
+    await Promise.allSettled(holders);
   });
 });

@@ -52,9 +52,26 @@ export async function createDuck(options: DuckOptions, logger: Logger): Promise<
   const limit = Math.max(2, options.threads);
   let running = 0;
   const waiting: (() => void)[] = [];
-  const acquire = async () => {
-    while (running >= limit) await new Promise<void>((resolve) => waiting.push(resolve));
+  /** A connection slot, or false when `deadline` passes first (the wait counts in the time limit). */
+  const acquire = async (deadline: number): Promise<boolean> => {
+    while (running >= limit) {
+      const ms = deadline - Date.now();
+      if (ms <= 0) return false;
+      await new Promise<void>((resolve) => {
+        const wake = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+        const timer = setTimeout(() => {
+          const at = waiting.indexOf(wake);
+          if (at >= 0) waiting.splice(at, 1);
+          resolve();
+        }, ms);
+        waiting.push(wake);
+      });
+    }
     running++;
+    return true;
   };
   const release = () => {
     running--;
@@ -65,14 +82,18 @@ export async function createDuck(options: DuckOptions, logger: Logger): Promise<
   return {
     sessions: () => opened,
     async session(work, { timeoutMs, label }) {
-      await acquire();
+      const deadline = Date.now() + timeoutMs;
+      if (!(await acquire(deadline))) {
+        logger.warn({ query: label, timeoutMs }, 'analytics query waited for a DuckDB connection past its time limit');
+        throw upstreamTimeout('The analytics engine');
+      }
       opened++;
       const connection = await instance.connect();
       let timedOut = false;
       const timer = setTimeout(() => {
         timedOut = true;
         connection.interrupt();
-      }, timeoutMs);
+      }, Math.max(deadline - Date.now(), 0));
       const session: DuckSession = {
         connection,
         async all<Row>(sql: string, values?: readonly DuckDBValue[], types?: readonly DuckDBType[]) {

@@ -38,7 +38,10 @@ export interface LoadedDatasets {
 }
 
 export interface Datasets {
+  /** All three, for a query that joins them. */
   load(): Promise<LoadedDatasets>;
+  /** One dataset's table, for a lookup that needs only it. */
+  table(kind: DatasetKind): Promise<string>;
 }
 
 export interface DatasetsOptions {
@@ -54,7 +57,8 @@ export interface DatasetsOptions {
   readonly logger: Logger;
 }
 
-type Kind = 'profiles' | 'payments' | 'ratings';
+export type DatasetKind = 'profiles' | 'payments' | 'ratings';
+type Kind = DatasetKind;
 
 interface Loaded {
   readonly table: string;
@@ -241,6 +245,7 @@ export function createDatasets(options: DatasetsOptions): Datasets {
         warnings: [...profiles.warnings, ...payments.warnings, ...ratings.warnings],
       };
     },
+    table: async (kind) => (await loadKind(kind)).table,
   };
 }
 

@@ -1,6 +1,7 @@
 import { BIGINT, INTEGER, LIST, VARCHAR, listValue, type DuckDBType, type DuckDBValue } from '@duckdb/node-api';
 import { namedParameters, type Duck } from '../duckdb/duckdb.js';
-import type { Datasets, DatasetWarning } from './datasets.js';
+import { groupBy } from '../../core/groupBy.js';
+import type { DatasetKind, Datasets, DatasetWarning } from './datasets.js';
 import type { InvoiceSet, StatsEngine } from './statsEngine.js';
 
 export interface ProfileRecord {
@@ -93,7 +94,9 @@ export interface SegmentGroup {
 export interface SegmentAnswer {
   readonly groups: SegmentGroup[];
   readonly set: Omit<InvoiceSet, 'unknownInvoices'>;
+  /** Invoices the filter kept (0 on a page past the last), and how many of them were read live. */
   readonly invoices: number;
+  readonly liveInvoices: number;
   readonly warnings: DatasetWarning[];
 }
 
@@ -148,9 +151,9 @@ export interface Joined {
  */
 export function createJoined(deps: { datasets: Datasets; duck: Duck; stats: StatsEngine; timeoutMs: number }): Joined {
   const { datasets, duck, timeoutMs } = deps;
-  const query = async <Row>(label: string, sql: (tables: Awaited<ReturnType<Datasets['load']>>) => string, values: Record<string, DuckDBValue>, types: Record<string, DuckDBType>) => {
-    const tables = await datasets.load();
-    return duck.session((s) => s.allNamed<Row>(sql(tables), values, types), { timeoutMs, label });
+  const query = async <Row>(label: string, kind: DatasetKind, sql: (table: string) => string, values: Record<string, DuckDBValue>, types: Record<string, DuckDBType>) => {
+    const table = await datasets.table(kind);
+    return duck.session((s) => s.allNamed<Row>(sql(table), values, types), { timeoutMs, label });
   };
   const ids = (list: readonly (number | string)[]) => listValue(list.map((v) => BigInt(v)));
   // The invoices a payments table names: read once per table (a new file set is a new table).
@@ -172,9 +175,10 @@ export function createJoined(deps: { datasets: Datasets; duck: Duck; stats: Stat
     async profiles(customerIds) {
       const rows = await query<ProfileRecord>(
         'profiles_by_id',
+        'profiles',
         (t) => `SELECT customer_id::VARCHAR AS "customerId", legal_name AS "legalName", industry, country, address, tags, contacts, employees,
             payment_terms_days AS "paymentTermsDays", strftime(updated_at, '%Y-%m-%dT%H:%M:%S.%fZ') AS "updatedAt", raw
-          FROM ${t.profiles} WHERE customer_id = ANY($ids)`,
+          FROM ${t} WHERE customer_id = ANY($ids)`,
         { ids: ids(customerIds) },
         { ids: LIST(BIGINT) },
       );
@@ -184,28 +188,26 @@ export function createJoined(deps: { datasets: Datasets; duck: Duck; stats: Stat
     async ratings(customerIds) {
       const rows = await query<RatingRecord>(
         'ratings_by_id',
+        'ratings',
         (t) => `SELECT customer_id::VARCHAR AS "customerId", rating, score, strftime(as_of, '%Y-%m-%dT%H:%M:%S.%fZ') AS "asOf"
-          FROM ${t.ratings} WHERE customer_id = ANY($ids) ORDER BY customer_id, as_of DESC, rating`,
+          FROM ${t} WHERE customer_id = ANY($ids) ORDER BY customer_id, as_of DESC, rating`,
         { ids: ids(customerIds) },
         { ids: LIST(BIGINT) },
       );
-      const byCustomer = new Map<string, RatingRecord[]>();
-      for (const r of rows) byCustomer.set(r.customerId, [...(byCustomer.get(r.customerId) ?? []), r]);
-      return byCustomer;
+      return groupBy(rows, (r) => r.customerId);
     },
 
     async payments(invoiceIds) {
       const rows = await query<PaymentRecord>(
         'payments_by_invoice',
+        'payments',
         (t) => `SELECT payment_id AS "paymentId", invoice_id::VARCHAR AS "invoiceId", strftime(paid_at, '%Y-%m-%dT%H:%M:%S.%fZ') AS "paidAt",
             amount_usd::VARCHAR AS "amountUsd", method
-          FROM ${t.payments} WHERE invoice_id = ANY($ids) ORDER BY invoice_id, paid_at, payment_id`,
+          FROM ${t} WHERE invoice_id = ANY($ids) ORDER BY invoice_id, paid_at, payment_id`,
         { ids: ids(invoiceIds) },
         { ids: LIST(BIGINT) },
       );
-      const byInvoice = new Map<string, PaymentRecord[]>();
-      for (const r of rows) byInvoice.set(r.invoiceId, [...(byInvoice.get(r.invoiceId) ?? []), r]);
-      return byInvoice;
+      return groupBy(rows, (r) => r.invoiceId);
     },
 
     async segmentStats(q) {
@@ -216,10 +218,10 @@ export function createJoined(deps: { datasets: Datasets; duck: Duck; stats: Stat
             unnest(${bind('live_date', listValue(set.live.dates), LIST(VARCHAR))})::TIMESTAMPTZ AS issue_date,
             unnest(${bind('live_issuer', listValue(set.live.issuers), LIST(INTEGER))}) AS issuer_id,
             unnest(${bind('live_receiver', listValue(set.live.receivers), LIST(INTEGER))}) AS receiver_id,
-            unnest(${bind('live_amount', listValue(set.live.amounts), LIST(VARCHAR))})::DECIMAL(14,2) AS amount_usd`;
+            unnest(${bind('live_amount', listValue(set.live.amounts), LIST(VARCHAR))})::DECIMAL(14,2) AS amount_usd, TRUE AS is_live`;
         const lake =
           set.rawFiles.length > 0
-            ? `SELECT invoice_id, issue_date, issuer_id, receiver_id, amount_usd FROM read_parquet(${bind('raw', listValue(set.rawFiles), LIST(VARCHAR))})
+            ? `SELECT invoice_id, issue_date, issuer_id, receiver_id, amount_usd, FALSE AS is_live FROM read_parquet(${bind('raw', listValue(set.rawFiles), LIST(VARCHAR))})
                WHERE issue_date >= ${bind('from', set.window.from, VARCHAR)}::TIMESTAMPTZ AND issue_date < ${bind('to', set.window.to, VARCHAR)}::TIMESTAMPTZ
                  AND NOT invoice_id = ANY(${bind('stale', ids(set.staleIds), LIST(BIGINT))})
                UNION ALL `
@@ -257,24 +259,25 @@ export function createJoined(deps: { datasets: Datasets; duck: Duck; stats: Stat
               round(avg(CASE WHEN settled_at IS NOT NULL THEN (settled_at > due_at)::INTEGER
                              WHEN $as_of::TIMESTAMPTZ > due_at THEN 1 ELSE 0 END), 4) AS "lateShare",
               sum(amount_usd) AS _total, count(*) AS _count, sum(greatest(amount_usd - paid_usd, 0)) AS _outstanding,
-              sum(count(*)) OVER () AS _invoices
+              sum(count(*)) OVER () AS _invoices, sum(count(*) FILTER (WHERE is_live)) OVER () AS _live
             FROM joined ${dims.length > 0 ? 'GROUP BY ALL' : ''}
           )
           SELECT ${dims.map((d) => `"${d.column}"`).join(', ')}${dims.length > 0 ? ',' : ''} ${nullDims.join(', ')}${nullDims.length > 0 ? ',' : ''}
-            "invoiceCount", "totalUsd", "paidUsd", "outstandingUsd", "avgDaysToPay", "lateShare", _invoices::BIGINT::VARCHAR AS _invoices
+            "invoiceCount", "totalUsd", "paidUsd", "outstandingUsd", "avgDaysToPay", "lateShare", _invoices::BIGINT::VARCHAR AS _invoices, _live::BIGINT::VARCHAR AS _live
           FROM grouped
           ORDER BY ${[ORDER_SQL[q.orderBy], ...dims.map((d) => `"${d.column}" ASC NULLS FIRST`)].filter(Boolean).join(', ') || '1'}
           LIMIT ${bind('limit', BigInt(q.limit), BIGINT)} OFFSET ${bind('offset', BigInt(q.offset), BIGINT)}`;
-        const rows = await duck.session((s) => s.allNamed<SegmentGroup & { _invoices: string }>(sql, values, types), { timeoutMs, label: 'segment_stats' });
+        const rows = await duck.session((s) => s.allNamed<SegmentGroup & { _invoices: string; _live: string }>(sql, values, types), { timeoutMs, label: 'segment_stats' });
         // Payments that match no invoice are reported, not joined.
         const unknown = await set.unknownInvoices(await paidInvoiceIds(tables.payments));
         const warnings: DatasetWarning[] = [...set.warnings, ...tables.warnings];
         if (unknown > 0) warnings.push({ code: 'PAYMENTS_UNMATCHED', message: `payment events: ${unknown} invoice id(s) match no invoice; their payments are not joined` });
         const { unknownInvoices: _, ...described } = set;
         return {
-          groups: rows.map(({ _invoices, ...g }) => ({ ...g, avgDaysToPay: g.avgDaysToPay === null ? null : Number(g.avgDaysToPay), lateShare: g.lateShare === null ? null : Number(g.lateShare) })),
+          groups: rows.map(({ _invoices, _live, ...g }) => ({ ...g, avgDaysToPay: g.avgDaysToPay === null ? null : Number(g.avgDaysToPay), lateShare: g.lateShare === null ? null : Number(g.lateShare) })),
           set: described,
           invoices: Number(rows[0]?._invoices ?? 0),
+          liveInvoices: Number(rows[0]?._live ?? 0),
           warnings,
         };
       });

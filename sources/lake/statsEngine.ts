@@ -91,11 +91,14 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
    * does not reflect (read after the feed has recorded every earlier commit); or why Postgres
    * must answer alone.
    */
-  async function currentLake(lake: NonNullable<StatsEngineOptions['lake']>): Promise<{ manifest: LakeManifest; changes: LakeChanges } | StatsWarning> {
-    if ((await options.lakeStore.state()).generation === 0) return NOT_EXPORTED;
+  async function currentLake(lake: NonNullable<StatsEngineOptions['lake']>, window: StatsWindow): Promise<{ manifest: LakeManifest; changes: LakeChanges } | StatsWarning> {
+    if (window.lakeGeneration === 0) return NOT_EXPORTED;
     if (!(await options.lakeStore.recordedUpToNow(options.barrierTimeoutMs))) return NOT_CURRENT;
     const changes = await options.lakeStore.changesForQuery();
     if (changes.generation === 0 || !changes.manifestKey) return RESET;
+    // An export that finished after the snapshot describes rows the snapshot cannot see, and has
+    // dropped the changes the snapshot's generation needed.
+    if (changes.generation !== window.lakeGeneration) return EXPORTED_MEANWHILE;
     return { manifest: await manifest(lake.store, changes.manifestKey), changes };
   }
 
@@ -113,7 +116,7 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
         const fromPostgres = async (warning?: StatsWarning) =>
           work({ ...base, engine: 'POSTGRES', rawFiles: [], staleIds: [], live: await snapshot.invoices(null), lakeAsOf: null, warnings: warning ? [warning] : [] });
         if (!options.lake) return fromPostgres();
-        const lake = await currentLake(options.lake);
+        const lake = await currentLake(options.lake, snapshot.window);
         if ('code' in lake) return fromPostgres(lake);
         const { store, cache } = options.lake;
         const wanted = new Set(snapshot.window.months);
@@ -138,7 +141,7 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
         };
         const small = query.customerIds !== null && query.customerIds.length <= options.postgresMaxCustomers;
         if (small || !options.lake) return fromPostgres();
-        const lake = await currentLake(options.lake);
+        const lake = await currentLake(options.lake, snapshot.window);
         if ('code' in lake) return fromPostgres(lake);
         const { store, cache, duck } = options.lake;
         const { changes } = lake;
@@ -160,6 +163,7 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
 
 const NOT_EXPORTED: StatsWarning = { code: 'LAKE_NOT_READY', message: 'the lake has not been exported yet; answered from Postgres' };
 const NOT_CURRENT: StatsWarning = { code: 'LAKE_NOT_CURRENT', message: 'the change feed has not confirmed the lake is current; answered from Postgres' };
+const EXPORTED_MEANWHILE: StatsWarning = { code: 'LAKE_NOT_CURRENT', message: 'a lake export finished as the query began; answered from Postgres' };
 const RESET: StatsWarning = { code: 'LAKE_NOT_READY', message: 'the lake was reset and is being exported again; answered from Postgres' };
 
 /** Live rows grouped by (month, customer), money summed exactly in cents. */

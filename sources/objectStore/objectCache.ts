@@ -7,7 +7,9 @@ import type { ObjectStore } from './objectStore.js';
  * Local copies of objects, for DuckDB to read (it cannot reach S3 here: no httpfs). A copy is
  * named after bucket, key and ETag, so a replaced object is fetched again and never served
  * stale; concurrent requests for one copy share one download; the directory is kept under
- * `maxBytes`, least recently used first. A local store's files are read in place.
+ * `maxBytes`, least recently used first, except copies used within `inUseMs` (a query that
+ * fetched them may still be about to open them): past the limit for a while rather than a
+ * query failing on a file deleted under it. A local store's files are read in place.
  */
 export interface ObjectCache {
   /** A local path holding the object's content at `etag` (fetched if needed). */
@@ -22,7 +24,7 @@ interface Entry {
   usedAt: number;
 }
 
-export async function createObjectCache(options: { dir: string; maxBytes: number }): Promise<ObjectCache> {
+export async function createObjectCache(options: { dir: string; maxBytes: number; inUseMs: number }): Promise<ObjectCache> {
   await mkdir(options.dir, { recursive: true });
   const entries = new Map<string, Entry>();
   let total = 0;
@@ -40,11 +42,11 @@ export async function createObjectCache(options: { dir: string; maxBytes: number
   }
   const downloads = new Map<string, Promise<string>>();
 
-  async function evict(keep: string) {
+  async function evict() {
     if (total <= options.maxBytes) return;
+    const inUseSince = Date.now() - options.inUseMs;
     for (const entry of [...entries.values()].sort((a, b) => a.usedAt - b.usedAt)) {
-      if (total <= options.maxBytes) break;
-      if (entry.file === keep) continue;
+      if (total <= options.maxBytes || entry.usedAt >= inUseSince) break;
       entries.delete(entry.file);
       total -= entry.size;
       // A reader that has the file open keeps reading it: unlinking does not cut it off.
@@ -69,7 +71,7 @@ export async function createObjectCache(options: { dir: string; maxBytes: number
           const object = await store.download(key, file);
           entries.set(file, { file, size: object.size, usedAt: Date.now() });
           total += object.size;
-          await evict(file);
+          await evict();
           return file;
         })().finally(() => downloads.delete(file));
         downloads.set(file, pending);

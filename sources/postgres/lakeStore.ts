@@ -16,11 +16,6 @@ export interface LakeChange {
   readonly xid: number;
 }
 
-const STATE: Statement = {
-  name: 'lake_state',
-  text: `SELECT generation::int AS generation, manifest_key AS "manifestKey", to_char(exported_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS "exportedAt" FROM lake_state`,
-};
-
 /**
  * Records a batch of changes and the feed position they reach, in one statement. The 32-bit
  * xid becomes a full xid8 against the current epoch; an existing entry keeps its `changed`
@@ -71,7 +66,6 @@ const INITIALIZE: Statement[] = [
 
 export interface LakeStore {
   initialize(tx: Queryable): Promise<void>;
-  state(): Promise<LakeState>;
   record(changes: readonly LakeChange[], position: string): Promise<void>;
   /** Moves the recorded position on (a batch without invoice changes). */
   advance(position: string): Promise<void>;
@@ -89,10 +83,6 @@ export function createLakeStore(db: Database): LakeStore {
   return {
     async initialize(tx) {
       for (const statement of INITIALIZE) await tx.query(statement);
-    },
-    async state() {
-      const [row] = await db.query<LakeState>(STATE);
-      return row!;
     },
     async record(changes, position) {
       await db.query(RECORD, [changes.map((c) => c.invoiceId), changes.map((c) => c.changed), changes.map((c) => c.xid), position]);
