@@ -193,6 +193,7 @@ export async function lookups(argv: string[]): Promise<void> {
     }
   } finally {
     await Promise.allSettled([...servers].map((s) => s.stop()));
+    await dropFeedSlot(options.databaseUrl).catch((err: Error) => console.error(`could not drop the gateways' replication slot: ${err.message}`));
     await deleteKeys(redis, keyPrefix).catch((err: Error) => console.error(`could not delete this run's cache keys (${keyPrefix}*): ${err.message}`));
     redis.disconnect();
   }
@@ -252,6 +253,20 @@ async function busiestCustomer(databaseUrl: string): Promise<{ id: number; invoi
     const id = rows[0]!.id;
     const invoices = await client.query<{ id: string }>('SELECT invoice_id::text AS id FROM invoices WHERE issuer_id = $1 OR receiver_id = $1 LIMIT 2000', [id]);
     return { id, invoiceIds: invoices.rows.map((r) => Number(r.id)) };
+  } finally {
+    await client.end();
+  }
+}
+
+/**
+ * The slot the gateways' change feed created (ig_feed_<database>): a slot left behind keeps WAL
+ * for ever, and the next run creates it again anyway.
+ */
+async function dropFeedSlot(databaseUrl: string): Promise<void> {
+  const client = new pg.Client({ connectionString: databaseUrl });
+  await client.connect();
+  try {
+    await client.query(`SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = 'ig_feed_' || current_database() AND NOT active`);
   } finally {
     await client.end();
   }
