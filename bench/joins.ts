@@ -375,7 +375,7 @@ function printHeader(options: JoinsOptions, data: BenchData, d: JoinsDatasets, s
       `${int(d.distinctPayments)} payment events for ${int(d.paidInvoices)} of ${int(d.invoices)} invoices (${int(d.paymentLines)} lines with 1% repeated deliveries, ` +
       `${int(d.paymentFiles)} date= files), ${int(d.ratingRows)} ratings in 12 monthly Parquet snapshots. ` +
       'Postgres holds the same records: profiles as jsonb (one object per row), payments once per payment_id, ratings; ' +
-      'indexed on the profile id expression, (invoice_id, paid_at, payment_id) and (customer_id, as_of); analyzed',
+      'indexed on the profile id expression, (invoice_id, paid_at, payment_id) and (customer_id, as_of); vacuumed and analyzed',
   );
   console.log(`Postgres: ${settings} (the server's own settings)`);
   console.log(
