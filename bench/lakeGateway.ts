@@ -57,6 +57,8 @@ export interface LakeGatewayOptions {
   readonly dataDir: string;
   /** More settings for this benchmark; they win over the defaults here. */
   readonly env?: Record<string, string>;
+  /** V8's old-space limit in MB; 256 (what npm start and the Dockerfile pass) unless a benchmark says otherwise. */
+  readonly heapMb?: number;
 }
 
 export async function startLakeGateway(options: LakeGatewayOptions): Promise<LakeGateway> {
@@ -68,7 +70,7 @@ export async function startLakeGateway(options: LakeGatewayOptions): Promise<Lak
   const server: ChildServer = await startChildServer({
     name: 'gateway',
     // As npm start and the Dockerfile run it.
-    args: ['--max-old-space-size=256', '--max-semi-space-size=8', fileURLToPath(import.meta.url), SERVE_FLAG],
+    args: [`--max-old-space-size=${options.heapMb ?? 256}`, '--max-semi-space-size=8', fileURLToPath(import.meta.url), SERVE_FLAG],
     env: {
       NODE_ENV: 'production',
       LOG_LEVEL: 'info',
