@@ -171,11 +171,12 @@ async function measureShape(gateway: LakeGateway, sql: pg.Pool, shape: Shape, re
   for (let run = 0; run <= repeat; run++) {
     let g: BenchSegmentStatsQuery['segmentStats'] | undefined;
     let gMs = NaN;
-    if (!gateway.exited()) {
+    if (gateway.exited()) error ??= `the gateway process had exited (${gateway.exited()})`;
+    else {
       try {
         [g, gMs] = await timed(() => segmentStats(gateway.url, shape));
       } catch (err) {
-        error ??= (err as Error).message + (gateway.exited() ? ` (the gateway process exited: ${gateway.exited()})` : '');
+        error ??= (err as Error).message;
       }
     }
     const [p, pMs] = await timed(() => segmentCheck(sql, { ...shape, limit: shape.first, asOf: g?.freshness.asOf }));
@@ -298,7 +299,9 @@ async function measureLanding(url: string, sql: pg.Pool, lakeDir: string, unpaid
 }
 
 /** Each shape once more after the landings, with the landed payments added to Postgres's table too. */
-async function checkAfterLanding(url: string, sql: pg.Pool, landing: Landing): Promise<{ name: string; gatewayMs: number; problem?: string }[]> {
+async function checkAfterLanding(gateway: LakeGateway, sql: pg.Pool, landing: Landing): Promise<{ name: string; gatewayMs: number; problem?: string }[]> {
+  if (gateway.exited()) return [];
+  const url = gateway.url;
   for (const file of landing.landed) {
     for (const row of file.rows) await sql.query(`INSERT INTO seg_payments (payment_id, invoice_id, paid_at, amount) VALUES ($1, $2, $3, $4)`, row);
   }
@@ -309,7 +312,7 @@ async function checkAfterLanding(url: string, sql: pg.Pool, landing: Landing): P
       const p = await segmentCheck(sql, { ...shape, limit: shape.first, asOf: g.freshness.asOf });
       results.push({ name: shape.name, gatewayMs: gMs, problem: difference(shape, g.rows, p) });
     } catch (err) {
-      results.push({ name: shape.name, gatewayMs: NaN, problem: (err as Error).message });
+      results.push({ name: shape.name, gatewayMs: NaN, problem: `ERROR ${(err as Error).message}` });
     }
   }
   return results;
@@ -351,7 +354,7 @@ export async function joins(argv: string[]): Promise<void> {
     const landing = await measureLanding(gateway.url, sql, lakeDir, datasets.unpaid, Math.max(options.repeat, 3)).catch(
       (err: Error): Landing => ({ visibleMs: [], timeouts: 0, landed: [], error: err.message }),
     );
-    const afterLanding = await checkAfterLanding(gateway.url, sql, landing);
+    const afterLanding = await checkAfterLanding(gateway, sql, landing);
     printReport({ results, landing, afterLanding, firstExport, peakRss: gateway.peakRss(), exited: gateway.exited() });
   } finally {
     await gateway?.stop().catch(() => undefined);
@@ -438,8 +441,9 @@ function printReport(r: {
       'It includes the listing cache (SOURCES_LISTING_TTL_MS) and the parse of the whole payments file set into a new DuckDB table.',
   );
   const problems = r.afterLanding.filter((c) => c.problem);
-  console.log(
-    `after the landings, each shape once more with the landed payments added to Postgres: ${problems.length === 0 ? 'all equal' : `${problems.length} NOT equal`} ` +
+  if (r.afterLanding.length === 0) console.log('after the landings: not checked (the gateway process had exited)');
+  else console.log(
+    `after the landings, each shape once more with the landed payments added to Postgres: ${problems.length === 0 ? 'all equal' : `${problems.length} NOT equal or failed`} ` +
       `(gateway ${r.afterLanding.map((c) => `${fmtMs(c.gatewayMs)} ms`).join(', ')}; the first segmentStats on a new payments table also reads its paid invoice ids anew, to count unmatched payments)`,
   );
   const exported = r.firstExport.kind === 'exported' && 'rows' in r.firstExport ? `${int(r.firstExport.rows)} rows in ${r.firstExport.seconds.toFixed(1)} s` : `no export: ${r.firstExport.kind}`;
@@ -459,7 +463,10 @@ function printReport(r: {
   for (const m of r.results.filter((x) => x.warnings.length > 0)) console.log(`\nwarnings in "${m.name}": ${m.warnings.join(', ')}`);
   const bad = r.results.filter((m) => !m.equal);
   for (const m of bad) console.log(`\n${m.error ? 'ERROR' : 'MISMATCH'} in "${m.name}": ${m.error ?? m.mismatch}`);
-  for (const c of problems) console.log(`\nMISMATCH after the landings in "${c.name}": ${c.problem}`);
+  for (const c of problems) {
+    const failed = c.problem!.startsWith('ERROR ');
+    console.log(`\n${failed ? 'ERROR' : 'MISMATCH'} after the landings in "${c.name}": ${failed ? c.problem!.slice('ERROR '.length) : c.problem}`);
+  }
   if (r.landing.wrong) console.log(`\nWRONG paidUsd after a landing: ${r.landing.wrong}`);
   if (r.landing.error) console.log(`\nERROR while landing payments files: ${r.landing.error}`);
   if (r.exited) console.log(`\nTHE GATEWAY PROCESS EXITED during the run (${r.exited}); its last lines are on stderr`);
