@@ -1,21 +1,16 @@
-import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { availableParallelism, cpus, tmpdir, totalmem } from 'node:os';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { print } from 'graphql';
 import pg from 'pg';
-import { freePorts } from '../test/fixtures/network.js';
 import { BenchInvoiceStatsDocument, type BenchInvoiceStatsQuery, type BenchInvoiceStatsQueryVariables } from '../test/generated/graphql.js';
 import { ensureBenchDatabase, withClient, type BenchData } from './benchDatabase.js';
-import type { ChildServer } from './childServer.js';
+import { dropSlot, feedSlot, startLakeGateway, waitForFeed, type ExportOutcome, type LakeGateway } from './lakeGateway.js';
 import { ROOT } from './lookupSettings.js';
+import { fmtMs, gitRevision, int, machine, mb } from './reportFormat.js';
 import { runCommand } from './runCommand.js';
-import { median, percentile } from './stats.js';
+import { median, percentile, timed } from './stats.js';
 
 /*
  * `npm run bench -- analytics`: invoiceStats through the gateway (DuckDB over the Parquet lake
@@ -23,12 +18,11 @@ import { median, percentile } from './stats.js';
  * SQL and run directly on Postgres, shape by shape, every answer checked equal; then the same
  * right after fresh inserts the lake has not seen; the lake's export rate; the gateway's peak RSS.
  *
- * The gateway runs in its own process (this file, started with SERVE_FLAG, as npm start runs
- * the gateway: same heap flags, NODE_ENV=production), so its RSS is its own, and it exposes
- * lake.exportNow() on a control port, since exports are timed on demand (LAKE_EXPORT_INTERVAL_MS=0).
+ * The gateway runs in its own process (lakeGateway.ts: as npm start runs it, NODE_ENV=production),
+ * so its RSS is its own, and it exposes lake.exportNow() on a control port, since exports are
+ * timed on demand (LAKE_EXPORT_INTERVAL_MS=0).
  */
 
-const SERVE_FLAG = '--serve-analytics-gateway';
 /** What the seeder uses without --months; a database seeded without a recorded month count has this many. */
 const SEED_DEFAULT_MONTHS = 36;
 /** The gateway's largest invoiceStats page: "all pages" shapes are read this many rows at a time. */
@@ -257,12 +251,6 @@ interface Measured {
   readonly firstEngine?: string;
 }
 
-const timed = async <T>(work: () => Promise<T>): Promise<[T, number]> => {
-  const started = performance.now();
-  const result = await work();
-  return [result, performance.now() - started];
-};
-
 /** Warm once (and check), then `repeat` timed runs alternating gateway and Postgres, each checked. */
 async function measure(url: string, sql: pg.Pool, shape: Shape, repeat: number, suffix = ''): Promise<Measured> {
   const name = shape.name + suffix;
@@ -321,16 +309,16 @@ async function check(url: string, sql: pg.Pool, shapes: readonly Shape[]): Promi
 export async function analytics(argv: string[]): Promise<void> {
   const options = parseOptions(argv);
   const { data, seededMonths } = await prepareDatabase(options);
-  const slot = slotName(options.databaseUrl);
+  const slot = feedSlot('analytics', options.databaseUrl);
   const sql = new pg.Pool({ connectionString: options.databaseUrl, max: 2 });
   const dataDir = await mkdtemp(path.join(tmpdir(), 'ig-bench-analytics-'));
-  let gateway: AnalyticsGateway | undefined;
+  let gateway: LakeGateway | undefined;
   try {
     await restoreSeed(sql, slot, data.maxId);
     const span = await dataSpan(sql);
     printHeader(options, data, seededMonths, span, dataDir);
 
-    gateway = await startAnalyticsGateway(options, slot, dataDir);
+    gateway = await startLakeGateway({ databaseUrl: options.databaseUrl, slot, dataDir });
     await waitForFeed(gateway, sql);
 
     // The first export: the whole table, every run (the slot is new, so the lake starts empty; full anyway).
@@ -449,12 +437,6 @@ async function dataSpan(sql: pg.Pool): Promise<{ from: string; to: string }> {
   return rows[0]!;
 }
 
-/** Slots are per cluster: one per benchmark database. */
-function slotName(url: string): string {
-  const name = decodeURIComponent(new URL(url).pathname.slice(1)).toLowerCase().replace(/[^a-z0-9_]/g, '_');
-  return `ig_feed_analytics_${name}`.slice(0, 63);
-}
-
 /** Invoices dated now, between random existing customers, in one statement. */
 async function insertFresh(sql: pg.Pool, count: number): Promise<void> {
   await sql.query(
@@ -478,211 +460,14 @@ async function restoreSeed(sql: pg.Pool, slot: string, maxId: number): Promise<v
   await sql.query(`DELETE FROM invoice_risk_scores WHERE invoice_id > $1`, [maxId]).catch(() => undefined);
 }
 
-async function dropSlot(sql: pg.Pool, slot: string): Promise<void> {
-  await sql.query(`SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = $1 AND active_pid IS NOT NULL`, [slot]);
-  for (let i = 0; i < 50; i++) {
-    const { rows } = await sql.query<{ active: boolean }>(`SELECT active FROM pg_replication_slots WHERE slot_name = $1`, [slot]);
-    if (rows.length === 0) return;
-    if (!rows[0]!.active) {
-      await sql.query(`SELECT pg_drop_replication_slot($1)`, [slot]);
-      return;
-    }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`replication slot ${slot} is still in use`);
-}
-
-// ---------------------------------------------------------------------------------------------
-// The gateway, in its own process.
-
-type ExportOutcome = { kind: 'exported'; generation: number; rows: number; rewritten: number; appended: number; seconds: number } | { kind: string };
-
-interface AnalyticsGateway {
-  readonly url: string;
-  /** lake.exportNow() in the gateway; retried while the feed is behind or another export runs. */
-  exportNow(full: boolean): Promise<ExportOutcome>;
-  /** VmHWM: the highest RSS of the gateway process so far. */
-  peakRss(): number;
-  exited(): string | undefined;
-  stop(): Promise<void>;
-}
-
-async function startAnalyticsGateway(options: AnalyticsOptions, slot: string, dataDir: string): Promise<AnalyticsGateway> {
-  // Imported here, not at the top: it installs signal handlers, which the gateway's process must not have.
-  const { startChildServer } = await import('./childServer.js');
-  const [port, controlPort] = await freePorts(2);
-  const url = `http://127.0.0.1:${port}/graphql`;
-  const control = `http://127.0.0.1:${controlPort}`;
-  const server: ChildServer = await startChildServer({
-    name: 'gateway',
-    // As npm start and the Dockerfile run it.
-    args: ['--max-old-space-size=256', '--max-semi-space-size=8', fileURLToPath(import.meta.url), SERVE_FLAG],
-    env: {
-      NODE_ENV: 'production',
-      // One client measuring throughput: no tokens, no per-client budgets.
-      AUTH_MODE: 'off',
-      RATE_LIMIT_REQUESTS: '0',
-      RATE_LIMIT_COST: '0',
-      LOG_LEVEL: 'info',
-      HOST: '127.0.0.1',
-      PORT: String(port),
-      DATABASE_URL: options.databaseUrl,
-      DATA_DIR: dataDir,
-      CHANGE_FEED: '1',
-      FEED_SLOT: slot,
-      LAKE_EXPORT_INTERVAL_MS: '0',
-      BENCH_CONTROL_PORT: String(controlPort),
-    },
-    readyTimeoutMs: 300_000,
-    ready: async () => (await fetch(`${control}/ready`, { signal: AbortSignal.timeout(2000) })).ok,
-  });
-  const exportOnce = async (full: boolean): Promise<ExportOutcome> => {
-    const started = await fetch(`${control}/export?full=${full ? 1 : 0}`, { method: 'POST' });
-    if (!started.ok) throw new Error(`starting the export failed: HTTP ${started.status} ${await started.text()}`);
-    for (;;) {
-      await new Promise((r) => setTimeout(r, 200));
-      if (server.exited()) throw new Error(`the gateway exited (${server.exited()}) during the export`);
-      const state = (await (await fetch(`${control}/export`)).json()) as { state: string; outcome?: ExportOutcome; error?: string };
-      if (state.state === 'failed') throw new Error(`lake export failed: ${state.error}`);
-      if (state.state === 'done') return state.outcome!;
-    }
-  };
-  return {
-    url,
-    async exportNow(full) {
-      for (let attempt = 1; ; attempt++) {
-        const outcome = await exportOnce(full);
-        if (!['busy', 'feed behind'].includes(outcome.kind) || attempt === 5) return outcome;
-        console.error(`export: ${outcome.kind}; trying again`);
-        await new Promise((r) => setTimeout(r, 2000));
-      }
-    },
-    peakRss: () => vmHwm(server.pid) || server.peakRss(),
-    exited: () => server.exited(),
-    stop: () => server.stop(),
-  };
-}
-
-function vmHwm(pid: number): number {
-  try {
-    const match = /^VmHWM:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-    return match ? Number(match[1]) * 1024 : 0;
-  } catch {
-    return 0;
-  }
-}
-
-/**
- * The lake needs the feed: its slot created (which also sets up the risk scorer), and the risk
- * backfill of the seeded invoices finished, so that it does not run under the measurements.
- */
-async function waitForFeed(gateway: AnalyticsGateway, sql: pg.Pool): Promise<void> {
-  const started = performance.now();
-  for (;;) {
-    if (gateway.exited()) throw new Error(`the gateway exited (${gateway.exited()})`);
-    const ready = (await (await fetch(new URL('/readyz', gateway.url))).json()) as { feed: { state: string; reason?: string } };
-    if (ready.feed.state === 'streaming') break;
-    if (ready.feed.state === 'off') throw new Error(`the gateway's change feed is off (${ready.feed.reason}); the lake needs it`);
-    if (performance.now() - started > 600_000) throw new Error(`the change feed is not streaming after 10 minutes (${ready.feed.state})`);
-    await new Promise((r) => setTimeout(r, 250));
-  }
-  let logged = 0;
-  for (;;) {
-    if (gateway.exited()) throw new Error(`the gateway exited (${gateway.exited()})`);
-    const { rows } = await sql.query<{ n: string }>(`SELECT coalesce(sum(invoices), 0)::text AS n FROM risk_backfill_issuers`);
-    if (Number(rows[0]!.n) === 0) break;
-    if (performance.now() - logged > 10_000) {
-      logged = performance.now();
-      console.error(`waiting for the gateway's risk backfill: ${rows[0]!.n} invoices to score (once per new feed slot, for invoices never scored)`);
-    }
-    await new Promise((r) => setTimeout(r, 500));
-  }
-  console.error(`feed streaming and risk backfill done after ${((performance.now() - started) / 1000).toFixed(1)} s`);
-}
-
-/**
- * In the gateway's process: the gateway as server/main.ts starts it (config from the
- * environment, migrations, startGateway), and a control port for lake.exportNow().
- */
-async function serveGateway(): Promise<void> {
-  const [{ loadConfig }, { createLogger }, { startGateway }, { createDatabase }, { migrate }] = await Promise.all([
-    import('../server/config.js'),
-    import('../server/logger.js'),
-    import('../server/app.js'),
-    import('../sources/postgres/database.js'),
-    import('../sources/postgres/migrate.js'),
-  ]);
-  const config = loadConfig(process.env);
-  const logger = createLogger({ level: config.logLevel });
-  const databaseUrl = config.database.url!;
-  const setup = createDatabase({ url: databaseUrl, poolMax: 1, statementTimeoutMs: 0 }, logger);
-  try {
-    await migrate(setup, logger);
-  } finally {
-    await setup.close();
-  }
-  const gateway = await startGateway(config, logger, databaseUrl);
-
-  let job: { state: 'running' | 'done' | 'failed'; outcome?: unknown; error?: string } | undefined;
-  const control = http.createServer((req, res) => {
-    const send = (status: number, body: unknown) => res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(body));
-    const target = new URL(req.url ?? '/', 'http://control');
-    if (target.pathname === '/ready') return send(200, { ready: true });
-    if (target.pathname !== '/export') return send(404, { error: 'not found' });
-    if (req.method !== 'POST') return send(200, job ?? { state: 'none' });
-    if (job?.state === 'running') return send(409, { error: 'an export is running' });
-    const current: NonNullable<typeof job> = { state: 'running' };
-    job = current;
-    gateway.lake.exportNow(undefined, { full: target.searchParams.get('full') === '1' }).then(
-      (outcome) => Object.assign(current, { state: 'done', outcome }),
-      (err: unknown) => Object.assign(current, { state: 'failed', error: (err as Error).message }),
-    );
-    return send(202, current);
-  });
-  await new Promise<void>((resolve) => control.listen(Number(process.env.BENCH_CONTROL_PORT), '127.0.0.1', resolve));
-  logger.info({ control: (control.address() as AddressInfo).port }, 'bench control port listening');
-
-  let stopping = false;
-  const stop = async () => {
-    if (stopping) return;
-    stopping = true;
-    control.close();
-    await gateway.stop().catch((err: unknown) => logger.error({ err }, 'stopping the gateway failed'));
-    logger.flush(() => process.exit(0));
-  };
-  for (const signal of ['SIGTERM', 'SIGINT'] as const) process.once(signal, () => void stop());
-}
-
-if (process.argv[2] === SERVE_FLAG && process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
-  serveGateway().catch((err: unknown) => {
-    console.error(`gateway failed to start: ${(err as Error).message}`);
-    process.exit(1);
-  });
-}
-
 // ---------------------------------------------------------------------------------------------
 // The report.
 
 const p95 = (values: readonly number[]) => percentile(values, 0.95);
-const fmtMs = (ms: number) => (Number.isNaN(ms) ? '–' : ms.toFixed(ms < 10 ? 2 : ms < 100 ? 1 : 0));
-const int = (n: number) => Math.round(n).toLocaleString('en-US');
-const mb = (bytes: number) => (bytes / 2 ** 20).toFixed(0);
-
-function gitRevision(): string {
-  try {
-    // Read-only: no optional locks, so a concurrent git command in the checkout is not disturbed.
-    const git = (...args: string[]) =>
-      execFileSync('git', ['-C', ROOT, ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'], env: { ...process.env, GIT_OPTIONAL_LOCKS: '0' } }).trim();
-    return `commit ${git('rev-parse', '--short', 'HEAD')}${git('status', '--porcelain', '--untracked-files=no') ? ' plus uncommitted changes' : ''}`;
-  } catch {
-    return 'commit unknown (not a git checkout)';
-  }
-}
-
 function printHeader(options: AnalyticsOptions, data: BenchData, seededMonths: number | undefined, span: { from: string; to: string }, dataDir: string): void {
   const database = new URL(options.databaseUrl);
   console.log('# analytics benchmark: invoiceStats through the gateway vs the same SQL on Postgres\n');
-  console.log(`machine: ${availableParallelism()} cores (${cpus()[0]?.model.trim()}), ${Math.round(totalmem() / 2 ** 30)} GiB, node ${process.version}`);
+  console.log(`machine: ${machine()}`);
   console.log(`gateway: ${gitRevision()}`);
   console.log(
     `data: ${int(data.invoices)} invoices, ${int(data.customers)} customers, ${seededMonths === undefined ? 'months not recorded' : `seeded over ${seededMonths} months`} ` +

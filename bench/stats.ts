@@ -1,4 +1,11 @@
-/** Order statistics the benchmarks report, one definition for all of them. */
+/** Timing and the order statistics the benchmarks report, one definition for all of them. */
+
+/** The result of `work` and the milliseconds it took. */
+export async function timed<T>(work: () => Promise<T>): Promise<[T, number]> {
+  const started = performance.now();
+  const result = await work();
+  return [result, performance.now() - started];
+}
 
 /** The median: the middle value, or the mean of the two middle ones. */
 export function median(values: readonly number[]): number {

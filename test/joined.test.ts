@@ -10,6 +10,7 @@ import { createTestDatabase, missingServices, type TestDatabase } from './fixtur
 import { startTestGateway, type TestGateway } from './fixtures/gateway.js';
 import { eventually } from './fixtures/eventually.js';
 import { startS3Server, type S3Server } from './fixtures/s3Server.js';
+import { SEGMENT_INDEXES, SEGMENT_TABLES, segmentCheck, type SegmentDimension } from './fixtures/segmentCheck.js';
 import { InvoiceByIdDocument, InvoicesWithPaymentsDocument, SegmentStatsDocument, type SegmentStatsQuery } from './generated/graphql.js';
 
 const skip = await missingServices('postgres');
@@ -137,13 +138,14 @@ describe('joined analytics over the users\u2019 datasets (a real S3 protocol ser
     c.closeSync();
     duck.closeSync();
 
-    // The same rows in Postgres, for the independent check.
-    await sql.query(`CREATE TABLE t_profiles (customer_id int, industry text, country text, terms int)`);
-    await sql.query(`CREATE TABLE t_payments (payment_id text, invoice_id bigint, paid_at timestamptz, amount numeric)`);
-    await sql.query(`CREATE TABLE t_ratings (customer_id int, rating text, as_of timestamptz)`);
-    for (const p of profiles) await sql.query(`INSERT INTO t_profiles VALUES ($1, $2, $3, $4)`, [p.customerId, p.industry, p.country, p.terms]);
-    for (const p of payments) await sql.query(`INSERT INTO t_payments VALUES ($1, $2, $3, $4)`, [p.paymentId, p.invoiceId, p.paidAt, p.amount]);
-    for (const r of ratings) await sql.query(`INSERT INTO t_ratings VALUES ($1, $2, $3)`, [r.customerId, r.rating, r.asOf]);
+    // The same rows in Postgres, for the independent check: each profile as the JSON object it means.
+    await sql.query(SEGMENT_TABLES);
+    for (const p of profiles) {
+      await sql.query(`INSERT INTO seg_profiles VALUES ($1)`, [{ customer_id: p.customerId, industry: p.industry, country: p.country, payment_terms_days: p.terms }]);
+    }
+    for (const p of payments) await sql.query(`INSERT INTO seg_payments VALUES ($1, $2, $3, $4)`, [p.paymentId, p.invoiceId, p.paidAt, p.amount]);
+    for (const r of ratings) await sql.query(`INSERT INTO seg_ratings VALUES ($1, $2, $3)`, [r.customerId, r.rating, r.asOf]);
+    await sql.query(SEGMENT_INDEXES);
   });
 
   after(async () => {
@@ -153,44 +155,6 @@ describe('joined analytics over the users\u2019 datasets (a real S3 protocol ser
     await s3?.stop();
     if (dir) await rm(dir, { recursive: true, force: true });
   });
-
-  /** The same join and measures, computed in Postgres from the rows the test meant to write. */
-  async function expected(dimensions: string[], months: number) {
-    const columns: Record<string, string> = {
-      ISSUER_INDUSTRY: 'ip.industry', ISSUER_COUNTRY: 'ip.country', ISSUER_RATING: 'ir.rating',
-      RECEIVER_INDUSTRY: 'rp.industry', RECEIVER_COUNTRY: 'rp.country', RECEIVER_RATING: 'rr.rating',
-      MONTH: `to_char(i.issue_date AT TIME ZONE 'UTC', 'YYYY-MM')`, ISSUER: 'i.issuer_id::text', RECEIVER: 'i.receiver_id::text',
-    };
-    const dims = dimensions.map((d) => columns[d]!);
-    const { rows } = await sql.query(
-      `WITH paid AS (SELECT invoice_id, sum(amount) AS paid FROM t_payments GROUP BY 1),
-        running AS (SELECT invoice_id, paid_at, sum(amount) OVER (PARTITION BY invoice_id ORDER BY paid_at, payment_id) AS cum FROM t_payments),
-        rating AS (SELECT DISTINCT ON (customer_id) customer_id, rating FROM t_ratings ORDER BY customer_id, as_of DESC),
-        j AS (
-          SELECT i.*, coalesce(p.paid, 0) AS paid_usd,
-            (SELECT min(r.paid_at) FROM running r WHERE r.invoice_id = i.invoice_id AND r.cum >= i.amount_usd) AS settled_at,
-            i.issue_date + make_interval(days => coalesce(rp.terms, 30)) AS due_at
-            ${dims.map((d, k) => `, ${d} AS d${k}`).join('')}
-          FROM invoices i
-            LEFT JOIN t_profiles ip ON ip.customer_id = i.issuer_id LEFT JOIN t_profiles rp ON rp.customer_id = i.receiver_id
-            LEFT JOIN rating ir ON ir.customer_id = i.issuer_id LEFT JOIN rating rr ON rr.customer_id = i.receiver_id
-            LEFT JOIN paid p ON p.invoice_id = i.invoice_id
-          WHERE i.issue_date >= date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' - make_interval(months => $1 - 1)
-        )
-      SELECT ${dims.map((_, k) => `d${k}`).join(', ')}${dims.length ? ',' : ''} count(*)::int AS "invoiceCount", sum(amount_usd)::text AS "totalUsd",
-        sum(paid_usd)::numeric(38,2)::text AS "paidUsd", sum(greatest(amount_usd - paid_usd, 0))::numeric(38,2)::text AS "outstandingUsd",
-        round((avg(extract(epoch FROM settled_at - issue_date)) / 86400)::numeric, 2)::float8 AS "avgDaysToPay",
-        round(avg(CASE WHEN settled_at IS NOT NULL THEN (settled_at > due_at)::int WHEN now() > due_at THEN 1 ELSE 0 END), 4)::float8 AS "lateShare"
-      FROM j ${dims.length ? 'GROUP BY ' + dims.map((_, k) => `d${k}`).join(', ') : ''}
-      ORDER BY sum(amount_usd) DESC ${dims.map((_, k) => `, d${k} ASC NULLS FIRST`).join('')}`,
-      [months],
-    );
-    return rows.map((r) => {
-      const row: Record<string, unknown> = { invoiceCount: r.invoiceCount, totalUsd: r.totalUsd, paidUsd: r.paidUsd, outstandingUsd: r.outstandingUsd, avgDaysToPay: r.avgDaysToPay, lateShare: r.lateShare };
-      dimensions.forEach((d, k) => (row[d] = r[`d${k}`]));
-      return row;
-    });
-  }
 
   const FIELD: Record<string, keyof SegmentStatsQuery['segmentStats']['rows'][number]> = {
     ISSUER_INDUSTRY: 'issuerIndustry', ISSUER_COUNTRY: 'issuerCountry', ISSUER_RATING: 'issuerRating',
@@ -215,7 +179,7 @@ describe('joined analytics over the users\u2019 datasets (a real S3 protocol ser
         for (const d of dimensions) row[d] = r[FIELD[d]!];
         return row;
       });
-      assert.deepEqual(got, await expected(dimensions, months), dimensions.join(','));
+      assert.deepEqual(got, await segmentCheck(sql, { dimensions: dimensions as SegmentDimension[], months, asOf: stats.freshness.asOf }), dimensions.join(','));
       const counted = got.reduce((n, r) => n + (r.invoiceCount as number), 0);
       assert.equal(stats.freshness.lakeRows + stats.freshness.liveRows, counted, `freshness of ${dimensions.join(',')}`);
     }
