@@ -1,7 +1,6 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { parseArgs } from 'node:util';
 import { print } from 'graphql';
 import pg from 'pg';
 import { BenchInvoiceStatsDocument, type BenchInvoiceStatsQuery, type BenchInvoiceStatsQueryVariables } from '../test/generated/graphql.js';
@@ -11,6 +10,7 @@ import { ROOT } from './lookupSettings.js';
 import { fmtMs, gitRevision, int, machine, mb } from './reportFormat.js';
 import { runCommand } from './runCommand.js';
 import { median, percentile, timed } from './stats.js';
+import { parseBenchOptions } from './options.js';
 
 /*
  * `npm run bench -- analytics`: invoiceStats through the gateway (DuckDB over the Parquet lake
@@ -43,31 +43,18 @@ interface AnalyticsOptions {
 }
 
 function parseOptions(argv: string[]): AnalyticsOptions {
-  const text = (fallback: string) => ({ type: 'string', default: fallback }) as const;
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args: argv,
-      options: {
-        invoices: text('10000000'), customers: text('100000'), months: text(String(SEED_DEFAULT_MONTHS)), repeat: text('5'), inserts: text('10000'),
-        'database-url': text('postgres://postgres@127.0.0.1:5432/ig_bench_analytics'),
-      },
-    }));
-  } catch (err) {
-    throw new Error(`${(err as Error).message}\n${usage}`);
-  }
-  const whole = (name: 'invoices' | 'customers' | 'months' | 'repeat' | 'inserts', min: number) => {
-    const n = Number(values[name].replaceAll('_', ''));
-    if (!Number.isSafeInteger(n) || n < min) throw new Error(`--${name} must be a whole number of at least ${min}\n${usage}`);
-    return n;
-  };
+  const { text, whole } = parseBenchOptions(
+    argv,
+    { invoices: '10000000', customers: '100000', months: String(SEED_DEFAULT_MONTHS), repeat: '5', inserts: '10000', 'database-url': 'postgres://postgres@127.0.0.1:5432/ig_bench_analytics' },
+    usage,
+  );
   return {
     invoices: whole('invoices', 1),
     customers: whole('customers', 2),
     months: whole('months', 1),
     repeat: whole('repeat', 1),
     inserts: whole('inserts', 1),
-    databaseUrl: values['database-url'],
+    databaseUrl: text('database-url'),
   };
 }
 

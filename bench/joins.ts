@@ -1,7 +1,6 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { parseArgs } from 'node:util';
 import { print, type DocumentNode } from 'graphql';
 import pg from 'pg';
 import { segmentCheck, type SegmentCheckRow, type SegmentDimension, type SegmentOrder } from '../test/fixtures/segmentCheck.js';
@@ -19,6 +18,7 @@ import { dropSlot, feedSlot, startLakeGateway, waitForFeed, type ExportOutcome, 
 import { ROOT } from './lookupSettings.js';
 import { fmtMs, gitRevision, int, machine, mb } from './reportFormat.js';
 import { median, percentile, timed } from './stats.js';
+import { parseBenchOptions } from './options.js';
 
 /*
  * `npm run bench -- joins` (issue 8): segmentStats through the gateway (DuckDB joining the lake's
@@ -42,27 +42,14 @@ interface JoinsOptions {
 }
 
 function parseOptions(argv: string[]): JoinsOptions {
-  const text = (fallback: string) => ({ type: 'string', default: fallback }) as const;
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args: argv,
-      options: {
-        invoices: text('10000000'), customers: text('100000'), repeat: text('5'),
-        'database-url': text('postgres://postgres@127.0.0.1:5432/ig_bench_joins'), 'gateway-heap-mb': text('256'),
-      },
-    }));
-  } catch (err) {
-    throw new Error(`${(err as Error).message}\n${usage}`);
-  }
-  const whole = (name: 'invoices' | 'customers' | 'repeat' | 'gateway-heap-mb', min: number) => {
-    const n = Number(values[name].replaceAll('_', ''));
-    if (!Number.isSafeInteger(n) || n < min) throw new Error(`--${name} must be a whole number of at least ${min}\n${usage}`);
-    return n;
-  };
+  const { text, whole } = parseBenchOptions(
+    argv,
+    { invoices: '10000000', customers: '100000', repeat: '5', 'database-url': 'postgres://postgres@127.0.0.1:5432/ig_bench_joins', 'gateway-heap-mb': '256' },
+    usage,
+  );
   return {
     invoices: whole('invoices', 1000), customers: whole('customers', 100), repeat: whole('repeat', 1),
-    databaseUrl: values['database-url'], gatewayHeapMb: whole('gateway-heap-mb', 64),
+    databaseUrl: text('database-url'), gatewayHeapMb: whole('gateway-heap-mb', 64),
   };
 }
 

@@ -1,5 +1,5 @@
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
+import { parseBenchOptions } from './options.js';
 
 /** The repository root: this file runs as dist/bench/lookupSettings.js. */
 export const ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -38,25 +38,14 @@ const usage =
   '[--warm-ids 20000] [--database-url postgres://postgres@127.0.0.1:5432/ig_bench_lookups] [--redis-url redis://127.0.0.1:6379]';
 
 export function parseLookupOptions(argv: string[]): LookupOptions {
-  const text = (fallback: string) => ({ type: 'string', default: fallback }) as const;
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args: argv,
-      options: {
-        invoices: text('1000000'), customers: text('10000'), connections: text('32'), duration: text('15'), warmup: text('5'), 'warm-ids': text('20000'),
-        'database-url': text('postgres://postgres@127.0.0.1:5432/ig_bench_lookups'), 'redis-url': text('redis://127.0.0.1:6379'),
-      },
-    }));
-  } catch (err) {
-    throw new Error(`${(err as Error).message}\n${usage}`);
-  }
-  // Not server/commands/seed.ts's whole(): that module runs the seeder when imported.
-  const whole = (name: keyof typeof values, min: number) => {
-    const value = Number(values[name].replaceAll('_', ''));
-    if (!Number.isSafeInteger(value) || value < min) throw new Error(`--${name} must be a whole number of at least ${min}\n${usage}`);
-    return value;
-  };
+  const { text, whole } = parseBenchOptions(
+    argv,
+    {
+      invoices: '1000000', customers: '10000', connections: '32', duration: '15', warmup: '5', 'warm-ids': '20000',
+      'database-url': 'postgres://postgres@127.0.0.1:5432/ig_bench_lookups', 'redis-url': 'redis://127.0.0.1:6379',
+    },
+    usage,
+  );
   const options = {
     invoices: whole('invoices', LIST_SIZE),
     customers: whole('customers', 2),
@@ -64,8 +53,8 @@ export function parseLookupOptions(argv: string[]): LookupOptions {
     duration: whole('duration', 1),
     warmup: whole('warmup', 0),
     warmIds: whole('warm-ids', LIST_SIZE),
-    databaseUrl: values['database-url'],
-    redisUrl: values['redis-url'],
+    databaseUrl: text('database-url'),
+    redisUrl: text('redis-url'),
   };
   if (warmSetAgeLimit(options) > CACHE_TTL_SECONDS) {
     throw new Error(`--warmup plus --duration must be at most ${Math.floor(CACHE_TTL_SECONDS / WARM_SCENARIOS) - START_TIMEOUT_S} s, or the warm set could expire mid-run\n${usage}`);

@@ -1,7 +1,6 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { availableParallelism, cpus, tmpdir, totalmem } from 'node:os';
 import path from 'node:path';
-import { parseArgs } from 'node:util';
 import { riskSql } from '../sources/postgres/riskSql.js';
 import { median } from './stats.js';
 import pg from 'pg';
@@ -13,6 +12,7 @@ import { pino } from 'pino';
 import { freePort } from '../test/fixtures/network.js';
 import { createDatabase } from '../sources/postgres/database.js';
 import { createSlot, ensurePublication, openReplicationStream } from '../sources/postgres/replication.js';
+import { parseBenchOptions } from './options.js';
 
 const usage =
   'usage: npm run bench -- risk [--invoices 1000000] [--customers 10000] [--duration 30] [--rates 100,500,1000] [--subscribers 1,100] ' +
@@ -32,31 +32,25 @@ interface RiskOptions {
 }
 
 function parseOptions(argv: string[]): RiskOptions {
-  const text = (fallback: string) => ({ type: 'string', default: fallback }) as const;
-  const { values } = parseArgs({
-    args: argv,
-    options: {
-      invoices: text('1000000'), customers: text('10000'), duration: text('30'), rates: text('100,500,1000'), subscribers: text('1,100'),
-      writers: text('8'), 'writer-seconds': text('20'), rounds: text('2'),
-      'database-url': text('postgres://postgres@127.0.0.1:5432/ig_bench_risk'), 'redis-url': text('redis://127.0.0.1:6379'),
+  const { text, whole, wholeList } = parseBenchOptions(
+    argv,
+    {
+      invoices: '1000000', customers: '10000', duration: '30', rates: '100,500,1000', subscribers: '1,100', writers: '8', 'writer-seconds': '20', rounds: '2',
+      'database-url': 'postgres://postgres@127.0.0.1:5432/ig_bench_risk', 'redis-url': 'redis://127.0.0.1:6379',
     },
-  });
-  const whole = (raw: string, name: string) => {
-    const n = Number(raw.replaceAll('_', ''));
-    if (!Number.isSafeInteger(n) || n < 1) throw new Error(`--${name} must be a whole number of at least 1\n${usage}`);
-    return n;
-  };
+    usage,
+  );
   return {
-    invoices: whole(values.invoices, 'invoices'),
-    customers: whole(values.customers, 'customers'),
-    duration: whole(values.duration, 'duration'),
-    rates: values.rates.split(',').map((r) => whole(r, 'rates')),
-    subscribers: values.subscribers.split(',').map((s) => whole(s, 'subscribers')),
-    writers: whole(values.writers, 'writers'),
-    writerSeconds: whole(values['writer-seconds'], 'writer-seconds'),
-    rounds: whole(values.rounds, 'rounds'),
-    databaseUrl: values['database-url'],
-    redisUrl: values['redis-url'],
+    invoices: whole('invoices', 1),
+    customers: whole('customers', 1),
+    duration: whole('duration', 1),
+    rates: wholeList('rates', 1),
+    subscribers: wholeList('subscribers', 1),
+    writers: whole('writers', 1),
+    writerSeconds: whole('writer-seconds', 1),
+    rounds: whole('rounds', 1),
+    databaseUrl: text('database-url'),
+    redisUrl: text('redis-url'),
   };
 }
 
