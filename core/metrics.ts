@@ -43,6 +43,26 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly cacheLocalHits = new Counter({
+    name: 'gateway_cache_local_hits_total',
+    help: 'Cache lookups answered by the in-process tier, without a Redis round trip (part of gateway_cache_hits_total)',
+    registers: [this.registry],
+  });
+
+  readonly cacheFillsRefused = new Counter({
+    name: 'gateway_cache_fills_refused_total',
+    help: 'Rows read from Postgres not written to the cache by the admission policy (CACHE_ADMISSION), by entity',
+    labelNames: ['entity'] as const,
+    registers: [this.registry],
+  });
+
+  readonly readsJoined = new Counter({
+    name: 'gateway_reads_joined_total',
+    help: "Ids a request did not read itself because another request's read of them was in flight, by entity",
+    labelNames: ['entity'] as const,
+    registers: [this.registry],
+  });
+
   readonly cacheErrors = new Counter({
     name: 'gateway_cache_errors_total',
     help: 'Cache calls that failed or timed out and were answered from Postgres instead',

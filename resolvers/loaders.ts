@@ -1,10 +1,7 @@
 import DataLoader from 'dataloader';
 import { groupBy } from '../core/groupBy.js';
-import type { Cache } from '../sources/cache/cache.js';
-import { cacheKeys, readThrough } from '../sources/cache/readThrough.js';
-import type { CustomerRecord, CustomerStore } from '../sources/postgres/customerStore.js';
+import type { CustomerRecord } from '../sources/postgres/customerStore.js';
 import type { InvoiceRecord, InvoiceStore, PageRequest } from '../sources/postgres/invoiceStore.js';
-import type { Metrics } from '../core/metrics.js';
 import { inKeyOrder } from '../sources/postgres/database.js';
 import type { RiskScoreRecord, RiskStore } from '../sources/postgres/riskStore.js';
 import type { Joined, PaymentRecord, ProfileRecord, RatingRecord } from '../sources/lake/joined.js';
@@ -17,8 +14,9 @@ const MAX_BATCH_SIZE = 1000;
 
 /**
  * DataLoaders for one request. Built per request in the context, never shared: a shared loader
- * would serve one user's rows to another and grow without bound. Redis (or the LRU) sits behind
- * the batch functions as the cache shared across requests.
+ * would serve one user's rows to another and grow without bound. Beneath them, invoices and
+ * customers by id go through process-wide readers that merge the requests in flight and read
+ * the cache shared across requests.
  */
 export interface Loaders {
   readonly invoice: DataLoader<string, InvoiceRecord | null>;
@@ -44,14 +42,12 @@ export interface CustomerStatsKey {
 
 export interface LoaderSources {
   readonly invoices: InvoiceStore;
-  readonly customers: CustomerStore;
+  /** Process-wide readers by id through the cache (sources/cache/readThrough.ts), shared by every request. */
+  readonly invoiceReads: (ids: readonly string[]) => Promise<(InvoiceRecord | null)[]>;
+  readonly customerReads: (ids: readonly string[]) => Promise<(CustomerRecord | null)[]>;
   readonly risk: RiskStore;
   readonly analytics: StatsEngine;
   readonly joined: Joined;
-  readonly cache: Cache;
-  readonly metrics: Metrics;
-  /** Cache absent ids too: only while the change feed tombstones inserted ids. */
-  readonly cacheAbsent: boolean;
 }
 
 /**
@@ -61,11 +57,11 @@ export interface LoaderSources {
 export function createLoaders(sources: LoaderSources, { memoize = true } = {}): Loaders {
   const cache = memoize;
   const invoice = new DataLoader<string, InvoiceRecord | null>(
-    readThrough(sources.cache, sources.metrics, 'invoice', cacheKeys.invoice, (ids) => sources.invoices.byIds(ids), { cacheAbsent: sources.cacheAbsent }),
+    (ids) => sources.invoiceReads(ids),
     { maxBatchSize: MAX_BATCH_SIZE, cache },
   );
   const customer = new DataLoader<string, CustomerRecord | null>(
-    readThrough(sources.cache, sources.metrics, 'customer', cacheKeys.customer, (ids) => sources.customers.byIds(ids), { cacheAbsent: sources.cacheAbsent }),
+    (ids) => sources.customerReads(ids),
     { maxBatchSize: MAX_BATCH_SIZE, cache },
   );
   const invoicePage = new DataLoader<PageRequest, InvoiceRecord[], string>(

@@ -16,6 +16,10 @@ import { createLoaders } from '../resolvers/loaders.js';
 import type { Cache } from '../sources/cache/cache.js';
 import { createMemoryCache } from '../sources/cache/memoryCache.js';
 import { createRedisCache } from '../sources/cache/redisCache.js';
+import { createAdmission } from '../sources/cache/admission.js';
+import { createInvalidationChannel } from '../sources/cache/invalidationChannel.js';
+import { cacheKeys, readThrough } from '../sources/cache/readThrough.js';
+import { createTieredCache } from '../sources/cache/tieredCache.js';
 import { createCustomerStore } from '../sources/postgres/customerStore.js';
 import { createDatabase, type Database } from '../sources/postgres/database.js';
 import { createInvoiceStore } from '../sources/postgres/invoiceStore.js';
@@ -66,6 +70,8 @@ interface Resources {
 
 /** Connections of the background pool: the feed's side queries, the scorer, the backfill, an export. */
 const BACKGROUND_POOL_MAX = 5;
+/** Keys that missed once, remembered by the second-read admission policy (about 100 bytes each). */
+const ADMISSION_TRACKED = 200_000;
 /** Short reads, each released at once: a few connections serve every concurrent analytics query. */
 const LAKE_STATE_POOL_MAX = 4;
 
@@ -81,7 +87,7 @@ export async function startGateway(config: Config, logger: Logger, databaseUrl: 
     db: createDatabase({ url: databaseUrl, poolMax: config.database.poolMax, statementTimeoutMs: config.database.statementTimeoutMs }, logger, metrics),
     backgroundDb: createDatabase({ url: databaseUrl, poolMax: BACKGROUND_POOL_MAX, statementTimeoutMs: 0, reportPool: false }, logger, metrics),
     lakeStateDb: createDatabase({ url: databaseUrl, poolMax: LAKE_STATE_POOL_MAX, statementTimeoutMs: config.database.statementTimeoutMs, reportPool: false }, logger, metrics),
-    cache: config.cache.redisUrl ? createRedisCache({ url: config.cache.redisUrl, ...config.cache }, logger, metrics) : createMemoryCache(config.cache),
+    cache: createCache(config.cache, logger, metrics),
     events: createEventBus({ redisUrl: config.cache.redisUrl, prefix: config.cache.keyPrefix }, logger),
     rateLimits: createRateLimits(config, logger),
   };
@@ -92,6 +98,18 @@ export async function startGateway(config: Config, logger: Logger, databaseUrl: 
     await closeAll(resources);
     throw err;
   }
+}
+
+/**
+ * Without Redis, one in-process LRU. With Redis, Redis behind an in-process tier (unless
+ * CACHE_LOCAL_MAX_ENTRIES=0) that the invalidation channel keeps coherent across processes.
+ */
+function createCache(options: Config['cache'], logger: Logger, metrics: Metrics): Cache {
+  if (!options.redisUrl) return createMemoryCache(options);
+  const shared = createRedisCache({ url: options.redisUrl, ...options }, logger, metrics);
+  if (options.localMaxEntries === 0) return shared;
+  const local = createMemoryCache({ ...options, maxEntries: options.localMaxEntries });
+  return createTieredCache(local, shared, createInvalidationChannel({ url: options.redisUrl, keyPrefix: options.keyPrefix }, logger), metrics);
 }
 
 async function closeAll({ feed, lake, db, backgroundDb, lakeStateDb, cache, events, rateLimits }: Resources): Promise<void> {
@@ -126,9 +144,13 @@ async function serve(config: Config, logger: Logger, databaseUrl: string, resour
     const state = feed.status().state;
     return state === 'streaming' || (state === 'standby' && Boolean(config.cache.redisUrl));
   };
+  // One per process, beneath every request's loaders (see readThrough).
+  const readOptions = { cache, metrics, admission: createAdmission(config.cache.admission, { windowSeconds: config.cache.admissionWindowSeconds, maxTracked: ADMISSION_TRACKED }), cacheAbsent: absentCacheable };
+  const invoiceReads = readThrough({ ...readOptions, entity: 'invoice', keyOf: cacheKeys.invoice, fetch: (ids) => invoices.byIds(ids) });
+  const customerReads = readThrough({ ...readOptions, entity: 'customer', keyOf: cacheKeys.customer, fetch: (ids) => customers.byIds(ids) });
   const context = (memoize: boolean, viewer: Viewer): Context => ({
     viewer,
-    loaders: createLoaders({ invoices, customers, risk, analytics: lake.engine, joined: lake.joined, cache, metrics, cacheAbsent: absentCacheable() }, { memoize }),
+    loaders: createLoaders({ invoices, invoiceReads, customerReads, risk, analytics: lake.engine, joined: lake.joined }, { memoize }),
     invoices,
     risk,
     analytics: lake.engine,

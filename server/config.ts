@@ -3,6 +3,7 @@ import path from 'node:path';
 import { parseEnv } from 'node:util';
 import { z } from 'zod';
 import { parseTrustedDocuments, type TrustedDocuments } from './trustedDocuments.js';
+import type { AdmissionPolicy } from '../sources/cache/admission.js';
 import { DEFAULT_MODEL, RiskModel, type RiskModelParameters } from '../pipelines/riskModel.js';
 
 /**
@@ -44,6 +45,17 @@ const settings = z.object({
   CACHE_KEY_PREFIX: z.string().max(100, 'must be at most 100 characters').default('ig:'),
   /** Entries held by the in-process cache when REDIS_URL is unset. */
   CACHE_MAX_ENTRIES: wholeNumber(1).default(100_000),
+  /**
+   * With REDIS_URL: entries of the in-process tier in front of Redis, kept coherent by the change
+   * feed's invalidations over Redis pub/sub. `0`: every read goes to Redis.
+   */
+  CACHE_LOCAL_MAX_ENTRIES: wholeNumber(0).default(50_000),
+  /**
+   * Which rows read from Postgres are cached: `second-read` (a row missed twice within
+   * CACHE_ADMISSION_WINDOW_SECONDS; one read once costs no cache write) or `always`.
+   */
+  CACHE_ADMISSION: z.enum(['second-read', 'always'], { message: 'must be second-read or always' }).default('second-read'),
+  CACHE_ADMISSION_WINDOW_SECONDS: wholeNumber(1).default(600),
   /** Where the embedded Postgres (and later the local lake) keep their files. */
   DATA_DIR: z.string().min(1, 'must not be empty').default('.data'),
   /** Port of the embedded Postgres (only used when DATABASE_URL is unset). */
@@ -160,6 +172,10 @@ export interface Config {
     readonly ttlSeconds: number;
     readonly timeoutMs: number;
     readonly maxEntries: number;
+    /** The in-process tier in front of Redis; 0: none. */
+    readonly localMaxEntries: number;
+    readonly admission: AdmissionPolicy;
+    readonly admissionWindowSeconds: number;
     readonly keyPrefix: string;
     /** How long an invalidated entry refuses fills: longer than a read that could race it. */
     readonly tombstoneSeconds: number;
@@ -315,6 +331,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       ttlSeconds: s.CACHE_TTL_SECONDS,
       timeoutMs: s.CACHE_TIMEOUT_MS,
       maxEntries: s.CACHE_MAX_ENTRIES,
+      localMaxEntries: s.CACHE_LOCAL_MAX_ENTRIES,
+      admission: s.CACHE_ADMISSION,
+      admissionWindowSeconds: s.CACHE_ADMISSION_WINDOW_SECONDS,
       keyPrefix: s.CACHE_KEY_PREFIX,
       // A read's fill comes at most a statement timeout and two cache timeouts after its miss.
       tombstoneSeconds: Math.ceil((s.DATABASE_STATEMENT_TIMEOUT_MS + 2 * s.CACHE_TIMEOUT_MS) / 1000) + 30,

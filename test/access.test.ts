@@ -187,16 +187,25 @@ describe('access control: roles, rows and fields', { skip }, () => {
       const answer = await ask(url, tokens.customer, INVOICE, { id });
       return { answer: answer.body, status: answer.status, hits: (await metrics.total(metrics.cacheHits)) - hits, misses: (await metrics.total(metrics.cacheMisses)) - misses, sql: (await metrics.total(metrics.sqlStatements)) - sql };
     };
-    // The first asks read Postgres for both (and cache the row, and the absence).
-    const first = [await work(other.id), await work(absentId)];
-    assert.deepEqual(first[0], first[1]);
-    await eventually(async () => (await work(absentId)).hits === 1, 'the absence to be cached');
-    const [hidden, absent] = [await work(other.id), await work(absentId)];
+    // Ids no other test reads: another pair's invoice, and one that does not exist.
+    const { rows: unread } = await f.sql.query<{ id: string }>(
+      `SELECT invoice_id::text AS id FROM invoices WHERE issuer_id <> $1 AND receiver_id <> $1 AND invoice_id <> $2 ORDER BY invoice_id DESC LIMIT 1`,
+      [me, other.id],
+    );
+    const hiddenId = unread[0]!.id;
+    const missingId = String(Number(absentId) + 1);
+    // The first two asks read Postgres for both; the second caches the row, and the absence.
+    for (let i = 0; i < 2; i++) {
+      const [hidden, absent] = [await work(hiddenId), await work(missingId)];
+      assert.deepEqual(hidden, absent);
+    }
+    await eventually(async () => (await work(missingId)).hits === 1, 'the absence to be cached');
+    const [hidden, absent] = [await work(hiddenId), await work(missingId)];
     assert.deepEqual(hidden, absent);
     assert.deepEqual(hidden, { answer: { data: { invoice: null } }, status: 200, hits: 1, misses: 0, sql: 0 });
     // An id inserted after its absence was cached is found (the feed tombstones it).
-    const { rows } = await f.sql.query(`INSERT INTO invoices (invoice_id, issue_date, issuer_id, receiver_id, amount_usd) VALUES ($1, now(), $2, $3, 5) RETURNING invoice_id::text AS id`, [absentId, me, own.receiverId]);
-    await eventually(async () => ((await ask(url, tokens.customer, INVOICE, { id: rows[0].id })).body.data!.invoice as { id: string } | null)?.id === absentId, 'the new invoice to be found');
+    const { rows } = await f.sql.query(`INSERT INTO invoices (invoice_id, issue_date, issuer_id, receiver_id, amount_usd) VALUES ($1, now(), $2, $3, 5) RETURNING invoice_id::text AS id`, [missingId, me, own.receiverId]);
+    await eventually(async () => ((await ask(url, tokens.customer, INVOICE, { id: rows[0].id })).body.data!.invoice as { id: string } | null)?.id === missingId, 'the new invoice to be found');
   });
 
   it('checks subscriptions at the start and closes them when the token expires', async () => {

@@ -37,7 +37,8 @@ describe('Redis outage: requests are answered from Postgres', { skip }, () => {
   const outageWarnings = () => gw.logs.filter((l) => /Redis cache unavailable/.test(String(l.msg))).length;
 
   it('caches while Redis is up', async () => {
-    await gw.request(InvoicesWithPartiesDocument, { ids: ids(1) });
+    // Twice: the admission policy caches a row on its second read.
+    for (let i = 0; i < 2; i++) await gw.request(InvoicesWithPartiesDocument, { ids: ids(1) });
     assert.equal(await gw.countSql(() => gw.request(InvoicesWithPartiesDocument, { ids: ids(1) })), 0);
   });
 
@@ -113,7 +114,7 @@ describe('Redis partitioned away while the feed invalidates', { skip }, () => {
   });
 
   it('keeps the invalidation and applies it when Redis returns: the old row is never served', async () => {
-    await gw.request(InvoiceByIdDocument, { id: '5' });
+    for (let i = 0; i < 2; i++) await gw.request(InvoiceByIdDocument, { id: '5' });
     const misses = await gw.gateway.metrics.total(gw.gateway.metrics.cacheMisses);
     await gw.request(InvoiceByIdDocument, { id: '5' });
     assert.equal(await gw.gateway.metrics.total(gw.gateway.metrics.cacheMisses), misses, 'cached');

@@ -43,12 +43,36 @@ describe('invoice and customer lookups (Postgres + Redis)', { skip }, () => {
     );
   });
 
+  it('merges the misses of concurrent requests: one statement for one id asked by many at once', async () => {
+    const id = '1501';
+    const requests = 32;
+    let answers: unknown[] = [];
+    const statements = await f.gw.countSql(async () => {
+      answers = await Promise.all(Array.from({ length: requests }, () => f.gw.request(InvoiceByIdDocument, { id })));
+    });
+    assert.ok(answers.every((a) => JSON.stringify(a) === JSON.stringify(answers[0])));
+    assert.equal((answers[0] as { data: { invoice: { id: string } } }).data.invoice.id, id);
+    // Each request has its own loader; without the process-wide window each would read Postgres.
+    assert.ok(statements < requests / 4, `${requests} concurrent requests ran ${statements} statements`);
+    assert.ok((await f.gw.gateway.metrics.total(f.gw.gateway.metrics.readsJoined)) > 0);
+  });
+
+  it('merges concurrent requests for different ids into few statements', async () => {
+    const ids = Array.from({ length: 32 }, (_, i) => String(1601 + i));
+    let answers: { data?: { invoice: { id: string } | null } | null }[] = [];
+    const statements = await f.gw.countSql(async () => {
+      answers = await Promise.all(ids.map((id) => f.gw.request(InvoiceByIdDocument, { id })));
+    });
+    assert.deepEqual(answers.map((a) => a.data?.invoice?.id), ids);
+    assert.ok(statements < ids.length / 4, `${ids.length} concurrent requests ran ${statements} statements`);
+  });
+
   it('canonicalises ids with leading zeros', async () => {
     const res = await f.gw.request(InvoiceByIdDocument, { id: '0042' });
     assert.equal(res.data!.invoice!.id, '42');
   });
 
-  it('100 invoices with issuer and receiver: at most 2 SQL statements cold, 0 warm', async () => {
+  it('100 invoices with issuer and receiver: at most 2 SQL statements cold, 0 once cached (from the second read)', async () => {
     const ids = Array.from({ length: 100 }, (_, i) => String(1001 + i));
     let cold: Awaited<ReturnType<typeof f.gw.request<unknown, unknown>>> | undefined;
     const coldStatements = await f.gw.countSql(async () => {
@@ -57,6 +81,9 @@ describe('invoice and customer lookups (Postgres + Redis)', { skip }, () => {
     assert.equal(cold!.errors, undefined);
     assert.ok(coldStatements <= 2, `cold cache ran ${coldStatements} statements`);
     assert.ok(coldStatements >= 1, 'the cold query must have read Postgres');
+    // Read once, not cached (CACHE_ADMISSION=second-read): the second read reads Postgres again and fills.
+    const secondStatements = await f.gw.countSql(() => f.gw.request(InvoicesWithPartiesDocument, { ids }));
+    assert.equal(secondStatements, coldStatements);
 
     let warm: typeof cold;
     const warmStatements = await f.gw.countSql(async () => {

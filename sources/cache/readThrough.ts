@@ -1,4 +1,6 @@
 import type { Metrics } from '../../core/metrics.js';
+import { createBatchWindow } from '../../core/batchWindow.js';
+import type { Admission } from './admission.js';
 import type { Cache } from './cache.js';
 
 /**
@@ -26,24 +28,38 @@ const ABSENT = '\u0000absent';
  */
 const ABSENT_TTL_SECONDS = 10;
 
+export interface ReadThroughOptions<T> {
+  readonly cache: Cache;
+  readonly metrics: Metrics;
+  readonly entity: string;
+  readonly keyOf: (id: string) => string;
+  /** Postgres, for the ids the cache does not hold; rows in id order, `null` for an absent id. */
+  readonly fetch: (ids: readonly string[]) => Promise<(T | null)[]>;
+  /** Which misses are written to the cache. */
+  readonly admission: Admission;
+  /**
+   * Whether absent ids may be cached now: only while the change feed runs, which tombstones an
+   * id when it is inserted. An id nobody may see and an id that does not exist then cost the same
+   * work, so their answer times do not tell them apart.
+   */
+  readonly cacheAbsent: () => boolean;
+}
+
+/** Ids of one entity per Postgres statement, at most. */
+const MAX_BATCH_SIZE = 1000;
+
 /**
- * A batch function that reads the cache first (one MGET), Postgres for the misses only, then
- * fills the cache (SET NX with a TTL, pipelined by the Redis client). A fill never overwrites a
- * tombstone, so a read racing an UPDATE cannot put the old row back after the feed invalidated it.
- *
- * With `cacheAbsent` (only while the change feed runs, which tombstones an id when it is
- * inserted), absent ids are cached too: an id nobody may see and an id that does not exist then
- * cost the same work, so their answer times do not tell them apart.
+ * The process-wide reader of one entity by id, beneath every request's DataLoader: the ids all
+ * requests in flight ask for within one batch window are read from the cache together (one MGET,
+ * or none for ids the in-process tier holds), the misses from Postgres in one `= ANY($1)`
+ * statement, and concurrent requests for one id share one read. The misses the admission policy
+ * admits are then written to the cache (SET NX with a TTL, pipelined by the Redis client); a fill
+ * never overwrites a tombstone, so a read racing an UPDATE cannot put the old row back after the
+ * feed invalidated it.
  */
-export function readThrough<T>(
-  cache: Cache,
-  metrics: Metrics,
-  entity: string,
-  keyOf: (id: string) => string,
-  fetch: (ids: readonly string[]) => Promise<(T | null)[]>,
-  { cacheAbsent = false } = {},
-): (ids: readonly string[]) => Promise<(T | null)[]> {
-  return async (ids) => {
+export function readThrough<T>(options: ReadThroughOptions<T>): (ids: readonly string[]) => Promise<(T | null)[]> {
+  const { cache, metrics, entity, keyOf, fetch, admission } = options;
+  const read = async (ids: readonly string[]): Promise<(T | null)[]> => {
     const cached = await cache.getMany(ids.map(keyOf));
     const result: (T | null)[] = [];
     const missing: string[] = [];
@@ -58,16 +74,22 @@ export function readThrough<T>(
 
     const fetched = await fetch(missing);
     const byId = new Map(missing.map((id, i) => [id, fetched[i] ?? null]));
+    const cacheAbsent = options.cacheAbsent();
     const fill: [string, string, number?][] = [];
+    let refused = 0;
     for (const [id, row] of byId) {
-      if (row !== null) fill.push([keyOf(id), JSON.stringify(row)]);
-      else if (cacheAbsent) fill.push([keyOf(id), ABSENT, ABSENT_TTL_SECONDS]);
+      if (row === null && !cacheAbsent) continue;
+      const key = keyOf(id);
+      if (!admission.admit(key)) refused++;
+      else fill.push(row === null ? [key, ABSENT, ABSENT_TTL_SECONDS] : [key, JSON.stringify(row)]);
     }
+    if (refused > 0) metrics.cacheFillsRefused.inc({ entity }, refused);
     // Not awaited: the response need not wait for the fill. Redis runs commands in order on one
     // connection, so a later MGET still sees it; a failed fill is only a later miss.
-    void cache.fill(fill);
+    if (fill.length > 0) void cache.fill(fill);
     return ids.map((id, i) => result[i] ?? byId.get(id) ?? null);
   };
+  return createBatchWindow(read, { maxBatchSize: MAX_BATCH_SIZE, onJoined: (n) => metrics.readsJoined.inc({ entity }, n) });
 }
 
 /** A cached entry that does not parse (written by hand, truncated) is a miss, not a failure. */

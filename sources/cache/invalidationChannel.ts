@@ -1,0 +1,119 @@
+import { Redis } from 'ioredis';
+import type { Logger } from 'pino';
+import { errorMessage } from '../../core/errors.js';
+
+/** What one gateway tells every other that its in-process tier must drop. */
+export interface Invalidation {
+  readonly keys?: readonly string[];
+  readonly prefix?: string;
+}
+
+/**
+ * Cache invalidations fanned out to every gateway process through Redis pub/sub, so that each
+ * process's in-process tier drops a changed row within milliseconds of the feed seeing it.
+ *
+ * Pub/sub delivers at most once: a process whose subscription is down misses messages. So the
+ * channel says whether it is `live`, and its `epoch` changes whenever the subscription was lost;
+ * a tier must not keep anything it read before an epoch change, nor use itself while not live.
+ */
+export interface InvalidationChannel {
+  /** Delivers to every process, this one included. Never throws: an unsent message is retried until Redis takes it. */
+  publish(invalidation: Invalidation): void;
+  /** Called for every message received, this process's own included. */
+  onMessage(handler: (invalidation: Invalidation) => void): void;
+  /** Called whenever the subscription is lost (every message since may be missed). */
+  onLost(handler: () => void): void;
+  live(): boolean;
+  epoch(): number;
+  close(): Promise<void>;
+}
+
+const RETRY_MS = 1000;
+
+export function createInvalidationChannel(options: { url: string; keyPrefix: string }, logger: Logger): InvalidationChannel {
+  // Not ioredis's keyPrefix: it does not apply to channel names.
+  const name = `${options.keyPrefix}cache-invalidations`;
+  const retryStrategy = (attempt: number) => Math.min(attempt * 200, 2000);
+  const publisher = new Redis(options.url, { enableOfflineQueue: false, maxRetriesPerRequest: 0, retryStrategy });
+  // Subscribed by hand on every 'ready', so that `live` turns true only once Redis routes to us.
+  const subscriber = new Redis(options.url, { autoResubscribe: false, maxRetriesPerRequest: null, retryStrategy });
+  const handlers: ((invalidation: Invalidation) => void)[] = [];
+  const lostHandlers: (() => void)[] = [];
+  let subscribed = false;
+  let epoch = 0;
+  let closed = false;
+  let lastErrorLog = 0;
+
+  const logError = (err: unknown) => {
+    if (Date.now() - lastErrorLog < 60_000) return;
+    lastErrorLog = Date.now();
+    logger.warn({ err: errorMessage(err) }, 'cache invalidation channel unavailable; in-process cache tier off until it returns');
+  };
+  publisher.on('error', logError);
+  subscriber.on('error', logError);
+
+  const lost = () => {
+    if (!subscribed) return;
+    subscribed = false;
+    epoch++;
+    for (const handler of lostHandlers) handler();
+  };
+  subscriber.on('close', lost);
+  subscriber.on('end', lost);
+  subscriber.on('ready', () => {
+    subscriber.subscribe(name).then(
+      () => {
+        if (closed || subscriber.status !== 'ready') return;
+        epoch++;
+        subscribed = true;
+      },
+      logError,
+    );
+  });
+  subscriber.on('message', (channel: string, message: string) => {
+    if (channel !== name) return;
+    let invalidation: Invalidation;
+    try {
+      invalidation = JSON.parse(message) as Invalidation;
+    } catch {
+      return;
+    }
+    for (const handler of handlers) handler(invalidation);
+  });
+
+  // Messages Redis did not take, merged, sent again once it does.
+  let pendingKeys = new Set<string>();
+  let pendingPrefixes = new Set<string>();
+  let retryTimer: NodeJS.Timeout | undefined;
+  const send = (invalidation: Invalidation) =>
+    publisher.publish(name, JSON.stringify(invalidation)).catch((err: unknown) => {
+      logError(err);
+      for (const key of invalidation.keys ?? []) pendingKeys.add(key);
+      if (invalidation.prefix !== undefined) pendingPrefixes.add(invalidation.prefix);
+      retryTimer ??= setTimeout(resend, RETRY_MS);
+    });
+  function resend() {
+    retryTimer = undefined;
+    const keys = [...pendingKeys];
+    const prefixes = [...pendingPrefixes];
+    pendingKeys = new Set();
+    pendingPrefixes = new Set();
+    for (const prefix of prefixes) void send({ prefix });
+    if (keys.length > 0) void send({ keys });
+  }
+
+  return {
+    publish: (invalidation) => void send(invalidation),
+    onMessage: (handler) => void handlers.push(handler),
+    onLost: (handler) => void lostHandlers.push(handler),
+    live: () => subscribed,
+    epoch: () => epoch,
+    async close() {
+      closed = true;
+      clearTimeout(retryTimer);
+      await Promise.allSettled([publisher.quit(), subscriber.quit()]);
+      publisher.disconnect();
+      subscriber.disconnect();
+    },
+  };
+}

@@ -1,0 +1,176 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { Redis } from 'ioredis';
+import { Metrics } from '../core/metrics.js';
+import { createBatchWindow } from '../core/batchWindow.js';
+import { createAdmission } from '../sources/cache/admission.js';
+import type { Cache } from '../sources/cache/cache.js';
+import { createInvalidationChannel, type InvalidationChannel } from '../sources/cache/invalidationChannel.js';
+import { createMemoryCache } from '../sources/cache/memoryCache.js';
+import { createRedisCache } from '../sources/cache/redisCache.js';
+import { createTieredCache } from '../sources/cache/tieredCache.js';
+import { eventually } from './fixtures/eventually.js';
+import { memoryLogger } from './fixtures/gateway.js';
+import { deleteRedisKeys, missingServices, TEST_REDIS_URL } from './fixtures/services.js';
+
+const skip = await missingServices('redis');
+
+/**
+ * Two gateway processes, as far as the cache can tell: each its own in-process tier and channel
+ * over the same Redis and key prefix.
+ */
+describe('two-tier cache: an in-process tier kept coherent over Redis pub/sub', { skip }, () => {
+  const keyPrefix = `ig_test_tiers_${process.pid}:`;
+  const { logger } = memoryLogger();
+  /** Holds each shared read until released, to stage an invalidation in the middle of one. */
+  let holdSharedReads: Promise<void> | undefined;
+  const processes: { cache: Cache; channel: InvalidationChannel; metrics: Metrics }[] = [];
+  const open = (delayed = false) => {
+    const metrics = new Metrics();
+    const redis = createRedisCache({ url: TEST_REDIS_URL, ttlSeconds: 60, tombstoneSeconds: 60, timeoutMs: 1000, keyPrefix }, logger, metrics);
+    const shared: Cache = delayed
+      ? {
+          ...redis,
+          async getMany(keys) {
+            const values = await redis.getMany(keys);
+            await holdSharedReads;
+            return values;
+          },
+        }
+      : redis;
+    const channel = createInvalidationChannel({ url: TEST_REDIS_URL, keyPrefix }, logger);
+    const cache = createTieredCache(createMemoryCache({ maxEntries: 100, ttlSeconds: 60, tombstoneSeconds: 60 }), shared, channel, metrics);
+    processes.push({ cache, channel, metrics });
+    return { cache, channel, metrics };
+  };
+  let a: ReturnType<typeof open>;
+  let b: ReturnType<typeof open>;
+
+  before(async () => {
+    a = open();
+    b = open(true);
+    await eventually(() => a.channel.live() && b.channel.live(), 'both channels to subscribe');
+  });
+  after(async () => {
+    for (const p of processes) await p.cache.close();
+    await deleteRedisKeys(`${keyPrefix}*`);
+  });
+
+  const localHits = (p: { metrics: Metrics }) => p.metrics.total(p.metrics.cacheLocalHits);
+
+  it('answers a repeated read from the process, then drops it in every process when one invalidates', async () => {
+    await a.cache.fill([['inv:v1:1', 'old']]);
+    assert.deepEqual(await b.cache.getMany(['inv:v1:1']), ['old'], 'from Redis');
+    const hits = await localHits(b);
+    assert.deepEqual(await b.cache.getMany(['inv:v1:1']), ['old']);
+    assert.equal(await localHits(b), hits + 1, 'the second read is answered in process');
+
+    await a.cache.invalidate(['inv:v1:1']);
+    const started = Date.now();
+    await eventually(async () => (await b.cache.getMany(['inv:v1:1']))[0] === null, 'the other process to drop the entry', 2000);
+    assert.ok(Date.now() - started < 1000, `dropped after ${Date.now() - started} ms`);
+    // Once invalidated, the value is gone from Redis too: a fill afresh is read again by both.
+    await a.cache.fill([['inv:v1:2', 'x']]);
+    assert.deepEqual(await b.cache.getMany(['inv:v1:2']), ['x']);
+  });
+
+  it('does not keep a value read from Redis before an invalidation that arrived during the read', async () => {
+    await a.cache.fill([['inv:v1:3', 'old']]);
+    let release!: () => void;
+    holdSharedReads = new Promise((resolve) => (release = resolve));
+    const read = b.cache.getMany(['inv:v1:3']);
+    // The read has its answer from Redis ("old") but has not returned; meanwhile the row changes.
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    await a.cache.invalidate(['inv:v1:3']);
+    await eventually(async () => (await a.cache.getMany(['inv:v1:3']))[0] === null, 'the invalidation');
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    release();
+    holdSharedReads = undefined;
+    assert.deepEqual(await read, ['old'], 'the read that began before the change may answer the old row');
+    assert.deepEqual(await b.cache.getMany(['inv:v1:3']), [null], 'but the process did not keep it');
+  });
+
+  it('while its subscription is down, a process reads Redis only; back, it has forgotten everything', async () => {
+    await a.cache.fill([['inv:v1:4', 'old']]);
+    for (let i = 0; i < 2; i++) await b.cache.getMany(['inv:v1:4']);
+    const before = await localHits(b);
+    await b.cache.getMany(['inv:v1:4']);
+    assert.equal(await localHits(b), before + 1, 'held in process');
+
+    const admin = new Redis(TEST_REDIS_URL);
+    try {
+      // Every pub/sub connection: both processes lose their subscription (and any message meanwhile).
+      await admin.client('KILL', 'TYPE', 'pubsub');
+    } finally {
+      admin.disconnect();
+    }
+    const epoch = b.channel.epoch();
+    // The change lands in Redis while b may not be subscribed; its message may be lost.
+    await a.cache.invalidate(['inv:v1:4']);
+    await eventually(() => b.channel.live() && b.channel.epoch() !== epoch, 'b to subscribe again');
+    assert.deepEqual(await b.cache.getMany(['inv:v1:4']), [null], 'the old value is not served after the outage');
+  });
+});
+
+describe('one batch window per process', () => {
+  it('merges concurrent callers into one fetch, each key once, and joins keys already in flight', async () => {
+    const fetched: string[][] = [];
+    let joined = 0;
+    const read = createBatchWindow(
+      async (keys) => {
+        fetched.push([...keys]);
+        await new Promise((resolve) => setTimeout(resolve, 20));
+        return keys.map((k) => `row ${k}`);
+      },
+      { maxBatchSize: 3, onJoined: (n) => (joined += n) },
+    );
+    const [first, second] = await Promise.all([read(['1', '2']), read(['2', '3', '4'])]);
+    assert.deepEqual(first, ['row 1', 'row 2']);
+    assert.deepEqual(second, ['row 2', 'row 3', 'row 4']);
+    assert.deepEqual(fetched, [['1', '2', '3'], ['4']], 'one window, split at maxBatchSize, "2" fetched once');
+    assert.equal(joined, 1);
+
+    // A caller of the next turn joins a fetch still running.
+    const running = read(['5']);
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.deepEqual(await Promise.all([running, read(['5'])]), [['row 5'], ['row 5']]);
+    assert.equal(fetched.filter((keys) => keys.includes('5')).length, 1);
+  });
+
+  it('fails every caller of a failed fetch, and the next call fetches again', async () => {
+    let calls = 0;
+    const read = createBatchWindow(
+      async (keys) => {
+        if (calls++ === 0) throw new Error('Postgres went away');
+        return keys.map(() => 'ok');
+      },
+      { maxBatchSize: 10 },
+    );
+    const results = await Promise.allSettled([read(['1']), read(['1', '2'])]);
+    assert.deepEqual(results.map((r) => r.status), ['rejected', 'rejected']);
+    assert.deepEqual(await read(['1']), ['ok']);
+  });
+});
+
+describe('cache admission', () => {
+  it('second-read admits a key on its second miss within the window, always admits everything', async () => {
+    const secondRead = createAdmission('second-read', { windowSeconds: 60, maxTracked: 10 });
+    assert.equal(secondRead.admit('a'), false);
+    assert.equal(secondRead.admit('b'), false);
+    assert.equal(secondRead.admit('a'), true);
+    // Admitted keys start over: a key evicted from the cache must prove itself again.
+    assert.equal(secondRead.admit('a'), false);
+    const always = createAdmission('always', { windowSeconds: 60, maxTracked: 10 });
+    assert.equal(always.admit('a'), true);
+  });
+
+  it('forgets a first miss after the window and past its bound', async () => {
+    const short = createAdmission('second-read', { windowSeconds: 1, maxTracked: 2 });
+    short.admit('a');
+    await new Promise((resolve) => setTimeout(resolve, 1100));
+    assert.equal(short.admit('a'), false, 'the window passed');
+    short.admit('b');
+    short.admit('c');
+    assert.equal(short.admit('a'), false, 'pushed out by b and c');
+  });
+});
