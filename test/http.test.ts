@@ -22,20 +22,21 @@ describe('HTTP endpoints', { skip }, () => {
   });
 
   it('/metrics exposes operations, cache, SQL and pool figures in Prometheus format', async () => {
-    await f.gw.request(InvoiceByIdDocument, { id: '1' });
-    await f.gw.request(InvoiceByIdDocument, { id: '1' });
+    // Three reads: the second is admitted into the cache (CACHE_ADMISSION=second-read), the third hits.
+    for (let i = 0; i < 3; i++) await f.gw.request(InvoiceByIdDocument, { id: '1' });
     const res = await fetch(new URL('/metrics', f.gw.url));
     assert.match(res.headers.get('content-type') ?? '', /text\/plain/);
     const text = await res.text();
-    assert.match(text, /gateway_graphql_requests_total\{operation="InvoiceById",outcome="ok"\} 2/);
-    assert.match(text, /gateway_graphql_request_duration_seconds_count\{operation="InvoiceById"\} 2/);
+    assert.match(text, /gateway_graphql_requests_total\{operation="InvoiceById",outcome="ok"\} 3/);
+    assert.match(text, /gateway_graphql_request_duration_seconds_count\{operation="InvoiceById"\} 3/);
     assert.match(text, /gateway_cache_hits_total\{entity="invoice"\} 1/);
-    assert.match(text, /gateway_cache_misses_total\{entity="invoice"\} 1/);
-    assert.match(text, /gateway_sql_statements_total\{statement="invoices_by_ids",outcome="ok"\} 1/);
+    assert.match(text, /gateway_cache_misses_total\{entity="invoice"\} 2/);
+    assert.match(text, /gateway_cache_fills_refused_total\{entity="invoice"\} 1/);
+    assert.match(text, /gateway_sql_statements_total\{statement="invoices_by_ids",outcome="ok"\} 2/);
     assert.match(text, /gateway_pg_pool_connections\{state="total"\} \d+/);
     assert.match(text, /process_resident_memory_bytes/);
     const logged = f.gw.logs.filter((l) => l.msg === 'graphql operation' && l.operation === 'InvoiceById');
-    assert.equal(logged.length, 2, 'LOG_LEVEL=debug logs one line per operation');
+    assert.equal(logged.length, 3, 'LOG_LEVEL=debug logs one line per operation');
   });
 
   it('serves Apollo Sandbox as the landing page to a browser', async () => {
