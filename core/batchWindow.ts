@@ -5,13 +5,19 @@
  * to `fetch` as one call, each key once. A key already being fetched joins that fetch: concurrent
  * requests for one row read it once.
  *
- * Joining is safe for freshness because the fetch was issued while the joining request was
- * already running: its answer is one the request could have got by itself.
+ * A key whose row changed (`forget`) is not joined any more: a request that begins after the
+ * change must not be handed a read that began before it.
  */
+export interface BatchWindow<V> {
+  (keys: readonly string[]): Promise<V[]>;
+  /** Later callers of these keys (all keys: `undefined`) fetch afresh instead of joining a fetch in flight. */
+  forget(keys?: readonly string[]): void;
+}
+
 export function createBatchWindow<V>(
   fetch: (keys: readonly string[]) => Promise<readonly V[]>,
   { maxBatchSize, onJoined }: { maxBatchSize: number; onJoined?: (keys: number) => void },
-): (keys: readonly string[]) => Promise<V[]> {
+): BatchWindow<V> {
   const inFlight = new Map<string, Promise<V>>();
   let queued: Map<string, Deferred<V>> | undefined;
 
@@ -22,24 +28,27 @@ export function createBatchWindow<V>(
       fetch(chunk).then(
         (values) => {
           chunk.forEach((key, i) => {
-            inFlight.delete(key);
-            batch.get(key)!.resolve(values[i]!);
+            const deferred = batch.get(key)!;
+            if (inFlight.get(key) === deferred.promise) inFlight.delete(key);
+            deferred.resolve(values[i]!);
           });
         },
         (err: unknown) => {
           for (const key of chunk) {
-            inFlight.delete(key);
-            batch.get(key)!.reject(err);
+            const deferred = batch.get(key)!;
+            if (inFlight.get(key) === deferred.promise) inFlight.delete(key);
+            deferred.reject(err);
           }
         },
       );
     }
   }
 
-  return (keys) => {
+  const load = (keys: readonly string[]) => {
     let joined = 0;
     const promises = keys.map((key) => {
-      const running = inFlight.get(key);
+      // A queued key has not been fetched yet, so joining it is fresh even after forget().
+      const running = queued?.get(key)?.promise ?? inFlight.get(key);
       if (running) {
         joined++;
         return running;
@@ -59,6 +68,12 @@ export function createBatchWindow<V>(
     if (joined > 0) onJoined?.(joined);
     return Promise.all(promises);
   };
+  return Object.assign(load, {
+    forget(keys?: readonly string[]) {
+      if (keys === undefined) inFlight.clear();
+      else for (const key of keys) inFlight.delete(key);
+    },
+  });
 }
 
 class Deferred<V> {

@@ -17,8 +17,8 @@ import type { Cache } from '../sources/cache/cache.js';
 import { createMemoryCache } from '../sources/cache/memoryCache.js';
 import { createRedisCache } from '../sources/cache/redisCache.js';
 import { createAdmission } from '../sources/cache/admission.js';
-import { createInvalidationChannel } from '../sources/cache/invalidationChannel.js';
-import { cacheKeys, readThrough } from '../sources/cache/readThrough.js';
+import { createInvalidationChannel, createLocalInvalidationChannel, type InvalidationChannel } from '../sources/cache/invalidationChannel.js';
+import { cachePrefixes, readThrough } from '../sources/cache/readThrough.js';
 import { createTieredCache } from '../sources/cache/tieredCache.js';
 import { createCustomerStore } from '../sources/postgres/customerStore.js';
 import { createDatabase, type Database } from '../sources/postgres/database.js';
@@ -62,6 +62,8 @@ interface Resources {
    */
   readonly lakeStateDb: Database;
   readonly cache: Cache;
+  /** Every cache invalidation of every process (closed with the cache). */
+  readonly invalidations: InvalidationChannel;
   readonly events: EventBus;
   readonly rateLimits: RateLimits;
   lake?: Lake;
@@ -87,7 +89,7 @@ export async function startGateway(config: Config, logger: Logger, databaseUrl: 
     db: createDatabase({ url: databaseUrl, poolMax: config.database.poolMax, statementTimeoutMs: config.database.statementTimeoutMs }, logger, metrics),
     backgroundDb: createDatabase({ url: databaseUrl, poolMax: BACKGROUND_POOL_MAX, statementTimeoutMs: 0, reportPool: false }, logger, metrics),
     lakeStateDb: createDatabase({ url: databaseUrl, poolMax: LAKE_STATE_POOL_MAX, statementTimeoutMs: config.database.statementTimeoutMs, reportPool: false }, logger, metrics),
-    cache: createCache(config.cache, logger, metrics),
+    ...createCache(config.cache, logger, metrics),
     events: createEventBus({ redisUrl: config.cache.redisUrl, prefix: config.cache.keyPrefix }, logger),
     rateLimits: createRateLimits(config, logger),
   };
@@ -102,14 +104,18 @@ export async function startGateway(config: Config, logger: Logger, databaseUrl: 
 
 /**
  * Without Redis, one in-process LRU. With Redis, Redis behind an in-process tier (unless
- * CACHE_LOCAL_MAX_ENTRIES=0) that the invalidation channel keeps coherent across processes.
+ * CACHE_LOCAL_MAX_ENTRIES=0). Either way every invalidation the feed applies reaches every
+ * process through the channel, which keeps the in-process tier and the response cache coherent.
  */
-function createCache(options: Config['cache'], logger: Logger, metrics: Metrics): Cache {
-  if (!options.redisUrl) return createMemoryCache(options);
+function createCache(options: Config['cache'], logger: Logger, metrics: Metrics): { cache: Cache; invalidations: InvalidationChannel } {
+  if (!options.redisUrl) {
+    const invalidations = createLocalInvalidationChannel();
+    return { cache: createTieredCache(undefined, createMemoryCache(options), invalidations), invalidations };
+  }
+  const invalidations = createInvalidationChannel({ url: options.redisUrl, keyPrefix: options.keyPrefix }, logger);
   const shared = createRedisCache({ url: options.redisUrl, ...options }, logger, metrics);
-  if (options.localMaxEntries === 0) return shared;
-  const local = createMemoryCache({ ...options, maxEntries: options.localMaxEntries });
-  return createTieredCache(local, shared, createInvalidationChannel({ url: options.redisUrl, keyPrefix: options.keyPrefix }, logger), metrics);
+  const local = options.localMaxEntries > 0 ? createMemoryCache({ ...options, maxEntries: options.localMaxEntries }) : undefined;
+  return { cache: createTieredCache(local, shared, invalidations, metrics), invalidations };
 }
 
 async function closeAll({ feed, lake, db, backgroundDb, lakeStateDb, cache, events, rateLimits }: Resources): Promise<void> {
@@ -145,9 +151,9 @@ async function serve(config: Config, logger: Logger, databaseUrl: string, resour
     return state === 'streaming' || (state === 'standby' && Boolean(config.cache.redisUrl));
   };
   // One per process, beneath every request's loaders (see readThrough).
-  const readOptions = { cache, metrics, admission: createAdmission(config.cache.admission, { windowSeconds: config.cache.admissionWindowSeconds, maxTracked: ADMISSION_TRACKED }), cacheAbsent: absentCacheable };
-  const invoiceReads = readThrough({ ...readOptions, entity: 'invoice', keyOf: cacheKeys.invoice, fetch: (ids) => invoices.byIds(ids) });
-  const customerReads = readThrough({ ...readOptions, entity: 'customer', keyOf: cacheKeys.customer, fetch: (ids) => customers.byIds(ids) });
+  const readOptions = { cache, metrics, invalidations: resources.invalidations, admission: createAdmission(config.cache.admission, { windowSeconds: config.cache.admissionWindowSeconds, maxTracked: ADMISSION_TRACKED }), cacheAbsent: absentCacheable };
+  const invoiceReads = readThrough({ ...readOptions, entity: 'invoice', keyPrefix: cachePrefixes.invoice, fetch: (ids) => invoices.byIds(ids) });
+  const customerReads = readThrough({ ...readOptions, entity: 'customer', keyPrefix: cachePrefixes.customer, fetch: (ids) => customers.byIds(ids) });
   const context = (memoize: boolean, viewer: Viewer): Context => ({
     viewer,
     loaders: createLoaders({ invoices, invoiceReads, customerReads, risk, analytics: lake.engine, joined: lake.joined }, { memoize }),

@@ -137,6 +137,26 @@ describe('one batch window per process', () => {
     assert.equal(fetched.filter((keys) => keys.includes('5')).length, 1);
   });
 
+  it('does not join a fetch in flight for a key forgotten (changed) since it began', async () => {
+    let version = 'old';
+    const fetched: string[][] = [];
+    const read = createBatchWindow(
+      async (keys) => {
+        const value = version;
+        fetched.push([...keys]);
+        await new Promise((resolve) => setTimeout(resolve, 20));
+        return keys.map(() => value);
+      },
+      { maxBatchSize: 10 },
+    );
+    const before = read(['7']);
+    await new Promise((resolve) => setImmediate(resolve));
+    version = 'new';
+    read.forget(['7']);
+    assert.deepEqual(await Promise.all([before, read(['7'])]), [['old'], ['new']]);
+    assert.equal(fetched.length, 2);
+  });
+
   it('fails every caller of a failed fetch, and the next call fetches again', async () => {
     let calls = 0;
     const read = createBatchWindow(

@@ -117,3 +117,18 @@ export function createInvalidationChannel(options: { url: string; keyPrefix: str
     },
   };
 }
+
+/** The channel of a single process (no Redis): every invalidation is this process's own. */
+export function createLocalInvalidationChannel(): InvalidationChannel {
+  const handlers: ((invalidation: Invalidation) => void)[] = [];
+  return {
+    publish: (invalidation) => {
+      for (const handler of handlers) handler(invalidation);
+    },
+    onMessage: (handler) => void handlers.push(handler),
+    onLost: () => undefined,
+    live: () => true,
+    epoch: () => 0,
+    close: async () => undefined,
+  };
+}

@@ -1,7 +1,8 @@
 import type { Metrics } from '../../core/metrics.js';
-import { createBatchWindow } from '../../core/batchWindow.js';
+import { createBatchWindow, type BatchWindow } from '../../core/batchWindow.js';
 import type { Admission } from './admission.js';
 import type { Cache } from './cache.js';
+import type { InvalidationChannel } from './invalidationChannel.js';
 
 /**
  * The version changes whenever a cached record's shape does, so that during a rolling deploy
@@ -32,7 +33,10 @@ export interface ReadThroughOptions<T> {
   readonly cache: Cache;
   readonly metrics: Metrics;
   readonly entity: string;
-  readonly keyOf: (id: string) => string;
+  /** The entity's cache key prefix (cachePrefixes): an id's key is the prefix and the id. */
+  readonly keyPrefix: string;
+  /** Invalidations: a changed id is read afresh, not joined to a read in flight. */
+  readonly invalidations: InvalidationChannel;
   /** Postgres, for the ids the cache does not hold; rows in id order, `null` for an absent id. */
   readonly fetch: (ids: readonly string[]) => Promise<(T | null)[]>;
   /** Which misses are written to the cache. */
@@ -57,8 +61,9 @@ const MAX_BATCH_SIZE = 1000;
  * never overwrites a tombstone, so a read racing an UPDATE cannot put the old row back after the
  * feed invalidated it.
  */
-export function readThrough<T>(options: ReadThroughOptions<T>): (ids: readonly string[]) => Promise<(T | null)[]> {
-  const { cache, metrics, entity, keyOf, fetch, admission } = options;
+export function readThrough<T>(options: ReadThroughOptions<T>): BatchWindow<T | null> {
+  const { cache, metrics, entity, keyPrefix, fetch, admission } = options;
+  const keyOf = (id: string) => `${keyPrefix}${id}`;
   const read = async (ids: readonly string[]): Promise<(T | null)[]> => {
     const cached = await cache.getMany(ids.map(keyOf));
     const result: (T | null)[] = [];
@@ -89,7 +94,14 @@ export function readThrough<T>(options: ReadThroughOptions<T>): (ids: readonly s
     if (fill.length > 0) void cache.fill(fill);
     return ids.map((id, i) => result[i] ?? byId.get(id) ?? null);
   };
-  return createBatchWindow(read, { maxBatchSize: MAX_BATCH_SIZE, onJoined: (n) => metrics.readsJoined.inc({ entity }, n) });
+  const window = createBatchWindow(read, { maxBatchSize: MAX_BATCH_SIZE, onJoined: (n) => metrics.readsJoined.inc({ entity }, n) });
+  options.invalidations.onMessage(({ keys, prefix }) => {
+    if (prefix !== undefined && keyPrefix.startsWith(prefix)) window.forget();
+    const ids = keys?.filter((k) => k.startsWith(keyPrefix)).map((k) => k.slice(keyPrefix.length));
+    if (ids?.length) window.forget(ids);
+  });
+  options.invalidations.onLost(() => window.forget());
+  return window;
 }
 
 /** A cached entry that does not parse (written by hand, truncated) is a miss, not a failure. */

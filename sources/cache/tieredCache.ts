@@ -16,7 +16,9 @@ import type { InvalidationChannel } from './invalidationChannel.js';
  * The publisher writes the shared tombstones before it publishes, so a process that has received
  * an invalidation can no longer read the old value from the shared tier either.
  */
-export function createTieredCache(local: Cache, shared: Cache, channel: InvalidationChannel, metrics?: Metrics): Cache {
+export function createTieredCache(local: Cache | undefined, shared: Cache, channel: InvalidationChannel, metrics?: Metrics): Cache {
+  // Without a local tier: only the invalidations published (for the response cache).
+  if (!local) return publishing(shared, channel);
   channel.onMessage(({ keys, prefix }) => {
     if (prefix !== undefined) void local.invalidatePrefix(prefix);
     if (keys?.length) void local.invalidate(keys);
@@ -64,6 +66,25 @@ export function createTieredCache(local: Cache, shared: Cache, channel: Invalida
 
     async close() {
       await Promise.allSettled([shared.close(), channel.close(), local.close()]);
+    },
+  };
+}
+
+/** `cache`, telling the channel of every invalidation once it is applied. */
+function publishing(cache: Cache, channel: InvalidationChannel): Cache {
+  return {
+    ...cache,
+    async invalidate(keys) {
+      if (keys.length === 0) return;
+      await cache.invalidate(keys);
+      channel.publish({ keys });
+    },
+    async invalidatePrefix(prefix) {
+      await cache.invalidatePrefix(prefix);
+      channel.publish({ prefix });
+    },
+    async close() {
+      await Promise.allSettled([cache.close(), channel.close()]);
     },
   };
 }
