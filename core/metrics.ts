@@ -56,6 +56,13 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly responseCache = new Counter({
+    name: 'gateway_response_cache_total',
+    help: 'Response cache lookups (hit, miss) and offers (stored, uncacheable, refused: rows changed meanwhile)',
+    labelNames: ['outcome'] as const,
+    registers: [this.registry],
+  });
+
   readonly readsJoined = new Counter({
     name: 'gateway_reads_joined_total',
     help: "Ids a request did not read itself because another request's read of them was in flight, by entity",

@@ -23,4 +23,10 @@ export interface Context {
   readonly limits: { readonly subscriptionQueue: number };
   readonly metrics: Metrics;
   readonly logger: Logger;
+  /**
+   * What the pipeline learnt of this operation: the cost charged to the client's budget, which
+   * the response cache charges again for a stored answer. An object of its own because Apollo
+   * runs each operation with a shallow copy of the context.
+   */
+  readonly operation: { cost?: number };
 }

@@ -28,6 +28,8 @@ export interface Loaders {
   /** Every rating snapshot of a customer, newest first. */
   readonly ratings: DataLoader<string, RatingRecord[]>;
   readonly payments: DataLoader<string, PaymentRecord[]>;
+  /** The invoice and customer ids this request asked for by id, found or not (the response cache's tags). */
+  readonly idsRead: { readonly invoices: Set<string>; readonly customers: Set<string> };
 }
 
 const statsKey = (k: CustomerStatsKey) => `${k.role}|${k.months}|${k.granularity}|${k.customerId}`;
@@ -56,12 +58,19 @@ export interface LoaderSources {
  */
 export function createLoaders(sources: LoaderSources, { memoize = true } = {}): Loaders {
   const cache = memoize;
+  const idsRead = { invoices: new Set<string>(), customers: new Set<string>() };
   const invoice = new DataLoader<string, InvoiceRecord | null>(
-    (ids) => sources.invoiceReads(ids),
+    (ids) => {
+      for (const id of ids) idsRead.invoices.add(id);
+      return sources.invoiceReads(ids);
+    },
     { maxBatchSize: MAX_BATCH_SIZE, cache },
   );
   const customer = new DataLoader<string, CustomerRecord | null>(
-    (ids) => sources.customerReads(ids),
+    (ids) => {
+      for (const id of ids) idsRead.customers.add(id);
+      return sources.customerReads(ids);
+    },
     { maxBatchSize: MAX_BATCH_SIZE, cache },
   );
   const invoicePage = new DataLoader<PageRequest, InvoiceRecord[], string>(
@@ -128,5 +137,5 @@ export function createLoaders(sources: LoaderSources, { memoize = true } = {}): 
     },
     { maxBatchSize: MAX_BATCH_SIZE, cache },
   );
-  return { invoice, customer, invoicePage, risk, customerStats, profile, ratings, payments };
+  return { invoice, customer, invoicePage, risk, customerStats, profile, ratings, payments, idsRead };
 }

@@ -35,7 +35,8 @@ import { createAuthenticator, untilExpiry } from './auth.js';
 import { createRateLimits, type RateLimits } from './rateLimits.js';
 import { trustedQuery } from './trustedDocuments.js';
 import type { Viewer } from '../resolvers/viewer.js';
-import { metricsPlugin } from './metricsPlugin.js';
+import { metricsPlugin, operationRecorder } from './metricsPlugin.js';
+import { createResponseCache, responseCacheHooks } from './responseCache.js';
 import { buildGatewaySchema } from './schema.js';
 import { attachSubscriptions } from './subscriptions.js';
 
@@ -144,14 +145,14 @@ async function serve(config: Config, logger: Logger, databaseUrl: string, resour
   const production = config.env === 'production';
   const schema = await buildGatewaySchema();
   const formatError = createErrorFormatter(logger, config.exposeErrors && !production);
-  // Absent ids may be cached only while a feed tombstones them when they are inserted: this
-  // process's (streaming), or another's writing to the shared Redis (standby).
-  const absentCacheable = () => {
+  // Absent ids and whole answers may be cached only while a feed invalidates (it tombstones ids
+  // when they are inserted): this process's (streaming), or another's writing to the shared Redis (standby).
+  const feedInvalidates = () => {
     const state = feed.status().state;
     return state === 'streaming' || (state === 'standby' && Boolean(config.cache.redisUrl));
   };
   // One per process, beneath every request's loaders (see readThrough).
-  const readOptions = { cache, metrics, invalidations: resources.invalidations, admission: createAdmission(config.cache.admission, { windowSeconds: config.cache.admissionWindowSeconds, maxTracked: ADMISSION_TRACKED }), cacheAbsent: absentCacheable };
+  const readOptions = { cache, metrics, invalidations: resources.invalidations, admission: createAdmission(config.cache.admission, { windowSeconds: config.cache.admissionWindowSeconds, maxTracked: ADMISSION_TRACKED }), cacheAbsent: feedInvalidates };
   const invoiceReads = readThrough({ ...readOptions, entity: 'invoice', keyPrefix: cachePrefixes.invoice, fetch: (ids) => invoices.byIds(ids) });
   const customerReads = readThrough({ ...readOptions, entity: 'customer', keyPrefix: cachePrefixes.customer, fetch: (ids) => customers.byIds(ids) });
   const context = (memoize: boolean, viewer: Viewer): Context => ({
@@ -166,6 +167,7 @@ async function serve(config: Config, logger: Logger, databaseUrl: string, resour
     limits: { subscriptionQueue: config.subscriptions.queue },
     metrics,
     logger,
+    operation: {},
   });
   const subscriptions = attachSubscriptions({
     httpServer,
@@ -180,6 +182,7 @@ async function serve(config: Config, logger: Logger, databaseUrl: string, resour
     logger,
   });
 
+  const recordOperation = operationRecorder(metrics, logger);
   const apollo = new ApolloServer<Context>({
     schema,
     formatError,
@@ -193,8 +196,11 @@ async function serve(config: Config, logger: Logger, databaseUrl: string, resour
       ApolloServerPluginDrainHttpServer({ httpServer, stopGracePeriodMillis: 5_000 }),
       { serverWillStart: async () => ({ drainServer: () => subscriptions.dispose() }) },
       production ? ApolloServerPluginLandingPageProductionDefault() : ApolloServerPluginLandingPageLocalDefault({ embed: true }),
-      metricsPlugin(metrics, logger),
-      complexityLimitPlugin<Context>(schema, config.maxQueryComplexity, metrics, (ctx, cost) => rateLimits.spend(ctx.viewer.subject, cost)),
+      metricsPlugin(recordOperation),
+      complexityLimitPlugin<Context>(schema, config.maxQueryComplexity, metrics, (ctx, cost) => {
+        ctx.operation.cost = cost;
+        return rateLimits.spend(ctx.viewer.subject, cost);
+      }),
       // Cache hints are unused here, and the plugin instruments every field resolver: measured,
       // it cost more CPU than resolving the fields.
       ApolloServerPluginCacheControlDisabled(),
@@ -204,13 +210,29 @@ async function serve(config: Config, logger: Logger, databaseUrl: string, resour
 
   httpServer.on(
     'request',
-    createHttpHandler<Context>({
+    createHttpHandler<Context, Viewer>({
       apollo,
-      context: async (req) => {
+      admit: async (req) => {
         const viewer = await auth.authenticate(req.headers.authorization, req.socket.remoteAddress ?? 'unknown');
         await rateLimits.request(viewer.subject);
-        return context(true, viewer);
+        return viewer;
       },
+      context: (viewer) => context(true, viewer),
+      responses:
+        config.responseCacheMaxEntries > 0
+          ? responseCacheHooks({
+              cache: createResponseCache({
+                maxEntries: config.responseCacheMaxEntries,
+                ttlSeconds: config.cache.ttlSeconds,
+                invalidations: resources.invalidations,
+                invalidating: feedInvalidates,
+                metrics,
+              }),
+              spend: (viewer, cost) => rateLimits.spend(viewer.subject, cost),
+              record: recordOperation,
+              metrics,
+            })
+          : undefined,
       trustedQuery: trustedDocuments,
       maxBodyBytes: config.maxRequestBytes,
       onError: (err) => logger.error({ err }, 'HTTP handler failed'),

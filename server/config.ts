@@ -56,6 +56,11 @@ const settings = z.object({
    */
   CACHE_ADMISSION: z.enum(['second-read', 'always'], { message: 'must be second-read or always' }).default('second-read'),
   CACHE_ADMISSION_WINDOW_SECONDS: wholeNumber(1).default(600),
+  /**
+   * Whole answers of repeated lookups (invoice/customer by id, their columns and parties), kept
+   * per viewer scope and dropped by the change feed's invalidations; `0` turns it off.
+   */
+  RESPONSE_CACHE_MAX_ENTRIES: wholeNumber(0).default(20_000),
   /** Where the embedded Postgres (and later the local lake) keep their files. */
   DATA_DIR: z.string().min(1, 'must not be empty').default('.data'),
   /** Port of the embedded Postgres (only used when DATABASE_URL is unset). */
@@ -181,6 +186,8 @@ export interface Config {
     readonly tombstoneSeconds: number;
   };
   readonly dataDir: string;
+  /** Answers kept by the response cache; 0: none. */
+  readonly responseCacheMaxEntries: number;
   readonly maxQueryComplexity: number;
   readonly logLevel: Settings['LOG_LEVEL'];
   readonly exposeErrors: boolean;
@@ -339,6 +346,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       tombstoneSeconds: Math.ceil((s.DATABASE_STATEMENT_TIMEOUT_MS + 2 * s.CACHE_TIMEOUT_MS) / 1000) + 30,
     },
     dataDir: s.DATA_DIR,
+    responseCacheMaxEntries: s.RESPONSE_CACHE_MAX_ENTRIES,
     maxQueryComplexity: s.MAX_QUERY_COMPLEXITY,
     logLevel: s.LOG_LEVEL,
     exposeErrors: s.EXPOSE_ERRORS,

@@ -5,13 +5,17 @@ import { PublicError } from '../core/errors.js';
 /** A plain GET endpoint beside /graphql (health, readiness, metrics). */
 export type Route = (res: ServerResponse) => Promise<void> | void;
 
-export interface HttpHandlerOptions<TContext extends BaseContext> {
+export interface HttpHandlerOptions<TContext extends BaseContext, TViewer> {
   readonly apollo: ApolloServer<TContext>;
   /**
-   * The request's context: who asks, admitted under its budgets. A PublicError thrown here is
-   * the response (401, 403, 429 or 503), before any GraphQL work.
+   * Who asks, admitted under its budgets. A PublicError thrown here is the response (401, 403,
+   * 429 or 503), before any GraphQL work.
    */
-  readonly context: (req: IncomingMessage) => Promise<TContext>;
+  readonly admit: (req: IncomingMessage) => Promise<TViewer>;
+  /** The context of an operation of this viewer. */
+  readonly context: (viewer: TViewer) => TContext;
+  /** Answers stored for repeated requests, consulted before Apollo runs. */
+  readonly responses?: ResponseHooks<TContext, TViewer>;
   /** With trusted documents: the query to run for a request's query text or persisted hash. */
   readonly trustedQuery?: (query: unknown, extensions: unknown) => string;
   readonly routes: Readonly<Record<string, Route>>;
@@ -20,13 +24,25 @@ export interface HttpHandlerOptions<TContext extends BaseContext> {
   readonly onError: (err: unknown) => void;
 }
 
+export interface StoredResponse {
+  readonly headers: readonly (readonly [string, string])[];
+  readonly body: string;
+}
+
+export interface ResponseHooks<TContext, TViewer> {
+  /** A stored answer to this exact request for this viewer, already charged and recorded; or undefined. */
+  answer(viewer: TViewer, accept: string | undefined, body: string): Promise<StoredResponse | undefined>;
+  /** Called before Apollo runs; the function it returns receives Apollo's complete 200 answer. */
+  track(viewer: TViewer, accept: string | undefined, body: string, request: unknown, context: TContext): (response: StoredResponse) => void;
+}
+
 /**
  * Serves Apollo Server straight from node:http through its integration API
  * (`executeHTTPGraphQLRequest`). Measured on the warm `invoice(id)` lookup, express 5 with
  * body-parser and its router cut requests/s by 2.5x; Apollo itself already does all the
  * GraphQL-over-HTTP work (methods, CSRF prevention, GET queries, content negotiation).
  */
-export function createHttpHandler<TContext extends BaseContext>(options: HttpHandlerOptions<TContext>) {
+export function createHttpHandler<TContext extends BaseContext, TViewer>(options: HttpHandlerOptions<TContext, TViewer>) {
   return (req: IncomingMessage, res: ServerResponse): void => {
     const url = req.url ?? '/';
     const queryAt = url.indexOf('?');
@@ -53,27 +69,40 @@ async function serveRoute(req: IncomingMessage, res: ServerResponse, path: strin
   }
 }
 
-async function serveGraphQL<TContext extends BaseContext>(
+async function serveGraphQL<TContext extends BaseContext, TViewer>(
   req: IncomingMessage,
   res: ServerResponse,
   url: string,
   queryAt: number,
-  { apollo, context, maxBodyBytes, trustedQuery }: HttpHandlerOptions<TContext>,
+  { apollo, admit, context, responses, maxBodyBytes, trustedQuery }: HttpHandlerOptions<TContext, TViewer>,
 ) {
   const raw = await readBody(req, maxBodyBytes);
   if (raw === 'too large') {
     sendGraphQLError(res, 413, `Request body exceeds ${maxBodyBytes} bytes`, 'BAD_REQUEST');
     return;
   }
-  let contextValue: TContext;
+  let viewer: TViewer;
   try {
-    contextValue = await context(req);
+    viewer = await admit(req);
   } catch (err) {
     if (!refuse(req, res, err)) throw err;
     return;
   }
+  const json = raw.length > 0 && /^application\/(graphql-response\+)?json/i.test(req.headers['content-type'] ?? '');
+  // Only JSON POSTs: Apollo refuses other requests for reasons (CSRF, methods) kept out of the key.
+  const text = responses && json && req.method === 'POST' ? raw.toString('utf8') : undefined;
+  if (text !== undefined) {
+    const stored = await responses!.answer(viewer, req.headers.accept, text);
+    if (stored) {
+      for (const [name, value] of stored.headers) res.setHeader(name, value);
+      res.statusCode = 200;
+      res.end(stored.body);
+      return;
+    }
+  }
+  const contextValue = context(viewer);
   let body: unknown;
-  if (raw.length > 0 && /^application\/(graphql-response\+)?json/i.test(req.headers['content-type'] ?? '')) {
+  if (json) {
     try {
       body = JSON.parse(raw.toString('utf8'));
     } catch {
@@ -101,6 +130,7 @@ async function serveGraphQL<TContext extends BaseContext>(
   for (const [key, value] of Object.entries(req.headers)) {
     if (value !== undefined) headers.set(key, Array.isArray(value) ? value.join(', ') : value);
   }
+  const answered = text !== undefined ? responses!.track(viewer, req.headers.accept, text, body, contextValue) : undefined;
   const response = await apollo.executeHTTPGraphQLRequest({
     httpGraphQLRequest: { method: (req.method ?? 'GET').toUpperCase(), headers, search, body },
     context: async () => contextValue,
@@ -109,6 +139,7 @@ async function serveGraphQL<TContext extends BaseContext>(
   res.statusCode = response.status ?? 200;
   if (response.body.kind === 'complete') {
     res.end(response.body.string);
+    if (answered && res.statusCode === 200) answered({ headers: [...response.headers], body: response.body.string });
     return;
   }
   for await (const chunk of response.body.asyncIterator) res.write(chunk);

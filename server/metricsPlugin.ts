@@ -2,10 +2,23 @@ import type { ApolloServerPlugin } from '@apollo/server';
 import type { Logger } from 'pino';
 import type { Metrics } from '../core/metrics.js';
 
-/** Counts and times every operation; with LOG_LEVEL=debug also logs one line per operation. */
-export function metricsPlugin(metrics: Metrics, logger: Logger): ApolloServerPlugin {
+/** Records one operation: its count, latency and, with LOG_LEVEL=debug, a log line. */
+export type OperationRecorder = (operationName: string | null | undefined, failed: boolean, startedMs: number) => void;
+
+export function operationRecorder(metrics: Metrics, logger: Logger): OperationRecorder {
   const labels = new OperationLabels();
   const logRequests = logger.isLevelEnabled('debug');
+  return (operationName, failed, startedMs) => {
+    const operation = labels.label(operationName);
+    metrics.graphqlRequests.inc({ operation, outcome: failed ? 'error' : 'ok' });
+    const seconds = (performance.now() - startedMs) / 1000;
+    metrics.graphqlDuration.observe({ operation }, seconds);
+    if (logRequests) logger.debug({ operation: operationName ?? null, ms: seconds * 1000, outcome: failed ? 'error' : 'ok' }, 'graphql operation');
+  };
+}
+
+/** Counts and times every operation Apollo runs (the response cache records its own answers alike). */
+export function metricsPlugin(record: OperationRecorder): ApolloServerPlugin {
   return {
     async requestDidStart() {
       const started = performance.now();
@@ -15,11 +28,7 @@ export function metricsPlugin(metrics: Metrics, logger: Logger): ApolloServerPlu
           failed = true;
         },
         async willSendResponse({ operationName }) {
-          const operation = labels.label(operationName);
-          metrics.graphqlRequests.inc({ operation, outcome: failed ? 'error' : 'ok' });
-          const seconds = (performance.now() - started) / 1000;
-          metrics.graphqlDuration.observe({ operation }, seconds);
-          if (logRequests) logger.debug({ operation: operationName ?? null, ms: seconds * 1000, outcome: failed ? 'error' : 'ok' }, 'graphql operation');
+          record(operationName, failed, started);
         },
       };
     },
