@@ -18,6 +18,8 @@ export interface ChildServer {
 
 export interface ChildServerOptions {
   readonly name: string;
+  /** The Node binary to run: this process's unless given (PostGraphile v5 needs Node 22). */
+  readonly node?: string;
   readonly args: readonly string[];
   readonly env: Record<string, string>;
   /** Resolves true once the server answers; polled every 200 ms. */
@@ -37,9 +39,9 @@ process.once('exit', () => {
 // Node's default on these signals skips 'exit'; exiting explicitly runs the handler above.
 for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => process.exit(128 + os.constants.signals[signal]));
 
-/** Starts `node ...args`, forwards its output to stderr prefixed with its name, waits until ready. */
+/** Starts `node ...args` (`options.node`, or this process's node), forwards its output to stderr prefixed with its name, waits until ready. */
 export async function startChildServer(options: ChildServerOptions): Promise<ChildServer> {
-  const child = spawn(process.execPath, options.args, {
+  const child = spawn(options.node ?? process.execPath, options.args, {
     env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ...options.env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -51,13 +53,19 @@ export async function startChildServer(options: ChildServerOptions): Promise<Chi
     });
   }
   let exited: string | undefined;
-  const exit = new Promise<void>((resolve) =>
+  const exit = new Promise<void>((resolve) => {
     child.once('exit', (code, signal) => {
       running.delete(child);
       exited = signal ?? `code ${code}`;
       resolve();
-    }),
-  );
+    });
+    // A binary that cannot be started (a peer's Node not installed) emits this and no 'exit'.
+    child.once('error', (err) => {
+      running.delete(child);
+      exited ??= err.message;
+      resolve();
+    });
+  });
 
   let peak = 0;
   const sample = () => {

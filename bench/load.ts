@@ -1,5 +1,6 @@
 import { createHistogram } from 'node:perf_hooks';
 import autocannon from 'autocannon';
+import { machineBusySeconds } from './machineCpu.js';
 
 export interface LoadOptions {
   readonly url: string;
@@ -15,9 +16,16 @@ export interface LoadOptions {
 }
 
 export interface LoadResult {
+  /** Responses received. */
+  readonly requests: number;
   readonly requestsPerSecond: number;
   readonly p50Ms: number;
   readonly p99Ms: number;
+  /**
+   * Microseconds of CPU the whole machine spent per request during the run: every process,
+   * servers under test, Postgres, Redis and this load generator (see machineCpu.ts).
+   */
+  readonly cpuUsPerRequest: number;
   /** Non-200 responses, wrong bodies, connection errors and timeouts. */
   readonly errors: number;
   /** The first failure seen, for the report. */
@@ -37,6 +45,7 @@ export async function runLoad(options: LoadOptions): Promise<LoadResult> {
     firstError ??= reason.slice(0, 300);
   };
   const latency = createHistogram();
+  const busyBefore = machineBusySeconds();
   const instance = autocannon({
     url: options.url,
     connections: options.connections,
@@ -60,10 +69,13 @@ export async function runLoad(options: LoadOptions): Promise<LoadResult> {
   instance.on('response', (_client, _status, _bytes, ms) => latency.record(Math.max(1, Math.round(ms * 1000))));
   instance.on('reqError', (error) => fail(`request failed: ${error.message}`));
   const result = await instance;
+  const busy = machineBusySeconds() - busyBefore;
   return {
+    requests: result.requests.total,
     requestsPerSecond: result.requests.total / result.duration,
     p50Ms: latency.percentile(50) / 1000,
     p99Ms: latency.percentile(99) / 1000,
+    cpuUsPerRequest: result.requests.total > 0 ? (busy * 1e6) / result.requests.total : NaN,
     errors,
     firstError,
   };
