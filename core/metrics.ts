@@ -58,7 +58,7 @@ export class Metrics {
 
   readonly responseCache = new Counter({
     name: 'gateway_response_cache_total',
-    help: 'Response cache lookups (hit, miss) and offers (stored, uncacheable, refused: rows changed meanwhile)',
+    help: 'Response cache lookups (hit, miss) and offers (stored, uncacheable, refused: rows changed meanwhile, not_admitted: first computation under CACHE_ADMISSION=second-read)',
     labelNames: ['outcome'] as const,
     registers: [this.registry],
   });

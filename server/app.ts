@@ -152,7 +152,8 @@ async function serve(config: Config, logger: Logger, databaseUrl: string, resour
     return state === 'streaming' || (state === 'standby' && Boolean(config.cache.redisUrl));
   };
   // One per process, beneath every request's loaders (see readThrough).
-  const readOptions = { cache, metrics, invalidations: resources.invalidations, admission: createAdmission(config.cache.admission, { windowSeconds: config.cache.admissionWindowSeconds, maxTracked: ADMISSION_TRACKED }), cacheAbsent: feedInvalidates };
+  const admission = () => createAdmission(config.cache.admission, { windowSeconds: config.cache.admissionWindowSeconds, maxTracked: ADMISSION_TRACKED });
+  const readOptions = { cache, metrics, invalidations: resources.invalidations, admission: admission(), cacheAbsent: feedInvalidates };
   const invoiceReads = readThrough({ ...readOptions, entity: 'invoice', keyPrefix: cachePrefixes.invoice, fetch: (ids) => invoices.byIds(ids) });
   const customerReads = readThrough({ ...readOptions, entity: 'customer', keyPrefix: cachePrefixes.customer, fetch: (ids) => customers.byIds(ids) });
   const context = (memoize: boolean, viewer: Viewer): Context => ({
@@ -226,6 +227,7 @@ async function serve(config: Config, logger: Logger, databaseUrl: string, resour
                 ttlSeconds: config.cache.ttlSeconds,
                 invalidations: resources.invalidations,
                 invalidating: feedInvalidates,
+                admission: admission(),
                 metrics,
               }),
               spend: (viewer, cost) => rateLimits.spend(viewer.subject, cost),

@@ -2,6 +2,7 @@ import { LRUCache } from 'lru-cache';
 import { Kind, parse, type DocumentNode, type FragmentDefinitionNode, type SelectionSetNode } from 'graphql';
 import type { Metrics } from '../core/metrics.js';
 import { PublicError } from '../core/errors.js';
+import type { Admission } from '../sources/cache/admission.js';
 import type { InvalidationChannel } from '../sources/cache/invalidationChannel.js';
 import { cacheKeys } from '../sources/cache/readThrough.js';
 import type { Context } from '../resolvers/context.js';
@@ -75,6 +76,8 @@ export function createResponseCache(options: {
   invalidations: InvalidationChannel;
   /** Whether a change feed is invalidating now (this process's, or another's through Redis). */
   invalidating: () => boolean;
+  /** Which answers are worth keeping (as for rows: with second-read, an answer computed twice). */
+  admission: Admission;
   metrics: Metrics;
 }): ResponseCache {
   const { invalidations, metrics } = options;
@@ -138,6 +141,7 @@ export function createResponseCache(options: {
         sequence - ticket.sequence > TRACKED_INVALIDATIONS ||
         answer.tags.some((tag) => (invalidatedAt.get(tag) ?? 0) > ticket.sequence);
       if (changed) return count('refused');
+      if (!options.admission.admit(key)) return count('not_admitted');
       entries.set(key, { body: answer.body, headers: answer.headers, operationName: operation.name, cost: answer.cost, tags: answer.tags });
       for (const tag of answer.tags) {
         let keys = byTag.get(tag);
