@@ -41,8 +41,8 @@ export async function installPeer(peer: Peer): Promise<string> {
 }
 
 export interface LookupServers {
-  /** A gateway as npm start and the Dockerfile run it, with the benchmark's settings and `env`. */
-  gateway(name: string, env?: Record<string, string>): Promise<Target>;
+  /** A gateway as npm start and the Dockerfile run it, with the benchmark's settings and `env`; `label` names it in the table. */
+  gateway(name: string, env?: Record<string, string>, label?: string): Promise<Target>;
   postgraphile(peer: Peer): Promise<Target>;
   stopAll(): Promise<void>;
 }
@@ -55,7 +55,7 @@ export function lookupServers(settings: { databaseUrl: string; redisUrl: string;
     return server;
   };
   return {
-    async gateway(name, env = {}) {
+    async gateway(name, env = {}, label = 'gateway') {
       const port = await freePort();
       const url = `http://127.0.0.1:${port}/graphql`;
       const server = await start({
@@ -76,7 +76,7 @@ export function lookupServers(settings: { databaseUrl: string; redisUrl: string;
         readyTimeoutMs: START_TIMEOUT_S * 1000,
         ready: async () => (await fetch(new URL('/readyz', url), { signal: AbortSignal.timeout(2000) })).ok,
       });
-      return { label: 'gateway', server, url, gateway: true };
+      return { label, server, url, gateway: true };
     },
     async postgraphile(peer) {
       const port = await freePort();

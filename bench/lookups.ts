@@ -48,6 +48,8 @@ export async function lookups(argv: string[]): Promise<void> {
     // Warm and uniform lookups on gateways of their own: the uniform ids would evict the warm set
     // from the in-process tier. The authenticated trio differ from each other only in auth.
     const warmGateway = await servers.gateway('gateway-warm');
+    // The same without the response cache: every request through Apollo, graphql-js and type-graphql.
+    const fullPathGateway = await servers.gateway('gateway-no-response-cache', { RESPONSE_CACHE_MAX_ENTRIES: '0' }, 'gateway, RESPONSE_CACHE_MAX_ENTRIES=0');
     const uniformGateway = await servers.gateway('gateway-uniform');
     const secret = randomBytes(32).toString('hex');
     const auth = { AUTH_MODE: 'required', AUTH_JWT_SECRET: secret, AUTH_ISSUER: BENCH_ISSUER, AUTH_AUDIENCE: BENCH_AUDIENCE };
@@ -61,7 +63,7 @@ export async function lookups(argv: string[]): Promise<void> {
     ] as const;
     const peers = [await servers.postgraphile(POSTGRAPHILE_4), await servers.postgraphile(POSTGRAPHILE_5)];
     for (const peer of peers) await checkSameRow(warmGateway.url, { label: peer.label, url: peer.url }, data);
-    const { holder, busyShare } = await settle([warmGateway, uniformGateway, ...authGateways]);
+    const { holder, busyShare } = await settle([warmGateway, fullPathGateway, uniformGateway, ...authGateways]);
 
     const warmIds = await warmCache(warmGateway.url, data, options.warmIds);
     // The authenticated path: one customer's own invoices (cached), looked up without auth and
@@ -78,7 +80,7 @@ export async function lookups(argv: string[]): Promise<void> {
     const bearer = { authorization: `Bearer ${token}` };
 
     const facts: RunFacts = {
-      peers: peerVersions, gateways: 2 + authGateways.length, feedHolder: holder, idleBusyShare: busyShare,
+      peers: peerVersions, gateways: 3 + authGateways.length, feedHolder: holder, idleBusyShare: busyShare,
       warmSetSize: warmIds.length, customerInvoices: customer.invoiceIds.length,
     };
     printHeader(options, data, facts);
@@ -106,8 +108,8 @@ export async function lookups(argv: string[]): Promise<void> {
 
     // Each group's servers are measured side by side in turns.
     const groups: Scenario[][] = [
-      [warmGateway, ...peers].map((target) => ({ scenario: '{ __typename }', target, body: () => typename, check: typenameOk })),
-      lookup('invoice(id), warm', warmGateway, warmId, true),
+      [warmGateway, ...peers, fullPathGateway].map((target) => ({ scenario: '{ __typename }', target, body: () => typename, check: typenameOk })),
+      [...lookup('invoice(id), warm', warmGateway, warmId, true), { scenario: 'invoice(id), warm', target: fullPathGateway, body: gatewayOne(warmId), check: gatewayOk, warm: true }],
       lookup('invoice(id), uniform', uniformGateway, anyId, false),
       [
         { scenario: `${ownScenario}, AUTH_MODE=off`, target: authGateways[0], body: gatewayOne(ownId), check: gatewayOk, warm: true },
@@ -134,7 +136,7 @@ export async function lookups(argv: string[]): Promise<void> {
     printReport(
       rows,
       {
-        warm: { gateway: warm[0]!, peers: warm.slice(1) },
+        warm: { gateway: warm[0]!, peers: warm.slice(1, 1 + peers.length) },
         uniform: { gateway: uniform[0]!, peers: uniform.slice(1) },
         authOff: authRows[0]!,
         token: authRows[1]!,

@@ -224,8 +224,9 @@ export class Metrics {
   }
 
   /** Sum of a counter over all its label sets; tests use it to count SQL statements. */
-  async total(counter: Counter<string>): Promise<number> {
+  /** The sum of a counter over its label values, or over those matching `labels`. */
+  async total(counter: Counter<string>, labels: Readonly<Record<string, string>> = {}): Promise<number> {
     const { values } = await counter.get();
-    return values.reduce((sum, v) => sum + v.value, 0);
+    return values.filter((v) => Object.entries(labels).every(([k, l]) => v.labels[k] === l)).reduce((sum, v) => sum + v.value, 0);
   }
 }

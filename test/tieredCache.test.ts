@@ -173,14 +173,17 @@ describe('one batch window per process', () => {
 });
 
 describe('cache admission', () => {
-  it('second-read admits a key on its second miss within the window, always admits everything', async () => {
+  it('second-read reads the cache for, and admits, a key from its second miss within the window; always does both for all', async () => {
     const secondRead = createAdmission('second-read', { windowSeconds: 60, maxTracked: 10 });
+    assert.equal(secondRead.worthReading('a'), false, 'never missed: read from Postgres directly');
     assert.equal(secondRead.admit('a'), false);
     assert.equal(secondRead.admit('b'), false);
+    assert.equal(secondRead.worthReading('a'), true);
     assert.equal(secondRead.admit('a'), true);
-    // Admitted keys start over: a key evicted from the cache must prove itself again.
-    assert.equal(secondRead.admit('a'), false);
+    // Once admitted, a key that misses again (invalidated by an update) is cached again at once.
+    assert.equal(secondRead.admit('a'), true);
     const always = createAdmission('always', { windowSeconds: 60, maxTracked: 10 });
+    assert.equal(always.worthReading('a'), true);
     assert.equal(always.admit('a'), true);
   });
 
@@ -192,5 +195,6 @@ describe('cache admission', () => {
     short.admit('b');
     short.admit('c');
     assert.equal(short.admit('a'), false, 'pushed out by b and c');
+    assert.equal(short.worthReading('b'), false, 'pushed out by c and a');
   });
 });
