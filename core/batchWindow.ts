@@ -25,7 +25,8 @@ export function createBatchWindow<V>(
     const keys = [...batch.keys()];
     for (let start = 0; start < keys.length; start += maxBatchSize) {
       const chunk = keys.slice(start, start + maxBatchSize);
-      fetch(chunk).then(
+      // Through a promise, so that a fetch throwing at once still settles its callers.
+      Promise.resolve(chunk).then(fetch).then(
         (values) => {
           chunk.forEach((key, i) => {
             const deferred = batch.get(key)!;

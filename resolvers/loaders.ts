@@ -28,7 +28,7 @@ export interface Loaders {
   /** Every rating snapshot of a customer, newest first. */
   readonly ratings: DataLoader<string, RatingRecord[]>;
   readonly payments: DataLoader<string, PaymentRecord[]>;
-  /** The invoice and customer ids this request asked for by id, found or not (the response cache's tags). */
+  /** The invoice and customer ids this request asked for by id, found or not (the response cache's tags); empty for a subscription. */
   readonly idsRead: { readonly invoices: Set<string>; readonly customers: Set<string> };
 }
 
@@ -61,14 +61,14 @@ export function createLoaders(sources: LoaderSources, { memoize = true } = {}): 
   const idsRead = { invoices: new Set<string>(), customers: new Set<string>() };
   const invoice = new DataLoader<string, InvoiceRecord | null>(
     (ids) => {
-      for (const id of ids) idsRead.invoices.add(id);
+      if (memoize) for (const id of ids) idsRead.invoices.add(id);
       return sources.invoiceReads(ids);
     },
     { maxBatchSize: MAX_BATCH_SIZE, cache },
   );
   const customer = new DataLoader<string, CustomerRecord | null>(
     (ids) => {
-      for (const id of ids) idsRead.customers.add(id);
+      if (memoize) for (const id of ids) idsRead.customers.add(id);
       return sources.customerReads(ids);
     },
     { maxBatchSize: MAX_BATCH_SIZE, cache },

@@ -19,7 +19,7 @@ import { createRedisCache } from '../sources/cache/redisCache.js';
 import { createAdmission } from '../sources/cache/admission.js';
 import { createInvalidationChannel, createLocalInvalidationChannel, type InvalidationChannel } from '../sources/cache/invalidationChannel.js';
 import { cachePrefixes, readThrough } from '../sources/cache/readThrough.js';
-import { createTieredCache } from '../sources/cache/tieredCache.js';
+import { createTieredCache, publishingInvalidations } from '../sources/cache/tieredCache.js';
 import { createCustomerStore } from '../sources/postgres/customerStore.js';
 import { createDatabase, type Database } from '../sources/postgres/database.js';
 import { createInvoiceStore } from '../sources/postgres/invoiceStore.js';
@@ -111,12 +111,14 @@ export async function startGateway(config: Config, logger: Logger, databaseUrl: 
 function createCache(options: Config['cache'], logger: Logger, metrics: Metrics): { cache: Cache; invalidations: InvalidationChannel } {
   if (!options.redisUrl) {
     const invalidations = createLocalInvalidationChannel();
-    return { cache: createTieredCache(undefined, createMemoryCache(options), invalidations), invalidations };
+    return { cache: publishingInvalidations(createMemoryCache(options), invalidations), invalidations };
   }
   const invalidations = createInvalidationChannel({ url: options.redisUrl, keyPrefix: options.keyPrefix }, logger);
-  const shared = createRedisCache({ url: options.redisUrl, ...options }, logger, metrics);
-  const local = options.localMaxEntries > 0 ? createMemoryCache({ ...options, maxEntries: options.localMaxEntries }) : undefined;
-  return { cache: createTieredCache(local, shared, invalidations, metrics), invalidations };
+  const shared = createRedisCache({ url: options.redisUrl, ...options, onInvalidated: (invalidation) => invalidations.publish(invalidation) }, logger, metrics);
+  const withChannel: Cache = { ...shared, close: async () => void (await Promise.allSettled([shared.close(), invalidations.close()])) };
+  if (options.localMaxEntries === 0) return { cache: withChannel, invalidations };
+  const local = createMemoryCache({ ...options, maxEntries: options.localMaxEntries });
+  return { cache: createTieredCache(local, withChannel, invalidations, metrics), invalidations };
 }
 
 async function closeAll({ feed, lake, db, backgroundDb, lakeStateDb, cache, events, rateLimits }: Resources): Promise<void> {

@@ -30,6 +30,8 @@ export interface StoredResponse {
 }
 
 export interface ResponseHooks<TContext, TViewer> {
+  /** Larger request bodies are never looked up. */
+  readonly maxRequestBytes: number;
   /** A stored answer to this exact request for this viewer, already charged and recorded; or undefined. */
   answer(viewer: TViewer, accept: string | undefined, body: string): Promise<StoredResponse | undefined>;
   /** Called before Apollo runs; the function it returns receives Apollo's complete 200 answer. */
@@ -90,7 +92,7 @@ async function serveGraphQL<TContext extends BaseContext, TViewer>(
   }
   const json = raw.length > 0 && /^application\/(graphql-response\+)?json/i.test(req.headers['content-type'] ?? '');
   // Only JSON POSTs: Apollo refuses other requests for reasons (CSRF, methods) kept out of the key.
-  const text = responses && json && req.method === 'POST' ? raw.toString('utf8') : undefined;
+  const text = responses && json && req.method === 'POST' && raw.length <= responses.maxRequestBytes ? raw.toString('utf8') : undefined;
   if (text !== undefined) {
     const stored = await responses!.answer(viewer, req.headers.accept, text);
     if (stored) {

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import { Kind, parse, type DocumentNode, type FragmentDefinitionNode, type SelectionSetNode } from 'graphql';
 import type { Metrics } from '../core/metrics.js';
@@ -28,6 +29,8 @@ import type { OperationRecorder } from './metricsPlugin.js';
 export interface ResponseCache {
   /** The answer stored for this request, if any. */
   get(key: string): CachedResponse | undefined;
+  /** Counts a stored answer sent (one its client's budget refused is answered by the full path). */
+  served(): void;
   /** Taken before computing an answer that may be offered. */
   begin(): Ticket;
   /** Stores an answer computed since `ticket`, if its operation qualifies and none of its rows changed meanwhile. */
@@ -64,8 +67,16 @@ const CACHEABLE_FIELDS: Readonly<Record<string, Readonly<Record<string, string |
   Customer: { id: null, name: null },
 };
 
-/** Answers larger than this are not kept: a cache of small hot answers, not of bulk reads. */
+/**
+ * Requests and answers larger than this are not kept: a cache of small hot lookups, not of bulk
+ * reads (and a padded request body cannot fill memory with keys).
+ */
+const MAX_REQUEST_CHARS = 4 * 1024;
 const MAX_BODY_CHARS = 32 * 1024;
+/** An answer that read more rows than this is a bulk read too. */
+const MAX_TAGS = 200;
+/** Bytes (about: string lengths) all kept answers and their keys may take. */
+const MAX_TOTAL_CHARS = 32 * 2 ** 20;
 /** Invalidated keys remembered to refuse answers computed across them. */
 const TRACKED_INVALIDATIONS = 100_000;
 
@@ -85,6 +96,8 @@ export function createResponseCache(options: {
   const byTag = new Map<string, Set<string>>();
   const entries = new LRUCache<string, CachedResponse>({
     max: options.maxEntries,
+    maxSize: MAX_TOTAL_CHARS,
+    sizeCalculation: (entry, key) => key.length + entry.body.length + 32 * entry.tags.length,
     ttl: options.ttlSeconds * 1000,
     dispose: (entry, key) => {
       for (const tag of entry.tags) {
@@ -118,14 +131,16 @@ export function createResponseCache(options: {
     get(key) {
       if (!usable()) return undefined;
       const entry = entries.get(key);
-      count(entry ? 'hit' : 'miss');
+      if (!entry) count('miss');
       return entry;
     },
+
+    served: () => count('hit'),
 
     begin: () => ({ sequence, epoch: invalidations.epoch() }),
 
     offer(ticket, key, answer) {
-      if (answer.body.length > MAX_BODY_CHARS) return;
+      if (key.length > MAX_REQUEST_CHARS + 200 || answer.body.length > MAX_BODY_CHARS || answer.tags.length > MAX_TAGS) return count('uncacheable');
       const operationKey = `${answer.operationName ?? ''}\n${answer.query}`;
       let operation = operations.get(operationKey);
       if (operation === undefined) {
@@ -141,7 +156,8 @@ export function createResponseCache(options: {
         sequence - ticket.sequence > TRACKED_INVALIDATIONS ||
         answer.tags.some((tag) => (invalidatedAt.get(tag) ?? 0) > ticket.sequence);
       if (changed) return count('refused');
-      if (!options.admission.admit(key)) return count('not_admitted');
+      // Remembered by a digest: the doorkeeper holds many more keys than the cache.
+      if (!options.admission.admit(createHash('sha1').update(key).digest('base64'))) return count('not_admitted');
       entries.set(key, { body: answer.body, headers: answer.headers, operationName: operation.name, cost: answer.cost, tags: answer.tags });
       for (const tag of answer.tags) {
         let keys = byTag.get(tag);
@@ -219,6 +235,7 @@ export interface ResponseCacheDependencies {
 export function responseCacheHooks({ cache, spend, record, metrics }: ResponseCacheDependencies): ResponseHooks<Context, Viewer> {
   const keyOf = (viewer: Viewer, accept: string | undefined, body: string) => responseKey(accessScope(viewer), accept, body);
   return {
+    maxRequestBytes: MAX_REQUEST_CHARS,
     async answer(viewer, accept, body) {
       const started = performance.now();
       const entry = cache.get(keyOf(viewer, accept, body));
@@ -229,6 +246,7 @@ export function responseCacheHooks({ cache, spend, record, metrics }: ResponseCa
         if (err instanceof PublicError) return undefined;
         throw err;
       }
+      cache.served();
       metrics.queryComplexity.observe(entry.cost);
       record(entry.operationName, false, started);
       return entry;

@@ -53,7 +53,7 @@ describe('invoice and customer lookups (Postgres + Redis)', { skip }, () => {
     assert.ok(answers.every((a) => JSON.stringify(a) === JSON.stringify(answers[0])));
     assert.equal((answers[0] as { data: { invoice: { id: string } } }).data.invoice.id, id);
     // Each request has its own loader; without the process-wide window each would read Postgres.
-    assert.ok(statements < requests / 4, `${requests} concurrent requests ran ${statements} statements`);
+    assert.ok(statements < requests / 2, `${requests} concurrent requests ran ${statements} statements`);
     assert.ok((await f.gw.gateway.metrics.total(f.gw.gateway.metrics.readsJoined)) > 0);
   });
 
@@ -64,7 +64,7 @@ describe('invoice and customer lookups (Postgres + Redis)', { skip }, () => {
       answers = await Promise.all(ids.map((id) => f.gw.request(InvoiceByIdDocument, { id })));
     });
     assert.deepEqual(answers.map((a) => a.data?.invoice?.id), ids);
-    assert.ok(statements < ids.length / 4, `${ids.length} concurrent requests ran ${statements} statements`);
+    assert.ok(statements < ids.length / 2, `${ids.length} concurrent requests ran ${statements} statements`);
   });
 
   it('canonicalises ids with leading zeros', async () => {

@@ -50,6 +50,14 @@ describe('response cache: repeated lookups answered before Apollo, exactly as co
     tokens.admin = await token({ sub: 'admin-1', role: 'admin' });
     tokens.issuer = await token({ sub: 'issuer-1', role: 'customer', customer_id: row.issuerId });
     tokens.stranger = await token({ sub: 'stranger-1', role: 'customer', customer_id: stranger });
+    // Answers are kept only once a process's invalidation channel is subscribed: until then, ask.
+    const probe = (await f.sql.query(`SELECT max(invoice_id)::text AS id FROM invoices`)).rows[0].id;
+    for (const gw of [f.gw, other]) {
+      await eventually(async () => {
+        await ask(gw.url, tokens.admin!, INVOICE, { id: probe });
+        return (await hits(gw)) > 0;
+      }, 'answers to be kept');
+    }
   });
   after(async () => {
     await other?.stop();
@@ -71,11 +79,13 @@ describe('response cache: repeated lookups answered before Apollo, exactly as co
   });
 
   it('scopes answers by viewer: a customer never gets another viewer’s stored answer', async () => {
-    // The admin's answer is stored (previous test); a customer party to the invoice and a stranger ask the same body.
-    for (let i = 0; i < 3; i++) {
-      assert.equal(JSON.parse((await ask(f.gw.url, tokens.issuer!, INVOICE, { id: row.id })).text).data.invoice.id, row.id);
-      assert.deepEqual(JSON.parse((await ask(f.gw.url, tokens.stranger!, INVOICE, { id: row.id })).text), { data: { invoice: null } });
-    }
+    // The admin's answer is stored (previous test): a stranger asking the same body gets null.
+    for (let i = 0; i < 3; i++) assert.deepEqual(JSON.parse((await ask(f.gw.url, tokens.stranger!, INVOICE, { id: row.id })).text), { data: { invoice: null } });
+    // The stranger's null is stored now too: the issuer still gets its invoice, and the admin as well.
+    const hitsBefore = await hits(f.gw);
+    for (let i = 0; i < 3; i++) assert.equal(JSON.parse((await ask(f.gw.url, tokens.issuer!, INVOICE, { id: row.id })).text).data.invoice.id, row.id);
+    assert.equal(JSON.parse((await ask(f.gw.url, tokens.admin!, INVOICE, { id: row.id })).text).data.invoice.id, row.id);
+    assert.ok((await hits(f.gw)) >= hitsBefore + 2, 'the issuer and the admin were answered from the cache, each from its own answer');
   });
 
   it('drops an answer in every process when the feed sees its row change, be it an update, a delete or an insert of an absent id', async () => {

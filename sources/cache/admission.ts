@@ -28,9 +28,10 @@ export function createAdmission(policy: AdmissionPolicy, options: { windowSecond
   if (policy === 'always') return { worthReading: () => true, admit: () => true };
   // 'once': missed once, not cached; 'admitted': missed again and cached (if it misses once more,
   // say after an update's invalidation, it is cached again at once).
-  const missed = new LRUCache<string, 'once' | 'admitted'>({ max: options.maxTracked, ttl: options.windowSeconds * 1000 });
+  // Every look refreshes a key, so the rows read all the time stay known however many others pass.
+  const missed = new LRUCache<string, 'once' | 'admitted'>({ max: options.maxTracked, ttl: options.windowSeconds * 1000, updateAgeOnGet: true });
   return {
-    worthReading: (key) => missed.has(key),
+    worthReading: (key) => missed.get(key) !== undefined,
     admit(key) {
       if (missed.has(key)) {
         missed.set(key, 'admitted');

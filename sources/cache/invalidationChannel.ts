@@ -29,6 +29,10 @@ export interface InvalidationChannel {
 }
 
 const RETRY_MS = 1000;
+/** Keys per published message. */
+const KEYS_PER_MESSAGE = 1000;
+/** Unsent keys kept one by one; past this, every process is told to drop everything instead. */
+const MAX_PENDING_KEYS = 100_000;
 
 export function createInvalidationChannel(options: { url: string; keyPrefix: string }, logger: Logger): InvalidationChannel {
   // Not ioredis's keyPrefix: it does not apply to channel names.
@@ -81,25 +85,43 @@ export function createInvalidationChannel(options: { url: string; keyPrefix: str
     for (const handler of handlers) handler(invalidation);
   });
 
-  // Messages Redis did not take, merged, sent again once it does.
+  // Messages Redis did not take, merged, sent again once it does; past the bound, one "drop
+  // everything" in their place (as the Redis cache does with its pending tombstones).
   let pendingKeys = new Set<string>();
   let pendingPrefixes = new Set<string>();
   let retryTimer: NodeJS.Timeout | undefined;
-  const send = (invalidation: Invalidation) =>
-    publisher.publish(name, JSON.stringify(invalidation)).catch((err: unknown) => {
-      logError(err);
-      for (const key of invalidation.keys ?? []) pendingKeys.add(key);
-      if (invalidation.prefix !== undefined) pendingPrefixes.add(invalidation.prefix);
-      retryTimer ??= setTimeout(resend, RETRY_MS);
-    });
-  function resend() {
-    retryTimer = undefined;
-    const keys = [...pendingKeys];
-    const prefixes = [...pendingPrefixes];
+  const keep = (invalidation: Invalidation) => {
+    for (const key of invalidation.keys ?? []) pendingKeys.add(key);
+    if (invalidation.prefix !== undefined) pendingPrefixes.add(invalidation.prefix);
+    if (pendingKeys.size > MAX_PENDING_KEYS) {
+      pendingKeys.clear();
+      pendingPrefixes.add('');
+    }
+    if (!closed) retryTimer ??= setTimeout(resend, RETRY_MS).unref();
+  };
+  const send = async (invalidation: Invalidation): Promise<void> => {
+    // Bounded messages: a huge one could pass Redis's pub/sub output buffer limit and cut every subscriber off.
+    const messages: Invalidation[] = invalidation.prefix !== undefined ? [{ prefix: invalidation.prefix }] : [];
+    const keys = invalidation.keys ?? [];
+    for (let i = 0; i < keys.length; i += KEYS_PER_MESSAGE) messages.push({ keys: keys.slice(i, i + KEYS_PER_MESSAGE) });
+    for (const message of messages) {
+      try {
+        await publisher.publish(name, JSON.stringify(message));
+      } catch (err) {
+        logError(err);
+        keep(message);
+      }
+    }
+  };
+  const takePending = (): Invalidation[] => {
+    const taken = [...[...pendingPrefixes].map((prefix) => ({ prefix })), ...(pendingKeys.size > 0 ? [{ keys: [...pendingKeys] }] : [])];
     pendingKeys = new Set();
     pendingPrefixes = new Set();
-    for (const prefix of prefixes) void send({ prefix });
-    if (keys.length > 0) void send({ keys });
+    return taken;
+  };
+  function resend() {
+    retryTimer = undefined;
+    for (const invalidation of takePending()) void send(invalidation);
   }
 
   return {
@@ -111,6 +133,9 @@ export function createInvalidationChannel(options: { url: string; keyPrefix: str
     async close() {
       closed = true;
       clearTimeout(retryTimer);
+      // A last try for what Redis has not taken yet: other processes would keep those rows.
+      const unsent = takePending();
+      if (unsent.length > 0 && publisher.status === 'ready') await Promise.allSettled(unsent.map(send));
       await Promise.allSettled([publisher.quit(), subscriber.quit()]);
       publisher.disconnect();
       subscriber.disconnect();

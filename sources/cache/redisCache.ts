@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import { errorMessage } from '../../core/errors.js';
 import type { Metrics } from '../../core/metrics.js';
 import { TOMBSTONE, type Cache } from './cache.js';
+import type { Invalidation } from './invalidationChannel.js';
 
 export interface RedisCacheOptions {
   readonly url: string;
@@ -13,6 +14,11 @@ export interface RedisCacheOptions {
   readonly timeoutMs: number;
   /** Prefix of every key, so several deployments can share one Redis. */
   readonly keyPrefix: string;
+  /**
+   * Told of each invalidation once its tombstones are in Redis (at once, or when Redis is back):
+   * only then may other processes drop the keys, or they could read the old row again from Redis.
+   */
+  readonly onInvalidated?: (invalidation: Invalidation) => void;
 }
 
 /** Invalidations kept while Redis is unreachable; past this, everything reads as a miss until a full flush. */
@@ -95,10 +101,12 @@ export function createRedisCache(options: RedisCacheOptions, logger: Logger, met
       for (const prefix of [...pendingPrefixes]) {
         await tombstonePrefix(prefix);
         pendingPrefixes.delete(prefix);
+        options.onInvalidated?.({ prefix });
       }
       const keys = [...pendingKeys];
       await writeTombstones(keys);
       for (const key of keys) pendingKeys.delete(key);
+      if (keys.length > 0) options.onInvalidated?.({ keys });
       logger.info({ keys: keys.length }, 'invalidations kept during the Redis outage applied');
     } catch (err) {
       markFailed('invalidate', err);
@@ -151,6 +159,7 @@ export function createRedisCache(options: RedisCacheOptions, logger: Logger, met
       if (keys.length === 0) return;
       try {
         await writeTombstones(keys);
+        options.onInvalidated?.({ keys });
       } catch (err) {
         markFailed('invalidate', err);
         keepPending(keys);
@@ -160,6 +169,7 @@ export function createRedisCache(options: RedisCacheOptions, logger: Logger, met
     async invalidatePrefix(prefix) {
       try {
         await tombstonePrefix(prefix);
+        options.onInvalidated?.({ prefix });
       } catch (err) {
         markFailed('invalidate', err);
         keepPending([], prefix);

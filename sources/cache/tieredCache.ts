@@ -6,19 +6,18 @@ import type { InvalidationChannel } from './invalidationChannel.js';
  * A bounded in-process tier in front of the shared (Redis) cache: a hot entry costs no network
  * round trip. Coherent across processes through the invalidation channel, not through a TTL:
  *
- * - an invalidation tombstones the key here, writes the shared tombstones, then tells every
- *   process, which tombstones it in its own tier;
+ * - an invalidation tombstones the key here and writes the shared tombstones; once they are
+ *   written the shared tier tells every process (RedisCacheOptions.onInvalidated), which
+ *   tombstones it in its own tier;
  * - this tier is filled only from values just read from the shared tier, and only if no
  *   invalidation of the key arrived meanwhile (its tombstone refuses the fill) and the channel
  *   did not drop meanwhile (its epoch is unchanged), since a dropped channel may have lost one;
  * - while the channel is down this tier is empty and unused: every read goes to the shared tier.
  *
- * The publisher writes the shared tombstones before it publishes, so a process that has received
- * an invalidation can no longer read the old value from the shared tier either.
+ * As the shared tombstones are written before the message is sent, a process that has received an
+ * invalidation can no longer read the old value from the shared tier either.
  */
-export function createTieredCache(local: Cache | undefined, shared: Cache, channel: InvalidationChannel, metrics?: Metrics): Cache {
-  // Without a local tier: only the invalidations published (for the response cache).
-  if (!local) return publishing(shared, channel);
+export function createTieredCache(local: Cache, shared: Cache, channel: InvalidationChannel, metrics?: Metrics): Cache {
   channel.onMessage(({ keys, prefix }) => {
     if (prefix !== undefined) void local.invalidatePrefix(prefix);
     if (keys?.length) void local.invalidate(keys);
@@ -53,25 +52,24 @@ export function createTieredCache(local: Cache | undefined, shared: Cache, chann
       if (keys.length === 0) return;
       await local.invalidate(keys);
       await shared.invalidate(keys);
-      channel.publish({ keys });
     },
 
     async invalidatePrefix(prefix) {
       await local.invalidatePrefix(prefix);
       await shared.invalidatePrefix(prefix);
-      channel.publish({ prefix });
     },
 
     ready: (timeoutMs) => shared.ready(timeoutMs),
 
+    // The channel belongs to whoever made it (it outlives this cache in the shared tier's callback).
     async close() {
-      await Promise.allSettled([shared.close(), channel.close(), local.close()]);
+      await Promise.allSettled([shared.close(), local.close()]);
     },
   };
 }
 
-/** `cache`, telling the channel of every invalidation once it is applied. */
-function publishing(cache: Cache, channel: InvalidationChannel): Cache {
+/** `cache` (a single process's), telling the channel of every invalidation once it is applied. */
+export function publishingInvalidations(cache: Cache, channel: InvalidationChannel): Cache {
   return {
     ...cache,
     async invalidate(keys) {
