@@ -73,7 +73,7 @@ interface Resources {
 
 /** Connections of the background pool: the feed's side queries, the scorer, the backfill, an export. */
 const BACKGROUND_POOL_MAX = 5;
-/** Keys that missed once, remembered by the second-read admission policy (about 100 bytes each). */
+/** Keys per window of the second-read admission policy (a Bloom filter of 8 bits a key: 200 KB). */
 const ADMISSION_TRACKED = 200_000;
 /** Short reads, each released at once: a few connections serve every concurrent analytics query. */
 const LAKE_STATE_POOL_MAX = 4;

@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import { Kind, parse, type DocumentNode, type FragmentDefinitionNode, type SelectionSetNode } from 'graphql';
 import type { Metrics } from '../core/metrics.js';
@@ -156,8 +155,7 @@ export function createResponseCache(options: {
         sequence - ticket.sequence > TRACKED_INVALIDATIONS ||
         answer.tags.some((tag) => (invalidatedAt.get(tag) ?? 0) > ticket.sequence);
       if (changed) return count('refused');
-      // Remembered by a digest: the doorkeeper holds many more keys than the cache.
-      if (!options.admission.admit(createHash('sha1').update(key).digest('base64'))) return count('not_admitted');
+      if (!options.admission.admit(key)) return count('not_admitted');
       entries.set(key, { body: answer.body, headers: answer.headers, operationName: operation.name, cost: answer.cost, tags: answer.tags });
       for (const tag of answer.tags) {
         let keys = byTag.get(tag);

@@ -64,19 +64,8 @@ const MAX_BATCH_SIZE = 1000;
 export function readThrough<T>(options: ReadThroughOptions<T>): BatchWindow<T | null> {
   const { cache, metrics, entity, keyPrefix, fetch, admission } = options;
   const keyOf = (id: string) => `${keyPrefix}${id}`;
-  /** The cached values, a miss without asking for ids the admission policy deems not worth a read. */
-  const readCache = async (ids: readonly string[]): Promise<(string | null)[]> => {
-    const worth: number[] = [];
-    for (let i = 0; i < ids.length; i++) if (admission.worthReading(keyOf(ids[i]!))) worth.push(i);
-    if (worth.length === ids.length) return cache.getMany(ids.map(keyOf));
-    const values: (string | null)[] = ids.map(() => null);
-    if (worth.length === 0) return values;
-    const found = await cache.getMany(worth.map((i) => keyOf(ids[i]!)));
-    worth.forEach((index, j) => (values[index] = found[j]!));
-    return values;
-  };
   const read = async (ids: readonly string[]): Promise<(T | null)[]> => {
-    const cached = await readCache(ids);
+    const cached = await cache.getMany(ids.map(keyOf));
     const result: (T | null)[] = [];
     const missing: string[] = [];
     for (let i = 0; i < ids.length; i++) {
