@@ -63,6 +63,12 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly compiledRuns = new Counter({
+    name: 'gateway_compiled_runs_total',
+    help: 'Lookups answered by a compiled run (graphql-jit) without Apollo, rather than by Apollo or the response cache',
+    registers: [this.registry],
+  });
+
   readonly readsJoined = new Counter({
     name: 'gateway_reads_joined_total',
     help: "Ids a request did not read itself because another request's read of them was in flight, by entity",

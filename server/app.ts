@@ -37,6 +37,7 @@ import { trustedQuery } from './trustedDocuments.js';
 import type { Viewer } from '../resolvers/viewer.js';
 import { metricsPlugin, operationRecorder } from './metricsPlugin.js';
 import { createResponseCache, responseCacheHooks } from './responseCache.js';
+import { createCompiledOperations } from './compiledOperations.js';
 import { buildGatewaySchema } from './schema.js';
 import { attachSubscriptions } from './subscriptions.js';
 
@@ -232,6 +233,7 @@ async function serve(config: Config, logger: Logger, databaseUrl: string, resour
                 admission: admission(),
                 metrics,
               }),
+              compiled: createCompiledOperations(schema),
               spend: (viewer, cost) => rateLimits.spend(viewer.subject, cost),
               record: recordOperation,
               metrics,

@@ -58,7 +58,8 @@ const settings = z.object({
   CACHE_ADMISSION_WINDOW_SECONDS: wholeNumber(1).default(600),
   /**
    * Whole answers of repeated lookups (invoice/customer by id, their columns and parties), kept
-   * per viewer scope and dropped by the change feed's invalidations; `0` turns it off.
+   * per viewer scope and dropped by the change feed's invalidations; `0` turns it off, and the
+   * compiled runs of the same operations with it (every request through Apollo).
    */
   RESPONSE_CACHE_MAX_ENTRIES: wholeNumber(0).default(20_000),
   /** Where the embedded Postgres (and later the local lake) keep their files. */

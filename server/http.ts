@@ -34,8 +34,10 @@ export interface ResponseHooks<TContext, TViewer> {
   readonly maxRequestBytes: number;
   /** A stored answer to this exact request for this viewer, already charged and recorded; or undefined. */
   answer(viewer: TViewer, accept: string | undefined, body: string): Promise<StoredResponse | undefined>;
-  /** Called before Apollo runs; the function it returns receives Apollo's complete 200 answer. */
-  track(viewer: TViewer, accept: string | undefined, body: string, request: unknown, context: TContext): (response: StoredResponse) => void;
+  /** An answer computed without Apollo (a compiled run), or undefined to let Apollo answer. */
+  execute(viewer: TViewer, accept: string | undefined, request: unknown, context: TContext): Promise<StoredResponse | undefined>;
+  /** Called before the answer is computed; the function it returns receives the complete 200 answer. */
+  track(viewer: TViewer, accept: string | undefined, body: string, request: unknown, context: TContext): (response: StoredResponse, how: { fromApollo: boolean }) => void;
 }
 
 /**
@@ -133,6 +135,14 @@ async function serveGraphQL<TContext extends BaseContext, TViewer>(
     if (value !== undefined) headers.set(key, Array.isArray(value) ? value.join(', ') : value);
   }
   const answered = text !== undefined ? responses!.track(viewer, req.headers.accept, text, body, contextValue) : undefined;
+  const computed = answered ? await responses!.execute(viewer, req.headers.accept, body, contextValue) : undefined;
+  if (computed) {
+    for (const [name, value] of computed.headers) res.setHeader(name, value);
+    res.statusCode = 200;
+    res.end(computed.body);
+    answered!(computed, { fromApollo: false });
+    return;
+  }
   const response = await apollo.executeHTTPGraphQLRequest({
     httpGraphQLRequest: { method: (req.method ?? 'GET').toUpperCase(), headers, search, body },
     context: async () => contextValue,
@@ -141,7 +151,7 @@ async function serveGraphQL<TContext extends BaseContext, TViewer>(
   res.statusCode = response.status ?? 200;
   if (response.body.kind === 'complete') {
     res.end(response.body.string);
-    if (answered && res.statusCode === 200) answered({ headers: [...response.headers], body: response.body.string });
+    if (answered && res.statusCode === 200) answered({ headers: [...response.headers], body: response.body.string }, { fromApollo: true });
     return;
   }
   for await (const chunk of response.body.asyncIterator) res.write(chunk);

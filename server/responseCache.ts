@@ -7,6 +7,7 @@ import type { InvalidationChannel } from '../sources/cache/invalidationChannel.j
 import { cacheKeys } from '../sources/cache/readThrough.js';
 import type { Context } from '../resolvers/context.js';
 import { accessScope, type Viewer } from '../resolvers/viewer.js';
+import { lookupRequest, type CompiledOperations } from './compiledOperations.js';
 import type { ResponseHooks } from './http.js';
 import type { OperationRecorder } from './metricsPlugin.js';
 
@@ -32,6 +33,8 @@ export interface ResponseCache {
   served(): void;
   /** Taken before computing an answer that may be offered. */
   begin(): Ticket;
+  /** The operation's name if its answers may be kept (see CACHEABLE_FIELDS), else false; memoized. */
+  qualifies(query: string, operationName: string | undefined): { name: string | null } | false;
   /** Stores an answer computed since `ticket`, if its operation qualifies and none of its rows changed meanwhile. */
   offer(ticket: Ticket, key: string, answer: Answer): void;
 }
@@ -126,7 +129,17 @@ export function createResponseCache(options: {
   invalidations.onLost(clear);
 
   const count = (outcome: string) => metrics.responseCache.inc({ outcome });
+  const qualifies = (query: string, operationName: string | undefined) => {
+    const operationKey = `${operationName ?? ''}\n${query}`;
+    let operation = operations.get(operationKey);
+    if (operation === undefined) {
+      operation = cacheableOperation(query, operationName);
+      operations.set(operationKey, operation);
+    }
+    return operation;
+  };
   return {
+    qualifies,
     get(key) {
       if (!usable()) return undefined;
       const entry = entries.get(key);
@@ -140,12 +153,7 @@ export function createResponseCache(options: {
 
     offer(ticket, key, answer) {
       if (key.length > MAX_REQUEST_CHARS + 200 || answer.body.length > MAX_BODY_CHARS || answer.tags.length > MAX_TAGS) return count('uncacheable');
-      const operationKey = `${answer.operationName ?? ''}\n${answer.query}`;
-      let operation = operations.get(operationKey);
-      if (operation === undefined) {
-        operation = cacheableOperation(answer.query, answer.operationName);
-        operations.set(operationKey, operation);
-      }
+      const operation = qualifies(answer.query, answer.operationName);
       if (!operation) return count('uncacheable');
       // Anything that may have changed the rows since the answer's reads began refuses it.
       const changed =
@@ -219,6 +227,8 @@ export function cacheableOperation(query: string, operationName: string | undefi
 
 export interface ResponseCacheDependencies {
   readonly cache: ResponseCache;
+  /** The qualifying operations, compiled once Apollo has answered them. */
+  readonly compiled: CompiledOperations;
   /** Charges an operation's cost to the viewer's budget; a PublicError when it is spent. */
   readonly spend: (viewer: Viewer, cost: number) => Promise<void>;
   readonly record: OperationRecorder;
@@ -226,39 +236,59 @@ export interface ResponseCacheDependencies {
 }
 
 /**
- * The response cache as the HTTP handler consults it. A stored answer is charged its cost and
- * recorded like a computed one; a viewer whose budget refuses it is left to the full path, which
- * refuses it with the exact error a computed answer gets.
+ * The lean path of lookups as the HTTP handler consults it: a stored answer (the response
+ * cache), else a compiled run of an operation Apollo answered before, else Apollo. Either is
+ * charged its cost and recorded like an answer of Apollo's; a viewer whose budget refuses it, and
+ * any run with errors, is left to Apollo, which answers with the exact error it always gives.
  */
-export function responseCacheHooks({ cache, spend, record, metrics }: ResponseCacheDependencies): ResponseHooks<Context, Viewer> {
+export function responseCacheHooks({ cache, compiled, spend, record, metrics }: ResponseCacheDependencies): ResponseHooks<Context, Viewer> {
   const keyOf = (viewer: Viewer, accept: string | undefined, body: string) => responseKey(accessScope(viewer), accept, body);
+  const charge = async (viewer: Viewer, cost: number): Promise<boolean> => {
+    try {
+      await spend(viewer, cost);
+      return true;
+    } catch (err) {
+      if (err instanceof PublicError) return false;
+      throw err;
+    }
+  };
   return {
     maxRequestBytes: MAX_REQUEST_CHARS,
     async answer(viewer, accept, body) {
       const started = performance.now();
       const entry = cache.get(keyOf(viewer, accept, body));
-      if (!entry) return undefined;
-      try {
-        await spend(viewer, entry.cost);
-      } catch (err) {
-        if (err instanceof PublicError) return undefined;
-        throw err;
-      }
+      if (!entry || !(await charge(viewer, entry.cost))) return undefined;
       cache.served();
       metrics.queryComplexity.observe(entry.cost);
       record(entry.operationName, false, started);
       return entry;
     },
-    track(viewer, accept, body, request, context) {
+    async execute(viewer, accept, body, context) {
+      const request = lookupRequest(body);
+      const operation = request && compiled.find(accept, request);
+      if (!operation) return undefined;
+      const started = performance.now();
+      const result = await operation.run(undefined, context, request!.variables ?? {});
+      if (result.errors?.length || !(await charge(viewer, operation.cost))) return undefined;
+      context.operation.cost = operation.cost;
+      metrics.compiledRuns.inc();
+      metrics.queryComplexity.observe(operation.cost);
+      record(operation.operationName, false, started);
+      // As Apollo writes an answer without errors (runHttpQuery's prettyJSONStringify).
+      return { headers: operation.headers, body: `${JSON.stringify({ data: result.data })}\n` };
+    },
+    track(viewer, accept, body, parsed, context) {
       const ticket = cache.begin();
-      return (response) => {
-        const { query, operationName } = (request ?? {}) as { query?: unknown; operationName?: unknown };
+      return (response, { fromApollo }) => {
+        const request = lookupRequest(parsed);
         const cost = context.operation.cost;
         // An answer with errors is never kept; an alias named "errors" only costs a miss.
-        if (typeof query !== 'string' || cost === undefined || response.body.includes('"errors":')) return;
+        if (!request || cost === undefined || response.body.includes('"errors":')) return;
+        const operation = cache.qualifies(request.query, request.operationName);
+        if (operation && fromApollo) compiled.learn(accept, request, { operationName: operation.name, cost, headers: response.headers });
         const { invoices, customers } = context.loaders.idsRead;
         const tags = [...[...invoices].map(cacheKeys.invoice), ...[...customers].map(cacheKeys.customer)];
-        cache.offer(ticket, keyOf(viewer, accept, body), { query, operationName: typeof operationName === 'string' ? operationName : undefined, ...response, cost, tags });
+        cache.offer(ticket, keyOf(viewer, accept, body), { query: request.query, operationName: request.operationName, ...response, cost, tags });
       };
     },
   };

@@ -164,3 +164,55 @@ describe('response cache: a stored answer is charged its cost like a computed on
     assert.ok(Number(refusal(withCache).retryAfter) > 0);
   });
 });
+
+describe('compiled runs (graphql-jit) answer exactly as Apollo does', { skip }, () => {
+  const env = (prefix: string, responses: string) => ({
+    ...AUTH, CHANGE_FEED: '0', REDIS_URL: TEST_REDIS_URL, CACHE_KEY_PREFIX: prefix, RATE_LIMIT_REQUESTS: '0', RATE_LIMIT_COST: '0', RESPONSE_CACHE_MAX_ENTRIES: responses,
+  });
+  const f = useTestGateway('compiled_runs', { env: (db) => env(`${db.name}:`, '1000'), seed: { customers: 6, invoices: 120, months: 2, seed: 8 } });
+  let apolloOnly: TestGateway;
+  const tokens: Record<string, string> = {};
+  let ids: string[];
+  before(async () => {
+    apolloOnly = await startTestGateway({ databaseUrl: f.db.url, env: env(`${f.db.name}:`, '0') });
+    const { rows } = await f.sql.query(`SELECT invoice_id::text AS id, issuer_id::text AS issuer FROM invoices ORDER BY invoice_id`);
+    ids = rows.map((r: { id: string }) => r.id);
+    tokens.admin = await token({ sub: 'admin-1', role: 'admin' });
+    tokens.customer = await token({ sub: 'customer-1', role: 'customer', customer_id: rows[0].issuer });
+  });
+  after(async () => {
+    await apolloOnly?.stop();
+    await deleteRedisKeys(`${f.db.name}:*`);
+  });
+
+  const cases: { name: string; query: string; variables: (i: number) => Record<string, unknown> }[] = [
+    { name: 'one invoice with a party', query: INVOICE, variables: (i) => ({ id: ids[i] }) },
+    {
+      name: 'aliases, a fragment, __typename and @include',
+      query: `query Two($a: ID!, $b: ID!, $withReceiver: Boolean!) { first: invoice(id: $a) { ...Columns } second: invoice(id: $b) { ...Columns receiver @include(if: $withReceiver) { name __typename } } }
+              fragment Columns on Invoice { id issueDate amountUsd __typename }`,
+      variables: (i) => ({ a: ids[i], b: ids[i + 1], withReceiver: i % 2 === 0 }),
+    },
+    { name: 'a list with absent ids', query: 'query List($ids: [ID!]!) { invoices(ids: $ids) { id issuerId receiver { id name } } }', variables: (i) => ({ ids: [ids[i], '987654321', ids[i + 2]] }) },
+    { name: 'customers', query: 'query People($ids: [ID!]!) { customers(ids: $ids) { id name } }', variables: (i) => ({ ids: [String((i % 6) + 1), '999'] }) },
+    { name: 'a bad id (an error)', query: INVOICE, variables: (i) => ({ id: `not-an-id-${i}` }) },
+  ];
+
+  it('gives the same status, headers and bytes as Apollo for every viewer, over many requests of each shape', async () => {
+    const runsBefore = await f.gw.gateway.metrics.total(f.gw.gateway.metrics.compiledRuns);
+    for (const viewer of ['admin', 'customer']) {
+      for (const c of cases) {
+        // Different variables each time: no stored answer, so every request after the first is a compiled run.
+        for (let i = 0; i < 6; i++) {
+          const [ours, apollo] = [await ask(f.gw.url, tokens[viewer], c.query, c.variables(i)), await ask(apolloOnly.url, tokens[viewer], c.query, c.variables(i))];
+          assert.deepEqual(ours, apollo, `${c.name}, ${viewer}, request ${i}`);
+        }
+      }
+    }
+    const runs = (await f.gw.gateway.metrics.total(f.gw.gateway.metrics.compiledRuns)) - runsBefore;
+    // Four shapes without errors, two viewers, five requests each after the first (the list of customers is one shape).
+    assert.ok(runs >= 4 * 2 * 5 - 2, `${runs} compiled runs`);
+    const requests = (gw: TestGateway) => gw.gateway.metrics.total(gw.gateway.metrics.graphqlRequests);
+    assert.equal(await requests(f.gw), await requests(apolloOnly), 'every answer counted alike');
+  });
+});
