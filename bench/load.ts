@@ -16,8 +16,6 @@ export interface LoadOptions {
 }
 
 export interface LoadResult {
-  /** Responses received. */
-  readonly requests: number;
   readonly requestsPerSecond: number;
   readonly p50Ms: number;
   readonly p99Ms: number;
@@ -71,7 +69,6 @@ export async function runLoad(options: LoadOptions): Promise<LoadResult> {
   const result = await instance;
   const busy = machineBusySeconds() - busyBefore;
   return {
-    requests: result.requests.total,
     requestsPerSecond: result.requests.total / result.duration,
     p50Ms: latency.percentile(50) / 1000,
     p99Ms: latency.percentile(99) / 1000,

@@ -99,31 +99,6 @@ export async function cacheCounts(graphqlUrl: string): Promise<{ hits: number; m
   };
 }
 
-/**
- * The slot the gateways' change feed created (ig_feed_<database>): a slot left behind keeps WAL
- * for ever, and the next run creates it again anyway. Its holder's walsender may outlive the
- * stopped gateway by a moment, and an active slot cannot be dropped: a few tries.
- */
-export async function dropFeedSlot(databaseUrl: string): Promise<void> {
-  const client = new pg.Client({ connectionString: databaseUrl });
-  await client.connect();
-  try {
-    for (let attempt = 0; ; attempt++) {
-      const { rows } = await client.query<{ active: boolean }>(`SELECT active FROM pg_replication_slots WHERE slot_name = 'ig_feed_' || current_database()`);
-      if (!rows[0]) return;
-      if (!rows[0].active) {
-        await client.query(`SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = 'ig_feed_' || current_database() AND NOT active`);
-      } else if (attempt >= 20) {
-        throw new Error('the slot is still active 10 s after the gateways stopped');
-      } else {
-        await new Promise((resolve) => setTimeout(resolve, 500));
-      }
-    }
-  } finally {
-    await client.end();
-  }
-}
-
 /** Removes this run's keys only: the Redis is shared with tests and other runs (no FLUSHALL). */
 // Not test/fixtures/services.ts's deleteRedisKeys: that one only reaches the tests' REDIS_URL.
 export async function deleteKeys(redis: Redis, prefix: string): Promise<void> {

@@ -47,7 +47,7 @@ export interface LookupServers {
   stopAll(): Promise<void>;
 }
 
-export function lookupServers(settings: { databaseUrl: string; redisUrl: string; keyPrefix: string }): LookupServers {
+export function lookupServers(settings: { databaseUrl: string; redisUrl: string; keyPrefix: string; slot: string }): LookupServers {
   const servers = new Set<ChildServer>();
   const start = async (options: Parameters<typeof startChildServer>[0]) => {
     const server = await startChildServer(options);
@@ -71,6 +71,7 @@ export function lookupServers(settings: { databaseUrl: string; redisUrl: string;
           // No lake exports in the background; the change feed stays on (the default), as the
           // in-process cache tier relies on it.
           LAKE_EXPORT_INTERVAL_MS: '0',
+          FEED_SLOT: settings.slot,
           ...env,
         },
         readyTimeoutMs: START_TIMEOUT_S * 1000,

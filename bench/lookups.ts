@@ -2,10 +2,12 @@ import { randomBytes, randomInt } from 'node:crypto';
 import { SignJWT } from 'jose';
 import { Redis } from 'ioredis';
 import type { BenchInvoiceQuery, BenchInvoicesWithPartiesQuery } from '../test/generated/graphql.js';
+import pg from 'pg';
 import { ensureBenchDatabase } from './benchDatabase.js';
+import { dropSlot, feedSlot } from './lakeGateway.js';
 import { graphqlCheck, runLoad, type LoadResult } from './load.js';
 import {
-  GATEWAY_LIST, GATEWAY_ONE, PEER_ONE, busiestCustomer, cacheCounts, checkSameRow, deleteKeys, dropFeedSlot, warmCache, warmList, type PeerInvoiceQuery,
+  GATEWAY_LIST, GATEWAY_ONE, PEER_ONE, busiestCustomer, cacheCounts, checkSameRow, deleteKeys, warmCache, warmList, type PeerInvoiceQuery,
 } from './lookupData.js';
 import { POSTGRAPHILE_4, POSTGRAPHILE_5, installPeer, lookupServers, settle, type Target } from './lookupServers.js';
 import { LIST_SIZE, ROOT, RUNS_PER_ROUND, parseLookupOptions, type LookupOptions } from './lookupSettings.js';
@@ -39,7 +41,8 @@ export async function lookups(argv: string[]): Promise<void> {
   });
   // Every gateway shares the cache in Redis under this run's prefix.
   const keyPrefix = `igbench:${randomBytes(4).toString('hex')}:`;
-  const servers = lookupServers({ databaseUrl: options.databaseUrl, redisUrl: options.redisUrl, keyPrefix });
+  const slot = feedSlot('lookups', options.databaseUrl);
+  const servers = lookupServers({ databaseUrl: options.databaseUrl, redisUrl: options.redisUrl, keyPrefix, slot });
 
   try {
     const data = await ensureBenchDatabase(options.databaseUrl, options, `${ROOT}dist/server/commands/seed.js`);
@@ -148,7 +151,9 @@ export async function lookups(argv: string[]): Promise<void> {
     );
   } finally {
     await servers.stopAll();
-    await dropFeedSlot(options.databaseUrl).catch((err: Error) => console.error(`could not drop the gateways' replication slot: ${err.message}`));
+    const sql = new pg.Pool({ connectionString: options.databaseUrl, max: 1 });
+    await dropSlot(sql, slot).catch((err: Error) => console.error(`could not drop the gateways' replication slot ${slot}: ${err.message}`));
+    await sql.end();
     await deleteKeys(redis, keyPrefix).catch((err: Error) => console.error(`could not delete this run's cache keys (${keyPrefix}*): ${err.message}`));
     redis.disconnect();
   }

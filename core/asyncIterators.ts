@@ -1,18 +1,13 @@
 /**
- * Maps each value and skips those `map` turns into SKIP; return() and throw() reach the source
- * at once, so a subscription's listener is released when its client leaves, not at the next event.
+ * Maps each value; return() and throw() reach the source at once, so a subscription's listener
+ * is released when its client leaves, not at the next event.
  */
-export const SKIP: unique symbol = Symbol('skip');
-
-export function transformIterator<T>(source: AsyncIterator<unknown>, map: (value: unknown) => T | typeof SKIP | Promise<T>): AsyncIterableIterator<T> {
+export function transformIterator<T>(source: AsyncIterator<unknown>, map: (value: unknown) => T | Promise<T>): AsyncIterableIterator<T> {
   const iterator: AsyncIterableIterator<T> = {
     async next() {
-      for (;;) {
-        const step = await source.next();
-        if (step.done) return { value: undefined, done: true };
-        const value = await map(step.value);
-        if (value !== SKIP) return { value, done: false };
-      }
+      const step = await source.next();
+      if (step.done) return { value: undefined, done: true };
+      return { value: await map(step.value), done: false };
     },
     async return() {
       await source.return?.();

@@ -66,16 +66,17 @@ async function exportIn(snapshot: ExportSnapshot, options: LakeExporterOptions, 
   if (!snapshot.recording) return { kind: 'not recording' };
   const { store, writer, logger } = options;
   const previous = snapshot.generation > 0 && snapshot.manifestKey && !full ? parseManifest(await store.read(snapshot.manifestKey)) : undefined;
-  // Above every manifest in the store too: after a reset (TRUNCATE, a new slot) lake_state starts
-  // again from 0, and reusing a number would overwrite an old manifest that orphan removal, which
-  // keeps the highest generations, then prefers to the current one.
-  const generation = Math.max(snapshot.generation, previous?.generation ?? 0, await highestStoredGeneration(store)) + 1;
-  const staging = path.join(options.stagingDir, `g${generation}-${process.pid}`);
+  const staging = path.join(options.stagingDir, `export-${process.pid}`);
   await rm(staging, { recursive: true, force: true });
   await mkdir(staging, { recursive: true });
   try {
     const plan = await planExport(snapshot, previous, options);
     if (!plan) return { kind: 'unchanged' };
+    // Above every manifest in the store too: after a reset (TRUNCATE, a new slot) lake_state starts
+    // again from 0, and reusing a number would overwrite an old manifest that orphan removal, which
+    // keeps the highest generations, then prefers to the current one. Listed only when exporting:
+    // most ticks find nothing to export.
+    const generation = Math.max(snapshot.generation, previous?.generation ?? 0, await highestStoredGeneration(store)) + 1;
 
     // Months rewritten whole (the first export: all of them), then invoices appended.
     const written: WrittenFile[] = [];

@@ -24,8 +24,8 @@ export interface Context {
   readonly metrics: Metrics;
   readonly logger: Logger;
   /**
-   * What the pipeline learnt of this operation: the cost charged to the client's budget, which
-   * the response cache charges again for a stored answer. An object of its own because Apollo
+   * What the pipeline learnt of this operation: the cost charged to the client's budget (set once
+   * charged, so it is charged once), which the response cache charges again for a stored answer. An object of its own because Apollo
    * runs each operation with a shallow copy of the context.
    */
   readonly operation: { cost?: number };

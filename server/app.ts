@@ -36,7 +36,8 @@ import { createRateLimits, type RateLimits } from './rateLimits.js';
 import { trustedQuery } from './trustedDocuments.js';
 import type { Viewer } from '../resolvers/viewer.js';
 import { metricsPlugin, operationRecorder } from './metricsPlugin.js';
-import { createResponseCache, responseCacheHooks } from './responseCache.js';
+import { createLeanPath } from './leanPath.js';
+import { createResponseCache } from './responseCache.js';
 import { createCompiledOperations } from './compiledOperations.js';
 import { buildGatewaySchema } from './schema.js';
 import { attachSubscriptions } from './subscriptions.js';
@@ -201,9 +202,11 @@ async function serve(config: Config, logger: Logger, databaseUrl: string, resour
       { serverWillStart: async () => ({ drainServer: () => subscriptions.dispose() }) },
       production ? ApolloServerPluginLandingPageProductionDefault() : ApolloServerPluginLandingPageLocalDefault({ embed: true }),
       metricsPlugin(recordOperation),
-      complexityLimitPlugin<Context>(schema, config.maxQueryComplexity, metrics, (ctx, cost) => {
+      complexityLimitPlugin<Context>(schema, config.maxQueryComplexity, metrics, async (ctx, cost) => {
+        // Charged already when a compiled run began (and failed): once per operation.
+        if (ctx.operation.cost !== undefined) return;
         ctx.operation.cost = cost;
-        return rateLimits.spend(ctx.viewer.subject, cost);
+        await rateLimits.spend(ctx.viewer.subject, cost);
       }),
       // Cache hints are unused here, and the plugin instruments every field resolver: measured,
       // it cost more CPU than resolving the fields.
@@ -222,9 +225,9 @@ async function serve(config: Config, logger: Logger, databaseUrl: string, resour
         return viewer;
       },
       context: (viewer) => context(true, viewer),
-      responses:
+      leanPath:
         config.responseCacheMaxEntries > 0
-          ? responseCacheHooks({
+          ? createLeanPath({
               cache: createResponseCache({
                 maxEntries: config.responseCacheMaxEntries,
                 ttlSeconds: config.cache.ttlSeconds,

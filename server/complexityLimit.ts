@@ -1,6 +1,5 @@
 import { HeaderMap, type ApolloServerPlugin, type BaseContext } from '@apollo/server';
-import { PublicError } from '../core/errors.js';
-import { retryAfterHeader } from './http.js';
+import { RateLimited } from './rateLimits.js';
 import { GraphQLError, type DocumentNode, type GraphQLSchema } from 'graphql';
 import { createRequire } from 'node:module';
 import type { Metrics } from '../core/metrics.js';
@@ -55,8 +54,8 @@ export function complexityLimitPlugin<TContext extends BaseContext>(
           try {
             await spend(contextValue, complexity);
           } catch (err) {
-            if (!(err instanceof PublicError)) throw err;
-            const headers = new HeaderMap(Object.entries(retryAfterHeader(err)));
+            if (!(err instanceof RateLimited)) throw err;
+            const headers = new HeaderMap(Object.entries(err.headers()));
             throw new GraphQLError(err.message, { originalError: err, extensions: { code: err.code, http: { status: 429, headers } } });
           }
         },

@@ -355,7 +355,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     maxRequestBytes: MAX_REQUEST_BYTES,
     stopWithParent: env.npm_lifecycle_event === 'start',
     feed: { enabled: s.CHANGE_FEED, slot: s.FEED_SLOT, publication: s.FEED_PUBLICATION, retryMs: s.FEED_RETRY_MS },
-    risk: { model: s.RISK_MODEL_FILE ? readRiskModel(s.RISK_MODEL_FILE) : DEFAULT_MODEL, backfillBatch: s.RISK_BACKFILL_BATCH },
+    risk: { model: s.RISK_MODEL_FILE ? readJsonSetting('RISK_MODEL_FILE', s.RISK_MODEL_FILE, (json) => RiskModel.fromJson(json).parameters) : DEFAULT_MODEL, backfillBatch: s.RISK_BACKFILL_BATCH },
     subscriptions: { maxPerConnection: s.MAX_SUBSCRIPTIONS_PER_CONNECTION, queue: s.SUBSCRIPTION_QUEUE },
     lake: {
       s3: s.S3_BUCKET
@@ -389,7 +389,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       clockSkewSeconds: s.AUTH_CLOCK_SKEW_SECONDS,
     },
     rateLimits: { requests: s.RATE_LIMIT_REQUESTS, cost: s.RATE_LIMIT_COST, windowSeconds: s.RATE_LIMIT_WINDOW_SECONDS },
-    trustedDocuments: s.TRUSTED_DOCUMENTS_FILE ? readTrustedDocuments(s.TRUSTED_DOCUMENTS_FILE) : undefined,
+    trustedDocuments: s.TRUSTED_DOCUMENTS_FILE ? readJsonSetting('TRUSTED_DOCUMENTS_FILE', s.TRUSTED_DOCUMENTS_FILE, parseTrustedDocuments) : undefined,
     analytics: {
       timeoutMs: s.ANALYTICS_TIMEOUT_MS,
       postgresMaxCustomers: s.ANALYTICS_POSTGRES_MAX_CUSTOMERS,
@@ -400,35 +400,19 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
 
 const nonEmpty = (value: string | undefined) => (value === undefined || value === '' ? undefined : value);
 
-/** The model file, checked at start like every other setting. */
-function readRiskModel(file: string): RiskModelParameters {
+/** A JSON file named by a setting, parsed and checked at start like every other setting. */
+function readJsonSetting<T>(setting: string, file: string, parse: (json: unknown) => T): T {
   let json: unknown;
   try {
     json = JSON.parse(readFileSync(file, 'utf8'));
   } catch (err) {
     const reason = err instanceof SyntaxError ? 'is not valid JSON' : `cannot be read (${(err as NodeJS.ErrnoException).code})`;
-    throw new ConfigError(`invalid configuration: RISK_MODEL_FILE ${reason}`);
+    throw new ConfigError(`invalid configuration: ${setting} ${reason}`);
   }
   try {
-    return RiskModel.fromJson(json).parameters;
+    return parse(json);
   } catch (err) {
-    throw new ConfigError(`invalid configuration: RISK_MODEL_FILE ${(err as Error).message}`);
-  }
-}
-
-/** The trusted documents, checked at start like every other setting. */
-function readTrustedDocuments(file: string): TrustedDocuments {
-  let json: unknown;
-  try {
-    json = JSON.parse(readFileSync(file, 'utf8'));
-  } catch (err) {
-    const reason = err instanceof SyntaxError ? 'is not valid JSON' : `cannot be read (${(err as NodeJS.ErrnoException).code})`;
-    throw new ConfigError(`invalid configuration: TRUSTED_DOCUMENTS_FILE ${reason}`);
-  }
-  try {
-    return parseTrustedDocuments(json);
-  } catch (err) {
-    throw new ConfigError(`invalid configuration: TRUSTED_DOCUMENTS_FILE ${(err as Error).message}`);
+    throw new ConfigError(`invalid configuration: ${setting} ${(err as Error).message}`);
   }
 }
 

@@ -1,6 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { HeaderMap, type ApolloServer, type BaseContext } from '@apollo/server';
 import { PublicError } from '../core/errors.js';
+import { RateLimited } from './rateLimits.js';
 
 /** A plain GET endpoint beside /graphql (health, readiness, metrics). */
 export type Route = (res: ServerResponse) => Promise<void> | void;
@@ -14,8 +15,8 @@ export interface HttpHandlerOptions<TContext extends BaseContext, TViewer> {
   readonly admit: (req: IncomingMessage) => Promise<TViewer>;
   /** The context of an operation of this viewer. */
   readonly context: (viewer: TViewer) => TContext;
-  /** Answers stored for repeated requests, consulted before Apollo runs. */
-  readonly responses?: ResponseHooks<TContext, TViewer>;
+  /** Stored answers and compiled runs of lookups, tried before Apollo. */
+  readonly leanPath?: LeanPath<TContext, TViewer>;
   /** With trusted documents: the query to run for a request's query text or persisted hash. */
   readonly trustedQuery?: (query: unknown, extensions: unknown) => string;
   readonly routes: Readonly<Record<string, Route>>;
@@ -29,15 +30,19 @@ export interface StoredResponse {
   readonly body: string;
 }
 
-export interface ResponseHooks<TContext, TViewer> {
-  /** Larger request bodies are never looked up. */
+/** Answers to lookups given without Apollo's pipeline (server/leanPath.ts). */
+export interface LeanPath<TContext, TViewer> {
+  /** Larger request bodies always go to Apollo. */
   readonly maxRequestBytes: number;
   /** A stored answer to this exact request for this viewer, already charged and recorded; or undefined. */
-  answer(viewer: TViewer, accept: string | undefined, body: string): Promise<StoredResponse | undefined>;
-  /** An answer computed without Apollo (a compiled run), or undefined to let Apollo answer. */
-  execute(viewer: TViewer, accept: string | undefined, request: unknown, context: TContext): Promise<StoredResponse | undefined>;
-  /** Called before the answer is computed; the function it returns receives the complete 200 answer. */
-  track(viewer: TViewer, accept: string | undefined, body: string, request: unknown, context: TContext): (response: StoredResponse, how: { fromApollo: boolean }) => void;
+  stored(viewer: TViewer, accept: string | undefined, body: string): Promise<StoredResponse | undefined>;
+  /** The computation of an answer: `run` may give it without Apollo; `done` receives the complete 200 answer either way. */
+  begin(viewer: TViewer, accept: string | undefined, body: string, request: unknown, context: TContext): LeanComputation;
+}
+
+export interface LeanComputation {
+  run(): Promise<StoredResponse | undefined>;
+  done(response: StoredResponse, how: { fromApollo: boolean }): void;
 }
 
 /**
@@ -78,7 +83,7 @@ async function serveGraphQL<TContext extends BaseContext, TViewer>(
   res: ServerResponse,
   url: string,
   queryAt: number,
-  { apollo, admit, context, responses, maxBodyBytes, trustedQuery }: HttpHandlerOptions<TContext, TViewer>,
+  { apollo, admit, context, leanPath, maxBodyBytes, trustedQuery }: HttpHandlerOptions<TContext, TViewer>,
 ) {
   const raw = await readBody(req, maxBodyBytes);
   if (raw === 'too large') {
@@ -94,21 +99,23 @@ async function serveGraphQL<TContext extends BaseContext, TViewer>(
   }
   const json = raw.length > 0 && /^application\/(graphql-response\+)?json/i.test(req.headers['content-type'] ?? '');
   // Only JSON POSTs: Apollo refuses other requests for reasons (CSRF, methods) kept out of the key.
-  const text = responses && json && req.method === 'POST' && raw.length <= responses.maxRequestBytes ? raw.toString('utf8') : undefined;
-  if (text !== undefined) {
-    const stored = await responses!.answer(viewer, req.headers.accept, text);
-    if (stored) {
-      for (const [name, value] of stored.headers) res.setHeader(name, value);
-      res.statusCode = 200;
-      res.end(stored.body);
-      return;
-    }
+  const lean = leanPath && json && req.method === 'POST' && raw.length <= leanPath.maxRequestBytes ? leanPath : undefined;
+  const text = json ? raw.toString('utf8') : undefined;
+  let stored: StoredResponse | undefined;
+  try {
+    stored = lean && (await lean.stored(viewer, req.headers.accept, text!));
+  } catch (err) {
+    if (!refuse(req, res, err)) throw err;
+    return;
   }
-  const contextValue = context(viewer);
+  if (stored) {
+    send(res, stored);
+    return;
+  }
   let body: unknown;
   if (json) {
     try {
-      body = JSON.parse(raw.toString('utf8'));
+      body = JSON.parse(text!);
     } catch {
       sendGraphQLError(res, 400, 'Request body is not valid JSON', 'BAD_REQUEST');
       return;
@@ -130,18 +137,23 @@ async function serveGraphQL<TContext extends BaseContext, TViewer>(
       return;
     }
   }
+  const contextValue = context(viewer);
+  const computation = lean?.begin(viewer, req.headers.accept, text!, body, contextValue);
+  let computed: StoredResponse | undefined;
+  try {
+    computed = await computation?.run();
+  } catch (err) {
+    if (!refuse(req, res, err)) throw err;
+    return;
+  }
+  if (computed) {
+    send(res, computed);
+    computation!.done(computed, { fromApollo: false });
+    return;
+  }
   const headers = new HeaderMap();
   for (const [key, value] of Object.entries(req.headers)) {
     if (value !== undefined) headers.set(key, Array.isArray(value) ? value.join(', ') : value);
-  }
-  const answered = text !== undefined ? responses!.track(viewer, req.headers.accept, text, body, contextValue) : undefined;
-  const computed = answered ? await responses!.execute(viewer, req.headers.accept, body, contextValue) : undefined;
-  if (computed) {
-    for (const [name, value] of computed.headers) res.setHeader(name, value);
-    res.statusCode = 200;
-    res.end(computed.body);
-    answered!(computed, { fromApollo: false });
-    return;
   }
   const response = await apollo.executeHTTPGraphQLRequest({
     httpGraphQLRequest: { method: (req.method ?? 'GET').toUpperCase(), headers, search, body },
@@ -151,11 +163,18 @@ async function serveGraphQL<TContext extends BaseContext, TViewer>(
   res.statusCode = response.status ?? 200;
   if (response.body.kind === 'complete') {
     res.end(response.body.string);
-    if (answered && res.statusCode === 200) answered({ headers: [...response.headers], body: response.body.string }, { fromApollo: true });
+    if (res.statusCode === 200) computation?.done({ headers: [...response.headers], body: response.body.string }, { fromApollo: true });
     return;
   }
   for await (const chunk of response.body.asyncIterator) res.write(chunk);
   res.end();
+}
+
+/** A 200 answer given without Apollo. */
+function send(res: ServerResponse, { headers, body }: StoredResponse): void {
+  for (const [name, value] of headers) res.setHeader(name, value);
+  res.statusCode = 200;
+  res.end(body);
 }
 
 function readBody(req: IncomingMessage, maxBytes: number): Promise<Buffer | 'too large'> {
@@ -190,7 +209,8 @@ export function sendJson(res: ServerResponse, status: number, value: unknown): v
 /** An error answered before Apollo runs, in the same shape as Apollo's own error responses. */
 function sendGraphQLError(res: ServerResponse, status: number, message: string, code: string, headers: Record<string, string> = {}): void {
   for (const [name, value] of Object.entries(headers)) res.setHeader(name, value);
-  sendJson(res, status, { errors: [{ message, extensions: { code } }] });
+  // Byte for byte as Apollo writes its own error answers (with the final newline).
+  res.writeHead(status, { 'content-type': 'application/json; charset=utf-8' }).end(`${JSON.stringify({ errors: [{ message, extensions: { code } }] })}\n`);
 }
 
 /** The HTTP status of a request refused before GraphQL runs, by its public code. */
@@ -208,15 +228,9 @@ function refuse(req: IncomingMessage, res: ServerResponse, err: unknown): boolea
   const { message, code } = err as PublicError;
   // RFC 6750 §3.1: the challenge names the error only when a token was sent.
   const challenge = req.headers.authorization ? 'Bearer error="invalid_token"' : 'Bearer';
-  const headers = code === 'UNAUTHENTICATED' ? { 'www-authenticate': challenge } : retryAfterHeader(err as PublicError);
+  const headers = code === 'UNAUTHENTICATED' ? { 'www-authenticate': challenge } : err instanceof RateLimited ? err.headers() : {};
   sendGraphQLError(res, status, message, code, headers);
   return true;
-}
-
-/** RFC 9110's Retry-After, for a spent budget. */
-export function retryAfterHeader(err: PublicError): Record<string, string> {
-  const retryAfter = (err as { retryAfterSeconds?: number }).retryAfterSeconds;
-  return retryAfter === undefined ? {} : { 'retry-after': String(retryAfter) };
 }
 
 function parseOrUndefined(text: string | null): unknown {

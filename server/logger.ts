@@ -13,7 +13,7 @@ export function createLogger({ level, name = 'invoice-gateway', pretty = false }
   return pino({
     name,
     level,
-    redact: { paths: ['*.password', '*.connectionString', 'config.database.url', 'config.cache.redisUrl', '*.secretAccessKey', 'config.lake.s3.credentials'], censor: '[redacted]' },
+    redact: { paths: ['*.password', '*.connectionString', 'config.database.url', 'config.cache.redisUrl', '*.secretAccessKey', 'config.lake.s3.credentials', 'config.auth.jwtSecret'], censor: '[redacted]' },
     // pino-pretty is a dev dependency: a production install without it keeps JSON.
     transport: pretty && hasPinoPretty() ? { target: 'pino-pretty', options: { translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname' } } : undefined,
   });

@@ -12,6 +12,11 @@ export class RateLimited extends PublicError {
   ) {
     super('LIMIT_EXCEEDED', `${what} budget of this client is spent; retry after ${retryAfterSeconds} s`);
   }
+
+  /** RFC 9110's Retry-After. */
+  headers(): Record<string, string> {
+    return { 'retry-after': String(this.retryAfterSeconds) };
+  }
 }
 
 export interface RateLimits {

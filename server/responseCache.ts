@@ -1,20 +1,12 @@
 import { LRUCache } from 'lru-cache';
 import { Kind, parse, type DocumentNode, type FragmentDefinitionNode, type SelectionSetNode } from 'graphql';
 import type { Metrics } from '../core/metrics.js';
-import { PublicError } from '../core/errors.js';
 import type { Admission } from '../sources/cache/admission.js';
 import type { InvalidationChannel } from '../sources/cache/invalidationChannel.js';
-import { cacheKeys } from '../sources/cache/readThrough.js';
-import type { Context } from '../resolvers/context.js';
-import { accessScope, type Viewer } from '../resolvers/viewer.js';
-import { lookupRequest, type CompiledOperations } from './compiledOperations.js';
-import type { ResponseHooks } from './http.js';
-import type { OperationRecorder } from './metricsPlugin.js';
 
 /**
- * Whole responses of repeated lookups, answered before Apollo runs (measured: Apollo's request
- * pipeline, graphql-js and type-graphql were about 40% of a warm lookup's CPU), as GraphQL Yoga's
- * response cache does with entity tags:
+ * Whole responses of repeated lookups, answered before Apollo runs (server/leanPath.ts), as
+ * GraphQL Yoga's response cache does with entity tags:
  *
  * - keyed by the viewer's access scope, the Accept header and the request body's exact text;
  * - only operations made of the fields below (rows by id, their scalar columns and parties), whose
@@ -34,14 +26,18 @@ export interface ResponseCache {
   /** Taken before computing an answer that may be offered. */
   begin(): Ticket;
   /** The operation's name if its answers may be kept (see CACHEABLE_FIELDS), else false; memoized. */
-  qualifies(query: string, operationName: string | undefined): { name: string | null } | false;
-  /** Stores an answer computed since `ticket`, if its operation qualifies and none of its rows changed meanwhile. */
+  qualifies(query: string, operationName: string | undefined): Qualified | false;
+  /** Stores an answer computed since `ticket`, if its operation qualified and none of its rows changed meanwhile. */
   offer(ticket: Ticket, key: string, answer: Answer): void;
 }
 
+export interface Qualified {
+  readonly name: string | null;
+}
+
 export interface Answer {
-  readonly query: string;
-  readonly operationName: string | undefined;
+  /** What `qualifies` said of its operation. */
+  readonly operation: Qualified | false;
   readonly body: string;
   readonly headers: readonly (readonly [string, string])[];
   /** The estimated cost charged to the client's budget. */
@@ -73,7 +69,9 @@ const CACHEABLE_FIELDS: Readonly<Record<string, Readonly<Record<string, string |
  * Requests and answers larger than this are not kept: a cache of small hot lookups, not of bulk
  * reads (and a padded request body cannot fill memory with keys).
  */
-const MAX_REQUEST_CHARS = 4 * 1024;
+export const MAX_REQUEST_CHARS = 4 * 1024;
+/** The request, its scope and its Accept header. */
+const MAX_KEY_CHARS = MAX_REQUEST_CHARS + 200;
 const MAX_BODY_CHARS = 32 * 1024;
 /** An answer that read more rows than this is a bulk read too. */
 const MAX_TAGS = 200;
@@ -129,7 +127,7 @@ export function createResponseCache(options: {
   invalidations.onLost(clear);
 
   const count = (outcome: string) => metrics.responseCache.inc({ outcome });
-  const qualifies = (query: string, operationName: string | undefined) => {
+  const qualifies = (query: string, operationName: string | undefined): Qualified | false => {
     const operationKey = `${operationName ?? ''}\n${query}`;
     let operation = operations.get(operationKey);
     if (operation === undefined) {
@@ -152,9 +150,8 @@ export function createResponseCache(options: {
     begin: () => ({ sequence, epoch: invalidations.epoch() }),
 
     offer(ticket, key, answer) {
-      if (key.length > MAX_REQUEST_CHARS + 200 || answer.body.length > MAX_BODY_CHARS || answer.tags.length > MAX_TAGS) return count('uncacheable');
-      const operation = qualifies(answer.query, answer.operationName);
-      if (!operation) return count('uncacheable');
+      const { operation } = answer;
+      if (!operation || key.length > MAX_KEY_CHARS || answer.body.length > MAX_BODY_CHARS || answer.tags.length > MAX_TAGS) return count('uncacheable');
       // Anything that may have changed the rows since the answer's reads began refuses it.
       const changed =
         !usable() ||
@@ -181,7 +178,7 @@ export function responseKey(scope: string, accept: string | undefined, body: str
 }
 
 /** The operation's name if it is a query made only of cacheable fields; `false` otherwise. */
-export function cacheableOperation(query: string, operationName: string | undefined): { name: string | null } | false {
+function cacheableOperation(query: string, operationName: string | undefined): Qualified | false {
   let document: DocumentNode;
   try {
     document = parse(query, { noLocation: true });
@@ -223,73 +220,4 @@ export function cacheableOperation(query: string, operationName: string | undefi
       return ok;
     });
   return onlyCacheable(operation.selectionSet, 'Query') ? { name: operation.name?.value ?? null } : false;
-}
-
-export interface ResponseCacheDependencies {
-  readonly cache: ResponseCache;
-  /** The qualifying operations, compiled once Apollo has answered them. */
-  readonly compiled: CompiledOperations;
-  /** Charges an operation's cost to the viewer's budget; a PublicError when it is spent. */
-  readonly spend: (viewer: Viewer, cost: number) => Promise<void>;
-  readonly record: OperationRecorder;
-  readonly metrics: Metrics;
-}
-
-/**
- * The lean path of lookups as the HTTP handler consults it: a stored answer (the response
- * cache), else a compiled run of an operation Apollo answered before, else Apollo. Either is
- * charged its cost and recorded like an answer of Apollo's; a viewer whose budget refuses it, and
- * any run with errors, is left to Apollo, which answers with the exact error it always gives.
- */
-export function responseCacheHooks({ cache, compiled, spend, record, metrics }: ResponseCacheDependencies): ResponseHooks<Context, Viewer> {
-  const keyOf = (viewer: Viewer, accept: string | undefined, body: string) => responseKey(accessScope(viewer), accept, body);
-  const charge = async (viewer: Viewer, cost: number): Promise<boolean> => {
-    try {
-      await spend(viewer, cost);
-      return true;
-    } catch (err) {
-      if (err instanceof PublicError) return false;
-      throw err;
-    }
-  };
-  return {
-    maxRequestBytes: MAX_REQUEST_CHARS,
-    async answer(viewer, accept, body) {
-      const started = performance.now();
-      const entry = cache.get(keyOf(viewer, accept, body));
-      if (!entry || !(await charge(viewer, entry.cost))) return undefined;
-      cache.served();
-      metrics.queryComplexity.observe(entry.cost);
-      record(entry.operationName, false, started);
-      return entry;
-    },
-    async execute(viewer, accept, body, context) {
-      const request = lookupRequest(body);
-      const operation = request && compiled.find(accept, request);
-      if (!operation) return undefined;
-      const started = performance.now();
-      const result = await operation.run(undefined, context, request!.variables ?? {});
-      if (result.errors?.length || !(await charge(viewer, operation.cost))) return undefined;
-      context.operation.cost = operation.cost;
-      metrics.compiledRuns.inc();
-      metrics.queryComplexity.observe(operation.cost);
-      record(operation.operationName, false, started);
-      // As Apollo writes an answer without errors (runHttpQuery's prettyJSONStringify).
-      return { headers: operation.headers, body: `${JSON.stringify({ data: result.data })}\n` };
-    },
-    track(viewer, accept, body, parsed, context) {
-      const ticket = cache.begin();
-      return (response, { fromApollo }) => {
-        const request = lookupRequest(parsed);
-        const cost = context.operation.cost;
-        // An answer with errors is never kept; an alias named "errors" only costs a miss.
-        if (!request || cost === undefined || response.body.includes('"errors":')) return;
-        const operation = cache.qualifies(request.query, request.operationName);
-        if (operation && fromApollo) compiled.learn(accept, request, { operationName: operation.name, cost, headers: response.headers });
-        const { invoices, customers } = context.loaders.idsRead;
-        const tags = [...[...invoices].map(cacheKeys.invoice), ...[...customers].map(cacheKeys.customer)];
-        cache.offer(ticket, keyOf(viewer, accept, body), { query: request.query, operationName: request.operationName, ...response, cost, tags });
-      };
-    },
-  };
 }

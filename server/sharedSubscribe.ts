@@ -8,9 +8,9 @@ type Result = ExecutionResult | Promise<ExecutionResult>;
  * one execution per event: with a hundred subscribers on one query, an event was executed a
  * hundred times. The event object is the key (every subscriber's iterator receives the same
  * object from the event bus), so nothing outlives the event. `scope` separates subscribers
- * whose results may differ for the same event (a viewer's access, later).
+ * whose results may differ for the same event (the viewer's access scope).
  */
-export function createSharedSubscribe(scope: (args: ExecutionArgs) => string = () => '') {
+export function createSharedSubscribe(scope: (args: ExecutionArgs) => string) {
   const executions = new WeakMap<object, Map<string, Result>>();
   const documentKeys = new WeakMap<object, string>();
 

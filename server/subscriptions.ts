@@ -45,13 +45,10 @@ export function attachSubscriptions<TContext extends object>(options: Subscripti
   wss.on('connection', (socket) => writeInBatches(socket));
   const format = (errors: readonly GraphQLError[]) => errors.map((e) => options.formatError(formatForSocket(e), e));
   const documents = new Map<string, DocumentNode>();
-  // The viewer of each connection, set by onConnect before any subscribe is accepted.
-  const viewers = new WeakMap<object, Viewer>();
-  const viewerOf = (socket: object) => viewers.get(socket)!;
   const cleanup = useServer<Record<string, unknown> | undefined, { viewer?: Viewer }>(
     {
       schema: options.schema,
-      context: (ctx) => options.context(viewerOf(ctx.extra.socket)) as Record<string, unknown>,
+      context: (ctx) => options.context(ctx.extra.viewer!) as Record<string, unknown>,
       // Subscribers share an event's execution only when they may see the same things.
       subscribe: createSharedSubscribe((args) => accessScope((args.contextValue as { viewer: Viewer }).viewer)),
       onConnect: async (ctx) => {
@@ -60,7 +57,8 @@ export function attachSubscriptions<TContext extends object>(options: Subscripti
         const { socket } = ctx.extra;
         try {
           const viewer = await options.connect(typeof given === 'string' ? given : undefined, ctx.extra.request.socket.remoteAddress ?? 'unknown');
-          viewers.set(socket, viewer);
+          // The connection's viewer, set before any subscribe is accepted.
+          ctx.extra.viewer = viewer;
           const ms = options.untilExpiry(viewer);
           if (ms !== undefined) {
             // setTimeout's limit is about 24.8 days; a token living longer is closed then, early.
@@ -84,7 +82,7 @@ export function attachSubscriptions<TContext extends object>(options: Subscripti
         }
         let query = payload.query;
         try {
-          await options.admit(viewerOf(ctx.extra.socket));
+          await options.admit(ctx.extra.viewer!);
           if (options.trustedQuery) query = options.trustedQuery(payload.query || undefined, payload.extensions);
         } catch (err) {
           if (err instanceof PublicError) return [new GraphQLError(err.message, { originalError: err })];

@@ -129,7 +129,7 @@ describe('access control: roles, rows and fields', { skip }, () => {
       const a = await ask(url, tokens.admin, INVOICE, { id: own.id });
       return (a.body.data!.invoice as { risk: unknown }).risk ? a : undefined;
     }, 'the invoice to be scored');
-    assert.ok(admin);
+    assert.equal(typeof ((admin.body.data!.invoice as { risk: { score: unknown } }).risk.score), 'number', 'an admin sees the score');
 
     // Another pair's invoice is null, in lists too; its own customer record only.
     assert.deepEqual((await ask(url, tokens.customer, INVOICE, { id: other.id })).body, { data: { invoice: null } });
@@ -255,12 +255,15 @@ describe('access control: roles, rows and fields', { skip }, () => {
       client.subscribe({ query }, { next: (v) => void analystEvents.push(v.data), error: (e) => resolve(e as { code: number; reason: string }), complete: () => resolve({ code: 0, reason: 'completed' }) });
     });
     // graphql-ws acknowledges before the subscription listens: insert until one arrives.
-    const inserted = await eventually(async () => {
+    const inserted: string[] = [];
+    await eventually(async () => {
       const { rows } = await insert();
+      inserted.push(String(rows[0].id));
       await new Promise((r) => setTimeout(r, 200));
-      return analystEvents.length > 0 ? rows[0].id : undefined;
+      return analystEvents.length > 0;
     }, 'a score to reach the analyst', 2_500);
-    assert.ok(inserted);
+    const scored = analystEvents.map((e) => (e as { riskScored: { invoiceId: string } }).riskScored.invoiceId);
+    assert.ok(scored.every((id) => inserted.includes(id)), `scores of ${scored} for inserts of ${inserted}`);
     const result = await closed;
     assert.deepEqual([result.code, result.reason], [4401, 'token expired']);
     assert.ok(Date.now() - started >= 1500, 'closed at expiry, not at once');

@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import assert from 'node:assert/strict';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -73,8 +74,10 @@ describe('the object store and its local cache (a real S3 protocol server)', () 
       for (const file of files) await readFile(file);
       // Nothing in use: the oldest goes.
       const idle = await createObjectCache({ dir: small, maxBytes: 2048, inUseMs: 0 });
-      await store.putBytes('c/c4.txt', kb).then((etag) => idle.fetch(store, 'c/c4.txt', etag));
+      const c4 = await store.putBytes('c/c4.txt', kb).then((etag) => idle.fetch(store, 'c/c4.txt', etag));
       assert.ok(idle.size() <= 2048, `held ${idle.size()} bytes`);
+      assert.equal(await readFile(c4, 'utf8'), kb, 'the copy just fetched is kept');
+      assert.equal(existsSync(files[0]!), false, 'the least recently used copy (c1) is gone');
     } finally {
       await rm(small, { recursive: true, force: true });
     }

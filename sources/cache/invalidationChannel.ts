@@ -1,6 +1,7 @@
 import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { errorMessage } from '../../core/errors.js';
+import { atMostEvery } from '../../core/throttle.js';
 
 /** What one gateway tells every other that its in-process tier must drop. */
 export interface Invalidation {
@@ -46,11 +47,10 @@ export function createInvalidationChannel(options: { url: string; keyPrefix: str
   let subscribed = false;
   let epoch = 0;
   let closed = false;
-  let lastErrorLog = 0;
+  const logNow = atMostEvery(60_000);
 
   const logError = (err: unknown) => {
-    if (Date.now() - lastErrorLog < 60_000) return;
-    lastErrorLog = Date.now();
+    if (!logNow()) return;
     logger.warn({ err: errorMessage(err) }, 'cache invalidation channel unavailable; in-process cache tier off until it returns');
   };
   publisher.on('error', logError);

@@ -1,6 +1,7 @@
 import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { errorMessage } from '../../core/errors.js';
+import { atMostEvery } from '../../core/throttle.js';
 import type { Metrics } from '../../core/metrics.js';
 import { TOMBSTONE, type Cache } from './cache.js';
 import type { Invalidation } from './invalidationChannel.js';
@@ -45,7 +46,7 @@ export function createRedisCache(options: RedisCacheOptions, logger: Logger, met
   // slow call on a live connection is counted, and logged at most once a minute, so a flaky
   // Redis cannot flood the log.
   let down = false;
-  let lastSlowLog = 0;
+  const slowLogNow = atMostEvery(60_000);
   redis.on('error', (err: Error) => markFailed('connection', err));
   redis.on('ready', () => {
     void applyPending();
@@ -58,8 +59,7 @@ export function createRedisCache(options: RedisCacheOptions, logger: Logger, met
     metrics?.cacheErrors.inc({ operation });
     const reason = { err: { message: errorMessage(err) } };
     if (redis.status === 'ready') {
-      if (Date.now() - lastSlowLog < 60_000) return;
-      lastSlowLog = Date.now();
+      if (!slowLogNow()) return;
       logger.warn(reason, 'Redis cache call failed on a live connection; answered from Postgres');
       return;
     }

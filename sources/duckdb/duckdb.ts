@@ -88,7 +88,14 @@ export async function createDuck(options: DuckOptions, logger: Logger): Promise<
         throw upstreamTimeout('The analytics engine');
       }
       opened++;
-      const connection = await instance.connect();
+      let connection: DuckDBConnection;
+      try {
+        connection = await instance.connect();
+      } catch (err) {
+        // The slot taken above must be handed back, or every later query waits for it.
+        release();
+        throw err;
+      }
       let timedOut = false;
       const timer = setTimeout(() => {
         timedOut = true;

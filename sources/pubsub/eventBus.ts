@@ -2,6 +2,7 @@ import { createRedisEventTarget } from '@graphql-yoga/redis-event-target';
 import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { errorMessage, PublicError } from '../../core/errors.js';
+import { atMostEvery } from '../../core/throttle.js';
 
 /**
  * Fan-out of events to subscribers: through Redis pub/sub when REDIS_URL is set (a subscriber on
@@ -59,10 +60,9 @@ export function createEventBus(options: { redisUrl?: string; prefix: string }, l
   // the cursor's gap check); subscribing waits and re-subscribes by itself after a reconnect.
   const publisher = new Redis(options.redisUrl, { enableOfflineQueue: false, maxRetriesPerRequest: 0, retryStrategy: (n) => Math.min(n * 200, 2000) });
   const subscriber = new Redis(options.redisUrl, { maxRetriesPerRequest: null, retryStrategy: (n) => Math.min(n * 200, 2000) });
-  let lastError = 0;
+  const logNow = atMostEvery(60_000);
   const onError = (err: Error) => {
-    if (Date.now() - lastError < 60_000) return;
-    lastError = Date.now();
+    if (!logNow()) return;
     logger.warn({ err: errorMessage(err) }, 'Redis pub/sub unavailable; events published meanwhile reach only subscribers that resume by cursor');
   };
   publisher.on('error', onError);

@@ -1,0 +1,86 @@
+import type { Metrics } from '../core/metrics.js';
+import { cacheKeys } from '../sources/cache/readThrough.js';
+import type { Context } from '../resolvers/context.js';
+import { accessScope, type Viewer } from '../resolvers/viewer.js';
+import { lookupRequest, type CompiledOperations } from './compiledOperations.js';
+import type { LeanPath } from './http.js';
+import type { OperationRecorder } from './metricsPlugin.js';
+import { RateLimited } from './rateLimits.js';
+import { MAX_REQUEST_CHARS, responseKey, type ResponseCache } from './responseCache.js';
+
+export interface LeanPathDependencies {
+  readonly cache: ResponseCache;
+  /** The qualifying operations, compiled once Apollo has answered them. */
+  readonly compiled: CompiledOperations;
+  /** Charges an operation's cost to the viewer's budget; throws RateLimited when it is spent. */
+  readonly spend: (viewer: Viewer, cost: number) => Promise<void>;
+  readonly record: OperationRecorder;
+  readonly metrics: Metrics;
+}
+
+/**
+ * The lean path of lookups as the HTTP handler takes it: a stored answer (the response cache),
+ * else a compiled run of an operation Apollo answered before, else Apollo. The cost is charged
+ * once, before anything runs, and a spent budget is refused (RateLimited: 429 with Retry-After)
+ * as Apollo refuses it; answers are recorded like Apollo's. A compiled run with errors is left to
+ * Apollo, which gives the exact error it always gives and does not charge again.
+ */
+export function createLeanPath({ cache, compiled, spend, record, metrics }: LeanPathDependencies): LeanPath<Context, Viewer> {
+  const keyOf = (viewer: Viewer, accept: string | undefined, body: string) => responseKey(accessScope(viewer), accept, body);
+  /** Charges an operation's cost; a refusal is recorded as a failed operation, as Apollo records it, and thrown. */
+  const charge = async (viewer: Viewer, cost: number, operationName: string | null, startedMs: number): Promise<void> => {
+    try {
+      await spend(viewer, cost);
+    } catch (err) {
+      if (err instanceof RateLimited) record(operationName, true, startedMs);
+      throw err;
+    }
+  };
+  const answered = (cost: number, operationName: string | null, startedMs: number) => {
+    metrics.queryComplexity.observe(cost);
+    record(operationName, false, startedMs);
+  };
+  return {
+    maxRequestBytes: MAX_REQUEST_CHARS,
+
+    async stored(viewer, accept, body) {
+      const started = performance.now();
+      const entry = cache.get(keyOf(viewer, accept, body));
+      if (!entry) return undefined;
+      await charge(viewer, entry.cost, entry.operationName, started);
+      cache.served();
+      answered(entry.cost, entry.operationName, started);
+      return entry;
+    },
+
+    begin(viewer, accept, body, parsed, context) {
+      const ticket = cache.begin();
+      const request = lookupRequest(parsed);
+      return {
+        async run() {
+          const operation = request && compiled.find(accept, request);
+          if (!operation) return undefined;
+          const started = performance.now();
+          await charge(viewer, operation.cost, operation.operationName, started);
+          context.operation.cost = operation.cost;
+          const result = await operation.run(undefined, context, request!.variables ?? {});
+          if (result.errors?.length) return undefined;
+          metrics.compiledRuns.inc();
+          answered(operation.cost, operation.operationName, started);
+          // As Apollo writes an answer without errors (runHttpQuery's prettyJSONStringify).
+          return { headers: operation.headers, body: `${JSON.stringify({ data: result.data })}\n` };
+        },
+        done(response, { fromApollo }) {
+          const cost = context.operation.cost;
+          // An answer with errors is never kept; an alias named "errors" only costs a miss.
+          if (!request || cost === undefined || response.body.includes('"errors":')) return;
+          const operation = cache.qualifies(request.query, request.operationName);
+          if (operation && fromApollo) compiled.learn(accept, request, { operationName: operation.name, cost, headers: response.headers });
+          const { invoices, customers } = context.loaders.idsRead;
+          const tags = [...[...invoices].map(cacheKeys.invoice), ...[...customers].map(cacheKeys.customer)];
+          cache.offer(ticket, keyOf(viewer, accept, body), { operation, ...response, cost, tags });
+        },
+      };
+    },
+  };
+}
