@@ -22,6 +22,22 @@ export interface RiskFeatures {
   readonly lastHourInvoices: number;
   /** Hours the issuer's 12-month history spans (from its first month with data), at least 24. */
   readonly historyHours: number;
+  /** How the receiver paid in the 12 calendar months before this invoice's month (UTC). */
+  readonly receiverPayments: ReceiverPaymentHistory;
+}
+
+/**
+ * A receiver's payments as of an invoice's month: counts whose verdicts were all in before it
+ * began, so a score made today of an old invoice sees what was known then.
+ */
+export interface ReceiverPaymentHistory {
+  /** Invoices that fell due. */
+  readonly dueInvoices: number;
+  /** Of those, not fully paid by their due date. */
+  readonly lateInvoices: number;
+  /** Invoices fully paid after their due date, and their days past due, summed. */
+  readonly settledLate: number;
+  readonly daysLate: number;
 }
 
 /** Count, sum and sum of squares of ln(amount). */
@@ -50,7 +66,18 @@ export interface RiskAssessment {
   readonly reasons: readonly RiskReason[];
 }
 
-export const FEATURES = ['amountZScore', 'firstPair', 'hourlyBurst', 'roundAmount', 'justBelowThreshold', 'selfInvoice'] as const;
+export const FEATURES = [
+  'amountZScore',
+  'firstPair',
+  'hourlyBurst',
+  'roundAmount',
+  'justBelowThreshold',
+  'selfInvoice',
+  'receiverLateShare',
+  'receiverDaysLate',
+] as const;
+/** Features added after risk-v1: a model file written for v1 weighs them 0 unless it says otherwise. */
+const LATER_FEATURES: ReadonlySet<FeatureName> = new Set(['receiverLateShare', 'receiverDaysLate']);
 export type FeatureName = (typeof FEATURES)[number];
 
 const parameters = z
@@ -58,7 +85,9 @@ const parameters = z
     version: z.string().min(1).max(64),
     /** Log-odds of an invoice with no signal at all. */
     bias: z.number(),
-    weights: z.object(Object.fromEntries(FEATURES.map((f) => [f, z.number().min(-20).max(20)])) as Record<FeatureName, z.ZodNumber>).strict(),
+    weights: z
+      .object(Object.fromEntries(FEATURES.map((f) => [f, LATER_FEATURES.has(f) ? z.number().min(-20).max(20).default(0) : z.number().min(-20).max(20)])) as Record<FeatureName, z.ZodNumber>)
+      .strict(),
     /** Score from which an invoice is MEDIUM, and HIGH. */
     thresholds: z.object({ medium: z.number().gt(0).lt(1), high: z.number().gt(0).lt(1) }).strict(),
     /** Pseudo-invoices of the global prior mixed into an issuer's history (shrinkage). */
@@ -74,7 +103,7 @@ export type RiskModelParameters = z.infer<typeof parameters>;
  * A data team replaces them with trained coefficients through RISK_MODEL_FILE.
  */
 export const DEFAULT_MODEL: RiskModelParameters = {
-  version: 'risk-v1',
+  version: 'risk-v2',
   // Most invoices are ordinary: with no signal the score is about 0.05.
   bias: -3,
   weights: {
@@ -92,6 +121,12 @@ export const DEFAULT_MODEL: RiskModelParameters = {
     justBelowThreshold: 1.1,
     // Issuer and receiver are the same customer: no business reason, a known laundering pattern.
     selfInvoice: 2.5,
+    // The receiver's share of invoices not paid by their due date, above the usual one: a receiver
+    // that does not pay is where a fabricated or disputed invoice ends (the issuer's loss).
+    receiverLateShare: 2,
+    // Per 30 days the receiver's late payments came past due (at most 3): slow payers are the
+    // next defaulters.
+    receiverDaysLate: 0.5,
   },
   thresholds: { medium: 0.3, high: 0.7 },
   priorWeight: 10,
@@ -101,6 +136,10 @@ export const DEFAULT_MODEL: RiskModelParameters = {
 const APPROVAL_LIMITS = [1_000, 5_000, 10_000, 50_000, 100_000];
 /** "Just below": within 2% under a limit. */
 const JUST_BELOW = 0.02;
+/** The late share of an ordinary receiver: only the part above it is a signal. */
+const USUAL_LATE_SHARE = 0.2;
+/** Pseudo-invoices at the usual late share mixed into a receiver's own: one late invoice of one is not 100%. */
+const LATE_SHARE_PRIOR = 5;
 
 export class RiskModel {
   constructor(readonly parameters: RiskModelParameters = DEFAULT_MODEL) {}
@@ -153,8 +192,22 @@ export class RiskModel {
       roundAmount: flag(wholeThousands),
       justBelowThreshold: flag(justBelow),
       selfInvoice: flag(f.selfInvoice),
+      ...receiverSignals(f.receiverPayments),
     };
   }
+}
+
+/**
+ * The late share, shrunk towards the usual one by LATE_SHARE_PRIOR pseudo-invoices, counts only
+ * above the usual share (scaled to 0..1); days late count per 30, at most 3 months' worth.
+ */
+function receiverSignals(p: ReceiverPaymentHistory): Pick<Record<FeatureName, { value: number; signal: number }>, 'receiverLateShare' | 'receiverDaysLate'> {
+  const share = (p.lateInvoices + USUAL_LATE_SHARE * LATE_SHARE_PRIOR) / (p.dueInvoices + LATE_SHARE_PRIOR);
+  const averageDaysLate = p.settledLate > 0 ? p.daysLate / p.settledLate : 0;
+  return {
+    receiverLateShare: { value: share, signal: Math.max(share - USUAL_LATE_SHARE, 0) / (1 - USUAL_LATE_SHARE) },
+    receiverDaysLate: { value: averageDaysLate, signal: Math.min(Math.max(averageDaysLate, 0) / 30, 3) },
+  };
 }
 
 function flag(on: boolean) {

@@ -4,6 +4,7 @@ import type { RiskBackfillStore } from '../sources/postgres/riskBackfillStore.js
 import type { FeatureRow, LiveInvoice, RiskScoreRecord, RiskStore, ScoreToWrite } from '../sources/postgres/riskStore.js';
 import type { FeedTransaction } from '../sources/postgres/replication.js';
 import type { FeedConsumer } from './changeFeed.js';
+import type { ReceiverPaymentsRefresh } from './receiverPaymentsRefresh.js';
 import { FEATURES, type RiskModel } from './riskModel.js';
 
 export interface RiskScorerOptions {
@@ -14,6 +15,8 @@ export interface RiskScorerOptions {
   readonly publish: (scores: readonly RiskScoreRecord[]) => Promise<void>;
   /** Invoices per backfill batch (whole issuers, so a batch may hold more). */
   readonly backfillBatch: number;
+  /** Keeps the receivers' payment behaviour current (absent: every receiver has no history). */
+  readonly receiverPayments?: ReceiverPaymentsRefresh;
   readonly logger: Logger;
   readonly metrics: Metrics;
 }
@@ -46,6 +49,12 @@ export function createRiskScorer(options: RiskScorerOptions): FeedConsumer {
         firstPair: row.firstPair,
         lastHourInvoices: row.lastHourInvoices,
         historyHours: row.historyHours,
+        receiverPayments: {
+          dueInvoices: row.receiverDueInvoices,
+          lateInvoices: row.receiverLateInvoices,
+          settledLate: row.receiverSettledLate,
+          daysLate: row.receiverDaysLate,
+        },
       });
       const reason = new Map(assessment.reasons.map((r) => [r.feature, r]));
       return {
@@ -111,37 +120,44 @@ export function createRiskScorer(options: RiskScorerOptions): FeedConsumer {
     },
 
     async whileHolding(signal) {
-      let remaining = await backfillStore.remaining();
-      metrics.riskBackfillRemaining.set(remaining);
-      if (remaining === 0) return;
-      await register();
-      const total = remaining;
-      const started = performance.now();
-      let lastLog = started;
-      log.info({ invoices: total }, 'risk backfill started: scoring invoices that existed before the feed (not pushed to subscribers)');
-      let scored = 0;
-      const scoreCounted = (rows: FeatureRow[]) => {
-        const scores = toWrite(rows);
-        for (const score of scores) metrics.riskScored.inc({ band: score.band, source: 'backfill' });
-        return scores;
-      };
-      while (!signal.aborted) {
-        const n = await backfillStore.batch(options.backfillBatch, scoreCounted);
-        if (n === 0) break;
-        scored += n;
-        remaining = Math.max(0, remaining - n);
-        metrics.riskBackfillRemaining.set(remaining);
-        if (performance.now() - lastLog > 5000) {
-          lastLog = performance.now();
-          log.info({ scored, total, percent: Math.round((100 * scored) / total) }, 'risk backfill progress');
-        }
-      }
-      if (signal.aborted) return;
-      metrics.riskBackfillRemaining.set(0);
-      const seconds = (performance.now() - started) / 1000;
-      log.info({ scored, seconds: Math.round(seconds * 10) / 10, perSecond: Math.round(scored / seconds) }, 'risk backfill done');
+      // The backfill scores with the receivers' payment behaviour: bring it up to date first.
+      await options.receiverPayments?.refresh();
+      await backfill(signal);
+      await options.receiverPayments?.keepFresh(signal);
     },
   };
+
+  async function backfill(signal: AbortSignal): Promise<void> {
+    let remaining = await backfillStore.remaining();
+    metrics.riskBackfillRemaining.set(remaining);
+    if (remaining === 0) return;
+    await register();
+    const total = remaining;
+    const started = performance.now();
+    let lastLog = started;
+    log.info({ invoices: total }, 'risk backfill started: scoring invoices that existed before the feed (not pushed to subscribers)');
+    let scored = 0;
+    const scoreCounted = (rows: FeatureRow[]) => {
+      const scores = toWrite(rows);
+      for (const score of scores) metrics.riskScored.inc({ band: score.band, source: 'backfill' });
+      return scores;
+    };
+    while (!signal.aborted) {
+      const n = await backfillStore.batch(options.backfillBatch, scoreCounted);
+      if (n === 0) break;
+      scored += n;
+      remaining = Math.max(0, remaining - n);
+      metrics.riskBackfillRemaining.set(remaining);
+      if (performance.now() - lastLog > 5000) {
+        lastLog = performance.now();
+        log.info({ scored, total, percent: Math.round((100 * scored) / total) }, 'risk backfill progress');
+      }
+    }
+    if (signal.aborted) return;
+    metrics.riskBackfillRemaining.set(0);
+    const seconds = (performance.now() - started) / 1000;
+    log.info({ scored, seconds: Math.round(seconds * 10) / 10, perSecond: Math.round(scored / seconds) }, 'risk backfill done');
+  }
 }
 
 /** An invoices row from the feed (int8 and numeric arrive as text, timestamptz as a Date). */

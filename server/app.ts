@@ -142,7 +142,7 @@ async function serve(config: Config, logger: Logger, databaseUrl: string, resour
   const risk = createRiskStore(db);
   const lake = await createLake({ config, logger, metrics, db, backgroundDb, lakeStateDb });
   resources.lake = lake;
-  const feed = await startFeed({ config, databaseUrl, db: backgroundDb, consumers: [lake.recorder], cache, events, logger, metrics });
+  const feed = await startFeed({ config, databaseUrl, db: backgroundDb, consumers: [lake.recorder], receiverPayments: lake.receiverPayments, cache, events, logger, metrics });
   resources.feed = feed;
 
   const httpServer = http.createServer();

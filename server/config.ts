@@ -89,6 +89,8 @@ const settings = z.object({
   RISK_MODEL_FILE: z.string().min(1, 'must not be empty').optional(),
   /** Invoices per backfill batch (whole issuers, so a batch may hold more). */
   RISK_BACKFILL_BATCH: wholeNumber(100, 1_000_000).default(20_000),
+  /** How often the feed holder looks for new payments or profiles files to refresh receivers' payment behaviour; 0: never (no such features). */
+  RISK_RECEIVER_PAYMENTS_INTERVAL_MS: wholeNumber(0, 86_400_000).default(10_000),
   /** Subscriptions one WebSocket connection may hold at once. */
   MAX_SUBSCRIPTIONS_PER_CONNECTION: wholeNumber(1, 1000).default(20),
   /** Events a subscriber may fall behind; past it, that subscription ends with LIMIT_EXCEEDED. */
@@ -210,6 +212,8 @@ export interface Config {
   readonly risk: {
     readonly model: RiskModelParameters;
     readonly backfillBatch: number;
+    /** 0: receivers' payment behaviour is never read from the lake. */
+    readonly receiverPaymentsIntervalMs: number;
   };
   readonly subscriptions: {
     readonly maxPerConnection: number;
@@ -355,7 +359,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     maxRequestBytes: MAX_REQUEST_BYTES,
     stopWithParent: env.npm_lifecycle_event === 'start',
     feed: { enabled: s.CHANGE_FEED, slot: s.FEED_SLOT, publication: s.FEED_PUBLICATION, retryMs: s.FEED_RETRY_MS },
-    risk: { model: s.RISK_MODEL_FILE ? readJsonSetting('RISK_MODEL_FILE', s.RISK_MODEL_FILE, (json) => RiskModel.fromJson(json).parameters) : DEFAULT_MODEL, backfillBatch: s.RISK_BACKFILL_BATCH },
+    risk: { model: s.RISK_MODEL_FILE ? readJsonSetting('RISK_MODEL_FILE', s.RISK_MODEL_FILE, (json) => RiskModel.fromJson(json).parameters) : DEFAULT_MODEL, backfillBatch: s.RISK_BACKFILL_BATCH, receiverPaymentsIntervalMs: s.RISK_RECEIVER_PAYMENTS_INTERVAL_MS },
     subscriptions: { maxPerConnection: s.MAX_SUBSCRIPTIONS_PER_CONNECTION, queue: s.SUBSCRIPTION_QUEUE },
     lake: {
       s3: s.S3_BUCKET

@@ -1,14 +1,18 @@
+import path from 'node:path';
 import type { Logger } from 'pino';
 import type { Metrics } from '../core/metrics.js';
 import { createCacheInvalidator } from '../pipelines/cacheInvalidator.js';
 import { startChangeFeed, type ChangeFeed, type FeedConsumer, type FeedStatus } from '../pipelines/changeFeed.js';
+import { createReceiverPaymentsRefresh } from '../pipelines/receiverPaymentsRefresh.js';
 import { RiskModel } from '../pipelines/riskModel.js';
 import { createRiskScorer } from '../pipelines/riskScorer.js';
 import { RISK_TOPIC } from '../resolvers/riskSubscription.js';
 import type { Cache } from '../sources/cache/cache.js';
 import type { Database } from '../sources/postgres/database.js';
 import { defaultSlotName } from '../sources/postgres/replication.js';
+import type { ReceiverPayments } from '../sources/lake/receiverPayments.js';
 import type { EventBus } from '../sources/pubsub/eventBus.js';
+import { createReceiverPaymentsStore } from '../sources/postgres/receiverPaymentsStore.js';
 import { createRiskStore } from '../sources/postgres/riskStore.js';
 import { createRiskBackfillStore } from '../sources/postgres/riskBackfillStore.js';
 import type { Config } from './config.js';
@@ -20,6 +24,8 @@ export interface FeedDependencies {
   readonly db: Database;
   /** Consumers besides cache invalidation and scoring (the lake's change recorder). */
   readonly consumers: readonly FeedConsumer[];
+  /** The lake's view of how receivers pay, for the risk model (absent: no lake). */
+  readonly receiverPayments?: ReceiverPayments;
   readonly cache: Cache;
   readonly events: EventBus;
   readonly logger: Logger;
@@ -41,6 +47,16 @@ export async function startFeed(deps: FeedDependencies): Promise<ChangeFeed> {
     store: createRiskStore(db),
     backfillStore: createRiskBackfillStore(db),
     backfillBatch: config.risk.backfillBatch,
+    receiverPayments:
+      deps.receiverPayments && config.risk.receiverPaymentsIntervalMs > 0
+        ? createReceiverPaymentsRefresh({
+            lake: deps.receiverPayments,
+            store: createReceiverPaymentsStore(db),
+            stagingDir: path.join(config.dataDir, 'lake-staging'),
+            intervalMs: config.risk.receiverPaymentsIntervalMs,
+            logger,
+          })
+        : undefined,
     logger,
     metrics,
     publish: async (scores) => {

@@ -9,6 +9,7 @@ import { createDuck, type Duck } from '../sources/duckdb/duckdb.js';
 import { createDatasets } from '../sources/lake/datasets.js';
 import { createJoined, type Joined } from '../sources/lake/joined.js';
 import { createLakeWriter } from '../sources/lake/lakeWriter.js';
+import { createReceiverPayments, type ReceiverPayments } from '../sources/lake/receiverPayments.js';
 import { createStatsEngine, type StatsEngine } from '../sources/lake/statsEngine.js';
 import { createLocalStore } from '../sources/objectStore/localStore.js';
 import { createObjectCache } from '../sources/objectStore/objectCache.js';
@@ -25,11 +26,15 @@ const BARRIER_TIMEOUT_MS = 2_000;
 const FEED_WAIT_MS = 30_000;
 /** An export may take this long (a first export of a large table) before it is interrupted. */
 const EXPORT_TIMEOUT_MS = 60 * 60_000;
+/** The receivers' payment behaviour reads every invoice and payment: background work, not a request. */
+const RECEIVER_PAYMENTS_TIMEOUT_MS = 30 * 60_000;
 
 export interface Lake {
   readonly engine: StatsEngine;
   /** Invoices joined with the users' datasets (profiles, payments, ratings). */
   readonly joined: Joined;
+  /** How receivers pay, for the risk model. */
+  readonly receiverPayments: ReceiverPayments;
   /** DuckDB queries run so far. */
   duckQueries(): number;
   /** The feed consumer that records what the lake does not hold yet. */
@@ -74,12 +79,8 @@ export async function createLake(deps: { config: Config; logger: Logger; metrics
     metrics,
   });
   const stopping = new AbortController();
-  const joined = createJoined({
-    datasets: createDatasets({ store, cache, duck, ...config.lake.sources, timeoutMs: config.analytics.timeoutMs, logger }),
-    duck,
-    stats: engine,
-    timeoutMs: config.analytics.timeoutMs,
-  });
+  const datasets = createDatasets({ store, cache, duck, ...config.lake.sources, timeoutMs: config.analytics.timeoutMs, logger });
+  const joined = createJoined({ datasets, duck, stats: engine, timeoutMs: config.analytics.timeoutMs });
   // The feed's recorder and the exporter share the background pool: neither works for a request.
   const backgroundLakeStore = createLakeStore(deps.backgroundDb);
   const exporter = {
@@ -130,6 +131,7 @@ export async function createLake(deps: { config: Config; logger: Logger; metrics
   return {
     engine,
     joined,
+    receiverPayments: createReceiverPayments({ datasets, duck, stats: engine, timeoutMs: RECEIVER_PAYMENTS_TIMEOUT_MS }),
     duckQueries: () => duck!.sessions(),
     recorder: createLakeChangeRecorder(backgroundLakeStore),
     store,

@@ -71,7 +71,7 @@ describe('risk scoring on every insert, and the riskScored subscription', { skip
       const id = await insert(4, 4, '9990.00');
       const score = (await eventually(() => sub.events.find((e) => e.riskScored.invoiceId === id), 'the event')).riskScored;
       assert.deepEqual(score.invoice, { id, amountUsd: '9990.00', issuerId: '4', receiverId: '4' });
-      assert.equal(score.modelVersion, 'risk-v1');
+      assert.equal(score.modelVersion, 'risk-v2');
       assert.equal(score.band, 'HIGH', 'a self-invoice just below 10,000 is high risk');
       assert.ok(score.score >= 0.7 && score.score <= 1);
       const reasons = Object.fromEntries(score.reasons.map((r) => [r.feature, r]));

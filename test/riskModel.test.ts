@@ -17,7 +17,10 @@ const ordinary: RiskFeatures = {
   firstPair: false,
   lastHourInvoices: 1,
   historyHours: 365 * 24,
+  // A receiver that paid 1 of 40 invoices late, 3 days past due.
+  receiverPayments: { dueInvoices: 40, lateInvoices: 1, settledLate: 1, daysLate: 3 },
 };
+const noPaymentHistory = { dueInvoices: 0, lateInvoices: 0, settledLate: 0, daysLate: 0 };
 
 const model = new RiskModel();
 const reason = (features: RiskFeatures, name: string) => model.score(features).reasons.find((r) => r.feature === name)!;
@@ -26,7 +29,7 @@ describe('risk model', () => {
   it('scores an ordinary invoice LOW, with every feature as a reason, largest contribution first', () => {
     const result = model.score(ordinary);
     assert.equal(result.band, 'LOW');
-    assert.equal(result.modelVersion, 'risk-v1');
+    assert.equal(result.modelVersion, 'risk-v2');
     assert.ok(result.score > 0 && result.score < DEFAULT_MODEL.thresholds.medium);
     assert.deepEqual(new Set(result.reasons.map((r) => r.feature)), new Set(FEATURES));
     const contributions = result.reasons.map((r) => r.contribution);
@@ -84,6 +87,41 @@ describe('risk model', () => {
     // A busy issuer (100,000 a year, about 11 an hour): 12 in an hour is its normal pace.
     const busy = { ...ordinary, issuerHistory: history(100_000, 450), lastHourInvoices: 12 };
     assert.ok(reason(busy, 'hourlyBurst').contribution < 0.2);
+  });
+
+  it("raises the score of an invoice to a receiver that pays late, by late share and days late, as reasons", () => {
+    const slow = { ...ordinary, receiverPayments: { dueInvoices: 40, lateInvoices: 30, settledLate: 20, daysLate: 20 * 45 } };
+    const share = reason(slow, 'receiverLateShare');
+    // Shrunk towards the usual 20% by 5 pseudo-invoices: (30 + 1) / (40 + 5).
+    assert.ok(Math.abs(share.value - 31 / 45) < 1e-4, `share ${share.value}`);
+    assert.ok(Math.abs(share.contribution - DEFAULT_MODEL.weights.receiverLateShare * (31 / 45 - 0.2) / 0.8) < 1e-3);
+    const days = reason(slow, 'receiverDaysLate');
+    assert.equal(days.value, 45);
+    assert.ok(Math.abs(days.contribution - DEFAULT_MODEL.weights.receiverDaysLate * 1.5) < 1e-4);
+    assert.ok(model.score(slow).score > model.score(ordinary).score);
+    assert.equal(model.score({ ...slow, amountUsd: '9990.00', firstPair: true }).band, 'HIGH');
+    // Days late are capped at three months' worth.
+    const never = reason({ ...ordinary, receiverPayments: { dueInvoices: 10, lateInvoices: 10, settledLate: 1, daysLate: 400 } }, 'receiverDaysLate');
+    assert.ok(Math.abs(never.contribution - DEFAULT_MODEL.weights.receiverDaysLate * 3) < 1e-4);
+  });
+
+  it('does not hold a short or missing payment history against a receiver', () => {
+    assert.equal(reason({ ...ordinary, receiverPayments: noPaymentHistory }, 'receiverLateShare').contribution, 0);
+    assert.equal(reason({ ...ordinary, receiverPayments: noPaymentHistory }, 'receiverDaysLate').contribution, 0);
+    assert.equal(reason(ordinary, 'receiverLateShare').contribution, 0, 'a usual late share adds nothing');
+    // One late invoice out of one is not a 100% late payer: (1 + 1) / (1 + 5).
+    const once = reason({ ...ordinary, receiverPayments: { dueInvoices: 1, lateInvoices: 1, settledLate: 0, daysLate: 0 } }, 'receiverLateShare');
+    assert.ok(Math.abs(once.value - 2 / 6) < 1e-4);
+    const always = reason({ ...ordinary, receiverPayments: { dueInvoices: 50, lateInvoices: 50, settledLate: 0, daysLate: 0 } }, 'receiverLateShare');
+    assert.ok(always.contribution > 4 * once.contribution);
+  });
+
+  it('reads a risk-v1 model file: the payment features it does not name weigh nothing', () => {
+    const { receiverLateShare: _share, receiverDaysLate: _days, ...v1Weights } = DEFAULT_MODEL.weights;
+    const v1 = RiskModel.fromJson({ ...DEFAULT_MODEL, version: 'trained-v1', weights: v1Weights });
+    const slow = { ...ordinary, receiverPayments: { dueInvoices: 40, lateInvoices: 40, settledLate: 40, daysLate: 40 * 60 } };
+    assert.equal(v1.score(slow).score, v1.score(ordinary).score);
+    assert.equal(v1.score(slow).reasons.find((r) => r.feature === 'receiverLateShare')!.contribution, 0);
   });
 
   it('reads another set of weights from JSON, naming the first bad field', () => {

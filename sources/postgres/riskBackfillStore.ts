@@ -60,17 +60,23 @@ const NEXT_ISSUERS: Statement = {
     SELECT array_agg(issuer_id ORDER BY issuer_id) AS issuers FROM running WHERE before < $1`,
 };
 
+/** The batch's issuers, for the cursor below (DECLARE takes no parameters). Local to the transaction. */
+const SET_ISSUERS: Statement = {
+  name: 'risk_backfill_set_issuers',
+  text: `SELECT set_config('invoice_gateway.backfill_issuers', $1::int[]::text, true)`,
+};
+
 /**
  * Backfill features for whole issuers, with window functions over their full history, each
  * invoice seeing only what came before it: prior months from a per-month running window, the
  * current month's earlier invoices from a row window, the last hour from a range window.
  */
-const FEATURES: Statement = {
-  name: 'risk_backfill_features',
-  text: `WITH inv AS (
+const DECLARE_FEATURES: Statement = {
+  name: 'risk_backfill_declare',
+  text: `DECLARE risk_backfill_features NO SCROLL CURSOR FOR WITH inv AS (
       SELECT i.invoice_id, i.issue_date, i.issuer_id, i.receiver_id, i.amount_usd, ${riskSql.lnAmount('i.amount_usd')} AS l,
         (extract(year FROM i.issue_date AT TIME ZONE 'UTC') * 12 + extract(month FROM i.issue_date AT TIME ZONE 'UTC') - 1)::int AS mi
-      FROM invoices i WHERE i.issuer_id = ANY($1::int[])
+      FROM invoices i WHERE i.issuer_id = ANY(current_setting('invoice_gateway.backfill_issuers')::int[])
     ), mon AS (
       SELECT issuer_id, mi, count(*) AS n, sum(l) AS s, sum(l * l) AS ss FROM inv GROUP BY 1, 2
     ), prior AS (
@@ -98,12 +104,18 @@ const FEATURES: Statement = {
       (p.n + w.mn)::float8 AS "issuerN", (p.s + w.ms)::float8 AS "issuerSum", (p.ss + w.mss)::float8 AS "issuerSumSquares",
       coalesce(gp.n, 0)::float8 AS "globalN", coalesce(gp.s, 0)::float8 AS "globalSum", coalesce(gp.ss, 0)::float8 AS "globalSumSquares",
       w.first_pair AS "firstPair", w.last_hour::int AS "lastHourInvoices",
-      greatest(24, extract(epoch FROM w.issue_date - make_timestamptz(p.first_mi / 12, p.first_mi % 12 + 1, 1, 0, 0, 0, 'UTC')) / 3600)::float8 AS "historyHours"
+      greatest(24, extract(epoch FROM w.issue_date - make_timestamptz(p.first_mi / 12, p.first_mi % 12 + 1, 1, 0, 0, 0, 'UTC')) / 3600)::float8 AS "historyHours",
+      ${riskSql.RECEIVER_PAYMENT_COLUMNS}
     FROM w
     JOIN risk_backfill_queue q ON q.issuer_id = w.issuer_id AND q.invoice_id = w.invoice_id
     JOIN prior p ON p.issuer_id = w.issuer_id AND p.mi = w.mi
-    LEFT JOIN gprior gp ON gp.mi = w.mi`,
+    LEFT JOIN gprior gp ON gp.mi = w.mi
+    ${riskSql.receiverPaymentsJoin('w.receiver_id', 'make_date(w.mi / 12, w.mi % 12 + 1, 1)')}`,
 };
+
+/** Rows at a time from the cursor: an issuer with 200,000 invoices must not be held in memory whole. */
+const FETCH_ROWS = 5_000;
+const FETCH: Statement = { name: 'risk_backfill_fetch', text: `FETCH ${FETCH_ROWS} FROM risk_backfill_features` };
 
 const WRITE: Statement = {
   name: 'risk_write_backfill',
@@ -152,13 +164,22 @@ export function createRiskBackfillStore(db: Database): RiskBackfillStore {
       const [next] = await db.query<{ issuers: number[] | null }>(NEXT_ISSUERS, [invoices]);
       const issuers = next?.issuers ?? [];
       if (issuers.length === 0) return 0;
-      const scores = score(await db.query<FeatureRow>(FEATURES, [issuers]));
-      await db.transaction(async (tx) => {
-        if (scores.length > 0) await tx.query(WRITE, [...scoreArrays(scores), scores[0]!.modelVersion]);
+      const scored = await db.transaction(async (tx) => {
+        await tx.query(SET_ISSUERS, [issuers]);
+        await tx.query(DECLARE_FEATURES);
+        let total = 0;
+        for (;;) {
+          const rows = await tx.query<FeatureRow>(FETCH);
+          const scores = score(rows);
+          if (scores.length > 0) await tx.query(WRITE, [...scoreArrays(scores), scores[0]!.modelVersion]);
+          total += scores.length;
+          if (rows.length < FETCH_ROWS) break;
+        }
         await tx.query(DEQUEUE, [issuers]);
+        return total;
       });
       // An issuer whose queued invoices were all deleted meanwhile still counts as progress.
-      return Math.max(scores.length, 1);
+      return Math.max(scored, 1);
     },
   };
 }

@@ -22,6 +22,13 @@ export interface FeatureRow {
   readonly firstPair: boolean;
   readonly lastHourInvoices: number;
   readonly historyHours: number;
+  /** The receiver's invoices that fell due in the 12 months before this invoice's month. */
+  readonly receiverDueInvoices: number;
+  /** Of those, the ones not settled by their due date. */
+  readonly receiverLateInvoices: number;
+  /** The receiver's invoices settled late in those months, and their days past due summed. */
+  readonly receiverSettledLate: number;
+  readonly receiverDaysLate: number;
 }
 
 /** An inserted invoice as the feed delivered it. */
@@ -116,7 +123,8 @@ const LIVE_FEATURES: Statement = {
                            ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) = 0 AS "firstPair",
       (hr.n + count(*) OVER (PARTITION BY b.issuer_id ORDER BY b.issue_date RANGE BETWEEN interval '1 hour' PRECEDING AND CURRENT ROW))::int
         AS "lastHourInvoices",
-      greatest(24, extract(epoch FROM b.issue_date - coalesce(h.first_month, b.month)::timestamp AT TIME ZONE 'UTC') / 3600)::float8 AS "historyHours"
+      greatest(24, extract(epoch FROM b.issue_date - coalesce(h.first_month, b.month)::timestamp AT TIME ZONE 'UTC') / 3600)::float8 AS "historyHours",
+      ${riskSql.RECEIVER_PAYMENT_COLUMNS}
     FROM b
     LEFT JOIN global g ON g.month = b.month
     LEFT JOIN LATERAL (
@@ -125,6 +133,7 @@ const LIVE_FEATURES: Statement = {
       WHERE m.customer_id = b.issuer_id AND m.month BETWEEN (b.month - interval '12 months')::date AND b.month
     ) h ON true
     LEFT JOIN risk_customer_pairs p ON p.issuer_id = b.issuer_id AND p.receiver_id = b.receiver_id
+    ${riskSql.receiverPaymentsJoin('b.receiver_id', 'b.month')}
     CROSS JOIN LATERAL (
       SELECT CASE WHEN b.issue_date >= now() - ${riskSql.MINUTES_KEPT} THEN
         (SELECT coalesce(sum(mi.invoices), 0) FROM risk_issuer_minutes mi

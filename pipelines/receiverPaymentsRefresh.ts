@@ -1,0 +1,84 @@
+import { mkdir, rm } from 'node:fs/promises';
+import path from 'node:path';
+import type { Logger } from 'pino';
+import { errorMessage } from '../core/errors.js';
+import type { ReceiverPayments } from '../sources/lake/receiverPayments.js';
+import type { ReceiverPaymentsStore } from '../sources/postgres/receiverPaymentsStore.js';
+
+export interface ReceiverPaymentsRefreshOptions {
+  readonly lake: ReceiverPayments;
+  readonly store: ReceiverPaymentsStore;
+  /** Where the CSV between DuckDB and Postgres is written. */
+  readonly stagingDir: string;
+  /** How often to look for new payments or profiles files (and a new month). */
+  readonly intervalMs: number;
+  readonly logger: Logger;
+}
+
+export type RefreshOutcome = 'refreshed' | 'current' | 'failed';
+
+/**
+ * Keeps risk_receiver_payment_months in step with the lake's payments and profiles: refreshed
+ * when a file set or the month changes, by the feed holder alone (the risk scorer runs it), so
+ * replicas never race to replace it.
+ */
+export interface ReceiverPaymentsRefresh {
+  /** One look: refreshes if anything it reads changed. Never throws: failures are logged once. */
+  refresh(): Promise<RefreshOutcome>;
+  /** Looks every interval until `signal` aborts. */
+  keepFresh(signal: AbortSignal): Promise<void>;
+}
+
+export function createReceiverPaymentsRefresh(options: ReceiverPaymentsRefreshOptions): ReceiverPaymentsRefresh {
+  const log = options.logger.child({ component: 'receiver-payments' });
+  let lastError = '';
+  let running: Promise<RefreshOutcome> | undefined;
+
+  const refreshNow = async (): Promise<RefreshOutcome> => {
+    try {
+      const [wanted, stored] = await Promise.all([options.lake.fingerprint(), options.store.fingerprint()]);
+      if (wanted === stored) return 'current';
+      await mkdir(options.stagingDir, { recursive: true });
+      const file = path.join(options.stagingDir, `receiver-payments-${process.pid}-${Date.now()}.csv`);
+      try {
+        const started = performance.now();
+        const made = await options.lake.writeCsv(file);
+        await options.store.replace(file, made.fingerprint);
+        log.info(
+          { receiverMonths: made.rows, dueInvoices: made.dueInvoices, before: made.cutoffMonth, engine: made.engine, ms: Math.round(performance.now() - started) },
+          "receivers' payment behaviour refreshed for the risk model",
+        );
+      } finally {
+        await rm(file, { force: true });
+      }
+      lastError = '';
+      return 'refreshed';
+    } catch (err) {
+      // An object store that is down must not flood the log every interval.
+      const message = errorMessage(err);
+      if (message !== lastError) log.warn({ err }, "receivers' payment behaviour not refreshed; scores use the last refresh");
+      lastError = message;
+      return 'failed';
+    }
+  };
+
+  const refresh = () => (running ??= refreshNow().finally(() => (running = undefined)));
+
+  return {
+    refresh,
+    async keepFresh(signal) {
+      while (!signal.aborted) {
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(done, options.intervalMs);
+          function done() {
+            clearTimeout(timer);
+            signal.removeEventListener('abort', done);
+            resolve();
+          }
+          signal.addEventListener('abort', done, { once: true });
+        });
+        if (!signal.aborted) await refresh();
+      }
+    },
+  };
+}

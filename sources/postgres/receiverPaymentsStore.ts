@@ -1,0 +1,57 @@
+import { createReadStream } from 'node:fs';
+import { pipeline } from 'node:stream/promises';
+import copyStreams from 'pg-copy-streams';
+import type { Database, Statement } from './database.js';
+
+const { from: copyFrom } = copyStreams;
+
+/**
+ * The risk model's view of how receivers pay (migrations/007): per receiver and month, counts
+ * made in the lake and replaced here whole, so the scorer reads at most 12 rows a receiver.
+ */
+export interface ReceiverPaymentsStore {
+  /** What the current rows were made from (null: never refreshed). */
+  fingerprint(): Promise<string | null>;
+  /**
+   * Replaces every row with a CSV of (receiver_id, month, due_invoices, late_invoices,
+   * settled_late, days_late), in one transaction: scorers see the old rows or the new, never half.
+   */
+  replace(csvFile: string, fingerprint: string): Promise<number>;
+}
+
+const FINGERPRINT: Statement = { name: 'receiver_payments_fingerprint', text: `SELECT fingerprint FROM risk_receiver_payments_state` };
+const CLEAR: Statement = { name: 'receiver_payments_clear', text: `DELETE FROM risk_receiver_payment_months` };
+const RECORD: Statement = {
+  name: 'receiver_payments_record',
+  text: `INSERT INTO risk_receiver_payments_state (fingerprint, refreshed_at, receiver_months)
+    SELECT $1, now(), count(*) FROM risk_receiver_payment_months
+    ON CONFLICT (singleton) DO UPDATE SET fingerprint = excluded.fingerprint, refreshed_at = excluded.refreshed_at,
+      receiver_months = excluded.receiver_months
+    RETURNING receiver_months::float8 AS rows`,
+};
+const COPY = `COPY risk_receiver_payment_months (receiver_id, month, due_invoices, late_invoices, settled_late, days_late) FROM STDIN (FORMAT csv)`;
+
+export function createReceiverPaymentsStore(db: Database): ReceiverPaymentsStore {
+  return {
+    async fingerprint() {
+      const [row] = await db.query<{ fingerprint: string }>(FINGERPRINT);
+      return row?.fingerprint ?? null;
+    },
+
+    async replace(csvFile, fingerprint) {
+      return db.withClient(async (client) => {
+        await client.query('BEGIN');
+        try {
+          await client.query(CLEAR.text);
+          await pipeline(createReadStream(csvFile), client.query(copyFrom(COPY)));
+          const { rows } = await client.query<{ rows: number }>(RECORD.text, [fingerprint]);
+          await client.query('COMMIT');
+          return rows[0]!.rows;
+        } catch (err) {
+          await client.query('ROLLBACK').catch(() => undefined);
+          throw err;
+        }
+      });
+    },
+  };
+}
