@@ -199,6 +199,8 @@ export interface StreamOptions {
   /** Receives each committed transaction in commit order; the next waits until it resolves. */
   readonly onTransaction: (tx: FeedTransaction) => Promise<void>;
   readonly logger: Logger;
+  /** How often the stream's position is reported unasked (as a standby's wal_receiver_status_interval). */
+  readonly statusIntervalMs?: number;
 }
 
 /**
@@ -229,6 +231,13 @@ export function openReplicationStream(options: StreamOptions): ReplicationStream
     // the last acknowledged position confirms nothing new.
     if (shouldRespond && acknowledged > 0n) void service.acknowledge(formatLsn(acknowledged));
   });
+  // Keepalives are read only while the socket is not paused, and flow control pauses it while a
+  // transaction is handled: a handler busy for longer than wal_sender_timeout got the stream cut
+  // ("terminating walsender process due to replication timeout"; seen during a 10M backfill).
+  // The walsender reads replies even while it waits to send, so the position also goes out on a
+  // timer. Before any acknowledgement it is 0/0, which confirms nothing.
+  const statusTimer = setInterval(() => void service.acknowledge(formatLsn(acknowledged)), options.statusIntervalMs ?? 10_000);
+  statusTimer.unref();
   service.on('data', async (lsn: string, message: Pgoutput.Message) => {
     try {
       if (message.tag === 'begin') {
@@ -266,6 +275,7 @@ export function openReplicationStream(options: StreamOptions): ReplicationStream
     () => failure ?? new Error('the replication stream ended'),
     (err: unknown) => failure ?? (err instanceof Error ? err : new Error(errorMessage(err))),
   );
+  void ended.finally(() => clearInterval(statusTimer));
 
   return {
     started: startedOrFailed,
@@ -276,6 +286,7 @@ export function openReplicationStream(options: StreamOptions): ReplicationStream
       void service.acknowledge(formatLsn(lsn));
     },
     async stop() {
+      clearInterval(statusTimer);
       await service.destroy();
     },
   };
