@@ -15,7 +15,16 @@ CREATE TABLE risk_receiver_payment_months (
   PRIMARY KEY (receiver_id, month)
 );
 
--- What the table was made from: the dataset versions and the cut-off month, so a refresh is
+-- The same over all receivers: the usual behaviour a receiver is compared with.
+CREATE TABLE risk_payment_months (
+  month date PRIMARY KEY,
+  due_invoices bigint NOT NULL,
+  late_invoices bigint NOT NULL,
+  settled_late bigint NOT NULL,
+  days_late double precision NOT NULL
+);
+
+-- What the tables were made from: the dataset versions and the cut-off month, so a refresh is
 -- skipped when nothing it reads has changed.
 CREATE TABLE risk_receiver_payments_state (
   singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),

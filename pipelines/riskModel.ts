@@ -24,6 +24,8 @@ export interface RiskFeatures {
   readonly historyHours: number;
   /** How the receiver paid in the 12 calendar months before this invoice's month (UTC). */
   readonly receiverPayments: ReceiverPaymentHistory;
+  /** The same over all receivers: the usual behaviour the receiver's is compared with. */
+  readonly allPayments: ReceiverPaymentHistory;
 }
 
 /**
@@ -136,8 +138,8 @@ export const DEFAULT_MODEL: RiskModelParameters = {
 const APPROVAL_LIMITS = [1_000, 5_000, 10_000, 50_000, 100_000];
 /** "Just below": within 2% under a limit. */
 const JUST_BELOW = 0.02;
-/** The late share of an ordinary receiver: only the part above it is a signal. */
-const USUAL_LATE_SHARE = 0.2;
+/** The usual late share before any payment history exists. */
+const DEFAULT_LATE_SHARE = 0.2;
 /** Pseudo-invoices at the usual late share mixed into a receiver's own: one late invoice of one is not 100%. */
 const LATE_SHARE_PRIOR = 5;
 
@@ -192,21 +194,28 @@ export class RiskModel {
       roundAmount: flag(wholeThousands),
       justBelowThreshold: flag(justBelow),
       selfInvoice: flag(f.selfInvoice),
-      ...receiverSignals(f.receiverPayments),
+      ...receiverSignals(f.receiverPayments, f.allPayments),
     };
   }
 }
 
 /**
- * The late share, shrunk towards the usual one by LATE_SHARE_PRIOR pseudo-invoices, counts only
- * above the usual share (scaled to 0..1); days late count per 30, at most 3 months' worth.
+ * Judged against all receivers over the same months, as amounts are against all issuers: the
+ * late share, shrunk towards the usual one by LATE_SHARE_PRIOR pseudo-invoices, counts only above
+ * it (scaled to 0..1); average days late count above the usual average, per 30, at most 3
+ * months' worth.
  */
-function receiverSignals(p: ReceiverPaymentHistory): Pick<Record<FeatureName, { value: number; signal: number }>, 'receiverLateShare' | 'receiverDaysLate'> {
-  const share = (p.lateInvoices + USUAL_LATE_SHARE * LATE_SHARE_PRIOR) / (p.dueInvoices + LATE_SHARE_PRIOR);
+function receiverSignals(
+  p: ReceiverPaymentHistory,
+  all: ReceiverPaymentHistory,
+): Pick<Record<FeatureName, { value: number; signal: number }>, 'receiverLateShare' | 'receiverDaysLate'> {
+  const usualShare = all.dueInvoices > 0 ? all.lateInvoices / all.dueInvoices : DEFAULT_LATE_SHARE;
+  const share = (p.lateInvoices + usualShare * LATE_SHARE_PRIOR) / (p.dueInvoices + LATE_SHARE_PRIOR);
+  const usualDays = all.settledLate > 0 ? all.daysLate / all.settledLate : 0;
   const averageDaysLate = p.settledLate > 0 ? p.daysLate / p.settledLate : 0;
   return {
-    receiverLateShare: { value: share, signal: Math.max(share - USUAL_LATE_SHARE, 0) / (1 - USUAL_LATE_SHARE) },
-    receiverDaysLate: { value: averageDaysLate, signal: Math.min(Math.max(averageDaysLate, 0) / 30, 3) },
+    receiverLateShare: { value: share, signal: usualShare < 1 ? Math.max(share - usualShare, 0) / (1 - usualShare) : 0 },
+    receiverDaysLate: { value: averageDaysLate, signal: p.settledLate > 0 ? Math.min(Math.max(averageDaysLate - usualDays, 0) / 30, 3) : 0 },
   };
 }
 

@@ -55,6 +55,7 @@ export function createRiskScorer(options: RiskScorerOptions): FeedConsumer {
           settledLate: row.receiverSettledLate,
           daysLate: row.receiverDaysLate,
         },
+        allPayments: { dueInvoices: row.allDueInvoices, lateInvoices: row.allLateInvoices, settledLate: row.allSettledLate, daysLate: row.allDaysLate },
       });
       const reason = new Map(assessment.reasons.map((r) => [r.feature, r]));
       return {

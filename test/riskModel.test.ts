@@ -19,6 +19,8 @@ const ordinary: RiskFeatures = {
   historyHours: 365 * 24,
   // A receiver that paid 1 of 40 invoices late, 3 days past due.
   receiverPayments: { dueInvoices: 40, lateInvoices: 1, settledLate: 1, daysLate: 3 },
+  // All receivers: a fifth paid late, 5 days past due on average.
+  allPayments: { dueInvoices: 10_000, lateInvoices: 2_000, settledLate: 1_000, daysLate: 5_000 },
 };
 const noPaymentHistory = { dueInvoices: 0, lateInvoices: 0, settledLate: 0, daysLate: 0 };
 
@@ -97,7 +99,8 @@ describe('risk model', () => {
     assert.ok(Math.abs(share.contribution - DEFAULT_MODEL.weights.receiverLateShare * (31 / 45 - 0.2) / 0.8) < 1e-3);
     const days = reason(slow, 'receiverDaysLate');
     assert.equal(days.value, 45);
-    assert.ok(Math.abs(days.contribution - DEFAULT_MODEL.weights.receiverDaysLate * 1.5) < 1e-4);
+    // 40 days beyond the usual 5.
+    assert.ok(Math.abs(days.contribution - (DEFAULT_MODEL.weights.receiverDaysLate * 40) / 30) < 1e-4);
     assert.ok(model.score(slow).score > model.score(ordinary).score);
     assert.equal(model.score({ ...slow, amountUsd: '9990.00', firstPair: true }).band, 'HIGH');
     // Days late are capped at three months' worth.
@@ -108,12 +111,23 @@ describe('risk model', () => {
   it('does not hold a short or missing payment history against a receiver', () => {
     assert.equal(reason({ ...ordinary, receiverPayments: noPaymentHistory }, 'receiverLateShare').contribution, 0);
     assert.equal(reason({ ...ordinary, receiverPayments: noPaymentHistory }, 'receiverDaysLate').contribution, 0);
+    const nobody = { ...ordinary, receiverPayments: noPaymentHistory, allPayments: noPaymentHistory };
+    assert.equal(reason(nobody, 'receiverLateShare').value, 0.2, 'before any history: the default usual share');
+    assert.equal(reason(nobody, 'receiverLateShare').contribution, 0);
     assert.equal(reason(ordinary, 'receiverLateShare').contribution, 0, 'a usual late share adds nothing');
     // One late invoice out of one is not a 100% late payer: (1 + 1) / (1 + 5).
     const once = reason({ ...ordinary, receiverPayments: { dueInvoices: 1, lateInvoices: 1, settledLate: 0, daysLate: 0 } }, 'receiverLateShare');
     assert.ok(Math.abs(once.value - 2 / 6) < 1e-4);
     const always = reason({ ...ordinary, receiverPayments: { dueInvoices: 50, lateInvoices: 50, settledLate: 0, daysLate: 0 } }, 'receiverLateShare');
     assert.ok(always.contribution > 4 * once.contribution);
+  });
+
+  it('judges a receiver against all receivers: late where everybody is late is ordinary', () => {
+    const slow = { dueInvoices: 40, lateInvoices: 24, settledLate: 20, daysLate: 20 * 30 };
+    const latePopulation = { dueInvoices: 10_000, lateInvoices: 6_000, settledLate: 5_000, daysLate: 5_000 * 30 };
+    assert.ok(reason({ ...ordinary, receiverPayments: slow }, 'receiverLateShare').contribution > 0);
+    assert.equal(reason({ ...ordinary, receiverPayments: slow, allPayments: latePopulation }, 'receiverLateShare').contribution, 0);
+    assert.equal(reason({ ...ordinary, receiverPayments: slow, allPayments: latePopulation }, 'receiverDaysLate').contribution, 0);
   });
 
   it('reads a risk-v1 model file: the payment features it does not name weigh nothing', () => {

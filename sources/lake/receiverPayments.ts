@@ -58,6 +58,9 @@ export function createReceiverPayments(deps: { datasets: Datasets; duck: Duck; s
               FROM ${payments} p SEMI JOIN inv USING (invoice_id)
             ),
             settled AS (SELECT r.invoice_id, min(r.paid_at) AS settled_at FROM running r JOIN inv USING (invoice_id) WHERE r.cumulative >= inv.amount_usd GROUP BY r.invoice_id),
+            -- Invoices that fell due before the first payment the dataset holds are unknown, not late:
+            -- a payments history starts some day.
+            coverage AS (SELECT min(paid_at) AS since FROM ${payments}),
             due AS (
               SELECT i.receiver_id, i.issue_date + to_days(coalesce(rp.payment_terms_days, $terms)) AS due_at, s.settled_at
               FROM inv i LEFT JOIN ${profiles} rp ON rp.customer_id = i.receiver_id LEFT JOIN settled s USING (invoice_id)
@@ -65,7 +68,7 @@ export function createReceiverPayments(deps: { datasets: Datasets; duck: Duck; s
             by_due AS (
               SELECT receiver_id, date_trunc('month', due_at)::DATE AS month, count(*) AS due_invoices,
                 count(*) FILTER (WHERE settled_at IS NULL OR settled_at > due_at) AS late_invoices
-              FROM due WHERE due_at < $cutoff::TIMESTAMPTZ GROUP BY ALL
+              FROM due WHERE due_at < $cutoff::TIMESTAMPTZ AND due_at >= (SELECT since FROM coverage) GROUP BY ALL
             ),
             by_settled AS (
               SELECT receiver_id, date_trunc('month', settled_at)::DATE AS month, count(*) AS settled_late,

@@ -14,13 +14,20 @@ export interface ReceiverPaymentsStore {
   fingerprint(): Promise<string | null>;
   /**
    * Replaces every row with a CSV of (receiver_id, month, due_invoices, late_invoices,
-   * settled_late, days_late), in one transaction: scorers see the old rows or the new, never half.
+   * settled_late, days_late), and the sums over all receivers by month, in one transaction:
+   * scorers see the old rows or the new, never half.
    */
   replace(csvFile: string, fingerprint: string): Promise<number>;
 }
 
 const FINGERPRINT: Statement = { name: 'receiver_payments_fingerprint', text: `SELECT fingerprint FROM risk_receiver_payments_state` };
 const CLEAR: Statement = { name: 'receiver_payments_clear', text: `DELETE FROM risk_receiver_payment_months` };
+const CLEAR_ALL: Statement = { name: 'receiver_payments_clear_all', text: `DELETE FROM risk_payment_months` };
+const SUM_ALL: Statement = {
+  name: 'receiver_payments_sum_all',
+  text: `INSERT INTO risk_payment_months (month, due_invoices, late_invoices, settled_late, days_late)
+    SELECT month, sum(due_invoices), sum(late_invoices), sum(settled_late), sum(days_late) FROM risk_receiver_payment_months GROUP BY month`,
+};
 const RECORD: Statement = {
   name: 'receiver_payments_record',
   text: `INSERT INTO risk_receiver_payments_state (fingerprint, refreshed_at, receiver_months)
@@ -43,7 +50,9 @@ export function createReceiverPaymentsStore(db: Database): ReceiverPaymentsStore
         await client.query('BEGIN');
         try {
           await client.query(CLEAR.text);
+          await client.query(CLEAR_ALL.text);
           await pipeline(createReadStream(csvFile), client.query(copyFrom(COPY)));
+          await client.query(SUM_ALL.text);
           const { rows } = await client.query<{ rows: number }>(RECORD.text, [fingerprint]);
           await client.query('COMMIT');
           return rows[0]!.rows;

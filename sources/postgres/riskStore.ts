@@ -29,6 +29,11 @@ export interface FeatureRow {
   /** The receiver's invoices settled late in those months, and their days past due summed. */
   readonly receiverSettledLate: number;
   readonly receiverDaysLate: number;
+  /** The same four over all receivers. */
+  readonly allDueInvoices: number;
+  readonly allLateInvoices: number;
+  readonly allSettledLate: number;
+  readonly allDaysLate: number;
 }
 
 /** An inserted invoice as the feed delivered it. */
