@@ -1,4 +1,4 @@
-import { mkdir, rm } from 'node:fs/promises';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { errorMessage } from '../core/errors.js';
@@ -20,7 +20,10 @@ export type RefreshOutcome = 'refreshed' | 'current' | 'failed';
 /**
  * Keeps risk_receiver_payment_months in step with the lake's payments and profiles: refreshed
  * when a file set or the month changes, by the feed holder alone (the risk scorer runs it), so
- * replicas never race to replace it.
+ * replicas never race to replace it. The invoices come from one Postgres snapshot through COPY
+ * (a sequential read, streamed to a file), not from the lake: the analytics path falls back to
+ * reading invoices into memory while the lake is not exported or current, which at 10M invoices
+ * is more than the heap holds, and the first refresh runs before the first export.
  */
 export interface ReceiverPaymentsRefresh {
   /** One look: refreshes if anything it reads changed. Never throws: failures are logged once. */
@@ -39,17 +42,21 @@ export function createReceiverPaymentsRefresh(options: ReceiverPaymentsRefreshOp
       const [wanted, stored] = await Promise.all([options.lake.fingerprint(), options.store.fingerprint()]);
       if (wanted === stored) return 'current';
       await mkdir(options.stagingDir, { recursive: true });
-      const file = path.join(options.stagingDir, `receiver-payments-${process.pid}-${Date.now()}.csv`);
+      const stem = path.join(options.stagingDir, `receiver-payments-${process.pid}-${Date.now()}`);
+      const [invoices, counts] = [`${stem}-invoices.csv`, `${stem}-counts.csv`];
       try {
         const started = performance.now();
-        const made = await options.lake.writeCsv(file);
-        await options.store.replace(file, made.fingerprint);
+        // No payment at all: nothing to count, and no reason to read every invoice.
+        if (await options.lake.hasPayments()) await options.store.copyInvoices(invoices);
+        else await writeFile(invoices, '');
+        const made = await options.lake.writeCsv(invoices, counts);
+        await options.store.replace(counts, made.fingerprint);
         log.info(
-          { receiverMonths: made.rows, dueInvoices: made.dueInvoices, before: made.cutoffMonth, engine: made.engine, ms: Math.round(performance.now() - started) },
+          { receiverMonths: made.rows, dueInvoices: made.dueInvoices, before: made.cutoffMonth, ms: Math.round(performance.now() - started) },
           "receivers' payment behaviour refreshed for the risk model",
         );
       } finally {
-        await rm(file, { force: true });
+        await Promise.all([rm(invoices, { force: true }), rm(counts, { force: true })]);
       }
       lastError = '';
       return 'refreshed';

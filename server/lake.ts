@@ -131,7 +131,7 @@ export async function createLake(deps: { config: Config; logger: Logger; metrics
   return {
     engine,
     joined,
-    receiverPayments: createReceiverPayments({ datasets, duck, stats: engine, timeoutMs: RECEIVER_PAYMENTS_TIMEOUT_MS }),
+    receiverPayments: createReceiverPayments({ datasets, duck, timeoutMs: RECEIVER_PAYMENTS_TIMEOUT_MS }),
     duckQueries: () => duck!.sessions(),
     recorder: createLakeChangeRecorder(backgroundLakeStore),
     store,

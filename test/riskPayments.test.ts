@@ -145,8 +145,6 @@ describe("the risk model reads receivers' payment behaviour from the lake (risk-
   });
 
   it('a payments file that lands is in the next scores: the unpaid invoice, paid late, counts its days', async () => {
-    // Exported first, so this refresh reads the invoices from the lake's Parquet files.
-    assert.equal((await gw.gateway.lake.exportNow()).kind, 'exported');
     const paidAt = at(3, 21);
     await gw.gateway.lake.store.putBytes(`sources/payments/date=${day(paidAt)}/late.jsonl`, payment('p-unpaid', 'unpaid', paidAt, '100.00') + '\n');
     const daysLate = (paidAt.getTime() - (at(4, 2).getTime() + TERMS_DAYS * DAY_MS)) / DAY_MS;
@@ -155,8 +153,6 @@ describe("the risk model reads receivers' payment behaviour from the lake (risk-
       const score = await reasonsOf(await insert(`afterFile${Date.now()}`, SLOW, new Date()));
       return score.reason('receiverDaysLate').value === expected;
     }, 'a score that counts the new file');
-    const refreshes = gw.logs.filter((l) => l.component === 'receiver-payments' && l.engine);
-    assert.equal(refreshes.at(-1)!.engine, 'LAKE');
     const { rows } = await sql.query(`SELECT fingerprint FROM risk_receiver_payments_state`);
     assert.equal(rows.length, 1);
   });

@@ -1,12 +1,7 @@
 import { INTEGER, VARCHAR } from '@duckdb/node-api';
 import { namedParameters, type Duck } from '../duckdb/duckdb.js';
 import type { Datasets } from './datasets.js';
-import { invoiceSetSql } from './invoiceSetSql.js';
 import { DEFAULT_PAYMENT_TERMS_DAYS } from './joined.js';
-import type { StatsEngine } from './statsEngine.js';
-
-/** The longest history a window covers (the analytics maximum): the risk model looks 12 months back from any invoice. */
-const HISTORY_MONTHS = 120;
 
 export interface ReceiverPaymentsExport {
   /** Rows written to the CSV. */
@@ -15,24 +10,28 @@ export interface ReceiverPaymentsExport {
   readonly dueInvoices: number;
   /** The first month not counted (YYYY-MM): the current one, whose verdicts are not all in. */
   readonly cutoffMonth: string;
-  /** Where the invoices were read: the lake (plus the rows it lacks) or Postgres alone. */
-  readonly engine: 'LAKE' | 'POSTGRES';
+  readonly fingerprint: string;
 }
 
 /**
- * How each receiver pays, from the invoices (exact, as analytics read them) joined with the
- * payments and profiles datasets in DuckDB: per receiver and month, the invoices that fell due and
- * those not settled by their due date, and the invoices settled late with their days past due.
- * Settled means fully paid by distinct payments; due is the issue date plus the receiver's terms.
+ * How each receiver pays: invoices joined with the payments and profiles datasets in DuckDB,
+ * counted per receiver and month: the invoices that fell due and those not settled by their due
+ * date, and the invoices settled late with their days past due. Settled means fully paid by
+ * distinct payments; due is the issue date plus the receiver's terms.
  */
 export interface ReceiverPayments {
   /** Names what a refresh would read: the dataset tables' versions and the current month. */
   fingerprint(): Promise<string>;
-  /** Writes the per-month counts before the current month as CSV (see migrations/007). */
-  writeCsv(file: string): Promise<ReceiverPaymentsExport & { fingerprint: string }>;
+  /** Whether the payments dataset holds any payment (without one there is nothing to count). */
+  hasPayments(): Promise<boolean>;
+  /**
+   * Writes the per-month counts before the current month as CSV (see migrations/007), from a CSV
+   * of invoices (invoice_id, issue_date, receiver_id, amount_usd).
+   */
+  writeCsv(invoicesCsv: string, file: string): Promise<ReceiverPaymentsExport>;
 }
 
-export function createReceiverPayments(deps: { datasets: Datasets; duck: Duck; stats: StatsEngine; timeoutMs: number }): ReceiverPayments {
+export function createReceiverPayments(deps: { datasets: Datasets; duck: Duck; timeoutMs: number }): ReceiverPayments {
   const { datasets, duck, timeoutMs } = deps;
   const currentMonth = () => new Date().toISOString().slice(0, 7);
   const fingerprintOf = (payments: string, profiles: string, month: string) => `${payments}|${profiles}|${month}`;
@@ -43,55 +42,61 @@ export function createReceiverPayments(deps: { datasets: Datasets; duck: Duck; s
       return fingerprintOf(payments, profiles, currentMonth());
     },
 
-    async writeCsv(file) {
+    async hasPayments() {
+      const payments = await datasets.table('payments');
+      return duck.session(async (s) => (await s.all(`SELECT 1 FROM ${payments} LIMIT 1`)).length > 0, { timeoutMs, label: 'receiver_payments_any' });
+    },
+
+    async writeCsv(invoicesCsv, file) {
       const [payments, profiles] = await Promise.all([datasets.table('payments'), datasets.table('profiles')]);
-      return deps.stats.withInvoices(HISTORY_MONTHS, async (set) => {
-        const cutoffMonth = set.window.months.at(-1)!;
-        const { bind, values, types } = namedParameters();
-        const inv = invoiceSetSql(set, bind);
-        bind('cutoff', `${cutoffMonth}-01T00:00:00Z`, VARCHAR);
-        bind('terms', DEFAULT_PAYMENT_TERMS_DAYS, INTEGER);
-        // The session's time zone is UTC, so months are UTC calendar months.
-        const counts = `WITH inv AS (SELECT invoice_id, issue_date, receiver_id, amount_usd FROM (${inv})),
-            running AS (
-              SELECT p.invoice_id, p.paid_at, sum(p.amount_usd) OVER (PARTITION BY p.invoice_id ORDER BY p.paid_at, p.payment_id) AS cumulative
-              FROM ${payments} p SEMI JOIN inv USING (invoice_id)
-            ),
-            settled AS (SELECT r.invoice_id, min(r.paid_at) AS settled_at FROM running r JOIN inv USING (invoice_id) WHERE r.cumulative >= inv.amount_usd GROUP BY r.invoice_id),
-            -- Invoices that fell due before the first payment the dataset holds are unknown, not late:
-            -- a payments history starts some day.
-            coverage AS (SELECT min(paid_at) AS since FROM ${payments}),
-            due AS (
-              SELECT i.receiver_id, i.issue_date + to_days(coalesce(rp.payment_terms_days, $terms)) AS due_at, s.settled_at
-              FROM inv i LEFT JOIN ${profiles} rp ON rp.customer_id = i.receiver_id LEFT JOIN settled s USING (invoice_id)
-            ),
-            by_due AS (
-              SELECT receiver_id, date_trunc('month', due_at)::DATE AS month, count(*) AS due_invoices,
-                count(*) FILTER (WHERE settled_at IS NULL OR settled_at > due_at) AS late_invoices
-              FROM due WHERE due_at < $cutoff::TIMESTAMPTZ AND due_at >= (SELECT since FROM coverage) GROUP BY ALL
-            ),
-            by_settled AS (
-              SELECT receiver_id, date_trunc('month', settled_at)::DATE AS month, count(*) AS settled_late,
-                sum(epoch(settled_at) - epoch(due_at)) / 86400 AS days_late
-              FROM due WHERE settled_at > due_at AND settled_at < $cutoff::TIMESTAMPTZ GROUP BY ALL
-            )
-          SELECT receiver_id, month, coalesce(due_invoices, 0) AS due_invoices, coalesce(late_invoices, 0) AS late_invoices,
-            coalesce(settled_late, 0) AS settled_late, coalesce(days_late, 0) AS days_late
-          FROM by_due FULL JOIN by_settled USING (receiver_id, month)
-          ORDER BY receiver_id, month`;
-        return duck.session(
-          async (s) => {
-            // COPY takes no parameters: the counts go through a temporary table (gone with the session).
-            await s.connection.run(`CREATE TEMP TABLE receiver_payment_months AS ${counts}`, values, types);
-            await s.run(`COPY receiver_payment_months TO '${file.replaceAll("'", "''")}' (FORMAT csv, HEADER false)`);
-            const [summary] = await s.all<{ rows: string; due: string }>(
-              `SELECT count(*)::VARCHAR AS rows, coalesce(sum(due_invoices), 0)::VARCHAR AS due FROM receiver_payment_months`,
-            );
-            return { rows: Number(summary!.rows), dueInvoices: Number(summary!.due), cutoffMonth, engine: set.engine, fingerprint: fingerprintOf(payments, profiles, cutoffMonth) };
-          },
-          { timeoutMs, label: 'receiver_payments' },
-        );
-      });
+      const cutoffMonth = currentMonth();
+      const { bind, values, types } = namedParameters();
+      bind('invoices', invoicesCsv, VARCHAR);
+      bind('cutoff', `${cutoffMonth}-01T00:00:00Z`, VARCHAR);
+      bind('terms', DEFAULT_PAYMENT_TERMS_DAYS, INTEGER);
+      // The session's time zone is UTC, so months are UTC calendar months.
+      const counts = `WITH inv AS (
+            SELECT * FROM read_csv($invoices, header = false, auto_detect = false,
+              columns = {'invoice_id': 'BIGINT', 'issue_date': 'TIMESTAMPTZ', 'receiver_id': 'INTEGER', 'amount_usd': 'DECIMAL(14,2)'})
+          ),
+          running AS (
+            SELECT p.invoice_id, p.paid_at, sum(p.amount_usd) OVER (PARTITION BY p.invoice_id ORDER BY p.paid_at, p.payment_id) AS cumulative
+            FROM ${payments} p SEMI JOIN inv USING (invoice_id)
+          ),
+          settled AS (SELECT r.invoice_id, min(r.paid_at) AS settled_at FROM running r JOIN inv USING (invoice_id) WHERE r.cumulative >= inv.amount_usd GROUP BY r.invoice_id),
+          -- Invoices that fell due before the first payment the dataset holds are unknown, not late:
+          -- a payments history starts some day.
+          coverage AS (SELECT min(paid_at) AS since FROM ${payments}),
+          due AS (
+            SELECT i.receiver_id, i.issue_date + to_days(coalesce(rp.payment_terms_days, $terms)) AS due_at, s.settled_at
+            FROM inv i LEFT JOIN ${profiles} rp ON rp.customer_id = i.receiver_id LEFT JOIN settled s USING (invoice_id)
+          ),
+          by_due AS (
+            SELECT receiver_id, date_trunc('month', due_at)::DATE AS month, count(*) AS due_invoices,
+              count(*) FILTER (WHERE settled_at IS NULL OR settled_at > due_at) AS late_invoices
+            FROM due WHERE due_at < $cutoff::TIMESTAMPTZ AND due_at >= (SELECT since FROM coverage) GROUP BY ALL
+          ),
+          by_settled AS (
+            SELECT receiver_id, date_trunc('month', settled_at)::DATE AS month, count(*) AS settled_late,
+              sum(epoch(settled_at) - epoch(due_at)) / 86400 AS days_late
+            FROM due WHERE settled_at > due_at AND settled_at < $cutoff::TIMESTAMPTZ GROUP BY ALL
+          )
+        SELECT receiver_id, month, coalesce(due_invoices, 0) AS due_invoices, coalesce(late_invoices, 0) AS late_invoices,
+          coalesce(settled_late, 0) AS settled_late, coalesce(days_late, 0) AS days_late
+        FROM by_due FULL JOIN by_settled USING (receiver_id, month)
+        ORDER BY receiver_id, month`;
+      return duck.session(
+        async (s) => {
+          // COPY takes no parameters: the counts go through a temporary table (gone with the session).
+          await s.connection.run(`CREATE TEMP TABLE receiver_payment_months AS ${counts}`, values, types);
+          await s.run(`COPY receiver_payment_months TO '${file.replaceAll("'", "''")}' (FORMAT csv, HEADER false)`);
+          const [summary] = await s.all<{ rows: string; due: string }>(
+            `SELECT count(*)::VARCHAR AS rows, coalesce(sum(due_invoices), 0)::VARCHAR AS due FROM receiver_payment_months`,
+          );
+          return { rows: Number(summary!.rows), dueInvoices: Number(summary!.due), cutoffMonth, fingerprint: fingerprintOf(payments, profiles, cutoffMonth) };
+        },
+        { timeoutMs, label: 'receiver_payments' },
+      );
     },
   };
 }

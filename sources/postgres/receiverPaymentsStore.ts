@@ -1,9 +1,9 @@
-import { createReadStream } from 'node:fs';
+import { createReadStream, createWriteStream } from 'node:fs';
 import { pipeline } from 'node:stream/promises';
 import copyStreams from 'pg-copy-streams';
 import type { Database, Statement } from './database.js';
 
-const { from: copyFrom } = copyStreams;
+const { from: copyFrom, to: copyTo } = copyStreams;
 
 /**
  * The risk model's view of how receivers pay (migrations/007): per receiver and month, counts
@@ -12,6 +12,11 @@ const { from: copyFrom } = copyStreams;
 export interface ReceiverPaymentsStore {
   /** What the current rows were made from (null: never refreshed). */
   fingerprint(): Promise<string | null>;
+  /**
+   * Every invoice's (invoice_id, issue_date, receiver_id, amount_usd) as CSV, from one snapshot,
+   * streamed to a file: 10M invoices never pass through the heap.
+   */
+  copyInvoices(file: string): Promise<void>;
   /**
    * Replaces every row with a CSV of (receiver_id, month, due_invoices, late_invoices,
    * settled_late, days_late), and the sums over all receivers by month, in one transaction:
@@ -36,6 +41,7 @@ const RECORD: Statement = {
       receiver_months = excluded.receiver_months
     RETURNING receiver_months::float8 AS rows`,
 };
+const COPY_INVOICES = `COPY (SELECT invoice_id, issue_date, receiver_id, amount_usd FROM invoices) TO STDOUT (FORMAT csv)`;
 const COPY = `COPY risk_receiver_payment_months (receiver_id, month, due_invoices, late_invoices, settled_late, days_late) FROM STDIN (FORMAT csv)`;
 
 export function createReceiverPaymentsStore(db: Database): ReceiverPaymentsStore {
@@ -43,6 +49,21 @@ export function createReceiverPaymentsStore(db: Database): ReceiverPaymentsStore
     async fingerprint() {
       const [row] = await db.query<{ fingerprint: string }>(FINGERPRINT);
       return row?.fingerprint ?? null;
+    },
+
+    async copyInvoices(file) {
+      await db.withClient(async (client) => {
+        await client.query('BEGIN READ ONLY');
+        try {
+          // issue_date's text in UTC, which DuckDB reads back exactly.
+          await client.query(`SET LOCAL TIME ZONE 'UTC'`);
+          await pipeline(client.query(copyTo(COPY_INVOICES)), createWriteStream(file));
+          await client.query('COMMIT');
+        } catch (err) {
+          await client.query('ROLLBACK').catch(() => undefined);
+          throw err;
+        }
+      });
     },
 
     async replace(csvFile, fingerprint) {
