@@ -144,6 +144,24 @@ describe("the risk model reads receivers' payment behaviour from the lake (risk-
     assert.ok(slow.reason('receiverLateShare').contribution > 0);
   });
 
+  it('an unreachable object store leaves scoring alone: scores use the last refresh, one warning, then it refreshes again', async () => {
+    const before = await reasonsOf(await insert('beforeOutage', SLOW, new Date()));
+    await s3.kill();
+    try {
+      const warnings = () => gw.logs.filter((l) => l.component === 'receiver-payments' && l.level === 40).length;
+      await eventually(() => warnings() > 0, 'the refresh to fail');
+      const during = await reasonsOf(await insert('duringOutage', SLOW, new Date()));
+      assert.deepEqual(during.reason('receiverLateShare'), before.reason('receiverLateShare'));
+      await new Promise((resolve) => setTimeout(resolve, 1_000));
+      assert.equal(warnings(), 1, 'the same failure is logged once');
+    } finally {
+      await s3.restart();
+    }
+    const refreshed = gw.logs.length;
+    await gw.gateway.lake.store.putBytes('sources/customer-profiles/crm-2.jsonl', JSON.stringify({ customer_id: 4, legal_name: 'Customer 4', updated_at: '2026-01-01T00:00:00Z' }) + '\n');
+    await eventually(() => gw.logs.slice(refreshed).some((l) => l.component === 'receiver-payments' && l.level === 30), 'a refresh after the store came back');
+  });
+
   it('a payments file that lands is in the next scores: the unpaid invoice, paid late, counts its days', async () => {
     const paidAt = at(3, 21);
     await gw.gateway.lake.store.putBytes(`sources/payments/date=${day(paidAt)}/late.jsonl`, payment('p-unpaid', 'unpaid', paidAt, '100.00') + '\n');
