@@ -20,6 +20,8 @@ export interface WindowTable {
   readonly name: string;
   /** The sum of its `invoices` column, as exact text. */
   readonly invoices: string;
+  /** Its customers, ascending, once each. */
+  readonly customers: Int32Array;
 }
 
 interface Entry {
@@ -68,7 +70,8 @@ export function createWindowTables(maxRows: number): WindowTables {
           const made = (async () => {
             await s.run(build(name), [listValue(await files())], [LIST(VARCHAR)]);
             const [row] = await s.all<{ invoices: string }>(`SELECT coalesce(sum(invoices), 0)::VARCHAR AS invoices FROM ${name}`);
-            return { name, invoices: row!.invoices };
+            const customers = await s.all<{ id: number }>(`SELECT DISTINCT customer_id AS id FROM ${name} ORDER BY 1`);
+            return { name, invoices: row!.invoices, customers: Int32Array.from(customers, (c) => c.id) };
           })();
           const created: Entry = { name, rows, made, usedAt: 0 };
           entries.set(id, created);
