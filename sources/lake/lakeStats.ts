@@ -58,37 +58,18 @@ export async function lakeStats(deps: LakeStatsDeps, input: LakeStatsInput): Pro
     : `SELECT NULL::VARCHAR AS month, NULL::INTEGER AS customer_id, NULL::BIGINT AS invoices, NULL::DECIMAL(38,2) AS total_usd,
         NULL::DECIMAL(14,2) AS min_usd, NULL::DECIMAL(14,2) AS max_usd WHERE false`;
 
-  /**
-   * A page in customer order, over all customers, ends at or before the `limit`-th held customer
-   * after the cursor's (each has a group after the cursor): no group past it need be summed.
-   */
-  const lastCustomer = (customers: Int32Array): string => {
-    if (query.orderBy !== 'CUSTOMER_ASC' || query.customerIds !== null) return '';
-    const after = query.after?.customerId;
-    let first = 0;
-    for (let hi = customers.length; after !== undefined && first < hi; ) {
-      const mid = (first + hi) >>> 1;
-      if (customers[mid]! <= after) first = mid + 1;
-      else hi = mid;
-    }
-    const last = customers[first + query.limit - 1];
-    return last === undefined ? '' : `WHERE customer_id <= ${bind('last_customer', last, INTEGER)}`;
-  };
-
   /** The window's groups from a held table, each group live invoices touch added to. */
-  const fromTable = (table: WindowTable) => {
-    const upTo = lastCustomer(table.customers);
-    return hasLive
+  const fromTable = (table: string) =>
+    hasLive
       ? `live AS (${live}),
-        lg AS (SELECT customer_id, ${monthKey} AS month, ${aggregates} FROM live ${upTo} GROUP BY ALL),
+        lg AS (SELECT customer_id, ${monthKey} AS month, ${aggregates} FROM live GROUP BY ALL),
         g AS (
           SELECT customer_id, month, coalesce(w.invoices, 0) + coalesce(l.invoices, 0) AS invoices,
             (coalesce(w.total, 0) + coalesce(l.total, 0))::DECIMAL(38,2) AS total,
             least(coalesce(w.min_usd, l.min_usd), coalesce(l.min_usd, w.min_usd)) AS min_usd,
             greatest(coalesce(w.max_usd, l.max_usd), coalesce(l.max_usd, w.max_usd)) AS max_usd
-          FROM (SELECT ${GROUP_COLUMNS} FROM ${table.name} ${upTo}) w FULL OUTER JOIN lg l USING (customer_id, month))`
-      : `g AS (SELECT ${GROUP_COLUMNS} FROM ${table.name} ${upTo})`;
-  };
+          FROM ${table} w FULL OUTER JOIN lg l USING (customer_id, month))`
+      : `g AS (SELECT ${GROUP_COLUMNS} FROM ${table})`;
 
   /** The window's groups from the rollup files, stale groups recomputed from the raw files. */
   const fromFiles = async () => {
@@ -151,7 +132,7 @@ export async function lakeStats(deps: LakeStatsDeps, input: LakeStatsInput): Pro
       // Without a customer filter the answer's invoices are the window's plus the live ones: no
       // pass over every group to count them.
       const all = table && query.customerIds === null ? String(BigInt(table.invoices) + BigInt(input.live.invoices)) : undefined;
-      const sql = table ? statement(fromTable(table), all) : statement(await fromFiles());
+      const sql = table ? statement(fromTable(table.name), all) : statement(await fromFiles());
       // Only the parameters the statement uses are passed (DuckDB refuses others).
       const { values, types } = parameters.used(sql);
       const rows = await s.allNamed<StatsGroup & { customerId: number | string }>(sql, values, types);

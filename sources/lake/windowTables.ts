@@ -20,8 +20,6 @@ export interface WindowTable {
   readonly name: string;
   /** The sum of its `invoices` column, as exact text. */
   readonly invoices: string;
-  /** Its customers, ascending, once each. */
-  readonly customers: Int32Array;
 }
 
 interface Entry {
@@ -70,8 +68,7 @@ export function createWindowTables(maxRows: number): WindowTables {
           const made = (async () => {
             await s.run(build(name), [listValue(await files())], [LIST(VARCHAR)]);
             const [row] = await s.all<{ invoices: string }>(`SELECT coalesce(sum(invoices), 0)::VARCHAR AS invoices FROM ${name}`);
-            const customers = await s.all<{ id: number }>(`SELECT DISTINCT customer_id AS id FROM ${name} ORDER BY 1`);
-            return { name, invoices: row!.invoices, customers: Int32Array.from(customers, (c) => c.id) };
+            return { name, invoices: row!.invoices };
           })();
           const created: Entry = { name, rows, made, usedAt: 0 };
           entries.set(id, created);
