@@ -36,6 +36,13 @@ export interface ExportProgress {
   (phase: 'copy' | 'parquet' | 'upload', done: number, total: number): void;
 }
 
+/** A month's raw files after an export: kept ones (in the store) and new ones (local, to upload). */
+interface MonthFiles {
+  raw: { local: string; file?: LakeFile; written?: WrittenFile }[];
+}
+
+/** Months uploaded at once: object stores answer each PUT after a round trip, a local one copies. */
+const UPLOAD_MONTHS_AT_ONCE = 4;
 /** A month with this many files (a base and appended ones) is rewritten as one. */
 const COMPACT_AT_FILES = 8;
 /** Objects no manifest of the last KEEP_GENERATIONS names, and older than this, are removed. */
@@ -51,12 +58,8 @@ const ORPHAN_GRACE_MS = 10 * 60_000;
  */
 export async function exportLake(options: LakeExporterOptions, onProgress: ExportProgress = () => undefined, { full = false } = {}): Promise<ExportOutcome> {
   const started = performance.now();
-  const outcome = await withExportSnapshot(
-    options.db,
-    () => options.lakeStore.recordedUpToNow(options.feedWaitMs, options.signal),
-    (snapshot) => exportIn(snapshot, options, onProgress, full, started),
-  );
-  if (outcome === 'busy' || outcome === 'feed behind') return { kind: outcome };
+  const outcome = await withExportSnapshot(options.db, (snapshot) => exportIn(snapshot, options, onProgress, full, started));
+  if (outcome === 'busy') return { kind: outcome };
   if (outcome.kind !== 'exported') return outcome;
   await removeOrphans(options).catch((err: unknown) => options.logger.warn({ err }, 'removing old lake objects failed; next export tries again'));
   return outcome;
@@ -66,6 +69,13 @@ async function exportIn(snapshot: ExportSnapshot, options: LakeExporterOptions, 
   if (!snapshot.recording) return { kind: 'not recording' };
   const { store, writer, logger } = options;
   const previous = snapshot.generation > 0 && snapshot.manifestKey && !full ? parseManifest(await store.read(snapshot.manifestKey)) : undefined;
+  // Every change the snapshot sees must be in lake_changes before the export plans from it and,
+  // when it finishes, removes the entries it has taken in. A full export plans nothing from them:
+  // it only waits before it switches, and the feed catches up while it copies (after a restart
+  // the feed may be decoding seconds of WAL, e.g. a risk backfill's).
+  const feedRecorded = () => options.lakeStore.recordedUpToNow(options.feedWaitMs, options.signal);
+  const recordedMeanwhile = previous ? undefined : feedRecorded().catch(() => false);
+  if (previous && !(await feedRecorded())) return { kind: 'feed behind' };
   const staging = path.join(options.stagingDir, `export-${process.pid}`);
   await rm(staging, { recursive: true, force: true });
   await mkdir(staging, { recursive: true });
@@ -91,13 +101,12 @@ async function exportIn(snapshot: ExportSnapshot, options: LakeExporterOptions, 
       await rm(csv, { force: true });
       return files;
     };
-    if (plan.rewrite.length > 0) {
-      written.push(...(await copy('rewrite', previous ? { months: plan.rewrite } : { all: true }, plan.rows)));
-    }
+    if (plan.all) written.push(...(await copy('rewrite', { all: true }, plan.rows)));
+    else if (plan.rewrite.length > 0) written.push(...(await copy('rewrite', { months: plan.rewrite }, plan.rows)));
     const appended = plan.appendIds.length > 0 ? await copy('append', { ids: plan.appendIds }, plan.appendIds.length) : [];
 
     // Each touched month: its files now, and rollups over all of them.
-    const months = new Map<string, { raw: { local: string; file?: LakeFile; written?: WrittenFile }[] }>();
+    const months = new Map<string, MonthFiles>();
     for (const file of written) months.set(file.month, { raw: [...(months.get(file.month)?.raw ?? []), { local: file.file, written: file }] });
     for (const file of appended) {
       let month = months.get(file.month);
@@ -118,22 +127,25 @@ async function exportIn(snapshot: ExportSnapshot, options: LakeExporterOptions, 
       onProgress('upload', ++uploaded, uploads);
       return { key, etag, rows: file.rows, bytes: file.bytes };
     };
-    const touched: LakeMonth[] = [];
-    for (const [month, { raw }] of months) {
+    // Months upload side by side (a few at a time); within one, its parts keep their order.
+    const uploadMonth = async ([month, { raw }]: [string, MonthFiles]): Promise<LakeMonth> => {
       let part = 0;
       const files: LakeFile[] = [];
       for (const entry of raw) files.push(entry.file ?? (await upload(lakeKeys.raw(month, generation, String(part++)), entry.written!)));
       const rollupOf = (role: 'issuer' | 'receiver') => rollups[role].find((f) => f.month === month)!;
-      touched.push({
-        month,
-        rows: files.reduce((sum, f) => sum + f.rows, 0),
-        raw: files,
-        rollups: {
-          issuer: await upload(lakeKeys.rollup('issuer', month, generation), rollupOf('issuer')),
-          receiver: await upload(lakeKeys.rollup('receiver', month, generation), rollupOf('receiver')),
-        },
-      });
-    }
+      const [issuer, receiver] = await Promise.all([
+        upload(lakeKeys.rollup('issuer', month, generation), rollupOf('issuer')),
+        upload(lakeKeys.rollup('receiver', month, generation), rollupOf('receiver')),
+      ]);
+      return { month, rows: files.reduce((sum, f) => sum + f.rows, 0), raw: files, rollups: { issuer, receiver } };
+    };
+    const pending = [...months];
+    const touched: LakeMonth[] = [];
+    await Promise.all(
+      Array.from({ length: Math.min(UPLOAD_MONTHS_AT_ONCE, pending.length) }, async () => {
+        for (let next = pending.shift(); next; next = pending.shift()) touched.push(await uploadMonth(next));
+      }),
+    );
     const kept = (previous?.months ?? []).filter((m) => !months.has(m.month) && !plan.emptied.includes(m.month));
     const all = [...kept, ...touched].sort((a, b) => a.month.localeCompare(b.month));
     const manifest: LakeManifest = {
@@ -145,6 +157,8 @@ async function exportIn(snapshot: ExportSnapshot, options: LakeExporterOptions, 
       months: all,
       schema: { raw: { ...RAW_SCHEMA }, rollup: { ...ROLLUP_SCHEMA } },
     };
+    // Before the manifest names the files: past its wait (a long export), asked once more.
+    if (recordedMeanwhile && !(await recordedMeanwhile) && !(await feedRecorded())) return { kind: 'feed behind' };
     const manifestKey = lakeKeys.manifest(generation);
     const body = JSON.stringify(manifest);
     await store.putBytes(manifestKey, body);
@@ -171,7 +185,9 @@ async function exportIn(snapshot: ExportSnapshot, options: LakeExporterOptions, 
 }
 
 interface ExportPlan {
-  /** Months to write whole (all of them for a first export). */
+  /** Every invoice, whatever its month (a first or full export). */
+  readonly all: boolean;
+  /** Months to write whole. */
   readonly rewrite: string[];
   /** Invoices to append to months that only grew. */
   readonly appendIds: string[];
@@ -182,11 +198,11 @@ interface ExportPlan {
 }
 
 async function planExport(snapshot: ExportSnapshot, previous: LakeManifest | undefined, options: LakeExporterOptions): Promise<ExportPlan | undefined> {
+  // Counting by month reads the whole table (a sixth of a first export's time): its estimate
+  // is enough for the progress bar.
+  if (!previous) return { all: true, rewrite: [], appendIds: [], emptied: [], rows: await snapshot.estimatedRows() };
   const months = await snapshot.months();
   const count = new Map(months.map((m) => [m.month, m.rows]));
-  if (!previous) {
-    return { rewrite: months.map((m) => m.month), appendIds: [], emptied: [], rows: months.reduce((sum, m) => sum + m.rows, 0) };
-  }
   const changes = await snapshot.visibleChanges();
   if (changes.length === 0) return undefined;
   const rewrite = new Set<string>();
@@ -202,6 +218,7 @@ async function planExport(snapshot: ExportSnapshot, previous: LakeManifest | und
   const emptied = [...rewrite].filter((m) => !count.has(m));
   const rewriteLive = [...rewrite].filter((m) => count.has(m)).sort();
   return {
+    all: false,
     rewrite: rewriteLive,
     appendIds,
     emptied,

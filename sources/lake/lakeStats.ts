@@ -2,18 +2,9 @@ import { BIGINT, INTEGER, LIST, listValue, VARCHAR } from '@duckdb/node-api';
 import { namedParameters, type Duck } from '../duckdb/duckdb.js';
 import type { ObjectCache } from '../objectStore/objectCache.js';
 import type { ObjectStore } from '../objectStore/objectStore.js';
-import { keysetSql, type StatsGroup, type StatsQuery } from '../postgres/statsStore.js';
+import { keysetSql, type LiveGroups, type StatsGroup, type StatsQuery } from '../postgres/statsStore.js';
 import type { LakeManifest } from './manifest.js';
-
-/** Live rows, already grouped by (month, customer): what Postgres adds to the lake. */
-export interface LiveGroup {
-  readonly month: string;
-  readonly customerId: number;
-  readonly invoices: number;
-  readonly totalUsd: string;
-  readonly minUsd: string;
-  readonly maxUsd: string;
-}
+import type { WindowTable, WindowTables } from './windowTables.js';
 
 export interface LakeStatsInput {
   readonly manifest: LakeManifest;
@@ -21,42 +12,77 @@ export interface LakeStatsInput {
   readonly query: StatsQuery;
   /** Invoices whose lake version is stale (updated or deleted since the export). */
   readonly changedIds: readonly string[];
-  readonly live: readonly LiveGroup[];
+  /** The live invoices, grouped by (month, customer) in Postgres: what it adds to the lake. */
+  readonly live: LiveGroups;
 }
 
+export interface LakeStatsDeps {
+  readonly duck: Duck;
+  readonly cache: ObjectCache;
+  readonly store: ObjectStore;
+  readonly windowTables: WindowTables;
+  readonly timeoutMs: number;
+}
+
+/** The columns every `g` relation below has; `month` is '' in TOTAL groups, so that it can be a join key. */
+const GROUP_COLUMNS = `customer_id, month, invoices, total, min_usd, max_usd`;
+const aggregates = `sum(invoices)::BIGINT AS invoices, sum(total_usd)::DECIMAL(38,2) AS total, min(min_usd) AS min_usd, max(max_usd) AS max_usd`;
+
 /**
- * invoiceStats over the lake: the per-customer monthly rollups of the months asked for, with
- * the groups that hold a stale invoice recomputed from the raw files without it, plus the live
- * rows from Postgres, grouped, ordered and paged in DuckDB. Files are read from the local cache.
+ * invoiceStats over the lake plus the live groups from Postgres, combined, ordered and paged in
+ * DuckDB. When the lake holds no stale invoice, the window's groups are kept in a DuckDB table
+ * (built once from the months' rollups) and only the groups that have live invoices are summed
+ * again; otherwise the rollups are read, with the groups that hold a stale invoice recomputed
+ * from the raw files without it.
  */
-export async function lakeStats(deps: { duck: Duck; cache: ObjectCache; store: ObjectStore; timeoutMs: number }, input: LakeStatsInput): Promise<StatsGroup[]> {
+export async function lakeStats(deps: LakeStatsDeps, input: LakeStatsInput): Promise<StatsGroup[]> {
   const { query } = input;
   const wanted = new Set(input.months);
   const months = input.manifest.months.filter((m) => wanted.has(m.month));
   const fetch = (f: { key: string; etag: string }) => deps.cache.fetch(deps.store, f.key, f.etag);
-  const rollups = await Promise.all(months.map((m) => fetch(m.rollups[query.role])));
-  const stale = input.changedIds.length > 0;
-  const raw = stale ? await Promise.all(months.flatMap((m) => m.raw.map(fetch))) : [];
+  const rollupFiles = months.map((m) => m.rollups[query.role]);
   const party = query.role === 'issuer' ? 'issuer_id' : 'receiver_id';
+  const monthKey = query.granularity === 'MONTH' ? 'month' : `''`;
   const keyset = keysetSql(query.orderBy, { value: '$after_value::DECIMAL(38,2)', customer: '$after_customer::INTEGER', month: '$after_month::VARCHAR' });
 
   const parameters = namedParameters();
   const { bind } = parameters;
   const strings = (list: readonly string[]) => listValue([...list]);
-  const live = `SELECT unnest(${bind('live_month', strings(input.live.map((g) => g.month)), LIST(VARCHAR))}) AS month,
-      unnest(${bind('live_customer', listValue(input.live.map((g) => g.customerId)), LIST(INTEGER))}) AS customer_id,
-      unnest(${bind('live_invoices', listValue(input.live.map((g) => BigInt(g.invoices))), LIST(BIGINT))}) AS invoices,
-      unnest(${bind('live_total', strings(input.live.map((g) => g.totalUsd)), LIST(VARCHAR))})::DECIMAL(38,2) AS total_usd,
-      unnest(${bind('live_min', strings(input.live.map((g) => g.minUsd)), LIST(VARCHAR))})::DECIMAL(14,2) AS min_usd,
-      unnest(${bind('live_max', strings(input.live.map((g) => g.maxUsd)), LIST(VARCHAR))})::DECIMAL(14,2) AS max_usd`;
-  const rollup =
-    rollups.length > 0
-      ? `SELECT month, customer_id, invoices, total_usd, min_usd, max_usd FROM read_parquet(${bind('rollups', strings(rollups), LIST(VARCHAR))})`
-      : `SELECT * FROM live WHERE false`;
-  const lake = stale
-    ? (() => {
-        const changed = bind('changed', listValue(input.changedIds.map((id) => BigInt(id))), LIST(BIGINT));
-        return `raw AS (SELECT strftime(issue_date, '%Y-%m') AS month, ${party} AS customer_id, invoice_id, amount_usd
+  const hasLive = input.live.groups > 0;
+  const field = (n: number, type: string) => `split_part(record, ' ', ${n})::${type}`;
+  const live = hasLive
+    ? `SELECT ${field(1, 'VARCHAR')} AS month, ${field(2, 'INTEGER')} AS customer_id, ${field(3, 'BIGINT')} AS invoices,
+        ${field(4, input.live.small ? 'DECIMAL(18,2)' : 'DECIMAL(38,2)')}::DECIMAL(38,2) AS total_usd,
+        ${field(5, 'DECIMAL(14,2)')} AS min_usd, ${field(6, 'DECIMAL(14,2)')} AS max_usd
+      FROM (SELECT unnest(string_split(${bind('live', input.live.records, VARCHAR)}, ',')) AS record)`
+    : `SELECT NULL::VARCHAR AS month, NULL::INTEGER AS customer_id, NULL::BIGINT AS invoices, NULL::DECIMAL(38,2) AS total_usd,
+        NULL::DECIMAL(14,2) AS min_usd, NULL::DECIMAL(14,2) AS max_usd WHERE false`;
+
+  /** The window's groups from a held table, each group live invoices touch added to. */
+  const fromTable = (table: string) =>
+    hasLive
+      ? `live AS (${live}),
+        lg AS (SELECT customer_id, ${monthKey} AS month, ${aggregates} FROM live GROUP BY ALL),
+        g AS (
+          SELECT customer_id, month, coalesce(w.invoices, 0) + coalesce(l.invoices, 0) AS invoices,
+            (coalesce(w.total, 0) + coalesce(l.total, 0))::DECIMAL(38,2) AS total,
+            least(coalesce(w.min_usd, l.min_usd), coalesce(l.min_usd, w.min_usd)) AS min_usd,
+            greatest(coalesce(w.max_usd, l.max_usd), coalesce(l.max_usd, w.max_usd)) AS max_usd
+          FROM ${table} w FULL OUTER JOIN lg l USING (customer_id, month))`
+      : `g AS (SELECT ${GROUP_COLUMNS} FROM ${table})`;
+
+  /** The window's groups from the rollup files, stale groups recomputed from the raw files. */
+  const fromFiles = async () => {
+    const rollups = await Promise.all(rollupFiles.map(fetch));
+    const rollup =
+      rollups.length > 0
+        ? `SELECT month, customer_id, invoices, total_usd, min_usd, max_usd FROM read_parquet(${bind('rollups', strings(rollups), LIST(VARCHAR))})`
+        : `SELECT * FROM live WHERE false`;
+    let lake = `lake AS (SELECT * FROM rollup)`;
+    if (input.changedIds.length > 0) {
+      const raw = await Promise.all(months.flatMap((m) => m.raw.map(fetch)));
+      const changed = bind('changed', listValue(input.changedIds.map((id) => BigInt(id))), LIST(BIGINT));
+      lake = `raw AS (SELECT strftime(issue_date, '%Y-%m') AS month, ${party} AS customer_id, invoice_id, amount_usd
             FROM read_parquet(${bind('raw', strings(raw), LIST(VARCHAR))})),
           stale AS (SELECT DISTINCT month, customer_id FROM raw WHERE invoice_id = ANY(${changed})),
           redone AS (
@@ -65,30 +91,50 @@ export async function lakeStats(deps: { duck: Duck; cache: ObjectCache; store: O
             FROM raw WHERE (month, customer_id) IN (SELECT month, customer_id FROM stale) AND NOT invoice_id = ANY(${changed})
             GROUP BY ALL),
           lake AS (SELECT * FROM rollup WHERE (month, customer_id) NOT IN (SELECT month, customer_id FROM stale) UNION ALL SELECT * FROM redone)`;
-      })()
-    : `lake AS (SELECT * FROM rollup)`;
+    }
+    return `live AS (${live}), rollup AS (${rollup}), ${lake},
+      parts AS (SELECT * FROM lake UNION ALL SELECT * FROM live),
+      g AS (
+        SELECT customer_id, ${monthKey} AS month, sum(invoices)::BIGINT AS invoices, sum(total_usd)::DECIMAL(38,2) AS total,
+          min(min_usd) AS min_usd, max(max_usd) AS max_usd
+        FROM parts GROUP BY ALL)`;
+  };
+
   const filter = query.customerIds === null ? '' : `WHERE customer_id = ANY(${bind('customers', listValue([...query.customerIds]), LIST(INTEGER))})`;
   bind('after_value', query.after?.sortValue ?? null, VARCHAR);
   bind('after_customer', query.after?.customerId ?? null, INTEGER);
   bind('after_month', query.after?.month ?? '', VARCHAR);
   const limit = bind('limit', query.limit, BIGINT);
+  /** `all`: the answer's invoices over every group when known beforehand, else counted here. */
+  const statement = (groups: string, all?: string) => `WITH ${groups},
+    ranked AS (SELECT ${GROUP_COLUMNS}, ${all ? bind('all_invoices', all, VARCHAR) : 'sum(invoices) OVER ()'} AS all_invoices FROM g ${filter})
+    SELECT customer_id AS "customerId", nullif(month, '') AS month, invoices::VARCHAR AS invoices, total::VARCHAR AS "totalUsd",
+      min_usd::VARCHAR AS "minUsd", max_usd::VARCHAR AS "maxUsd", all_invoices::VARCHAR AS "allInvoices"
+    -- The page first, then the casts to text: DuckDB projects before a top-n, which would cast every group.
+    FROM (SELECT * FROM ranked WHERE ${keyset.where} ORDER BY ${keyset.orderBy} LIMIT ${limit}) AS ranked
+    ORDER BY ${keyset.orderBy}`;
 
-  const sql = `WITH live AS (${live}), rollup AS (${rollup}), ${lake},
-    parts AS (SELECT * FROM lake UNION ALL SELECT * FROM live),
-    g AS (
-      SELECT customer_id, ${query.granularity === 'MONTH' ? 'month' : 'NULL::VARCHAR'} AS month, sum(invoices)::BIGINT AS invoices,
-        sum(total_usd)::DECIMAL(38,2) AS total, min(min_usd) AS min_usd, max(max_usd) AS max_usd
-      FROM parts ${filter} GROUP BY ALL
-    ), ranked AS (SELECT g.*, sum(invoices) OVER () AS all_invoices FROM g)
-    SELECT customer_id AS "customerId", month, invoices::VARCHAR AS invoices, total::VARCHAR AS "totalUsd", min_usd::VARCHAR AS "minUsd",
-      max_usd::VARCHAR AS "maxUsd", all_invoices::VARCHAR AS "allInvoices"
-    FROM ranked WHERE ${keyset.where}
-    ORDER BY ${keyset.orderBy} LIMIT ${limit}`;
-
-  // CUSTOMER_ASC names no sort value: only the parameters the statement uses are passed.
-  const { values, types } = parameters.used(sql);
   return deps.duck.session(
     async (s) => {
+      let table: WindowTable | undefined;
+      if (input.changedIds.length === 0 && rollupFiles.length > 0) {
+        // Rollup objects never change under their key and ETag: the files name the table's content.
+        const id = JSON.stringify([query.role, query.granularity, rollupFiles.map((f) => [f.key, f.etag])]);
+        const rows = rollupFiles.reduce((sum, f) => sum + f.rows, 0);
+        table = await deps.windowTables.table(
+          s,
+          id,
+          rows,
+          (name) => `CREATE TABLE ${name} AS SELECT customer_id, ${monthKey} AS month, ${aggregates} FROM read_parquet($1) GROUP BY ALL`,
+          () => Promise.all(rollupFiles.map(fetch)),
+        );
+      }
+      // Without a customer filter the answer's invoices are the window's plus the live ones: no
+      // pass over every group to count them.
+      const all = table && query.customerIds === null ? String(BigInt(table.invoices) + BigInt(input.live.invoices)) : undefined;
+      const sql = table ? statement(fromTable(table.name), all) : statement(await fromFiles());
+      // Only the parameters the statement uses are passed (DuckDB refuses others).
+      const { values, types } = parameters.used(sql);
       const rows = await s.allNamed<StatsGroup & { customerId: number | string }>(sql, values, types);
       return rows.map((r) => ({ ...r, customerId: Number(r.customerId) }));
     },

@@ -1,4 +1,4 @@
-import { mkdir, readdir, stat } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { LIST, listValue, VARCHAR, BIGINT } from '@duckdb/node-api';
 import type { Duck, DuckSession } from '../duckdb/duckdb.js';
@@ -12,7 +12,8 @@ export interface WrittenFile {
   readonly bytes: number;
 }
 
-const PARQUET = `FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 122880`;
+// RETURN_STATS: DuckDB says which files it wrote, with rows and bytes (no reading them back).
+const PARQUET = `FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 122880, RETURN_STATS true`;
 const MONTH_OF = `strftime(issue_date, '%Y-%m')`;
 const CSV_COLUMNS = `{${Object.entries(RAW_SCHEMA).map(([name, type]) => `'${name}': '${type}'`).join(', ')}}`;
 const ROLLUP_COLUMNS = (party: 'issuer_id' | 'receiver_id') =>
@@ -40,13 +41,14 @@ export function createLakeWriter(duck: Duck, timeoutMs: number): LakeWriter {
       session('lake_raw_by_month', async (s) => {
         // Sorted output needs insertion order kept (off by default here, to save memory).
         await s.run('SET preserve_insertion_order = true');
-        await s.run(
-          `COPY (SELECT *, ${MONTH_OF} AS month FROM read_csv($1, columns = ${CSV_COLUMNS}, header = false, auto_detect = false)
-                 ORDER BY issuer_id, issue_date, invoice_id)
-           TO '${quote(dir)}' (${PARQUET}, PARTITION_BY (month), OVERWRITE_OR_IGNORE true)`,
-          [csv],
+        return written(
+          await s.all<FileStats>(
+            `COPY (SELECT *, ${MONTH_OF} AS month FROM read_csv($1, columns = ${CSV_COLUMNS}, header = false, auto_detect = false)
+                   ORDER BY issuer_id, issue_date, invoice_id)
+             TO '${quote(dir)}' (${PARQUET}, PARTITION_BY (month), OVERWRITE_OR_IGNORE true)`,
+            [csv],
+          ),
         );
-        return describeTree(s, dir);
       }),
 
     rollups: (monthFiles, dir) =>
@@ -57,13 +59,14 @@ export function createLakeWriter(duck: Duck, timeoutMs: number): LakeWriter {
         await s.run('SET preserve_insertion_order = true');
         const result: { issuer: WrittenFile[]; receiver: WrittenFile[] } = { issuer: [], receiver: [] };
         for (const [role, party] of [['issuer', 'issuer_id'], ['receiver', 'receiver_id']] as const) {
-          await s.run(
-            `COPY (SELECT ${ROLLUP_COLUMNS(party)} FROM read_parquet($1::VARCHAR[]) GROUP BY ALL ORDER BY month, customer_id)
-             TO '${quote(path.join(dir, role))}' (${PARQUET}, PARTITION_BY (month), WRITE_PARTITION_COLUMNS true, OVERWRITE_OR_IGNORE true)`,
-            [listValue(files)],
-            [LIST(VARCHAR)],
+          result[role] = written(
+            await s.all<FileStats>(
+              `COPY (SELECT ${ROLLUP_COLUMNS(party)} FROM read_parquet($1::VARCHAR[]) GROUP BY ALL ORDER BY month, customer_id)
+               TO '${quote(path.join(dir, role))}' (${PARQUET}, PARTITION_BY (month), WRITE_PARTITION_COLUMNS true, OVERWRITE_OR_IGNORE true)`,
+              [listValue(files)],
+              [LIST(VARCHAR)],
+            ),
           );
-          result[role] = await describeTree(s, path.join(dir, role));
         }
         return result;
       }),
@@ -82,19 +85,22 @@ export function createLakeWriter(duck: Duck, timeoutMs: number): LakeWriter {
   };
 }
 
-/** The files DuckDB wrote under dir/month=YYYY-MM/, with their row counts. */
-async function describeTree(s: DuckSession, dir: string): Promise<WrittenFile[]> {
-  const written: WrittenFile[] = [];
-  for (const entry of await readdir(dir, { withFileTypes: true }).catch(() => [])) {
-    const match = /^month=(\d{4}-\d{2})$/.exec(entry.name);
-    if (!entry.isDirectory() || !match) continue;
-    for (const name of await readdir(path.join(dir, entry.name))) {
-      const file = path.join(dir, entry.name, name);
-      const [{ rows }] = await s.all<{ rows: string }>(`SELECT sum(row_group_num_rows)::BIGINT AS rows FROM (SELECT DISTINCT row_group_id, row_group_num_rows FROM parquet_metadata($1))`, [file]);
-      written.push({ file, month: match[1]!, rows: Number(rows ?? 0), bytes: (await stat(file)).size });
-    }
-  }
-  return written.sort((a, b) => a.month.localeCompare(b.month) || a.file.localeCompare(b.file));
+/** What COPY ... (RETURN_STATS) says of each file it wrote. */
+interface FileStats {
+  readonly filename: string;
+  readonly count: string;
+  readonly file_size_bytes: string;
+}
+
+/** The files DuckDB wrote under dir/month=YYYY-MM/, with their row counts, by month. */
+function written(stats: readonly FileStats[]): WrittenFile[] {
+  return stats
+    .map((f) => {
+      const month = /[/\\]month=(\d{4}-\d{2})[/\\][^/\\]+$/.exec(f.filename)?.[1];
+      if (!month) throw new Error('DuckDB wrote a file outside the month partitions');
+      return { file: f.filename, month, rows: Number(f.count), bytes: Number(f.file_size_bytes) };
+    })
+    .sort((a, b) => a.month.localeCompare(b.month) || a.file.localeCompare(b.file));
 }
 
 /** A directory of the gateway's own, written into COPY ... TO (which takes no parameter there). */

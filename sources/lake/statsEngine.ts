@@ -1,13 +1,13 @@
 import type { Logger } from 'pino';
 import type { Metrics } from '../../core/metrics.js';
-import { formatCents, toCents } from '../../core/money.js';
 import type { Duck } from '../duckdb/duckdb.js';
 import type { ObjectCache } from '../objectStore/objectCache.js';
 import type { ObjectStore } from '../objectStore/objectStore.js';
 import type { LakeStore } from '../postgres/lakeStore.js';
-import type { InvoiceColumns, LiveRow, StatsGroup, StatsQuery, StatsStore, StatsWindow } from '../postgres/statsStore.js';
-import { lakeStats, type LiveGroup } from './lakeStats.js';
+import type { InvoiceColumns, StatsGroup, StatsQuery, StatsStore, StatsWindow } from '../postgres/statsStore.js';
+import { lakeStats } from './lakeStats.js';
 import { parseManifest, type LakeManifest } from './manifest.js';
+import { createWindowTables } from './windowTables.js';
 
 type LakeChanges = Awaited<ReturnType<LakeStore['changesForQuery']>>;
 
@@ -74,6 +74,7 @@ export interface StatsEngine {
  */
 export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
   const manifests = new Map<string, Promise<LakeManifest>>();
+  const windowTables = createWindowTables(WINDOW_ROWS_HELD);
   const manifest = (store: ObjectStore, key: string) => {
     let pending = manifests.get(key);
     if (!pending) {
@@ -145,13 +146,12 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
         if ('code' in lake) return fromPostgres(lake);
         const { store, cache, duck } = options.lake;
         const { changes } = lake;
-        const live = await snapshot.liveRows(changes.ids, query.role);
+        const live = await snapshot.liveGroups(changes.ids, query);
         const groups = await lakeStats(
-          { duck, cache, store, timeoutMs: options.timeoutMs },
-          { manifest: lake.manifest, months: snapshot.window.months, query, changedIds: changes.changed, live: groupLive(live) },
+          { duck, cache, store, windowTables, timeoutMs: options.timeoutMs },
+          { manifest: lake.manifest, months: snapshot.window.months, query, changedIds: changes.changed, live },
         );
-        const filter = query.customerIds === null ? undefined : new Set(query.customerIds);
-        const liveRows = live.filter((r) => !filter || filter.has(r.customerId)).length;
+        const liveRows = live.invoices;
         const all = Number(groups[0]?.allInvoices ?? liveRows);
         return { groups, window: snapshot.window, engine: 'LAKE', lakeRows: all - liveRows, liveRows, lakeAsOf: changes.exportedAt, warnings: [] };
       });
@@ -161,32 +161,13 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
   };
 }
 
+/**
+ * Rows of windows' groups kept in DuckDB tables (a 12-month window by month of 10,000 customers
+ * is at most 120,000); a window past this is read from its rollup files every time.
+ */
+const WINDOW_ROWS_HELD = 2_000_000;
+
 const NOT_EXPORTED: StatsWarning = { code: 'LAKE_NOT_READY', message: 'the lake has not been exported yet; answered from Postgres' };
 const NOT_CURRENT: StatsWarning = { code: 'LAKE_NOT_CURRENT', message: 'the change feed has not confirmed the lake is current; answered from Postgres' };
 const EXPORTED_MEANWHILE: StatsWarning = { code: 'LAKE_NOT_CURRENT', message: 'a lake export finished as the query began; answered from Postgres' };
 const RESET: StatsWarning = { code: 'LAKE_NOT_READY', message: 'the lake was reset and is being exported again; answered from Postgres' };
-
-/** Live rows grouped by (month, customer), money summed exactly in cents. */
-function groupLive(rows: readonly LiveRow[]): LiveGroup[] {
-  const groups = new Map<string, { month: string; customerId: number; invoices: number; cents: bigint; min: bigint; max: bigint }>();
-  for (const row of rows) {
-    const cents = toCents(row.amountUsd);
-    const key = `${row.month}|${row.customerId}`;
-    const g = groups.get(key);
-    if (!g) groups.set(key, { month: row.month, customerId: row.customerId, invoices: 1, cents, min: cents, max: cents });
-    else {
-      g.invoices++;
-      g.cents += cents;
-      if (cents < g.min) g.min = cents;
-      if (cents > g.max) g.max = cents;
-    }
-  }
-  return [...groups.values()].map((g) => ({
-    month: g.month,
-    customerId: g.customerId,
-    invoices: g.invoices,
-    totalUsd: formatCents(g.cents),
-    minUsd: formatCents(g.min),
-    maxUsd: formatCents(g.max),
-  }));
-}
