@@ -190,7 +190,9 @@ export function createStatsStore(db: Database, logger: Logger, timeoutMs: number
       return db.withClient(async (client) => {
         const run = async <Row extends pg.QueryResultRow>(statement: Statement, values: unknown[]) => {
           try {
-            return (await client.query<Row>({ name: statement.name, text: statement.text, values })).rows;
+            // The pool's client-side limit follows DATABASE_STATEMENT_TIMEOUT_MS, which would cut an
+            // analytics statement the server still lets run (its limit is timeoutMs, set below).
+            return (await client.query<Row>({ name: statement.name, text: statement.text, values, query_timeout: timeoutMs + 1000 } as pg.QueryConfig)).rows;
           } catch (err) {
             throw translate(err, statement.name, logger);
           }

@@ -1,0 +1,66 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import pg from 'pg';
+import { createTestDatabase, missingServices, type TestDatabase } from './fixtures/services.js';
+import { startTestGateway, type TestGateway } from './fixtures/gateway.js';
+import { InvoiceStatsDocument } from './generated/graphql.js';
+
+const skip = await missingServices('postgres');
+
+/**
+ * Analytics obey ANALYTICS_TIMEOUT_MS in Postgres too, not the lookups' shorter
+ * DATABASE_STATEMENT_TIMEOUT_MS: the pool's client-side limit (that setting plus 1 s) used to cut
+ * segmentStats' Postgres step at 10M invoices whatever the analytics limit said. Caused for real
+ * by a lock that holds the statement.
+ */
+describe('analytics time limit in Postgres', { skip }, () => {
+  let db: TestDatabase;
+  let gw: TestGateway;
+  let sql: pg.Pool;
+
+  before(async () => {
+    db = await createTestDatabase('analytics_timeout');
+    gw = await startTestGateway({
+      databaseUrl: db.url,
+      env: { DATABASE_STATEMENT_TIMEOUT_MS: '500', ANALYTICS_TIMEOUT_MS: '4000' },
+      seed: { customers: 20, invoices: 500, months: 6, seed: 3 },
+    });
+    sql = new pg.Pool({ connectionString: db.url, max: 2 });
+  });
+  after(async () => {
+    await sql?.end();
+    await gw?.stop();
+    await db?.drop();
+  });
+
+  /** Holds an exclusive lock on invoices for `ms`, so any read of it waits. */
+  const lockFor = async (ms: number) => {
+    const client = await sql.connect();
+    await client.query('BEGIN');
+    await client.query('LOCK TABLE invoices IN ACCESS EXCLUSIVE MODE');
+    return new Promise<void>((resolve) =>
+      setTimeout(() => {
+        void client.query('ROLLBACK').finally(() => {
+          client.release();
+          resolve();
+        });
+      }, ms),
+    );
+  };
+  const stats = () => gw.request(InvoiceStatsDocument, { groupBy: 'ISSUER', months: 6, granularity: 'TOTAL' });
+
+  it('waits past the lookups\u2019 limit (0.5 s + 1 s) while within its own', async () => {
+    const released = lockFor(2_500);
+    const answer = await stats();
+    await released;
+    assert.equal(answer.errors, undefined, JSON.stringify(answer.errors));
+    assert.ok(answer.data!.invoiceStats.rows.length > 0);
+  });
+
+  it('ends at its own limit with UPSTREAM_TIMEOUT', async () => {
+    const released = lockFor(7_000);
+    const answer = await stats();
+    await released;
+    assert.equal(answer.errors?.[0]?.extensions?.code, 'UPSTREAM_TIMEOUT');
+  });
+});
