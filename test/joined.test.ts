@@ -288,6 +288,25 @@ describe('joined analytics over the users\u2019 datasets (a real S3 protocol ser
     assert.equal((await issuer())?.industry, 'aerospace');
   });
 
+  it('payments for invoices that do not exist are counted exactly: one deleted after export, one inserted after it', async () => {
+    const unmatched = async () => {
+      const res = await gw.request(SegmentStatsDocument, { dimensions: ['ISSUER_INDUSTRY'], months: 12 });
+      assert.equal(res.data?.segmentStats.freshness.engine, 'LAKE', JSON.stringify(res.errors ?? res.data?.segmentStats.warnings));
+      const warning = res.data!.segmentStats.warnings.find((w) => w.code === 'PAYMENTS_UNMATCHED');
+      return Number(/(\d+) invoice id/.exec(warning?.message ?? '0 invoice id')![1]);
+    };
+    assert.equal(await unmatched(), 1, 'the orphan alone');
+    // Held in the lake's files, gone from Postgres: its payments now match nothing.
+    const paid = payments.find((p) => p.paymentId === 'p1')!;
+    await sql.query(`DELETE FROM invoices WHERE invoice_id = $1`, [paid.invoiceId]);
+    assert.equal(await unmatched(), 2);
+    // Not in the lake's files yet, but an invoice: its payment matches.
+    const { rows } = await sql.query<{ id: string }>(`INSERT INTO invoices (issuer_id, receiver_id, amount_usd) VALUES (1, 2, 50) RETURNING invoice_id::text AS id`);
+    const event = JSON.stringify({ payment_id: 'fresh-1', invoice_id: Number(rows[0]!.id), paid_at: new Date().toISOString(), amount_usd: '50.00' });
+    await put(`sources/payments/date=${new Date().toISOString().slice(0, 10)}/fresh.jsonl`, event + '\n');
+    assert.equal(await unmatched(), 2);
+  });
+
   it('an unreachable object store fails joined analytics with SERVICE_UNAVAILABLE; lookups still answer', async () => {
     await s3.kill();
     try {

@@ -57,6 +57,11 @@ export interface InvoiceSet {
   readonly warnings: StatsWarning[];
   /** How many of these invoice ids no invoice has, in the same snapshot. */
   unknownInvoices(ids: readonly string[]): Promise<number>;
+  /**
+   * Every month's raw files of the lake this set was read from, with the manifest's key (which
+   * names them for a cache); null when Postgres answered alone.
+   */
+  readonly lakeFiles: { readonly key: string; all(): Promise<string[]> } | null;
 }
 
 export interface StatsEngine {
@@ -113,7 +118,7 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
       const started = performance.now();
       let engine = 'POSTGRES';
       const result = await options.stats.withSnapshot(months, async (snapshot) => {
-        const base = { window: snapshot.window, unknownInvoices: (ids: readonly string[]) => snapshot.unknownInvoices(ids) };
+        const base = { window: snapshot.window, unknownInvoices: (ids: readonly string[]) => snapshot.unknownInvoices(ids), lakeFiles: null };
         const fromPostgres = async (warning?: StatsWarning) =>
           work({ ...base, engine: 'POSTGRES', rawFiles: [], staleIds: [], live: await snapshot.invoices(null), lakeAsOf: null, warnings: warning ? [warning] : [] });
         if (!options.lake) return fromPostgres();
@@ -126,7 +131,11 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
         );
         engine = 'LAKE';
         const live = await snapshot.invoices(lake.changes.ids);
-        return work({ ...base, engine: 'LAKE', rawFiles, staleIds: lake.changes.ids, live, lakeAsOf: lake.changes.exportedAt, warnings: [] });
+        const lakeFiles = {
+          key: lake.changes.manifestKey!,
+          all: () => Promise.all(lake.manifest.months.flatMap((m) => m.raw.map((f) => cache.fetch(store, f.key, f.etag)))),
+        };
+        return work({ ...base, engine: 'LAKE', rawFiles, staleIds: lake.changes.ids, live, lakeAsOf: lake.changes.exportedAt, warnings: [], lakeFiles });
       });
       observe(engine, started);
       return result;
