@@ -90,7 +90,7 @@ const settings = z.object({
   /** Invoices per backfill batch (whole issuers, so a batch may hold more). */
   RISK_BACKFILL_BATCH: wholeNumber(100, 1_000_000).default(20_000),
   /** How often the feed holder looks for new payments or profiles files to refresh receivers' payment behaviour; 0: never (no such features). */
-  RISK_RECEIVER_PAYMENTS_INTERVAL_MS: wholeNumber(0, 86_400_000).default(10_000),
+  RISK_RECEIVER_PAYMENTS_INTERVAL_MS: wholeNumber(0, 86_400_000).default(60_000),
   /** Subscriptions one WebSocket connection may hold at once. */
   MAX_SUBSCRIPTIONS_PER_CONNECTION: wholeNumber(1, 1000).default(20),
   /** Events a subscriber may fall behind; past it, that subscription ends with LIMIT_EXCEEDED. */
