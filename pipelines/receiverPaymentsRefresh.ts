@@ -1,5 +1,6 @@
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import { errorMessage } from '../core/errors.js';
 import type { ReceiverPayments } from '../sources/lake/receiverPayments.js';
@@ -75,15 +76,7 @@ export function createReceiverPaymentsRefresh(options: ReceiverPaymentsRefreshOp
     refresh,
     async keepFresh(signal) {
       while (!signal.aborted) {
-        await new Promise<void>((resolve) => {
-          const timer = setTimeout(done, options.intervalMs);
-          function done() {
-            clearTimeout(timer);
-            signal.removeEventListener('abort', done);
-            resolve();
-          }
-          signal.addEventListener('abort', done, { once: true });
-        });
+        await sleep(options.intervalMs, undefined, { signal }).catch(() => undefined);
         if (!signal.aborted) await refresh();
       }
     },

@@ -35,10 +35,11 @@ export function createReceiverPayments(deps: { datasets: Datasets; duck: Duck; t
   const { datasets, duck, timeoutMs } = deps;
   const currentMonth = () => new Date().toISOString().slice(0, 7);
   const fingerprintOf = (payments: string, profiles: string, month: string) => `${payments}|${profiles}|${month}`;
+  const tables = () => Promise.all([datasets.table('payments'), datasets.table('profiles')]);
 
   return {
     async fingerprint() {
-      const [payments, profiles] = await Promise.all([datasets.table('payments'), datasets.table('profiles')]);
+      const [payments, profiles] = await tables();
       return fingerprintOf(payments, profiles, currentMonth());
     },
 
@@ -48,7 +49,7 @@ export function createReceiverPayments(deps: { datasets: Datasets; duck: Duck; t
     },
 
     async writeCsv(invoicesCsv, file) {
-      const [payments, profiles] = await Promise.all([datasets.table('payments'), datasets.table('profiles')]);
+      const [payments, profiles] = await tables();
       const cutoffMonth = currentMonth();
       const { bind, values, types } = namedParameters();
       bind('invoices', invoicesCsv, VARCHAR);
