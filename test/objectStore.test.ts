@@ -9,7 +9,7 @@ import { createDuck, type Duck } from '../sources/duckdb/duckdb.js';
 import { createObjectCache } from '../sources/objectStore/objectCache.js';
 import type { ObjectStore } from '../sources/objectStore/objectStore.js';
 import { createS3Store } from '../sources/objectStore/s3Store.js';
-import { startS3Server, type S3Server } from './fixtures/s3Server.js';
+import { s3StoreOf, startS3Server, type S3Server } from './fixtures/s3Server.js';
 
 describe('the object store and its local cache (a real S3 protocol server)', () => {
   let s3: S3Server;
@@ -18,14 +18,7 @@ describe('the object store and its local cache (a real S3 protocol server)', () 
 
   before(async () => {
     s3 = await startS3Server();
-    store = createS3Store({
-      endpoint: s3.endpoint,
-      bucket: s3.bucket,
-      region: 'us-east-1',
-      credentials: Object.freeze({ accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' }),
-      forcePathStyle: true,
-      prefix: 'p/',
-    });
+    store = s3StoreOf(s3, 'p/');
     dir = await mkdtemp(path.join(tmpdir(), 'ig-cache-'));
   });
   after(async () => {

@@ -10,7 +10,9 @@ import type { ObjectStore, StoredObject } from '../objectStore/objectStore.js';
  * payment events (JSON lines, a folder per day) and credit ratings (Parquet snapshots). Files are
  * listed with the SDK (listings cached for a few seconds), fetched into the local cache, and read
  * by DuckDB into a table per dataset and file set: the same files are parsed once; a new or
- * replaced object (a new ETag) makes a new table on the next query.
+ * replaced object (a new ETag) makes a new table on the next query. Payments arrive as a new file
+ * a day (or an hour): when files were only added, the new table is the last one plus the new
+ * files' events, so a landing costs its own lines, not every payment again.
  *
  * Read with explicit types, tolerating drift: a number as a string ("1,200"), an id as a number
  * or a string of digits, a missing or differently-typed field (null for that field). A line that
@@ -42,6 +44,11 @@ export interface Datasets {
   load(): Promise<LoadedDatasets>;
   /** One dataset's table, for a lookup that needs only it. */
   table(kind: DatasetKind): Promise<string>;
+  /**
+   * The table with the version of the content it holds (named after its objects and their ETags:
+   * equal content, equal version, in any process), for what is derived from it and kept.
+   */
+  versioned(kind: DatasetKind): Promise<{ table: string; version: string }>;
 }
 
 export interface DatasetsOptions {
@@ -60,9 +67,19 @@ export interface DatasetsOptions {
 export type DatasetKind = 'profiles' | 'payments' | 'ratings';
 type Kind = DatasetKind;
 
+/** What one object held: lines not JSON objects, records without their key, usable records. */
+interface ObjectCounts {
+  readonly key: string;
+  readonly malformed: number;
+  readonly unusable: number;
+  readonly usable: number;
+}
+
 interface Loaded {
   readonly table: string;
   readonly warnings: DatasetWarning[];
+  /** Per object read (`key`, NUL, ETag): its counts. A later build that only adds objects reuses them. */
+  readonly objects: ReadonlyMap<string, ObjectCounts>;
 }
 
 /** Table functions over the local copies; `$files` is the list of paths. */
@@ -79,6 +96,22 @@ const money = (field: string) => `TRY_CAST(replace(${text(field)}, ',', '') AS D
 const time = (field: string) => `TRY_CAST(${text(field)} AS TIMESTAMPTZ)`;
 
 const PARSED_LINES = `SELECT filename, TRY_CAST(line AS JSON) AS doc FROM ${LINES} WHERE trim(line) <> ''`;
+
+/**
+ * Of the events with one payment_id, the one that counts: the earliest, ties by content. It does
+ * not depend on which file came first, so adding files to a table gives what reading them all would.
+ */
+const FIRST_PAYMENT = `row_number() OVER (PARTITION BY payment_id ORDER BY paid_at, amount_usd, method NULLS LAST, invoice_id) = 1`;
+
+/**
+ * Payments after files were added: the last table's events whose payment_id no new event
+ * repeats, as they were; for the repeated ones, the first of the old and the new events.
+ */
+const ADD_PAYMENTS = (base: string) => `WITH fresh AS (
+    SELECT * EXCLUDE (filename, malformed) FROM staged WHERE NOT malformed AND NOT (${SQL.payments.missing}))
+  SELECT * FROM ${base} ANTI JOIN fresh USING (payment_id)
+  UNION ALL BY NAME
+  SELECT * FROM (SELECT * FROM ${base} SEMI JOIN fresh USING (payment_id) UNION ALL BY NAME SELECT * FROM fresh) QUALIFY ${FIRST_PAYMENT}`;
 
 /**
  * Per dataset: `staged`, every record read once with its typed fields, `malformed` (not a JSON
@@ -111,7 +144,7 @@ const SQL: Record<Kind, { staged: string; keep: string; missing: string }> = {
       FROM docs`,
     keep: `SELECT * EXCLUDE (filename, malformed) FROM staged
       WHERE NOT malformed AND payment_id IS NOT NULL AND invoice_id IS NOT NULL AND amount_usd IS NOT NULL AND paid_at IS NOT NULL
-      QUALIFY row_number() OVER (PARTITION BY payment_id ORDER BY filename, paid_at) = 1`,
+      QUALIFY ${FIRST_PAYMENT}`,
     missing: 'payment_id IS NULL OR invoice_id IS NULL OR amount_usd IS NULL OR paid_at IS NULL',
   },
   ratings: {
@@ -132,6 +165,9 @@ const PATTERNS: Record<Kind, RegExp> = {
 
 const LABELS: Record<Kind, string> = { profiles: 'customer profile', payments: 'payment event', ratings: 'credit rating' };
 
+/** Numbers table names: unique in the process, whatever DuckDB instance several Datasets share. */
+let sequence = 0;
+
 /** Older tables stay this long after a newer file set replaced them: queries may still read them. */
 const DROP_AFTER_MS = 60_000;
 
@@ -139,7 +175,8 @@ export function createDatasets(options: DatasetsOptions): Datasets {
   const listings = new Map<Kind, { at: number; objects: Promise<StoredObject[]> }>();
   const tables = new Map<string, Promise<Loaded>>();
   const current = new Map<Kind, string>();
-  let sequence = 0;
+  /** The last build started per dataset: the next one may add to it. */
+  const latest = new Map<Kind, Promise<Loaded>>();
 
   const list = (kind: Kind): Promise<StoredObject[]> => {
     const cached = listings.get(kind);
@@ -151,42 +188,47 @@ export function createDatasets(options: DatasetsOptions): Datasets {
     return objects;
   };
 
-  const loadKind = async (kind: Kind): Promise<Loaded> => {
+  /** Drops a replaced table a while after its successor is built: queries may still read it. */
+  const retire = (kind: Kind, signature: string) => {
+    const old = tables.get(signature);
+    setTimeout(() => {
+      if (current.get(kind) === signature) return;
+      tables.delete(signature);
+      void old?.then((t) => options.duck.session((s) => s.run(`DROP TABLE IF EXISTS ${t.table}`), { timeoutMs: 10_000, label: 'dataset_drop' })).catch(() => undefined);
+    }, DROP_AFTER_MS).unref();
+  };
+
+  const loadKind = async (kind: Kind): Promise<{ signature: string; loaded: Loaded }> => {
     const objects = await list(kind);
-    const signature = createHash('sha256')
-      .update(kind)
-      .update(objects.map((o) => `${o.key}\u0000${o.etag}`).join('\n'))
-      .digest('hex')
-      .slice(0, 16);
+    const signature = signatureOf(kind, objects);
     let loaded = tables.get(signature);
     if (!loaded) {
-      loaded = build(kind, objects, `ds_${kind}_${signature}_${++sequence}`);
+      const base = latest.get(kind)?.catch(() => undefined);
+      loaded = base ? base.then((b) => build(kind, objects, `ds_${kind}_${signature}_${++sequence}`, b)) : build(kind, objects, `ds_${kind}_${signature}_${++sequence}`);
       tables.set(signature, loaded);
+      latest.set(kind, loaded);
       loaded.catch(() => tables.delete(signature));
       const previous = current.get(kind);
       current.set(kind, signature);
-      if (previous && previous !== signature) {
-        const old = tables.get(previous);
-        setTimeout(() => {
-          if (current.get(kind) === previous) return;
-          tables.delete(previous);
-          void old?.then((t) => options.duck.session((s) => s.run(`DROP TABLE IF EXISTS ${t.table}`), { timeoutMs: 10_000, label: 'dataset_drop' })).catch(() => undefined);
-        }, DROP_AFTER_MS).unref();
-      }
+      if (previous && previous !== signature) void loaded.then(() => retire(kind, previous)).catch(() => undefined);
     }
-    return loaded;
+    return { signature, loaded: await loaded };
   };
 
-  const build = async (kind: Kind, objects: StoredObject[], table: string): Promise<Loaded> => {
-    const files = await Promise.all(objects.map((o) => options.cache.fetch(options.store, o.key, o.etag)));
-    const keyOf = new Map(files.map((f, i) => [f, objects[i]!.key]));
-    const warnings: DatasetWarning[] = [];
+  const build = async (kind: Kind, objects: StoredObject[], table: string, base?: Loaded): Promise<Loaded> => {
+    const idOf = (o: StoredObject) => `${o.key}\u0000${o.etag}`;
+    const wanted = new Set(objects.map(idOf));
+    // Only added objects (none replaced or removed): the last table plus what they hold.
+    const adding = kind === 'payments' && base !== undefined && base.objects.size > 0 && [...base.objects.keys()].every((id) => wanted.has(id));
+    const reading = adding ? objects.filter((o) => !base!.objects.has(idOf(o))) : objects;
+    const files = await Promise.all(reading.map((o) => options.cache.fetch(options.store, o.key, o.etag)));
+    const objectOf = new Map(files.map((f, i) => [f, reading[i]!]));
+    const counts = new Map<string, ObjectCounts>(adding ? base!.objects : []);
+    for (const o of reading) counts.set(idOf(o), { key: o.key, malformed: 0, unusable: 0, usable: 0 });
+    const unreadable: string[] = [];
+    let kept = 0;
     await options.duck.session(
       async (s) => {
-        if (files.length === 0) {
-          await s.run(EMPTY[kind](table));
-          return;
-        }
         // Files DuckDB cannot read at all (a corrupt Parquet file) are left out and reported.
         let readable = files;
         if (kind === 'ratings') {
@@ -196,48 +238,38 @@ export function createDatasets(options: DatasetsOptions): Datasets {
               await s.all(`SELECT count(*) FROM read_parquet($1::VARCHAR[])`, [listValue([file])], [LIST(VARCHAR)]);
               readable.push(file);
             } catch {
-              warnings.push(fileWarning(kind, 'SOURCE_UNREADABLE', 'object could not be read as Parquet and was skipped', [keyOf.get(file)!], options.warningKeys));
+              unreadable.push(objectOf.get(file)!.key);
             }
           }
-          if (readable.length === 0) {
-            await s.run(EMPTY[kind](table));
-            return;
+        }
+        if (readable.length === 0) {
+          await s.run(adding ? `CREATE TABLE ${table} AS SELECT * FROM ${base!.table}` : EMPTY[kind](table));
+        } else {
+          await s.allNamed(`CREATE TEMP TABLE staged AS ${SQL[kind].staged}`, { files: listValue(readable) }, { files: LIST(VARCHAR) });
+          await s.run(`CREATE TABLE ${table} AS ${adding ? ADD_PAYMENTS(base!.table) : SQL[kind].keep}`);
+          const perFile = await s.all<{ filename: string; malformed: number; unusable: number; usable: number }>(
+            `SELECT filename, count(*) FILTER (WHERE malformed)::INTEGER AS malformed, count(*) FILTER (WHERE NOT malformed AND (${SQL[kind].missing}))::INTEGER AS unusable,
+               count(*) FILTER (WHERE NOT malformed AND NOT (${SQL[kind].missing}))::INTEGER AS usable
+             FROM staged GROUP BY filename`,
+          );
+          for (const row of perFile) {
+            const object = objectOf.get(row.filename);
+            if (object) counts.set(idOf(object), { key: object.key, malformed: Number(row.malformed), unusable: Number(row.unusable), usable: Number(row.usable) });
           }
+          await s.run('DROP TABLE staged');
         }
-        await s.allNamed(`CREATE TEMP TABLE staged AS ${SQL[kind].staged}`, { files: listValue(readable) }, { files: LIST(VARCHAR) });
-        await s.run(`CREATE TABLE ${table} AS ${SQL[kind].keep}`);
-        const counts = await s.all<{ filename: string; malformed: number; unusable: number }>(
-          `SELECT filename, count(*) FILTER (WHERE malformed)::INTEGER AS malformed, count(*) FILTER (WHERE NOT malformed AND (${SQL[kind].missing}))::INTEGER AS unusable
-           FROM staged GROUP BY filename`,
-        );
-        const [kept] = await s.all<{ usable: string; kept: string }>(
-          `SELECT (SELECT count(*) FROM staged WHERE NOT malformed AND NOT (${SQL[kind].missing}))::VARCHAR AS usable, (SELECT count(*) FROM ${table})::VARCHAR AS kept`,
-        );
-        await s.run('DROP TABLE staged');
-        const sum = (field: 'malformed' | 'unusable') => counts.reduce((n, c) => n + Number(c[field]), 0);
-        const keys = (field: 'malformed' | 'unusable') => counts.filter((c) => Number(c[field]) > 0).map((c) => keyOf.get(c.filename) ?? '?');
-        // Profiles and ratings keep several records of a customer on purpose; payments repeat by delivery.
-        const duplicates = kind === 'payments' ? Number(kept!.usable) - Number(kept!.kept) : 0;
-        if (sum('malformed') > 0) {
-          warnings.push(fileWarning(kind, 'SOURCE_MALFORMED', `${sum('malformed')} line(s) that are not a JSON object were skipped`, keys('malformed'), options.warningKeys));
-        }
-        if (sum('unusable') > 0) {
-          const what = kind === 'payments' ? 'without a readable payment_id, invoice_id, amount_usd or paid_at' : kind === 'profiles' ? 'without a readable customer_id' : 'without a readable customer_id or as_of';
-          warnings.push(fileWarning(kind, 'SOURCE_INCOMPLETE', `${sum('unusable')} record(s) ${what} were skipped`, keys('unusable'), options.warningKeys));
-        }
-        if (duplicates > 0) {
-          warnings.push({ code: 'SOURCE_DUPLICATES', message: `${duplicates} repeated ${LABELS[kind]}(s) (the same payment_id) counted once` });
-        }
+        const [size] = await s.all<{ kept: string }>(`SELECT count(*)::VARCHAR AS kept FROM ${table}`);
+        kept = Number(size!.kept);
       },
       { timeoutMs: options.timeoutMs, label: `dataset_${kind}` },
     );
-    options.logger.debug({ dataset: kind, files: files.length, table }, 'dataset loaded');
-    return { table, warnings };
+    options.logger.debug({ dataset: kind, files: objects.length, read: reading.length, added: adding, table }, 'dataset loaded');
+    return { table, objects: counts, warnings: warningsOf(kind, [...counts.values()], kept, unreadable, options.warningKeys) };
   };
 
   return {
     async load() {
-      const [profiles, payments, ratings] = await Promise.all([loadKind('profiles'), loadKind('payments'), loadKind('ratings')]);
+      const [profiles, payments, ratings] = (await Promise.all([loadKind('profiles'), loadKind('payments'), loadKind('ratings')])).map((k) => k.loaded) as [Loaded, Loaded, Loaded];
       return {
         profiles: profiles.table,
         payments: payments.table,
@@ -245,9 +277,41 @@ export function createDatasets(options: DatasetsOptions): Datasets {
         warnings: [...profiles.warnings, ...payments.warnings, ...ratings.warnings],
       };
     },
-    table: async (kind) => (await loadKind(kind)).table,
+    table: async (kind) => (await loadKind(kind)).loaded.table,
+    async versioned(kind) {
+      const { signature, loaded } = await loadKind(kind);
+      return { table: loaded.table, version: signature };
+    },
   };
 }
+
+function signatureOf(kind: Kind, objects: readonly StoredObject[]): string {
+  return createHash('sha256')
+    .update(kind)
+    .update(objects.map((o) => `${o.key}\u0000${o.etag}`).join('\n'))
+    .digest('hex')
+    .slice(0, 16);
+}
+
+/** The dataset's warnings from its objects' counts: totals, and the objects' keys only when allowed. */
+function warningsOf(kind: Kind, counts: readonly ObjectCounts[], kept: number, unreadable: readonly string[], withKeys: boolean): DatasetWarning[] {
+  const warnings: DatasetWarning[] = [];
+  if (unreadable.length > 0) warnings.push(fileWarning(kind, 'SOURCE_UNREADABLE', 'object could not be read as Parquet and was skipped', unreadable, withKeys));
+  const sum = (field: 'malformed' | 'unusable' | 'usable') => counts.reduce((n, c) => n + c[field], 0);
+  const keys = (field: 'malformed' | 'unusable') => counts.filter((c) => c[field] > 0).map((c) => c.key);
+  if (sum('malformed') > 0) {
+    warnings.push(fileWarning(kind, 'SOURCE_MALFORMED', `${sum('malformed')} line(s) that are not a JSON object were skipped`, keys('malformed'), withKeys));
+  }
+  if (sum('unusable') > 0) {
+    const what = kind === 'payments' ? 'without a readable payment_id, invoice_id, amount_usd or paid_at' : kind === 'profiles' ? 'without a readable customer_id' : 'without a readable customer_id or as_of';
+    warnings.push(fileWarning(kind, 'SOURCE_INCOMPLETE', `${sum('unusable')} record(s) ${what} were skipped`, keys('unusable'), withKeys));
+  }
+  // Profiles and ratings keep several records of a customer on purpose; payments repeat by delivery.
+  const duplicates = kind === 'payments' ? sum('usable') - kept : 0;
+  if (duplicates > 0) warnings.push({ code: 'SOURCE_DUPLICATES', message: `${duplicates} repeated ${LABELS[kind]}(s) (the same payment_id) counted once` });
+  return warnings;
+}
+
 
 const EMPTY: Record<Kind, (table: string) => string> = {
   profiles: (t) =>
@@ -256,7 +320,7 @@ const EMPTY: Record<Kind, (table: string) => string> = {
   ratings: (t) => `CREATE TABLE IF NOT EXISTS ${t} (customer_id BIGINT, rating VARCHAR, score DOUBLE, as_of TIMESTAMPTZ)`,
 };
 
-function fileWarning(kind: Kind, code: string, message: string, keys: string[], withKeys: boolean): DatasetWarning {
+function fileWarning(kind: Kind, code: string, message: string, keys: readonly string[], withKeys: boolean): DatasetWarning {
   const where = withKeys ? ` (in ${keys.slice(0, 10).join(', ')}${keys.length > 10 ? ', ...' : ''})` : ` (in ${keys.length} object(s))`;
   return { code, message: `${LABELS[kind]}s: ${message}${where}` };
 }

@@ -34,8 +34,9 @@ export interface ReceiverPayments {
 export function createReceiverPayments(deps: { datasets: Datasets; duck: Duck; timeoutMs: number }): ReceiverPayments {
   const { datasets, duck, timeoutMs } = deps;
   const currentMonth = () => new Date().toISOString().slice(0, 7);
-  const fingerprintOf = (payments: string, profiles: string, month: string) => `${payments}|${profiles}|${month}`;
-  const tables = () => Promise.all([datasets.table('payments'), datasets.table('profiles')]);
+  // Versions, not table names: a restarted gateway with the same files need not refresh.
+  const fingerprintOf = (payments: { version: string }, profiles: { version: string }, month: string) => `${payments.version}|${profiles.version}|${month}`;
+  const tables = () => Promise.all([datasets.versioned('payments'), datasets.versioned('profiles')]);
 
   return {
     async fingerprint() {
@@ -62,15 +63,15 @@ export function createReceiverPayments(deps: { datasets: Datasets; duck: Duck; t
           ),
           running AS (
             SELECT p.invoice_id, p.paid_at, sum(p.amount_usd) OVER (PARTITION BY p.invoice_id ORDER BY p.paid_at, p.payment_id) AS cumulative
-            FROM ${payments} p SEMI JOIN inv USING (invoice_id)
+            FROM ${payments.table} p SEMI JOIN inv USING (invoice_id)
           ),
           settled AS (SELECT r.invoice_id, min(r.paid_at) AS settled_at FROM running r JOIN inv USING (invoice_id) WHERE r.cumulative >= inv.amount_usd GROUP BY r.invoice_id),
           -- Invoices that fell due before the first payment the dataset holds are unknown, not late:
           -- a payments history starts some day.
-          coverage AS (SELECT min(paid_at) AS since FROM ${payments}),
+          coverage AS (SELECT min(paid_at) AS since FROM ${payments.table}),
           due AS (
             SELECT i.receiver_id, i.issue_date + to_days(coalesce(rp.payment_terms_days, $terms)) AS due_at, s.settled_at
-            FROM inv i LEFT JOIN ${profiles} rp ON rp.customer_id = i.receiver_id LEFT JOIN settled s USING (invoice_id)
+            FROM inv i LEFT JOIN ${profiles.table} rp ON rp.customer_id = i.receiver_id LEFT JOIN settled s USING (invoice_id)
           ),
           by_due AS (
             SELECT receiver_id, date_trunc('month', due_at)::DATE AS month, count(*) AS due_invoices,
