@@ -109,6 +109,12 @@ describe('joined analytics over the users\u2019 datasets (a real S3 protocol ser
       if (i % 4 === 0) pay(inv.id, inv.amount, 10 + (i % 50), inv.issued, i % 8 === 0);
       else if (i % 4 === 1) pay(inv.id, (Math.floor(cents / 3) / 100).toFixed(2), 5, inv.issued);
       else if (i % 4 === 2 && i % 3 === 0) pay(inv.id, ((cents + 500) / 100).toFixed(2), 40, inv.issued);
+      else if (i % 4 === 3 && i % 5 < 2) {
+        // In two parts: settled by the second (late or not), or still short of the amount.
+        const first = Math.floor(cents / 2);
+        pay(inv.id, (first / 100).toFixed(2), 3, inv.issued);
+        pay(inv.id, ((cents - first - (i % 5)) / 100).toFixed(2), 15 + (i % 40), inv.issued);
+      }
     }
     const days = [...byDay.keys()].sort();
     // A payment for an invoice that does not exist, a line that is not JSON, one without a usable invoice id.

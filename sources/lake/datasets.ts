@@ -34,8 +34,14 @@ export interface LoadedDatasets {
   readonly profiles: string;
   /** Distinct payments (by payment_id). */
   readonly payments: string;
+  /** Per invoice with a payment: `paid` (the sum), `events`, `last_paid_at`. */
+  readonly paidInvoices: string;
+  /** The running sums of invoices paid by several events: `invoice_id`, `paid_at`, `cumulative`. */
+  readonly paymentSteps: string;
   /** Every snapshot of every rating. */
   readonly ratings: string;
+  /** Each customer's rating in its latest snapshot: `customer_id`, `rating`. */
+  readonly currentRatings: string;
   readonly warnings: readonly DatasetWarning[];
 }
 
@@ -77,6 +83,8 @@ interface ObjectCounts {
 
 interface Loaded {
   readonly table: string;
+  /** The derived tables, once a joining query first asked for them. */
+  derived?: Promise<void>;
   readonly warnings: DatasetWarning[];
   /** Per object read (`key`, NUL, ETag): its counts. A later build that only adds objects reuses them. */
   readonly objects: ReadonlyMap<string, ObjectCounts>;
@@ -165,6 +173,24 @@ const PATTERNS: Record<Kind, RegExp> = {
 
 const LABELS: Record<Kind, string> = { profiles: 'customer profile', payments: 'payment event', ratings: 'credit rating' };
 
+/**
+ * Tables derived from a dataset's table, made once per table for the joins that would otherwise
+ * redo them on every query (in order: a later one may read an earlier one). Settling an invoice
+ * is the first payment that brings its running sum to the amount: with one payment, that payment.
+ */
+const DERIVED: Record<Kind, Record<string, (table: string) => string>> = {
+  profiles: {},
+  payments: {
+    paid: (t) => `SELECT invoice_id, sum(amount_usd)::DECIMAL(38,2) AS paid, count(*)::INTEGER AS events, max(paid_at) AS last_paid_at FROM ${t} GROUP BY invoice_id`,
+    steps: (t) => `SELECT invoice_id, paid_at, sum(amount_usd) OVER (PARTITION BY invoice_id ORDER BY paid_at, payment_id) AS cumulative
+      FROM ${t} SEMI JOIN (SELECT invoice_id FROM ${t}_paid WHERE events > 1) USING (invoice_id)`,
+  },
+  ratings: {
+    current: (t) => `SELECT customer_id, arg_max(rating, as_of) AS rating FROM ${t} GROUP BY customer_id`,
+  },
+};
+const derivedTables = (kind: Kind, table: string) => Object.keys(DERIVED[kind]).map((name) => `${table}_${name}`);
+
 /** Numbers table names: unique in the process, whatever DuckDB instance several Datasets share. */
 let sequence = 0;
 
@@ -194,7 +220,16 @@ export function createDatasets(options: DatasetsOptions): Datasets {
     setTimeout(() => {
       if (current.get(kind) === signature) return;
       tables.delete(signature);
-      void old?.then((t) => options.duck.session((s) => s.run(`DROP TABLE IF EXISTS ${t.table}`), { timeoutMs: 10_000, label: 'dataset_drop' })).catch(() => undefined);
+      void old
+        ?.then((t) =>
+          options.duck.session(
+            async (s) => {
+              for (const name of [...derivedTables(kind, t.table), t.table]) await s.run(`DROP TABLE IF EXISTS ${name}`);
+            },
+            { timeoutMs: 10_000, label: 'dataset_drop' },
+          ),
+        )
+        .catch(() => undefined);
     }, DROP_AFTER_MS).unref();
   };
 
@@ -267,13 +302,34 @@ export function createDatasets(options: DatasetsOptions): Datasets {
     return { table, objects: counts, warnings: warningsOf(kind, [...counts.values()], kept, unreadable, options.warningKeys) };
   };
 
+  /** Makes the derived tables of a built table once; a failure is retried by the next query. */
+  const derive = (kind: Kind, loaded: Loaded): Promise<void> => {
+    if (Object.keys(DERIVED[kind]).length === 0) return Promise.resolve();
+    loaded.derived ??= options.duck
+      .session(
+        async (s) => {
+          for (const [name, sql] of Object.entries(DERIVED[kind])) await s.run(`CREATE TABLE IF NOT EXISTS ${loaded.table}_${name} AS ${sql(loaded.table)}`);
+        },
+        { timeoutMs: options.timeoutMs, label: `dataset_${kind}_derived` },
+      )
+      .catch((err: unknown) => {
+        loaded.derived = undefined;
+        throw err;
+      });
+    return loaded.derived;
+  };
+
   return {
     async load() {
       const [profiles, payments, ratings] = (await Promise.all([loadKind('profiles'), loadKind('payments'), loadKind('ratings')])).map((k) => k.loaded) as [Loaded, Loaded, Loaded];
+      await Promise.all([derive('payments', payments), derive('ratings', ratings)]);
       return {
         profiles: profiles.table,
         payments: payments.table,
+        paidInvoices: `${payments.table}_paid`,
+        paymentSteps: `${payments.table}_steps`,
         ratings: ratings.table,
+        currentRatings: `${ratings.table}_current`,
         warnings: [...profiles.warnings, ...payments.warnings, ...ratings.warnings],
       };
     },

@@ -160,18 +160,18 @@ export function createJoined(deps: { datasets: Datasets; duck: Duck; stats: Stat
   // all) go on to Postgres, never every paid id (8.3 million at 10M invoices, more than the heap).
   const candidates = new Map<string, Promise<string[]>>();
   const ids = (list: readonly (number | string)[]) => listValue(list.map((v) => BigInt(v)));
-  const paidIdsNotIn = (payments: string, lake: { key: string; all(): Promise<string[]> } | null) => {
-    const key = `${payments}|${lake?.key ?? ''}`;
+  const paidIdsNotIn = (paidInvoices: string, lake: { key: string; all(): Promise<string[]> } | null) => {
+    const key = `${paidInvoices}|${lake?.key ?? ''}`;
     let pending = candidates.get(key);
     if (!pending) {
       pending = duck
         .session(
           async (s) => {
-            if (!lake) return s.all<{ id: string }>(`SELECT DISTINCT invoice_id::VARCHAR AS id FROM ${payments}`);
+            if (!lake) return s.all<{ id: string }>(`SELECT invoice_id::VARCHAR AS id FROM ${paidInvoices}`);
             const files = await lake.all();
-            if (files.length === 0) return s.all<{ id: string }>(`SELECT DISTINCT invoice_id::VARCHAR AS id FROM ${payments}`);
+            if (files.length === 0) return s.all<{ id: string }>(`SELECT invoice_id::VARCHAR AS id FROM ${paidInvoices}`);
             return s.all<{ id: string }>(
-              `SELECT DISTINCT p.invoice_id::VARCHAR AS id FROM ${payments} p ANTI JOIN (SELECT invoice_id FROM read_parquet($1)) r USING (invoice_id)`,
+              `SELECT p.invoice_id::VARCHAR AS id FROM ${paidInvoices} p ANTI JOIN (SELECT invoice_id FROM read_parquet($1)) r USING (invoice_id)`,
               [listValue(files)],
               [LIST(VARCHAR)],
             );
@@ -186,12 +186,12 @@ export function createJoined(deps: { datasets: Datasets; duck: Duck; stats: Stat
     return pending;
   };
   /** Paid ids among the lake's stale ones: held in its files, maybe deleted since. */
-  const paidAmong = async (payments: string, invoiceIds: readonly string[]) =>
+  const paidAmong = async (paidInvoices: string, invoiceIds: readonly string[]) =>
     invoiceIds.length === 0
       ? []
       : (
           await duck.session(
-            (s) => s.all<{ id: string }>(`SELECT DISTINCT invoice_id::VARCHAR AS id FROM ${payments} WHERE invoice_id = ANY($1)`, [ids(invoiceIds)], [LIST(BIGINT)]),
+            (s) => s.all<{ id: string }>(`SELECT invoice_id::VARCHAR AS id FROM ${paidInvoices} WHERE invoice_id = ANY($1)`, [ids(invoiceIds)], [LIST(BIGINT)]),
             { timeoutMs, label: 'payment_stale_invoices' },
           )
         ).map((r) => r.id);
@@ -259,21 +259,20 @@ export function createJoined(deps: { datasets: Datasets; duck: Duck; stats: Stat
         bind('as_of', set.window.asOf, VARCHAR);
         bind('terms', DEFAULT_PAYMENT_TERMS_DAYS, INTEGER);
         const sql = `WITH inv AS (${lake}${live}),
-          paid AS (SELECT invoice_id, sum(amount_usd)::DECIMAL(38,2) AS paid FROM ${tables.payments} GROUP BY invoice_id),
-          running AS (SELECT invoice_id, paid_at, sum(amount_usd) OVER (PARTITION BY invoice_id ORDER BY paid_at, payment_id) AS cumulative FROM ${tables.payments}),
-          settled AS (SELECT r.invoice_id, min(r.paid_at) AS settled_at FROM running r JOIN inv USING (invoice_id) WHERE r.cumulative >= inv.amount_usd GROUP BY r.invoice_id),
-          rating AS (SELECT customer_id, arg_max(rating, as_of) AS rating FROM ${tables.ratings} GROUP BY customer_id),
+          settled_in_parts AS (
+            SELECT r.invoice_id, min(r.paid_at) AS settled_at FROM ${tables.paymentSteps} r JOIN inv USING (invoice_id) WHERE r.cumulative >= inv.amount_usd GROUP BY r.invoice_id),
           joined AS (
-            SELECT i.*, coalesce(p.paid, 0) AS paid_usd, s.settled_at,
+            SELECT i.*, coalesce(p.paid, 0) AS paid_usd,
+              CASE WHEN p.events = 1 THEN CASE WHEN p.paid >= i.amount_usd THEN p.last_paid_at END ELSE s.settled_at END AS settled_at,
               i.issue_date + to_days(coalesce(rp.payment_terms_days, $terms)) AS due_at
               ${dims.map((d) => `, ${d.expression} AS "${d.column}"`).join('')}
             FROM inv i
               LEFT JOIN ${tables.profiles} ip ON ip.customer_id = i.issuer_id
               LEFT JOIN ${tables.profiles} rp ON rp.customer_id = i.receiver_id
-              LEFT JOIN rating ir ON ir.customer_id = i.issuer_id
-              LEFT JOIN rating rr ON rr.customer_id = i.receiver_id
-              LEFT JOIN paid p ON p.invoice_id = i.invoice_id
-              LEFT JOIN settled s ON s.invoice_id = i.invoice_id
+              LEFT JOIN ${tables.currentRatings} ir ON ir.customer_id = i.issuer_id
+              LEFT JOIN ${tables.currentRatings} rr ON rr.customer_id = i.receiver_id
+              LEFT JOIN ${tables.paidInvoices} p ON p.invoice_id = i.invoice_id
+              LEFT JOIN settled_in_parts s ON s.invoice_id = i.invoice_id
             ${filters.length > 0 ? `WHERE ${filters.join(' AND ')}` : ''}
           ),
           grouped AS (
@@ -294,7 +293,7 @@ export function createJoined(deps: { datasets: Datasets; duck: Duck; stats: Stat
           LIMIT ${bind('limit', BigInt(q.limit), BIGINT)} OFFSET ${bind('offset', BigInt(q.offset), BIGINT)}`;
         const rows = await duck.session((s) => s.allNamed<SegmentGroup & { _invoices: string; _live: string }>(sql, values, types), { timeoutMs, label: 'segment_stats' });
         // Payments that match no invoice are reported, not joined.
-        const [absent, stale] = await Promise.all([paidIdsNotIn(tables.payments, set.lakeFiles), paidAmong(tables.payments, set.staleIds)]);
+        const [absent, stale] = await Promise.all([paidIdsNotIn(tables.paidInvoices, set.lakeFiles), paidAmong(tables.paidInvoices, set.staleIds)]);
         const unknown = await set.unknownInvoices([...new Set([...absent, ...stale])]);
         const warnings: DatasetWarning[] = [...set.warnings, ...tables.warnings];
         if (unknown > 0) warnings.push({ code: 'PAYMENTS_UNMATCHED', message: `payment events: ${unknown} invoice id(s) match no invoice; their payments are not joined` });
