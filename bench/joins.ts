@@ -431,13 +431,13 @@ function printReport(r: {
   console.log(
     `\nnew payments file: ${LANDED_INVOICES} unpaid invoices paid in full, written as sources/payments/date=<today>/landed-<n>.jsonl (a .part file renamed into place); ` +
       `timed from the rename to the first invoices(ids) { paidUsd } answer showing them paid, asking every ${POLL_MS} ms (and all along before it). ` +
-      'It includes the listing cache (SOURCES_LISTING_TTL_MS) and the parse of the whole payments file set into a new DuckDB table.',
+      'It includes the listing cache (SOURCES_LISTING_TTL_MS) and the new payments table: the last one plus the new file's events (only the new file is parsed).',
   );
   const problems = r.afterLanding.filter((c) => c.problem);
   if (r.afterLanding.length === 0) console.log('after the landings: not checked (the gateway process had exited)');
   else console.log(
     `after the landings, each shape once more with the landed payments added to Postgres: ${problems.length === 0 ? 'all equal' : `${problems.length} NOT equal or failed`} ` +
-      `(gateway ${r.afterLanding.map((c) => `${fmtMs(c.gatewayMs)} ms`).join(', ')}; the first segmentStats on a new payments table also reads its paid invoice ids anew, to count unmatched payments)`,
+      `(gateway ${r.afterLanding.map((c) => `${fmtMs(c.gatewayMs)} ms`).join(', ')}; the first segmentStats on a new payments table also sums its payments per invoice and looks for paid ids the lake lacks, to count unmatched payments)`,
   );
   const exported = r.firstExport.kind === 'exported' && 'rows' in r.firstExport ? `${int(r.firstExport.rows)} rows in ${r.firstExport.seconds.toFixed(1)} s` : `no export: ${r.firstExport.kind}`;
   console.log(`lake export before measuring: ${exported}; gateway peak RSS (whole run): ${mb(r.peakRss)} MB; engines: ${[...new Set(r.results.flatMap((m) => m.engines))].join(', ')}`);
