@@ -431,7 +431,7 @@ function printReport(r: {
   console.log(
     `\nnew payments file: ${LANDED_INVOICES} unpaid invoices paid in full, written as sources/payments/date=<today>/landed-<n>.jsonl (a .part file renamed into place); ` +
       `timed from the rename to the first invoices(ids) { paidUsd } answer showing them paid, asking every ${POLL_MS} ms (and all along before it). ` +
-      'It includes the listing cache (SOURCES_LISTING_TTL_MS) and the new payments table: the last one plus the new file's events (only the new file is parsed).',
+      'It includes the listing cache (SOURCES_LISTING_TTL_MS) and the new payments table: the last one plus the new file’s events (only the new file is parsed).',
   );
   const problems = r.afterLanding.filter((c) => c.problem);
   if (r.afterLanding.length === 0) console.log('after the landings: not checked (the gateway process had exited)');
