@@ -109,12 +109,16 @@ describe('joined analytics over the users\u2019 datasets (a real S3 protocol ser
       if (i % 4 === 0) pay(inv.id, inv.amount, 10 + (i % 50), inv.issued, i % 8 === 0);
       else if (i % 4 === 1) pay(inv.id, (Math.floor(cents / 3) / 100).toFixed(2), 5, inv.issued);
       else if (i % 4 === 2 && i % 3 === 0) pay(inv.id, ((cents + 500) / 100).toFixed(2), 40, inv.issued);
-      else if (i % 4 === 3 && i % 5 < 2) {
-        // In two parts: settled by the second (late or not), or still short of the amount.
-        const first = Math.floor(cents / 2);
-        pay(inv.id, (first / 100).toFixed(2), 3, inv.issued);
-        pay(inv.id, ((cents - first - (i % 5)) / 100).toFixed(2), 15 + (i % 40), inv.issued);
-      }
+    }
+    // The oldest invoices paid in two parts: settled by the second (on time or late), or a cent short.
+    const { rows: oldest } = await sql.query<{ id: string; amount: string; issued: string }>(
+      `SELECT invoice_id::text AS id, amount_usd::text AS amount, to_char(issue_date AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS issued FROM invoices ORDER BY issue_date, invoice_id LIMIT 60`,
+    );
+    for (const [i, inv] of oldest.entries()) {
+      const cents = Math.round(Number(inv.amount) * 100);
+      const first = Math.floor(cents / 2);
+      pay(inv.id, (first / 100).toFixed(2), 3, inv.issued);
+      pay(inv.id, ((cents - first - (i % 3 === 2 ? 1 : 0)) / 100).toFixed(2), 10 + (i % 40), inv.issued);
     }
     const days = [...byDay.keys()].sort();
     // A payment for an invoice that does not exist, a line that is not JSON, one without a usable invoice id.

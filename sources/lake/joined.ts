@@ -108,7 +108,8 @@ export const DIMENSION_SQL: Record<SegmentDimension, { readonly column: string; 
   RECEIVER_INDUSTRY: { column: 'receiverIndustry', expression: 'rp.industry' },
   RECEIVER_COUNTRY: { column: 'receiverCountry', expression: 'rp.country' },
   RECEIVER_RATING: { column: 'receiverRating', expression: 'rr.rating' },
-  MONTH: { column: 'month', expression: `strftime(i.issue_date, '%Y-%m')` },
+  // Through a plain TIMESTAMP: strftime of a TIMESTAMPTZ goes through ICU's calendar, row by row.
+  MONTH: { column: 'month', expression: `strftime(make_timestamp(epoch_us(i.issue_date)), '%Y-%m')` },
   ISSUER: { column: 'issuerId', expression: 'i.issuer_id::VARCHAR' },
   RECEIVER: { column: 'receiverId', expression: 'i.receiver_id::VARCHAR' },
 };
@@ -255,6 +256,10 @@ export function createJoined(deps: { datasets: Datasets; duck: Duck; stats: Stat
           .filter((name) => q.filter[name] != null)
           .map((name) => FILTER_SQL[name].sql(bind(`f_${name}`, listValue([...(q.filter[name] as readonly (string | number)[])]), FILTER_SQL[name].type)));
         const dims = q.dimensions.map((d) => DIMENSION_SQL[d]);
+        // A party's profile or rating is joined only when a dimension or filter reads it (the
+        // receiver's profile always: its terms make the due date).
+        const reads = (alias: string) => [...dims.map((d) => d.expression), ...filters].some((sql) => sql.includes(`${alias}.`));
+        const join = (alias: string, table: string, party: string) => (reads(alias) ? `LEFT JOIN ${table} ${alias} ON ${alias}.customer_id = i.${party}` : '');
         const nullDims = (Object.keys(DIMENSION_SQL) as SegmentDimension[]).filter((d) => !q.dimensions.includes(d)).map((d) => `NULL::VARCHAR AS "${DIMENSION_SQL[d].column}"`);
         bind('as_of', set.window.asOf, VARCHAR);
         bind('terms', DEFAULT_PAYMENT_TERMS_DAYS, INTEGER);
@@ -263,14 +268,15 @@ export function createJoined(deps: { datasets: Datasets; duck: Duck; stats: Stat
             SELECT r.invoice_id, min(r.paid_at) AS settled_at FROM ${tables.paymentSteps} r JOIN inv USING (invoice_id) WHERE r.cumulative >= inv.amount_usd GROUP BY r.invoice_id),
           joined AS (
             SELECT i.*, coalesce(p.paid, 0) AS paid_usd,
-              CASE WHEN p.events = 1 THEN CASE WHEN p.paid >= i.amount_usd THEN p.last_paid_at END ELSE s.settled_at END AS settled_at,
-              i.issue_date + to_days(coalesce(rp.payment_terms_days, $terms)) AS due_at
+              epoch_us(CASE WHEN p.events = 1 THEN CASE WHEN p.paid >= i.amount_usd THEN p.last_paid_at END ELSE s.settled_at END) AS settled_us,
+              -- Days in UTC are 86,400 s: integer arithmetic, not ICU's calendar per row.
+              epoch_us(i.issue_date) + coalesce(rp.payment_terms_days, $terms) * 86400000000 AS due_us
               ${dims.map((d) => `, ${d.expression} AS "${d.column}"`).join('')}
             FROM inv i
-              LEFT JOIN ${tables.profiles} ip ON ip.customer_id = i.issuer_id
+              ${join('ip', tables.profiles, 'issuer_id')}
               LEFT JOIN ${tables.profiles} rp ON rp.customer_id = i.receiver_id
-              LEFT JOIN ${tables.currentRatings} ir ON ir.customer_id = i.issuer_id
-              LEFT JOIN ${tables.currentRatings} rr ON rr.customer_id = i.receiver_id
+              ${join('ir', tables.currentRatings, 'issuer_id')}
+              ${join('rr', tables.currentRatings, 'receiver_id')}
               LEFT JOIN ${tables.paidInvoices} p ON p.invoice_id = i.invoice_id
               LEFT JOIN settled_in_parts s ON s.invoice_id = i.invoice_id
             ${filters.length > 0 ? `WHERE ${filters.join(' AND ')}` : ''}
@@ -279,9 +285,9 @@ export function createJoined(deps: { datasets: Datasets; duck: Duck; stats: Stat
             SELECT ${dims.map((d) => `"${d.column}"`).join(', ')}${dims.length > 0 ? ',' : ''}
               count(*)::INTEGER AS "invoiceCount", sum(amount_usd)::DECIMAL(38,2)::VARCHAR AS "totalUsd",
               sum(paid_usd)::DECIMAL(38,2)::VARCHAR AS "paidUsd", sum(greatest(amount_usd - paid_usd, 0))::DECIMAL(38,2)::VARCHAR AS "outstandingUsd",
-              round(avg(epoch(settled_at) - epoch(issue_date)) / 86400, 2) AS "avgDaysToPay",
-              round(avg(CASE WHEN settled_at IS NOT NULL THEN (settled_at > due_at)::INTEGER
-                             WHEN $as_of::TIMESTAMPTZ > due_at THEN 1 ELSE 0 END), 4) AS "lateShare",
+              round(avg(settled_us - epoch_us(issue_date)) / 86400000000, 2) AS "avgDaysToPay",
+              round(avg(CASE WHEN settled_us IS NOT NULL THEN (settled_us > due_us)::INTEGER
+                             WHEN epoch_us($as_of::TIMESTAMPTZ) > due_us THEN 1 ELSE 0 END), 4) AS "lateShare",
               sum(amount_usd) AS _total, count(*) AS _count, sum(greatest(amount_usd - paid_usd, 0)) AS _outstanding,
               sum(count(*)) OVER () AS _invoices, sum(count(*) FILTER (WHERE is_live)) OVER () AS _live
             FROM joined ${dims.length > 0 ? 'GROUP BY ALL' : ''}
