@@ -11,9 +11,15 @@ export interface WindowTables {
   /**
    * The table for `id`, built if not held by `build(name)`, a statement creating table `name` from
    * the local files `files()` gives (its parameter $1); `rows` bounds its size. Undefined when it
-   * does not fit the budget: the caller reads the files itself.
+   * does not fit the budget: the caller reads the files itself. `invoices` is the SQL aggregate
+   * that counts the table's invoices: a sum of per-group counts, or count(*) of per-invoice rows.
    */
-  table(s: DuckSession, id: string, rows: number, build: (name: string) => string, files: () => Promise<string[]>): Promise<WindowTable | undefined>;
+  table(s: DuckSession, id: string, rows: number, build: (name: string) => string, files: () => Promise<string[]>, invoices?: string): Promise<WindowTable | undefined>;
+  /**
+   * Drops the tables whose id `keep` refuses (built from inputs no new query will use) once
+   * unused for `idleMs`: a query that got one within its time limit may still be about to read it.
+   */
+  release(s: DuckSession, keep: (id: string) => boolean, idleMs: number): Promise<void>;
 }
 
 export interface WindowTable {
@@ -28,9 +34,11 @@ interface Entry {
   /** Settles once the table exists (or failed to be made). */
   readonly made: Promise<WindowTable>;
   usedAt: number;
+  usedAtMs: number;
 }
 
-export function createWindowTables(maxRows: number): WindowTables {
+/** `prefix` names its tables, apart from another set's in the same DuckDB. */
+export function createWindowTables(maxRows: number, prefix = 'lake_window'): WindowTables {
   const entries = new Map<string, Entry>();
   let held = 0;
   let count = 0;
@@ -42,6 +50,12 @@ export function createWindowTables(maxRows: number): WindowTables {
     held -= entry.rows;
   };
 
+  const drop = async (s: DuckSession, id: string, entry: Entry) => {
+    forget(id, entry);
+    // A query already reading it keeps its own view of the catalog (DuckDB's MVCC).
+    await entry.made.then(() => s.run(`DROP TABLE IF EXISTS ${entry.name}`)).catch(() => undefined);
+  };
+
   /** Drops least recently used tables until `rows` more fit. */
   async function makeRoom(s: DuckSession, rows: number): Promise<boolean> {
     if (rows > maxRows) return false;
@@ -49,28 +63,31 @@ export function createWindowTables(maxRows: number): WindowTables {
     while (held + rows > maxRows) {
       const victim = victims.shift();
       if (!victim) return false;
-      forget(...victim);
-      // A query already reading it keeps its own view of the catalog (DuckDB's MVCC).
-      await victim[1].made.then(() => s.run(`DROP TABLE IF EXISTS ${victim[1].name}`)).catch(() => undefined);
+      await drop(s, ...victim);
     }
     return true;
   }
 
   return {
-    async table(s, id, rows, build, files) {
+    async release(s, keep, idleMs) {
+      const idleSince = Date.now() - idleMs;
+      for (const [id, entry] of [...entries]) if (!keep(id) && entry.usedAtMs < idleSince) await drop(s, id, entry);
+    },
+
+    async table(s, id, rows, build, files, invoices = 'sum(invoices)') {
       let entry = entries.get(id);
       if (!entry) {
         if (!(await makeRoom(s, rows))) return undefined;
         // Checked again: another query may have made it while this one made room.
         entry = entries.get(id);
         if (!entry) {
-          const name = `lake_window_${++count}`;
+          const name = `${prefix}_${++count}`;
           const made = (async () => {
             await s.run(build(name), [listValue(await files())], [LIST(VARCHAR)]);
-            const [row] = await s.all<{ invoices: string }>(`SELECT coalesce(sum(invoices), 0)::VARCHAR AS invoices FROM ${name}`);
+            const [row] = await s.all<{ invoices: string }>(`SELECT coalesce(${invoices}, 0)::VARCHAR AS invoices FROM ${name}`);
             return { name, invoices: row!.invoices };
           })();
-          const created: Entry = { name, rows, made, usedAt: 0 };
+          const created: Entry = { name, rows, made, usedAt: 0, usedAtMs: 0 };
           entries.set(id, created);
           held += rows;
           created.made.catch(() => forget(id, created));
@@ -78,6 +95,7 @@ export function createWindowTables(maxRows: number): WindowTables {
         }
       }
       entry.usedAt = ++clock;
+      entry.usedAtMs = Date.now();
       return entry.made;
     },
   };
