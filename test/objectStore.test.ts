@@ -1,6 +1,6 @@
 import { existsSync } from 'node:fs';
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, utimes } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -65,6 +65,9 @@ describe('the object store and its local cache (a real S3 protocol server)', () 
       for (const [i, name] of ['c1', 'c2', 'c3'].entries()) files.push(await busy.fetch(store, `c/${name}.txt`, etags[i]!));
       assert.equal(busy.size(), 3072);
       for (const file of files) await readFile(file);
+      // Use times a second apart, c1 the oldest: copies fetched in one millisecond would tie.
+      const now = Date.now() / 1000;
+      for (const [i, file] of files.entries()) await utimes(file, now - 10 + i, now - 10 + i);
       // Nothing in use: the oldest goes.
       const idle = await createObjectCache({ dir: small, maxBytes: 2048, inUseMs: 0 });
       const c4 = await store.putBytes('c/c4.txt', kb).then((etag) => idle.fetch(store, 'c/c4.txt', etag));

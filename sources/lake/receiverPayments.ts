@@ -69,19 +69,21 @@ export function createReceiverPayments(deps: { datasets: Datasets; duck: Duck; t
           -- Invoices that fell due before the first payment the dataset holds are unknown, not late:
           -- a payments history starts some day.
           coverage AS (SELECT min(paid_at) AS since FROM ${payments.table}),
+          -- Times as UTC microseconds, months through a plain TIMESTAMP: TIMESTAMPTZ arithmetic and
+          -- date_trunc go through ICU's calendar row by row (days in UTC are 86,400 s).
           due AS (
-            SELECT i.receiver_id, i.issue_date + to_days(coalesce(rp.payment_terms_days, $terms)) AS due_at, s.settled_at
+            SELECT i.receiver_id, epoch_us(i.issue_date) + coalesce(rp.payment_terms_days, $terms) * 86400000000 AS due_us, epoch_us(s.settled_at) AS settled_us
             FROM inv i LEFT JOIN ${profiles.table} rp ON rp.customer_id = i.receiver_id LEFT JOIN settled s USING (invoice_id)
           ),
           by_due AS (
-            SELECT receiver_id, date_trunc('month', due_at)::DATE AS month, count(*) AS due_invoices,
-              count(*) FILTER (WHERE settled_at IS NULL OR settled_at > due_at) AS late_invoices
-            FROM due WHERE due_at < $cutoff::TIMESTAMPTZ AND due_at >= (SELECT since FROM coverage) GROUP BY ALL
+            SELECT receiver_id, date_trunc('month', make_timestamp(due_us))::DATE AS month, count(*) AS due_invoices,
+              count(*) FILTER (WHERE settled_us IS NULL OR settled_us > due_us) AS late_invoices
+            FROM due WHERE due_us < epoch_us($cutoff::TIMESTAMPTZ) AND due_us >= (SELECT epoch_us(since) FROM coverage) GROUP BY ALL
           ),
           by_settled AS (
-            SELECT receiver_id, date_trunc('month', settled_at)::DATE AS month, count(*) AS settled_late,
-              sum(epoch(settled_at) - epoch(due_at)) / 86400 AS days_late
-            FROM due WHERE settled_at > due_at AND settled_at < $cutoff::TIMESTAMPTZ GROUP BY ALL
+            SELECT receiver_id, date_trunc('month', make_timestamp(settled_us))::DATE AS month, count(*) AS settled_late,
+              sum(settled_us - due_us) / 86400000000 AS days_late
+            FROM due WHERE settled_us > due_us AND settled_us < epoch_us($cutoff::TIMESTAMPTZ) GROUP BY ALL
           )
         SELECT receiver_id, month, coalesce(due_invoices, 0) AS due_invoices, coalesce(late_invoices, 0) AS late_invoices,
           coalesce(settled_late, 0) AS settled_late, coalesce(days_late, 0) AS days_late
