@@ -1,5 +1,5 @@
 import { BIGINT, INTEGER, LIST, VARCHAR, listValue, type DuckDBType, type DuckDBValue } from '@duckdb/node-api';
-import { namedParameters, type Duck } from '../duckdb/duckdb.js';
+import { namedParameters, utcMonth, type Duck } from '../duckdb/duckdb.js';
 import { groupBy } from '../../core/groupBy.js';
 import type { DatasetKind, Datasets, DatasetWarning, LoadedDatasets } from './datasets.js';
 import type { InvoiceSet, StatsEngine } from './statsEngine.js';
@@ -109,8 +109,7 @@ export const DIMENSION_SQL: Record<SegmentDimension, { readonly column: string; 
   RECEIVER_INDUSTRY: { column: 'receiverIndustry', expression: 'i.receiver_industry' },
   RECEIVER_COUNTRY: { column: 'receiverCountry', expression: 'i.receiver_country' },
   RECEIVER_RATING: { column: 'receiverRating', expression: 'i.receiver_rating' },
-  // Through a plain TIMESTAMP: strftime of a TIMESTAMPTZ goes through ICU's calendar, row by row.
-  MONTH: { column: 'month', expression: `strftime(make_timestamp(epoch_us(i.issue_date)), '%Y-%m')` },
+  MONTH: { column: 'month', expression: utcMonth('i.issue_date') },
   ISSUER: { column: 'issuerId', expression: 'i.issuer_id::VARCHAR' },
   RECEIVER: { column: 'receiverId', expression: 'i.receiver_id::VARCHAR' },
 };

@@ -1,5 +1,5 @@
 import { BIGINT, INTEGER, LIST, listValue, VARCHAR } from '@duckdb/node-api';
-import { namedParameters, type Duck } from '../duckdb/duckdb.js';
+import { namedParameters, utcMonth, type Duck } from '../duckdb/duckdb.js';
 import type { ObjectCache } from '../objectStore/objectCache.js';
 import type { ObjectStore } from '../objectStore/objectStore.js';
 import { keysetSql, type LiveGroups, type StatsGroup, type StatsQuery } from '../postgres/statsStore.js';
@@ -82,7 +82,7 @@ export async function lakeStats(deps: LakeStatsDeps, input: LakeStatsInput): Pro
     if (input.changedIds.length > 0) {
       const raw = await Promise.all(months.flatMap((m) => m.raw.map(fetch)));
       const changed = bind('changed', listValue(input.changedIds.map((id) => BigInt(id))), LIST(BIGINT));
-      lake = `raw AS (SELECT strftime(issue_date, '%Y-%m') AS month, ${party} AS customer_id, invoice_id, amount_usd
+      lake = `raw AS (SELECT ${utcMonth('issue_date')} AS month, ${party} AS customer_id, invoice_id, amount_usd
             FROM read_parquet(${bind('raw', strings(raw), LIST(VARCHAR))})),
           stale AS (SELECT DISTINCT month, customer_id FROM raw WHERE invoice_id = ANY(${changed})),
           redone AS (

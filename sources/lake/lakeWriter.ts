@@ -1,7 +1,7 @@
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { LIST, listValue, VARCHAR, BIGINT } from '@duckdb/node-api';
-import type { Duck, DuckSession } from '../duckdb/duckdb.js';
+import { utcMonth, type Duck, type DuckSession } from '../duckdb/duckdb.js';
 import { RAW_SCHEMA } from './manifest.js';
 
 /** A file written locally, before it is uploaded. */
@@ -14,7 +14,7 @@ export interface WrittenFile {
 
 // RETURN_STATS: DuckDB says which files it wrote, with rows and bytes (no reading them back).
 const PARQUET = `FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 122880, RETURN_STATS true`;
-const MONTH_OF = `strftime(issue_date, '%Y-%m')`;
+const MONTH_OF = utcMonth('issue_date');
 const CSV_COLUMNS = `{${Object.entries(RAW_SCHEMA).map(([name, type]) => `'${name}': '${type}'`).join(', ')}}`;
 const ROLLUP_COLUMNS = (party: 'issuer_id' | 'receiver_id') =>
   `${MONTH_OF} AS month, ${party} AS customer_id, count(*)::BIGINT AS invoices, sum(amount_usd)::DECIMAL(38,2) AS total_usd,
