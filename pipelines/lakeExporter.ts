@@ -2,7 +2,7 @@ import { mkdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import type { ObjectCache } from '../sources/objectStore/objectCache.js';
-import type { ObjectStore } from '../sources/objectStore/objectStore.js';
+import { ObjectNotFoundError, type ObjectStore } from '../sources/objectStore/objectStore.js';
 import type { LakeWriter, WrittenFile } from '../sources/lake/lakeWriter.js';
 import { LAKE_FORMAT, lakeKeys, manifestKeys, parseManifest, RAW_SCHEMA, ROLLUP_SCHEMA, type LakeFile, type LakeManifest, type LakeMonth } from '../sources/lake/manifest.js';
 import type { Database } from '../sources/postgres/database.js';
@@ -68,7 +68,7 @@ export async function exportLake(options: LakeExporterOptions, onProgress: Expor
 async function exportIn(snapshot: ExportSnapshot, options: LakeExporterOptions, onProgress: ExportProgress, full: boolean, started: number): Promise<ExportOutcome> {
   if (!snapshot.recording) return { kind: 'not recording' };
   const { store, writer, logger } = options;
-  const previous = snapshot.generation > 0 && snapshot.manifestKey && !full ? parseManifest(await store.read(snapshot.manifestKey)) : undefined;
+  const previous = snapshot.generation > 0 && snapshot.manifestKey && !full ? await readPrevious(store, snapshot.manifestKey, logger) : undefined;
   // Every change the snapshot sees must be in lake_changes before the export plans from it and,
   // when it finishes, removes the entries it has taken in. A full export plans nothing from them:
   // it only waits before it switches, and the feed catches up while it copies (after a restart
@@ -195,6 +195,21 @@ interface ExportPlan {
   readonly emptied: string[];
   /** Rows expected, for progress. */
   readonly rows: number;
+}
+
+/**
+ * The manifest the last export wrote, or undefined when the store no longer has it (a bucket
+ * emptied or replaced, DATA_DIR moved): the export then starts the lake afresh instead of
+ * failing every interval.
+ */
+async function readPrevious(store: LakeExporterOptions['store'], key: string, logger: LakeExporterOptions['logger']): Promise<LakeManifest | undefined> {
+  try {
+    return parseManifest(await store.read(key));
+  } catch (err) {
+    if (!(err instanceof ObjectNotFoundError)) throw err;
+    logger.warn({ manifest: key }, 'the last export\'s manifest is gone from the object store; exporting everything again');
+    return undefined;
+  }
 }
 
 async function planExport(snapshot: ExportSnapshot, previous: LakeManifest | undefined, options: LakeExporterOptions): Promise<ExportPlan | undefined> {

@@ -277,6 +277,20 @@ describe('the S3 lake (a real S3 protocol server)', { skip }, () => {
     assert.ok(objects.some((o) => o.key === 'manifests/latest.json'));
   });
 
+  it('a lake emptied under it (its last manifest gone) is exported afresh, not failed on every interval', async () => {
+    const store = local.gw.gateway.lake.store;
+    await store.delete((await store.list('')).map((o) => o.key));
+    await local.sql.query(`INSERT INTO invoices (issue_date, issuer_id, receiver_id, amount_usd) VALUES (now(), 1, 2, 12.34)`);
+    const outcome = await eventually(async () => {
+      const o = await local.gw.gateway.lake.exportNow();
+      return o.kind === 'exported' ? o : undefined;
+    }, 'an export into the emptied lake');
+    const { rows } = await local.sql.query<{ n: number }>('SELECT count(*)::int AS n FROM invoices');
+    assert.equal(outcome.rows, rows[0]!.n, 'every invoice exported again');
+    assert.equal(outcome.appended, 0);
+    await assertExact(local.gw, local.sql, 'after the lake was emptied and exported again', [12]);
+  });
+
   it('an unreachable store fails analytics with SERVICE_UNAVAILABLE while lookups still answer', async () => {
     // A gateway with an empty object cache, on the same database and bucket.
     const fresh = await startTestGateway({ databaseUrl: remote.db.url, env: { ...s3.env, CHANGE_FEED: '0' } });
