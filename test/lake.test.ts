@@ -155,6 +155,24 @@ describe('invoiceStats is exact and fresh (local lake)', { skip }, () => {
     assert.deepEqual(byCustomer.rows, await directStats(side.sql, 'RECEIVER', 12, 'MONTH', undefined, 'CUSTOMER_ASC'), 'by customer and month');
   });
 
+  it('pages in customer order over held groups and fresh invoices: a fresh customer and fresh months appear in their place', async () => {
+    await eventually(async () => (await side.gw.gateway.lake.exportNow()).kind === 'exported', 'an export that leaves nothing stale');
+    const byCustomer = (granularity: 'MONTH' | 'TOTAL') => allPages(side.gw, { groupBy: 'RECEIVER', months: 12, granularity, first: 6 }, 'CUSTOMER_ASC');
+    await byCustomer('MONTH'); // DuckDB now holds the window's groups.
+    const { rows: [customer] } = await side.sql.query<{ id: number }>(`INSERT INTO customers (customer_name) VALUES ('Page Ltd') RETURNING customer_id AS id`);
+    await side.sql.query(
+      `INSERT INTO invoices (issue_date, issuer_id, receiver_id, amount_usd)
+       VALUES (now(), 3, $1, 10.00), (now() - interval '65 days', 3, $1, 20.00), (now(), 4, 1, 30.00), (now(), 5, 2, 40.00)`,
+      [customer!.id],
+    );
+    for (const granularity of ['MONTH', 'TOTAL'] as const) {
+      const paged = await byCustomer(granularity);
+      assert.equal(paged.freshness.engine, 'LAKE');
+      assert.ok(paged.freshness.liveRows >= 4, `live rows ${paged.freshness.liveRows}`);
+      assert.deepEqual(paged.rows, await directStats(side.sql, 'RECEIVER', 12, granularity, undefined, 'CUSTOMER_ASC'), `by customer, ${granularity}`);
+    }
+  });
+
   it('asks Postgres for a few customers, the lake for all, with the same figures', async () => {
     const few = await side.gw.request(InvoiceStatsDocument, { groupBy: 'RECEIVER', months: 12, granularity: 'TOTAL', customerIds: ['3', '5'], first: 10 });
     assert.equal(few.data!.invoiceStats.freshness.engine, 'POSTGRES');

@@ -71,6 +71,25 @@ export async function lakeStats(deps: LakeStatsDeps, input: LakeStatsInput): Pro
           FROM ${table} w FULL OUTER JOIN lg l USING (customer_id, month))`
       : `g AS (SELECT ${GROUP_COLUMNS} FROM ${table})`;
 
+  /**
+   * The same for a page in customer order: only the groups the page can hold are merged (the
+   * first `limit` keys past the cursor among held and live groups), not every held group with
+   * the live ones. Valid only when the answer's invoice count is known beforehand.
+   */
+  const pageFromTable = (table: string) => {
+    const firstKeys = (from: string) => `(SELECT customer_id, month FROM ${from} ranked WHERE ${keyset.where} ORDER BY ${keyset.orderBy} LIMIT ${limit})`;
+    return `live AS (${live}),
+        lg AS (SELECT customer_id, ${monthKey} AS month, ${aggregates} FROM live GROUP BY ALL),
+        page_keys AS (SELECT customer_id, month FROM (${firstKeys(table)} UNION ${firstKeys('lg')}) ranked ORDER BY ${keyset.orderBy} LIMIT ${limit}),
+        g AS (
+          SELECT customer_id, month, coalesce(w.invoices, 0) + coalesce(l.invoices, 0) AS invoices,
+            (coalesce(w.total, 0) + coalesce(l.total, 0))::DECIMAL(38,2) AS total,
+            least(coalesce(w.min_usd, l.min_usd), coalesce(l.min_usd, w.min_usd)) AS min_usd,
+            greatest(coalesce(w.max_usd, l.max_usd), coalesce(l.max_usd, w.max_usd)) AS max_usd
+          FROM (SELECT * FROM ${table} SEMI JOIN page_keys USING (customer_id, month)) w
+            FULL OUTER JOIN (SELECT * FROM lg SEMI JOIN page_keys USING (customer_id, month)) l USING (customer_id, month))`;
+  };
+
   /** The window's groups from the rollup files, stale groups recomputed from the raw files. */
   const fromFiles = async () => {
     const rollups = await Promise.all(rollupFiles.map(fetch));
@@ -132,7 +151,8 @@ export async function lakeStats(deps: LakeStatsDeps, input: LakeStatsInput): Pro
       // Without a customer filter the answer's invoices are the window's plus the live ones: no
       // pass over every group to count them.
       const all = table && query.customerIds === null ? String(BigInt(table.invoices) + BigInt(input.live.invoices)) : undefined;
-      const sql = table ? statement(fromTable(table.name), all) : statement(await fromFiles());
+      const byCustomer = query.orderBy === 'CUSTOMER_ASC' && hasLive && all !== undefined;
+      const sql = table ? statement(byCustomer ? pageFromTable(table.name) : fromTable(table.name), all) : statement(await fromFiles());
       // Only the parameters the statement uses are passed (DuckDB refuses others).
       const { values, types } = parameters.used(sql);
       const rows = await s.allNamed<StatsGroup & { customerId: number | string }>(sql, values, types);
