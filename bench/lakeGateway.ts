@@ -77,7 +77,8 @@ export async function startLakeGateway(options: LakeGatewayOptions): Promise<Lak
       AUTH_MODE: 'off',
       RATE_LIMIT_REQUESTS: '0',
       RATE_LIMIT_COST: '0',
-      LOG_LEVEL: 'info',
+      // BENCH_GATEWAY_LOG_LEVEL=debug: each SQL and DuckDB statement with its milliseconds, in the report's log.
+      LOG_LEVEL: process.env.BENCH_GATEWAY_LOG_LEVEL ?? 'info',
       HOST: '127.0.0.1',
       PORT: String(port),
       DATABASE_URL: options.databaseUrl,

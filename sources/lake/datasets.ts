@@ -42,6 +42,11 @@ export interface LoadedDatasets {
   readonly ratings: string;
   /** Each customer's rating in its latest snapshot: `customer_id`, `rating`. */
   readonly currentRatings: string;
+  /**
+   * Each dataset's content, named after its objects and their ETags (equal content, equal
+   * version, in any process): for what is derived from the tables and kept.
+   */
+  readonly versions: Readonly<Record<DatasetKind, string>>;
   readonly warnings: readonly DatasetWarning[];
 }
 
@@ -50,11 +55,6 @@ export interface Datasets {
   load(): Promise<LoadedDatasets>;
   /** One dataset's table, for a lookup that needs only it. */
   table(kind: DatasetKind): Promise<string>;
-  /**
-   * The table with the version of the content it holds (named after its objects and their ETags:
-   * equal content, equal version, in any process), for what is derived from it and kept.
-   */
-  versioned(kind: DatasetKind): Promise<{ table: string; version: string }>;
 }
 
 export interface DatasetsOptions {
@@ -321,7 +321,8 @@ export function createDatasets(options: DatasetsOptions): Datasets {
 
   return {
     async load() {
-      const [profiles, payments, ratings] = (await Promise.all([loadKind('profiles'), loadKind('payments'), loadKind('ratings')])).map((k) => k.loaded) as [Loaded, Loaded, Loaded];
+      const kinds = await Promise.all([loadKind('profiles'), loadKind('payments'), loadKind('ratings')]);
+      const [profiles, payments, ratings] = kinds.map((k) => k.loaded) as [Loaded, Loaded, Loaded];
       await Promise.all([derive('payments', payments), derive('ratings', ratings)]);
       return {
         profiles: profiles.table,
@@ -330,14 +331,11 @@ export function createDatasets(options: DatasetsOptions): Datasets {
         paymentSteps: `${payments.table}_steps`,
         ratings: ratings.table,
         currentRatings: `${ratings.table}_current`,
+        versions: { profiles: kinds[0].signature, payments: kinds[1].signature, ratings: kinds[2].signature },
         warnings: [...profiles.warnings, ...payments.warnings, ...ratings.warnings],
       };
     },
     table: async (kind) => (await loadKind(kind)).loaded.table,
-    async versioned(kind) {
-      const { signature, loaded } = await loadKind(kind);
-      return { table: loaded.table, version: signature };
-    },
   };
 }
 

@@ -137,11 +137,11 @@ export const DEFAULT_PAYMENT_TERMS_DAYS = 30;
 
 /**
  * Invoices (`source`: invoice_id, issue_date, issuer_id, receiver_id, amount_usd, and any more
- * columns, kept) with what segmentStats groups and sums: the paid sum, when it was settled and
+ * columns, kept) with what segmentStats groups and sums, and the risk model's receiver history counts: the paid sum, when it was settled and
  * when it fell due (UTC microseconds: days in UTC are 86,400 s, integer arithmetic rather than
  * ICU's calendar per row), both parties' profile fields and current ratings.
  */
-const ENRICHED = (source: string, tables: LoadedDatasets) => `WITH src AS (${source}),
+export const ENRICHED = (source: string, tables: LoadedDatasets) => `WITH src AS (${source}),
   settled_in_parts AS (
     SELECT r.invoice_id, min(r.paid_at) AS settled_at FROM ${tables.paymentSteps} r JOIN src USING (invoice_id) WHERE r.cumulative >= src.amount_usd GROUP BY r.invoice_id)
   SELECT i.*, coalesce(p.paid, 0) AS paid_usd,
@@ -297,14 +297,14 @@ export function createJoined(deps: { datasets: Datasets; duck: Duck; stats: Stat
             for (const [n, file] of set.rawFiles.entries()) {
               const held = await enrichedTables.table(
                 s,
-                `${file}|${version}`,
-                set.rawRows[n] ?? 0,
+                `${file.path}|${version}`,
+                file.rows,
                 (name) => `CREATE TABLE ${name} AS ${ENRICHED(`SELECT ${RAW_COLUMNS} FROM read_parquet($1)`, tables)}`,
-                async () => [file],
+                async () => [file.path],
                 'count(*)',
               );
               lake.push(
-                `SELECT *, FALSE AS is_live FROM ${held ? held.name : `(${ENRICHED(`SELECT ${RAW_COLUMNS} FROM read_parquet(${bind(`raw_${n}`, file, VARCHAR)})`, tables)})`}
+                `SELECT *, FALSE AS is_live FROM ${held ? held.name : `(${ENRICHED(`SELECT ${RAW_COLUMNS} FROM read_parquet(${bind(`raw_${n}`, file.path, VARCHAR)})`, tables)})`}
                  WHERE issue_date >= $from::TIMESTAMPTZ AND issue_date < $to::TIMESTAMPTZ AND NOT invoice_id = ANY($stale)`,
               );
             }

@@ -58,18 +58,18 @@ export async function lakeStats(deps: LakeStatsDeps, input: LakeStatsInput): Pro
     : `SELECT NULL::VARCHAR AS month, NULL::INTEGER AS customer_id, NULL::BIGINT AS invoices, NULL::DECIMAL(38,2) AS total_usd,
         NULL::DECIMAL(14,2) AS min_usd, NULL::DECIMAL(14,2) AS max_usd WHERE false`;
 
+  /** Held groups `w` and live groups `l` of one (customer, month), added up. */
+  const merged = (held: string, fresh: string) => `
+        SELECT customer_id, month, coalesce(w.invoices, 0) + coalesce(l.invoices, 0) AS invoices,
+          (coalesce(w.total, 0) + coalesce(l.total, 0))::DECIMAL(38,2) AS total,
+          least(coalesce(w.min_usd, l.min_usd), coalesce(l.min_usd, w.min_usd)) AS min_usd,
+          greatest(coalesce(w.max_usd, l.max_usd), coalesce(l.max_usd, w.max_usd)) AS max_usd
+        FROM ${held} w FULL OUTER JOIN ${fresh} l USING (customer_id, month)`;
+  const liveGroups = `live AS (${live}),
+        lg AS (SELECT customer_id, ${monthKey} AS month, ${aggregates} FROM live GROUP BY ALL)`;
+
   /** The window's groups from a held table, each group live invoices touch added to. */
-  const fromTable = (table: string) =>
-    hasLive
-      ? `live AS (${live}),
-        lg AS (SELECT customer_id, ${monthKey} AS month, ${aggregates} FROM live GROUP BY ALL),
-        g AS (
-          SELECT customer_id, month, coalesce(w.invoices, 0) + coalesce(l.invoices, 0) AS invoices,
-            (coalesce(w.total, 0) + coalesce(l.total, 0))::DECIMAL(38,2) AS total,
-            least(coalesce(w.min_usd, l.min_usd), coalesce(l.min_usd, w.min_usd)) AS min_usd,
-            greatest(coalesce(w.max_usd, l.max_usd), coalesce(l.max_usd, w.max_usd)) AS max_usd
-          FROM ${table} w FULL OUTER JOIN lg l USING (customer_id, month))`
-      : `g AS (SELECT ${GROUP_COLUMNS} FROM ${table})`;
+  const fromTable = (table: string) => (hasLive ? `${liveGroups}, g AS (${merged(table, 'lg')})` : `g AS (SELECT ${GROUP_COLUMNS} FROM ${table})`);
 
   /**
    * The same for a page in customer order: only the groups the page can hold are merged (the
@@ -78,16 +78,10 @@ export async function lakeStats(deps: LakeStatsDeps, input: LakeStatsInput): Pro
    */
   const pageFromTable = (table: string) => {
     const firstKeys = (from: string) => `(SELECT customer_id, month FROM ${from} ranked WHERE ${keyset.where} ORDER BY ${keyset.orderBy} LIMIT ${limit})`;
-    return `live AS (${live}),
-        lg AS (SELECT customer_id, ${monthKey} AS month, ${aggregates} FROM live GROUP BY ALL),
+    const onPage = (from: string) => `(SELECT * FROM ${from} SEMI JOIN page_keys USING (customer_id, month))`;
+    return `${liveGroups},
         page_keys AS (SELECT customer_id, month FROM (${firstKeys(table)} UNION ${firstKeys('lg')}) ranked ORDER BY ${keyset.orderBy} LIMIT ${limit}),
-        g AS (
-          SELECT customer_id, month, coalesce(w.invoices, 0) + coalesce(l.invoices, 0) AS invoices,
-            (coalesce(w.total, 0) + coalesce(l.total, 0))::DECIMAL(38,2) AS total,
-            least(coalesce(w.min_usd, l.min_usd), coalesce(l.min_usd, w.min_usd)) AS min_usd,
-            greatest(coalesce(w.max_usd, l.max_usd), coalesce(l.max_usd, w.max_usd)) AS max_usd
-          FROM (SELECT * FROM ${table} SEMI JOIN page_keys USING (customer_id, month)) w
-            FULL OUTER JOIN (SELECT * FROM lg SEMI JOIN page_keys USING (customer_id, month)) l USING (customer_id, month))`;
+        g AS (${merged(onPage(table), onPage('lg'))})`;
   };
 
   /** The window's groups from the rollup files, stale groups recomputed from the raw files. */

@@ -1,7 +1,7 @@
-import { INTEGER, VARCHAR } from '@duckdb/node-api';
+import { VARCHAR } from '@duckdb/node-api';
 import { namedParameters, type Duck } from '../duckdb/duckdb.js';
-import type { Datasets } from './datasets.js';
-import { DEFAULT_PAYMENT_TERMS_DAYS } from './joined.js';
+import type { Datasets, LoadedDatasets } from './datasets.js';
+import { ENRICHED } from './joined.js';
 
 export interface ReceiverPaymentsExport {
   /** Rows written to the CSV. */
@@ -35,13 +35,11 @@ export function createReceiverPayments(deps: { datasets: Datasets; duck: Duck; t
   const { datasets, duck, timeoutMs } = deps;
   const currentMonth = () => new Date().toISOString().slice(0, 7);
   // Versions, not table names: a restarted gateway with the same files need not refresh.
-  const fingerprintOf = (payments: { version: string }, profiles: { version: string }, month: string) => `${payments.version}|${profiles.version}|${month}`;
-  const tables = () => Promise.all([datasets.versioned('payments'), datasets.versioned('profiles')]);
+  const fingerprintOf = (tables: LoadedDatasets, month: string) => `${tables.versions.payments}|${tables.versions.profiles}|${month}`;
 
   return {
     async fingerprint() {
-      const [payments, profiles] = await tables();
-      return fingerprintOf(payments, profiles, currentMonth());
+      return fingerprintOf(await datasets.load(), currentMonth());
     },
 
     async hasPayments() {
@@ -50,31 +48,20 @@ export function createReceiverPayments(deps: { datasets: Datasets; duck: Duck; t
     },
 
     async writeCsv(invoicesCsv, file) {
-      const [payments, profiles] = await tables();
+      const tables = await datasets.load();
       const cutoffMonth = currentMonth();
       const { bind, values, types } = namedParameters();
       bind('invoices', invoicesCsv, VARCHAR);
       bind('cutoff', `${cutoffMonth}-01T00:00:00Z`, VARCHAR);
-      bind('terms', DEFAULT_PAYMENT_TERMS_DAYS, INTEGER);
       // The session's time zone is UTC, so months are UTC calendar months.
-      const counts = `WITH inv AS (
-            SELECT * FROM read_csv($invoices, header = false, auto_detect = false,
-              columns = {'invoice_id': 'BIGINT', 'issue_date': 'TIMESTAMPTZ', 'receiver_id': 'INTEGER', 'amount_usd': 'DECIMAL(14,2)'})
-          ),
-          running AS (
-            SELECT p.invoice_id, p.paid_at, sum(p.amount_usd) OVER (PARTITION BY p.invoice_id ORDER BY p.paid_at, p.payment_id) AS cumulative
-            FROM ${payments.table} p SEMI JOIN inv USING (invoice_id)
-          ),
-          settled AS (SELECT r.invoice_id, min(r.paid_at) AS settled_at FROM running r JOIN inv USING (invoice_id) WHERE r.cumulative >= inv.amount_usd GROUP BY r.invoice_id),
+      // Settled and due as segmentStats has them (ENRICHED); the file has no issuer, which they do not need.
+      const invoices = `SELECT *, NULL::INTEGER AS issuer_id FROM read_csv($invoices, header = false, auto_detect = false,
+          columns = {'invoice_id': 'BIGINT', 'issue_date': 'TIMESTAMPTZ', 'receiver_id': 'INTEGER', 'amount_usd': 'DECIMAL(14,2)'})`;
+      const counts = `WITH due AS (SELECT receiver_id, due_us, settled_us FROM (${ENRICHED(invoices, tables)})),
           -- Invoices that fell due before the first payment the dataset holds are unknown, not late:
           -- a payments history starts some day.
-          coverage AS (SELECT min(paid_at) AS since FROM ${payments.table}),
-          -- Times as UTC microseconds, months through a plain TIMESTAMP: TIMESTAMPTZ arithmetic and
-          -- date_trunc go through ICU's calendar row by row (days in UTC are 86,400 s).
-          due AS (
-            SELECT i.receiver_id, epoch_us(i.issue_date) + coalesce(rp.payment_terms_days, $terms) * 86400000000 AS due_us, epoch_us(s.settled_at) AS settled_us
-            FROM inv i LEFT JOIN ${profiles.table} rp ON rp.customer_id = i.receiver_id LEFT JOIN settled s USING (invoice_id)
-          ),
+          coverage AS (SELECT min(paid_at) AS since FROM ${tables.payments}),
+          -- Months through a plain TIMESTAMP: date_trunc of a TIMESTAMPTZ goes through ICU's calendar row by row.
           by_due AS (
             SELECT receiver_id, date_trunc('month', make_timestamp(due_us))::DATE AS month, count(*) AS due_invoices,
               count(*) FILTER (WHERE settled_us IS NULL OR settled_us > due_us) AS late_invoices
@@ -97,7 +84,7 @@ export function createReceiverPayments(deps: { datasets: Datasets; duck: Duck; t
           const [summary] = await s.all<{ rows: string; due: string }>(
             `SELECT count(*)::VARCHAR AS rows, coalesce(sum(due_invoices), 0)::VARCHAR AS due FROM receiver_payment_months`,
           );
-          return { rows: Number(summary!.rows), dueInvoices: Number(summary!.due), cutoffMonth, fingerprint: fingerprintOf(payments, profiles, cutoffMonth) };
+          return { rows: Number(summary!.rows), dueInvoices: Number(summary!.due), cutoffMonth, fingerprint: fingerprintOf(tables, cutoffMonth) };
         },
         { timeoutMs, label: 'receiver_payments' },
       );

@@ -47,10 +47,8 @@ export interface StatsEngineOptions {
 export interface InvoiceSet {
   readonly window: StatsWindow;
   readonly engine: 'POSTGRES' | 'LAKE';
-  /** Local raw Parquet files of the window's months (none when Postgres answers alone). */
-  readonly rawFiles: string[];
-  /** Rows of each raw file, in the same order (from the manifest). */
-  readonly rawRows: number[];
+  /** Local raw Parquet files of the window's months, with their rows (none when Postgres answers alone). */
+  readonly rawFiles: readonly { readonly path: string; readonly rows: number }[];
   /** Invoices whose version in those files is stale or gone: left out of them. */
   readonly staleIds: string[];
   /** Invoices read from Postgres, in the window: the ones the lake lacks or holds stale. */
@@ -122,21 +120,21 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
       const result = await options.stats.withSnapshot(months, async (snapshot) => {
         const base = { window: snapshot.window, unknownInvoices: (ids: readonly string[]) => snapshot.unknownInvoices(ids), lakeFiles: null };
         const fromPostgres = async (warning?: StatsWarning) =>
-          work({ ...base, engine: 'POSTGRES', rawFiles: [], rawRows: [], staleIds: [], live: await snapshot.invoices(null), lakeAsOf: null, warnings: warning ? [warning] : [] });
+          work({ ...base, engine: 'POSTGRES', rawFiles: [], staleIds: [], live: await snapshot.invoices(null), lakeAsOf: null, warnings: warning ? [warning] : [] });
         if (!options.lake) return fromPostgres();
         const lake = await currentLake(options.lake, snapshot.window);
         if ('code' in lake) return fromPostgres(lake);
         const { store, cache } = options.lake;
         const wanted = new Set(snapshot.window.months);
         const raw = lake.manifest.months.filter((m) => wanted.has(m.month)).flatMap((m) => m.raw);
-        const rawFiles = await Promise.all(raw.map((f) => cache.fetch(store, f.key, f.etag)));
+        const rawFiles = await Promise.all(raw.map(async (f) => ({ path: await cache.fetch(store, f.key, f.etag), rows: f.rows })));
         engine = 'LAKE';
         const live = await snapshot.invoices(lake.changes.ids);
         const lakeFiles = {
           key: lake.changes.manifestKey!,
           all: () => Promise.all(lake.manifest.months.flatMap((m) => m.raw.map((f) => cache.fetch(store, f.key, f.etag)))),
         };
-        return work({ ...base, engine: 'LAKE', rawFiles, rawRows: raw.map((f) => f.rows), staleIds: lake.changes.ids, live, lakeAsOf: lake.changes.exportedAt, warnings: [], lakeFiles });
+        return work({ ...base, engine: 'LAKE', rawFiles, staleIds: lake.changes.ids, live, lakeAsOf: lake.changes.exportedAt, warnings: [], lakeFiles });
       });
       observe(engine, started);
       return result;

@@ -33,8 +33,8 @@ interface Entry {
   readonly rows: number;
   /** Settles once the table exists (or failed to be made). */
   readonly made: Promise<WindowTable>;
+  /** performance.now() of its last use: the order of eviction, and how long it has been idle. */
   usedAt: number;
-  usedAtMs: number;
 }
 
 /** `prefix` names its tables, apart from another set's in the same DuckDB. */
@@ -42,7 +42,6 @@ export function createWindowTables(maxRows: number, prefix = 'lake_window'): Win
   const entries = new Map<string, Entry>();
   let held = 0;
   let count = 0;
-  let clock = 0;
 
   const forget = (id: string, entry: Entry) => {
     if (entries.get(id) !== entry) return;
@@ -70,8 +69,8 @@ export function createWindowTables(maxRows: number, prefix = 'lake_window'): Win
 
   return {
     async release(s, keep, idleMs) {
-      const idleSince = Date.now() - idleMs;
-      for (const [id, entry] of [...entries]) if (!keep(id) && entry.usedAtMs < idleSince) await drop(s, id, entry);
+      const idleSince = performance.now() - idleMs;
+      for (const [id, entry] of [...entries]) if (!keep(id) && entry.usedAt < idleSince) await drop(s, id, entry);
     },
 
     async table(s, id, rows, build, files, invoices = 'sum(invoices)') {
@@ -87,15 +86,14 @@ export function createWindowTables(maxRows: number, prefix = 'lake_window'): Win
             const [row] = await s.all<{ invoices: string }>(`SELECT coalesce(${invoices}, 0)::VARCHAR AS invoices FROM ${name}`);
             return { name, invoices: row!.invoices };
           })();
-          const created: Entry = { name, rows, made, usedAt: 0, usedAtMs: 0 };
+          const created: Entry = { name, rows, made, usedAt: 0 };
           entries.set(id, created);
           held += rows;
           created.made.catch(() => forget(id, created));
           entry = created;
         }
       }
-      entry.usedAt = ++clock;
-      entry.usedAtMs = Date.now();
+      entry.usedAt = performance.now();
       return entry.made;
     },
   };
