@@ -183,13 +183,14 @@ const DERIVED: Record<Kind, Record<string, (table: string) => string>> = {
   payments: {
     paid: (t) => `SELECT invoice_id, sum(amount_usd)::DECIMAL(38,2) AS paid, count(*)::INTEGER AS events, max(paid_at) AS last_paid_at FROM ${t} GROUP BY invoice_id`,
     steps: (t) => `SELECT invoice_id, paid_at, sum(amount_usd) OVER (PARTITION BY invoice_id ORDER BY paid_at, payment_id) AS cumulative
-      FROM ${t} SEMI JOIN (SELECT invoice_id FROM ${t}_paid WHERE events > 1) USING (invoice_id)`,
+      FROM ${t} SEMI JOIN (SELECT invoice_id FROM ${derivedName(t, 'paid')} WHERE events > 1) USING (invoice_id)`,
   },
   ratings: {
     current: (t) => `SELECT customer_id, arg_max(rating, as_of) AS rating FROM ${t} GROUP BY customer_id`,
   },
 };
-const derivedTables = (kind: Kind, table: string) => Object.keys(DERIVED[kind]).map((name) => `${table}_${name}`);
+const derivedName = (table: string, name: string) => `${table}_${name}`;
+const derivedTables = (kind: Kind, table: string) => Object.keys(DERIVED[kind]).map((name) => derivedName(table, name));
 
 /** Numbers table names: unique in the process, whatever DuckDB instance several Datasets share. */
 let sequence = 0;
@@ -308,7 +309,7 @@ export function createDatasets(options: DatasetsOptions): Datasets {
     loaded.derived ??= options.duck
       .session(
         async (s) => {
-          for (const [name, sql] of Object.entries(DERIVED[kind])) await s.run(`CREATE TABLE IF NOT EXISTS ${loaded.table}_${name} AS ${sql(loaded.table)}`);
+          for (const [name, sql] of Object.entries(DERIVED[kind])) await s.run(`CREATE TABLE IF NOT EXISTS ${derivedName(loaded.table, name)} AS ${sql(loaded.table)}`);
         },
         { timeoutMs: options.timeoutMs, label: `dataset_${kind}_derived` },
       )
@@ -327,10 +328,10 @@ export function createDatasets(options: DatasetsOptions): Datasets {
       return {
         profiles: profiles.table,
         payments: payments.table,
-        paidInvoices: `${payments.table}_paid`,
-        paymentSteps: `${payments.table}_steps`,
+        paidInvoices: derivedName(payments.table, 'paid'),
+        paymentSteps: derivedName(payments.table, 'steps'),
         ratings: ratings.table,
-        currentRatings: `${ratings.table}_current`,
+        currentRatings: derivedName(ratings.table, 'current'),
         versions: { profiles: kinds[0].signature, payments: kinds[1].signature, ratings: kinds[2].signature },
         warnings: [...profiles.warnings, ...payments.warnings, ...ratings.warnings],
       };
