@@ -1,4 +1,4 @@
-import { averageCents, formatCents, toCents } from '../core/money.js';
+import { averageCents, twoDecimals } from '../core/money.js';
 import type { StatsGroup } from '../sources/postgres/statsStore.js';
 
 /** A StatsRow as resolvers hand it to GraphQL. */
@@ -23,9 +23,4 @@ export function statsRowOf(g: StatsGroup): StatsRowRecord {
     minUsd: twoDecimals(g.minUsd),
     maxUsd: twoDecimals(g.maxUsd),
   };
-}
-
-/** Postgres and DuckDB may print a sum as "12" or "12.0": always two decimals. */
-function twoDecimals(amount: string): string {
-  return formatCents(toCents(amount));
 }

@@ -4,6 +4,8 @@ import { badUserInput } from '../core/errors.js';
 /** numeric(14,2): at most 12 integer digits and 2 decimals. */
 const MAX_INTEGER_DIGITS = 12;
 const DECIMAL_TEXT = /^(-?)(\d+)(?:\.(\d+))?$/;
+/** Already in the form parseDecimal returns (how stored amounts come): checked, not rebuilt. */
+const CANONICAL = /^-?(?:0|[1-9]\d{0,11})\.\d\d$/;
 
 /**
  * Parses a decimal amount exactly (no float on the way) into "123.40" form. Rejects more than
@@ -13,6 +15,7 @@ export function parseDecimal(value: unknown): string {
   // A JSON number has been a binary float on its way here (12.3 may already be 12.299999...);
   // money is accepted only as text.
   if (typeof value === 'number') throw badUserInput('Decimal must be a string such as "999.90", not a number');
+  if (typeof value === 'string' && CANONICAL.test(value)) return value;
   const match = typeof value === 'string' ? DECIMAL_TEXT.exec(value.trim()) : null;
   if (!match) throw badUserInput('Decimal must be a decimal number such as "999.90"');
   const [, sign, whole, fraction = ''] = match;
