@@ -16,7 +16,7 @@ import { createObjectCache } from '../sources/objectStore/objectCache.js';
 import type { ObjectStore } from '../sources/objectStore/objectStore.js';
 import { createS3Store } from '../sources/objectStore/s3Store.js';
 import type { Database } from '../sources/postgres/database.js';
-import { createLakeStore } from '../sources/postgres/lakeStore.js';
+import { createLakeStore, createRecordedPosition } from '../sources/postgres/lakeStore.js';
 import { createStatsStore } from '../sources/postgres/statsStore.js';
 import type { Config } from './config.js';
 
@@ -68,9 +68,11 @@ export async function createLake(deps: { config: Config; logger: Logger; metrics
     store.close();
     throw err;
   }
+  // The feed's recorder (background pool) wakes the barriers of this process's queries (request pool).
+  const recordedPosition = createRecordedPosition();
   const engine = createStatsEngine({
     stats: createStatsStore(deps.db, logger, config.analytics.timeoutMs),
-    lakeStore: createLakeStore(deps.lakeStateDb),
+    lakeStore: createLakeStore(deps.lakeStateDb, recordedPosition),
     lake: { store, cache, duck },
     postgresMaxCustomers: config.analytics.postgresMaxCustomers,
     timeoutMs: config.analytics.timeoutMs,
@@ -82,7 +84,7 @@ export async function createLake(deps: { config: Config; logger: Logger; metrics
   const datasets = createDatasets({ store, cache, duck, ...config.lake.sources, timeoutMs: config.analytics.timeoutMs, logger });
   const joined = createJoined({ datasets, duck, stats: engine, timeoutMs: config.analytics.timeoutMs });
   // The feed's recorder and the exporter share the background pool: neither works for a request.
-  const backgroundLakeStore = createLakeStore(deps.backgroundDb);
+  const backgroundLakeStore = createLakeStore(deps.backgroundDb, recordedPosition);
   const exporter = {
     db: deps.backgroundDb,
     store,

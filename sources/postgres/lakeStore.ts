@@ -1,4 +1,5 @@
 import type { Database, Queryable, Statement } from './database.js';
+import { parseLsn, type Lsn } from './replication.js';
 
 /** What lake_state says: the generation queries read, and how far the feed has been recorded. */
 export interface LakeState {
@@ -79,16 +80,58 @@ export interface LakeStore {
   changesForQuery(): Promise<LakeState & { readonly ids: string[]; readonly changed: string[] }>;
 }
 
-export function createLakeStore(db: Database): LakeStore {
+/**
+ * How far this process's own feed has recorded. A barrier it has passed needs no read of
+ * lake_state, and its waiter is woken at once instead of polling; when another gateway holds the
+ * slot this never moves and lake_state answers, as before.
+ */
+export interface RecordedPosition {
+  /** Every change up to `position` is durable in lake_changes. */
+  reached(position: string): void;
+  passed(lsn: Lsn): boolean;
+  /** Resolves when the position moves, or after `ms`. */
+  moved(ms: number): Promise<void>;
+}
+
+export function createRecordedPosition(): RecordedPosition {
+  let position = 0n;
+  const waiters = new Set<() => void>();
+  return {
+    reached(text) {
+      const lsn = parseLsn(text);
+      if (lsn <= position) return;
+      position = lsn;
+      for (const wake of waiters) wake();
+    },
+    passed: (lsn) => position >= lsn,
+    moved: (ms) =>
+      new Promise<void>((resolve) => {
+        const wake = () => {
+          clearTimeout(timer);
+          waiters.delete(wake);
+          resolve();
+        };
+        const timer = setTimeout(wake, ms);
+        waiters.add(wake);
+      }),
+  };
+}
+
+/** `position`: shared by every LakeStore of the process, so the feed's records wake the queries' barriers. */
+export function createLakeStore(db: Database, position: RecordedPosition): LakeStore {
   return {
     async initialize(tx) {
       for (const statement of INITIALIZE) await tx.query(statement);
     },
-    async record(changes, position) {
-      await db.query(RECORD, [changes.map((c) => c.invoiceId), changes.map((c) => c.changed), changes.map((c) => c.xid), position]);
+    async record(changes, to) {
+      await db.query(RECORD, [changes.map((c) => c.invoiceId), changes.map((c) => c.changed), changes.map((c) => c.xid), to]);
+      position.reached(to);
     },
-    async advance(position) {
-      await db.query(ADVANCE, [position]);
+    async advance(to) {
+      // Nothing to record up to here: earlier batches are durable already, so waiters need not
+      // wait for this write (it is for other processes' barriers).
+      position.reached(to);
+      await db.query(ADVANCE, [to]);
     },
     async forget(position) {
       await db.transaction(async (tx: Queryable) => {
@@ -98,11 +141,16 @@ export function createLakeStore(db: Database): LakeStore {
     },
     async recordedUpToNow(waitMs, signal) {
       const [{ lsn }] = (await db.query<{ lsn: string }>(BARRIER)) as [{ lsn: string }];
+      const barrier = parseLsn(lsn);
       const deadline = Date.now() + waitMs;
-      for (let pause = 1; ; pause = Math.min(pause * 2, 50)) {
+      // This process's feed passes the barrier within milliseconds and says so; lake_state is read
+      // only when it has not (another gateway holds the slot, or the feed is behind).
+      for (let pause = 2; ; pause = Math.min(pause * 2, 50)) {
+        if (position.passed(barrier)) return true;
+        await position.moved(pause);
+        if (position.passed(barrier)) return true;
         if ((await db.query<{ passed: boolean }>(RECORDED, [lsn]))[0]!.passed) return true;
         if (Date.now() >= deadline || signal?.aborted) return false;
-        await new Promise((resolve) => setTimeout(resolve, pause));
       }
     },
     async changesForQuery() {

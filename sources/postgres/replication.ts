@@ -19,7 +19,7 @@ export type FeedTable = (typeof FEED_TABLES)[number];
 /** A position in the WAL, as a number so that positions compare correctly. */
 export type Lsn = bigint;
 
-function parseLsn(text: string): Lsn {
+export function parseLsn(text: string): Lsn {
   const [high, low] = text.split('/');
   return (BigInt(`0x${high}`) << 32n) | BigInt(`0x${low}`);
 }

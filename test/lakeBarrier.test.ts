@@ -1,0 +1,65 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { createTestDatabase, missingServices, type TestDatabase } from './fixtures/services.js';
+import { memoryLogger } from './fixtures/gateway.js';
+import { createDatabase, type Database } from '../sources/postgres/database.js';
+import { createLakeStore, createRecordedPosition, type LakeStore, type RecordedPosition } from '../sources/postgres/lakeStore.js';
+import { migrate } from '../sources/postgres/migrate.js';
+
+const skip = await missingServices('postgres');
+
+/**
+ * The barrier analytics pass before they trust the lake: answered by this process's own feed
+ * when it holds the slot (no read of lake_state), by lake_state when another gateway's feed
+ * records, and refused when nothing records.
+ */
+describe('the lake barrier', { skip }, () => {
+  const { logger } = memoryLogger();
+  let database: TestDatabase;
+  let db: Database;
+
+  before(async () => {
+    database = await createTestDatabase('lake_barrier');
+    db = createDatabase({ url: database.url, poolMax: 4, statementTimeoutMs: 0 }, logger);
+    await migrate(db, logger);
+  });
+  after(async () => {
+    await db?.close();
+    await database?.drop();
+  });
+
+  const currentLsn = async () => (await db.query<{ lsn: string }>({ name: 'test_lsn', text: 'SELECT pg_current_wal_lsn()::text AS lsn' }))[0]!.lsn;
+  const recordedInLakeState = async () => (await db.query<{ position: string }>({ name: 'test_position', text: 'SELECT position::text FROM lake_state' }))[0]!.position;
+
+  /** Waits for `barrier` while `record` moves a feed past the WAL's current end every 20 ms. */
+  async function passedWhile(barrier: Promise<boolean>, record: (lsn: string) => Promise<void> | void): Promise<boolean> {
+    let settled = false;
+    const outcome = barrier.finally(() => (settled = true));
+    while (!settled) {
+      await record(await currentLsn());
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    return outcome;
+  }
+
+  it('is passed when this process\u2019s feed has recorded past it, without lake_state', async () => {
+    const position = createRecordedPosition();
+    const queries = createLakeStore(db, position);
+    const before = await recordedInLakeState();
+    assert.equal(await passedWhile(queries.recordedUpToNow(10_000), (lsn) => position.reached(lsn)), true);
+    assert.equal(await recordedInLakeState(), before, 'lake_state was not moved: the local position answered');
+  });
+
+  it('is passed through lake_state when another gateway\u2019s feed records', async () => {
+    const queries = createLakeStore(db, createRecordedPosition());
+    const otherGateway: LakeStore = createLakeStore(db, createRecordedPosition());
+    assert.equal(await passedWhile(queries.recordedUpToNow(10_000), (lsn) => otherGateway.advance(lsn)), true);
+  });
+
+  it('is refused when no feed records past it in time', async () => {
+    const position: RecordedPosition = createRecordedPosition();
+    const queries = createLakeStore(db, position);
+    position.reached('0/1');
+    assert.equal(await queries.recordedUpToNow(200), false);
+  });
+});
