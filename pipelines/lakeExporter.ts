@@ -91,13 +91,23 @@ async function exportIn(snapshot: ExportSnapshot, options: LakeExporterOptions, 
     // Months rewritten whole (the first export: all of them), then invoices appended.
     const written: WrittenFile[] = [];
     let copied = 0;
+    // Milliseconds per phase, in the export's log line: where a slow export spends its time.
+    const phases = { copyMs: 0, parquetMs: 0, rollupsMs: 0, uploadMs: 0 };
+    const timed = async <T>(phase: keyof typeof phases, work: () => Promise<T>): Promise<T> => {
+      const start = performance.now();
+      try {
+        return await work();
+      } finally {
+        phases[phase] += Math.round(performance.now() - start);
+      }
+    };
     const copy = async (name: string, selection: Parameters<ExportSnapshot['copyCsv']>[1], expected: number) => {
       const csv = path.join(staging, `${name}.csv`);
-      const rows = await snapshot.copyCsv(csv, selection, (n) => onProgress('copy', copied + n, plan.rows));
+      const rows = await timed('copyMs', () => snapshot.copyCsv(csv, selection, (n) => onProgress('copy', copied + n, plan.rows)));
       copied += rows;
       if (rows === 0 && expected === 0) return [];
       onProgress('parquet', copied, plan.rows);
-      const files = await writer.rawByMonth(csv, path.join(staging, name));
+      const files = await timed('parquetMs', () => writer.rawByMonth(csv, path.join(staging, name)));
       await rm(csv, { force: true });
       return files;
     };
@@ -117,7 +127,7 @@ async function exportIn(snapshot: ExportSnapshot, options: LakeExporterOptions, 
       }
       month.raw.push({ local: file.file, written: file });
     }
-    const rollups = await writer.rollups(new Map([...months].map(([m, v]) => [m, v.raw.map((r) => r.local)])), path.join(staging, 'rollups'));
+    const rollups = await timed('rollupsMs', () => writer.rollups(new Map([...months].map(([m, v]) => [m, v.raw.map((r) => r.local)])), path.join(staging, 'rollups')));
 
     // Upload everything new, then the manifest that names it.
     const uploads = [...written, ...appended, ...rollups.issuer, ...rollups.receiver].length;
@@ -141,10 +151,12 @@ async function exportIn(snapshot: ExportSnapshot, options: LakeExporterOptions, 
     };
     const pending = [...months];
     const touched: LakeMonth[] = [];
-    await Promise.all(
-      Array.from({ length: Math.min(UPLOAD_MONTHS_AT_ONCE, pending.length) }, async () => {
-        for (let next = pending.shift(); next; next = pending.shift()) touched.push(await uploadMonth(next));
-      }),
+    await timed('uploadMs', () =>
+      Promise.all(
+        Array.from({ length: Math.min(UPLOAD_MONTHS_AT_ONCE, pending.length) }, async () => {
+          for (let next = pending.shift(); next; next = pending.shift()) touched.push(await uploadMonth(next));
+        }),
+      ),
     );
     const kept = (previous?.months ?? []).filter((m) => !months.has(m.month) && !plan.emptied.includes(m.month));
     const all = [...kept, ...touched].sort((a, b) => a.month.localeCompare(b.month));
@@ -177,7 +189,7 @@ async function exportIn(snapshot: ExportSnapshot, options: LakeExporterOptions, 
     await store.putBytes(lakeKeys.latest, body).catch((err: unknown) => logger.warn({ err }, 'writing manifests/latest.json failed'));
     const seconds = (performance.now() - started) / 1000;
     const outcome = { kind: 'exported' as const, generation, rows: copied, rewritten: written.length, appended: appended.length, seconds };
-    logger.info({ ...outcome, rowsPerSecond: Math.round(copied / seconds) }, 'lake exported');
+    logger.info({ ...outcome, rowsPerSecond: Math.round(copied / seconds), ...phases }, 'lake exported');
     return outcome;
   } finally {
     await rm(staging, { recursive: true, force: true });

@@ -13,7 +13,9 @@ export interface WrittenFile {
 }
 
 // RETURN_STATS: DuckDB says which files it wrote, with rows and bytes (no reading them back).
-const PARQUET = `FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 122880, RETURN_STATS true`;
+// zstd at level 1, not its default 3: the export writes its files faster, for files 1.5% larger
+// that DuckDB reads alike (README, "The lake and invoiceStats").
+const PARQUET = `FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1, ROW_GROUP_SIZE 122880, RETURN_STATS true`;
 const MONTH_OF = utcMonth('issue_date');
 const CSV_COLUMNS = `{${Object.entries(RAW_SCHEMA).map(([name, type]) => `'${name}': '${type}'`).join(', ')}}`;
 const ROLLUP_COLUMNS = (party: 'issuer_id' | 'receiver_id') =>
