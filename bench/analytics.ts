@@ -31,7 +31,7 @@ const TOP = 100;
 
 const usage =
   'usage: npm run bench -- analytics [--invoices 10000000] [--customers 100000] [--months 36] [--repeat 5] [--inserts 10000] ' +
-  '[--database-url postgres://postgres@127.0.0.1:5432/ig_bench_analytics]';
+  '[--database-url postgres://postgres@127.0.0.1:5432/ig_bench_analytics] [--gateway-heap-mb 256]';
 
 interface AnalyticsOptions {
   readonly invoices: number;
@@ -40,12 +40,14 @@ interface AnalyticsOptions {
   readonly repeat: number;
   readonly inserts: number;
   readonly databaseUrl: string;
+  /** The gateway's --max-old-space-size: npm start's 256 unless raised to see past a heap limit. */
+  readonly gatewayHeapMb: number;
 }
 
 function parseOptions(argv: string[]): AnalyticsOptions {
   const { text, whole } = parseBenchOptions(
     argv,
-    { invoices: '10000000', customers: '100000', months: String(SEED_DEFAULT_MONTHS), repeat: '5', inserts: '10000', 'database-url': 'postgres://postgres@127.0.0.1:5432/ig_bench_analytics' },
+    { invoices: '10000000', customers: '100000', months: String(SEED_DEFAULT_MONTHS), repeat: '5', inserts: '10000', 'database-url': 'postgres://postgres@127.0.0.1:5432/ig_bench_analytics', 'gateway-heap-mb': '256' },
     usage,
   );
   return {
@@ -55,6 +57,7 @@ function parseOptions(argv: string[]): AnalyticsOptions {
     repeat: whole('repeat', 1),
     inserts: whole('inserts', 1),
     databaseUrl: text('database-url'),
+    gatewayHeapMb: whole('gateway-heap-mb', 64),
   };
 }
 
@@ -305,7 +308,7 @@ export async function analytics(argv: string[]): Promise<void> {
     const span = await dataSpan(sql);
     printHeader(options, data, seededMonths, span, dataDir);
 
-    gateway = await startLakeGateway({ databaseUrl: options.databaseUrl, slot, dataDir });
+    gateway = await startLakeGateway({ databaseUrl: options.databaseUrl, slot, dataDir, heapMb: options.gatewayHeapMb });
     await waitForFeed(gateway, sql);
     const feedCatchUp = await waitForFeedCurrent(sql);
 
@@ -482,7 +485,7 @@ function printHeader(options: AnalyticsOptions, data: BenchData, seededMonths: n
       (data.seedSeconds ? ` (seeded in ${data.seedSeconds.toFixed(0)} s)` : ' (already seeded)'),
   );
   console.log(
-    'gateway process: node --max-old-space-size=256 --max-semi-space-size=8 (as npm start), NODE_ENV=production, change feed on, ' +
+    `gateway process: node --max-old-space-size=${options.gatewayHeapMb} --max-semi-space-size=8 ${options.gatewayHeapMb === 256 ? '(as npm start)' : '(npm start uses 256)'}, NODE_ENV=production, change feed on, ` +
       `lake in a local directory (${dataDir}), DuckDB and analytics settings at their defaults, exports only when the benchmark asks (LAKE_EXPORT_INTERVAL_MS=0)`,
   );
   console.log(

@@ -102,15 +102,17 @@ const WINDOW: Statement = {
 /** Current versions of these invoices in the window, grouped by (month, party), optionally only some parties. */
 const liveGroupsStatement = (role: StatsRole): Statement => ({
   name: `stats_live_groups_${role}`,
+  // Grouped by the month's timestamp, printed after: sorting 10,000 fresh invoices by the month's
+  // text (a collation compare per row) cost more than the grouping itself.
   text: `WITH g AS (
-      SELECT to_char(date_trunc('month', issue_date AT TIME ZONE 'UTC'), 'YYYY-MM') AS month, ${PARTY[role]} AS customer_id,
+      SELECT date_trunc('month', issue_date AT TIME ZONE 'UTC') AS month, ${PARTY[role]} AS customer_id,
         count(*)::int AS invoices, sum(amount_usd) AS total, min(amount_usd) AS min_usd, max(amount_usd) AS max_usd
       FROM invoices
       WHERE invoice_id = ANY($1::bigint[]) AND issue_date >= $2::timestamptz AND issue_date < $3::timestamptz
         AND ($4::int[] IS NULL OR ${PARTY[role]} = ANY($4::int[]))
       GROUP BY 1, 2)
     SELECT count(*)::int AS groups, coalesce(sum(invoices), 0)::int AS invoices, coalesce(max(abs(total)) < 1e15, true) AS small,
-      coalesce(string_agg(concat_ws(' ', month, customer_id, invoices, total, min_usd, max_usd), ','), '') AS records
+      coalesce(string_agg(concat_ws(' ', to_char(month, 'YYYY-MM'), customer_id, invoices, total, min_usd, max_usd), ','), '') AS records
     FROM g`,
 });
 const LIVE_GROUPS: Record<StatsRole, Statement> = { issuer: liveGroupsStatement('issuer'), receiver: liveGroupsStatement('receiver') };
