@@ -1,5 +1,5 @@
 import { mkdir } from 'node:fs/promises';
-import { DuckDBInstance, type DuckDBConnection, type DuckDBType, type DuckDBValue } from '@duckdb/node-api';
+import { DuckDBInstance, type DuckDBConnection, type DuckDBResultReader, type DuckDBType, type DuckDBValue } from '@duckdb/node-api';
 import type { Logger } from 'pino';
 import { upstreamTimeout } from '../../core/errors.js';
 
@@ -111,11 +111,11 @@ export async function createDuck(options: DuckOptions, logger: Logger): Promise<
         connection,
         async all<Row>(sql: string, values?: readonly DuckDBValue[], types?: readonly DuckDBType[]) {
           const reader = await connection.runAndReadAll(sql, values as DuckDBValue[] | undefined, types as DuckDBType[] | undefined);
-          return reader.getRowObjectsJson() as Row[];
+          return rowObjects<Row>(reader);
         },
         async allNamed<Row>(sql: string, values: Record<string, DuckDBValue>, types: Record<string, DuckDBType>) {
           const reader = await connection.runAndReadAll(sql, values, types);
-          return reader.getRowObjectsJson() as Row[];
+          return rowObjects<Row>(reader);
         },
         async run(sql: string, values?: readonly DuckDBValue[], types?: readonly DuckDBType[]) {
           await connection.run(sql, values as DuckDBValue[] | undefined, types as DuckDBType[] | undefined);
@@ -166,4 +166,20 @@ export function namedParameters() {
       return { values, types };
     },
   };
+}
+
+/**
+ * Rows as objects of JSON values, as getRowObjectsJson gives them, but converted a column at a
+ * time, which is faster for the 10,000-row pages of invoiceStats.
+ */
+function rowObjects<Row>(reader: DuckDBResultReader): Row[] {
+  const columns = reader.getColumnsJson();
+  const names = reader.columnNames();
+  const rows = new Array<Record<string, unknown>>(reader.currentRowCount);
+  for (let i = 0; i < rows.length; i++) {
+    const row: Record<string, unknown> = {};
+    for (let c = 0; c < names.length; c++) row[names[c]!] = columns[c]![i];
+    rows[i] = row;
+  }
+  return rows as Row[];
 }
