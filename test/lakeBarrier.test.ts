@@ -59,6 +59,7 @@ describe('the lake barrier', { skip }, () => {
   it('is refused when no feed records past it in time', async () => {
     const position: RecordedPosition = createRecordedPosition();
     const queries = createLakeStore(db, position);
+    // A feed that has recorded, but not as far as the barrier.
     position.reached('0/1');
     assert.equal(await queries.recordedUpToNow(200), false);
   });

@@ -137,9 +137,10 @@ export const DEFAULT_PAYMENT_TERMS_DAYS = 30;
 
 /**
  * Invoices (`source`: invoice_id, issue_date, issuer_id, receiver_id, amount_usd, and any more
- * columns, kept) with what segmentStats groups and sums, and the risk model's receiver history counts: the paid sum, when it was settled and
- * when it fell due (UTC microseconds: days in UTC are 86,400 s, integer arithmetic rather than
- * ICU's calendar per row), both parties' profile fields and current ratings.
+ * columns, kept) with what segmentStats groups and sums and the risk model's receiver history
+ * counts: the paid sum, when it was settled and when it fell due (UTC microseconds: days in UTC
+ * are 86,400 s, integer arithmetic rather than ICU's calendar per row), both parties' profile
+ * fields and current ratings.
  */
 export const ENRICHED = (source: string, tables: LoadedDatasets) => `WITH src AS (${source}),
   settled_in_parts AS (

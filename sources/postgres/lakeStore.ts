@@ -146,8 +146,7 @@ export function createLakeStore(db: Database, position: RecordedPosition): LakeS
       // This process's feed passes the barrier within milliseconds and says so; lake_state is read
       // only when it has not (another gateway holds the slot, or the feed is behind).
       for (let pause = 2; ; pause = Math.min(pause * 2, 50)) {
-        if (position.passed(barrier)) return true;
-        await position.moved(pause);
+        if (!position.passed(barrier)) await position.moved(pause);
         if (position.passed(barrier)) return true;
         if ((await db.query<{ passed: boolean }>(RECORDED, [lsn]))[0]!.passed) return true;
         if (Date.now() >= deadline || signal?.aborted) return false;
