@@ -65,7 +65,7 @@ export class Metrics {
 
   readonly compiledRuns = new Counter({
     name: 'gateway_compiled_runs_total',
-    help: 'Lookups answered by a compiled run (graphql-jit) without Apollo, rather than by Apollo or the response cache',
+    help: 'Operations (lookups and analytics) answered by a compiled run (graphql-jit) without Apollo, rather than by Apollo or the response cache',
     registers: [this.registry],
   });
 

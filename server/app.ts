@@ -240,6 +240,7 @@ async function serve(config: Config, logger: Logger, databaseUrl: string, resour
               spend: (viewer, cost) => rateLimits.spend(viewer.subject, cost),
               record: recordOperation,
               metrics,
+              formatError,
             })
           : undefined,
       trustedQuery: trustedDocuments,

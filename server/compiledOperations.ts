@@ -1,20 +1,26 @@
-import { parse, type GraphQLSchema } from 'graphql';
+import { GraphQLError, Kind, parse, type DocumentNode, type GraphQLFormattedError, type GraphQLSchema, type OperationDefinitionNode } from 'graphql';
 import { compileQuery, isCompiledQuery, type CompiledQuery } from 'graphql-jit';
 import { LRUCache } from 'lru-cache';
 import { variableShape } from './complexityLimit.js';
 
 /**
- * Lookups compiled with graphql-jit, run without Apollo's request pipeline: an operation Apollo
+ * Operations compiled with graphql-jit, run without Apollo's request pipeline: an operation Apollo
  * answered without errors is compiled once, against the same schema (so the same resolvers and
  * access rules), and later requests of the same text, operation, variable shape and Accept header
  * run it directly. Apollo validated the document and estimated its cost (fixed for a variable
- * shape) on that first answer, and its response headers are replayed; anything that goes wrong
- * in a compiled run is answered by Apollo instead, so errors keep Apollo's format exactly.
+ * shape) on that first answer, and its response headers are replayed.
+ *
+ * Two kinds: lookups (the response cache's operations), whose runs with any error are answered by
+ * Apollo instead, so errors keep Apollo's format exactly; and analytics (invoiceStats,
+ * segmentStats), whose execution errors are formatted here as Apollo formats them, since asking
+ * Apollo would run the whole aggregate again (twice the time limit for a timeout).
  */
 export interface CompiledOperations {
   find(accept: string | undefined, request: LookupRequest): CompiledOperation | undefined;
   /** Remembers an operation Apollo answered with `headers` and no errors, at `cost`. */
   learn(accept: string | undefined, request: LookupRequest, operation: Omit<CompiledOperation, 'run'>): void;
+  /** The operation's name if it is a query of analytics fields only; `false` otherwise; memoized. */
+  analytics(query: string, operationName: string | undefined): { readonly name: string | null } | false;
 }
 
 export interface LookupRequest {
@@ -28,6 +34,8 @@ export interface CompiledOperation {
   readonly operationName: string | null;
   readonly cost: number;
   readonly headers: readonly (readonly [string, string])[];
+  /** Execution errors are answered from the compiled run (analytics), not by running Apollo again. */
+  readonly answersErrors: boolean;
 }
 
 /** A request body as the compiled path takes it, or undefined for anything else (Apollo's to judge). */
@@ -40,10 +48,26 @@ export function lookupRequest(body: unknown): LookupRequest | undefined {
   return { query, operationName: operationName ?? undefined, variables: (variables ?? undefined) as Record<string, unknown> | undefined };
 }
 
+/** The operation a request runs (as graphql-js picks it), or undefined when there is none or the text does not parse. */
+export function requestedOperation(query: string, operationName: string | undefined): { document: DocumentNode; operation: OperationDefinitionNode } | undefined {
+  let document: DocumentNode;
+  try {
+    document = parse(query, { noLocation: true });
+  } catch {
+    return undefined;
+  }
+  const operations = document.definitions.filter((d): d is OperationDefinitionNode => d.kind === Kind.OPERATION_DEFINITION);
+  const operation = operationName === undefined ? (operations.length === 1 ? operations[0] : undefined) : operations.find((o) => o.name?.value === operationName);
+  return operation ? { document, operation } : undefined;
+}
+
 const MAX_OPERATIONS = 500;
+/** Root fields of analytics operations: large flat answers, where graphql-js's per-field work dominated (see README). */
+const ANALYTICS_FIELDS = new Set(['invoiceStats', 'segmentStats', '__typename']);
 
 export function createCompiledOperations(schema: GraphQLSchema): CompiledOperations {
   const operations = new LRUCache<string, CompiledOperation>({ max: MAX_OPERATIONS });
+  const analyticsOperations = new LRUCache<string, { name: string | null } | false>({ max: MAX_OPERATIONS });
   const keyOf = (accept: string | undefined, request: LookupRequest) =>
     `${accept ?? ''}\n${request.operationName ?? ''}\n${variableShape(request.variables)}\n${request.query}`;
   return {
@@ -55,5 +79,36 @@ export function createCompiledOperations(schema: GraphQLSchema): CompiledOperati
       if (!isCompiledQuery(compiled)) return;
       operations.set(key, { ...operation, run: (root, context, variables) => compiled.query(root, context, variables) });
     },
+    analytics(query, operationName) {
+      const key = `${operationName ?? ''}\n${query}`;
+      let known = analyticsOperations.get(key);
+      if (known === undefined) {
+        const found = requestedOperation(query, operationName);
+        const rootFields = found?.operation.operation === 'query' && found.operation.selectionSet.selections.every((s) => s.kind === Kind.FIELD && ANALYTICS_FIELDS.has(s.name.value));
+        known = rootFields ? { name: found.operation.name?.value ?? null } : false;
+        analyticsOperations.set(key, known);
+      }
+      return known;
+    },
   };
+}
+
+/**
+ * Execution errors of a compiled run as Apollo Server formats them (its normalizeAndFormatErrors:
+ * the code defaulted to INTERNAL_SERVER_ERROR, then the server's formatError); undefined when one
+ * carries an HTTP status or headers, which only Apollo's response sets.
+ */
+export function formatLikeApollo(
+  errors: readonly GraphQLError[],
+  formatError: (formatted: GraphQLFormattedError, error: unknown) => GraphQLFormattedError,
+): GraphQLFormattedError[] | undefined {
+  if (errors.some((e) => e.extensions?.http !== undefined)) return undefined;
+  return errors.map((error) => {
+    const extensions = { ...error.extensions, code: error.extensions?.code ?? 'INTERNAL_SERVER_ERROR' };
+    try {
+      return formatError({ ...error.toJSON(), extensions }, error);
+    } catch {
+      return { message: 'Internal server error', extensions: { code: 'INTERNAL_SERVER_ERROR' } };
+    }
+  });
 }

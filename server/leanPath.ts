@@ -2,7 +2,8 @@ import type { Metrics } from '../core/metrics.js';
 import { cacheKeys } from '../sources/cache/readThrough.js';
 import type { Context } from '../resolvers/context.js';
 import { accessScope, type Viewer } from '../resolvers/viewer.js';
-import { lookupRequest, type CompiledOperations } from './compiledOperations.js';
+import type { GraphQLFormattedError } from 'graphql';
+import { formatLikeApollo, lookupRequest, type CompiledOperations } from './compiledOperations.js';
 import type { LeanPath } from './http.js';
 import type { OperationRecorder } from './metricsPlugin.js';
 import { RateLimited } from './rateLimits.js';
@@ -16,16 +17,19 @@ export interface LeanPathDependencies {
   readonly spend: (viewer: Viewer, cost: number) => Promise<void>;
   readonly record: OperationRecorder;
   readonly metrics: Metrics;
+  /** Apollo's formatError: analytics runs format their execution errors with it, as Apollo would. */
+  readonly formatError: (formatted: GraphQLFormattedError, error: unknown) => GraphQLFormattedError;
 }
 
 /**
- * The lean path of lookups as the HTTP handler takes it: a stored answer (the response cache),
+ * The lean path as the HTTP handler takes it: a stored answer (the response cache, lookups only),
  * else a compiled run of an operation Apollo answered before, else Apollo. The cost is charged
  * once, before anything runs, and a spent budget is refused (RateLimited: 429 with Retry-After)
- * as Apollo refuses it; answers are recorded like Apollo's. A compiled run with errors is left to
- * Apollo, which gives the exact error it always gives and does not charge again.
+ * as Apollo refuses it; answers are recorded like Apollo's. A lookup's compiled run with errors
+ * is left to Apollo, which gives the exact error it always gives and does not charge again; an
+ * analytics run's execution errors are formatted as Apollo formats them (compiledOperations.ts).
  */
-export function createLeanPath({ cache, compiled, spend, record, metrics }: LeanPathDependencies): LeanPath<Context, Viewer> {
+export function createLeanPath({ cache, compiled, spend, record, metrics, formatError }: LeanPathDependencies): LeanPath<Context, Viewer> {
   const keyOf = (viewer: Viewer, accept: string | undefined, body: string) => responseKey(accessScope(viewer), accept, body);
   /** Charges an operation's cost; a refusal is recorded as a failed operation, as Apollo records it, and thrown. */
   const charge = async (viewer: Viewer, cost: number, operationName: string | null, startedMs: number): Promise<void> => {
@@ -64,7 +68,16 @@ export function createLeanPath({ cache, compiled, spend, record, metrics }: Lean
           await charge(viewer, operation.cost, operation.operationName, started);
           context.operation.cost = operation.cost;
           const result = await operation.run(undefined, context, request!.variables ?? {});
-          if (result.errors?.length) return undefined;
+          if (result.errors?.length) {
+            // Without data the variables did not coerce: nothing ran, and Apollo's answer is a 400.
+            const errors = operation.answersErrors && result.data !== undefined ? formatLikeApollo(result.errors, formatError) : undefined;
+            if (!errors) return undefined;
+            metrics.compiledRuns.inc();
+            metrics.queryComplexity.observe(operation.cost);
+            record(operation.operationName, true, started);
+            // As Apollo writes it (runHttpQuery's orderExecutionResultFields and prettyJSONStringify).
+            return { headers: operation.headers, body: `${JSON.stringify({ errors, data: result.data })}\n` };
+          }
           metrics.compiledRuns.inc();
           answered(operation.cost, operation.operationName, started);
           // As Apollo writes an answer without errors (runHttpQuery's prettyJSONStringify).
@@ -75,7 +88,11 @@ export function createLeanPath({ cache, compiled, spend, record, metrics }: Lean
           // An answer with errors is never kept; an alias named "errors" only costs a miss.
           if (!request || cost === undefined || response.body.includes('"errors":')) return;
           const operation = cache.qualifies(request.query, request.operationName);
-          if (operation && fromApollo) compiled.learn(accept, request, { operationName: operation.name, cost, headers: response.headers });
+          if (fromApollo) {
+            if (operation) compiled.learn(accept, request, { operationName: operation.name, cost, headers: response.headers, answersErrors: false });
+            const analytics = !operation && compiled.analytics(request.query, request.operationName);
+            if (analytics) compiled.learn(accept, request, { operationName: analytics.name, cost, headers: response.headers, answersErrors: true });
+          }
           const { invoices, customers } = context.loaders.idsRead;
           const tags = [...[...invoices].map(cacheKeys.invoice), ...[...customers].map(cacheKeys.customer)];
           cache.offer(ticket, keyOf(viewer, accept, body), { operation, ...response, cost, tags });

@@ -1,8 +1,9 @@
 import { LRUCache } from 'lru-cache';
-import { Kind, parse, type DocumentNode, type FragmentDefinitionNode, type SelectionSetNode } from 'graphql';
+import { Kind, type FragmentDefinitionNode, type SelectionSetNode } from 'graphql';
 import type { Metrics } from '../core/metrics.js';
 import type { Admission } from '../sources/cache/admission.js';
 import type { InvalidationChannel } from '../sources/cache/invalidationChannel.js';
+import { requestedOperation } from './compiledOperations.js';
 
 /**
  * Whole responses of repeated lookups, answered before Apollo runs (server/leanPath.ts), as
@@ -179,21 +180,14 @@ export function responseKey(scope: string, accept: string | undefined, body: str
 
 /** The operation's name if it is a query made only of cacheable fields; `false` otherwise. */
 function cacheableOperation(query: string, operationName: string | undefined): Qualified | false {
-  let document: DocumentNode;
-  try {
-    document = parse(query, { noLocation: true });
-  } catch {
-    return false;
-  }
+  const requested = requestedOperation(query, operationName);
+  if (!requested || requested.operation.operation !== 'query') return false;
+  const { document, operation } = requested;
   const fragments = new Map<string, FragmentDefinitionNode>();
-  const operations = [];
   for (const definition of document.definitions) {
     if (definition.kind === Kind.FRAGMENT_DEFINITION) fragments.set(definition.name.value, definition);
-    else if (definition.kind === Kind.OPERATION_DEFINITION) operations.push(definition);
-    else return false;
+    else if (definition.kind !== Kind.OPERATION_DEFINITION) return false;
   }
-  const operation = operationName === undefined ? (operations.length === 1 ? operations[0] : undefined) : operations.find((o) => o.name?.value === operationName);
-  if (!operation || operation.operation !== 'query') return false;
 
   const visiting = new Set<string>();
   const onlyCacheable = (set: SelectionSetNode, type: string): boolean =>
