@@ -124,6 +124,8 @@ const settings = z.object({
   ANALYTICS_TIMEOUT_MS: wholeNumber(100).default(30_000),
   /** Customers at or below which invoiceStats asks Postgres's (party, issue_date) index instead of the lake. */
   ANALYTICS_POSTGRES_MAX_CUSTOMERS: wholeNumber(0, 100_000).default(20),
+  /** ... and only while those customers have at most this many invoices in the window: past it, their rollups in the lake are cheaper. */
+  ANALYTICS_POSTGRES_MAX_INVOICES: wholeNumber(1, 10_000_000).default(5_000),
   /** DuckDB's memory limit, in DuckDB's notation (1GB, 512MB). */
   DUCKDB_MEMORY_LIMIT: z.string().regex(/^\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$/, 'must be a size such as 1GB or 512MB').default('1GB'),
   /** DuckDB's worker threads. */
@@ -245,6 +247,7 @@ export interface Config {
   readonly analytics: {
     readonly timeoutMs: number;
     readonly postgresMaxCustomers: number;
+    readonly postgresMaxInvoices: number;
     readonly duckdb: { readonly memoryLimit: string; readonly threads: number; readonly tempDir: string };
   };
 }
@@ -397,6 +400,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     analytics: {
       timeoutMs: s.ANALYTICS_TIMEOUT_MS,
       postgresMaxCustomers: s.ANALYTICS_POSTGRES_MAX_CUSTOMERS,
+      postgresMaxInvoices: s.ANALYTICS_POSTGRES_MAX_INVOICES,
       duckdb: { memoryLimit: s.DUCKDB_MEMORY_LIMIT, threads: s.DUCKDB_THREADS, tempDir: path.join(s.DATA_DIR, 'duckdb-tmp') },
     },
   });

@@ -75,6 +75,7 @@ export async function createLake(deps: { config: Config; logger: Logger; metrics
     lakeStore: createLakeStore(deps.lakeStateDb, recordedPosition),
     lake: { store, cache, duck },
     postgresMaxCustomers: config.analytics.postgresMaxCustomers,
+    postgresMaxInvoices: config.analytics.postgresMaxInvoices,
     timeoutMs: config.analytics.timeoutMs,
     barrierTimeoutMs: BARRIER_TIMEOUT_MS,
     logger,

@@ -102,10 +102,13 @@ async function randomHistory(side: Lakeside, seed: number, steps: number, onStep
   }
 }
 
+const BUSY = 150;
+
 describe('invoiceStats is exact and fresh (local lake)', { skip }, () => {
   let side: Lakeside;
   before(async () => {
-    side = await startLakeside('lake_local', {});
+    // A few customers with more invoices than this between them are read from the lake's rollups.
+    side = await startLakeside('lake_local', { ANALYTICS_POSTGRES_MAX_INVOICES: String(BUSY) });
   });
   after(() => stopLakeside(side));
 
@@ -173,10 +176,21 @@ describe('invoiceStats is exact and fresh (local lake)', { skip }, () => {
     }
   });
 
-  it('asks Postgres for a few customers, the lake for all, with the same figures', async () => {
-    const few = await side.gw.request(InvoiceStatsDocument, { groupBy: 'RECEIVER', months: 12, granularity: 'TOTAL', customerIds: ['3', '5'], first: 10 });
-    assert.equal(few.data!.invoiceStats.freshness.engine, 'POSTGRES');
-    assert.deepEqual(few.data!.invoiceStats.rows, await directStats(side.sql, 'RECEIVER', 12, 'TOTAL', ['3', '5']));
+  it('asks Postgres for a few quiet customers, the lake for busy ones and for all, with the same figures', async () => {
+    const { rows: counts } = await side.sql.query<{ id: string; n: number }>(
+      `SELECT receiver_id::text AS id, count(*)::int AS n FROM invoices WHERE issue_date >= date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' - interval '11 months'
+       GROUP BY 1 ORDER BY 2, 1`,
+    );
+    const quiet = counts.find((c) => c.n <= BUSY)!;
+    const busy = counts.at(-1)!;
+    assert.ok(quiet && busy.n > BUSY, `a customer at most ${BUSY} invoices and one above: ${JSON.stringify(counts)}`);
+    for (const [ids, engine] of [[[quiet.id], 'POSTGRES'], [[busy.id], 'LAKE'], [[quiet.id, busy.id], 'LAKE']] as const) {
+      for (const granularity of ['TOTAL', 'MONTH'] as const) {
+        const few = await side.gw.request(InvoiceStatsDocument, { groupBy: 'RECEIVER', months: 12, granularity, customerIds: [...ids], first: 20 });
+        assert.equal(few.data!.invoiceStats.freshness.engine, engine, `customers ${ids.join(', ')}`);
+        assert.deepEqual(few.data!.invoiceStats.rows, await directStats(side.sql, 'RECEIVER', 12, granularity, [...ids]), `customers ${ids.join(', ')}, ${granularity}`);
+      }
+    }
     const many = Array.from({ length: 30 }, (_, i) => String(i + 1));
     const lake = await side.gw.request(InvoiceStatsDocument, { groupBy: 'RECEIVER', months: 12, granularity: 'TOTAL', customerIds: many, first: 100 });
     assert.equal(lake.data!.invoiceStats.freshness.engine, 'LAKE');

@@ -34,8 +34,12 @@ export interface StatsEngineOptions {
   readonly lakeStore: LakeStore;
   /** Unset: no lake (Postgres answers everything). */
   readonly lake?: { readonly store: ObjectStore; readonly cache: ObjectCache; readonly duck: Duck };
-  /** At or below this many customers the (party, issue_date) index beats reading the lake. */
+  /**
+   * At or below this many customers, with at most `postgresMaxInvoices` invoices in the window
+   * between them, the (party, issue_date) index beats reading the lake.
+   */
   readonly postgresMaxCustomers: number;
+  readonly postgresMaxInvoices: number;
   readonly timeoutMs: number;
   /** How long to wait for the feed to record every change that precedes the query. */
   readonly barrierTimeoutMs: number;
@@ -148,8 +152,10 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
           const rows = Number(groups[0]?.allInvoices ?? 0);
           return { groups, window: snapshot.window, engine: 'POSTGRES', lakeRows: 0, liveRows: rows, lakeAsOf: null, warnings: warning ? [warning] : [] };
         };
-        const small = query.customerIds !== null && query.customerIds.length <= options.postgresMaxCustomers;
-        if (small || !options.lake) return fromPostgres();
+        if (!options.lake) return fromPostgres();
+        const few = query.customerIds !== null && query.customerIds.length <= options.postgresMaxCustomers;
+        // Counted on the index, up to the limit: a busy customer's months are a dozen rollup rows in the lake.
+        if (few && (await snapshot.invoicesAtMost(query, options.postgresMaxInvoices))) return fromPostgres();
         const lake = await currentLake(options.lake, snapshot.window);
         if ('code' in lake) return fromPostgres(lake);
         const { store, cache, duck } = options.lake;

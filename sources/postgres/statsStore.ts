@@ -128,6 +128,14 @@ const LIVE_INVOICES: Statement = {
     FROM invoices WHERE ($1::bigint[] IS NULL OR invoice_id = ANY($1::bigint[])) AND issue_date >= $2::timestamptz AND issue_date < $3::timestamptz`,
 };
 
+/** These parties' invoices in the window, counted up to $4 (an index-only scan that stops there). */
+const partyInvoicesStatement = (role: StatsRole): Statement => ({
+  name: `stats_party_invoices_${role}`,
+  text: `SELECT count(*)::int AS n FROM (
+      SELECT 1 FROM invoices WHERE ${PARTY[role]} = ANY($1::int[]) AND issue_date >= $2::timestamptz AND issue_date < $3::timestamptz LIMIT $4) AS i`,
+});
+const PARTY_INVOICES: Record<StatsRole, Statement> = { issuer: partyInvoicesStatement('issuer'), receiver: partyInvoicesStatement('receiver') };
+
 /** How many of these invoice ids no invoice has (payments that match nothing). */
 const UNKNOWN_INVOICES: Statement = {
   name: 'stats_unknown_invoices',
@@ -176,6 +184,8 @@ export interface StatsSnapshot {
   liveGroups(ids: readonly string[], query: StatsQuery): Promise<LiveGroups>;
   /** The whole answer from Postgres (the small-customer shape, or the fallback). */
   groups(query: StatsQuery): Promise<StatsGroup[]>;
+  /** Whether the query's customers have at most `limit` invoices in the window (counted on the index, stopping past the limit). */
+  invoicesAtMost(query: StatsQuery, limit: number): Promise<boolean>;
   /** Whole invoices of the window: these ids, or all (null). */
   invoices(ids: readonly string[] | null): Promise<InvoiceColumns>;
   /** How many of these ids are no invoice's. */
@@ -199,10 +209,10 @@ export function createStatsStore(db: Database, logger: Logger, timeoutMs: number
             throw translate(err, statement.name, logger);
           }
         };
-        await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+        // Analytics may take longer than a lookup: their own limit, for this transaction only, set
+        // in the same round trip (an integer from the config, so it can be written into the text).
+        await client.query(`BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET LOCAL statement_timeout = ${Math.trunc(timeoutMs)}`);
         try {
-          // Analytics may take longer than a lookup: their own limit, for this transaction only.
-          await client.query(`SELECT set_config('statement_timeout', $1, true)`, [String(timeoutMs)]);
           const [window] = await run<StatsWindow>(WINDOW, [months]);
           const result = await work({
             window: window!,
@@ -214,6 +224,10 @@ export function createStatsStore(db: Database, logger: Logger, timeoutMs: number
               return (await run<LiveGroups & pg.QueryResultRow>(LIVE_GROUPS[query.role], [ids, window!.from, window!.to, query.customerIds]))[0]!;
             },
             invoices: async (ids) => (await run<InvoiceColumns & pg.QueryResultRow>(LIVE_INVOICES, [ids, window!.from, window!.to]))[0]!,
+            invoicesAtMost: async (query, limit) =>
+              query.customerIds === null
+                ? false
+                : (await run<{ n: number }>(PARTY_INVOICES[query.role], [query.customerIds, window!.from, window!.to, limit + 1]))[0]!.n <= limit,
             unknownInvoices: async (ids) => (ids.length === 0 ? 0 : (await run<{ unknown: number }>(UNKNOWN_INVOICES, [ids]))[0]!.unknown),
             groups: (query) =>
               run<StatsGroup>(groupStatement(query.role, query.granularity, query.orderBy, query.customerIds !== null), [
