@@ -183,7 +183,7 @@ export interface Joined {
  */
 export function createJoined(deps: { datasets: Datasets; duck: Duck; stats: StatsEngine; timeoutMs: number }): Joined {
   const { datasets, duck, timeoutMs } = deps;
-  const enrichedTables = createWindowTables(ENRICHED_ROWS_HELD, 'segment_invoices');
+  const enrichedTables = createWindowTables(ENRICHED_ROWS_HELD, timeoutMs, 'segment_invoices');
   const query = async <Row>(label: string, kind: DatasetKind, sql: (table: string) => string, values: Record<string, DuckDBValue>, types: Record<string, DuckDBType>) => {
     const table = await datasets.table(kind);
     return duck.session((s) => s.allNamed<Row>(sql(table), values, types), { timeoutMs, label });

@@ -83,7 +83,7 @@ export interface StatsEngine {
  */
 export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
   const manifests = new Map<string, Promise<LakeManifest>>();
-  const windowTables = createWindowTables(WINDOW_ROWS_HELD);
+  const windowTables = createWindowTables(WINDOW_ROWS_HELD, options.timeoutMs);
   const manifest = (store: ObjectStore, key: string) => {
     let pending = manifests.get(key);
     if (!pending) {

@@ -5,7 +5,9 @@ import type { DuckSession } from '../duckdb/duckdb.js';
  * Tables DuckDB keeps in memory between queries, each built once from immutable inputs (rollup
  * objects never change under their key and ETag: an export writes new keys), so the id a caller
  * gives says everything the table holds and it never goes stale. At most `maxRows` rows are held,
- * least recently used dropped first.
+ * least recently used dropped first, but never a table handed out within `inUseMs` (a query's time
+ * limit): a query may still be about to read it, or be building the next of several tables it
+ * reads together. When nothing else can go, the caller reads its files itself.
  */
 export interface WindowTables {
   /**
@@ -38,7 +40,7 @@ interface Entry {
 }
 
 /** `prefix` names its tables, apart from another set's in the same DuckDB. */
-export function createWindowTables(maxRows: number, prefix = 'lake_window'): WindowTables {
+export function createWindowTables(maxRows: number, inUseMs: number, prefix = 'lake_window'): WindowTables {
   const entries = new Map<string, Entry>();
   let held = 0;
   let count = 0;
@@ -55,10 +57,11 @@ export function createWindowTables(maxRows: number, prefix = 'lake_window'): Win
     await entry.made.then(() => s.run(`DROP TABLE IF EXISTS ${entry.name}`)).catch(() => undefined);
   };
 
-  /** Drops least recently used tables until `rows` more fit. */
+  /** Drops least recently used tables, none handed out within inUseMs, until `rows` more fit. */
   async function makeRoom(s: DuckSession, rows: number): Promise<boolean> {
     if (rows > maxRows) return false;
-    const victims = [...entries].sort((a, b) => a[1].usedAt - b[1].usedAt);
+    const idleSince = performance.now() - inUseMs;
+    const victims = [...entries].filter(([, entry]) => entry.usedAt < idleSince).sort((a, b) => a[1].usedAt - b[1].usedAt);
     while (held + rows > maxRows) {
       const victim = victims.shift();
       if (!victim) return false;
