@@ -49,7 +49,7 @@ export class AnalyticsResolver {
     return {
       rows: rows as unknown as StatsRow[],
       pageInfo: { hasNextPage: answer.groups.length > args.first, hasPreviousPage: false, startCursor: cursorOf(page[0]), endCursor: cursorOf(page.at(-1)) },
-      freshness: { lakeRows: answer.lakeRows, liveRows: answer.liveRows, asOf: answer.window.asOf, lakeAsOf: answer.lakeAsOf, engine: answer.engine },
+      freshness: { lakeRows: answer.lakeRows, liveRows: answer.liveRows, asOf: answer.asOf, lakeAsOf: answer.lakeAsOf, engine: answer.engine },
       warnings: answer.warnings,
     };
   }

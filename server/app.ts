@@ -60,10 +60,16 @@ interface Resources {
   readonly backgroundDb: Database;
   /**
    * For the lake-state reads of analytics queries (the feed barrier, the changes), made while the
-   * query holds a request connection for its snapshot: from the request pool, twenty concurrent
-   * queries would each hold one and wait for another.
+   * query holds an analytics connection for its snapshot: from the analytics pool, as many
+   * concurrent queries as it has connections would each hold one and wait for another.
    */
   readonly lakeStateDb: Database;
+  /**
+   * For analytics' own reads (their snapshots, the few-customer aggregates): the analytics time
+   * limit as every connection's statement timeout, so a single statement needs no transaction to
+   * set it, and analytics never take the lookups' connections.
+   */
+  readonly analyticsDb: Database;
   readonly cache: Cache;
   /** Every cache invalidation of every process (closed with the cache). */
   readonly invalidations: InvalidationChannel;
@@ -92,6 +98,7 @@ export async function startGateway(config: Config, logger: Logger, databaseUrl: 
     db: createDatabase({ url: databaseUrl, poolMax: config.database.poolMax, statementTimeoutMs: config.database.statementTimeoutMs }, logger, metrics),
     backgroundDb: createDatabase({ url: databaseUrl, poolMax: BACKGROUND_POOL_MAX, statementTimeoutMs: 0, reportPool: false }, logger, metrics),
     lakeStateDb: createDatabase({ url: databaseUrl, poolMax: LAKE_STATE_POOL_MAX, statementTimeoutMs: config.database.statementTimeoutMs, reportPool: false }, logger, metrics),
+    analyticsDb: createDatabase({ url: databaseUrl, poolMax: config.analytics.poolMax, statementTimeoutMs: config.analytics.timeoutMs, reportPool: false }, logger, metrics),
     ...createCache(config.cache, logger, metrics),
     events: createEventBus({ redisUrl: config.cache.redisUrl, prefix: config.cache.keyPrefix }, logger),
     rateLimits: createRateLimits(config, logger),
@@ -123,15 +130,15 @@ function createCache(options: Config['cache'], logger: Logger, metrics: Metrics)
   return { cache: createTieredCache(local, withChannel, invalidations, metrics), invalidations };
 }
 
-async function closeAll({ feed, lake, db, backgroundDb, lakeStateDb, cache, events, rateLimits }: Resources): Promise<void> {
+async function closeAll({ feed, lake, db, backgroundDb, lakeStateDb, analyticsDb, cache, events, rateLimits }: Resources): Promise<void> {
   // The lake first: an export waiting for the feed gives up rather than outwait its stop.
   await lake?.stop().catch(() => undefined);
   await feed?.stop().catch(() => undefined);
-  await Promise.allSettled([db.close(), backgroundDb.close(), lakeStateDb.close(), cache.close(), events.close(), rateLimits.close()]);
+  await Promise.allSettled([db.close(), backgroundDb.close(), lakeStateDb.close(), analyticsDb.close(), cache.close(), events.close(), rateLimits.close()]);
 }
 
 async function serve(config: Config, logger: Logger, databaseUrl: string, resources: Resources): Promise<Gateway> {
-  const { metrics, db, backgroundDb, lakeStateDb, cache, events, rateLimits } = resources;
+  const { metrics, db, backgroundDb, lakeStateDb, analyticsDb, cache, events, rateLimits } = resources;
   const auth = createAuthenticator(config.auth);
   if (auth.mode === 'off') logger.warn('AUTH_MODE=off: every client may read and write everything; set AUTH_MODE=required with AUTH_JWT_SECRET or AUTH_JWKS_URL before exposing the gateway');
   const trusted = config.trustedDocuments;
@@ -140,7 +147,7 @@ async function serve(config: Config, logger: Logger, databaseUrl: string, resour
   const invoices = createInvoiceStore(db);
   const customers = createCustomerStore(db);
   const risk = createRiskStore(db);
-  const lake = await createLake({ config, logger, metrics, db, backgroundDb, lakeStateDb });
+  const lake = await createLake({ config, logger, metrics, analyticsDb, backgroundDb, lakeStateDb });
   resources.lake = lake;
   const feed = await startFeed({ config, databaseUrl, db: backgroundDb, consumers: [lake.recorder], receiverPayments: lake.receiverPayments, cache, events, logger, metrics });
   resources.feed = feed;

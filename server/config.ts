@@ -122,6 +122,8 @@ const settings = z.object({
   SOURCES_WARNING_KEYS: flag('must be 0 or 1').optional(),
   /** Time limit of one analytics query; past it, UPSTREAM_TIMEOUT. */
   ANALYTICS_TIMEOUT_MS: wholeNumber(100).default(30_000),
+  /** Postgres connections of analytics queries (each holds one for its snapshot), apart from the lookups' pool. */
+  ANALYTICS_POOL_MAX: wholeNumber(1, 1000).default(10),
   /** Customers at or below which invoiceStats asks Postgres's (party, issue_date) index instead of the lake. */
   ANALYTICS_POSTGRES_MAX_CUSTOMERS: wholeNumber(0, 100_000).default(20),
   /** ... and only while those customers have at most this many invoices in the window: past it, their rollups in the lake are cheaper. */
@@ -246,6 +248,7 @@ export interface Config {
   readonly trustedDocuments: TrustedDocuments | undefined;
   readonly analytics: {
     readonly timeoutMs: number;
+    readonly poolMax: number;
     readonly postgresMaxCustomers: number;
     readonly postgresMaxInvoices: number;
     readonly duckdb: { readonly memoryLimit: string; readonly threads: number; readonly tempDir: string };
@@ -399,6 +402,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     trustedDocuments: s.TRUSTED_DOCUMENTS_FILE ? readJsonSetting('TRUSTED_DOCUMENTS_FILE', s.TRUSTED_DOCUMENTS_FILE, parseTrustedDocuments) : undefined,
     analytics: {
       timeoutMs: s.ANALYTICS_TIMEOUT_MS,
+      poolMax: s.ANALYTICS_POOL_MAX,
       postgresMaxCustomers: s.ANALYTICS_POSTGRES_MAX_CUSTOMERS,
       postgresMaxInvoices: s.ANALYTICS_POSTGRES_MAX_INVOICES,
       duckdb: { memoryLimit: s.DUCKDB_MEMORY_LIMIT, threads: s.DUCKDB_THREADS, tempDir: path.join(s.DATA_DIR, 'duckdb-tmp') },

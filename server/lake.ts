@@ -56,7 +56,7 @@ export function createObjectStore(config: Config): ObjectStore {
  * The lake's parts: the object store (S3 or a directory), the local object cache, the process's
  * DuckDB, the analytics engine for requests, and the exporter on the background pool.
  */
-export async function createLake(deps: { config: Config; logger: Logger; metrics: Metrics; db: Database; backgroundDb: Database; lakeStateDb: Database }): Promise<Lake> {
+export async function createLake(deps: { config: Config; logger: Logger; metrics: Metrics; analyticsDb: Database; backgroundDb: Database; lakeStateDb: Database }): Promise<Lake> {
   const { config, logger, metrics } = deps;
   const store = createObjectStore(config);
   // A query reads its files within its time limit.
@@ -71,7 +71,7 @@ export async function createLake(deps: { config: Config; logger: Logger; metrics
   // The feed's recorder (background pool) wakes the barriers of this process's queries (request pool).
   const recordedPosition = createRecordedPosition();
   const engine = createStatsEngine({
-    stats: createStatsStore(deps.db, logger, config.analytics.timeoutMs),
+    stats: createStatsStore(deps.analyticsDb, logger),
     lakeStore: createLakeStore(deps.lakeStateDb, recordedPosition),
     lake: { store, cache, duck },
     postgresMaxCustomers: config.analytics.postgresMaxCustomers,

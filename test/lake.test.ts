@@ -239,12 +239,12 @@ describe('invoiceStats is exact and fresh (local lake)', { skip }, () => {
 describe('the lake under load and after a TRUNCATE', { skip }, () => {
   let side: Lakeside;
   before(async () => {
-    side = await startLakeside('lake_reset', { DATABASE_POOL_MAX: '3' });
+    side = await startLakeside('lake_reset', { ANALYTICS_POOL_MAX: '3' });
   });
   after(() => stopLakeside(side));
 
   it('answers more concurrent analytics queries than the pool has connections', async () => {
-    // Each holds a request connection for its snapshot while it reads the lake state.
+    // Each holds an analytics connection for its snapshot while it reads the lake state.
     const answers = await Promise.all(
       Array.from({ length: 12 }, (_, i) => side.gw.request(InvoiceStatsDocument, { groupBy: i % 2 ? 'ISSUER' : 'RECEIVER', months: 12, granularity: 'TOTAL', first: 100 })),
     );

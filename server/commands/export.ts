@@ -44,7 +44,7 @@ async function main() {
     const deadline = Date.now() + WAIT_FOR_POSTGRES_MS;
     if (!(await waitUntilReachable(db, logger, () => Date.now() > deadline))) throw new Error(`Postgres was not reachable within ${WAIT_FOR_POSTGRES_MS / 1000} s`);
     await migrate(db, logger);
-    lake = await createLake({ config, logger, metrics, db, backgroundDb: db, lakeStateDb: db });
+    lake = await createLake({ config, logger, metrics, analyticsDb: db, backgroundDb: db, lakeStateDb: db });
     feed = await startFeed({ config, databaseUrl: config.database.url, db, consumers: [lake.recorder], cache, events, logger, metrics });
     const feedDeadline = Date.now() + WAIT_FOR_FEED_MS;
     while (!['streaming', 'standby'].includes(feed.status().state) && Date.now() < feedDeadline) await new Promise((r) => setTimeout(r, 100));

@@ -128,14 +128,6 @@ const LIVE_INVOICES: Statement = {
     FROM invoices WHERE ($1::bigint[] IS NULL OR invoice_id = ANY($1::bigint[])) AND issue_date >= $2::timestamptz AND issue_date < $3::timestamptz`,
 };
 
-/** These parties' invoices in the window, counted up to $4 (an index-only scan that stops there). */
-const partyInvoicesStatement = (role: StatsRole): Statement => ({
-  name: `stats_party_invoices_${role}`,
-  text: `SELECT count(*)::int AS n FROM (
-      SELECT 1 FROM invoices WHERE ${PARTY[role]} = ANY($1::int[]) AND issue_date >= $2::timestamptz AND issue_date < $3::timestamptz LIMIT $4) AS i`,
-});
-const PARTY_INVOICES: Record<StatsRole, Statement> = { issuer: partyInvoicesStatement('issuer'), receiver: partyInvoicesStatement('receiver') };
-
 /** How many of these invoice ids no invoice has (payments that match nothing). */
 const UNKNOWN_INVOICES: Statement = {
   name: 'stats_unknown_invoices',
@@ -151,26 +143,72 @@ export interface InvoiceColumns {
   readonly amounts: string[];
 }
 
-/** The Postgres engine: one GROUP BY over the (party, issue_date) index or the table. */
-function groupStatement(role: StatsRole, granularity: StatsGranularity, order: StatsOrder, filtered: boolean): Statement {
+/**
+ * The Postgres engine's page: one GROUP BY over the (party, issue_date) index or the table. `p`
+ * gives the placeholders (or expressions) of the window's bounds, the customers (null: all), the
+ * page's size and position, and an optional condition that must hold for any group to be read.
+ */
+function groupsSql(
+  role: StatsRole,
+  granularity: StatsGranularity,
+  order: StatsOrder,
+  p: { from: string; to: string; customers: string | null; limit: string; value: string; customer: string; month: string; only?: string },
+): string {
   const party = PARTY[role];
   const month = granularity === 'MONTH' ? `to_char(date_trunc('month', issue_date AT TIME ZONE 'UTC'), 'YYYY-MM')` : 'NULL::text';
-  const keyset = keysetSql(order, { value: '$5::numeric', customer: '$6::int', month: '$7::text' });
-  return {
-    name: `stats_pg_${role}_${granularity}_${order}_${filtered ? 'some' : 'all'}`.toLowerCase(),
-    text: `WITH g AS (
+  const keyset = keysetSql(order, p);
+  return `g AS (
         SELECT ${party} AS customer_id, ${month} AS month, count(*) AS invoices, sum(amount_usd) AS total,
           min(amount_usd) AS min_usd, max(amount_usd) AS max_usd
         FROM invoices
-        WHERE issue_date >= $1::timestamptz AND issue_date < $2::timestamptz ${filtered ? `AND ${party} = ANY($3::int[])` : 'AND $3::int[] IS NULL'}
+        WHERE issue_date >= ${p.from} AND issue_date < ${p.to} AND ${p.customers === null ? 'true' : `${party} = ANY(${p.customers})`} ${p.only ? `AND ${p.only}` : ''}
         GROUP BY 1, 2
       ), ranked AS (
-        -- $5 typed even where the order has no sort value (CUSTOMER_ASC): Postgres must know every parameter's type.
-        SELECT g.*, sum(invoices) OVER () AS all_invoices, $5::numeric AS after_value FROM g)
-      SELECT customer_id AS "customerId", month, invoices::text AS invoices, total::text AS "totalUsd", min_usd::text AS "minUsd",
-        max_usd::text AS "maxUsd", all_invoices::text AS "allInvoices"
-      FROM ranked WHERE ${keyset.where}
-      ORDER BY ${keyset.orderBy} LIMIT $4`,
+        -- The sort value typed even where the order has none (CUSTOMER_ASC): Postgres must know every parameter's type.
+        SELECT g.*, sum(invoices) OVER () AS all_invoices, ${p.value} AS after_value FROM g
+      ), page AS (
+        SELECT customer_id AS "customerId", month, invoices::text AS invoices, total::text AS "totalUsd", min_usd::text AS "minUsd",
+          max_usd::text AS "maxUsd", all_invoices::text AS "allInvoices", row_number() OVER (ORDER BY ${keyset.orderBy}) AS position
+        FROM ranked WHERE ${keyset.where}
+        ORDER BY ${keyset.orderBy} LIMIT ${p.limit})`;
+}
+
+const PAGE_COLUMNS = `"customerId", month, invoices, "totalUsd", "minUsd", "maxUsd", "allInvoices"`;
+
+/** A page of all customers (or of many), in the query's snapshot: $1 and $2 the window, $3 the customers, $4 the size, $5-$7 the position. */
+function groupStatement(role: StatsRole, granularity: StatsGranularity, order: StatsOrder, filtered: boolean): Statement {
+  const page = groupsSql(role, granularity, order, {
+    from: '$1::timestamptz', to: '$2::timestamptz', customers: filtered ? '$3::int[]' : null, limit: '$4', value: '$5::numeric', customer: '$6::int', month: '$7::text',
+    only: filtered ? undefined : '$3::int[] IS NULL',
+  });
+  return {
+    name: `stats_pg_${role}_${granularity}_${order}_${filtered ? 'some' : 'all'}`.toLowerCase(),
+    text: `WITH ${page} SELECT ${PAGE_COLUMNS} FROM page ORDER BY position`,
+  };
+}
+
+/**
+ * A few customers' page in one statement, without a transaction (one statement sees one
+ * snapshot): the window from $1 months, their invoices counted on the index up to $6 + 1, and
+ * the groups only when that count is at most $6 (a one-time filter: past it nothing is grouped).
+ * One row with no group when there is none, or when there are too many: the window and the count come with it.
+ */
+function fewGroupsStatement(role: StatsRole, granularity: StatsGranularity, order: StatsOrder): Statement {
+  const bounds = (b: 'from_ts' | 'to_ts') => `(SELECT ${b} FROM bounds)`;
+  const page = groupsSql(role, granularity, order, {
+    from: bounds('from_ts'), to: bounds('to_ts'), customers: '$2::int[]', limit: '$3', value: '$4::numeric', customer: '$5::int', month: '$7::text',
+    only: '(SELECT n FROM counted) <= $6::int',
+  });
+  return {
+    name: `stats_pg_few_${role}_${granularity}_${order}`.toLowerCase(),
+    text: `WITH bounds AS MATERIALIZED (
+        SELECT ${WINDOW_SQL} - make_interval(months => $1::int - 1) AS from_ts, ${WINDOW_SQL} + interval '1 month' AS to_ts),
+      counted AS MATERIALIZED (
+        SELECT count(*)::int AS n FROM (
+          SELECT 1 FROM invoices WHERE ${PARTY[role]} = ANY($2::int[]) AND issue_date >= ${bounds('from_ts')} AND issue_date < ${bounds('to_ts')} LIMIT $6::int + 1) AS i),
+      ${page}
+      SELECT (SELECT n FROM counted) AS counted, to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS "asOf", ${PAGE_COLUMNS}
+      FROM (SELECT 1) AS one LEFT JOIN page ON true ORDER BY position`,
   };
 }
 
@@ -184,8 +222,7 @@ export interface StatsSnapshot {
   liveGroups(ids: readonly string[], query: StatsQuery): Promise<LiveGroups>;
   /** The whole answer from Postgres (the small-customer shape, or the fallback). */
   groups(query: StatsQuery): Promise<StatsGroup[]>;
-  /** Whether the query's customers have at most `limit` invoices in the window (counted on the index, stopping past the limit). */
-  invoicesAtMost(query: StatsQuery, limit: number): Promise<boolean>;
+
   /** Whole invoices of the window: these ids, or all (null). */
   invoices(ids: readonly string[] | null): Promise<InvoiceColumns>;
   /** How many of these ids are no invoice's. */
@@ -194,24 +231,38 @@ export interface StatsSnapshot {
 
 export interface StatsStore {
   withSnapshot<T>(months: number, work: (snapshot: StatsSnapshot) => Promise<T>): Promise<T>;
+  /**
+   * The page of a few customers in one statement, when they have at most `maxInvoices` invoices
+   * in the window between them; undefined when they have more (the lake answers cheaper).
+   */
+  fewCustomers(query: StatsQuery & { readonly customerIds: readonly number[] }, maxInvoices: number): Promise<{ asOf: string; groups: StatsGroup[] } | undefined>;
 }
 
-export function createStatsStore(db: Database, logger: Logger, timeoutMs: number): StatsStore {
+/** `db`: the analytics pool, whose statement timeout is the analytics time limit. */
+export function createStatsStore(db: Database, logger: Logger): StatsStore {
+  const fewStatements = new Map<string, Statement>();
   return {
+    async fewCustomers(query, maxInvoices) {
+      const key = `${query.role} ${query.granularity} ${query.orderBy}`;
+      let statement = fewStatements.get(key);
+      if (!statement) fewStatements.set(key, (statement = fewGroupsStatement(query.role, query.granularity, query.orderBy)));
+      const [sortValue, customer, month] = positionValues(query.after);
+      const rows = await db.query<StatsGroup & { counted: number; asOf: string }>(statement, [query.months, query.customerIds, query.limit, sortValue, customer, maxInvoices, month]);
+      const [first] = rows;
+      if (first!.counted > maxInvoices) return undefined;
+      return { asOf: first!.asOf, groups: first!.customerId === null ? [] : rows.map(({ counted: _counted, asOf: _asOf, ...group }) => group) };
+    },
+
     async withSnapshot(months, work) {
       return db.withClient(async (client) => {
         const run = async <Row extends pg.QueryResultRow>(statement: Statement, values: unknown[]) => {
           try {
-            // The pool's client-side limit follows DATABASE_STATEMENT_TIMEOUT_MS, which would cut an
-            // analytics statement the server still lets run (its limit is timeoutMs, set below).
-            return (await client.query<Row>({ name: statement.name, text: statement.text, values, query_timeout: timeoutMs + 1000 } as pg.QueryConfig)).rows;
+            return (await client.query<Row>({ name: statement.name, text: statement.text, values })).rows;
           } catch (err) {
             throw translate(err, statement.name, logger);
           }
         };
-        // Analytics may take longer than a lookup: their own limit, for this transaction only, set
-        // in the same round trip (an integer from the config, so it can be written into the text).
-        await client.query(`BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET LOCAL statement_timeout = ${Math.trunc(timeoutMs)}`);
+        await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
         try {
           const [window] = await run<StatsWindow>(WINDOW, [months]);
           const result = await work({
@@ -224,10 +275,6 @@ export function createStatsStore(db: Database, logger: Logger, timeoutMs: number
               return (await run<LiveGroups & pg.QueryResultRow>(LIVE_GROUPS[query.role], [ids, window!.from, window!.to, query.customerIds]))[0]!;
             },
             invoices: async (ids) => (await run<InvoiceColumns & pg.QueryResultRow>(LIVE_INVOICES, [ids, window!.from, window!.to]))[0]!,
-            invoicesAtMost: async (query, limit) =>
-              query.customerIds === null
-                ? false
-                : (await run<{ n: number }>(PARTY_INVOICES[query.role], [query.customerIds, window!.from, window!.to, limit + 1]))[0]!.n <= limit,
             unknownInvoices: async (ids) => (ids.length === 0 ? 0 : (await run<{ unknown: number }>(UNKNOWN_INVOICES, [ids]))[0]!.unknown),
             groups: (query) =>
               run<StatsGroup>(groupStatement(query.role, query.granularity, query.orderBy, query.customerIds !== null), [
