@@ -98,7 +98,11 @@ export async function startGateway(config: Config, logger: Logger, databaseUrl: 
     db: createDatabase({ url: databaseUrl, poolMax: config.database.poolMax, statementTimeoutMs: config.database.statementTimeoutMs }, logger, metrics),
     backgroundDb: createDatabase({ url: databaseUrl, poolMax: BACKGROUND_POOL_MAX, statementTimeoutMs: 0, reportPool: false }, logger, metrics),
     lakeStateDb: createDatabase({ url: databaseUrl, poolMax: LAKE_STATE_POOL_MAX, statementTimeoutMs: config.database.statementTimeoutMs, reportPool: false }, logger, metrics),
-    analyticsDb: createDatabase({ url: databaseUrl, poolMax: config.analytics.poolMax, statementTimeoutMs: config.analytics.timeoutMs, reportPool: false }, logger, metrics),
+    analyticsDb: createDatabase(
+      { url: databaseUrl, poolMax: config.analytics.poolMax, statementTimeoutMs: config.analytics.timeoutMs, reportPool: false, genericPlans: true },
+      logger,
+      metrics,
+    ),
     ...createCache(config.cache, logger, metrics),
     events: createEventBus({ redisUrl: config.cache.redisUrl, prefix: config.cache.keyPrefix }, logger),
     rateLimits: createRateLimits(config, logger),

@@ -11,6 +11,11 @@ export interface DatabaseOptions {
   readonly statementTimeoutMs: number;
   /** Whether this pool's connections are the ones /metrics reports (the request pool). Default true. */
   readonly reportPool?: boolean;
+  /**
+   * Prepared statements planned once for any values (plan_cache_mode=force_generic_plan), where
+   * Postgres would otherwise plan each run again; a transaction may SET LOCAL it back.
+   */
+  readonly genericPlans?: boolean;
 }
 
 /** A statement's name labels metrics and logs; its text is constant, values are parameters. */
@@ -63,6 +68,7 @@ export function createDatabase(options: DatabaseOptions, logger: Logger, metrics
     keepAlive: true,
     keepAliveInitialDelayMillis: 10_000,
     application_name: 'invoice-gateway',
+    options: options.genericPlans ? '-c plan_cache_mode=force_generic_plan' : undefined,
   });
   // An idle client losing its connection (server restart) must not crash the process; the pool
   // drops it and the next query opens a new connection, so the gateway recovers by itself.

@@ -238,7 +238,12 @@ export interface StatsStore {
   fewCustomers(query: StatsQuery & { readonly customerIds: readonly number[] }, maxInvoices: number): Promise<{ asOf: string; groups: StatsGroup[] } | undefined>;
 }
 
-/** `db`: the analytics pool, whose statement timeout is the analytics time limit. */
+/**
+ * `db`: the analytics pool, whose statement timeout is the analytics time limit and whose
+ * statements get generic plans: the few-customer statement's plan does not depend on the values
+ * (the party index), and Postgres kept planning it again on every run (0.34 ms of its 0.5).
+ * Snapshots go back to Postgres's default for their statements, whose plans do depend on them.
+ */
 export function createStatsStore(db: Database, logger: Logger): StatsStore {
   const fewStatements = new Map<string, Statement>();
   return {
@@ -262,7 +267,7 @@ export function createStatsStore(db: Database, logger: Logger): StatsStore {
             throw translate(err, statement.name, logger);
           }
         };
-        await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+        await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET LOCAL plan_cache_mode = auto');
         try {
           const [window] = await run<StatsWindow>(WINDOW, [months]);
           const result = await work({
