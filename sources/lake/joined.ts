@@ -183,7 +183,7 @@ export interface Joined {
  */
 export function createJoined(deps: { datasets: Datasets; duck: Duck; stats: StatsEngine; timeoutMs: number }): Joined {
   const { datasets, duck, timeoutMs } = deps;
-  const enrichedTables = createWindowTables(ENRICHED_ROWS_HELD, timeoutMs, 'segment_invoices');
+  const enrichedTables = createWindowTables(ENRICHED_ROWS_HELD, 'segment_invoices');
   const query = async <Row>(label: string, kind: DatasetKind, sql: (table: string) => string, values: Record<string, DuckDBValue>, types: Record<string, DuckDBType>) => {
     const table = await datasets.table(kind);
     return duck.session((s) => s.allNamed<Row>(sql(table), values, types), { timeoutMs, label });
@@ -289,14 +289,14 @@ export function createJoined(deps: { datasets: Datasets; duck: Duck; stats: Stat
           bind('stale', ids(set.staleIds), LIST(BIGINT));
         }
         const rows = await duck.session(
-          async (s) => {
+          (s) => enrichedTables.using(async (take) => {
             // Each raw file's enriched table (held, or made now), less the invoices it holds stale.
             // Tables of datasets no longer current go first: nothing will read them again.
             const version = JSON.stringify([tables.payments, tables.profiles, tables.ratings]);
             await enrichedTables.release(s, (id) => id.endsWith(`|${version}`), timeoutMs);
             const lake: string[] = [];
             for (const [n, file] of set.rawFiles.entries()) {
-              const held = await enrichedTables.table(
+              const held = await take(
                 s,
                 `${file.path}|${version}`,
                 file.rows,
@@ -332,7 +332,7 @@ export function createJoined(deps: { datasets: Datasets; duck: Duck; stats: Stat
           ORDER BY ${[ORDER_SQL[q.orderBy], ...dims.map((d) => `"${d.column}" ASC NULLS FIRST`)].filter(Boolean).join(', ') || '1'}
           LIMIT ${bind('limit', BigInt(q.limit), BIGINT)} OFFSET ${bind('offset', BigInt(q.offset), BIGINT)}`;
             return s.allNamed<SegmentGroup & { _invoices: string; _live: string }>(sql, values, types);
-          },
+          }),
           { timeoutMs, label: 'segment_stats' },
         );
         // Payments that match no invoice are reported, not joined.

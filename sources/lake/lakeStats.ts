@@ -131,13 +131,13 @@ export async function lakeStats(deps: LakeStatsDeps, input: LakeStatsInput): Pro
     FROM (SELECT * FROM ranked WHERE ${keyset.where} ORDER BY ${keyset.orderBy} LIMIT ${limit}) AS ranked`;
 
   return deps.duck.session(
-    async (s) => {
+    (s) => deps.windowTables.using(async (take) => {
       let table: WindowTable | undefined;
       if (input.changedIds.length === 0 && rollupFiles.length > 0) {
         // Rollup objects never change under their key and ETag: the files name the table's content.
         const id = JSON.stringify([query.role, query.granularity, rollupFiles.map((f) => [f.key, f.etag])]);
         const rows = rollupFiles.reduce((sum, f) => sum + f.rows, 0);
-        table = await deps.windowTables.table(
+        table = await take(
           s,
           id,
           rows,
@@ -154,7 +154,7 @@ export async function lakeStats(deps: LakeStatsDeps, input: LakeStatsInput): Pro
       const { values, types } = parameters.used(sql);
       const [page] = await s.allNamed<{ records: string; allInvoices: string }>(sql, values, types);
       return pageRecords(page!.records, page!.allInvoices);
-    },
+    }),
     { timeoutMs: deps.timeoutMs, label: 'invoice_stats_lake' },
   );
 }

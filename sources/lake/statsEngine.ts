@@ -84,7 +84,7 @@ export interface StatsEngine {
  */
 export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
   const manifests = new Map<string, Promise<LakeManifest>>();
-  const windowTables = createWindowTables(WINDOW_ROWS_HELD, options.timeoutMs);
+  const windowTables = createWindowTables(WINDOW_ROWS_HELD);
   const manifest = (store: ObjectStore, key: string) => {
     let pending = manifests.get(key);
     if (!pending) {

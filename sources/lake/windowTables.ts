@@ -5,24 +5,34 @@ import type { DuckSession } from '../duckdb/duckdb.js';
  * Tables DuckDB keeps in memory between queries, each built once from immutable inputs (rollup
  * objects never change under their key and ETag: an export writes new keys), so the id a caller
  * gives says everything the table holds and it never goes stale. At most `maxRows` rows are held,
- * least recently used dropped first, but never a table handed out within `inUseMs` (a query's time
- * limit): a query may still be about to read it, or be building the next of several tables it
- * reads together. When nothing else can go, the caller reads its files itself.
+ * least recently used dropped first, but never a table a running query has taken (`using`): it may
+ * still be about to read it, or be building the next of several tables it reads together. When
+ * nothing else can go, the caller reads its files itself.
  */
 export interface WindowTables {
-  /**
-   * The table for `id`, built if not held by `build(name)`, a statement creating table `name` from
-   * the local files `files()` gives (its parameter $1); `rows` bounds its size. Undefined when it
-   * does not fit the budget: the caller reads the files itself. `invoices` is the SQL aggregate
-   * that counts the table's invoices: a sum of per-group counts, or count(*) of per-invoice rows.
-   */
-  table(s: DuckSession, id: string, rows: number, build: (name: string) => string, files: () => Promise<string[]>, invoices?: string): Promise<WindowTable | undefined>;
+  /** Runs `work` with `take`, whose tables stay held until `work` has finished. */
+  using<T>(work: (take: TakeTable) => Promise<T>): Promise<T>;
   /**
    * Drops the tables whose id `keep` refuses (built from inputs no new query will use) once
-   * unused for `idleMs`: a query that got one within its time limit may still be about to read it.
+   * unused for `idleMs` and taken by no running query.
    */
   release(s: DuckSession, keep: (id: string) => boolean, idleMs: number): Promise<void>;
 }
+
+/**
+ * The table for `id`, built if not held by `build(name)`, a statement creating table `name` from
+ * the local files `files()` gives (its parameter $1); `rows` bounds its size. Undefined when it
+ * does not fit the budget: the caller reads the files itself. `invoices` is the SQL aggregate
+ * that counts the table's invoices: a sum of per-group counts, or count(*) of per-invoice rows.
+ */
+export type TakeTable = (
+  s: DuckSession,
+  id: string,
+  rows: number,
+  build: (name: string) => string,
+  files: () => Promise<string[]>,
+  invoices?: string,
+) => Promise<WindowTable | undefined>;
 
 export interface WindowTable {
   readonly name: string;
@@ -37,10 +47,12 @@ interface Entry {
   readonly made: Promise<WindowTable>;
   /** performance.now() of its last use: the order of eviction, and how long it has been idle. */
   usedAt: number;
+  /** Running queries that have taken it. */
+  users: number;
 }
 
 /** `prefix` names its tables, apart from another set's in the same DuckDB. */
-export function createWindowTables(maxRows: number, inUseMs: number, prefix = 'lake_window'): WindowTables {
+export function createWindowTables(maxRows: number, prefix = 'lake_window'): WindowTables {
   const entries = new Map<string, Entry>();
   let held = 0;
   let count = 0;
@@ -53,51 +65,74 @@ export function createWindowTables(maxRows: number, inUseMs: number, prefix = 'l
 
   const drop = async (s: DuckSession, id: string, entry: Entry) => {
     forget(id, entry);
-    // A query already reading it keeps its own view of the catalog (DuckDB's MVCC).
     await entry.made.then(() => s.run(`DROP TABLE IF EXISTS ${entry.name}`)).catch(() => undefined);
   };
 
-  /** Drops least recently used tables, none handed out within inUseMs, until `rows` more fit. */
+  /** Drops least recently used tables no running query has taken until `rows` more fit. */
   async function makeRoom(s: DuckSession, rows: number): Promise<boolean> {
     if (rows > maxRows) return false;
-    const idleSince = performance.now() - inUseMs;
-    const victims = [...entries].filter(([, entry]) => entry.usedAt < idleSince).sort((a, b) => a[1].usedAt - b[1].usedAt);
+    const victims = [...entries].filter(([, entry]) => entry.users === 0).sort((a, b) => a[1].usedAt - b[1].usedAt);
     while (held + rows > maxRows) {
       const victim = victims.shift();
       if (!victim) return false;
-      await drop(s, ...victim);
+      // Taken meanwhile (this loop awaits each drop): kept.
+      if (victim[1].users === 0) await drop(s, ...victim);
     }
     return true;
   }
 
+  const table = async (
+    s: DuckSession,
+    id: string,
+    rows: number,
+    build: (name: string) => string,
+    files: () => Promise<string[]>,
+    invoices: string,
+  ): Promise<Entry | undefined> => {
+    let entry = entries.get(id);
+    if (!entry) {
+      if (!(await makeRoom(s, rows))) return undefined;
+      // Checked again: another query may have made it while this one made room.
+      entry = entries.get(id);
+      if (!entry) {
+        const name = `${prefix}_${++count}`;
+        const made = (async () => {
+          await s.run(build(name), [listValue(await files())], [LIST(VARCHAR)]);
+          const [row] = await s.all<{ invoices: string }>(`SELECT coalesce(${invoices}, 0)::VARCHAR AS invoices FROM ${name}`);
+          return { name, invoices: row!.invoices };
+        })();
+        const created: Entry = { name, rows, made, usedAt: 0, users: 0 };
+        entries.set(id, created);
+        held += rows;
+        created.made.catch(() => forget(id, created));
+        entry = created;
+      }
+    }
+    entry.usedAt = performance.now();
+    return entry;
+  };
+
   return {
-    async release(s, keep, idleMs) {
-      const idleSince = performance.now() - idleMs;
-      for (const [id, entry] of [...entries]) if (!keep(id) && entry.usedAt < idleSince) await drop(s, id, entry);
+    async using(work) {
+      const taken: Entry[] = [];
+      const take: TakeTable = async (s, id, rows, build, files, invoices = 'sum(invoices)') => {
+        const entry = await table(s, id, rows, build, files, invoices);
+        if (!entry) return undefined;
+        // Taken before it is awaited: a query making room meanwhile must not drop it.
+        entry.users++;
+        taken.push(entry);
+        return entry.made;
+      };
+      try {
+        return await work(take);
+      } finally {
+        for (const entry of taken) entry.users--;
+      }
     },
 
-    async table(s, id, rows, build, files, invoices = 'sum(invoices)') {
-      let entry = entries.get(id);
-      if (!entry) {
-        if (!(await makeRoom(s, rows))) return undefined;
-        // Checked again: another query may have made it while this one made room.
-        entry = entries.get(id);
-        if (!entry) {
-          const name = `${prefix}_${++count}`;
-          const made = (async () => {
-            await s.run(build(name), [listValue(await files())], [LIST(VARCHAR)]);
-            const [row] = await s.all<{ invoices: string }>(`SELECT coalesce(${invoices}, 0)::VARCHAR AS invoices FROM ${name}`);
-            return { name, invoices: row!.invoices };
-          })();
-          const created: Entry = { name, rows, made, usedAt: 0 };
-          entries.set(id, created);
-          held += rows;
-          created.made.catch(() => forget(id, created));
-          entry = created;
-        }
-      }
-      entry.usedAt = performance.now();
-      return entry.made;
+    async release(s, keep, idleMs) {
+      const idleSince = performance.now() - idleMs;
+      for (const [id, entry] of [...entries]) if (!keep(id) && entry.users === 0 && entry.usedAt < idleSince) await drop(s, id, entry);
     },
   };
 }
