@@ -14,6 +14,7 @@ import {
 } from '../test/generated/graphql.js';
 import { ensureBenchDatabase, type BenchData } from './benchDatabase.js';
 import { landPayments, writeJoinsDatasets, type JoinsDatasets } from './joinsData.js';
+import { defaultDuckMemory } from '../server/config.js';
 import { dropSlot, feedSlot, startLakeGateway, waitForFeed, type ExportOutcome, type LakeGateway } from './lakeGateway.js';
 import { ROOT } from './lookupSettings.js';
 import { fmtMs, gitRevision, int, machine, mb } from './reportFormat.js';
@@ -30,7 +31,7 @@ import { parseBenchOptions } from './options.js';
 
 const usage =
   'usage: npm run bench -- joins [--invoices 10000000] [--customers 100000] [--repeat 5] ' +
-  '[--database-url postgres://postgres@127.0.0.1:5432/ig_bench_joins] [--gateway-heap-mb 256] [--duckdb-memory 1GB]';
+  '[--database-url postgres://postgres@127.0.0.1:5432/ig_bench_joins] [--gateway-heap-mb 256] [--duckdb-memory 4GB]';
 
 interface JoinsOptions {
   readonly invoices: number;
@@ -39,14 +40,14 @@ interface JoinsOptions {
   readonly databaseUrl: string;
   /** The gateway's --max-old-space-size: npm start's 256 unless raised to see past a heap limit. */
   readonly gatewayHeapMb: number;
-  /** DUCKDB_MEMORY_LIMIT: the gateway's default (1GB) unless raised for a larger dataset. */
+  /** DUCKDB_MEMORY_LIMIT; empty: the gateway's default (defaultDuckMemory). */
   readonly duckdbMemory: string;
 }
 
 function parseOptions(argv: string[]): JoinsOptions {
   const { text, whole } = parseBenchOptions(
     argv,
-    { invoices: '10000000', customers: '100000', repeat: '5', 'database-url': 'postgres://postgres@127.0.0.1:5432/ig_bench_joins', 'gateway-heap-mb': '256', 'duckdb-memory': DEFAULT_DUCKDB_MEMORY },
+    { invoices: '10000000', customers: '100000', repeat: '5', 'database-url': 'postgres://postgres@127.0.0.1:5432/ig_bench_joins', 'gateway-heap-mb': '256', 'duckdb-memory': '' },
     usage,
   );
   return {
@@ -54,8 +55,6 @@ function parseOptions(argv: string[]): JoinsOptions {
     databaseUrl: text('database-url'), gatewayHeapMb: whole('gateway-heap-mb', 64), duckdbMemory: text('duckdb-memory'),
   };
 }
-
-const DEFAULT_DUCKDB_MEMORY = '1GB';
 
 /** The issue's goals. */
 const GOAL_SPEED_UP = 10;
@@ -336,7 +335,7 @@ export async function joins(argv: string[]): Promise<void> {
     gateway = await startLakeGateway({
       databaseUrl: options.databaseUrl, slot, dataDir, heapMb: options.gatewayHeapMb,
       // Analytics' Postgres reads have their own pool, whose statement timeout is ANALYTICS_TIMEOUT_MS.
-      env: { ANALYTICS_TIMEOUT_MS: String(ANALYTICS_TIMEOUT_MS), DUCKDB_MEMORY_LIMIT: options.duckdbMemory },
+      env: { ANALYTICS_TIMEOUT_MS: String(ANALYTICS_TIMEOUT_MS), ...(options.duckdbMemory ? { DUCKDB_MEMORY_LIMIT: options.duckdbMemory } : {}) },
     });
     await waitForFeed(gateway, sql);
     console.error('first (full) lake export ...');
@@ -392,7 +391,7 @@ function printHeader(options: JoinsOptions, data: BenchData, d: JoinsDatasets, s
       `(${options.gatewayHeapMb === 256 ? 'as npm start' : 'npm start passes 256: RAISED for this run'}), NODE_ENV=production, change feed on, ` +
       `lake in a local directory (${dataDir}/lake), ` +
       `ANALYTICS_TIMEOUT_MS ${ANALYTICS_TIMEOUT_MS} (default 30000: a slow answer is measured, not cut), ` +
-      `DUCKDB_MEMORY_LIMIT ${options.duckdbMemory}${options.duckdbMemory === DEFAULT_DUCKDB_MEMORY ? ' (the default)' : ` (RAISED from the default ${DEFAULT_DUCKDB_MEMORY})`}, every other setting at its default ` +
+      `DUCKDB_MEMORY_LIMIT ${options.duckdbMemory ? `${options.duckdbMemory} (set by --duckdb-memory)` : `${defaultDuckMemory()} (the gateway's default here: a quarter of the machine's memory)`}, every other setting at its default ` +
       '(DuckDB 2 threads, SOURCES_LISTING_TTL_MS 3000), ' +
       'the lake exported once before measuring',
   );
@@ -401,7 +400,7 @@ function printHeader(options: JoinsOptions, data: BenchData, d: JoinsDatasets, s
       'ms = median / p95 (under 20 runs, p95 is the slowest). gateway: segmentStats over HTTP until the answer is parsed. ' +
       "Postgres: test/fixtures/segmentCheck.ts's statement through node-postgres, for the gateway's asOf, until the rows are parsed. " +
       'Every answer, warm-up included, compared row by row (dimensions and every measure, in order). ' +
-      'Another engineer\u2019s tests share these 2 cores: read the ratios within one run, not the absolute figures.\n',
+      'Read the ratios within one run: absolute figures move with whatever else shares the machine.\n',
   );
 }
 

@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
+import os from 'node:os';
 import { parseEnv } from 'node:util';
 import { z } from 'zod';
 import { parseTrustedDocuments, type TrustedDocuments } from './trustedDocuments.js';
@@ -129,7 +130,8 @@ const settings = z.object({
   /** ... and only while those customers have at most this many invoices in the window: past it, their rollups in the lake are cheaper. */
   ANALYTICS_POSTGRES_MAX_INVOICES: wholeNumber(1, 10_000_000).default(5_000),
   /** DuckDB's memory limit, in DuckDB's notation (1GB, 512MB). */
-  DUCKDB_MEMORY_LIMIT: z.string().regex(/^\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$/, 'must be a size such as 1GB or 512MB').default('1GB'),
+  /** Unset: a quarter of the machine's memory, at least 1GB (defaultDuckMemory). */
+  DUCKDB_MEMORY_LIMIT: z.string().regex(/^\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$/, 'must be a size such as 1GB or 512MB').optional(),
   /** DuckDB's worker threads. */
   DUCKDB_THREADS: wholeNumber(1, 64).default(2),
   /**
@@ -298,6 +300,15 @@ export function readEnvironment(env: NodeJS.ProcessEnv = process.env, dir = proc
   return { env: { ...parseEnv(text), ...env }, file };
 }
 
+/**
+ * DuckDB's memory limit when none is set: a quarter of the machine's memory, at least 1GB. DuckDB's
+ * own default (80%) ignores the Node heap and Postgres beside it; a fixed 1GB ran out at
+ * 10,000,000 invoices in segmentStats and the receiver payments refresh ("failed to pin block").
+ */
+export function defaultDuckMemory(): string {
+  return `${Math.max(1, Math.floor(os.totalmem() / 4 / 2 ** 30))}GB`;
+}
+
 /** Thrown for a bad setting; its message is one line naming the key, never the value. */
 export class ConfigError extends Error {
   override name = 'ConfigError';
@@ -405,7 +416,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       poolMax: s.ANALYTICS_POOL_MAX,
       postgresMaxCustomers: s.ANALYTICS_POSTGRES_MAX_CUSTOMERS,
       postgresMaxInvoices: s.ANALYTICS_POSTGRES_MAX_INVOICES,
-      duckdb: { memoryLimit: s.DUCKDB_MEMORY_LIMIT, threads: s.DUCKDB_THREADS, tempDir: path.join(s.DATA_DIR, 'duckdb-tmp') },
+      duckdb: { memoryLimit: s.DUCKDB_MEMORY_LIMIT ?? defaultDuckMemory(), threads: s.DUCKDB_THREADS, tempDir: path.join(s.DATA_DIR, 'duckdb-tmp') },
     },
   });
 }
