@@ -68,7 +68,7 @@ export async function createLake(deps: { config: Config; logger: Logger; metrics
     store.close();
     throw err;
   }
-  // The feed's recorder (background pool) wakes the barriers of this process's queries (request pool).
+  // The feed's recorder (background pool) wakes the barriers of this process's queries (lake-state pool).
   const recordedPosition = createRecordedPosition();
   const engine = createStatsEngine({
     stats: createStatsStore(deps.analyticsDb, logger),

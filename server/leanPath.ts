@@ -40,9 +40,9 @@ export function createLeanPath({ cache, compiled, spend, record, metrics, format
       throw err;
     }
   };
-  const answered = (cost: number, operationName: string | null, startedMs: number) => {
+  const answered = (cost: number, operationName: string | null, startedMs: number, failed = false) => {
     metrics.queryComplexity.observe(cost);
-    record(operationName, false, startedMs);
+    record(operationName, failed, startedMs);
   };
   return {
     maxRequestBytes: MAX_REQUEST_CHARS,
@@ -73,8 +73,7 @@ export function createLeanPath({ cache, compiled, spend, record, metrics, format
             const errors = operation.answersErrors && result.data !== undefined ? formatLikeApollo(result.errors, formatError) : undefined;
             if (!errors) return undefined;
             metrics.compiledRuns.inc();
-            metrics.queryComplexity.observe(operation.cost);
-            record(operation.operationName, true, started);
+            answered(operation.cost, operation.operationName, started, true);
             // As Apollo writes it (runHttpQuery's orderExecutionResultFields and prettyJSONStringify).
             return { headers: operation.headers, body: `${JSON.stringify({ errors, data: result.data })}\n` };
           }

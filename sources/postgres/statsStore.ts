@@ -144,20 +144,22 @@ export interface InvoiceColumns {
 }
 
 /**
- * The Postgres engine's page: one GROUP BY over the (party, issue_date) index or the table. `p`
- * gives the placeholders (or expressions) of the window's bounds, the customers (null: all), the
- * page's size and position, and an optional condition that must hold for any group to be read.
+ * The Postgres engine's page: one GROUP BY over the (party, issue_date) index or the table, as
+ * CTEs ending in `page` (its rows in their raw types), and `select`, the statement's end that turns
+ * them into StatsGroups, in order, from `rest` (what `page` is joined to, if anything). `p` gives
+ * the placeholders (or expressions) of the window's bounds, the customers (null: all), the page's
+ * size and position, and an optional condition that must hold for any group to be read.
  */
 function groupsSql(
   role: StatsRole,
   granularity: StatsGranularity,
   order: StatsOrder,
   p: { from: string; to: string; customers: string | null; limit: string; value: string; customer: string; month: string; only?: string },
-): string {
+): { ctes: string; select: (columns: string, rest?: string) => string } {
   const party = PARTY[role];
   const month = granularity === 'MONTH' ? `to_char(date_trunc('month', issue_date AT TIME ZONE 'UTC'), 'YYYY-MM')` : 'NULL::text';
   const keyset = keysetSql(order, p);
-  return `g AS (
+  const ctes = `g AS (
         SELECT ${party} AS customer_id, ${month} AS month, count(*) AS invoices, sum(amount_usd) AS total,
           min(amount_usd) AS min_usd, max(amount_usd) AS max_usd
         FROM invoices
@@ -167,35 +169,45 @@ function groupsSql(
         -- The sort value typed even where the order has none (CUSTOMER_ASC): Postgres must know every parameter's type.
         SELECT g.*, sum(invoices) OVER () AS all_invoices, ${p.value} AS after_value FROM g
       ), page AS (
-        SELECT customer_id AS "customerId", month, invoices::text AS invoices, total::text AS "totalUsd", min_usd::text AS "minUsd",
-          max_usd::text AS "maxUsd", all_invoices::text AS "allInvoices", row_number() OVER (ORDER BY ${keyset.orderBy}) AS position
-        FROM ranked WHERE ${keyset.where}
-        ORDER BY ${keyset.orderBy} LIMIT ${p.limit})`;
+        SELECT * FROM ranked WHERE ${keyset.where} ORDER BY ${keyset.orderBy} LIMIT ${p.limit})`;
+  // The page's rows are sorted again under the name `ranked`, in their own types (the text casts
+  // would sort "9" above "442"): the order of a CTE's rows does not survive a join.
+  const select = (columns: string, rest = 'page AS ranked') =>
+    `SELECT ${columns}${columns ? ', ' : ''}ranked.customer_id AS "customerId", ranked.month, ranked.invoices::text AS invoices, ranked.total::text AS "totalUsd",
+        ranked.min_usd::text AS "minUsd", ranked.max_usd::text AS "maxUsd", ranked.all_invoices::text AS "allInvoices"
+      FROM ${rest} ORDER BY ${keyset.orderBy}`;
+  return { ctes, select };
 }
 
-const PAGE_COLUMNS = `"customerId", month, invoices, "totalUsd", "minUsd", "maxUsd", "allInvoices"`;
+/** Statements are made once per shape (their text is constant), not per query. */
+function memoized<A extends unknown[]>(make: (...args: A) => Statement): (...args: A) => Statement {
+  const made = new Map<string, Statement>();
+  return (...args) => {
+    const key = args.join(' ');
+    let statement = made.get(key);
+    if (!statement) made.set(key, (statement = make(...args)));
+    return statement;
+  };
+}
 
 /** A page of all customers (or of many), in the query's snapshot: $1 and $2 the window, $3 the customers, $4 the size, $5-$7 the position. */
-function groupStatement(role: StatsRole, granularity: StatsGranularity, order: StatsOrder, filtered: boolean): Statement {
-  const page = groupsSql(role, granularity, order, {
+const groupStatement = memoized((role: StatsRole, granularity: StatsGranularity, order: StatsOrder, filtered: boolean): Statement => {
+  const { ctes, select } = groupsSql(role, granularity, order, {
     from: '$1::timestamptz', to: '$2::timestamptz', customers: filtered ? '$3::int[]' : null, limit: '$4', value: '$5::numeric', customer: '$6::int', month: '$7::text',
     only: filtered ? undefined : '$3::int[] IS NULL',
   });
-  return {
-    name: `stats_pg_${role}_${granularity}_${order}_${filtered ? 'some' : 'all'}`.toLowerCase(),
-    text: `WITH ${page} SELECT ${PAGE_COLUMNS} FROM page ORDER BY position`,
-  };
-}
+  return { name: `stats_pg_${role}_${granularity}_${order}_${filtered ? 'some' : 'all'}`.toLowerCase(), text: `WITH ${ctes} ${select('')}` };
+});
 
 /**
  * A few customers' page in one statement, without a transaction (one statement sees one
  * snapshot): the window from $1 months, their invoices counted on the index up to $6 + 1, and
  * the groups only when that count is at most $6 (a one-time filter: past it nothing is grouped).
- * One row with no group when there is none, or when there are too many: the window and the count come with it.
+ * One row with no group when there is none, or when there are too many: the count and the moment come with it.
  */
-function fewGroupsStatement(role: StatsRole, granularity: StatsGranularity, order: StatsOrder): Statement {
+const fewGroupsStatement = memoized((role: StatsRole, granularity: StatsGranularity, order: StatsOrder): Statement => {
   const bounds = (b: 'from_ts' | 'to_ts') => `(SELECT ${b} FROM bounds)`;
-  const page = groupsSql(role, granularity, order, {
+  const { ctes, select } = groupsSql(role, granularity, order, {
     from: bounds('from_ts'), to: bounds('to_ts'), customers: '$2::int[]', limit: '$3', value: '$4::numeric', customer: '$5::int', month: '$7::text',
     only: '(SELECT n FROM counted) <= $6::int',
   });
@@ -206,11 +218,10 @@ function fewGroupsStatement(role: StatsRole, granularity: StatsGranularity, orde
       counted AS MATERIALIZED (
         SELECT count(*)::int AS n FROM (
           SELECT 1 FROM invoices WHERE ${PARTY[role]} = ANY($2::int[]) AND issue_date >= ${bounds('from_ts')} AND issue_date < ${bounds('to_ts')} LIMIT $6::int + 1) AS i),
-      ${page}
-      SELECT (SELECT n FROM counted) AS counted, to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS "asOf", ${PAGE_COLUMNS}
-      FROM (SELECT 1) AS one LEFT JOIN page ON true ORDER BY position`,
+      ${ctes}
+      ${select(`(SELECT n FROM counted) AS counted, to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS "asOf"`, '(SELECT 1) AS one LEFT JOIN page AS ranked ON true')}`,
   };
-}
+});
 
 /**
  * A consistent read of Postgres for one analytics query: a REPEATABLE READ snapshot taken
@@ -222,7 +233,6 @@ export interface StatsSnapshot {
   liveGroups(ids: readonly string[], query: StatsQuery): Promise<LiveGroups>;
   /** The whole answer from Postgres (the small-customer shape, or the fallback). */
   groups(query: StatsQuery): Promise<StatsGroup[]>;
-
   /** Whole invoices of the window: these ids, or all (null). */
   invoices(ids: readonly string[] | null): Promise<InvoiceColumns>;
   /** How many of these ids are no invoice's. */
@@ -245,12 +255,9 @@ export interface StatsStore {
  * Snapshots go back to Postgres's default for their statements, whose plans do depend on them.
  */
 export function createStatsStore(db: Database, logger: Logger): StatsStore {
-  const fewStatements = new Map<string, Statement>();
   return {
     async fewCustomers(query, maxInvoices) {
-      const key = `${query.role} ${query.granularity} ${query.orderBy}`;
-      let statement = fewStatements.get(key);
-      if (!statement) fewStatements.set(key, (statement = fewGroupsStatement(query.role, query.granularity, query.orderBy)));
+      const statement = fewGroupsStatement(query.role, query.granularity, query.orderBy);
       const [sortValue, customer, month] = positionValues(query.after);
       const rows = await db.query<StatsGroup & { counted: number; asOf: string }>(statement, [query.months, query.customerIds, query.limit, sortValue, customer, maxInvoices, month]);
       const [first] = rows;
