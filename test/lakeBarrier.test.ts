@@ -56,6 +56,16 @@ describe('the lake barrier', { skip }, () => {
     assert.equal(await passedWhile(queries.recordedUpToNow(10_000), (lsn) => otherGateway.advance(lsn)), true);
   });
 
+  it('records an xid the feed decoded before Postgres counts it completed in the current epoch, not the one before', async () => {
+    const queries = createLakeStore(db, createRecordedPosition());
+    // The feed can record a commit while snapshots still see its xid as at or above their xmax.
+    const { rows: [{ xmax }] } = await db.pool.query<{ xmax: string }>(`SELECT pg_snapshot_xmax(pg_current_snapshot())::text AS xmax`);
+    const ahead = BigInt(xmax) + 2n;
+    await queries.record([{ invoiceId: '515151', changed: true, xid: Number(ahead & 0xffffffffn) }], await currentLsn());
+    const { rows: [stored] } = await db.pool.query<{ xid: string }>(`SELECT xid::text FROM lake_changes WHERE invoice_id = 515151`);
+    assert.equal(stored!.xid, String(ahead));
+  });
+
   it('is refused when no feed records past it in time', async () => {
     const position: RecordedPosition = createRecordedPosition();
     const queries = createLakeStore(db, position);

@@ -19,15 +19,18 @@ export interface LakeChange {
 
 /**
  * Records a batch of changes and the feed position they reach, in one statement. The 32-bit
- * xid becomes a full xid8 against the current epoch; an existing entry keeps its `changed`
- * (whether the lake may hold the invoice is decided by its first change since the export).
+ * xid becomes the full xid8 nearest the current snapshot's xmax (within 2^31 either side): the
+ * feed can decode a commit before Postgres counts it as completed, so the xid may still be at or
+ * above xmax. (Assuming it below put such an xid an epoch back: never visible to any snapshot, so
+ * no export removed its entry.) An existing entry keeps its `changed` (whether the lake may hold
+ * the invoice is decided by its first change since the export).
  */
 const RECORD: Statement = {
   name: 'lake_record_changes',
   text: `WITH cur AS (SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS x),
     incoming AS (
       SELECT t.id, t.changed,
-        (((CASE WHEN t.xid <= (cur.x & 4294967295) THEN cur.x >> 32 ELSE (cur.x >> 32) - 1 END) << 32) | t.xid)::text::xid8 AS xid
+        (cur.x - ((((cur.x & 4294967295) - t.xid + 2147483648) & 4294967295) - 2147483648))::text::xid8 AS xid
       FROM unnest($1::bigint[], $2::bool[], $3::bigint[]) AS t(id, changed, xid), cur
     ), recorded AS (
       INSERT INTO lake_changes AS c (invoice_id, changed, xid) SELECT id, changed, xid FROM incoming ORDER BY id
