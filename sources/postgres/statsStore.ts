@@ -78,7 +78,8 @@ export function keysetSql(order: StatsOrder, p: { value: string; customer: strin
   const tail = `(customer_id, coalesce(month, '')) > (${p.customer}, ${p.month})`;
   // ORDER BY names the input columns of `ranked`: a bare name would mean the output column of
   // that name, which is text (and sorts "9" above "442").
-  if (!sort) return { where: `(${p.customer} IS NULL OR ${tail})`, orderBy: `ranked.customer_id, ranked.month` };
+  // The bare bound on customer_id is implied by the tail; DuckDB checks it against the zone maps of a table stored in customer order.
+  if (!sort) return { where: `(${p.customer} IS NULL OR customer_id >= ${p.customer}) AND (${p.customer} IS NULL OR ${tail})`, orderBy: `ranked.customer_id, ranked.month` };
   return {
     where: `(${p.customer} IS NULL OR ${sort} < ${p.value} OR (${sort} = ${p.value} AND ${tail}))`,
     orderBy: `ranked.${sort} DESC, ranked.customer_id, ranked.month`,
