@@ -206,6 +206,13 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly analyticsWholeAnswers = new Counter({
+    name: 'gateway_analytics_whole_answers_total',
+    help: 'invoiceStats pages and whole answers: kept (a paging client\u2019s whole answer computed once and kept), served (a later page sliced from it), stale (kept, but invoices changed since)',
+    labelNames: ['outcome'] as const,
+    registers: [this.registry],
+  });
+
   readonly lakeExports = new Counter({
     name: 'gateway_lake_exports_total',
     help: 'Lake export rounds by outcome (exported, unchanged, busy, not recording, failed)',

@@ -176,6 +176,52 @@ describe('invoiceStats is exact and fresh (local lake)', { skip }, () => {
     }
   });
 
+  it('serves the pages after the second from one whole answer while no invoice changes, and sees a change between pages', async () => {
+    // Whole answers are made from the window's held groups: nothing stale in the lake.
+    await eventually(async () => ['exported', 'unchanged'].includes((await side.gw.gateway.lake.exportNow()).kind), 'an export that leaves nothing stale');
+    const { metrics } = side.gw.gateway;
+    const outcomes = async () => {
+      const [kept, served, stale] = await Promise.all(['kept', 'served', 'stale'].map((outcome) => metrics.total(metrics.analyticsWholeAnswers, { outcome })));
+      return { kept: kept!, served: served!, stale: stale! };
+    };
+    const variables = { groupBy: 'ISSUER', months: 12, granularity: 'MONTH', first: 40 } as const;
+    const start = await outcomes();
+    const paged = await allPages(side.gw, variables);
+    assert.deepEqual(paged.rows, await directStats(side.sql, 'ISSUER', 12, 'MONTH'));
+    const pages = Math.ceil(paged.rows.length / variables.first);
+    assert.ok(pages >= 4, `${paged.rows.length} rows`);
+    const read = await outcomes();
+    assert.deepEqual(read, { kept: start.kept + 1, served: start.served + pages - 2, stale: start.stale }, 'the second page kept the whole answer, the rest were sliced from it');
+
+    // Two pages read, then an invoice that moves a group from the end to the top.
+    const first = await side.gw.request(InvoiceStatsDocument, { ...variables, orderBy: 'TOTAL_DESC' });
+    const second = await side.gw.request(InvoiceStatsDocument, { ...variables, orderBy: 'TOTAL_DESC', after: first.data!.invoiceStats.pageInfo.endCursor });
+    const cursorRow = second.data!.invoiceStats.rows.at(-1)!;
+    const before = await directStats(side.sql, 'ISSUER', 12, 'MONTH');
+    const moved = [...before].reverse().find((r) => r.customerId !== cursorRow.customerId)!;
+    await side.sql.query(`INSERT INTO invoices (issue_date, issuer_id, receiver_id, amount_usd) VALUES (now(), $1, 1, 999999.99)`, [moved.customerId]);
+
+    // The rest is the new answer's rows after the cursor's row (which the invoice did not touch).
+    const now = await directStats(side.sql, 'ISSUER', 12, 'MONTH');
+    const cents = (usd: string) => Math.round(Number(usd) * 100);
+    const afterCursor = (r: (typeof now)[number]) =>
+      cents(r.totalUsd) < cents(cursorRow.totalUsd) ||
+      (cents(r.totalUsd) === cents(cursorRow.totalUsd) && (Number(r.customerId) > Number(cursorRow.customerId) || (r.customerId === cursorRow.customerId && r.month! > cursorRow.month!)));
+    const rest: typeof now = [];
+    let after = second.data!.invoiceStats.pageInfo.endCursor;
+    for (let more = true; more; ) {
+      const page = await side.gw.request(InvoiceStatsDocument, { ...variables, orderBy: 'TOTAL_DESC', after });
+      assert.equal(page.errors, undefined, JSON.stringify(page.errors));
+      rest.push(...page.data!.invoiceStats.rows);
+      more = page.data!.invoiceStats.pageInfo.hasNextPage;
+      after = page.data!.invoiceStats.pageInfo.endCursor;
+    }
+    assert.deepEqual(rest, now.filter(afterCursor), 'the pages after the change are of the new answer');
+    const changed = await outcomes();
+    assert.equal(changed.stale, read.stale + 1, 'the kept answer was refused once the invoices changed');
+    assert.equal(changed.kept, read.kept + 1, 'the third page kept the new answer (the second was served from the first one)');
+  });
+
   it('asks Postgres for a few quiet customers, the lake for busy ones and for all, with the same figures', async () => {
     const { rows: counts } = await side.sql.query<{ id: string; n: number }>(
       `SELECT receiver_id::text AS id, count(*)::int AS n FROM invoices WHERE issue_date >= date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' - interval '11 months'

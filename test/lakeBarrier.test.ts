@@ -56,6 +56,37 @@ describe('the lake barrier', { skip }, () => {
     assert.equal(await passedWhile(queries.recordedUpToNow(10_000), (lsn) => otherGateway.advance(lsn)), true);
   });
 
+  it('says whether a snapshot sees every recorded change, and moves its version with each batch recorded', async () => {
+    const queries = createLakeStore(db, createRecordedPosition());
+    const snapshotNow = async () => (await db.query<{ snapshot: string }>({ name: 'test_snapshot', text: 'SELECT pg_current_snapshot()::text AS snapshot' }))[0]!.snapshot;
+    const first = await queries.version(await snapshotNow());
+    assert.equal(first.seenBySnapshot, true);
+
+    // A transaction in progress when `before` is taken commits, and its change is recorded.
+    const late = await db.pool.connect();
+    try {
+      await late.query('BEGIN');
+      const { rows: [{ xid }] } = await late.query<{ xid: string }>(`SELECT (pg_current_xact_id()::text::bigint & 4294967295)::text AS xid`);
+      const before = await snapshotNow();
+      await late.query('COMMIT');
+      await queries.record([{ invoiceId: '424242', changed: false, xid: Number(xid) }], await currentLsn());
+
+      const seenEarlier = await queries.version(before);
+      assert.equal(seenEarlier.seenBySnapshot, false, 'the snapshot taken before the commit does not see it');
+      assert.notEqual(seenEarlier.version, first.version, 'a recorded batch moves the version');
+      const seenNow = await queries.version(await snapshotNow());
+      assert.deepEqual(seenNow, { version: seenEarlier.version, seenBySnapshot: true });
+      assert.equal((await queries.changesForQuery(before)).seenBySnapshot, false);
+      assert.equal((await queries.changesForQuery(null)).seenBySnapshot, false, 'not asked: false');
+
+      // A batch without invoice changes moves the position, not the version.
+      await queries.advance(await currentLsn());
+      assert.equal((await queries.version(await snapshotNow())).version, seenNow.version);
+    } finally {
+      late.release();
+    }
+  });
+
   it('records an xid the feed decoded before Postgres counts it completed in the current epoch, not the one before', async () => {
     const queries = createLakeStore(db, createRecordedPosition());
     // The feed can record a commit while snapshots still see its xid as at or above their xmax.

@@ -14,6 +14,19 @@ export interface LakeStatsInput {
   readonly changedIds: readonly string[];
   /** The live invoices, grouped by (month, customer) in Postgres: what it adds to the lake. */
   readonly live: LiveGroups;
+  /**
+   * Every group of the answer in order, not the page, when the window's groups are held and
+   * number at most this (with the live ones): the pages after this one are slices of it.
+   */
+  readonly whole?: number;
+}
+
+/** The page (or every group, when `whole`), as `pageRecords` reads it. */
+export interface LakePage {
+  readonly records: string;
+  /** Invoices over every group of the answer. */
+  readonly allInvoices: string;
+  readonly whole: boolean;
 }
 
 export interface LakeStatsDeps {
@@ -35,7 +48,7 @@ const aggregates = `sum(invoices)::BIGINT AS invoices, sum(total_usd)::DECIMAL(3
  * again; otherwise the rollups are read, with the groups that hold a stale invoice recomputed
  * from the raw files without it.
  */
-export async function lakeStats(deps: LakeStatsDeps, input: LakeStatsInput): Promise<StatsGroup[]> {
+export async function lakeStats(deps: LakeStatsDeps, input: LakeStatsInput): Promise<LakePage> {
   const { query } = input;
   const wanted = new Set(input.months);
   const months = input.manifest.months.filter((m) => wanted.has(m.month));
@@ -150,21 +163,32 @@ export async function lakeStats(deps: LakeStatsDeps, input: LakeStatsInput): Pro
       // Without a customer filter the answer's invoices are the window's plus the live ones: no
       // pass over every group to count them.
       const all = table && query.customerIds === null ? String(BigInt(table.invoices) + BigInt(input.live.invoices)) : undefined;
-      const byCustomer = query.orderBy === 'CUSTOMER_ASC' && hasLive && all !== undefined;
+      const whole = table !== undefined && input.whole !== undefined && table.rows + input.live.groups <= input.whole;
+      if (table && whole) {
+        bind('after_value', null, VARCHAR);
+        bind('after_customer', null, INTEGER);
+        bind('after_month', '', VARCHAR);
+        bind('limit', table.rows + input.live.groups + 1, BIGINT);
+      }
+      const byCustomer = query.orderBy === 'CUSTOMER_ASC' && hasLive && all !== undefined && !whole;
       const sql = table ? statement(byCustomer ? pageFromTable(table.name) : fromTable(table.name), all) : statement(await fromFiles());
       // Only the parameters the statement uses are passed (DuckDB refuses others).
       const { values, types } = parameters.used(sql);
       const [page] = await s.allNamed<{ records: string; allInvoices: string }>(sql, values, types);
-      return pageRecords(page!.records, page!.allInvoices);
+      return { records: page!.records, allInvoices: page!.allInvoices, whole };
     }),
     { timeoutMs: deps.timeoutMs, label: 'invoice_stats_lake' },
   );
 }
 
 /** The groups of a page from its text: `customer month invoices total min max` per group (month empty in TOTAL groups), commas between. */
-function pageRecords(records: string, allInvoices: string): StatsGroup[] {
-  if (records === '') return [];
-  return records.split(',').map((record) => {
+export function pageRecords(records: string, allInvoices: string): StatsGroup[] {
+  return records === '' ? [] : groupsOf(records.split(','), allInvoices);
+}
+
+/** Groups from records as `pageRecords` reads them, one each. */
+export function groupsOf(records: readonly string[], allInvoices: string): StatsGroup[] {
+  return records.map((record) => {
     const [customer, month, invoices, totalUsd, minUsd, maxUsd] = record.split(' ') as [string, string, string, string, string, string];
     return { customerId: Number(customer), month: month === '' ? null : month, invoices, totalUsd, minUsd, maxUsd, allInvoices };
   });

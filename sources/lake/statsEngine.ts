@@ -3,13 +3,12 @@ import type { Metrics } from '../../core/metrics.js';
 import type { Duck } from '../duckdb/duckdb.js';
 import type { ObjectCache } from '../objectStore/objectCache.js';
 import type { ObjectStore } from '../objectStore/objectStore.js';
-import type { LakeStore } from '../postgres/lakeStore.js';
+import type { LakeChanges, LakeStore } from '../postgres/lakeStore.js';
 import type { InvoiceColumns, StatsGroup, StatsQuery, StatsStore, StatsWindow } from '../postgres/statsStore.js';
-import { lakeStats } from './lakeStats.js';
+import { lakeStats, pageRecords } from './lakeStats.js';
 import { parseManifest, type LakeManifest } from './manifest.js';
+import { createWholeAnswers, type WholeAnswer } from './wholeAnswers.js';
 import { createWindowTables } from './windowTables.js';
-
-type LakeChanges = Awaited<ReturnType<LakeStore['changesForQuery']>>;
 
 /** Something the answer's reader should know: how it was made, or what it had to skip. */
 export interface StatsWarning {
@@ -85,6 +84,7 @@ export interface StatsEngine {
 export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
   const manifests = new Map<string, Promise<LakeManifest>>();
   const windowTables = createWindowTables(WINDOW_ROWS_HELD);
+  const wholeAnswers = createWholeAnswers(WHOLE_ANSWER_GROUPS);
   const manifest = (store: ObjectStore, key: string) => {
     let pending = manifests.get(key);
     if (!pending) {
@@ -98,19 +98,43 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
   };
 
   /**
-   * The lake as a query may use it, in the query's snapshot: its manifest and the invoices it
-   * does not reflect (read after the feed has recorded every earlier commit); or why Postgres
-   * must answer alone.
+   * Whether the lake may answer in the query's snapshot: it has been exported, and the feed has
+   * recorded every commit before the snapshot (a barrier). Otherwise why Postgres answers alone.
    */
-  async function currentLake(lake: NonNullable<StatsEngineOptions['lake']>, window: StatsWindow): Promise<{ manifest: LakeManifest; changes: LakeChanges } | StatsWarning> {
+  async function lakeUnusable(window: StatsWindow): Promise<StatsWarning | undefined> {
     if (window.lakeGeneration === 0) return NOT_EXPORTED;
     if (!(await options.lakeStore.recordedUpToNow(options.barrierTimeoutMs))) return NOT_CURRENT;
-    const changes = await options.lakeStore.changesForQuery();
+    return undefined;
+  }
+
+  /** After the barrier: the lake's manifest and the invoices it does not reflect; or why Postgres must answer alone. */
+  async function lakeChanges(
+    lake: NonNullable<StatsEngineOptions['lake']>,
+    window: StatsWindow,
+    keeping = false,
+  ): Promise<{ manifest: LakeManifest; changes: LakeChanges } | StatsWarning> {
+    // Whether the snapshot sees every change is asked only of an answer that may be kept.
+    const changes = await options.lakeStore.changesForQuery(keeping ? window.snapshot : null);
     if (changes.generation === 0 || !changes.manifestKey) return RESET;
     // An export that finished after the snapshot describes rows the snapshot cannot see, and has
     // dropped the changes the snapshot's generation needed.
     if (changes.generation !== window.lakeGeneration) return EXPORTED_MEANWHILE;
     return { manifest: await manifest(lake.store, changes.manifestKey), changes };
+  }
+
+  /**
+   * After the barrier: whether a kept answer is this snapshot's too. It is when both snapshots
+   * see the same generation and every change recorded at one version (see LakeVersion).
+   */
+  async function keptStillExact(kept: WholeAnswer, window: StatsWindow): Promise<boolean> {
+    if (kept.generation !== window.lakeGeneration) return false;
+    const now = await options.lakeStore.version(window.snapshot);
+    return now.seenBySnapshot && now.version === kept.version;
+  }
+
+  /** The lake as a query may use it, in the query's snapshot (see lakeUnusable and lakeChanges). */
+  async function currentLake(lake: NonNullable<StatsEngineOptions['lake']>, window: StatsWindow) {
+    return (await lakeUnusable(window)) ?? lakeChanges(lake, window);
   }
 
   const observe = (engine: string, started: number) => {
@@ -162,20 +186,41 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
         }
       }
       const answer = await options.stats.withSnapshot(query.months, async (snapshot): Promise<StatsAnswer> => {
-        const fromPostgres = async (warning?: StatsWarning) => postgresAnswer(snapshot.window.asOf, await snapshot.groups(query), warning);
+        const { window } = snapshot;
+        const fromPostgres = async (warning?: StatsWarning) => postgresAnswer(window.asOf, await snapshot.groups(query), warning);
         if (!options.lake) return fromPostgres();
-        const lake = await currentLake(options.lake, snapshot.window);
+        const lakeAnswer = (groups: StatsGroup[], made: Omit<WholeAnswer, 'version' | 'generation' | 'start' | 'groups'>): StatsAnswer =>
+          ({ groups, asOf: window.asOf, engine: 'LAKE', lakeRows: made.lakeRows, liveRows: made.liveRows, lakeAsOf: made.lakeAsOf, warnings: [] });
+        // A page after the first: a whole answer kept at an unchanged version holds it.
+        const kept = query.after ? wholeAnswers.find(query, window) : undefined;
+        const keptStart = kept?.start(query.after);
+        const unusable = await lakeUnusable(window);
+        if (unusable) return fromPostgres(unusable);
+        if (keptStart !== undefined) {
+          const exact = await keptStillExact(kept!, window);
+          options.metrics.analyticsWholeAnswers.inc({ outcome: exact ? 'served' : 'stale' });
+          if (exact) return lakeAnswer(kept!.groups(keptStart, query.limit), kept!);
+        }
+        const lake = await lakeChanges(options.lake, window, query.after !== null);
         if ('code' in lake) return fromPostgres(lake);
         const { store, cache, duck } = options.lake;
         const { changes } = lake;
         const live = await snapshot.liveGroups(changes.ids, query);
-        const groups = await lakeStats(
-          { duck, cache, store, windowTables, timeoutMs: options.timeoutMs },
-          { manifest: lake.manifest, months: snapshot.window.months, query, changedIds: changes.changed, live },
-        );
+        const deps = { duck, cache, store, windowTables, timeoutMs: options.timeoutMs };
+        const input = { manifest: lake.manifest, months: window.months, query, changedIds: changes.changed, live };
+        // A client reading page after page: the whole answer, once, if the snapshot saw every recorded change.
+        const page = await lakeStats(deps, { ...input, whole: query.after && changes.seenBySnapshot ? WHOLE_ANSWER_GROUPS : undefined });
         const liveRows = live.invoices;
-        const all = Number(groups[0]?.allInvoices ?? liveRows);
-        return { groups, asOf: snapshot.window.asOf, engine: 'LAKE', lakeRows: all - liveRows, liveRows, lakeAsOf: changes.exportedAt, warnings: [] };
+        // An empty page has no count of the answer's invoices: it is the live ones, as before.
+        const all = page.records === '' ? liveRows : Number(page.allInvoices);
+        const made = { allInvoices: page.allInvoices, lakeRows: all - liveRows, liveRows, lakeAsOf: changes.exportedAt };
+        if (!page.whole) return lakeAnswer(pageRecords(page.records, page.allInvoices), made);
+        const whole = wholeAnswers.keep(query, window, { ...made, version: changes.version, generation: changes.generation, records: page.records });
+        options.metrics.analyticsWholeAnswers.inc({ outcome: 'kept' });
+        const start = whole.start(query.after);
+        if (start !== undefined) return lakeAnswer(whole.groups(start, query.limit), made);
+        // The cursor names no group of the answer (made for another version): its page proper.
+        return lakeAnswer(pageRecords((await lakeStats(deps, input)).records, page.allInvoices), made);
       });
       observe(answer.engine, started);
       return answer;
@@ -188,6 +233,9 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
  * is at most 120,000); a window past this is read from its rollup files every time.
  */
 const WINDOW_ROWS_HELD = 2_000_000;
+
+/** Groups of whole answers kept for paging clients (a few MB of text per 100,000). */
+const WHOLE_ANSWER_GROUPS = 300_000;
 
 const NOT_EXPORTED: StatsWarning = { code: 'LAKE_NOT_READY', message: 'the lake has not been exported yet; answered from Postgres' };
 const NOT_CURRENT: StatsWarning = { code: 'LAKE_NOT_CURRENT', message: 'the change feed has not confirmed the lake is current; answered from Postgres' };

@@ -38,6 +38,8 @@ export interface WindowTable {
   readonly name: string;
   /** The sum of its `invoices` column, as exact text. */
   readonly invoices: string;
+  /** Its rows. */
+  readonly rows: number;
 }
 
 interface Entry {
@@ -98,8 +100,8 @@ export function createWindowTables(maxRows: number, prefix = 'lake_window'): Win
         const name = `${prefix}_${++count}`;
         const made = (async () => {
           await s.run(build(name), [listValue(await files())], [LIST(VARCHAR)]);
-          const [row] = await s.all<{ invoices: string }>(`SELECT coalesce(${invoices}, 0)::VARCHAR AS invoices FROM ${name}`);
-          return { name, invoices: row!.invoices };
+          const [row] = await s.all<{ invoices: string; rows: number }>(`SELECT coalesce(${invoices}, 0)::VARCHAR AS invoices, count(*)::INTEGER AS rows FROM ${name}`);
+          return { name, invoices: row!.invoices, rows: row!.rows };
         })();
         const created: Entry = { name, rows, made, usedAt: 0, users: 0 };
         entries.set(id, created);

@@ -8,6 +8,24 @@ export interface LakeState {
   readonly exportedAt: string | null;
 }
 
+/**
+ * The lake's generation, manifest and how many batches of changes were recorded, and whether a
+ * query's snapshot sees every recorded change. Two snapshots that both see every change
+ * recorded at one version see the same invoices: those of the generation's export plus those
+ * changes (after a barrier, every commit before a snapshot is recorded).
+ */
+export interface LakeVersion {
+  readonly version: string;
+  readonly seenBySnapshot: boolean;
+}
+
+/** The invoices the lake does not reflect, as a query in a snapshot reads them. */
+export interface LakeChanges extends LakeState, LakeVersion {
+  readonly ids: string[];
+  /** Those the lake may hold an older version of. */
+  readonly changed: string[];
+}
+
 /** One invoice's change, as the lake consumer records it. */
 export interface LakeChange {
   readonly invoiceId: string;
@@ -36,7 +54,7 @@ const RECORD: Statement = {
       INSERT INTO lake_changes AS c (invoice_id, changed, xid) SELECT id, changed, xid FROM incoming ORDER BY id
       ON CONFLICT (invoice_id) DO UPDATE SET xid = excluded.xid
     )
-    UPDATE lake_state SET position = greatest(position, $4::pg_lsn)`,
+    UPDATE lake_state SET position = greatest(position, $4::pg_lsn), changes_recorded = changes_recorded + 1`,
 };
 
 const RECORDED: Statement = { name: 'lake_recorded_past', text: `SELECT position >= $1::pg_lsn AS passed FROM lake_state` };
@@ -52,15 +70,25 @@ const FORGET: Statement[] = [
 /** A logical message through the feed: once the lake consumer has passed it, it has seen every earlier commit. */
 const BARRIER: Statement = { name: 'lake_barrier', text: `SELECT pg_logical_emit_message(true, 'invoice-gateway:barrier', '')::text AS lsn` };
 
-/** The generation and the invoices it does not reflect, read together (one snapshot). */
+const VERSION = `concat_ws(' ', s.generation, s.manifest_key, s.changes_recorded) AS version,
+      CASE WHEN $1::pg_snapshot IS NULL THEN false
+        ELSE (SELECT coalesce(bool_and(pg_visible_in_snapshot(xid, $1::pg_snapshot)), true) FROM lake_changes) END AS "seenBySnapshot"`;
+
+/**
+ * The generation and the invoices it does not reflect, read together (one snapshot), and
+ * whether the query's snapshot ($1) sees every one of those changes: if it does not, a change
+ * committed after it was recorded already, and the answer must not be reused for later queries.
+ */
 const CHANGES: Statement = {
   name: 'lake_changes_for_query',
   text: `SELECT s.generation::int AS generation, s.manifest_key AS "manifestKey",
       to_char(s.exported_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS "exportedAt",
       coalesce((SELECT array_agg(invoice_id::text) FROM lake_changes), '{}') AS ids,
-      coalesce((SELECT array_agg(invoice_id::text) FROM lake_changes WHERE changed), '{}') AS changed
+      coalesce((SELECT array_agg(invoice_id::text) FROM lake_changes WHERE changed), '{}') AS changed, ${VERSION}
     FROM lake_state s`,
 };
+
+const LAKE_VERSION: Statement = { name: 'lake_version', text: `SELECT ${VERSION} FROM lake_state s` };
 
 /** When the feed's slot is created (in its snapshot): record from here on; the lake is rebuilt. */
 const INITIALIZE: Statement[] = [
@@ -80,7 +108,10 @@ export interface LakeStore {
    * `signal` aborts (a stopping gateway stops its feed: nothing would record the barrier).
    */
   recordedUpToNow(waitMs: number, signal?: AbortSignal): Promise<boolean>;
-  changesForQuery(): Promise<LakeState & { readonly ids: string[]; readonly changed: string[] }>;
+  /** `snapshot`: the query's, as pg_current_snapshot() text; null: not asked whether it sees every change (false). */
+  changesForQuery(snapshot: string | null): Promise<LakeChanges>;
+  /** The version alone, without the changes. */
+  version(snapshot: string): Promise<LakeVersion>;
 }
 
 /**
@@ -155,8 +186,12 @@ export function createLakeStore(db: Database, position: RecordedPosition): LakeS
         if (Date.now() >= deadline || signal?.aborted) return false;
       }
     },
-    async changesForQuery() {
-      const [row] = await db.query<LakeState & { ids: string[]; changed: string[] }>(CHANGES);
+    async changesForQuery(snapshot) {
+      const [row] = await db.query<LakeChanges>(CHANGES, [snapshot]);
+      return row!;
+    },
+    async version(snapshot) {
+      const [row] = await db.query<LakeVersion>(LAKE_VERSION, [snapshot]);
       return row!;
     },
   };

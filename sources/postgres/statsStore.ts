@@ -48,6 +48,8 @@ export interface StatsWindow {
   readonly asOf: string;
   /** The lake generation current in the snapshot (0: none usable). */
   readonly lakeGeneration: number;
+  /** The snapshot itself, as pg_current_snapshot() text: which transactions it sees. */
+  readonly snapshot: string;
 }
 
 /**
@@ -95,7 +97,7 @@ const WINDOW: Statement = {
   text: `SELECT array_agg(to_char(m, 'YYYY-MM') ORDER BY m) AS months,
       to_char(min(m) AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS "from",
       to_char((max(m) + interval '1 month') AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS "to",
-      to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS "asOf",
+      to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS "asOf", pg_current_snapshot()::text AS snapshot,
       (SELECT CASE WHEN manifest_key IS NULL THEN 0 ELSE generation::int END FROM lake_state) AS "lakeGeneration"
     FROM generate_series(${WINDOW_SQL} - make_interval(months => $1::int - 1), ${WINDOW_SQL}, interval '1 month') AS g(m)`,
 };
