@@ -37,9 +37,14 @@ async function ask(url: string, bearer: string | undefined, query: string, varia
 
 describe('response cache: repeated lookups answered before Apollo, exactly as computed', { skip }, () => {
   const env = (prefix: string) => ({ ...AUTH, CHANGE_FEED: '1', REDIS_URL: TEST_REDIS_URL, CACHE_KEY_PREFIX: prefix, RATE_LIMIT_REQUESTS: '0', RATE_LIMIT_COST: '0' });
-  const f = useTestGateway('response_cache', { env: (db) => env(`${db.name}:`), seed: { customers: 8, invoices: 200, months: 3, seed: 5 } });
   /** A second gateway process on the same database and Redis: a standby of the feed. */
   let other: TestGateway;
+  // Registered before the fixture's hooks, so that it runs first (after hooks run in order): once
+  // the first gateway stops, this standby takes the feed's slot, the database cannot be dropped
+  // ("used by an active logical replication slot") and the still running standby kept the test
+  // process alive for good (seen once in CI on Node 22).
+  after(() => other?.stop());
+  const f = useTestGateway('response_cache', { env: (db) => env(`${db.name}:`), seed: { customers: 8, invoices: 200, months: 3, seed: 5 } });
   const tokens: Record<string, string> = {};
   let row: { id: string; issuerId: string; receiverId: string };
   let stranger: string;
@@ -63,10 +68,7 @@ describe('response cache: repeated lookups answered before Apollo, exactly as co
       }, 'answers to be kept');
     }
   });
-  after(async () => {
-    await other?.stop();
-    await deleteRedisKeys(`${f.db.name}:*`);
-  });
+  after(() => deleteRedisKeys(`${f.db.name}:*`));
 
   const hits = (gw: TestGateway) => gw.gateway.metrics.total(gw.gateway.metrics.responseCache, { outcome: 'hit' });
 
