@@ -7,7 +7,7 @@ import type { LakeChanges, LakeStore } from '../postgres/lakeStore.js';
 import type { InvoiceColumns, StatsGroup, StatsQuery, StatsStore, StatsWindow } from '../postgres/statsStore.js';
 import { lakeStats, pageRecords } from './lakeStats.js';
 import { parseManifest, type LakeManifest } from './manifest.js';
-import { createWholeAnswers, type WholeAnswer } from './wholeAnswers.js';
+import { createWholeAnswers, type AnswerMade, type WholeAnswer } from './wholeAnswers.js';
 import { createWindowTables } from './windowTables.js';
 
 /** Something the answer's reader should know: how it was made, or what it had to skip. */
@@ -189,7 +189,7 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
         const { window } = snapshot;
         const fromPostgres = async (warning?: StatsWarning) => postgresAnswer(window.asOf, await snapshot.groups(query), warning);
         if (!options.lake) return fromPostgres();
-        const lakeAnswer = (groups: StatsGroup[], made: Omit<WholeAnswer, 'version' | 'generation' | 'start' | 'groups'>): StatsAnswer =>
+        const lakeAnswer = (groups: StatsGroup[], made: AnswerMade): StatsAnswer =>
           ({ groups, asOf: window.asOf, engine: 'LAKE', lakeRows: made.lakeRows, liveRows: made.liveRows, lakeAsOf: made.lakeAsOf, warnings: [] });
         // A page after the first: a whole answer kept at an unchanged version holds it.
         const kept = query.after ? wholeAnswers.find(query, window) : undefined;
@@ -213,7 +213,7 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
         const liveRows = live.invoices;
         // An empty page has no count of the answer's invoices: it is the live ones, as before.
         const all = page.records === '' ? liveRows : Number(page.allInvoices);
-        const made = { allInvoices: page.allInvoices, lakeRows: all - liveRows, liveRows, lakeAsOf: changes.exportedAt };
+        const made: AnswerMade = { allInvoices: page.allInvoices, lakeRows: all - liveRows, liveRows, lakeAsOf: changes.exportedAt };
         if (!page.whole) return lakeAnswer(pageRecords(page.records, page.allInvoices), made);
         const whole = wholeAnswers.keep(query, window, { ...made, version: changes.version, generation: changes.generation, records: page.records });
         options.metrics.analyticsWholeAnswers.inc({ outcome: 'kept' });

@@ -7,23 +7,27 @@ import { groupsOf } from './lakeStats.js';
  * and format them ten times. An answer is kept with the lake's version (generation, manifest
  * and batches of changes recorded) and only if its snapshot saw every recorded change; a later
  * query whose snapshot sees the same generation and every change recorded at the same version
- * sees the same invoices, so the answer is still exact for it (see LakeVersion). One answer per shape (the query without its page), the least recently used dropped
- * past `maxGroups` groups in all.
+ * sees the same invoices, so the answer is still exact for it (see LakeVersion). One answer per
+ * shape (the query without its page), the least recently used dropped past `maxGroups` groups in all.
  */
 export interface WholeAnswers {
   /** The answer kept for the query's shape in this window, if any (its version still to be checked). */
   find(query: StatsQuery, window: StatsWindow): WholeAnswer | undefined;
-  keep(query: StatsQuery, window: StatsWindow, answer: Omit<WholeAnswer, 'start' | 'groups'> & { readonly records: string }): WholeAnswer;
+  keep(query: StatsQuery, window: StatsWindow, answer: KeptAbout & { readonly records: string }): WholeAnswer;
 }
 
-export interface WholeAnswer {
-  /** The lake's version it was computed at (see LakeVersion), and its generation. */
-  readonly version: string;
-  readonly generation: number;
+/** How a lake answer was made (what its freshness says), and its invoices over every group. */
+export interface AnswerMade {
   readonly allInvoices: string;
   readonly lakeRows: number;
   readonly liveRows: number;
   readonly lakeAsOf: string | null;
+}
+
+/** What a kept answer knows of itself: how it was made, and the lake's version (see LakeVersion) and generation it was computed at. */
+type KeptAbout = AnswerMade & { readonly version: string; readonly generation: number };
+
+export interface WholeAnswer extends KeptAbout {
   /** Where the page after `after` starts; undefined when that is not a group of this answer. */
   start(after: StatsPosition | null): number | undefined;
   /** `limit` groups from `start` on. */
@@ -74,7 +78,7 @@ export function createWholeAnswers(maxGroups: number): WholeAnswers {
   };
 }
 
-function wholeAnswer(lines: readonly string[], query: StatsQuery, about: Omit<WholeAnswer, 'start' | 'groups'>): WholeAnswer {
+function wholeAnswer(lines: readonly string[], query: StatsQuery, about: KeptAbout): WholeAnswer {
   // Where each group is, by `customer month` (a record's first two fields), built on the first page asked for.
   let positions: Map<string, number> | undefined;
   const indexed = () => {

@@ -38,7 +38,7 @@ export interface WindowTable {
   readonly name: string;
   /** The sum of its `invoices` column, as exact text. */
   readonly invoices: string;
-  /** Its rows. */
+  /** Its rows, counted once built (the `rows` given to take only bounds them, for the budget). */
   readonly rows: number;
 }
 
