@@ -239,6 +239,46 @@ interface Measured {
   /** The first (warm-up) gateway call: the one right after the inserts, in the second pass. */
   readonly firstMs?: number;
   readonly firstEngine?: string;
+  /** Where the timed runs' requests spent their time, from the gateway's metrics. */
+  readonly stages?: StageMeans;
+}
+
+/** The stages of gateway_analytics_stage_seconds, in the order a query passes them. */
+const STAGES = ['snapshot', 'barrier', 'changes', 'live', 'lake', 'postgres', 'commit'] as const;
+
+/** Sums (seconds) and counts of the gateway's analytics histograms, as /metrics reads at one moment. */
+interface EngineCounters {
+  readonly queries: number;
+  readonly seconds: number;
+  readonly stages: Record<string, number>;
+}
+
+/** Per request of a shape's timed runs, in ms: the client's wall time, the engine's, and each stage's. */
+interface StageMeans {
+  readonly requests: number;
+  readonly wallMs: number;
+  readonly engineMs: number;
+  readonly stageMs: Record<string, number>;
+}
+
+async function engineCounters(url: string): Promise<EngineCounters> {
+  const text = await (await fetch(new URL('/metrics', url), { signal: AbortSignal.timeout(10_000) })).text();
+  const total = (pattern: RegExp) => [...text.matchAll(pattern)].reduce((sum, m) => sum + Number(m[1]), 0);
+  const stages: Record<string, number> = {};
+  for (const stage of STAGES) stages[stage] = total(new RegExp(`^gateway_analytics_stage_seconds_sum\\{stage="${stage}"\\} (\\S+)$`, 'gm'));
+  return {
+    queries: total(/^gateway_analytics_duration_seconds_count\{[^}]*\} (\S+)$/gm),
+    seconds: total(/^gateway_analytics_duration_seconds_sum\{[^}]*\} (\S+)$/gm),
+    stages,
+  };
+}
+
+function stageMeans(before: EngineCounters, after: EngineCounters, wallMs: readonly number[]): StageMeans | undefined {
+  const requests = after.queries - before.queries;
+  if (requests <= 0) return undefined;
+  const perRequest = (seconds: number) => (seconds * 1000) / requests;
+  const stageMs = Object.fromEntries(STAGES.map((stage) => [stage, perRequest(after.stages[stage]! - before.stages[stage]!)]));
+  return { requests, wallMs: wallMs.reduce((a, b) => a + b, 0) / requests, engineMs: perRequest(after.seconds - before.seconds), stageMs };
 }
 
 /** Warm once (and check), then `repeat` timed runs alternating gateway and Postgres, each checked. */
@@ -251,20 +291,25 @@ async function measure(url: string, sql: pg.Pool, shape: Shape, repeat: number, 
   let mismatch: string | undefined;
   let last: GatewayAnswer | undefined;
   let first: { ms: number; engine: string } | undefined;
+  let counters: EngineCounters | undefined;
+  let stages: StageMeans | undefined;
   try {
     for (let run = 0; run <= repeat; run++) {
       const [g, gMs] = await timed(() => viaGateway(url, shape));
       const [p, pMs] = await timed(() => viaPostgres(sql, shape));
       for (const w of g.warnings) warnings.add(w);
       mismatch ??= difference(g.rows, p);
-      if (run === 0) first = { ms: gMs, engine: g.engine };
-      else {
+      if (run === 0) {
+        first = { ms: gMs, engine: g.engine };
+        counters = await engineCounters(url);
+      } else {
         gatewayMs.push(gMs);
         postgresMs.push(pMs);
         engines.add(g.engine);
       }
       last = g;
     }
+    stages = stageMeans(counters!, await engineCounters(url), gatewayMs);
   } catch (err) {
     const error = (err as Error).message;
     console.error(`${name}: FAILED: ${error}`);
@@ -273,7 +318,7 @@ async function measure(url: string, sql: pg.Pool, shape: Shape, repeat: number, 
   const engine = [...engines].join('/') + (first && !engines.has(first.engine) ? ` (warm-up: ${first.engine})` : '');
   const result: Measured = {
     name, engine, gatewayMs, postgresMs, equal: mismatch === undefined, mismatch, warnings: [...warnings],
-    lakeRows: last!.lakeRows, liveRows: last!.liveRows, rows: last!.rows.length, pages: last!.pages, firstMs: first!.ms, firstEngine: first!.engine,
+    lakeRows: last!.lakeRows, liveRows: last!.liveRows, rows: last!.rows.length, pages: last!.pages, firstMs: first!.ms, firstEngine: first!.engine, stages,
   };
   console.error(`${name}: gateway ${fmtMs(median(gatewayMs))} ms (${engine}), Postgres ${fmtMs(median(postgresMs))} ms, ${result.rows} rows, ${mismatch ? 'MISMATCH' : 'equal'}`);
   return result;
@@ -318,6 +363,7 @@ export async function analytics(argv: string[]): Promise<void> {
     const hwmAfterExport = gateway.peakRss();
     console.error(`first export: ${JSON.stringify(firstExport)}`);
 
+    const transportMs = await transportFloor(gateway.url);
     const picks = await pickCustomers(sql);
     const shapes = shapesFor(picks);
     const results: Measured[] = [];
@@ -336,7 +382,7 @@ export async function analytics(argv: string[]): Promise<void> {
     const peakRss = gateway.peakRss();
     if (gateway.exited()) throw new Error(`the gateway exited (${gateway.exited()}) during the run`);
 
-    printReport({ options, results, firstExport, incremental, insertMs, afterExport, peakRss, hwmAfterExport, feedCatchUp });
+    printReport({ options, results, firstExport, incremental, insertMs, afterExport, peakRss, hwmAfterExport, feedCatchUp, transportMs });
   } finally {
     await gateway?.stop().catch(() => undefined);
     await restoreSeed(sql, slot, data.maxId).catch((err: Error) => console.error(`could not restore the seeded data: ${err.message}`));
@@ -496,6 +542,36 @@ function printHeader(options: AnalyticsOptions, data: BenchData, seededMonths: n
   );
 }
 
+/**
+ * Where a request's time went: the engine's stages (gateway_analytics_stage_seconds), the engine
+ * as a whole (gateway_analytics_duration_seconds) and the rest of the client's wall time (HTTP,
+ * GraphQL, JSON, on both sides), as means per request over a shape's timed runs.
+ */
+function printStages(results: readonly Measured[], transportMs: number): void {
+  const fmt = (ms: number) => (ms < 0.05 ? '–' : fmtMs(ms));
+  console.log(`\nWhere a request's time goes (means per request over the timed runs, ms; from the gateway's /metrics; "outside" is the client's wall time less the engine's: HTTP, GraphQL and JSON on both sides; an empty query, { __typename }, takes ${fmtMs(transportMs)} ms through the same client):\n`);
+  console.log(`| shape | requests | wall | engine | ${STAGES.join(' | ')} | outside |`);
+  console.log(`|---|--:|--:|--:|${STAGES.map(() => '--:|').join('')}--:|`);
+  for (const m of results) {
+    const s = m.stages;
+    if (!s) continue;
+    console.log(`| ${m.name} | ${int(s.requests)} | ${fmtMs(s.wallMs)} | ${fmtMs(s.engineMs)} | ${STAGES.map((stage) => fmt(s.stageMs[stage]!)).join(' | ')} | ${fmtMs(s.wallMs - s.engineMs)} |`);
+  }
+}
+
+/** Median of `runs` empty queries ({ __typename }) through the benchmark's client, after a warm-up. */
+async function transportFloor(url: string, runs = 200): Promise<number> {
+  const once = async () => {
+    const response = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ query: '{ __typename }' }) });
+    if (!response.ok) throw new Error(`gateway answered HTTP ${response.status} to { __typename }`);
+    await response.json();
+  };
+  for (let i = 0; i < 20; i++) await once();
+  const ms: number[] = [];
+  for (let i = 0; i < runs; i++) ms.push((await timed(once))[1]);
+  return median(ms);
+}
+
 function printReport(r: {
   options: AnalyticsOptions;
   results: Measured[];
@@ -506,6 +582,8 @@ function printReport(r: {
   peakRss: number;
   hwmAfterExport: number;
   feedCatchUp: number;
+  /** Median of an empty query through the same client: what HTTP and GraphQL cost alone. */
+  transportMs: number;
 }): void {
   console.log('| shape | gateway engine | gateway ms (median / p95) | Postgres ms (median / p95) | speed-up | equal | rows | lake + live invoices |');
   console.log('|---|---|--:|--:|--:|:-:|--:|--:|');
@@ -519,6 +597,7 @@ function printReport(r: {
       `| ${m.name} | ${m.engine} | ${fmtMs(g)} / ${fmtMs(p95(m.gatewayMs))} | ${fmtMs(p)} / ${fmtMs(p95(m.postgresMs))} | ${speedUp} | ${m.error ? 'ERROR' : m.equal ? 'yes' : 'NO'} | ${rows} | ${fresh} |`,
     );
   }
+  printStages(r.results, r.transportMs);
   console.log(
     `\n"after ${int(r.options.inserts)} inserts": one INSERT ... SELECT of ${int(r.options.inserts)} invoices dated now() between random customers (${fmtMs(r.insertMs)} ms), ` +
       'then the same shapes at once, without an export: the lake answers for what it holds, Postgres for the rest.',

@@ -206,6 +206,16 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly analyticsStageDuration = new Histogram({
+    name: 'gateway_analytics_stage_seconds',
+    help:
+      'Where invoiceStats and joined queries spend their time, by stage: snapshot (the Postgres transaction and window), barrier (waiting for the feed to record every earlier change), ' +
+      'changes (what the lake lacks), live (fresh invoices read from Postgres), lake (DuckDB), postgres (Postgres answering alone), commit',
+    labelNames: ['stage'] as const,
+    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10],
+    registers: [this.registry],
+  });
+
   readonly analyticsWholeAnswers = new Counter({
     name: 'gateway_analytics_whole_answers_total',
     help: 'invoiceStats pages and whole answers: kept (a paging client\u2019s whole answer computed once and kept), served (a later page sliced from it), stale (kept, but invoices changed since)',

@@ -243,6 +243,42 @@ describe('invoiceStats is exact and fresh (local lake)', { skip }, () => {
     assert.deepEqual(lake.data!.invoiceStats.rows, await directStats(side.sql, 'RECEIVER', 12, 'TOTAL', many));
   });
 
+  it('says in /metrics where each query spent its time, stage by stage', async () => {
+    const stageCounts = async () => {
+      const text = await (await fetch(new URL('/metrics', side.gw.url))).text();
+      return Object.fromEntries(
+        ['snapshot', 'barrier', 'changes', 'live', 'lake', 'postgres', 'commit'].map((stage) => {
+          const found = new RegExp(`^gateway_analytics_stage_seconds_count\\{stage="${stage}"\\} (\\d+)$`, 'm').exec(text);
+          return [stage, found ? Number(found[1]) : 0];
+        }),
+      );
+    };
+    const delta = (before: Record<string, number>, after: Record<string, number>) =>
+      Object.fromEntries(Object.keys(after).map((stage) => [stage, after[stage]! - before[stage]!]));
+
+    // All customers, from the lake with no fresh invoice: every stage but Postgres answering.
+    await eventually(async () => ['exported', 'unchanged'].includes((await side.gw.gateway.lake.exportNow()).kind), 'an export that leaves nothing stale');
+    let before = await stageCounts();
+    const all = await side.gw.request(InvoiceStatsDocument, { groupBy: 'ISSUER', months: 12, granularity: 'TOTAL', first: 5 });
+    assert.equal(all.data!.invoiceStats.freshness.engine, 'LAKE');
+    assert.equal(all.data!.invoiceStats.freshness.liveRows, 0);
+    assert.deepEqual(delta(before, await stageCounts()), { snapshot: 1, barrier: 1, changes: 1, live: 1, lake: 1, postgres: 0, commit: 1 });
+
+    // A fresh invoice is read live from Postgres beside the lake.
+    await side.sql.query(`INSERT INTO invoices (issue_date, issuer_id, receiver_id, amount_usd) VALUES (now(), 1, 2, 10.00)`);
+    before = await stageCounts();
+    const fresh = await side.gw.request(InvoiceStatsDocument, { groupBy: 'ISSUER', months: 12, granularity: 'TOTAL', first: 5 });
+    assert.equal(fresh.data!.invoiceStats.freshness.liveRows, 1);
+    assert.deepEqual(delta(before, await stageCounts()), { snapshot: 1, barrier: 1, changes: 1, live: 1, lake: 1, postgres: 0, commit: 1 });
+
+    // One quiet customer: one Postgres statement, no snapshot and no barrier.
+    const { rows: [quietest] } = await side.sql.query<{ id: string }>(`SELECT receiver_id::text AS id FROM invoices GROUP BY 1 ORDER BY count(*), 1 LIMIT 1`);
+    before = await stageCounts();
+    const quiet = await side.gw.request(InvoiceStatsDocument, { groupBy: 'RECEIVER', months: 12, granularity: 'TOTAL', customerIds: [quietest!.id], first: 5 });
+    assert.equal(quiet.data!.invoiceStats.freshness.engine, 'POSTGRES');
+    assert.deepEqual(delta(before, await stageCounts()), { snapshot: 0, barrier: 0, changes: 0, live: 0, lake: 0, postgres: 1, commit: 0 });
+  });
+
   it('Customer.stats for a list of customers costs one analytics query, with the same figures', async () => {
     const ids = Array.from({ length: 25 }, (_, i) => String(i + 1));
     const queries = () => side.gw.gateway.metrics.total(side.gw.gateway.metrics.analyticsQueries);

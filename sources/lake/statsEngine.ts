@@ -4,7 +4,7 @@ import type { Duck } from '../duckdb/duckdb.js';
 import type { ObjectCache } from '../objectStore/objectCache.js';
 import type { ObjectStore } from '../objectStore/objectStore.js';
 import type { LakeChanges, LakeStore } from '../postgres/lakeStore.js';
-import type { InvoiceColumns, StatsGroup, StatsQuery, StatsStore, StatsWindow } from '../postgres/statsStore.js';
+import type { InvoiceColumns, StatsGroup, StatsQuery, StatsSnapshot, StatsStore, StatsWindow } from '../postgres/statsStore.js';
 import { lakeStats, pageRecords } from './lakeStats.js';
 import { parseManifest, type LakeManifest } from './manifest.js';
 import { createWholeAnswers, type AnswerMade, type WholeAnswer } from './wholeAnswers.js';
@@ -103,7 +103,7 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
    */
   async function lakeUnusable(window: StatsWindow): Promise<StatsWarning | undefined> {
     if (window.lakeGeneration === 0) return NOT_EXPORTED;
-    if (!(await options.lakeStore.recordedUpToNow(options.barrierTimeoutMs))) return NOT_CURRENT;
+    if (!(await timed('barrier', () => options.lakeStore.recordedUpToNow(options.barrierTimeoutMs)))) return NOT_CURRENT;
     return undefined;
   }
 
@@ -134,22 +134,47 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
 
   /** The lake as a query may use it, in the query's snapshot (see lakeUnusable and lakeChanges). */
   async function currentLake(lake: NonNullable<StatsEngineOptions['lake']>, window: StatsWindow) {
-    return (await lakeUnusable(window)) ?? lakeChanges(lake, window);
+    return (await lakeUnusable(window)) ?? timed('changes', () => lakeChanges(lake, window));
   }
 
   const observe = (engine: string, started: number) => {
     options.metrics.analyticsQueries.inc({ engine });
     options.metrics.analyticsDuration.observe({ engine }, (performance.now() - started) / 1000);
   };
+  const observeStage = (stage: Stage, started: number) => options.metrics.analyticsStageDuration.observe({ stage }, (performance.now() - started) / 1000);
+  /** `work`, its time counted as `stage` of the query (the metric says where a query's time goes). */
+  const timed = async <T>(stage: Stage, work: () => Promise<T>): Promise<T> => {
+    const started = performance.now();
+    try {
+      return await work();
+    } finally {
+      observeStage(stage, started);
+    }
+  };
+  /** The stats store's snapshot, its opening (BEGIN and the window) and its COMMIT counted as stages. */
+  const inSnapshot = async <T>(months: number, work: (snapshot: StatsSnapshot) => Promise<T>): Promise<T> => {
+    const opening = performance.now();
+    let closing = 0;
+    const result = await options.stats.withSnapshot(months, async (snapshot) => {
+      observeStage('snapshot', opening);
+      try {
+        return await work(snapshot);
+      } finally {
+        closing = performance.now();
+      }
+    });
+    observeStage('commit', closing);
+    return result;
+  };
 
   return {
     async withInvoices(months, work) {
       const started = performance.now();
       let engine = 'POSTGRES';
-      const result = await options.stats.withSnapshot(months, async (snapshot) => {
+      const result = await inSnapshot(months, async (snapshot) => {
         const base = { window: snapshot.window, unknownInvoices: (ids: readonly string[]) => snapshot.unknownInvoices(ids), lakeFiles: null };
         const fromPostgres = async (warning?: StatsWarning) =>
-          work({ ...base, engine: 'POSTGRES', rawFiles: [], staleIds: [], live: await snapshot.invoices(null), lakeAsOf: null, warnings: warning ? [warning] : [] });
+          work({ ...base, engine: 'POSTGRES', rawFiles: [], staleIds: [], live: await timed('postgres', () => snapshot.invoices(null)), lakeAsOf: null, warnings: warning ? [warning] : [] });
         if (!options.lake) return fromPostgres();
         const lake = await currentLake(options.lake, snapshot.window);
         if ('code' in lake) return fromPostgres(lake);
@@ -158,7 +183,7 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
         const raw = lake.manifest.months.filter((m) => wanted.has(m.month)).flatMap((m) => m.raw);
         const rawFiles = await Promise.all(raw.map(async (f) => ({ path: await cache.fetch(store, f.key, f.etag), rows: f.rows })));
         engine = 'LAKE';
-        const live = await snapshot.invoices(lake.changes.ids);
+        const live = await timed('live', () => snapshot.invoices(lake.changes.ids));
         const lakeFiles = {
           key: lake.changes.manifestKey!,
           all: () => Promise.all(lake.manifest.months.flatMap((m) => m.raw.map((f) => cache.fetch(store, f.key, f.etag)))),
@@ -179,15 +204,15 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
       if (options.lake && customerIds !== null && customerIds.length <= options.postgresMaxCustomers) {
         // One statement: their invoices counted on the index up to the limit, and grouped only
         // under it. A busy customer's months are a dozen rollup rows in the lake instead.
-        const few = await options.stats.fewCustomers({ ...query, customerIds }, options.postgresMaxInvoices);
+        const few = await timed('postgres', () => options.stats.fewCustomers({ ...query, customerIds }, options.postgresMaxInvoices));
         if (few) {
           observe('POSTGRES', started);
           return postgresAnswer(few.asOf, few.groups);
         }
       }
-      const answer = await options.stats.withSnapshot(query.months, async (snapshot): Promise<StatsAnswer> => {
+      const answer = await inSnapshot(query.months, async (snapshot): Promise<StatsAnswer> => {
         const { window } = snapshot;
-        const fromPostgres = async (warning?: StatsWarning) => postgresAnswer(window.asOf, await snapshot.groups(query), warning);
+        const fromPostgres = async (warning?: StatsWarning) => postgresAnswer(window.asOf, await timed('postgres', () => snapshot.groups(query)), warning);
         if (!options.lake) return fromPostgres();
         const lakeAnswer = (groups: StatsGroup[], made: AnswerMade): StatsAnswer =>
           ({ groups, asOf: window.asOf, engine: 'LAKE', lakeRows: made.lakeRows, liveRows: made.liveRows, lakeAsOf: made.lakeAsOf, warnings: [] });
@@ -197,19 +222,19 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
         const unusable = await lakeUnusable(window);
         if (unusable) return fromPostgres(unusable);
         if (keptStart !== undefined) {
-          const exact = await keptStillExact(kept!, window);
+          const exact = await timed('changes', () => keptStillExact(kept!, window));
           options.metrics.analyticsWholeAnswers.inc({ outcome: exact ? 'served' : 'stale' });
           if (exact) return lakeAnswer(kept!.groups(keptStart, query.limit), kept!);
         }
-        const lake = await lakeChanges(options.lake, window, query.after !== null);
+        const lake = await timed('changes', () => lakeChanges(options.lake!, window, query.after !== null));
         if ('code' in lake) return fromPostgres(lake);
         const { store, cache, duck } = options.lake;
         const { changes } = lake;
-        const live = await snapshot.liveGroups(changes.ids, query);
+        const live = await timed('live', () => snapshot.liveGroups(changes.ids, query));
         const deps = { duck, cache, store, windowTables, timeoutMs: options.timeoutMs };
         const input = { manifest: lake.manifest, months: window.months, query, changedIds: changes.changed, live };
         // A client reading page after page: the whole answer, once, if the snapshot saw every recorded change.
-        const page = await lakeStats(deps, { ...input, whole: query.after && changes.seenBySnapshot ? WHOLE_ANSWER_GROUPS : undefined });
+        const page = await timed('lake', () => lakeStats(deps, { ...input, whole: query.after && changes.seenBySnapshot ? WHOLE_ANSWER_GROUPS : undefined }));
         const liveRows = live.invoices;
         // An empty page has no count of the answer's invoices: it is the live ones, as before.
         const all = page.records === '' ? liveRows : Number(page.allInvoices);
@@ -220,7 +245,7 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
         const start = whole.start(query.after);
         if (start !== undefined) return lakeAnswer(whole.groups(start, query.limit), made);
         // The cursor names no group of the answer (made for another version): its page proper.
-        return lakeAnswer(pageRecords((await lakeStats(deps, input)).records, page.allInvoices), made);
+        return lakeAnswer(pageRecords((await timed('lake', () => lakeStats(deps, input))).records, page.allInvoices), made);
       });
       observe(answer.engine, started);
       return answer;
@@ -236,6 +261,9 @@ const WINDOW_ROWS_HELD = 2_000_000;
 
 /** Groups of whole answers kept for paging clients (a few MB of text per 100,000). */
 const WHOLE_ANSWER_GROUPS = 300_000;
+
+/** The stages of an analytics query, as gateway_analytics_stage_seconds names them. */
+type Stage = 'snapshot' | 'barrier' | 'changes' | 'live' | 'lake' | 'postgres' | 'commit';
 
 const NOT_EXPORTED: StatsWarning = { code: 'LAKE_NOT_READY', message: 'the lake has not been exported yet; answered from Postgres' };
 const NOT_CURRENT: StatsWarning = { code: 'LAKE_NOT_CURRENT', message: 'the change feed has not confirmed the lake is current; answered from Postgres' };
