@@ -3,7 +3,7 @@ import { after, before, describe, it } from 'node:test';
 import { createTestDatabase, missingServices, type TestDatabase } from './fixtures/services.js';
 import { memoryLogger } from './fixtures/gateway.js';
 import { createDatabase, type Database } from '../sources/postgres/database.js';
-import { createLakeStore, createRecordedPosition, sharedBarriers, type LakeStore, type RecordedPosition } from '../sources/postgres/lakeStore.js';
+import { createLakeStore, createRecordedPosition, type LakeStore, type RecordedPosition } from '../sources/postgres/lakeStore.js';
 import { migrate } from '../sources/postgres/migrate.js';
 
 const skip = await missingServices('postgres');
@@ -48,13 +48,6 @@ describe('the lake barrier', { skip }, () => {
     const before = await recordedInLakeState();
     assert.equal(await passedWhile(queries.recordedUpToNow(10_000), (lsn) => position.reached(lsn)), true);
     assert.equal(await recordedInLakeState(), before, 'lake_state was not moved: the local position answered');
-  });
-
-  it('is passed by concurrent queries at once', async () => {
-    const position = createRecordedPosition();
-    const queries = createLakeStore(db, position);
-    const waits = Array.from({ length: 8 }, () => queries.recordedUpToNow(10_000));
-    assert.deepEqual(await passedWhile(Promise.all(waits).then((all) => all.every(Boolean)), (lsn) => position.reached(lsn)), true);
   });
 
   it('is passed through lake_state when another gateway\u2019s feed records', async () => {
@@ -110,53 +103,5 @@ describe('the lake barrier', { skip }, () => {
     // A feed that has recorded, but not as far as the barrier.
     position.reached('0/1');
     assert.equal(await queries.recordedUpToNow(200), false);
-  });
-});
-
-describe('shared barriers', () => {
-  it('serve every caller that arrived before one was sent, and only those', async () => {
-    const sent: { lsn: string; finish: () => void }[] = [];
-    const write = () => new Promise<string>((resolve) => {
-      const lsn = `0/${sent.length + 1}`;
-      sent.push({ lsn, finish: () => resolve(lsn) });
-    });
-    const barrier = sharedBarriers(write);
-    const settle = () => new Promise((resolve) => setImmediate(resolve));
-
-    const first = barrier();
-    assert.equal(sent.length, 1);
-    // Two callers while the first is being written: it may precede their snapshots, so they share the next.
-    const second = barrier();
-    const third = barrier();
-    await settle();
-    assert.equal(sent.length, 1, 'the next barrier waits for the one being written');
-    sent[0]!.finish();
-    assert.equal(await first, '0/1');
-    await settle();
-    assert.equal(sent.length, 2);
-    // A caller after the second was sent waits for a third.
-    const fourth = barrier();
-    sent[1]!.finish();
-    assert.deepEqual([await second, await third], ['0/2', '0/2']);
-    await settle();
-    assert.equal(sent.length, 3);
-    sent[2]!.finish();
-    assert.equal(await fourth, '0/3');
-    // Idle again: the next caller's barrier is sent at once.
-    const fifth = barrier();
-    assert.equal(sent.length, 4);
-    sent[3]!.finish();
-    assert.equal(await fifth, '0/4');
-  });
-
-  it('pass a failed write to its callers, and write afresh for the next', async () => {
-    let calls = 0;
-    const barrier = sharedBarriers(async () => {
-      calls++;
-      if (calls === 1) throw new Error('connection lost');
-      return '0/9';
-    });
-    await assert.rejects(barrier(), /connection lost/);
-    assert.equal(await barrier(), '0/9');
   });
 });

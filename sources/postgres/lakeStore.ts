@@ -153,7 +153,6 @@ export function createRecordedPosition(): RecordedPosition {
 
 /** `position`: shared by every LakeStore of the process, so the feed's records wake the queries' barriers. */
 export function createLakeStore(db: Database, position: RecordedPosition): LakeStore {
-  const writeBarrier = sharedBarriers(async () => ((await db.query<{ lsn: string }>(BARRIER)) as [{ lsn: string }])[0].lsn);
   return {
     async initialize(tx) {
       for (const statement of INITIALIZE) await tx.query(statement);
@@ -175,7 +174,7 @@ export function createLakeStore(db: Database, position: RecordedPosition): LakeS
       });
     },
     async recordedUpToNow(waitMs, signal) {
-      const lsn = await writeBarrier();
+      const [{ lsn }] = (await db.query<{ lsn: string }>(BARRIER)) as [{ lsn: string }];
       const barrier = parseLsn(lsn);
       const deadline = Date.now() + waitMs;
       // This process's feed passes the barrier within milliseconds and says so; lake_state is read
@@ -197,33 +196,3 @@ export function createLakeStore(db: Database, position: RecordedPosition): LakeS
     },
   };
 }
-
-/**
- * Barriers written for whoever asks, one at a time, the callers that arrive while one is being
- * written sharing the next (as group commit shares a flush): concurrent queries then cost one
- * WAL commit each round, not one each. The one being written may have gone into the WAL before a
- * commit the new caller's snapshot sees, so it serves only those who asked before it was sent.
- */
-export function sharedBarriers(write: () => Promise<string>): () => Promise<string> {
-  let writing: Promise<string> | undefined;
-  let next: Promise<string> | undefined;
-  const start = () => {
-    const written = write();
-    writing = written;
-    const done = () => {
-      if (writing === written) writing = undefined;
-    };
-    written.then(done, done);
-    return written;
-  };
-  return () => {
-    if (!writing) return start();
-    next ??= writing.then(ignore, ignore).then(() => {
-      next = undefined;
-      return start();
-    });
-    return next;
-  };
-}
-
-const ignore = () => undefined;
