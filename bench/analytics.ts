@@ -7,6 +7,7 @@ import { BenchInvoiceStatsDocument, type BenchInvoiceStatsQuery, type BenchInvoi
 import { ensureBenchDatabase, withClient, type BenchData } from './benchDatabase.js';
 import { dropSlot, feedSlot, startLakeGateway, waitForFeed, type ExportOutcome, type LakeGateway } from './lakeGateway.js';
 import { ROOT } from './lookupSettings.js';
+import { scrapeMetrics } from './metricsScrape.js';
 import { fmtMs, gitRevision, int, machine, mb } from './reportFormat.js';
 import { runCommand } from './runCommand.js';
 import { median, percentile, timed } from './stats.js';
@@ -262,14 +263,11 @@ interface StageMeans {
 }
 
 async function engineCounters(url: string): Promise<EngineCounters> {
-  const text = await (await fetch(new URL('/metrics', url), { signal: AbortSignal.timeout(10_000) })).text();
-  const total = (pattern: RegExp) => [...text.matchAll(pattern)].reduce((sum, m) => sum + Number(m[1]), 0);
-  const stages: Record<string, number> = {};
-  for (const stage of STAGES) stages[stage] = total(new RegExp(`^gateway_analytics_stage_seconds_sum\\{stage="${stage}"\\} (\\S+)$`, 'gm'));
+  const total = await scrapeMetrics(url);
   return {
-    queries: total(/^gateway_analytics_duration_seconds_count\{[^}]*\} (\S+)$/gm),
-    seconds: total(/^gateway_analytics_duration_seconds_sum\{[^}]*\} (\S+)$/gm),
-    stages,
+    queries: total('gateway_analytics_duration_seconds_count'),
+    seconds: total('gateway_analytics_duration_seconds_sum'),
+    stages: Object.fromEntries(STAGES.map((stage) => [stage, total(`gateway_analytics_stage_seconds_sum{stage="${stage}"}`)])),
   };
 }
 

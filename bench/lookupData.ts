@@ -5,6 +5,7 @@ import type { Redis } from 'ioredis';
 import { BenchInvoiceDocument, BenchInvoicesWithPartiesDocument, type BenchInvoiceQuery, type BenchInvoicesWithPartiesQuery } from '../test/generated/graphql.js';
 import type { BenchData } from './benchDatabase.js';
 import { WARM_BATCH } from './lookupSettings.js';
+import { scrapeMetrics } from './metricsScrape.js';
 
 /** The lookup benchmark's operations and its reads and writes outside the servers under test. */
 
@@ -86,16 +87,10 @@ export async function busiestCustomer(databaseUrl: string): Promise<{ id: number
  * row cache (in process or Redis) as one hit or miss.
  */
 export async function cacheCounts(graphqlUrl: string): Promise<{ hits: number; misses: number }> {
-  const text = await (await fetch(new URL('/metrics', graphqlUrl))).text();
-  const sum = (metric: string) =>
-    text
-      .split('\n')
-      .filter((line) => line.startsWith(`${metric}{`) || line.startsWith(`${metric} `))
-      .reduce((total, line) => total + Number(line.slice(line.lastIndexOf(' ') + 1)), 0);
-  const responseHits = text.split('\n').find((line) => line.startsWith('gateway_response_cache_total{outcome="hit"}'));
+  const total = await scrapeMetrics(graphqlUrl);
   return {
-    hits: sum('gateway_cache_hits_total') + (responseHits ? Number(responseHits.slice(responseHits.lastIndexOf(' ') + 1)) : 0),
-    misses: sum('gateway_cache_misses_total'),
+    hits: total('gateway_cache_hits_total') + total('gateway_response_cache_total{outcome="hit"}'),
+    misses: total('gateway_cache_misses_total'),
   };
 }
 

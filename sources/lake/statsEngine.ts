@@ -171,10 +171,12 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
     async withInvoices(months, work) {
       const started = performance.now();
       let engine = 'POSTGRES';
+      // The join runs in DuckDB whichever engine supplied the invoices.
+      const runJoin = (set: InvoiceSet) => timed('lake', () => work(set));
       const result = await inSnapshot(months, async (snapshot) => {
         const base = { window: snapshot.window, unknownInvoices: (ids: readonly string[]) => snapshot.unknownInvoices(ids), lakeFiles: null };
         const fromPostgres = async (warning?: StatsWarning) =>
-          work({ ...base, engine: 'POSTGRES', rawFiles: [], staleIds: [], live: await timed('postgres', () => snapshot.invoices(null)), lakeAsOf: null, warnings: warning ? [warning] : [] });
+          runJoin({ ...base, engine: 'POSTGRES', rawFiles: [], staleIds: [], live: await timed('postgres', () => snapshot.invoices(null)), lakeAsOf: null, warnings: warning ? [warning] : [] });
         if (!options.lake) return fromPostgres();
         const lake = await currentLake(options.lake, snapshot.window);
         if ('code' in lake) return fromPostgres(lake);
@@ -188,7 +190,7 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
           key: lake.changes.manifestKey!,
           all: () => Promise.all(lake.manifest.months.flatMap((m) => m.raw.map((f) => cache.fetch(store, f.key, f.etag)))),
         };
-        return work({ ...base, engine: 'LAKE', rawFiles, staleIds: lake.changes.ids, live, lakeAsOf: lake.changes.exportedAt, warnings: [], lakeFiles });
+        return runJoin({ ...base, engine: 'LAKE', rawFiles, staleIds: lake.changes.ids, live, lakeAsOf: lake.changes.exportedAt, warnings: [], lakeFiles });
       });
       observe(engine, started);
       return result;
