@@ -180,6 +180,7 @@ async function exportIn(snapshot: ExportSnapshot, options: LakeExporterOptions, 
       generation,
       manifestKey,
       exportedAt: snapshot.exportedAt,
+      maxInvoiceId: snapshot.maxInvoiceId,
     });
     if (!switched) {
       logger.warn({ generation }, 'lake export discarded: the lake was reset while it ran (a TRUNCATE, or a new feed slot)');

@@ -129,6 +129,31 @@ describe('invoiceStats is exact and fresh (local lake)', { skip }, () => {
     assert.equal(freshness.engine, 'LAKE');
   });
 
+  it('reads fresh inserts above the export’s highest id as a range, and an id below it committed after the export from the change list', async () => {
+    // Id n taken first, n + 1 committed, then the export: it sees n + 1 but not n.
+    const late = await side.sql.connect();
+    try {
+      await late.query('BEGIN');
+      const { rows: [below] } = await late.query<{ id: string }>(`INSERT INTO invoices (issuer_id, receiver_id, amount_usd) VALUES (5, 6, 321.09) RETURNING invoice_id::text AS id`);
+      const { rows: [highest] } = await side.sql.query<{ id: string }>(`INSERT INTO invoices (issuer_id, receiver_id, amount_usd) VALUES (6, 5, 1.23) RETURNING invoice_id::text AS id`);
+      await eventually(async () => (await side.gw.gateway.lake.exportNow()).kind === 'exported', 'an export while one insert is uncommitted');
+      const { rows: [state] } = await side.sql.query<{ max: string }>(`SELECT exported_max_id::text AS max FROM lake_state`);
+      assert.equal(state!.max, highest!.id, 'the export records the highest id its snapshot saw');
+      await late.query('COMMIT');
+      await side.sql.query(`INSERT INTO invoices (issuer_id, receiver_id, amount_usd) VALUES (5, 5, 77.00), (7, 6, 8.80)`);
+      await assertExact(side.gw, side.sql, 'a late commit below the export’s highest id, and inserts above it', [1, 12]);
+      // The answers' barriers waited for the feed: the late invoice is a recorded change by now.
+      const { rows: listed } = await side.sql.query<{ id: string }>(`SELECT invoice_id::text AS id FROM lake_changes`);
+      assert.ok(listed.some((c) => c.id === below!.id), 'the late invoice is recorded as a change');
+      const { freshness } = await allPages(side.gw, { groupBy: 'ISSUER', months: 1, granularity: 'TOTAL', first: 10_000 });
+      assert.equal(freshness.engine, 'LAKE');
+      assert.ok(freshness.liveRows >= 3, `live rows ${freshness.liveRows}`);
+    } finally {
+      await late.query('ROLLBACK').catch(() => undefined);
+      late.release();
+    }
+  });
+
   it('adds fresh invoices to the window groups DuckDB holds: to groups it has, and as groups of their own', async () => {
     // Asked once first, so that DuckDB holds the windows' groups and the fresh invoices are added to them.
     await assertExact(side.gw, side.sql, 'before the fresh invoices', [1, 12]);

@@ -185,7 +185,7 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
         const raw = lake.manifest.months.filter((m) => wanted.has(m.month)).flatMap((m) => m.raw);
         const rawFiles = await Promise.all(raw.map(async (f) => ({ path: await cache.fetch(store, f.key, f.etag), rows: f.rows })));
         engine = 'LAKE';
-        const live = await timed('live', () => snapshot.invoices(lake.changes.ids));
+        const live = await timed('live', () => snapshot.invoices({ above: lake.changes.exportedMaxId, ids: lake.changes.ids }));
         const lakeFiles = {
           key: lake.changes.manifestKey!,
           all: () => Promise.all(lake.manifest.months.flatMap((m) => m.raw.map((f) => cache.fetch(store, f.key, f.etag)))),
@@ -232,7 +232,7 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
         if ('code' in lake) return fromPostgres(lake);
         const { store, cache, duck } = options.lake;
         const { changes } = lake;
-        const live = await timed('live', () => snapshot.liveGroups(changes.ids, query));
+        const live = await timed('live', () => snapshot.liveGroups({ above: changes.exportedMaxId, ids: changes.ids }, query));
         const deps = { duck, cache, store, windowTables, timeoutMs: options.timeoutMs };
         const input = { manifest: lake.manifest, months: window.months, query, changedIds: changes.changed, live };
         // A client reading page after page: the whole answer, once, if the snapshot saw every recorded change.

@@ -22,6 +22,8 @@ export interface ExportSnapshot {
   /** pg_snapshot text: what the lake will hold exactly. */
   readonly snapshot: string;
   readonly exportedAt: string;
+  /** The highest invoice id the snapshot sees ('0' when none): nothing above it is exported. */
+  readonly maxInvoiceId: string;
   readonly generation: number;
   readonly manifestKey: string | null;
   /** The feed has recorded changes since before this snapshot (its slot existed). */
@@ -42,7 +44,7 @@ const BEGIN: Statement = { name: 'lake_export_begin', text: 'BEGIN ISOLATION LEV
 const SNAPSHOT: Statement = {
   name: 'lake_export_snapshot',
   text: `SELECT pg_current_snapshot()::text AS snapshot, to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS "exportedAt",
-      s.generation::int AS generation, s.manifest_key AS "manifestKey", s.recording
+      (SELECT coalesce(max(invoice_id), 0)::text FROM invoices) AS "maxInvoiceId", s.generation::int AS generation, s.manifest_key AS "manifestKey", s.recording
     FROM lake_state s`,
 };
 /**
@@ -81,7 +83,7 @@ const UNLOCK: Statement = { name: 'lake_export_unlock', text: `SELECT pg_advisor
 const FINALIZE: Statement = {
   name: 'lake_export_finalize',
   text: `WITH state AS (
-      UPDATE lake_state SET generation = $2, manifest_key = $3, exported_at = $4::timestamptz
+      UPDATE lake_state SET generation = $2, manifest_key = $3, exported_at = $4::timestamptz, exported_max_id = $6::bigint
       WHERE generation = $5 AND recording RETURNING generation
     ), removed AS (
       DELETE FROM lake_changes WHERE EXISTS (SELECT 1 FROM state) AND pg_visible_in_snapshot(xid, $1::pg_snapshot)
@@ -135,9 +137,9 @@ export async function withExportSnapshot<T>(db: Database, work: (snapshot: Expor
 
 export async function finalizeExport(
   db: Database,
-  done: { snapshot: string; fromGeneration: number; generation: number; manifestKey: string; exportedAt: string },
+  done: { snapshot: string; fromGeneration: number; generation: number; manifestKey: string; exportedAt: string; maxInvoiceId: string },
 ): Promise<boolean> {
-  const [row] = await db.query<{ updated: number }>(FINALIZE, [done.snapshot, done.generation, done.manifestKey, done.exportedAt, done.fromGeneration]);
+  const [row] = await db.query<{ updated: number }>(FINALIZE, [done.snapshot, done.generation, done.manifestKey, done.exportedAt, done.fromGeneration, done.maxInvoiceId]);
   return row!.updated === 1;
 }
 

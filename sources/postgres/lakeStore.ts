@@ -19,10 +19,19 @@ export interface LakeVersion {
   readonly seenBySnapshot: boolean;
 }
 
-/** The invoices the lake does not reflect, as a query in a snapshot reads them. */
+/**
+ * The invoices the lake does not reflect, as a query in a snapshot reads them: every invoice
+ * above `exportedMaxId`, and those listed in `ids`.
+ */
 export interface LakeChanges extends LakeState, LakeVersion {
+  /**
+   * The highest invoice id the generation's export saw: any invoice above it is missing from the
+   * lake (a range of the primary key, however many were inserted since).
+   */
+  readonly exportedMaxId: string;
+  /** Changed invoices at or below exportedMaxId. */
   readonly ids: string[];
-  /** Those the lake may hold an older version of. */
+  /** Those of `ids` the lake may hold an older version of. */
   readonly changed: string[];
 }
 
@@ -63,7 +72,7 @@ const ADVANCE: Statement = { name: 'lake_advance', text: `UPDATE lake_state SET 
 
 /** After TRUNCATE invoices the lake describes rows that are gone: analytics use Postgres until a full export. */
 const FORGET: Statement[] = [
-  { name: 'lake_forget_state', text: `UPDATE lake_state SET generation = 0, manifest_key = NULL, exported_at = NULL, position = greatest(position, $1::pg_lsn)` },
+  { name: 'lake_forget_state', text: `UPDATE lake_state SET generation = 0, manifest_key = NULL, exported_at = NULL, exported_max_id = NULL, position = greatest(position, $1::pg_lsn)` },
   { name: 'lake_forget_changes', text: `TRUNCATE lake_changes` },
 ];
 
@@ -81,18 +90,21 @@ const VERSION = `concat_ws(' ', s.generation, s.manifest_key, s.changes_recorded
  */
 const CHANGES: Statement = {
   name: 'lake_changes_for_query',
-  text: `SELECT s.generation::int AS generation, s.manifest_key AS "manifestKey",
+  // Fresh inserts are above the export's highest id: listing them cost more than reading them.
+  // Unknown (a lake exported before it was kept): the highest bigint, so every change is listed.
+  text: `WITH s AS (SELECT *, coalesce(exported_max_id, 9223372036854775807) AS max_id FROM lake_state)
+    SELECT s.generation::int AS generation, s.manifest_key AS "manifestKey", s.max_id::text AS "exportedMaxId",
       to_char(s.exported_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS "exportedAt",
-      coalesce((SELECT array_agg(invoice_id::text) FROM lake_changes), '{}') AS ids,
-      coalesce((SELECT array_agg(invoice_id::text) FROM lake_changes WHERE changed), '{}') AS changed, ${VERSION}
-    FROM lake_state s`,
+      coalesce((SELECT array_agg(invoice_id::text) FROM lake_changes WHERE invoice_id <= s.max_id), '{}') AS ids,
+      coalesce((SELECT array_agg(invoice_id::text) FROM lake_changes WHERE invoice_id <= s.max_id AND changed), '{}') AS changed, ${VERSION}
+    FROM s`,
 };
 
 const LAKE_VERSION: Statement = { name: 'lake_version', text: `SELECT ${VERSION} FROM lake_state s` };
 
 /** When the feed's slot is created (in its snapshot): record from here on; the lake is rebuilt. */
 const INITIALIZE: Statement[] = [
-  { name: 'lake_init_state', text: `UPDATE lake_state SET generation = 0, manifest_key = NULL, exported_at = NULL, position = '0/0', recording = true` },
+  { name: 'lake_init_state', text: `UPDATE lake_state SET generation = 0, manifest_key = NULL, exported_at = NULL, exported_max_id = NULL, position = '0/0', recording = true` },
   { name: 'lake_init_changes', text: `TRUNCATE lake_changes` },
 ];
 

@@ -102,34 +102,65 @@ const WINDOW: Statement = {
     FROM generate_series(${WINDOW_SQL} - make_interval(months => $1::int - 1), ${WINDOW_SQL}, interval '1 month') AS g(m)`,
 };
 
-/** Current versions of these invoices in the window, grouped by (month, party), optionally only some parties. */
-const liveGroupsStatement = (role: StatsRole): Statement => ({
-  name: `stats_live_groups_${role}`,
+/**
+ * Which invoices a live read takes, as $1: those above an id (fresh inserts, one range of the
+ * primary key), or a list of ids (changes to exported invoices). Two statements, not one with an
+ * OR: each needs its own plan (see liveGroups).
+ */
+type LiveSelection = 'above' | 'listed';
+const SELECTED: Record<LiveSelection, string> = { above: 'invoice_id > $1::bigint', listed: 'invoice_id = ANY($1::bigint[])' };
+
+/** Current versions of the selected invoices in the window ($2, $3), grouped by (month, party), optionally only some parties ($4). */
+const liveGroupsStatement = (role: StatsRole, selection: LiveSelection): Statement => ({
+  name: `stats_live_groups_${role}_${selection}`,
   // Grouped by the month's timestamp, printed after: sorting 10,000 fresh invoices by the month's
   // text (a collation compare per row) cost more than the grouping itself.
   text: `WITH g AS (
       SELECT date_trunc('month', issue_date AT TIME ZONE 'UTC') AS month, ${PARTY[role]} AS customer_id,
         count(*)::int AS invoices, sum(amount_usd) AS total, min(amount_usd) AS min_usd, max(amount_usd) AS max_usd
       FROM invoices
-      WHERE invoice_id = ANY($1::bigint[]) AND issue_date >= $2::timestamptz AND issue_date < $3::timestamptz
+      WHERE ${SELECTED[selection]} AND issue_date >= $2::timestamptz AND issue_date < $3::timestamptz
         AND ($4::int[] IS NULL OR ${PARTY[role]} = ANY($4::int[]))
       GROUP BY 1, 2)
     SELECT count(*)::int AS groups, coalesce(sum(invoices), 0)::int AS invoices, coalesce(max(abs(total)) < 1e15, true) AS small,
       coalesce(string_agg(concat_ws(' ', to_char(month, 'YYYY-MM'), customer_id, invoices, total, min_usd, max_usd), ','), '') AS records
     FROM g`,
 });
-const LIVE_GROUPS: Record<StatsRole, Statement> = { issuer: liveGroupsStatement('issuer'), receiver: liveGroupsStatement('receiver') };
-const NO_LIVE_GROUPS: LiveGroups = { groups: 0, invoices: 0, small: true, records: '' };
+const LIVE_GROUPS: Record<StatsRole, Record<LiveSelection, Statement>> = {
+  issuer: { above: liveGroupsStatement('issuer', 'above'), listed: liveGroupsStatement('issuer', 'listed') },
+  receiver: { above: liveGroupsStatement('receiver', 'above'), listed: liveGroupsStatement('receiver', 'listed') },
+};
 
-/** Invoices of the window, whole: those given (null: all of them, when the lake cannot be used). */
-const LIVE_INVOICES: Statement = {
-  name: 'stats_live_invoices',
-  text: `SELECT coalesce(array_agg(invoice_id::text), '{}') AS ids,
+/** Both reads' groups as one input: DuckDB sums groups of one (month, customer) that come twice. */
+function bothLiveGroups(a: LiveGroups, b: LiveGroups): LiveGroups {
+  if (b.groups === 0) return a;
+  if (a.groups === 0) return b;
+  return { groups: a.groups + b.groups, invoices: a.invoices + b.invoices, small: a.small && b.small, records: `${a.records},${b.records}` };
+}
+
+const INVOICE_COLUMNS = `coalesce(array_agg(invoice_id::text), '{}') AS ids,
       coalesce(array_agg(to_char(issue_date AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')), '{}') AS dates,
       coalesce(array_agg(issuer_id), '{}') AS issuers, coalesce(array_agg(receiver_id), '{}') AS receivers,
-      coalesce(array_agg(amount_usd::text), '{}') AS amounts
-    FROM invoices WHERE ($1::bigint[] IS NULL OR invoice_id = ANY($1::bigint[])) AND issue_date >= $2::timestamptz AND issue_date < $3::timestamptz`,
+      coalesce(array_agg(amount_usd::text), '{}') AS amounts`;
+const WINDOW_BOUNDS = `issue_date >= $2::timestamptz AND issue_date < $3::timestamptz`;
+/** The selected invoices of the window ($2, $3), whole. */
+const LIVE_INVOICES: Record<LiveSelection, Statement> = {
+  above: { name: 'stats_live_invoices_above', text: `SELECT ${INVOICE_COLUMNS} FROM invoices WHERE ${SELECTED.above} AND ${WINDOW_BOUNDS}` },
+  listed: { name: 'stats_live_invoices_listed', text: `SELECT ${INVOICE_COLUMNS} FROM invoices WHERE ${SELECTED.listed} AND ${WINDOW_BOUNDS}` },
 };
+/** Every invoice of the window ($1, $2), whole (when the lake cannot be used). */
+const ALL_INVOICES: Statement = {
+  name: 'stats_all_invoices',
+  text: `SELECT ${INVOICE_COLUMNS} FROM invoices WHERE issue_date >= $1::timestamptz AND issue_date < $2::timestamptz`,
+};
+
+const bothInvoices = (a: InvoiceColumns, b: InvoiceColumns): InvoiceColumns => ({
+  ids: [...a.ids, ...b.ids],
+  dates: [...a.dates, ...b.dates],
+  issuers: [...a.issuers, ...b.issuers],
+  receivers: [...a.receivers, ...b.receivers],
+  amounts: [...a.amounts, ...b.amounts],
+});
 
 /** How many of these invoice ids no invoice has (payments that match nothing). */
 const UNKNOWN_INVOICES: Statement = {
@@ -226,6 +257,12 @@ const fewGroupsStatement = memoized((role: StatsRole, granularity: StatsGranular
   };
 });
 
+/** The invoices a lake lacks or holds stale: every one above `above`, and those listed in `ids`. */
+export interface LakeMisses {
+  readonly above: string;
+  readonly ids: readonly string[];
+}
+
 /**
  * A consistent read of Postgres for one analytics query: a REPEATABLE READ snapshot taken
  * first, so the lake's changes and the live rows can be matched to the same moment.
@@ -233,11 +270,11 @@ const fewGroupsStatement = memoized((role: StatsRole, granularity: StatsGranular
 export interface StatsSnapshot {
   readonly window: StatsWindow;
   /** Current versions of these invoices inside the window, grouped as the query groups (and filtered to its customers). */
-  liveGroups(ids: readonly string[], query: StatsQuery): Promise<LiveGroups>;
+  liveGroups(misses: LakeMisses, query: StatsQuery): Promise<LiveGroups>;
   /** The whole answer from Postgres (the small-customer shape, or the fallback). */
   groups(query: StatsQuery): Promise<StatsGroup[]>;
-  /** Whole invoices of the window: these ids, or all (null). */
-  invoices(ids: readonly string[] | null): Promise<InvoiceColumns>;
+  /** Whole invoices of the window: these, or all (null). */
+  invoices(misses: LakeMisses | null): Promise<InvoiceColumns>;
   /** How many of these ids are no invoice's. */
   unknownInvoices(ids: readonly string[]): Promise<number>;
 }
@@ -282,14 +319,24 @@ export function createStatsStore(db: Database, logger: Logger): StatsStore {
           const [window] = await run<StatsWindow>(WINDOW, [months]);
           const result = await work({
             window: window!,
-            liveGroups: async (ids, query) => {
-              if (ids.length === 0) return NO_LIVE_GROUPS;
-              // Planned for the actual list, a long one (thousands of fresh inserts) gets a parallel
+            liveGroups: async (misses, query) => {
+              const read = async (selection: LiveSelection, value: unknown) =>
+                (await run<LiveGroups & pg.QueryResultRow>(LIVE_GROUPS[query.role][selection], [value, window!.from, window!.to, query.customerIds]))[0]!;
+              // Planned for its value, the range is a walk along the primary key's end (a generic
+              // plan, not knowing the value, scans the window's months: 200 ms at 10M).
+              const fresh = await read('above', misses.above);
+              if (misses.ids.length === 0) return fresh;
+              // Planned for the actual list, a long one (thousands of updates) gets a parallel
               // scan of the whole table (100+ ms); the generic plan looks each id up in the primary key.
               await client.query(`SET LOCAL plan_cache_mode = force_generic_plan`);
-              return (await run<LiveGroups & pg.QueryResultRow>(LIVE_GROUPS[query.role], [ids, window!.from, window!.to, query.customerIds]))[0]!;
+              return bothLiveGroups(fresh, await read('listed', misses.ids));
             },
-            invoices: async (ids) => (await run<InvoiceColumns & pg.QueryResultRow>(LIVE_INVOICES, [ids, window!.from, window!.to]))[0]!,
+            invoices: async (misses) => {
+              const read = async (statement: Statement, values: unknown[]) => (await run<InvoiceColumns & pg.QueryResultRow>(statement, values))[0]!;
+              if (misses === null) return read(ALL_INVOICES, [window!.from, window!.to]);
+              const fresh = await read(LIVE_INVOICES.above, [misses.above, window!.from, window!.to]);
+              return misses.ids.length === 0 ? fresh : bothInvoices(fresh, await read(LIVE_INVOICES.listed, [misses.ids, window!.from, window!.to]));
+            },
             unknownInvoices: async (ids) => (ids.length === 0 ? 0 : (await run<{ unknown: number }>(UNKNOWN_INVOICES, [ids]))[0]!.unknown),
             groups: (query) =>
               run<StatsGroup>(groupStatement(query.role, query.granularity, query.orderBy, query.customerIds !== null), [
