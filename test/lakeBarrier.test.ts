@@ -97,6 +97,31 @@ describe('the lake barrier', { skip }, () => {
     assert.equal(stored!.xid, String(ahead));
   });
 
+  it('lists only the changes at or below the export’s highest id, and says whether any is above it', async () => {
+    const queries = createLakeStore(db, createRecordedPosition());
+    const { rows: [{ xid }] } = await db.pool.query<{ xid: string }>(`SELECT (pg_current_xact_id()::text::bigint & 4294967295)::text AS xid`);
+    await db.pool.query(`UPDATE lake_state SET exported_max_id = 700000`);
+    try {
+      const mine = (ids: string[]) => ids.filter((id) => id.startsWith('7000') || id.startsWith('6999'));
+      assert.equal((await queries.changesForQuery(null)).above, false, 'nothing recorded above it yet');
+      await queries.record([{ invoiceId: '699999', changed: true, xid: Number(xid) }, { invoiceId: '700001', changed: false, xid: Number(xid) }], await currentLsn());
+      const changes = await queries.changesForQuery(null);
+      assert.equal(changes.exportedMaxId, '700000');
+      assert.equal(changes.above, true);
+      assert.deepEqual(mine(changes.ids), ['699999'], 'the insert above the highest id is read as a range, not listed');
+      assert.deepEqual(mine(changes.changed), ['699999']);
+
+      // A lake exported before the highest id was kept: every change is listed.
+      await db.pool.query(`UPDATE lake_state SET exported_max_id = NULL`);
+      const unknown = await queries.changesForQuery(null);
+      assert.equal(unknown.above, false);
+      assert.deepEqual(mine(unknown.ids).sort(), ['699999', '700001']);
+    } finally {
+      await db.pool.query(`UPDATE lake_state SET exported_max_id = NULL`);
+      await db.pool.query(`DELETE FROM lake_changes WHERE invoice_id IN (699999, 700001)`);
+    }
+  });
+
   it('is refused when no feed records past it in time', async () => {
     const position: RecordedPosition = createRecordedPosition();
     const queries = createLakeStore(db, position);

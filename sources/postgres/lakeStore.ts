@@ -29,6 +29,12 @@ export interface LakeChanges extends LakeState, LakeVersion {
    * lake (a range of the primary key, however many were inserted since).
    */
   readonly exportedMaxId: string;
+  /**
+   * Whether any change above exportedMaxId is recorded: if none, the query's snapshot sees no
+   * invoice above it (after the barrier every commit before the snapshot is recorded), and the
+   * range need not be read.
+   */
+  readonly above: boolean;
   /** Changed invoices at or below exportedMaxId. */
   readonly ids: string[];
   /** Those of `ids` the lake may hold an older version of. */
@@ -94,6 +100,7 @@ const CHANGES: Statement = {
   // Unknown (a lake exported before it was kept): the highest bigint, so every change is listed.
   text: `WITH s AS (SELECT *, coalesce(exported_max_id, 9223372036854775807) AS max_id FROM lake_state)
     SELECT s.generation::int AS generation, s.manifest_key AS "manifestKey", s.max_id::text AS "exportedMaxId",
+      EXISTS (SELECT 1 FROM lake_changes WHERE invoice_id > s.max_id) AS above,
       to_char(s.exported_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS "exportedAt",
       coalesce((SELECT array_agg(invoice_id::text) FROM lake_changes WHERE invoice_id <= s.max_id), '{}') AS ids,
       coalesce((SELECT array_agg(invoice_id::text) FROM lake_changes WHERE invoice_id <= s.max_id AND changed), '{}') AS changed, ${VERSION}

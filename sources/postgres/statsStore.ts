@@ -154,6 +154,9 @@ const ALL_INVOICES: Statement = {
   text: `SELECT ${INVOICE_COLUMNS} FROM invoices WHERE issue_date >= $1::timestamptz AND issue_date < $2::timestamptz`,
 };
 
+const NO_LIVE_GROUPS: LiveGroups = { groups: 0, invoices: 0, small: true, records: '' };
+const NO_INVOICES: InvoiceColumns = { ids: [], dates: [], issuers: [], receivers: [], amounts: [] };
+
 const bothInvoices = (a: InvoiceColumns, b: InvoiceColumns): InvoiceColumns => ({
   ids: [...a.ids, ...b.ids],
   dates: [...a.dates, ...b.dates],
@@ -257,9 +260,9 @@ const fewGroupsStatement = memoized((role: StatsRole, granularity: StatsGranular
   };
 });
 
-/** The invoices a lake lacks or holds stale: every one above `above`, and those listed in `ids`. */
+/** The invoices a lake lacks or holds stale: every one above `above` (null: none is), and those listed in `ids`. */
 export interface LakeMisses {
-  readonly above: string;
+  readonly above: string | null;
   readonly ids: readonly string[];
 }
 
@@ -324,7 +327,7 @@ export function createStatsStore(db: Database, logger: Logger): StatsStore {
                 (await run<LiveGroups & pg.QueryResultRow>(LIVE_GROUPS[query.role][selection], [value, window!.from, window!.to, query.customerIds]))[0]!;
               // Planned for its value, the range is a walk along the primary key's end (a generic
               // plan, not knowing the value, scans the window's months: 200 ms at 10M).
-              const fresh = await read('above', misses.above);
+              const fresh = misses.above === null ? NO_LIVE_GROUPS : await read('above', misses.above);
               if (misses.ids.length === 0) return fresh;
               // Planned for the actual list, a long one (thousands of updates) gets a parallel
               // scan of the whole table (100+ ms); the generic plan looks each id up in the primary key.
@@ -334,8 +337,8 @@ export function createStatsStore(db: Database, logger: Logger): StatsStore {
             invoices: async (misses) => {
               const read = async (statement: Statement, values: unknown[]) => (await run<InvoiceColumns & pg.QueryResultRow>(statement, values))[0]!;
               if (misses === null) return read(ALL_INVOICES, [window!.from, window!.to]);
-              const fresh = await read(LIVE_INVOICES.above, [misses.above, window!.from, window!.to]);
-              return misses.ids.length === 0 ? fresh : bothInvoices(fresh, await read(LIVE_INVOICES.listed, [misses.ids, window!.from, window!.to]));
+              const listed = misses.ids.length === 0 ? NO_INVOICES : await read(LIVE_INVOICES.listed, [misses.ids, window!.from, window!.to]);
+              return misses.above === null ? listed : bothInvoices(await read(LIVE_INVOICES.above, [misses.above, window!.from, window!.to]), listed);
             },
             unknownInvoices: async (ids) => (ids.length === 0 ? 0 : (await run<{ unknown: number }>(UNKNOWN_INVOICES, [ids]))[0]!.unknown),
             groups: (query) =>
