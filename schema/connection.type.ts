@@ -1,7 +1,7 @@
 import { Field, ObjectType } from 'type-graphql';
 import { Invoice } from './invoice.type.js';
 
-@ObjectType({ description: 'Relay page information. Pages go forward only (first/after).' })
+@ObjectType({ description: 'Relay page information. Pages go forward only (first/after).', simpleResolvers: true })
 export class PageInfo {
   @Field(() => Boolean)
   hasNextPage!: boolean;

@@ -4,7 +4,7 @@ import { PageInfo } from './connection.type.js';
 import { DateTimeScalar, DecimalScalar } from './scalars.js';
 import { Freshness, Warning } from './stats.type.js';
 
-@ObjectType({ description: 'A customer\u2019s profile from the CRM export (sources/customer-profiles/*.jsonl): the latest updatedAt wins.' })
+@ObjectType({ description: 'A customer\u2019s profile from the CRM export (sources/customer-profiles/*.jsonl): the latest updatedAt wins.', simpleResolvers: true })
 export class CustomerProfile {
   @Field(() => String, { nullable: true })
   legalName!: string | null;
@@ -37,7 +37,7 @@ export class CustomerProfile {
   raw!: unknown;
 }
 
-@ObjectType({ description: 'A credit rating snapshot (sources/credit-ratings/*.parquet).' })
+@ObjectType({ description: 'A credit rating snapshot (sources/credit-ratings/*.parquet).', simpleResolvers: true })
 export class CreditRating {
   @Field(() => String, { nullable: true, description: 'AAA to D; null when the file\u2019s value is none of them.' })
   rating!: string | null;
@@ -49,7 +49,7 @@ export class CreditRating {
   asOf!: string;
 }
 
-@ObjectType({ description: 'A payment event (sources/payments/date=YYYY-MM-DD/*.jsonl), counted once per paymentId.' })
+@ObjectType({ description: 'A payment event (sources/payments/date=YYYY-MM-DD/*.jsonl), counted once per paymentId.', simpleResolvers: true })
 export class Payment {
   @Field(() => ID)
   paymentId!: string;
@@ -120,7 +120,7 @@ export class SegmentFilter {
   receiverIds?: string[] | null;
 }
 
-@ObjectType({ description: 'One group of invoices; a dimension not asked for is null.' })
+@ObjectType({ description: 'One group of invoices; a dimension not asked for is null.', simpleResolvers: true })
 export class SegmentRow {
   @Field(() => String, { nullable: true })
   issuerIndustry!: string | null;
@@ -168,7 +168,7 @@ export class SegmentRow {
   lateShare!: number | null;
 }
 
-@ObjectType()
+@ObjectType({ simpleResolvers: true })
 export class SegmentStats {
   @Field(() => [SegmentRow])
   rows!: SegmentRow[];

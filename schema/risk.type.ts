@@ -9,7 +9,7 @@ export enum RiskBand {
 }
 registerEnumType(RiskBand, { name: 'RiskBand', description: 'LOW below the medium threshold (0.3), HIGH from the high threshold (0.7).' });
 
-@ObjectType({ description: 'One feature of the risk model, as measured for an invoice.' })
+@ObjectType({ description: 'One feature of the risk model, as measured for an invoice.', simpleResolvers: true })
 export class RiskReason {
   @Field(() => String, { description: 'amountZScore, firstPair, hourlyBurst, roundAmount, justBelowThreshold, selfInvoice.' })
   feature!: string;
@@ -21,7 +21,7 @@ export class RiskReason {
   contribution!: number;
 }
 
-@ObjectType({ description: 'An invoice\u2019s risk score with the reasons that explain it.' })
+@ObjectType({ description: 'An invoice\u2019s risk score with the reasons that explain it.', simpleResolvers: true })
 export class RiskScore {
   @Field(() => ID)
   invoiceId!: string;
@@ -48,7 +48,7 @@ export class RiskScore {
   cursor!: string | null;
 }
 
-@ObjectType()
+@ObjectType({ simpleResolvers: true })
 export class RiskScoreEdge {
   @Field(() => String)
   cursor!: string;
@@ -57,7 +57,7 @@ export class RiskScoreEdge {
   node!: RiskScore;
 }
 
-@ObjectType({ description: 'Risk scores, newest first.' })
+@ObjectType({ description: 'Risk scores, newest first.', simpleResolvers: true })
 export class RiskScoreConnection {
   @Field(() => [RiskScoreEdge])
   edges!: RiskScoreEdge[];

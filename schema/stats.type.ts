@@ -21,7 +21,9 @@ export enum StatsOrder {
 }
 registerEnumType(StatsOrder, { name: 'StatsOrder', description: 'Ties are broken by customer id, then month.' });
 
-@ObjectType({ description: 'A customer\u2019s invoices in a month (or in the whole window).' })
+// simpleResolvers: fields are read as properties (inline, on the compiled path). type-graphql's
+// resolver per field cost a 10,000-row page about 9 of 35 ms in the gateway (by hand, at 10M).
+@ObjectType({ description: 'A customer\u2019s invoices in a month (or in the whole window).', simpleResolvers: true })
 export class StatsRow {
   @Field(() => ID)
   customerId!: string;
@@ -45,7 +47,7 @@ export class StatsRow {
   maxUsd!: string;
 }
 
-@ObjectType({ description: 'How an analytics answer was made. It equals the same aggregate in Postgres at asOf.' })
+@ObjectType({ description: 'How an analytics answer was made. It equals the same aggregate in Postgres at asOf.', simpleResolvers: true })
 export class Freshness {
   @Field(() => Int, { description: 'Invoices counted from the lake\u2019s Parquet files.' })
   lakeRows!: number;
@@ -63,7 +65,7 @@ export class Freshness {
   engine!: string;
 }
 
-@ObjectType({ description: 'Something about the answer worth knowing: a fallback, or data that had to be skipped.' })
+@ObjectType({ description: 'Something about the answer worth knowing: a fallback, or data that had to be skipped.', simpleResolvers: true })
 export class Warning {
   @Field(() => String)
   code!: string;
@@ -72,7 +74,7 @@ export class Warning {
   message!: string;
 }
 
-@ObjectType()
+@ObjectType({ simpleResolvers: true })
 export class InvoiceStats {
   @Field(() => [StatsRow])
   rows!: StatsRow[];
