@@ -268,6 +268,27 @@ describe('invoiceStats is exact and fresh (local lake)', { skip }, () => {
     assert.deepEqual(lake.data!.invoiceStats.rows, await directStats(side.sql, 'RECEIVER', 12, 'TOTAL', many));
   });
 
+  it('adds fresh invoices to the asked customers’ held groups only, equal to Postgres', async () => {
+    await eventually(async () => ['exported', 'unchanged'].includes((await side.gw.gateway.lake.exportNow()).kind), 'an export that leaves nothing stale');
+    const { rows: [busy] } = await side.sql.query<{ id: string }>(`SELECT issuer_id::text AS id FROM invoices GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 1`);
+    const asked = (ids: string[], granularity: 'TOTAL' | 'MONTH') =>
+      side.gw.request(InvoiceStatsDocument, { groupBy: 'ISSUER', months: 12, granularity, customerIds: ids, first: 1000 });
+    await asked([busy!.id], 'MONTH'); // DuckDB now holds the window's groups.
+    await side.sql.query(
+      `INSERT INTO invoices (issue_date, issuer_id, receiver_id, amount_usd)
+       VALUES (now(), $1, 2, 5.55), (now() - interval '62 days', $1, 3, 6.66), (now(), 9, $1, 7.77), (now(), 11, 4, 8.88)`,
+      [Number(busy!.id)],
+    );
+    for (const ids of [[busy!.id], [busy!.id, '9'], Array.from({ length: 30 }, (_, i) => String(i + 1))]) {
+      for (const granularity of ['TOTAL', 'MONTH'] as const) {
+        const answer = await asked(ids, granularity);
+        assert.equal(answer.data!.invoiceStats.freshness.engine, 'LAKE', `customers ${ids.join(', ')}`);
+        assert.ok(answer.data!.invoiceStats.freshness.liveRows >= 2, `customers ${ids.join(', ')}: live rows`);
+        assert.deepEqual(answer.data!.invoiceStats.rows, await directStats(side.sql, 'ISSUER', 12, granularity, ids), `customers ${ids.join(', ')}, ${granularity}`);
+      }
+    }
+  });
+
   it('says in /metrics where each query spent its time, stage by stage', async () => {
     const stageCounts = async () => {
       const text = await (await fetch(new URL('/metrics', side.gw.url))).text();

@@ -81,8 +81,15 @@ export async function lakeStats(deps: LakeStatsDeps, input: LakeStatsInput): Pro
   const liveGroups = `live AS (${live}),
         lg AS (SELECT customer_id, ${monthKey} AS month, ${aggregates} FROM live GROUP BY ALL)`;
 
-  /** The window's groups from a held table, each group live invoices touch added to. */
-  const fromTable = (table: string) => (hasLive ? `${liveGroups}, g AS (${merged(table, 'lg')})` : `g AS (SELECT ${GROUP_COLUMNS} FROM ${table})`);
+  /**
+   * The window's groups from a held table, each group live invoices touch added to. Only the
+   * asked customers' groups are merged: DuckDB does not push the filter below the outer join, and
+   * merging every group of a 12-month window by month for one customer took 60 ms at 10M.
+   */
+  const fromTable = (table: string) => {
+    const held = filter === '' ? table : `(SELECT * FROM ${table} ${filter})`;
+    return hasLive ? `${liveGroups}, g AS (${merged(held, 'lg')})` : `g AS (SELECT ${GROUP_COLUMNS} FROM ${table})`;
+  };
 
   /**
    * The same for a page in customer order: only the groups the page can hold are merged (the
