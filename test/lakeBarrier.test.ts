@@ -3,6 +3,7 @@ import { after, before, describe, it } from 'node:test';
 import { createTestDatabase, missingServices, type TestDatabase } from './fixtures/services.js';
 import { memoryLogger } from './fixtures/gateway.js';
 import { createDatabase, type Database } from '../sources/postgres/database.js';
+import { finalizeExport } from '../sources/postgres/lakeExportStore.js';
 import { createLakeStore, createRecordedPosition, type LakeStore, type RecordedPosition } from '../sources/postgres/lakeStore.js';
 import { migrate } from '../sources/postgres/migrate.js';
 
@@ -100,25 +101,70 @@ describe('the lake barrier', { skip }, () => {
   it('lists only the changes at or below the export’s highest id, and says whether any is above it', async () => {
     const queries = createLakeStore(db, createRecordedPosition());
     const { rows: [{ xid }] } = await db.pool.query<{ xid: string }>(`SELECT (pg_current_xact_id()::text::bigint & 4294967295)::text AS xid`);
-    await db.pool.query(`UPDATE lake_state SET exported_max_id = 700000`);
+    await db.pool.query(`UPDATE lake_state SET exported_max_id = 700000, exported_max_generation = generation`);
     try {
       const mine = (ids: string[]) => ids.filter((id) => id.startsWith('7000') || id.startsWith('6999'));
       assert.equal((await queries.changesForQuery(null)).above, false, 'nothing recorded above it yet');
-      await queries.record([{ invoiceId: '699999', changed: true, xid: Number(xid) }, { invoiceId: '700001', changed: false, xid: Number(xid) }], await currentLsn());
+      await queries.record(
+        [
+          { invoiceId: '699999', changed: true, xid: Number(xid) },
+          { invoiceId: '700001', changed: false, xid: Number(xid) },
+          // Deleted, then inserted again under its id after an export's snapshot: a kept month file may hold it still.
+          { invoiceId: '700002', changed: true, xid: Number(xid) },
+        ],
+        await currentLsn(),
+      );
       const changes = await queries.changesForQuery(null);
       assert.equal(changes.exportedMaxId, '700000');
       assert.equal(changes.above, true);
-      assert.deepEqual(mine(changes.ids), ['699999'], 'the insert above the highest id is read as a range, not listed');
-      assert.deepEqual(mine(changes.changed), ['699999']);
+      assert.deepEqual(mine(changes.ids), ['699999'], 'invoices above the highest id are read as a range, not listed');
+      assert.deepEqual(mine(changes.changed).sort(), ['699999', '700002'], 'a stale version is left out of the lake whatever its id');
+
+      // A highest id recorded for another generation (a gateway from before it was tagged switched since): unknown.
+      await db.pool.query(`UPDATE lake_state SET exported_max_generation = generation + 1`);
+      const otherGeneration = await queries.changesForQuery(null);
+      assert.equal(otherGeneration.above, false);
+      assert.deepEqual(mine(otherGeneration.ids).sort(), ['699999', '700001', '700002']);
 
       // A lake exported before the highest id was kept: every change is listed.
-      await db.pool.query(`UPDATE lake_state SET exported_max_id = NULL`);
+      await db.pool.query(`UPDATE lake_state SET exported_max_id = NULL, exported_max_generation = NULL`);
       const unknown = await queries.changesForQuery(null);
       assert.equal(unknown.above, false);
-      assert.deepEqual(mine(unknown.ids).sort(), ['699999', '700001']);
+      assert.deepEqual(mine(unknown.ids).sort(), ['699999', '700001', '700002']);
     } finally {
-      await db.pool.query(`UPDATE lake_state SET exported_max_id = NULL`);
-      await db.pool.query(`DELETE FROM lake_changes WHERE invoice_id IN (699999, 700001)`);
+      await db.pool.query(`UPDATE lake_state SET exported_max_id = NULL, exported_max_generation = NULL`);
+      await db.pool.query(`DELETE FROM lake_changes WHERE invoice_id IN (699999, 700001, 700002)`);
+    }
+  });
+
+  it('an export’s finalize counts changes it did not see as possibly in the lake only at or below its highest id', async () => {
+    const queries = createLakeStore(db, createRecordedPosition());
+    const { rows: [before] } = await db.pool.query<{ generation: number; recording: boolean; snapshot: string }>(
+      `SELECT generation::int AS generation, recording, pg_current_snapshot()::text AS snapshot FROM lake_state`,
+    );
+    // A transaction after that snapshot: not visible to it.
+    const { rows: [{ xid }] } = await db.pool.query<{ xid: string }>(`SELECT (pg_current_xact_id()::text::bigint & 4294967295)::text AS xid`);
+    await queries.record([{ invoiceId: '799999', changed: false, xid: Number(xid) }, { invoiceId: '800001', changed: false, xid: Number(xid) }], await currentLsn());
+    await db.pool.query(`UPDATE lake_state SET recording = true`);
+    try {
+      const done = { snapshot: before!.snapshot, fromGeneration: before!.generation, generation: before!.generation + 1, manifestKey: 'manifests/test.json', exportedAt: new Date().toISOString(), maxInvoiceId: '800000' };
+      assert.equal(await finalizeExport(db, done), true);
+      const { rows } = await db.pool.query<{ id: string; changed: boolean }>(`SELECT invoice_id::text AS id, changed FROM lake_changes WHERE invoice_id IN (799999, 800001) ORDER BY 1`);
+      assert.deepEqual(rows, [
+        { id: '799999', changed: true },
+        { id: '800001', changed: false },
+      ], 'below the highest id the row may have been inserted before the snapshot and updated after it; above it, no version was exported');
+      const changes = await queries.changesForQuery(null);
+      assert.equal(changes.exportedMaxId, '800000');
+      assert.equal(changes.above, true);
+      assert.ok(changes.ids.includes('799999') && !changes.ids.includes('800001'));
+      assert.ok(!changes.changed.includes('800001'), 'a fresh insert is not left out of the lake (it is not in it)');
+    } finally {
+      await db.pool.query(
+        `UPDATE lake_state SET generation = $1, manifest_key = NULL, exported_at = NULL, exported_max_id = NULL, exported_max_generation = NULL, recording = $2`,
+        [before!.generation, before!.recording],
+      );
+      await db.pool.query(`DELETE FROM lake_changes WHERE invoice_id IN (799999, 800001)`);
     }
   });
 

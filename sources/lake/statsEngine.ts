@@ -190,7 +190,9 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
           key: lake.changes.manifestKey!,
           all: () => Promise.all(lake.manifest.months.flatMap((m) => m.raw.map((f) => cache.fetch(store, f.key, f.etag)))),
         };
-        return runJoin({ ...base, engine: 'LAKE', rawFiles, staleIds: lake.changes.ids, live, lakeAsOf: lake.changes.exportedAt, warnings: [], lakeFiles });
+        // Stale in the files: the listed changes, and changed invoices above the highest id (read live by the range).
+        const staleIds = [...new Set([...lake.changes.ids, ...lake.changes.changed])];
+        return runJoin({ ...base, engine: 'LAKE', rawFiles, staleIds, live, lakeAsOf: lake.changes.exportedAt, warnings: [], lakeFiles });
       });
       observe(engine, started);
       return result;

@@ -77,18 +77,21 @@ const UNLOCK: Statement = { name: 'lake_export_unlock', text: `SELECT pg_advisor
 
 /**
  * After the manifest is written: the changes the snapshot saw are in the lake now; the others
- * may be too (an insert after the snapshot of a row updated before it), so they count as
+ * may be too (a row inserted before the snapshot and updated after it), so they count as
  * "may be in the lake". Only if no one reset the lake meanwhile (a TRUNCATE, a new slot).
  */
 const FINALIZE: Statement = {
   name: 'lake_export_finalize',
   text: `WITH state AS (
-      UPDATE lake_state SET generation = $2, manifest_key = $3, exported_at = $4::timestamptz, exported_max_id = $6::bigint
+      UPDATE lake_state SET generation = $2, manifest_key = $3, exported_at = $4::timestamptz, exported_max_id = $6::bigint, exported_max_generation = $2
       WHERE generation = $5 AND recording RETURNING generation
     ), removed AS (
       DELETE FROM lake_changes WHERE EXISTS (SELECT 1 FROM state) AND pg_visible_in_snapshot(xid, $1::pg_snapshot)
     ), kept AS (
-      UPDATE lake_changes SET changed = true WHERE EXISTS (SELECT 1 FROM state) AND NOT pg_visible_in_snapshot(xid, $1::pg_snapshot) AND NOT changed
+      -- Above the highest id no version was visible to the snapshot: an invoice inserted since
+      -- cannot be in the lake, and stays a fresh insert (read as a range, not excluded from the lake).
+      UPDATE lake_changes SET changed = true
+      WHERE EXISTS (SELECT 1 FROM state) AND NOT pg_visible_in_snapshot(xid, $1::pg_snapshot) AND NOT changed AND invoice_id <= $6::bigint
     )
     SELECT count(*)::int AS updated FROM state`,
 };

@@ -37,7 +37,7 @@ export interface LakeChanges extends LakeState, LakeVersion {
   readonly above: boolean;
   /** Changed invoices at or below exportedMaxId. */
   readonly ids: string[];
-  /** Those of `ids` the lake may hold an older version of. */
+  /** Invoices the lake may hold an older version of (whatever their id). */
   readonly changed: string[];
 }
 
@@ -78,7 +78,7 @@ const ADVANCE: Statement = { name: 'lake_advance', text: `UPDATE lake_state SET 
 
 /** After TRUNCATE invoices the lake describes rows that are gone: analytics use Postgres until a full export. */
 const FORGET: Statement[] = [
-  { name: 'lake_forget_state', text: `UPDATE lake_state SET generation = 0, manifest_key = NULL, exported_at = NULL, exported_max_id = NULL, position = greatest(position, $1::pg_lsn)` },
+  { name: 'lake_forget_state', text: `UPDATE lake_state SET generation = 0, manifest_key = NULL, exported_at = NULL, exported_max_id = NULL, exported_max_generation = NULL, position = greatest(position, $1::pg_lsn)` },
   { name: 'lake_forget_changes', text: `TRUNCATE lake_changes` },
 ];
 
@@ -98,12 +98,16 @@ const CHANGES: Statement = {
   name: 'lake_changes_for_query',
   // Fresh inserts are above the export's highest id: listing them cost more than reading them.
   // Unknown (a lake exported before it was kept): the highest bigint, so every change is listed.
-  text: `WITH s AS (SELECT *, coalesce(exported_max_id, 9223372036854775807) AS max_id FROM lake_state)
+  // A highest id recorded for another generation (by a gateway older than migration 010's) is unknown too.
+  // `changed` is every entry the lake may hold stale, above the highest id too: a deleted invoice
+  // re-inserted under its id after the export's snapshot can still be in a month file kept from before.
+  text: `WITH s AS (
+      SELECT *, coalesce(CASE WHEN exported_max_generation = generation THEN exported_max_id END, 9223372036854775807) AS max_id FROM lake_state)
     SELECT s.generation::int AS generation, s.manifest_key AS "manifestKey", s.max_id::text AS "exportedMaxId",
       EXISTS (SELECT 1 FROM lake_changes WHERE invoice_id > s.max_id) AS above,
       to_char(s.exported_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS "exportedAt",
       coalesce((SELECT array_agg(invoice_id::text) FROM lake_changes WHERE invoice_id <= s.max_id), '{}') AS ids,
-      coalesce((SELECT array_agg(invoice_id::text) FROM lake_changes WHERE invoice_id <= s.max_id AND changed), '{}') AS changed, ${VERSION}
+      coalesce((SELECT array_agg(invoice_id::text) FROM lake_changes WHERE changed), '{}') AS changed, ${VERSION}
     FROM s`,
 };
 
@@ -111,7 +115,7 @@ const LAKE_VERSION: Statement = { name: 'lake_version', text: `SELECT ${VERSION}
 
 /** When the feed's slot is created (in its snapshot): record from here on; the lake is rebuilt. */
 const INITIALIZE: Statement[] = [
-  { name: 'lake_init_state', text: `UPDATE lake_state SET generation = 0, manifest_key = NULL, exported_at = NULL, exported_max_id = NULL, position = '0/0', recording = true` },
+  { name: 'lake_init_state', text: `UPDATE lake_state SET generation = 0, manifest_key = NULL, exported_at = NULL, exported_max_id = NULL, exported_max_generation = NULL, position = '0/0', recording = true` },
   { name: 'lake_init_changes', text: `TRUNCATE lake_changes` },
 ];
 
