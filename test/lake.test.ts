@@ -268,7 +268,7 @@ describe('invoiceStats is exact and fresh (local lake)', { skip }, () => {
     assert.deepEqual(lake.data!.invoiceStats.rows, await directStats(side.sql, 'RECEIVER', 12, 'TOTAL', many));
   });
 
-  it('adds fresh invoices to the asked customers’ held groups only, equal to Postgres', async () => {
+  it('adds fresh invoices of asked and unasked customers to a few customers’ held groups, equal to Postgres', async () => {
     await eventually(async () => ['exported', 'unchanged'].includes((await side.gw.gateway.lake.exportNow()).kind), 'an export that leaves nothing stale');
     const { rows: [busy] } = await side.sql.query<{ id: string }>(`SELECT issuer_id::text AS id FROM invoices GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 1`);
     const asked = (ids: string[], granularity: 'TOTAL' | 'MONTH') =>
