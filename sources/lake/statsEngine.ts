@@ -4,7 +4,7 @@ import type { Duck } from '../duckdb/duckdb.js';
 import type { ObjectCache } from '../objectStore/objectCache.js';
 import type { ObjectStore } from '../objectStore/objectStore.js';
 import type { LakeChanges, LakeStore } from '../postgres/lakeStore.js';
-import type { InvoiceColumns, LakeMisses, StatsGroup, StatsQuery, StatsSnapshot, StatsStore, StatsWindow } from '../postgres/statsStore.js';
+import type { InvoiceColumns, StatsGroup, StatsQuery, StatsSnapshot, StatsStore, StatsWindow } from '../postgres/statsStore.js';
 import { lakeStats, pageRecords } from './lakeStats.js';
 import { parseManifest, type LakeManifest } from './manifest.js';
 import { createWholeAnswers, type AnswerMade, type WholeAnswer } from './wholeAnswers.js';
@@ -185,7 +185,7 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
         const raw = lake.manifest.months.filter((m) => wanted.has(m.month)).flatMap((m) => m.raw);
         const rawFiles = await Promise.all(raw.map(async (f) => ({ path: await cache.fetch(store, f.key, f.etag), rows: f.rows })));
         engine = 'LAKE';
-        const live = await timed('live', () => snapshot.invoices(lakeMisses(lake.changes)));
+        const live = await timed('live', () => snapshot.invoices(lake.changes));
         const lakeFiles = {
           key: lake.changes.manifestKey!,
           all: () => Promise.all(lake.manifest.months.flatMap((m) => m.raw.map((f) => cache.fetch(store, f.key, f.etag)))),
@@ -234,7 +234,7 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
         if ('code' in lake) return fromPostgres(lake);
         const { store, cache, duck } = options.lake;
         const { changes } = lake;
-        const live = await timed('live', () => snapshot.liveGroups(lakeMisses(changes), query));
+        const live = await timed('live', () => snapshot.liveGroups(changes, query));
         const deps = { duck, cache, store, windowTables, timeoutMs: options.timeoutMs };
         const input = { manifest: lake.manifest, months: window.months, query, changedIds: changes.changed, live };
         // A client reading page after page: the whole answer, once, if the snapshot saw every recorded change.
@@ -268,9 +268,6 @@ const WHOLE_ANSWER_GROUPS = 300_000;
 
 /** The stages of an analytics query, as gateway_analytics_stage_seconds names them. */
 type Stage = 'snapshot' | 'barrier' | 'changes' | 'live' | 'lake' | 'postgres' | 'commit';
-
-/** What a query reads from Postgres besides the lake: the range above the export's highest id if anything is there, and the listed changes. */
-const lakeMisses = (changes: LakeChanges): LakeMisses => ({ above: changes.above ? changes.exportedMaxId : null, ids: changes.ids });
 
 const NOT_EXPORTED: StatsWarning = { code: 'LAKE_NOT_READY', message: 'the lake has not been exported yet; answered from Postgres' };
 const NOT_CURRENT: StatsWarning = { code: 'LAKE_NOT_CURRENT', message: 'the change feed has not confirmed the lake is current; answered from Postgres' };

@@ -19,23 +19,21 @@ export interface LakeVersion {
   readonly seenBySnapshot: boolean;
 }
 
-/**
- * The invoices the lake does not reflect, as a query in a snapshot reads them: every invoice
- * above `exportedMaxId`, and those listed in `ids`.
- */
-export interface LakeChanges extends LakeState, LakeVersion {
+/** The invoices a lake lacks or holds stale: every one above `above` (null: none is), and those listed in `ids`. */
+export interface LakeMisses {
   /**
-   * The highest invoice id the generation's export saw: any invoice above it is missing from the
-   * lake (a range of the primary key, however many were inserted since).
+   * The highest invoice id the generation's export saw, when a change above it is recorded: every
+   * invoice above it is missing from the lake (one range of the primary key, however many were
+   * inserted since). Null when none is recorded: after the barrier every commit before the
+   * query's snapshot is recorded, so the snapshot sees no invoice above it.
    */
-  readonly exportedMaxId: string;
-  /**
-   * Whether any change above exportedMaxId is recorded: if none, the query's snapshot sees no
-   * invoice above it (after the barrier every commit before the snapshot is recorded), and the
-   * range need not be read.
-   */
-  readonly above: boolean;
-  /** Changed invoices at or below exportedMaxId. */
+  readonly above: string | null;
+  /** Changed invoices at or below that id (all of them when the highest id is not known). */
+  readonly ids: readonly string[];
+}
+
+/** The invoices the lake does not reflect, as a query in a snapshot reads them. */
+export interface LakeChanges extends LakeState, LakeVersion, LakeMisses {
   readonly ids: string[];
   /** Invoices the lake may hold an older version of (whatever their id). */
   readonly changed: string[];
@@ -76,9 +74,12 @@ const RECORDED: Statement = { name: 'lake_recorded_past', text: `SELECT position
 
 const ADVANCE: Statement = { name: 'lake_advance', text: `UPDATE lake_state SET position = greatest(position, $1::pg_lsn)` };
 
+/** lake_state's columns as when no lake is usable (generation 0). */
+const NO_LAKE = `generation = 0, manifest_key = NULL, exported_at = NULL, exported_max_id = NULL, exported_max_generation = NULL`;
+
 /** After TRUNCATE invoices the lake describes rows that are gone: analytics use Postgres until a full export. */
 const FORGET: Statement[] = [
-  { name: 'lake_forget_state', text: `UPDATE lake_state SET generation = 0, manifest_key = NULL, exported_at = NULL, exported_max_id = NULL, exported_max_generation = NULL, position = greatest(position, $1::pg_lsn)` },
+  { name: 'lake_forget_state', text: `UPDATE lake_state SET ${NO_LAKE}, position = greatest(position, $1::pg_lsn)` },
   { name: 'lake_forget_changes', text: `TRUNCATE lake_changes` },
 ];
 
@@ -103,8 +104,8 @@ const CHANGES: Statement = {
   // re-inserted under its id after the export's snapshot can still be in a month file kept from before.
   text: `WITH s AS (
       SELECT *, coalesce(CASE WHEN exported_max_generation = generation THEN exported_max_id END, 9223372036854775807) AS max_id FROM lake_state)
-    SELECT s.generation::int AS generation, s.manifest_key AS "manifestKey", s.max_id::text AS "exportedMaxId",
-      EXISTS (SELECT 1 FROM lake_changes WHERE invoice_id > s.max_id) AS above,
+    SELECT s.generation::int AS generation, s.manifest_key AS "manifestKey",
+      CASE WHEN EXISTS (SELECT 1 FROM lake_changes WHERE invoice_id > s.max_id) THEN s.max_id::text END AS above,
       to_char(s.exported_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS "exportedAt",
       coalesce((SELECT array_agg(invoice_id::text) FROM lake_changes WHERE invoice_id <= s.max_id), '{}') AS ids,
       coalesce((SELECT array_agg(invoice_id::text) FROM lake_changes WHERE changed), '{}') AS changed, ${VERSION}
@@ -115,7 +116,7 @@ const LAKE_VERSION: Statement = { name: 'lake_version', text: `SELECT ${VERSION}
 
 /** When the feed's slot is created (in its snapshot): record from here on; the lake is rebuilt. */
 const INITIALIZE: Statement[] = [
-  { name: 'lake_init_state', text: `UPDATE lake_state SET generation = 0, manifest_key = NULL, exported_at = NULL, exported_max_id = NULL, exported_max_generation = NULL, position = '0/0', recording = true` },
+  { name: 'lake_init_state', text: `UPDATE lake_state SET ${NO_LAKE}, position = '0/0', recording = true` },
   { name: 'lake_init_changes', text: `TRUNCATE lake_changes` },
 ];
 

@@ -1,6 +1,7 @@
 import type pg from 'pg';
 import type { Database, Statement } from './database.js';
 import { translate } from './database.js';
+import type { LakeMisses } from './lakeStore.js';
 import type { Logger } from 'pino';
 
 /** Who a customer is in an invoice, for grouping. */
@@ -109,9 +110,11 @@ const WINDOW: Statement = {
  */
 type LiveSelection = 'above' | 'listed';
 const SELECTED: Record<LiveSelection, string> = { above: 'invoice_id > $1::bigint', listed: 'invoice_id = ANY($1::bigint[])' };
+/** The window's condition, its bounds in these placeholders. */
+const inWindow = (from: string, to: string) => `issue_date >= ${from}::timestamptz AND issue_date < ${to}::timestamptz`;
 
 /** Current versions of the selected invoices in the window ($2, $3), grouped by (month, party), optionally only some parties ($4). */
-const liveGroupsStatement = (role: StatsRole, selection: LiveSelection): Statement => ({
+const liveGroupsStatement = memoized((role: StatsRole, selection: LiveSelection): Statement => ({
   name: `stats_live_groups_${role}_${selection}`,
   // Grouped by the month's timestamp, printed after: sorting 10,000 fresh invoices by the month's
   // text (a collation compare per row) cost more than the grouping itself.
@@ -119,17 +122,13 @@ const liveGroupsStatement = (role: StatsRole, selection: LiveSelection): Stateme
       SELECT date_trunc('month', issue_date AT TIME ZONE 'UTC') AS month, ${PARTY[role]} AS customer_id,
         count(*)::int AS invoices, sum(amount_usd) AS total, min(amount_usd) AS min_usd, max(amount_usd) AS max_usd
       FROM invoices
-      WHERE ${SELECTED[selection]} AND issue_date >= $2::timestamptz AND issue_date < $3::timestamptz
+      WHERE ${SELECTED[selection]} AND ${inWindow('$2', '$3')}
         AND ($4::int[] IS NULL OR ${PARTY[role]} = ANY($4::int[]))
       GROUP BY 1, 2)
     SELECT count(*)::int AS groups, coalesce(sum(invoices), 0)::int AS invoices, coalesce(max(abs(total)) < 1e15, true) AS small,
       coalesce(string_agg(concat_ws(' ', to_char(month, 'YYYY-MM'), customer_id, invoices, total, min_usd, max_usd), ','), '') AS records
     FROM g`,
-});
-const LIVE_GROUPS: Record<StatsRole, Record<LiveSelection, Statement>> = {
-  issuer: { above: liveGroupsStatement('issuer', 'above'), listed: liveGroupsStatement('issuer', 'listed') },
-  receiver: { above: liveGroupsStatement('receiver', 'above'), listed: liveGroupsStatement('receiver', 'listed') },
-};
+}));
 
 /** Both reads' groups as one input: DuckDB sums groups of one (month, customer) that come twice. */
 function bothLiveGroups(a: LiveGroups, b: LiveGroups): LiveGroups {
@@ -142,17 +141,13 @@ const INVOICE_COLUMNS = `coalesce(array_agg(invoice_id::text), '{}') AS ids,
       coalesce(array_agg(to_char(issue_date AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')), '{}') AS dates,
       coalesce(array_agg(issuer_id), '{}') AS issuers, coalesce(array_agg(receiver_id), '{}') AS receivers,
       coalesce(array_agg(amount_usd::text), '{}') AS amounts`;
-const WINDOW_BOUNDS = `issue_date >= $2::timestamptz AND issue_date < $3::timestamptz`;
 /** The selected invoices of the window ($2, $3), whole. */
-const LIVE_INVOICES: Record<LiveSelection, Statement> = {
-  above: { name: 'stats_live_invoices_above', text: `SELECT ${INVOICE_COLUMNS} FROM invoices WHERE ${SELECTED.above} AND ${WINDOW_BOUNDS}` },
-  listed: { name: 'stats_live_invoices_listed', text: `SELECT ${INVOICE_COLUMNS} FROM invoices WHERE ${SELECTED.listed} AND ${WINDOW_BOUNDS}` },
-};
+const liveInvoicesStatement = memoized((selection: LiveSelection): Statement => ({
+  name: `stats_live_invoices_${selection}`,
+  text: `SELECT ${INVOICE_COLUMNS} FROM invoices WHERE ${SELECTED[selection]} AND ${inWindow('$2', '$3')}`,
+}));
 /** Every invoice of the window ($1, $2), whole (when the lake cannot be used). */
-const ALL_INVOICES: Statement = {
-  name: 'stats_all_invoices',
-  text: `SELECT ${INVOICE_COLUMNS} FROM invoices WHERE issue_date >= $1::timestamptz AND issue_date < $2::timestamptz`,
-};
+const ALL_INVOICES: Statement = { name: 'stats_all_invoices', text: `SELECT ${INVOICE_COLUMNS} FROM invoices WHERE ${inWindow('$1', '$2')}` };
 
 const NO_LIVE_GROUPS: LiveGroups = { groups: 0, invoices: 0, small: true, records: '' };
 const NO_INVOICES: InvoiceColumns = { ids: [], dates: [], issuers: [], receivers: [], amounts: [] };
@@ -260,12 +255,6 @@ const fewGroupsStatement = memoized((role: StatsRole, granularity: StatsGranular
   };
 });
 
-/** The invoices a lake lacks or holds stale: every one above `above` (null: none is), and those listed in `ids`. */
-export interface LakeMisses {
-  readonly above: string | null;
-  readonly ids: readonly string[];
-}
-
 /**
  * A consistent read of Postgres for one analytics query: a REPEATABLE READ snapshot taken
  * first, so the lake's changes and the live rows can be matched to the same moment.
@@ -324,7 +313,7 @@ export function createStatsStore(db: Database, logger: Logger): StatsStore {
             window: window!,
             liveGroups: async (misses, query) => {
               const read = async (selection: LiveSelection, value: unknown) =>
-                (await run<LiveGroups & pg.QueryResultRow>(LIVE_GROUPS[query.role][selection], [value, window!.from, window!.to, query.customerIds]))[0]!;
+                (await run<LiveGroups & pg.QueryResultRow>(liveGroupsStatement(query.role, selection), [value, window!.from, window!.to, query.customerIds]))[0]!;
               // Planned for its value, the range is a walk along the primary key's end (a generic
               // plan, not knowing the value, scans the window's months: 200 ms at 10M).
               const fresh = misses.above === null ? NO_LIVE_GROUPS : await read('above', misses.above);
@@ -337,8 +326,8 @@ export function createStatsStore(db: Database, logger: Logger): StatsStore {
             invoices: async (misses) => {
               const read = async (statement: Statement, values: unknown[]) => (await run<InvoiceColumns & pg.QueryResultRow>(statement, values))[0]!;
               if (misses === null) return read(ALL_INVOICES, [window!.from, window!.to]);
-              const listed = misses.ids.length === 0 ? NO_INVOICES : await read(LIVE_INVOICES.listed, [misses.ids, window!.from, window!.to]);
-              return misses.above === null ? listed : bothInvoices(await read(LIVE_INVOICES.above, [misses.above, window!.from, window!.to]), listed);
+              const listed = misses.ids.length === 0 ? NO_INVOICES : await read(liveInvoicesStatement('listed'), [misses.ids, window!.from, window!.to]);
+              return misses.above === null ? listed : bothInvoices(await read(liveInvoicesStatement('above'), [misses.above, window!.from, window!.to]), listed);
             },
             unknownInvoices: async (ids) => (ids.length === 0 ? 0 : (await run<{ unknown: number }>(UNKNOWN_INVOICES, [ids]))[0]!.unknown),
             groups: (query) =>
