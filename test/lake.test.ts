@@ -5,7 +5,7 @@ import { createTestDatabase, missingServices, type TestDatabase } from './fixtur
 import { startTestGateway, type TestGateway } from './fixtures/gateway.js';
 import { eventually } from './fixtures/eventually.js';
 import { startS3Server, type S3Server } from './fixtures/s3Server.js';
-import { allPages, assertExact, directStats } from './fixtures/statsCheck.js';
+import { allPages, assertExact, assertFirstPagesByCustomer, directStats } from './fixtures/statsCheck.js';
 import { CustomerStatsDocument, InvoiceByIdDocument, InvoiceStatsDocument } from './generated/graphql.js';
 
 const skip = await missingServices('postgres');
@@ -124,6 +124,7 @@ describe('invoiceStats is exact and fresh (local lake)', { skip }, () => {
   it('stays equal to Postgres through random inserts, late commits, updates, deletes and exports', async () => {
     await randomHistory(side, 20261124, 40, async (label) => {
       await assertExact(side.gw, side.sql, label, [1, 12]);
+      await assertFirstPagesByCustomer(side.gw, side.sql, label);
     });
     const { freshness } = await allPages(side.gw, { groupBy: 'RECEIVER', months: 12, granularity: 'TOTAL', first: 10_000 });
     assert.equal(freshness.engine, 'LAKE');

@@ -139,12 +139,20 @@ export async function lakeStats(deps: LakeStatsDeps, input: LakeStatsInput): Pro
   bind('after_month', query.after?.month ?? '', VARCHAR);
   const limit = bind('limit', query.limit, BIGINT);
   /**
-   * `all`: the answer's invoices over every group when known beforehand, else counted here. The
+   * The answer's invoices over every group, counted here: over the groups, or, when the live
+   * groups are only a page's (LiveGroups.partial), over the lake's part (`lake`) plus every live invoice.
+   */
+  const counted = (lake: string) =>
+    input.live.partial
+      ? `(SELECT coalesce(sum(invoices), 0) FROM ${lake} ${filter})::HUGEINT + ${bind('live_invoices', String(input.live.invoices), VARCHAR)}::HUGEINT`
+      : 'sum(invoices) OVER ()';
+  /**
+   * `all`: the answer's invoices over every group (see `counted`). The
    * page comes back as one text of records (see pageRecords): one value to convert instead of
    * seven per row, which was most of a 10,000-row page's time in DuckDB's result reader.
    */
-  const statement = (groups: string, all?: string) => `WITH ${groups},
-    ranked AS (SELECT ${GROUP_COLUMNS}, ${all ? bind('all_invoices', all, VARCHAR) : 'sum(invoices) OVER ()'} AS all_invoices FROM g ${filter})
+  const statement = (groups: string, all: string) => `WITH ${groups},
+    ranked AS (SELECT ${GROUP_COLUMNS}, ${all} AS all_invoices FROM g ${filter})
     SELECT coalesce(string_agg(concat_ws(' ', customer_id, month, invoices, total, min_usd, max_usd), ',' ORDER BY ${keyset.orderBy}), '') AS records,
       coalesce(any_value(all_invoices)::VARCHAR, '0') AS "allInvoices"
     -- The page first, then the texts: DuckDB projects before a top-n, which would format every group.
@@ -170,7 +178,7 @@ export async function lakeStats(deps: LakeStatsDeps, input: LakeStatsInput): Pro
       // Without a customer filter the answer's invoices are the window's plus the live ones: no
       // pass over every group to count them.
       const all = table && query.customerIds === null ? String(BigInt(table.invoices) + BigInt(input.live.invoices)) : undefined;
-      const whole = table !== undefined && input.whole !== undefined && table.rows + input.live.groups <= input.whole;
+      const whole = table !== undefined && input.whole !== undefined && !input.live.partial && table.rows + input.live.groups <= input.whole;
       if (table && whole) {
         bind('after_value', null, VARCHAR);
         bind('after_customer', null, INTEGER);
@@ -178,7 +186,9 @@ export async function lakeStats(deps: LakeStatsDeps, input: LakeStatsInput): Pro
         bind('limit', table.rows + input.live.groups + 1, BIGINT);
       }
       const byCustomer = query.orderBy === 'CUSTOMER_ASC' && hasLive && all !== undefined && !whole;
-      const sql = table ? statement(byCustomer ? pageFromTable(table.name) : fromTable(table.name), all) : statement(await fromFiles());
+      const sql = table
+        ? statement(byCustomer ? pageFromTable(table.name) : fromTable(table.name), all === undefined ? counted(table.name) : bind('all_invoices', all, VARCHAR))
+        : statement(await fromFiles(), counted('lake'));
       // Only the parameters the statement uses are passed (DuckDB refuses others).
       const { values, types } = parameters.used(sql);
       const [page] = await s.allNamed<{ records: string; allInvoices: string }>(sql, values, types);

@@ -234,11 +234,14 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
         if ('code' in lake) return fromPostgres(lake);
         const { store, cache, duck } = options.lake;
         const { changes } = lake;
-        const live = await timed('live', () => snapshot.liveGroups(changes, query));
+        // A client reading page after page: the whole answer, once, if the snapshot saw every recorded change.
+        const wantsWhole = query.after !== null && changes.seenBySnapshot;
+        // Otherwise a page in customer order needs only the live groups it can show.
+        const scope = query.orderBy === 'CUSTOMER_ASC' && !wantsWhole ? 'page' : 'all';
+        const live = await timed('live', () => snapshot.liveGroups(changes, query, scope));
         const deps = { duck, cache, store, windowTables, timeoutMs: options.timeoutMs };
         const input = { manifest: lake.manifest, months: window.months, query, changedIds: changes.changed, live };
-        // A client reading page after page: the whole answer, once, if the snapshot saw every recorded change.
-        const page = await timed('lake', () => lakeStats(deps, { ...input, whole: query.after && changes.seenBySnapshot ? WHOLE_ANSWER_GROUPS : undefined }));
+        const page = await timed('lake', () => lakeStats(deps, { ...input, whole: wantsWhole ? WHOLE_ANSWER_GROUPS : undefined }));
         const liveRows = live.invoices;
         // An empty page has no count of the answer's invoices: it is the live ones, as before.
         const all = page.records === '' ? liveRows : Number(page.allInvoices);

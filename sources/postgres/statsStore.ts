@@ -65,7 +65,20 @@ export interface LiveGroups {
   readonly small: boolean;
   /** `month customer invoices total min max` per group, groups separated by commas. */
   readonly records: string;
+  /**
+   * The records hold only the groups a page in customer order can show (the first `limit` keys
+   * past its cursor; see LiveScope); `groups` counts those, `invoices` still every live invoice.
+   */
+  readonly partial: boolean;
 }
+
+/**
+ * Which live groups a query needs: all, or (a page in customer order) only those of the first
+ * `limit` keys past its cursor. A key further on cannot reach the page: `limit` live keys, every
+ * one on the page or before it, come first. So at most `limit` groups are sent to DuckDB instead
+ * of one per touched (customer, month): 10,000 fresh invoices touch about as many.
+ */
+export type LiveScope = 'all' | 'page';
 
 /** Allow-lists: the only identifiers and expressions statements are made of. */
 const PARTY: Record<StatsRole, string> = { issuer: 'issuer_id', receiver: 'receiver_id' };
@@ -113,28 +126,44 @@ const SELECTED: Record<LiveSelection, string> = { above: 'invoice_id > $1::bigin
 /** The window's condition, its bounds in these placeholders. */
 const inWindow = (from: string, to: string) => `issue_date >= ${from}::timestamptz AND issue_date < ${to}::timestamptz`;
 
-/** Current versions of the selected invoices in the window ($2, $3), grouped by (month, party), optionally only some parties ($4). */
-const liveGroupsStatement = memoized((role: StatsRole, selection: LiveSelection): Statement => ({
-  name: `stats_live_groups_${role}_${selection}`,
-  // Grouped by the month's timestamp, printed after: sorting 10,000 fresh invoices by the month's
-  // text (a collation compare per row) cost more than the grouping itself.
-  text: `WITH g AS (
-      SELECT date_trunc('month', issue_date AT TIME ZONE 'UTC') AS month, ${PARTY[role]} AS customer_id,
-        count(*)::int AS invoices, sum(amount_usd) AS total, min(amount_usd) AS min_usd, max(amount_usd) AS max_usd
-      FROM invoices
-      WHERE ${SELECTED[selection]} AND ${inWindow('$2', '$3')}
-        AND ($4::int[] IS NULL OR ${PARTY[role]} = ANY($4::int[]))
-      GROUP BY 1, 2)
-    SELECT count(*)::int AS groups, coalesce(sum(invoices), 0)::int AS invoices, coalesce(max(abs(total)) < 1e15, true) AS small,
-      coalesce(string_agg(concat_ws(' ', to_char(month, 'YYYY-MM'), customer_id, invoices, total, min_usd, max_usd), ','), '') AS records
-    FROM g`,
-}));
+/**
+ * Current versions of the selected invoices in the window ($2, $3), grouped by (month, party),
+ * optionally only some parties ($4); for a page in customer order (LiveScope) only the groups of
+ * the first $5 keys past the cursor ($6, $7), the key's month empty in TOTAL groups.
+ */
+const liveGroupsStatement = memoized((role: StatsRole, selection: LiveSelection, scope: LiveScope, granularity: StatsGranularity): Statement => {
+  // The month of the key as the cursor gives it; bytewise, as DuckDB and the cursor compare it.
+  const keyMonth = (g: string) => (granularity === 'MONTH' ? `to_char(${g}.month, 'YYYY-MM') COLLATE "C"` : `''::text`);
+  const sent =
+    scope === 'all'
+      ? 'g'
+      : `(SELECT g.* FROM g JOIN (
+          SELECT DISTINCT customer_id, ${keyMonth('g')} AS key_month FROM g
+          WHERE $6::int IS NULL OR (customer_id, ${keyMonth('g')}) > ($6::int, $7::text COLLATE "C")
+          ORDER BY 1, 2 LIMIT $5::int) AS k ON k.customer_id = g.customer_id AND k.key_month = ${keyMonth('g')})`;
+  return {
+    name: `stats_live_groups_${role}_${selection}${scope === 'all' ? '' : `_page_${granularity.toLowerCase()}`}`,
+    // Grouped by the month's timestamp, printed after: sorting 10,000 fresh invoices by the month's
+    // text (a collation compare per row) cost more than the grouping itself.
+    text: `WITH g AS (
+        SELECT date_trunc('month', issue_date AT TIME ZONE 'UTC') AS month, ${PARTY[role]} AS customer_id,
+          count(*)::int AS invoices, sum(amount_usd) AS total, min(amount_usd) AS min_usd, max(amount_usd) AS max_usd
+        FROM invoices
+        WHERE ${SELECTED[selection]} AND ${inWindow('$2', '$3')}
+          AND ($4::int[] IS NULL OR ${PARTY[role]} = ANY($4::int[]))
+        GROUP BY 1, 2)
+      SELECT count(*)::int AS groups, ${scope === 'all' ? 'coalesce(sum(invoices), 0)' : '(SELECT coalesce(sum(invoices), 0) FROM g)'}::int AS invoices, coalesce(max(abs(total)) < 1e15, true) AS small,
+        coalesce(string_agg(concat_ws(' ', to_char(month, 'YYYY-MM'), customer_id, invoices, total, min_usd, max_usd), ','), '') AS records,
+        ${scope === 'page'} AS partial
+      FROM ${sent} AS sent`,
+  };
+});
 
 /** Both reads' groups as one input: DuckDB sums groups of one (month, customer) that come twice. */
 function bothLiveGroups(a: LiveGroups, b: LiveGroups): LiveGroups {
-  if (b.groups === 0) return a;
-  if (a.groups === 0) return b;
-  return { groups: a.groups + b.groups, invoices: a.invoices + b.invoices, small: a.small && b.small, records: `${a.records},${b.records}` };
+  // A partial read may send no group and still count invoices (all of them past the page).
+  const records = [a.records, b.records].filter((r) => r !== '').join(',');
+  return { groups: a.groups + b.groups, invoices: a.invoices + b.invoices, small: a.small && b.small, records, partial: a.partial || b.partial };
 }
 
 const INVOICE_COLUMNS = `coalesce(array_agg(invoice_id::text), '{}') AS ids,
@@ -149,7 +178,7 @@ const liveInvoicesStatement = memoized((selection: LiveSelection): Statement => 
 /** Every invoice of the window ($1, $2), whole (when the lake cannot be used). */
 const ALL_INVOICES: Statement = { name: 'stats_all_invoices', text: `SELECT ${INVOICE_COLUMNS} FROM invoices WHERE ${inWindow('$1', '$2')}` };
 
-const NO_LIVE_GROUPS: LiveGroups = { groups: 0, invoices: 0, small: true, records: '' };
+const NO_LIVE_GROUPS: LiveGroups = { groups: 0, invoices: 0, small: true, records: '', partial: false };
 const NO_INVOICES: InvoiceColumns = { ids: [], dates: [], issuers: [], receivers: [], amounts: [] };
 
 const bothInvoices = (a: InvoiceColumns, b: InvoiceColumns): InvoiceColumns => ({
@@ -262,7 +291,7 @@ const fewGroupsStatement = memoized((role: StatsRole, granularity: StatsGranular
 export interface StatsSnapshot {
   readonly window: StatsWindow;
   /** Current versions of these invoices inside the window, grouped as the query groups (and filtered to its customers). */
-  liveGroups(misses: LakeMisses, query: StatsQuery): Promise<LiveGroups>;
+  liveGroups(misses: LakeMisses, query: StatsQuery, scope: LiveScope): Promise<LiveGroups>;
   /** The whole answer from Postgres (the small-customer shape, or the fallback). */
   groups(query: StatsQuery): Promise<StatsGroup[]>;
   /** Whole invoices of the window: these, or all (null). */
@@ -311,9 +340,11 @@ export function createStatsStore(db: Database, logger: Logger): StatsStore {
           const [window] = await run<StatsWindow>(WINDOW, [months]);
           const result = await work({
             window: window!,
-            liveGroups: async (misses, query) => {
+            liveGroups: async (misses, query, scope) => {
+              if (scope === 'page' && query.orderBy !== 'CUSTOMER_ASC') throw new Error('live groups of a page only in customer order');
+              const page = scope === 'page' ? [query.limit, query.after?.customerId ?? null, query.after?.month ?? ''] : [];
               const read = async (selection: LiveSelection, value: unknown) =>
-                (await run<LiveGroups & pg.QueryResultRow>(liveGroupsStatement(query.role, selection), [value, window!.from, window!.to, query.customerIds]))[0]!;
+                (await run<LiveGroups & pg.QueryResultRow>(liveGroupsStatement(query.role, selection, scope, query.granularity), [value, window!.from, window!.to, query.customerIds, ...page]))[0]!;
               // Planned for its value, the range is a walk along the primary key's end (a generic
               // plan, not knowing the value, scans the window's months: 200 ms at 10M).
               const fresh = misses.above === null ? NO_LIVE_GROUPS : await read('above', misses.above);

@@ -1,0 +1,108 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { createTestDatabase, missingServices, type TestDatabase } from './fixtures/services.js';
+import { memoryLogger } from './fixtures/gateway.js';
+import { createDatabase, type Database } from '../sources/postgres/database.js';
+import type { LakeMisses } from '../sources/postgres/lakeStore.js';
+import { migrate } from '../sources/postgres/migrate.js';
+import { seedDatabase } from '../sources/postgres/seeder.js';
+import { createStatsStore, type LiveGroups, type StatsGranularity, type StatsQuery, type StatsRole } from '../sources/postgres/statsStore.js';
+
+const skip = await missingServices('postgres');
+
+/** One live group as the records carry it, and the page key it belongs to ('' month in TOTAL). */
+interface Group {
+  readonly record: string;
+  readonly customer: number;
+  readonly keyMonth: string;
+}
+
+const keyOf = (g: Group) => `${String(g.customer).padStart(10, '0')} ${g.keyMonth}`;
+
+function groupsOf(live: LiveGroups, granularity: StatsGranularity): Group[] {
+  if (live.records === '') return [];
+  return live.records.split(',').map((record) => {
+    const [month, customer] = record.split(' ') as [string, string];
+    return { record, customer: Number(customer), keyMonth: granularity === 'MONTH' ? month : '' };
+  });
+}
+
+/**
+ * The live groups of a page in customer order (LiveScope 'page'): the groups of the first
+ * `limit` keys past the cursor, from each read, must be exactly those the whole read has for the
+ * keys the page can show, and the invoice count must stay the whole read's.
+ */
+describe('live groups of a page in customer order', { skip }, () => {
+  const { logger } = memoryLogger();
+  let database: TestDatabase;
+  let db: Database;
+  let listed: string[];
+  let highest: string;
+
+  before(async () => {
+    database = await createTestDatabase('live_groups');
+    db = createDatabase({ url: database.url, poolMax: 2, statementTimeoutMs: 0 }, logger);
+    await migrate(db, logger);
+    await seedDatabase(db, { customers: 25, invoices: 2_000, months: 14, seed: 3 }, logger);
+    const [range] = await db.query<{ highest: string }>({ name: 'test_highest', text: `SELECT (max(invoice_id) - 600)::text AS highest FROM invoices` });
+    highest = range!.highest;
+    // Invoices at or below the highest id, as changes to exported invoices would list them.
+    const rows = await db.query<{ id: string }>({ name: 'test_listed', text: `SELECT invoice_id::text AS id FROM invoices WHERE invoice_id <= $1 AND invoice_id % 7 = 0` }, [highest]);
+    listed = rows.map((r) => r.id);
+  });
+  after(async () => {
+    await db?.close();
+    await database?.drop();
+  });
+
+  const store = () => createStatsStore(db, logger);
+  const query = (role: StatsRole, granularity: StatsGranularity, limit: number, after: StatsQuery['after']): StatsQuery => ({
+    role, months: 12, customerIds: null, granularity, orderBy: 'CUSTOMER_ASC', limit, after,
+  });
+
+  for (const misses of [
+    { name: 'fresh inserts above the highest id', value: (): LakeMisses => ({ above: highest, ids: [] }) },
+    { name: 'listed changes and fresh inserts, read apart', value: (): LakeMisses => ({ above: highest, ids: listed }) },
+  ]) {
+    it(`keeps every group the page can show and counts every invoice: ${misses.name}`, async () => {
+      let checked = 0;
+      for (const role of ['issuer', 'receiver'] as const) {
+        for (const granularity of ['MONTH', 'TOTAL'] as const) {
+          await store().withSnapshot(12, async (snapshot) => {
+            const whole = await snapshot.liveGroups(misses.value(), query(role, granularity, 1_000_000, null), 'all');
+            assert.equal(whole.partial, false);
+            const all = groupsOf(whole, granularity);
+            const keys = [...new Set(all.map(keyOf))].sort();
+            assert.ok(keys.length > 20, `${keys.length} keys`);
+            // From the start, from inside the keys, and from past the last.
+            for (const at of [-1, 0, 3, Math.floor(keys.length / 2), keys.length - 2, keys.length - 1]) {
+              for (const limit of [1, 4, 11]) {
+                const cursor = at < 0 ? null : all.find((g) => keyOf(g) === keys[at])!;
+                const after = cursor && { sortValue: null, customerId: cursor.customer, month: granularity === 'MONTH' ? cursor.keyMonth : null };
+                const page = await snapshot.liveGroups(misses.value(), query(role, granularity, limit, after), 'page');
+                const label = `${role} ${granularity}, after key ${at}, limit ${limit}`;
+                assert.equal(page.partial, true, label);
+                assert.equal(page.invoices, whole.invoices, `${label}: every live invoice counted`);
+                const sent = groupsOf(page, granularity);
+                assert.equal(page.groups, sent.length, label);
+                const shown = new Set(keys.slice(at + 1, at + 1 + limit));
+                const byKey = (groups: Group[]) => groups.filter((g) => shown.has(keyOf(g))).map((g) => g.record).sort();
+                assert.deepEqual(byKey(sent), byKey(all), `${label}: the groups of the keys the page can show`);
+                assert.ok(sent.every((g) => keyOf(g) > (at < 0 ? '' : keys[at]!)), `${label}: nothing at or before the cursor`);
+                assert.ok(sent.length < all.length || shown.size >= keys.length - at - 1, `${label}: fewer groups than the whole read`);
+                checked++;
+              }
+            }
+          });
+        }
+      }
+      assert.equal(checked, 2 * 2 * 6 * 3);
+    });
+  }
+
+  it('is refused for an order by a measure, where a later key can overtake the page', async () => {
+    await store().withSnapshot(12, async (snapshot) => {
+      await assert.rejects(snapshot.liveGroups({ above: highest, ids: [] }, { ...query('issuer', 'MONTH', 5, null), orderBy: 'TOTAL_DESC' }, 'page'), /customer order/);
+    });
+  });
+});
