@@ -129,18 +129,17 @@ const inWindow = (from: string, to: string) => `issue_date >= ${from}::timestamp
 /**
  * Current versions of the selected invoices in the window ($2, $3), grouped by (month, party),
  * optionally only some parties ($4); for a page in customer order (LiveScope) only the groups of
- * the first $5 keys past the cursor ($6, $7), the key's month empty in TOTAL groups.
+ * the first $5 keys past the cursor: customer $6 and, by MONTH, month $7 (TOTAL keys are customers).
  */
 const liveGroupsStatement = memoized((role: StatsRole, selection: LiveSelection, scope: LiveScope, granularity: StatsGranularity): Statement => {
-  // The month of the key as the cursor gives it; bytewise, as DuckDB and the cursor compare it.
-  const keyMonth = (g: string) => (granularity === 'MONTH' ? `to_char(${g}.month, 'YYYY-MM') COLLATE "C"` : `''::text`);
-  const sent =
-    scope === 'all'
-      ? 'g'
-      : `(SELECT g.* FROM g JOIN (
-          SELECT DISTINCT customer_id, ${keyMonth('g')} AS key_month FROM g
-          WHERE $6::int IS NULL OR (customer_id, ${keyMonth('g')}) > ($6::int, $7::text COLLATE "C")
-          ORDER BY 1, 2 LIMIT $5::int) AS k ON k.customer_id = g.customer_id AND k.key_month = ${keyMonth('g')})`;
+  // Keys compared as grouped (the month a timestamp, $7 the cursor's month as one): printing the
+  // month of every group to compare it as text took longer than the grouping.
+  const pastCursor = granularity === 'MONTH' ? `(customer_id, month) > ($6::int, $7::timestamp)` : `customer_id > $6::int`;
+  const firstKeys =
+    granularity === 'MONTH'
+      ? `SELECT * FROM g WHERE $6::int IS NULL OR ${pastCursor} ORDER BY customer_id, month LIMIT $5::int`
+      : `SELECT * FROM g WHERE customer_id IN (SELECT DISTINCT customer_id FROM g WHERE $6::int IS NULL OR ${pastCursor} ORDER BY 1 LIMIT $5::int)`;
+  const sent = scope === 'all' ? 'g' : `(${firstKeys})`;
   return {
     name: `stats_live_groups_${role}_${selection}${scope === 'all' ? '' : `_page_${granularity.toLowerCase()}`}`,
     // Grouped by the month's timestamp, printed after: sorting 10,000 fresh invoices by the month's
@@ -342,7 +341,9 @@ export function createStatsStore(db: Database, logger: Logger): StatsStore {
             window: window!,
             liveGroups: async (misses, query, scope) => {
               if (scope === 'page' && query.orderBy !== 'CUSTOMER_ASC') throw new Error('live groups of a page only in customer order');
-              const page = scope === 'page' ? [query.limit, query.after?.customerId ?? null, query.after?.month ?? ''] : [];
+              // The cursor's month as the statement compares it (a timestamp); TOTAL keys have none.
+              const cursorMonth = query.granularity === 'MONTH' ? [query.after?.month ? `${query.after.month}-01` : null] : [];
+              const page = scope === 'page' ? [query.limit, query.after?.customerId ?? null, ...cursorMonth] : [];
               const read = async (selection: LiveSelection, value: unknown) =>
                 (await run<LiveGroups & pg.QueryResultRow>(liveGroupsStatement(query.role, selection, scope, query.granularity), [value, window!.from, window!.to, query.customerIds, ...page]))[0]!;
               // Planned for its value, the range is a walk along the primary key's end (a generic
