@@ -90,6 +90,16 @@ describe('live groups of a page in customer order', { skip }, () => {
                 assert.deepEqual(byKey(sent), byKey(all), `${label}: the groups of the keys the page can show`);
                 assert.ok(sent.every((g) => keyOf(g) > (at < 0 ? '' : keys[at]!)), `${label}: nothing at or before the cursor`);
                 assert.ok(sent.length < all.length || shown.size >= keys.length - at - 1, `${label}: fewer groups than the whole read`);
+                // Bounded at a customer (a page bound, see PageBounds): the shown keys up to it are as before.
+                const upTo = [...shown].sort().at(-1);
+                if (upTo !== undefined) {
+                  const customer = Number(upTo.split(' ')[0]);
+                  const bounded = await snapshot.liveGroups(misses.value(), query(role, granularity, limit, after), 'page', customer);
+                  assert.equal(bounded.invoices, whole.invoices, `${label}, up to ${customer}: every live invoice counted`);
+                  const boundedGroups = groupsOf(bounded, granularity);
+                  assert.ok(boundedGroups.every((g) => g.customer <= customer), `${label}, up to ${customer}: no later customer`);
+                  assert.deepEqual(byKey(boundedGroups), byKey(all), `${label}, up to ${customer}: the groups of the keys the page can show`);
+                }
                 checked++;
               }
             }

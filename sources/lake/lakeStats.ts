@@ -4,6 +4,7 @@ import type { ObjectCache } from '../objectStore/objectCache.js';
 import type { ObjectStore } from '../objectStore/objectStore.js';
 import { keysetSql, type LiveGroups, type StatsGroup, type StatsQuery } from '../postgres/statsStore.js';
 import type { LakeManifest } from './manifest.js';
+import type { PageBounds } from './pageBounds.js';
 import type { WindowTable, WindowTables } from './windowTables.js';
 
 export interface LakeStatsInput {
@@ -34,7 +35,23 @@ export interface LakeStatsDeps {
   readonly cache: ObjectCache;
   readonly store: ObjectStore;
   readonly windowTables: WindowTables;
+  /** Marked along the held tables a page in customer order reads. */
+  readonly pageBounds: PageBounds;
   readonly timeoutMs: number;
+}
+
+/** The rollup files of the query's role for the window's months, in the manifest. */
+const rollupFilesOf = (manifest: LakeManifest, months: readonly string[], query: StatsQuery) => {
+  const wanted = new Set(months);
+  return manifest.months.filter((m) => wanted.has(m.month)).map((m) => m.rollups[query.role]);
+};
+
+/**
+ * The id of the held table of the window's groups a query reads (see WindowTables): rollup
+ * objects never change under their key and ETag, so the files name the table's content.
+ */
+export function heldTableId(manifest: LakeManifest, months: readonly string[], query: StatsQuery): string {
+  return JSON.stringify([query.role, query.granularity, rollupFilesOf(manifest, months, query).map((f) => [f.key, f.etag])]);
 }
 
 /** The columns every `g` relation below has; `month` is '' in TOTAL groups, so that it can be a join key. */
@@ -53,7 +70,7 @@ export async function lakeStats(deps: LakeStatsDeps, input: LakeStatsInput): Pro
   const wanted = new Set(input.months);
   const months = input.manifest.months.filter((m) => wanted.has(m.month));
   const fetch = (f: { key: string; etag: string }) => deps.cache.fetch(deps.store, f.key, f.etag);
-  const rollupFiles = months.map((m) => m.rollups[query.role]);
+  const rollupFiles = rollupFilesOf(input.manifest, input.months, query);
   const party = query.role === 'issuer' ? 'issuer_id' : 'receiver_id';
   const monthKey = query.granularity === 'MONTH' ? 'month' : `''`;
   const keyset = keysetSql(query.orderBy, { value: '$after_value::DECIMAL(38,2)', customer: '$after_customer::INTEGER', month: '$after_month::VARCHAR' });
@@ -162,8 +179,7 @@ export async function lakeStats(deps: LakeStatsDeps, input: LakeStatsInput): Pro
     (s) => deps.windowTables.using(async (take) => {
       let table: WindowTable | undefined;
       if (input.changedIds.length === 0 && rollupFiles.length > 0) {
-        // Rollup objects never change under their key and ETag: the files name the table's content.
-        const id = JSON.stringify([query.role, query.granularity, rollupFiles.map((f) => [f.key, f.etag])]);
+        const id = heldTableId(input.manifest, input.months, query);
         const rows = rollupFiles.reduce((sum, f) => sum + f.rows, 0);
         table = await take(
           s,
@@ -174,6 +190,8 @@ export async function lakeStats(deps: LakeStatsDeps, input: LakeStatsInput): Pro
           (name) => `CREATE TABLE ${name} AS SELECT customer_id, ${monthKey} AS month, ${aggregates} FROM read_parquet($1) GROUP BY ALL ORDER BY customer_id, month`,
           () => Promise.all(rollupFiles.map(fetch)),
         );
+        // Marked once per table, for later pages in customer order (the bound of their live groups).
+        if (table && query.orderBy === 'CUSTOMER_ASC' && query.customerIds === null) await deps.pageBounds.mark(s, id, table);
       }
       // Without a customer filter the answer's invoices are the window's plus the live ones: no
       // pass over every group to count them.

@@ -5,7 +5,8 @@ import type { ObjectCache } from '../objectStore/objectCache.js';
 import type { ObjectStore } from '../objectStore/objectStore.js';
 import type { LakeChanges, LakeStore } from '../postgres/lakeStore.js';
 import type { InvoiceColumns, StatsGroup, StatsQuery, StatsSnapshot, StatsStore, StatsWindow } from '../postgres/statsStore.js';
-import { lakeStats, pageRecords } from './lakeStats.js';
+import { heldTableId, lakeStats, pageRecords } from './lakeStats.js';
+import { createPageBounds, type GroupKey } from './pageBounds.js';
 import { parseManifest, type LakeManifest } from './manifest.js';
 import { createWholeAnswers, type AnswerMade, type WholeAnswer } from './wholeAnswers.js';
 import { createWindowTables } from './windowTables.js';
@@ -85,6 +86,7 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
   const manifests = new Map<string, Promise<LakeManifest>>();
   const windowTables = createWindowTables(WINDOW_ROWS_HELD);
   const wholeAnswers = createWholeAnswers(WHOLE_ANSWER_GROUPS);
+  const pageBounds = createPageBounds();
   const manifest = (store: ObjectStore, key: string) => {
     let pending = manifests.get(key);
     if (!pending) {
@@ -238,8 +240,10 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
         const wantsWhole = query.after !== null && changes.seenBySnapshot;
         // Otherwise a page in customer order needs only the live groups it can show.
         const scope = query.orderBy === 'CUSTOMER_ASC' && !wantsWhole ? 'page' : 'all';
-        const live = await timed('live', () => snapshot.liveGroups(changes, query, scope));
-        const deps = { duck, cache, store, windowTables, timeoutMs: options.timeoutMs };
+        // Nothing stale in the lake: merging only adds groups, and the held groups bound the page.
+        const bound = scope === 'page' && changes.changed.length === 0 && query.customerIds === null ? pageBounds.bound(heldTableId(lake.manifest, window.months, query), keyOf(query.after), query.limit) : undefined;
+        const live = await timed('live', () => snapshot.liveGroups(changes, query, scope, bound?.customer));
+        const deps = { duck, cache, store, windowTables, pageBounds, timeoutMs: options.timeoutMs };
         const input = { manifest: lake.manifest, months: window.months, query, changedIds: changes.changed, live };
         const page = await timed('lake', () => lakeStats(deps, { ...input, whole: wantsWhole ? WHOLE_ANSWER_GROUPS : undefined }));
         const liveRows = live.invoices;
@@ -259,6 +263,9 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
     },
   };
 }
+
+/** A cursor's position as a key of the groups in customer order. */
+const keyOf = (after: StatsQuery['after']): GroupKey | null => after && { customer: after.customerId, month: after.month ?? '' };
 
 /**
  * Rows of windows' groups kept in DuckDB tables (a 12-month window by month of 10,000 customers

@@ -128,33 +128,35 @@ const inWindow = (from: string, to: string) => `issue_date >= ${from}::timestamp
 
 /**
  * Current versions of the selected invoices in the window ($2, $3), grouped by (month, party),
- * optionally only some parties ($4); for a page in customer order (LiveScope) only the groups of
- * the first $5 keys past the cursor: customer $6 and, by MONTH, month $7 (TOTAL keys are customers).
+ * optionally only some parties ($4). For a page in customer order (LiveScope) only the groups of
+ * the first $5 keys past the cursor (customer $6 and, by MONTH, month $8; TOTAL keys are
+ * customers), and only invoices of customers up to $7 are grouped at all (see PageBounds); every
+ * selected invoice is still counted.
  */
 const liveGroupsStatement = memoized((role: StatsRole, selection: LiveSelection, scope: LiveScope, granularity: StatsGranularity): Statement => {
-  // Keys compared as grouped (the month a timestamp, $7 the cursor's month as one): printing the
-  // month of every group to compare it as text took longer than the grouping.
-  const pastCursor = granularity === 'MONTH' ? `(customer_id, month) > ($6::int, $7::timestamp)` : `customer_id > $6::int`;
-  const firstKeys =
-    granularity === 'MONTH'
-      ? `SELECT * FROM g WHERE $6::int IS NULL OR ${pastCursor} ORDER BY customer_id, month LIMIT $5::int`
-      : `SELECT * FROM g WHERE customer_id IN (SELECT DISTINCT customer_id FROM g WHERE $6::int IS NULL OR ${pastCursor} ORDER BY 1 LIMIT $5::int)`;
-  const sent = scope === 'all' ? 'g' : `(${firstKeys})`;
-  return {
-    name: `stats_live_groups_${role}_${selection}${scope === 'all' ? '' : `_page_${granularity.toLowerCase()}`}`,
-    // Grouped by the month's timestamp, printed after: sorting 10,000 fresh invoices by the month's
-    // text (a collation compare per row) cost more than the grouping itself.
-    text: `WITH g AS (
-        SELECT date_trunc('month', issue_date AT TIME ZONE 'UTC') AS month, ${PARTY[role]} AS customer_id,
+  const grouped = (from: string, where: string) => `SELECT date_trunc('month', issue_date AT TIME ZONE 'UTC') AS month, ${PARTY[role]} AS customer_id,
           count(*)::int AS invoices, sum(amount_usd) AS total, min(amount_usd) AS min_usd, max(amount_usd) AS max_usd
-        FROM invoices
-        WHERE ${SELECTED[selection]} AND ${inWindow('$2', '$3')}
-          AND ($4::int[] IS NULL OR ${PARTY[role]} = ANY($4::int[]))
-        GROUP BY 1, 2)
-      SELECT count(*)::int AS groups, ${scope === 'all' ? 'coalesce(sum(invoices), 0)' : '(SELECT coalesce(sum(invoices), 0) FROM g)'}::int AS invoices, coalesce(max(abs(total)) < 1e15, true) AS small,
+        FROM ${from} WHERE ${where} GROUP BY 1, 2`;
+  const selected = `${SELECTED[selection]} AND ${inWindow('$2', '$3')} AND ($4::int[] IS NULL OR ${PARTY[role]} = ANY($4::int[]))`;
+  const summary = (sent: string, invoices: string) => `SELECT count(*)::int AS groups, ${invoices}::int AS invoices, coalesce(max(abs(total)) < 1e15, true) AS small,
         coalesce(string_agg(concat_ws(' ', to_char(month, 'YYYY-MM'), customer_id, invoices, total, min_usd, max_usd), ','), '') AS records,
         ${scope === 'page'} AS partial
-      FROM ${sent} AS sent`,
+      FROM ${sent} AS sent`;
+  const name = `stats_live_groups_${role}_${selection}`;
+  // Grouped by the month's timestamp, printed after: sorting 10,000 fresh invoices by the month's
+  // text (a collation compare per row) cost more than the grouping itself.
+  if (scope === 'all') return { name, text: `WITH g AS (${grouped('invoices', selected)}) ${summary('g', 'coalesce(sum(invoices), 0)')}` };
+  // Keys compared as grouped (the month a timestamp, as the cursor's is passed): printing every
+  // group's month to compare it as text took longer than the grouping.
+  const firstKeys =
+    granularity === 'MONTH'
+      ? `SELECT * FROM g WHERE $6::int IS NULL OR (customer_id, month) > ($6::int, $8::timestamp) ORDER BY customer_id, month LIMIT $5::int`
+      : `SELECT * FROM g WHERE customer_id IN (SELECT DISTINCT customer_id FROM g WHERE $6::int IS NULL OR customer_id > $6::int ORDER BY 1 LIMIT $5::int)`;
+  return {
+    name: `${name}_page_${granularity.toLowerCase()}`,
+    text: `WITH fresh AS MATERIALIZED (SELECT issue_date, ${PARTY[role]}, amount_usd FROM invoices WHERE ${selected}),
+      g AS (${grouped('fresh', `$7::int IS NULL OR ${PARTY[role]} <= $7::int`)})
+      ${summary(`(${firstKeys})`, '(SELECT count(*) FROM fresh)')}`,
   };
 });
 
@@ -289,8 +291,12 @@ const fewGroupsStatement = memoized((role: StatsRole, granularity: StatsGranular
  */
 export interface StatsSnapshot {
   readonly window: StatsWindow;
-  /** Current versions of these invoices inside the window, grouped as the query groups (and filtered to its customers). */
-  liveGroups(misses: LakeMisses, query: StatsQuery, scope: LiveScope): Promise<LiveGroups>;
+  /**
+   * Current versions of these invoices inside the window, grouped as the query groups (and
+   * filtered to its customers). `upTo` (a page in customer order only): no live group of a later
+   * customer can reach the page (see PageBounds).
+   */
+  liveGroups(misses: LakeMisses, query: StatsQuery, scope: LiveScope, upTo?: number): Promise<LiveGroups>;
   /** The whole answer from Postgres (the small-customer shape, or the fallback). */
   groups(query: StatsQuery): Promise<StatsGroup[]>;
   /** Whole invoices of the window: these, or all (null). */
@@ -339,11 +345,11 @@ export function createStatsStore(db: Database, logger: Logger): StatsStore {
           const [window] = await run<StatsWindow>(WINDOW, [months]);
           const result = await work({
             window: window!,
-            liveGroups: async (misses, query, scope) => {
+            liveGroups: async (misses, query, scope, upTo) => {
               if (scope === 'page' && query.orderBy !== 'CUSTOMER_ASC') throw new Error('live groups of a page only in customer order');
               // The cursor's month as the statement compares it (a timestamp); TOTAL keys have none.
               const cursorMonth = query.granularity === 'MONTH' ? [query.after?.month ? `${query.after.month}-01` : null] : [];
-              const page = scope === 'page' ? [query.limit, query.after?.customerId ?? null, ...cursorMonth] : [];
+              const page = scope === 'page' ? [query.limit, query.after?.customerId ?? null, upTo ?? null, ...cursorMonth] : [];
               const read = async (selection: LiveSelection, value: unknown) =>
                 (await run<LiveGroups & pg.QueryResultRow>(liveGroupsStatement(query.role, selection, scope, query.granularity), [value, window!.from, window!.to, query.customerIds, ...page]))[0]!;
               // Planned for its value, the range is a walk along the primary key's end (a generic

@@ -1,0 +1,62 @@
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import pino from 'pino';
+import { createDuck, type Duck } from '../sources/duckdb/duckdb.js';
+import { compareKeys, createPageBounds, type GroupKey } from '../sources/lake/pageBounds.js';
+
+/**
+ * The bound a page in customer order takes from a held table's marks: at least `limit` of the
+ * table's groups lie after the cursor and up to it, for cursors at, between and past the keys.
+ */
+describe('page bounds along a held table', () => {
+  let dir: string;
+  let duck: Duck;
+  before(async () => {
+    dir = await mkdtemp(path.join(tmpdir(), 'ig-page-bounds-'));
+    duck = await createDuck({ memoryLimit: '256MB', threads: 1, tempDir: path.join(dir, 'duck') }, pino({ level: 'silent' }));
+  });
+  after(async () => {
+    duck?.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  for (const granularity of ['MONTH', 'TOTAL'] as const) {
+    it(`bounds at least limit groups past any cursor, or none near the end (${granularity})`, async () => {
+      const stride = 16;
+      const bounds = createPageBounds({ stride });
+      // Every third customer, some months missing: keys neither dense nor evenly spaced. Inserted
+      // out of order: the marks follow the keys' order, not the table's.
+      const monthOf = granularity === 'MONTH' ? `'2026-' || lpad(((i * 7) % 12 + 1)::VARCHAR, 2, '0')` : `''`;
+      const keys = await duck.session(async (s) => {
+        await s.run(`CREATE TABLE held_${granularity} AS SELECT DISTINCT (i % 400) * 3 AS customer_id, ${monthOf} AS month FROM range(2000) t(i) ORDER BY random()`);
+        const [{ rows }] = (await s.all<{ rows: number }>(`SELECT count(*)::INTEGER AS rows FROM held_${granularity}`)) as [{ rows: number }];
+        await bounds.mark(s, 'window', { name: `held_${granularity}`, rows });
+        return s.all<{ customer: number; month: string }>(`SELECT customer_id::INTEGER AS customer, month FROM held_${granularity} ORDER BY 1, 2`);
+      }, { timeoutMs: 10_000, label: 'test' });
+      assert.ok(keys.length > 300, `${keys.length} keys`);
+      assert.equal(bounds.bound('another window', null, 5), undefined, 'nothing marked for another table');
+      const between = (k: GroupKey): GroupKey => ({ customer: k.customer + 1, month: k.month });
+      const cursors: (GroupKey | null)[] = [null, { customer: -1, month: '' }, ...keys.filter((_, i) => i % 7 === 0), ...keys.filter((_, i) => i % 11 === 0).map(between)];
+      let bounded = 0;
+      for (const cursor of cursors) {
+        for (const limit of [1, 2, stride - 1, stride, stride + 1, 3 * stride + 5]) {
+          const bound = bounds.bound('window', cursor, limit);
+          const past = keys.filter((k) => cursor === null || compareKeys(k, cursor) > 0);
+          if (bound === undefined) {
+            // Only near the end: at most two strides and the limit remain after the cursor.
+            assert.ok(past.length < 2 * stride + limit, `no bound with ${past.length} groups past ${JSON.stringify(cursor)}, limit ${limit}`);
+            continue;
+          }
+          bounded++;
+          const upTo = past.filter((k) => compareKeys(k, bound) <= 0).length;
+          assert.ok(upTo >= limit, `${upTo} groups past ${JSON.stringify(cursor)} up to ${JSON.stringify(bound)}, limit ${limit}`);
+          assert.ok(upTo < limit + 2 * stride, `the bound is near: ${upTo} groups for limit ${limit}`);
+        }
+      }
+      assert.ok(bounded > cursors.length * 4, `${bounded} bounds`);
+    });
+  }
+});
