@@ -87,6 +87,8 @@ export function parseFirst(first: number): number {
   return first;
 }
 
+const MAX_INT = 2 ** 31 - 1;
+
 /** Opaque: the order and granularity it belongs to, and the last row's position. */
 function encodeStatsCursor(query: StatsQuery, g: StatsGroup): string {
   const sortValue = query.orderBy === 'TOTAL_DESC' ? g.totalUsd : query.orderBy === 'COUNT_DESC' ? g.invoices : null;
@@ -98,8 +100,10 @@ function decodeStatsCursor(cursor: string, orderBy: string, granularity: string)
     if (/^[A-Za-z0-9_-]{1,300}$/.test(cursor)) {
       const [o, gr, value, customer, month] = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as unknown[];
       const valueOk = value === null ? orderBy === 'CUSTOMER_ASC' : typeof value === 'string' && /^-?\d{1,30}(\.\d{1,2})?$/.test(value);
-      const monthOk = month === null ? granularity === 'TOTAL' : typeof month === 'string' && /^\d{4}-\d{2}$/.test(month);
-      if (o === orderBy && gr === granularity && valueOk && Number.isInteger(customer) && monthOk) {
+      // A real month and a customer id Postgres's int takes: the engines compare them as such.
+      const monthOk = month === null ? granularity === 'TOTAL' : typeof month === 'string' && /^(?!0000)\d{4}-(0[1-9]|1[0-2])$/.test(month);
+      const customerOk = Number.isInteger(customer) && (customer as number) >= 0 && (customer as number) <= MAX_INT;
+      if (o === orderBy && gr === granularity && valueOk && customerOk && monthOk) {
         return { sortValue: value as string | null, customerId: customer as number, month: month as string | null };
       }
     }

@@ -348,6 +348,7 @@ describe('invoiceStats is exact and fresh (local lake)', { skip }, () => {
     const base = { groupBy: 'ISSUER' as const, months: 12, first: 10 };
     const first = await side.gw.request(InvoiceStatsDocument, { ...base, orderBy: 'TOTAL_DESC' });
     const otherOrder = first.data!.invoiceStats.pageInfo.endCursor;
+    const forged = (position: unknown[]) => Buffer.from(JSON.stringify(position)).toString('base64url');
     const cases: [string, Record<string, unknown>][] = [
       ['months 0', { ...base, months: 0 }],
       ['months 121', { ...base, months: 121 }],
@@ -355,6 +356,10 @@ describe('invoiceStats is exact and fresh (local lake)', { skip }, () => {
       ['first 10001', { ...base, first: 10_001 }],
       ['malformed cursor', { ...base, after: 'nope' }],
       ['a cursor of another order', { ...base, orderBy: 'COUNT_DESC', after: otherOrder }],
+      // Well formed, but no month or customer a row can have (compared as such in Postgres and DuckDB).
+      ['a cursor with month 13', { ...base, granularity: 'MONTH', orderBy: 'CUSTOMER_ASC', after: forged(['CUSTOMER_ASC', 'MONTH', null, 5, '2024-13']) }],
+      ['a cursor with month 00', { ...base, granularity: 'MONTH', orderBy: 'CUSTOMER_ASC', after: forged(['CUSTOMER_ASC', 'MONTH', null, 5, '2024-00']) }],
+      ['a cursor past int', { ...base, granularity: 'TOTAL', orderBy: 'CUSTOMER_ASC', after: forged(['CUSTOMER_ASC', 'TOTAL', null, 2 ** 31, null]) }],
       ['a malformed customer id', { ...base, customerIds: ['x'] }],
       ['too many customers', { ...base, customerIds: Array.from({ length: 1001 }, (_, i) => String(i + 1)) }],
     ];

@@ -56,8 +56,8 @@ describe('live groups of a page in customer order', { skip }, () => {
   });
 
   const store = () => createStatsStore(db, logger);
-  const query = (role: StatsRole, granularity: StatsGranularity, limit: number, after: StatsQuery['after']): StatsQuery => ({
-    role, months: 12, customerIds: null, granularity, orderBy: 'CUSTOMER_ASC', limit, after,
+  const query = (role: StatsRole, granularity: StatsGranularity, limit: number, after: StatsQuery['after'], customerIds: number[] | null = null): StatsQuery => ({
+    role, months: 12, customerIds, granularity, orderBy: 'CUSTOMER_ASC', limit, after,
   });
 
   for (const misses of [
@@ -68,45 +68,60 @@ describe('live groups of a page in customer order', { skip }, () => {
       let checked = 0;
       for (const role of ['issuer', 'receiver'] as const) {
         for (const granularity of ['MONTH', 'TOTAL'] as const) {
-          await store().withSnapshot(12, async (snapshot) => {
-            const whole = await snapshot.liveGroups(misses.value(), query(role, granularity, 1_000_000, null), 'all');
-            assert.equal(whole.partial, false);
-            const all = groupsOf(whole, granularity);
-            const keys = [...new Set(all.map(keyOf))].sort();
-            assert.ok(keys.length > 20, `${keys.length} keys`);
-            // From the start, from inside the keys, and from past the last.
-            for (const at of [-1, 0, 3, Math.floor(keys.length / 2), keys.length - 2, keys.length - 1]) {
-              for (const limit of [1, 4, 11]) {
-                const cursor = at < 0 ? null : all.find((g) => keyOf(g) === keys[at])!;
-                const after = cursor && { sortValue: null, customerId: cursor.customer, month: granularity === 'MONTH' ? cursor.keyMonth : null };
-                const page = await snapshot.liveGroups(misses.value(), query(role, granularity, limit, after), 'page');
-                const label = `${role} ${granularity}, after key ${at}, limit ${limit}`;
-                assert.equal(page.partial, true, label);
-                assert.equal(page.invoices, whole.invoices, `${label}: every live invoice counted`);
-                const sent = groupsOf(page, granularity);
-                assert.equal(page.groups, sent.length, label);
-                const shown = new Set(keys.slice(at + 1, at + 1 + limit));
-                const byKey = (groups: Group[]) => groups.filter((g) => shown.has(keyOf(g))).map((g) => g.record).sort();
-                assert.deepEqual(byKey(sent), byKey(all), `${label}: the groups of the keys the page can show`);
-                assert.ok(sent.every((g) => keyOf(g) > (at < 0 ? '' : keys[at]!)), `${label}: nothing at or before the cursor`);
-                assert.ok(sent.length < all.length || shown.size >= keys.length - at - 1, `${label}: fewer groups than the whole read`);
-                // Bounded at a customer (a page bound, see PageBounds): the shown keys up to it are as before.
-                const upTo = [...shown].sort().at(-1);
-                if (upTo !== undefined) {
-                  const customer = Number(upTo.split(' ')[0]);
-                  const bounded = await snapshot.liveGroups(misses.value(), query(role, granularity, limit, after), 'page', customer);
-                  assert.equal(bounded.invoices, whole.invoices, `${label}, up to ${customer}: every live invoice counted`);
-                  const boundedGroups = groupsOf(bounded, granularity);
-                  assert.ok(boundedGroups.every((g) => g.customer <= customer), `${label}, up to ${customer}: no later customer`);
-                  assert.deepEqual(byKey(boundedGroups), byKey(all), `${label}, up to ${customer}: the groups of the keys the page can show`);
-                }
-                checked++;
+          // Every customer, and some of them (a customerIds filter).
+          for (const customerIds of [null, [2, 3, 5, 8, 13, 21]]) {
+            await store().withSnapshot(12, async (snapshot) => {
+              const whole = await snapshot.liveGroups(misses.value(), query(role, granularity, 1_000_000, null, customerIds), 'all');
+              assert.equal(whole.partial, false);
+              const all = groupsOf(whole, granularity);
+              const keys = [...new Set(all.map(keyOf))].sort();
+              assert.ok(keys.length > (customerIds ? 5 : 20), `${keys.length} keys`);
+              const keyAt = (i: number) => all.find((g) => keyOf(g) === keys[i])!;
+              // Cursors are positions in the whole answer, mostly not live keys: at a live key,
+              // between two customers' keys, after a customer's last month, before the first key,
+              // past the last; and none.
+              const cursors: { label: string; customer: number; month: string | null }[] = [];
+              for (const i of [0, 3, Math.floor(keys.length / 2), keys.length - 2, keys.length - 1]) {
+                const { customer, keyMonth } = keyAt(i);
+                cursors.push({ label: `at key ${i}`, customer, month: granularity === 'MONTH' ? keyMonth : null });
+                if (granularity === 'MONTH') cursors.push({ label: `after the months of key ${i}`, customer, month: '2099-12' });
+                else cursors.push({ label: `between key ${i} and the next customer`, customer: customer + 1, month: null });
               }
-            }
-          });
+              cursors.push({ label: 'before every key', customer: 0, month: granularity === 'MONTH' ? '2000-01' : null });
+              for (const cursor of [null, ...cursors]) {
+                for (const limit of [1, 4, 11]) {
+                  const after = cursor && { sortValue: null, customerId: cursor.customer, month: cursor.month };
+                  const cursorKey = cursor ? keyOf({ record: '', customer: cursor.customer, keyMonth: cursor.month ?? '' }) : '';
+                  const label = `${role} ${granularity}${customerIds ? ', some customers' : ''}, ${cursor?.label ?? 'first page'}, limit ${limit}`;
+                  const page = await snapshot.liveGroups(misses.value(), query(role, granularity, limit, after, customerIds), 'page');
+                  assert.equal(page.partial, true, label);
+                  assert.equal(page.invoices, whole.invoices, `${label}: every live invoice counted`);
+                  const sent = groupsOf(page, granularity);
+                  assert.equal(page.groups, sent.length, label);
+                  const past = keys.filter((k) => k > cursorKey);
+                  const shown = new Set(past.slice(0, limit));
+                  const byKey = (groups: Group[]) => groups.filter((g) => shown.has(keyOf(g))).map((g) => g.record).sort();
+                  assert.deepEqual(byKey(sent), byKey(all), `${label}: the groups of the keys the page can show`);
+                  assert.ok(sent.every((g) => keyOf(g) > cursorKey), `${label}: nothing at or before the cursor`);
+                  assert.ok(sent.length < all.length || past.length <= limit, `${label}: fewer groups than the whole read`);
+                  // Bounded at a customer (a page bound, see PageBounds): the shown keys up to it are as before.
+                  const upTo = [...shown].sort().at(-1);
+                  if (upTo !== undefined) {
+                    const customer = Number(upTo.split(' ')[0]);
+                    const bounded = await snapshot.liveGroups(misses.value(), query(role, granularity, limit, after, customerIds), 'page', customer);
+                    assert.equal(bounded.invoices, whole.invoices, `${label}, up to ${customer}: every live invoice counted`);
+                    const boundedGroups = groupsOf(bounded, granularity);
+                    assert.ok(boundedGroups.every((g) => g.customer <= customer), `${label}, up to ${customer}: no later customer`);
+                    assert.deepEqual(byKey(boundedGroups), byKey(all), `${label}, up to ${customer}: the groups of the keys the page can show`);
+                  }
+                  checked++;
+                }
+              }
+            });
+          }
         }
       }
-      assert.equal(checked, 2 * 2 * 6 * 3);
+      assert.equal(checked, 2 * 2 * 2 * 12 * 3);
     });
   }
 

@@ -23,6 +23,31 @@ describe('page bounds along a held table', () => {
     await rm(dir, { recursive: true, force: true });
   });
 
+  it('marks a table once, with a stride from its size, and keeps the most recently used tables\u2019 marks', async () => {
+    const bounds = createPageBounds({ tables: 2 });
+    await duck.session(async (s) => {
+      await s.run(`CREATE TABLE held_sized AS SELECT i AS customer_id, '' AS month FROM range(1, 1001) t(i)`);
+      const table = { name: 'held_sized', rows: 1000 };
+      // Concurrent first pages share one pass.
+      await Promise.all([bounds.mark(s, 'a', table), bounds.mark(s, 'a', table)]);
+      assert.equal(bounds.groups('a'), 1000);
+      // 1,000 groups: the smallest stride, 16; the first page of 20 needs the second mark.
+      assert.deepEqual(bounds.bound('a', null, 16), { customer: 16, month: '' });
+      assert.deepEqual(bounds.bound('a', null, 20), { customer: 32, month: '' });
+      // Past customer 500 the marks only say that fewer than 512 groups come before it: 20 more need rank 531, the mark at 544.
+      assert.deepEqual(bounds.bound('a', { customer: 500, month: '' }, 20), { customer: 544, month: '' });
+      assert.equal(bounds.bound('a', { customer: 990, month: '' }, 20), undefined, 'past the last mark');
+      await bounds.mark(s, 'b', table);
+      bounds.bound('a', null, 1);
+      await bounds.mark(s, 'c', table);
+      assert.ok(bounds.groups('a') !== undefined && bounds.groups('c') !== undefined, 'the used and the newest kept');
+      assert.equal(bounds.groups('b'), undefined, 'the least recently used dropped');
+      // A failed pass leaves the table unmarked, and the query goes on.
+      await bounds.mark(s, 'gone', { name: 'no_such_table', rows: 10 });
+      assert.equal(bounds.groups('gone'), undefined);
+    }, { timeoutMs: 10_000, label: 'test' });
+  });
+
   for (const granularity of ['MONTH', 'TOTAL'] as const) {
     it(`bounds at least limit groups past any cursor, or none near the end (${granularity})`, async () => {
       const stride = 16;

@@ -196,7 +196,9 @@ export async function lakeStats(deps: LakeStatsDeps, input: LakeStatsInput): Pro
       // Without a customer filter the answer's invoices are the window's plus the live ones: no
       // pass over every group to count them.
       const all = table && query.customerIds === null ? String(BigInt(table.invoices) + BigInt(input.live.invoices)) : undefined;
-      const whole = table !== undefined && input.whole !== undefined && !input.live.partial && table.rows + input.live.groups <= input.whole;
+      // A whole answer needs every live group (the caller asks for one or the other).
+      if (input.whole !== undefined && input.live.partial) throw new Error('a whole answer from the live groups of one page');
+      const whole = table !== undefined && input.whole !== undefined && table.rows + input.live.groups <= input.whole;
       if (table && whole) {
         bind('after_value', null, VARCHAR);
         bind('after_customer', null, INTEGER);

@@ -19,22 +19,44 @@ export interface GroupKey {
 export interface PageBounds {
   /** A key with at least `limit` of the table's groups after `after` and up to it; undefined when not marked or past the end. */
   bound(id: string, after: GroupKey | null, limit: number): GroupKey | undefined;
-  /** Records the marks of held table `table` (content `id`), once per id. */
+  /** The groups of the table, when marked. */
+  groups(id: string): number | undefined;
+  /**
+   * Records the marks of held table `table` (content `id`), once per id (concurrent calls share
+   * one pass). A failed pass leaves it unmarked: the marks only save work.
+   */
   mark(s: DuckSession, id: string, table: { readonly name: string; readonly rows: number }): Promise<void>;
 }
 
 export const compareKeys = (a: GroupKey, b: GroupKey): number => a.customer - b.customer || (a.month < b.month ? -1 : a.month > b.month ? 1 : 0);
 
+interface Marked {
+  readonly stride: number;
+  readonly groups: number;
+  readonly marks: readonly GroupKey[];
+}
+
 /**
- * `stride`: groups between marks (by default from the table's size: at most about 4,096 marks a
- * table, and 16 to 256 groups apart); `tables`: how many tables' marks are kept (the most recent).
+ * `stride`: groups between marks (by default from the table's size: 16 to 256 apart, about
+ * 4,096 marks for tables of 65,536 to 1,048,576 groups); `tables`: how many tables' marks are
+ * kept (the least recently used dropped).
  */
 export function createPageBounds(options: { stride?: number; tables?: number } = {}): PageBounds {
-  const marked = new Map<string, { readonly stride: number; readonly marks: readonly GroupKey[] }>();
+  const marked = new Map<string, Marked>();
+  const marking = new Map<string, Promise<void>>();
   const tables = options.tables ?? 32;
+  /** The table's marks, now the most recently used. */
+  const use = (id: string): Marked | undefined => {
+    const table = marked.get(id);
+    if (table) {
+      marked.delete(id);
+      marked.set(id, table);
+    }
+    return table;
+  };
   return {
     bound(id, after, limit) {
-      const table = marked.get(id);
+      const table = use(id);
       if (!table || limit < 1) return undefined;
       const { stride, marks } = table;
       if (!after) return marks[Math.ceil(limit / stride) - 1];
@@ -51,16 +73,28 @@ export function createPageBounds(options: { stride?: number; tables?: number } =
       return marks[before + Math.ceil((limit - 1) / stride)];
     },
 
+    groups: (id) => use(id)?.groups,
+
     async mark(s, id, table) {
       if (marked.has(id)) return;
-      const stride = options.stride ?? Math.min(256, Math.max(16, Math.ceil(table.rows / 4096)));
-      const marks = await s.all<{ customer: number; month: string }>(
-        `SELECT customer_id::INTEGER AS customer, month FROM (
-           SELECT customer_id, month, row_number() OVER (ORDER BY customer_id, month) AS n FROM ${table.name})
-         WHERE n % ${stride} = 0 ORDER BY n`,
-      );
-      marked.set(id, { stride, marks });
-      if (marked.size > tables) marked.delete(marked.keys().next().value!);
+      let pending = marking.get(id);
+      if (!pending) {
+        const stride = options.stride ?? Math.min(256, Math.max(16, Math.ceil(table.rows / 4096)));
+        pending = s
+          .all<{ customer: number; month: string }>(
+            `SELECT customer_id::INTEGER AS customer, month FROM (
+               SELECT customer_id, month, row_number() OVER (ORDER BY customer_id, month) AS n FROM ${table.name})
+             WHERE n % ${stride} = 0 ORDER BY n`,
+          )
+          .then((marks) => {
+            marked.set(id, { stride, groups: table.rows, marks });
+            if (marked.size > tables) marked.delete(marked.keys().next().value!);
+          })
+          .catch(() => undefined)
+          .finally(() => marking.delete(id));
+        marking.set(id, pending);
+      }
+      await pending;
     },
   };
 }

@@ -236,12 +236,14 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
         if ('code' in lake) return fromPostgres(lake);
         const { store, cache, duck } = options.lake;
         const { changes } = lake;
-        // A client reading page after page: the whole answer, once, if the snapshot saw every recorded change.
-        const wantsWhole = query.after !== null && changes.seenBySnapshot;
+        const held = heldTableId(lake.manifest, window.months, query);
+        // A client reading page after page: the whole answer, once, if the snapshot saw every
+        // recorded change (and the window's groups, when known, are few enough to keep).
+        const wantsWhole = query.after !== null && changes.seenBySnapshot && !((pageBounds.groups(held) ?? 0) > WHOLE_ANSWER_GROUPS);
         // Otherwise a page in customer order needs only the live groups it can show.
         const scope = query.orderBy === 'CUSTOMER_ASC' && !wantsWhole ? 'page' : 'all';
         // Nothing stale in the lake: merging only adds groups, and the held groups bound the page.
-        const bound = scope === 'page' && changes.changed.length === 0 && query.customerIds === null ? pageBounds.bound(heldTableId(lake.manifest, window.months, query), keyOf(query.after), query.limit) : undefined;
+        const bound = scope === 'page' && changes.changed.length === 0 && query.customerIds === null ? pageBounds.bound(held, keyOf(query.after), query.limit) : undefined;
         const live = await timed('live', () => snapshot.liveGroups(changes, query, scope, bound?.customer));
         const deps = { duck, cache, store, windowTables, pageBounds, timeoutMs: options.timeoutMs };
         const input = { manifest: lake.manifest, months: window.months, query, changedIds: changes.changed, live };

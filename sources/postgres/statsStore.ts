@@ -75,8 +75,9 @@ export interface LiveGroups {
 /**
  * Which live groups a query needs: all, or (a page in customer order) only those of the first
  * `limit` keys past its cursor. A key further on cannot reach the page: `limit` live keys, every
- * one on the page or before it, come first. So at most `limit` groups are sent to DuckDB instead
- * of one per touched (customer, month): 10,000 fresh invoices touch about as many.
+ * one on the page or before it, come first. So at most `limit` groups are sent to DuckDB by
+ * MONTH (by TOTAL, the months of `limit` customers) instead of one per touched (customer, month):
+ * 10,000 fresh invoices touch about as many.
  */
 export type LiveScope = 'all' | 'page';
 
