@@ -20,6 +20,12 @@ export interface LakeStatsInput {
    * number at most this (with the live ones): the pages after this one are slices of it.
    */
   readonly whole?: number;
+  /**
+   * A page in customer order: a customer by which at least the page's groups of the held table
+   * follow its cursor (see PageBounds). No held group of a later customer can reach the page,
+   * so they are not read (the table is stored in customer order: DuckDB skips their row groups).
+   */
+  readonly upTo?: number;
 }
 
 /** The page (or every group, when `whole`), as `pageRecords` reads it. */
@@ -113,7 +119,12 @@ export async function lakeStats(deps: LakeStatsDeps, input: LakeStatsInput): Pro
    * first `limit` keys past the cursor among held and live groups), not every held group with
    * the live ones. Valid only when the answer's invoice count is known beforehand.
    */
-  const pageFromTable = (table: string) => {
+  const pageFromTable = (held: string) => {
+    // Only the customers the page can hold, for the semi join below too (it reads every row it is given).
+    const table =
+      input.upTo === undefined
+        ? held
+        : `(SELECT * FROM ${held} WHERE customer_id <= ${bind('up_to', input.upTo, INTEGER)} AND ($after_customer::INTEGER IS NULL OR customer_id >= $after_customer::INTEGER))`;
     const firstKeys = (from: string) => `(SELECT customer_id, month FROM ${from} ranked WHERE ${keyset.where} ORDER BY ${keyset.orderBy} LIMIT ${limit})`;
     const onPage = (from: string) => `(SELECT * FROM ${from} SEMI JOIN page_keys USING (customer_id, month))`;
     return `${liveGroups},

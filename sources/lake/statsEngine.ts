@@ -246,7 +246,7 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
         const bound = scope === 'page' && changes.changed.length === 0 && query.customerIds === null ? pageBounds.bound(held, keyOf(query.after), query.limit) : undefined;
         const live = await timed('live', () => snapshot.liveGroups(changes, query, scope, bound?.customer));
         const deps = { duck, cache, store, windowTables, pageBounds, timeoutMs: options.timeoutMs };
-        const input = { manifest: lake.manifest, months: window.months, query, changedIds: changes.changed, live };
+        const input = { manifest: lake.manifest, months: window.months, query, changedIds: changes.changed, live, upTo: bound?.customer };
         const page = await timed('lake', () => lakeStats(deps, { ...input, whole: wantsWhole ? WHOLE_ANSWER_GROUPS : undefined }));
         const liveRows = live.invoices;
         // An empty page has no count of the answer's invoices: it is the live ones, as before.
