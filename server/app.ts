@@ -97,7 +97,8 @@ export async function startGateway(config: Config, logger: Logger, databaseUrl: 
     metrics,
     db: createDatabase({ url: databaseUrl, poolMax: config.database.poolMax, statementTimeoutMs: config.database.statementTimeoutMs }, logger, metrics),
     backgroundDb: createDatabase({ url: databaseUrl, poolMax: BACKGROUND_POOL_MAX, statementTimeoutMs: 0, reportPool: false }, logger, metrics),
-    lakeStateDb: createDatabase({ url: databaseUrl, poolMax: LAKE_STATE_POOL_MAX, statementTimeoutMs: config.database.statementTimeoutMs, reportPool: false }, logger, metrics),
+    // Every lake query's barrier and change list: small statements, never worth compiling.
+    lakeStateDb: createDatabase({ url: databaseUrl, poolMax: LAKE_STATE_POOL_MAX, statementTimeoutMs: config.database.statementTimeoutMs, reportPool: false, jit: false }, logger, metrics),
     analyticsDb: createDatabase(
       { url: databaseUrl, poolMax: config.analytics.poolMax, statementTimeoutMs: config.analytics.timeoutMs, reportPool: false, genericPlans: true },
       logger,

@@ -16,6 +16,12 @@ export interface DatabaseOptions {
    * Postgres would otherwise plan each run again; a transaction may SET LOCAL it back.
    */
   readonly genericPlans?: boolean;
+  /**
+   * false: Postgres never JIT-compiles this pool's statements. For pools of small bookkeeping
+   * statements, where a misestimate (a one-row table never analyzed, planned as hundreds of rows)
+   * can cross jit_above_cost: 10 ms of compiling for a statement that runs in 1.
+   */
+  readonly jit?: boolean;
 }
 
 /** A statement's name labels metrics and logs; its text is constant, values are parameters. */
@@ -68,7 +74,7 @@ export function createDatabase(options: DatabaseOptions, logger: Logger, metrics
     keepAlive: true,
     keepAliveInitialDelayMillis: 10_000,
     application_name: 'invoice-gateway',
-    options: options.genericPlans ? '-c plan_cache_mode=force_generic_plan' : undefined,
+    options: [options.genericPlans ? '-c plan_cache_mode=force_generic_plan' : '', options.jit === false ? '-c jit=off' : ''].filter(Boolean).join(' ') || undefined,
   });
   // An idle client losing its connection (server restart) must not crash the process; the pool
   // drops it and the next query opens a new connection, so the gateway recovers by itself.
