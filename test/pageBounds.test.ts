@@ -1,10 +1,6 @@
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
-import { after, before, describe, it } from 'node:test';
-import pino from 'pino';
-import { createDuck, type Duck } from '../sources/duckdb/duckdb.js';
+import { describe, it } from 'node:test';
+import { suiteDuck } from './fixtures/duck.js';
 import { compareKeys, createPageBounds, type GroupKey } from '../sources/lake/pageBounds.js';
 
 /**
@@ -12,16 +8,7 @@ import { compareKeys, createPageBounds, type GroupKey } from '../sources/lake/pa
  * table's groups lie after the cursor and up to it, for cursors at, between and past the keys.
  */
 describe('page bounds along a held table', () => {
-  let dir: string;
-  let duck: Duck;
-  before(async () => {
-    dir = await mkdtemp(path.join(tmpdir(), 'ig-page-bounds-'));
-    duck = await createDuck({ memoryLimit: '256MB', threads: 1, tempDir: path.join(dir, 'duck') }, pino({ level: 'silent' }));
-  });
-  after(async () => {
-    duck?.close();
-    await rm(dir, { recursive: true, force: true });
-  });
+  const duck = suiteDuck('page-bounds');
 
   it('marks a table once, with a stride from its size, and keeps the most recently used tables\u2019 marks', async () => {
     const bounds = createPageBounds({ tables: 2 });
@@ -45,7 +32,7 @@ describe('page bounds along a held table', () => {
       // A failed pass leaves the table unmarked, and the query goes on.
       await bounds.mark(s, 'gone', { name: 'no_such_table', rows: 10 });
       assert.equal(bounds.groups('gone'), undefined);
-    }, { timeoutMs: 10_000, label: 'test' });
+    });
   });
 
   for (const granularity of ['MONTH', 'TOTAL'] as const) {
@@ -60,7 +47,7 @@ describe('page bounds along a held table', () => {
         const [{ rows }] = (await s.all<{ rows: number }>(`SELECT count(*)::INTEGER AS rows FROM held_${granularity}`)) as [{ rows: number }];
         await bounds.mark(s, 'window', { name: `held_${granularity}`, rows });
         return s.all<{ customer: number; month: string }>(`SELECT customer_id::INTEGER AS customer, month FROM held_${granularity} ORDER BY 1, 2`);
-      }, { timeoutMs: 10_000, label: 'test' });
+      });
       assert.ok(keys.length > 300, `${keys.length} keys`);
       assert.equal(bounds.bound('another window', null, 5), undefined, 'nothing marked for another table');
       const between = (k: GroupKey): GroupKey => ({ customer: k.customer + 1, month: k.month });

@@ -1,10 +1,7 @@
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
-import { after, before, describe, it } from 'node:test';
-import pino from 'pino';
-import { createDuck, type Duck, type DuckSession } from '../sources/duckdb/duckdb.js';
+import { describe, it } from 'node:test';
+import type { DuckSession } from '../sources/duckdb/duckdb.js';
+import { suiteDuck } from './fixtures/duck.js';
 import { createWindowTables, type TakeTable } from '../sources/lake/windowTables.js';
 
 /**
@@ -14,21 +11,11 @@ import { createWindowTables, type TakeTable } from '../sources/lake/windowTables
  * segment_invoices_12 does not exist").
  */
 describe('window tables held in DuckDB', () => {
-  let dir: string;
-  let duck: Duck;
-  before(async () => {
-    dir = await mkdtemp(path.join(tmpdir(), 'ig-window-tables-'));
-    duck = await createDuck({ memoryLimit: '256MB', threads: 1, tempDir: path.join(dir, 'duck') }, pino({ level: 'silent' }));
-  });
-  after(async () => {
-    duck?.close();
-    await rm(dir, { recursive: true, force: true });
-  });
+  const { session } = suiteDuck('window-tables');
 
   /** A table of `rows` rows, each counting `value` invoices. */
   const take = (t: TakeTable, s: DuckSession, id: string, rows: number, value: number) =>
     t(s, id, rows, (name) => `CREATE TABLE ${name} AS SELECT ${value} AS invoices FROM range(${rows}) WHERE len($1) >= 0`, async () => []);
-  const session = <T>(work: (s: DuckSession) => Promise<T>) => duck.session(work, { timeoutMs: 10_000, label: 'test' });
 
   it('keeps the tables a running query took, and reports no room instead', async () => {
     const tables = createWindowTables(10, 'held_busy');

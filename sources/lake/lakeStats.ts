@@ -46,18 +46,19 @@ export interface LakeStatsDeps {
   readonly timeoutMs: number;
 }
 
-/** The rollup files of the query's role for the window's months, in the manifest. */
-const rollupFilesOf = (manifest: LakeManifest, months: readonly string[], query: StatsQuery) => {
+/** The manifest's entries of the window's months. */
+const windowMonths = (manifest: LakeManifest, months: readonly string[]) => {
   const wanted = new Set(months);
-  return manifest.months.filter((m) => wanted.has(m.month)).map((m) => m.rollups[query.role]);
+  return manifest.months.filter((m) => wanted.has(m.month));
 };
 
-/**
- * The id of the held table of the window's groups a query reads (see WindowTables): rollup
- * objects never change under their key and ETag, so the files name the table's content.
- */
+/** A held table's id: rollup objects never change under their key and ETag, so the files name its content. */
+const tableId = (query: StatsQuery, rollupFiles: readonly { key: string; etag: string }[]) =>
+  JSON.stringify([query.role, query.granularity, rollupFiles.map((f) => [f.key, f.etag])]);
+
+/** The id of the held table of the window's groups a query reads (see WindowTables). */
 export function heldTableId(manifest: LakeManifest, months: readonly string[], query: StatsQuery): string {
-  return JSON.stringify([query.role, query.granularity, rollupFilesOf(manifest, months, query).map((f) => [f.key, f.etag])]);
+  return tableId(query, windowMonths(manifest, months).map((m) => m.rollups[query.role]));
 }
 
 /** The columns every `g` relation below has; `month` is '' in TOTAL groups, so that it can be a join key. */
@@ -73,10 +74,9 @@ const aggregates = `sum(invoices)::BIGINT AS invoices, sum(total_usd)::DECIMAL(3
  */
 export async function lakeStats(deps: LakeStatsDeps, input: LakeStatsInput): Promise<LakePage> {
   const { query } = input;
-  const wanted = new Set(input.months);
-  const months = input.manifest.months.filter((m) => wanted.has(m.month));
+  const months = windowMonths(input.manifest, input.months);
   const fetch = (f: { key: string; etag: string }) => deps.cache.fetch(deps.store, f.key, f.etag);
-  const rollupFiles = rollupFilesOf(input.manifest, input.months, query);
+  const rollupFiles = months.map((m) => m.rollups[query.role]);
   const party = query.role === 'issuer' ? 'issuer_id' : 'receiver_id';
   const monthKey = query.granularity === 'MONTH' ? 'month' : `''`;
   const keyset = keysetSql(query.orderBy, { value: '$after_value::DECIMAL(38,2)', customer: '$after_customer::INTEGER', month: '$after_month::VARCHAR' });
@@ -190,7 +190,7 @@ export async function lakeStats(deps: LakeStatsDeps, input: LakeStatsInput): Pro
     (s) => deps.windowTables.using(async (take) => {
       let table: WindowTable | undefined;
       if (input.changedIds.length === 0 && rollupFiles.length > 0) {
-        const id = heldTableId(input.manifest, input.months, query);
+        const id = tableId(query, rollupFiles);
         const rows = rollupFiles.reduce((sum, f) => sum + f.rows, 0);
         table = await take(
           s,

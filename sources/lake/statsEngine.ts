@@ -237,9 +237,10 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
         const { store, cache, duck } = options.lake;
         const { changes } = lake;
         const held = heldTableId(lake.manifest, window.months, query);
-        // A client reading page after page: the whole answer, once, if the snapshot saw every
-        // recorded change (and the window's groups, when known, are few enough to keep).
-        const wantsWhole = query.after !== null && changes.seenBySnapshot && !((pageBounds.groups(held) ?? 0) > WHOLE_ANSWER_GROUPS);
+        // A window whose groups are known (marked) to be more than a whole answer keeps.
+        const tooManyToKeep = (pageBounds.groups(held) ?? 0) > WHOLE_ANSWER_GROUPS;
+        // A client reading page after page: the whole answer, once, if the snapshot saw every recorded change.
+        const wantsWhole = query.after !== null && changes.seenBySnapshot && !tooManyToKeep;
         // Otherwise a page in customer order needs only the live groups it can show.
         const scope = query.orderBy === 'CUSTOMER_ASC' && !wantsWhole ? 'page' : 'all';
         // Nothing stale in the lake: merging only adds groups, and the held groups bound the page.
