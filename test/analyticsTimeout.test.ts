@@ -33,12 +33,15 @@ describe('analytics time limit in Postgres', { skip }, () => {
     await db?.drop();
   });
 
-  /** Holds an exclusive lock on invoices for `ms`, so any read of it waits. */
-  const lockFor = async (ms: number) => {
+  /**
+   * Takes an exclusive lock on invoices, so any read of it waits, and holds it for `ms`.
+   * Resolves once the lock is held: queries sent before that could run first (and did, once in CI).
+   */
+  const lockFor = async (ms: number): Promise<{ released: Promise<void> }> => {
     const client = await sql.connect();
     await client.query('BEGIN');
     await client.query('LOCK TABLE invoices IN ACCESS EXCLUSIVE MODE');
-    return new Promise<void>((resolve) =>
+    const released = new Promise<void>((resolve) =>
       setTimeout(() => {
         void client.query('ROLLBACK').finally(() => {
           client.release();
@@ -46,13 +49,14 @@ describe('analytics time limit in Postgres', { skip }, () => {
         });
       }, ms),
     );
+    return { released };
   };
   const stats = () => gw.request(InvoiceStatsDocument, { groupBy: 'ISSUER', months: 6, granularity: 'TOTAL' });
   /** A few customers: one statement on the analytics pool, outside any transaction. */
   const few = () => gw.request(InvoiceStatsDocument, { groupBy: 'ISSUER', months: 6, granularity: 'TOTAL', customerIds: ['1', '2'] });
 
   it('waits past the lookups\u2019 limit (0.5 s + 1 s) while within its own', async () => {
-    const released = lockFor(2_500);
+    const { released } = await lockFor(2_500);
     const answers = await Promise.all([stats(), few()]);
     await released;
     for (const answer of answers) {
@@ -63,7 +67,7 @@ describe('analytics time limit in Postgres', { skip }, () => {
   });
 
   it('ends at its own limit with UPSTREAM_TIMEOUT', async () => {
-    const released = lockFor(7_000);
+    const { released } = await lockFor(7_000);
     const answers = await Promise.all([stats(), few()]);
     await released;
     for (const answer of answers) assert.equal(answer.errors?.[0]?.extensions?.code, 'UPSTREAM_TIMEOUT', JSON.stringify(answer.errors));
