@@ -1,10 +1,11 @@
 import { BIGINT, INTEGER, LIST, listValue, VARCHAR } from '@duckdb/node-api';
-import { namedParameters, utcMonth, type Duck } from '../duckdb/duckdb.js';
+import { namedParameters, utcMonth, type Duck, type DuckSession } from '../duckdb/duckdb.js';
 import type { ObjectCache } from '../objectStore/objectCache.js';
 import type { ObjectStore } from '../objectStore/objectStore.js';
 import { keysetSql, type LiveGroups, type StatsGroup, type StatsQuery } from '../postgres/statsStore.js';
 import type { LakeManifest } from './manifest.js';
 import type { PageBounds } from './pageBounds.js';
+import { mergePage } from './pageMerge.js';
 import type { WindowTable, WindowTables } from './windowTables.js';
 
 export interface LakeStatsInput {
@@ -115,21 +116,20 @@ export async function lakeStats(deps: LakeStatsDeps, input: LakeStatsInput): Pro
   };
 
   /**
-   * The same for a page in customer order: only the groups the page can hold are merged (the
-   * first `limit` keys past the cursor among held and live groups), not every held group with
-   * the live ones. Valid only when the answer's invoice count is known beforehand.
+   * A page in customer order: the held table's first `limit` groups past the cursor (only up to
+   * the bound, when there is one), merged with the live groups, if any, in mergePage.
    */
-  const pageFromTable = (held: string) => {
-    // Only the customers the page can hold, for the semi join below too (it reads every row it is given).
-    const table =
+  const customerPage = async (s: DuckSession, table: WindowTable, all: string): Promise<string> => {
+    // Rows of customers past the bound are not read (the table is stored in customer order: DuckDB skips their row groups).
+    const held =
       input.upTo === undefined
-        ? held
-        : `(SELECT * FROM ${held} WHERE customer_id <= ${bind('up_to', input.upTo, INTEGER)} AND ($after_customer::INTEGER IS NULL OR customer_id >= $after_customer::INTEGER))`;
-    const firstKeys = (from: string) => `(SELECT customer_id, month FROM ${from} ranked WHERE ${keyset.where} ORDER BY ${keyset.orderBy} LIMIT ${limit})`;
-    const onPage = (from: string) => `(SELECT * FROM ${from} SEMI JOIN page_keys USING (customer_id, month))`;
-    return `${liveGroups},
-        page_keys AS (SELECT customer_id, month FROM (${firstKeys(table)} UNION ${firstKeys('lg')}) ranked ORDER BY ${keyset.orderBy} LIMIT ${limit}),
-        g AS (${merged(onPage(table), onPage('lg'))})`;
+        ? table.name
+        : `(SELECT * FROM ${table.name} WHERE customer_id <= ${bind('up_to', input.upTo, INTEGER)} AND ($after_customer::INTEGER IS NULL OR customer_id >= $after_customer::INTEGER))`;
+    const sql = statement(`g AS (SELECT ${GROUP_COLUMNS} FROM ${held})`, bind('all_invoices', all, VARCHAR));
+    const { values, types } = parameters.used(sql);
+    const [page] = await s.allNamed<{ records: string }>(sql, values, types);
+    const after = query.after && { customer: query.after.customerId, month: query.after.month ?? '' };
+    return mergePage(page!.records, input.live.records, { byMonth: query.granularity === 'MONTH', after, limit: query.limit });
   };
 
   /** The window's groups from the rollup files, stale groups recomputed from the raw files. */
@@ -216,9 +216,11 @@ export async function lakeStats(deps: LakeStatsDeps, input: LakeStatsInput): Pro
         bind('after_month', '', VARCHAR);
         bind('limit', table.rows + input.live.groups + 1, BIGINT);
       }
-      const byCustomer = query.orderBy === 'CUSTOMER_ASC' && hasLive && all !== undefined && !whole;
+      if (table && all !== undefined && query.orderBy === 'CUSTOMER_ASC' && !whole) {
+        return { records: await customerPage(s, table, all), allInvoices: all, whole };
+      }
       const sql = table
-        ? statement(byCustomer ? pageFromTable(table.name) : fromTable(table.name), all === undefined ? counted(table.name) : bind('all_invoices', all, VARCHAR))
+        ? statement(fromTable(table.name), all === undefined ? counted(table.name) : bind('all_invoices', all, VARCHAR))
         : statement(await fromFiles(), counted('lake'));
       // Only the parameters the statement uses are passed (DuckDB refuses others).
       const { values, types } = parameters.used(sql);
