@@ -106,13 +106,18 @@ export async function lakeStats(deps: LakeStatsDeps, input: LakeStatsInput): Pro
         lg AS (SELECT customer_id, ${monthKey} AS month, ${aggregates} FROM live GROUP BY ALL)`;
 
   /**
-   * The window's groups from a held table, each group live invoices touch added to. Only the
-   * asked customers' groups are merged: DuckDB does not push the filter below the outer join, and
-   * merging every group of a 12-month window by month for one customer took 60 ms at 10M.
+   * The window's groups from a held table, each group live invoices touch added to. Only those
+   * groups go through the outer join; the others are taken as they are (by hand, 1,200,000 held
+   * groups by month and 10,000 live ones: 78 ms for the whole statement through the join, 61 ms
+   * so). Only the asked customers' groups are merged: DuckDB does not push the filter below the
+   * outer join, and merging every group of a 12-month window by month for one customer took 60 ms at 10M.
    */
   const fromTable = (table: string) => {
     const held = filter === '' ? table : `(SELECT * FROM ${table} ${filter})`;
-    return hasLive ? `${liveGroups}, g AS (${merged(held, 'lg')})` : `g AS (SELECT ${GROUP_COLUMNS} FROM ${table})`;
+    if (!hasLive) return `g AS (SELECT ${GROUP_COLUMNS} FROM ${table})`;
+    return `${liveGroups}, g AS (
+        SELECT ${GROUP_COLUMNS} FROM ${held} ANTI JOIN lg USING (customer_id, month)
+        UNION ALL ${merged(`(SELECT * FROM ${held} SEMI JOIN lg USING (customer_id, month))`, 'lg')})`;
   };
 
   /**
