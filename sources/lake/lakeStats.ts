@@ -68,7 +68,7 @@ const aggregates = `sum(invoices)::BIGINT AS invoices, sum(total_usd)::DECIMAL(3
 
 /**
  * invoiceStats over the lake plus the live groups from Postgres, combined, ordered and paged in
- * DuckDB. When the lake holds no stale invoice, the window's groups are kept in a DuckDB table
+ * DuckDB (a page in customer order is combined in mergePage). When the lake holds no stale invoice, the window's groups are kept in a DuckDB table
  * (built once from the months' rollups) and only the groups that have live invoices are summed
  * again; otherwise the rollups are read, with the groups that hold a stale invoice recomputed
  * from the raw files without it.
@@ -95,42 +95,42 @@ export async function lakeStats(deps: LakeStatsDeps, input: LakeStatsInput): Pro
     : `SELECT NULL::VARCHAR AS month, NULL::INTEGER AS customer_id, NULL::BIGINT AS invoices, NULL::DECIMAL(38,2) AS total_usd,
         NULL::DECIMAL(14,2) AS min_usd, NULL::DECIMAL(14,2) AS max_usd WHERE false`;
 
-  /** Held groups `w` and live groups `l` of one (customer, month), added up. */
-  const merged = (held: string, fresh: string) => `
+  /** Held groups `w` and live groups `l` (lg) of one (customer, month), added up. */
+  const merged = (held: string) => `
         SELECT customer_id, month, coalesce(w.invoices, 0) + coalesce(l.invoices, 0) AS invoices,
           (coalesce(w.total, 0) + coalesce(l.total, 0))::DECIMAL(38,2) AS total,
           least(coalesce(w.min_usd, l.min_usd), coalesce(l.min_usd, w.min_usd)) AS min_usd,
           greatest(coalesce(w.max_usd, l.max_usd), coalesce(l.max_usd, w.max_usd)) AS max_usd
-        FROM ${held} w FULL OUTER JOIN ${fresh} l USING (customer_id, month)`;
+        FROM ${held} w FULL OUTER JOIN lg l USING (customer_id, month)`;
   const liveGroups = `live AS (${live}),
         lg AS (SELECT customer_id, ${monthKey} AS month, ${aggregates} FROM live GROUP BY ALL)`;
 
   /**
    * The window's groups from a held table, each group live invoices touch added to. Only those
-   * groups go through the outer join; the others are taken as they are (by hand, 1,200,000 held
-   * groups by month and 10,000 live ones: 78 ms for the whole statement through the join, 61 ms
-   * so). Only the asked customers' groups are merged: DuckDB does not push the filter below the
-   * outer join, and merging every group of a 12-month window by month for one customer took 60 ms at 10M.
+   * go through the outer join, the others are taken as they are (see README, "Which engine").
+   * Only the asked customers' groups are merged: DuckDB does not push the filter below the outer
+   * join, and merging every group of a 12-month window by month for one customer took 60 ms at 10M.
    */
   const fromTable = (table: string) => {
     const held = filter === '' ? table : `(SELECT * FROM ${table} ${filter})`;
     if (!hasLive) return `g AS (SELECT ${GROUP_COLUMNS} FROM ${table})`;
     return `${liveGroups}, g AS (
         SELECT ${GROUP_COLUMNS} FROM ${held} ANTI JOIN lg USING (customer_id, month)
-        UNION ALL ${merged(`(SELECT * FROM ${held} SEMI JOIN lg USING (customer_id, month))`, 'lg')})`;
+        UNION ALL ${merged(`(SELECT * FROM ${held} SEMI JOIN lg USING (customer_id, month))`)})`;
   };
 
   /**
    * A page in customer order: the held table's first `limit` groups past the cursor (only up to
    * the bound, when there is one), merged with the live groups, if any, in mergePage.
    */
-  const customerPage = async (s: DuckSession, table: WindowTable, all: string): Promise<string> => {
+  const customerPage = async (s: DuckSession, table: WindowTable): Promise<string> => {
     // Rows of customers past the bound are not read (the table is stored in customer order: DuckDB skips their row groups).
     const held =
       input.upTo === undefined
         ? table.name
         : `(SELECT * FROM ${table.name} WHERE customer_id <= ${bind('up_to', input.upTo, INTEGER)} AND ($after_customer::INTEGER IS NULL OR customer_id >= $after_customer::INTEGER))`;
-    const sql = statement(`g AS (SELECT ${GROUP_COLUMNS} FROM ${held})`, bind('all_invoices', all, VARCHAR));
+    // The answer's invoice count is known (the caller's `all`): none is counted here.
+    const sql = statement(`g AS (SELECT ${GROUP_COLUMNS} FROM ${held})`, 'NULL');
     const { values, types } = parameters.used(sql);
     const [page] = await s.allNamed<{ records: string }>(sql, values, types);
     const after = query.after && { customer: query.after.customerId, month: query.after.month ?? '' };
@@ -222,7 +222,7 @@ export async function lakeStats(deps: LakeStatsDeps, input: LakeStatsInput): Pro
         bind('limit', table.rows + input.live.groups + 1, BIGINT);
       }
       if (table && all !== undefined && query.orderBy === 'CUSTOMER_ASC' && !whole) {
-        return { records: await customerPage(s, table, all), allInvoices: all, whole };
+        return { records: await customerPage(s, table), allInvoices: all, whole };
       }
       const sql = table
         ? statement(fromTable(table.name), all === undefined ? counted(table.name) : bind('all_invoices', all, VARCHAR))
