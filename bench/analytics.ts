@@ -31,7 +31,7 @@ const PAGE = 10_000;
 const TOP = 100;
 
 const usage =
-  'usage: npm run bench -- analytics [--invoices 10000000] [--customers 100000] [--months 36] [--repeat 5] [--inserts 10000] ' +
+  'usage: npm run bench -- analytics [--invoices 10000000] [--customers 100000] [--months 36] [--repeat 5] [--warm-runs 0] [--inserts 10000] ' +
   '[--database-url postgres://postgres@127.0.0.1:5432/ig_bench_analytics] [--gateway-heap-mb 256]';
 
 interface AnalyticsOptions {
@@ -39,6 +39,11 @@ interface AnalyticsOptions {
   readonly customers: number;
   readonly months: number;
   readonly repeat: number;
+  /**
+   * Gateway-only runs of each shape after its timed runs, timed apart: the gateway as it serves a
+   * shape it has served many times (the timed runs find most of a shape's code barely run).
+   */
+  readonly warmRuns: number;
   readonly inserts: number;
   readonly databaseUrl: string;
   /** The gateway's --max-old-space-size: npm start's 256 unless raised to see past a heap limit. */
@@ -48,7 +53,7 @@ interface AnalyticsOptions {
 function parseOptions(argv: string[]): AnalyticsOptions {
   const { text, whole } = parseBenchOptions(
     argv,
-    { invoices: '10000000', customers: '100000', months: String(SEED_DEFAULT_MONTHS), repeat: '5', inserts: '10000', 'database-url': 'postgres://postgres@127.0.0.1:5432/ig_bench_analytics', 'gateway-heap-mb': '256' },
+    { invoices: '10000000', customers: '100000', months: String(SEED_DEFAULT_MONTHS), repeat: '5', 'warm-runs': '0', inserts: '10000', 'database-url': 'postgres://postgres@127.0.0.1:5432/ig_bench_analytics', 'gateway-heap-mb': '256' },
     usage,
   );
   return {
@@ -56,6 +61,7 @@ function parseOptions(argv: string[]): AnalyticsOptions {
     customers: whole('customers', 2),
     months: whole('months', 1),
     repeat: whole('repeat', 1),
+    warmRuns: whole('warm-runs', 0),
     inserts: whole('inserts', 1),
     databaseUrl: text('database-url'),
     gatewayHeapMb: whole('gateway-heap-mb', 64),
@@ -242,6 +248,8 @@ interface Measured {
   readonly firstEngine?: string;
   /** Where the timed runs' requests spent their time, from the gateway's metrics. */
   readonly stages?: StageMeans;
+  /** The gateway-only runs after the timed ones (AnalyticsOptions.warmRuns), each checked. */
+  readonly warmMs?: number[];
 }
 
 /** The stages of gateway_analytics_stage_seconds, in the order a query passes them. */
@@ -279,8 +287,11 @@ function stageMeans(before: EngineCounters, after: EngineCounters, wallMs: reado
   return { requests, wallMs: wallMs.reduce((a, b) => a + b, 0) / requests, engineMs: perRequest(after.seconds - before.seconds), stageMs };
 }
 
-/** Warm once (and check), then `repeat` timed runs alternating gateway and Postgres, each checked. */
-async function measure(url: string, sql: pg.Pool, shape: Shape, repeat: number, suffix = ''): Promise<Measured> {
+/**
+ * Warm once (and check), then `repeat` timed runs alternating gateway and Postgres, each checked;
+ * then `warmRuns` gateway-only runs, checked against Postgres's last answer (nothing changes within a pass).
+ */
+async function measure(url: string, sql: pg.Pool, shape: Shape, repeat: number, warmRuns: number, suffix = ''): Promise<Measured> {
   const name = shape.name + suffix;
   const gatewayMs: number[] = [];
   const postgresMs: number[] = [];
@@ -291,10 +302,13 @@ async function measure(url: string, sql: pg.Pool, shape: Shape, repeat: number, 
   let first: { ms: number; engine: string } | undefined;
   let counters: EngineCounters | undefined;
   let stages: StageMeans | undefined;
+  const warmMs: number[] = [];
   try {
+    let postgresRows: Row[] = [];
     for (let run = 0; run <= repeat; run++) {
       const [g, gMs] = await timed(() => viaGateway(url, shape));
       const [p, pMs] = await timed(() => viaPostgres(sql, shape));
+      postgresRows = p;
       for (const w of g.warnings) warnings.add(w);
       mismatch ??= difference(g.rows, p);
       if (run === 0) {
@@ -308,6 +322,11 @@ async function measure(url: string, sql: pg.Pool, shape: Shape, repeat: number, 
       last = g;
     }
     stages = stageMeans(counters!, await engineCounters(url), gatewayMs);
+    for (let run = 0; run < warmRuns; run++) {
+      const [g, gMs] = await timed(() => viaGateway(url, shape));
+      mismatch ??= difference(g.rows, postgresRows);
+      warmMs.push(gMs);
+    }
   } catch (err) {
     const error = (err as Error).message;
     console.error(`${name}: FAILED: ${error}`);
@@ -316,7 +335,7 @@ async function measure(url: string, sql: pg.Pool, shape: Shape, repeat: number, 
   const engine = [...engines].join('/') + (first && !engines.has(first.engine) ? ` (warm-up: ${first.engine})` : '');
   const result: Measured = {
     name, engine, gatewayMs, postgresMs, equal: mismatch === undefined, mismatch, warnings: [...warnings],
-    lakeRows: last!.lakeRows, liveRows: last!.liveRows, rows: last!.rows.length, pages: last!.pages, firstMs: first!.ms, firstEngine: first!.engine, stages,
+    lakeRows: last!.lakeRows, liveRows: last!.liveRows, rows: last!.rows.length, pages: last!.pages, firstMs: first!.ms, firstEngine: first!.engine, stages, warmMs,
   };
   console.error(`${name}: gateway ${fmtMs(median(gatewayMs))} ms (${engine}), Postgres ${fmtMs(median(postgresMs))} ms, ${result.rows} rows, ${mismatch ? 'MISMATCH' : 'equal'}`);
   return result;
@@ -365,13 +384,13 @@ export async function analytics(argv: string[]): Promise<void> {
     const picks = await pickCustomers(sql);
     const shapes = shapesFor(picks);
     const results: Measured[] = [];
-    for (const shape of shapes) results.push(await measure(gateway.url, sql, shape, options.repeat));
+    for (const shape of shapes) results.push(await measure(gateway.url, sql, shape, options.repeat, options.warmRuns));
 
     // Fresh invoices the lake has not seen, then the same shapes at once, without an export.
     const [, insertMs] = await timed(() => insertFresh(sql, options.inserts));
     console.error(`${options.inserts} invoices inserted in ${insertMs.toFixed(0)} ms`);
     const suffix = `, after ${options.inserts.toLocaleString('en-US')} inserts`;
-    for (const shape of shapes) results.push(await measure(gateway.url, sql, shape, options.repeat, suffix));
+    for (const shape of shapes) results.push(await measure(gateway.url, sql, shape, options.repeat, options.warmRuns, suffix));
 
     console.error('incremental lake export ...');
     const incremental = await gateway.exportNow(false);
@@ -536,7 +555,9 @@ function printHeader(options: AnalyticsOptions, data: BenchData, seededMonths: n
     `method: each shape once to warm up, then ${options.repeat} timed runs alternating gateway and Postgres; ms = median / p95 of those runs (under 20 runs, p95 is the slowest). ` +
       'gateway: invoiceStats over HTTP, until the answer is parsed ("all pages": every page of 10,000 rows, timed together). ' +
       "Postgres: test/fixtures/statsCheck.ts's aggregate with the page's ORDER BY and LIMIT, through node-postgres, until the rows are parsed. " +
-      'Every answer, warm-up included, compared row by row (customer, month, count, total, avg, min, max, in order) with Postgres\'s.\n',
+      'Every answer, warm-up included, compared row by row (customer, month, count, total, avg, min, max, in order) with Postgres\'s.' +
+      (options.warmRuns > 0 ? ` Then ${options.warmRuns} gateway-only runs per shape, checked too: "warm" is their median.` : '') +
+      '\n',
   );
 }
 
@@ -583,16 +604,19 @@ function printReport(r: {
   /** Median of an empty query through the same client: what HTTP and GraphQL cost alone. */
   transportMs: number;
 }): void {
-  console.log('| shape | gateway engine | gateway ms (median / p95) | Postgres ms (median / p95) | speed-up | equal | rows | lake + live invoices |');
-  console.log('|---|---|--:|--:|--:|:-:|--:|--:|');
+  const warm = r.options.warmRuns > 0;
+  const ratio = (p: number, g: number) => (Number.isNaN(g) || Number.isNaN(p) ? '–' : `${(p / g).toFixed(p / g < 10 ? 2 : 1)}x`);
+  console.log(`| shape | gateway engine | gateway ms (median / p95) | Postgres ms (median / p95) | speed-up |${warm ? ' gateway ms, warm | speed-up, warm |' : ''} equal | rows | lake + live invoices |`);
+  console.log(`|---|---|--:|--:|--:|${warm ? '--:|--:|' : ''}:-:|--:|--:|`);
   for (const m of r.results) {
     const g = median(m.gatewayMs);
     const p = median(m.postgresMs);
-    const speedUp = Number.isNaN(g) || Number.isNaN(p) ? '–' : `${(p / g).toFixed(p / g < 10 ? 2 : 1)}x`;
+    const speedUp = ratio(p, g);
+    const warmColumns = warm ? ` ${m.warmMs?.length ? fmtMs(median(m.warmMs)) : '–'} | ${m.warmMs?.length ? ratio(p, median(m.warmMs)) : '–'} |` : '';
     const rows = m.rows === undefined ? '–' : `${int(m.rows)}${m.pages && m.pages > 1 ? ` (${m.pages} pages)` : ''}`;
     const fresh = m.lakeRows === undefined ? '–' : `${int(m.lakeRows)} + ${int(m.liveRows!)}`;
     console.log(
-      `| ${m.name} | ${m.engine} | ${fmtMs(g)} / ${fmtMs(p95(m.gatewayMs))} | ${fmtMs(p)} / ${fmtMs(p95(m.postgresMs))} | ${speedUp} | ${m.error ? 'ERROR' : m.equal ? 'yes' : 'NO'} | ${rows} | ${fresh} |`,
+      `| ${m.name} | ${m.engine} | ${fmtMs(g)} / ${fmtMs(p95(m.gatewayMs))} | ${fmtMs(p)} / ${fmtMs(p95(m.postgresMs))} | ${speedUp} |${warmColumns} ${m.error ? 'ERROR' : m.equal ? 'yes' : 'NO'} | ${rows} | ${fresh} |`,
     );
   }
   printStages(r.results, r.transportMs);
