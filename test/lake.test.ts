@@ -4,20 +4,12 @@ import pg from 'pg';
 import { createTestDatabase, missingServices, type TestDatabase } from './fixtures/services.js';
 import { startTestGateway, type TestGateway } from './fixtures/gateway.js';
 import { eventually } from './fixtures/eventually.js';
+import { seededRandom } from './fixtures/random.js';
 import { startS3Server, type S3Server } from './fixtures/s3Server.js';
 import { allPages, assertExact, assertFirstPagesByCustomer, directStats } from './fixtures/statsCheck.js';
 import { CustomerStatsDocument, InvoiceByIdDocument, InvoiceStatsDocument } from './generated/graphql.js';
 
 const skip = await missingServices('postgres');
-
-/** A small deterministic generator, so a failing sequence can be replayed from its seed. */
-function random(seed: number) {
-  let s = seed >>> 0;
-  return () => {
-    s = (Math.imul(s ^ (s >>> 15), 0x2c1b3c6d) + 0x6d2b79f5) >>> 0;
-    return s / 2 ** 32;
-  };
-}
 
 interface Lakeside {
   readonly db: TestDatabase;
@@ -56,7 +48,7 @@ async function stopLakeside(side: Lakeside | undefined) {
 async function randomHistory(side: Lakeside, seed: number, steps: number, onStep: (label: string) => Promise<void>) {
   // Every value chosen here, none by Postgres's random(): the same seed gives the same history
   // on two databases seeded alike.
-  const next = random(seed);
+  const next = seededRandom(seed);
   const pick = (n: number) => 1 + Math.floor(next() * n);
   const amount = () => (1 + next() * 5000).toFixed(2);
   const daysAgo = () => Math.floor(next() * 420);

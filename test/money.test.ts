@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { averageCents, formatCents, toCents, twoDecimals } from '../core/money.js';
 import { parseDecimal } from '../schema/scalars.js';
+import { seededRandom } from './fixtures/random.js';
 
 /** Postgres's round(total / count, 2), half away from zero, in BigInt arithmetic of its own. */
 function referenceAverage(total: string, count: bigint): string {
@@ -10,11 +11,6 @@ function referenceAverage(total: string, count: bigint): string {
   let q = (abs * 2n + count) / (2n * count);
   const sign = total.startsWith('-') && q > 0n ? '-' : '';
   return `${sign}${q / 100n}.${String(q % 100n).padStart(2, '0')}`;
-}
-
-/** A seeded generator, so a failure can be replayed. */
-function random(seed: number) {
-  return () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
 }
 
 describe('money', () => {
@@ -29,7 +25,7 @@ describe('money', () => {
   });
 
   it('averages to cents half away from zero, for small totals and totals past 2^53 cents alike', () => {
-    const next = random(7);
+    const next = seededRandom(7);
     const cases: [string, bigint][] = [['0.05', 2n], ['-0.05', 2n], ['0.01', 3n], ['-0.01', 3n], ['10.00', 3n], ['0.00', 5n], ['1.00', 8n], ['9007199254740.99', 7n], ['99999999999999.99', 3n]];
     for (let i = 0; i < 20_000; i++) {
       const digits = 1 + Math.floor(next() * 19);

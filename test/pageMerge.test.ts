@@ -3,21 +3,12 @@ import { describe, it } from 'node:test';
 import { formatCents } from '../core/money.js';
 import { compareKeys, type GroupKey } from '../sources/lake/pageBounds.js';
 import { mergePage } from '../sources/lake/pageMerge.js';
+import { seededRandom } from './fixtures/random.js';
 
 interface Invoice {
   readonly customer: number;
   readonly month: string;
   readonly cents: bigint;
-}
-
-/** A seeded generator (mulberry32), so a failure can be replayed. */
-function random(seed: number) {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-  };
 }
 
 /** Groups of invoices by (customer, month), or by customer (month ''), in customer order, as records. */
@@ -64,7 +55,7 @@ function partialLive(live: readonly Invoice[], byMonth: boolean, after: GroupKey
  */
 describe('a page in customer order merged from held and live groups', () => {
   it('adds a key\u2019s held and live parts exactly, in customer order, past the cursor, for both granularities', () => {
-    const next = random(7);
+    const next = seededRandom(7);
     const months = ['2026-01', '2026-02', '2026-03'];
     for (let round = 0; round < 300; round++) {
       const invoice = (): Invoice => ({

@@ -68,10 +68,10 @@ const aggregates = `sum(invoices)::BIGINT AS invoices, sum(total_usd)::DECIMAL(3
 
 /**
  * invoiceStats over the lake plus the live groups from Postgres, combined, ordered and paged in
- * DuckDB (a page in customer order is combined in mergePage). When the lake holds no stale invoice, the window's groups are kept in a DuckDB table
- * (built once from the months' rollups) and only the groups that have live invoices are summed
- * again; otherwise the rollups are read, with the groups that hold a stale invoice recomputed
- * from the raw files without it.
+ * DuckDB (a page in customer order is combined in mergePage). When the lake holds no stale
+ * invoice, the window's groups are kept in a DuckDB table (built once from the months' rollups)
+ * and only the groups that have live invoices are summed again; otherwise the rollups are read,
+ * with the groups that hold a stale invoice recomputed from the raw files without it.
  */
 export async function lakeStats(deps: LakeStatsDeps, input: LakeStatsInput): Promise<LakePage> {
   const { query } = input;
