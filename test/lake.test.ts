@@ -194,6 +194,36 @@ describe('invoiceStats is exact and fresh (local lake)', { skip }, () => {
     }
   });
 
+  it('reads a page in customer order from DuckDB once, and merges later fresh invoices into the kept page', async () => {
+    await eventually(async () => ['exported', 'unchanged'].includes((await side.gw.gateway.lake.exportNow()).kind), 'an export that leaves nothing stale');
+    const first = 5;
+    const page = (granularity: 'MONTH' | 'TOTAL') => side.gw.request(InvoiceStatsDocument, { groupBy: 'ISSUER', months: 12, granularity, first, orderBy: 'CUSTOMER_ASC' });
+    const assertPages = async (label: string) => {
+      for (const granularity of ['MONTH', 'TOTAL'] as const) {
+        const res = await page(granularity);
+        assert.equal(res.errors, undefined, JSON.stringify(res.errors));
+        const { rows, freshness } = res.data!.invoiceStats;
+        assert.equal(freshness.engine, 'LAKE', label);
+        const expected = await directStats(side.sql, 'ISSUER', 12, granularity, undefined, 'CUSTOMER_ASC');
+        assert.deepEqual(rows, expected.slice(0, first), `${label}, ${granularity}`);
+        assert.equal(freshness.lakeRows + freshness.liveRows, expected.reduce((sum, row) => sum + row.invoiceCount, 0), `${label}, ${granularity}: lake and live invoices`);
+      }
+    };
+    await assertPages('read from DuckDB');
+    const statements = side.gw.gateway.lake.duckQueries();
+    await assertPages('asked again');
+    // Fresh invoices on the page (its first customer, in this month and an earlier one) and a new
+    // lowest-amount invoice of its second customer: merged into the kept held groups.
+    const [one, two] = (await directStats(side.sql, 'ISSUER', 12, 'TOTAL', undefined, 'CUSTOMER_ASC')).map((row) => row.customerId);
+    await side.sql.query(
+      `INSERT INTO invoices (issue_date, issuer_id, receiver_id, amount_usd)
+       VALUES (now(), $1, 3, 123.45), (now() - interval '35 days', $1, 4, 6.78), (now(), $2, 5, 0.01)`,
+      [one, two],
+    );
+    await assertPages('after fresh invoices');
+    assert.equal(side.gw.gateway.lake.duckQueries(), statements, 'the kept pages took no DuckDB statement');
+  });
+
   it('serves the pages after the second from one whole answer while no invoice changes, and sees a change between pages', async () => {
     // Whole answers are made from the window's held groups: nothing stale in the lake.
     await eventually(async () => ['exported', 'unchanged'].includes((await side.gw.gateway.lake.exportNow()).kind), 'an export that leaves nothing stale');

@@ -3,8 +3,9 @@ import { namedParameters, utcMonth, type Duck, type DuckSession } from '../duckd
 import type { ObjectCache } from '../objectStore/objectCache.js';
 import type { ObjectStore } from '../objectStore/objectStore.js';
 import { keysetSql, type LiveGroups, type StatsGroup, type StatsQuery } from '../postgres/statsStore.js';
+import type { HeldPageKey, HeldPages } from './heldPages.js';
 import type { LakeManifest } from './manifest.js';
-import type { PageBounds } from './pageBounds.js';
+import type { GroupKey, PageBounds } from './pageBounds.js';
 import { mergePage } from './pageMerge.js';
 import type { WindowTable, WindowTables } from './windowTables.js';
 
@@ -44,6 +45,8 @@ export interface LakeStatsDeps {
   readonly windowTables: WindowTables;
   /** Marked along the held tables a page in customer order reads. */
   readonly pageBounds: PageBounds;
+  /** Pages in customer order read from held tables, kept (their tables never change). */
+  readonly heldPages: HeldPages;
   readonly timeoutMs: number;
 }
 
@@ -121,9 +124,9 @@ export async function lakeStats(deps: LakeStatsDeps, input: LakeStatsInput): Pro
 
   /**
    * A page in customer order: the held table's first `limit` groups past the cursor (only up to
-   * the bound, when there is one), merged with the live groups, if any, in mergePage.
+   * the bound, when there is one), read from DuckDB and kept (see HeldPages).
    */
-  const customerPage = async (s: DuckSession, table: WindowTable): Promise<string> => {
+  const customerPage = async (s: DuckSession, table: WindowTable, key: HeldPageKey): Promise<string> => {
     // Rows of customers past the bound are not read (the table is stored in customer order: DuckDB skips their row groups).
     const held =
       input.upTo === undefined
@@ -133,9 +136,18 @@ export async function lakeStats(deps: LakeStatsDeps, input: LakeStatsInput): Pro
     const sql = statement(`g AS (SELECT ${GROUP_COLUMNS} FROM ${held})`, 'NULL');
     const { values, types } = parameters.used(sql);
     const [page] = await s.allNamed<{ records: string }>(sql, values, types);
-    const after = query.after && { customer: query.after.customerId, month: query.after.month ?? '' };
-    return mergePage(page!.records, input.live.records, { byMonth: query.granularity === 'MONTH', after, limit: query.limit });
+    deps.heldPages.set(key, { records: page!.records, invoices: table.invoices, rows: table.rows });
+    return page!.records;
   };
+  /** The held groups of a page in customer order merged with the live ones. */
+  const customerPageAnswer = (heldRecords: string, tableInvoices: string): LakePage => ({
+    records: mergePage(heldRecords, input.live.records, { byMonth: query.granularity === 'MONTH', after: cursorKey(query.after), limit: query.limit }),
+    // Without a customer filter the answer's invoices are the window's plus the live ones.
+    allInvoices: String(BigInt(tableInvoices) + BigInt(input.live.invoices)),
+    whole: false,
+  });
+  /** Whether a whole answer is made: the window's groups are held, and with the live ones they fit `whole`. */
+  const makesWhole = (table: { rows: number } | undefined) => table !== undefined && input.whole !== undefined && table.rows + input.live.groups <= input.whole;
 
   /** The window's groups from the rollup files, stale groups recomputed from the raw files. */
   const fromFiles = async () => {
@@ -191,11 +203,20 @@ export async function lakeStats(deps: LakeStatsDeps, input: LakeStatsInput): Pro
     -- The page first, then the texts: DuckDB projects before a top-n, which would format every group.
     FROM (SELECT * FROM ranked WHERE ${keyset.where} ORDER BY ${keyset.orderBy} LIMIT ${limit}) AS ranked`;
 
+  // A page in customer order of a held table: read once (HeldPages), merged with its live groups every time.
+  // A whole answer needs every live group (the caller asks for one or the other).
+  if (input.whole !== undefined && input.live.partial) throw new Error('a whole answer from the live groups of one page');
+  // Nothing stale: the window's groups may be held.
+  const heldId = input.changedIds.length === 0 && rollupFiles.length > 0 ? tableId(query, rollupFiles) : undefined;
+  const pageKey = heldId && query.orderBy === 'CUSTOMER_ASC' && query.customerIds === null ? { table: heldId, after: cursorKey(query.after), limit: query.limit } : undefined;
+  const kept = pageKey && deps.heldPages.get(pageKey);
+  if (kept && !makesWhole(kept)) return customerPageAnswer(kept.records, kept.invoices);
+
   return deps.duck.session(
     (s) => deps.windowTables.using(async (take) => {
       let table: WindowTable | undefined;
-      if (input.changedIds.length === 0 && rollupFiles.length > 0) {
-        const id = tableId(query, rollupFiles);
+      if (heldId) {
+        const id = heldId;
         const rows = rollupFiles.reduce((sum, f) => sum + f.rows, 0);
         table = await take(
           s,
@@ -212,18 +233,14 @@ export async function lakeStats(deps: LakeStatsDeps, input: LakeStatsInput): Pro
       // Without a customer filter the answer's invoices are the window's plus the live ones: no
       // pass over every group to count them.
       const all = table && query.customerIds === null ? String(BigInt(table.invoices) + BigInt(input.live.invoices)) : undefined;
-      // A whole answer needs every live group (the caller asks for one or the other).
-      if (input.whole !== undefined && input.live.partial) throw new Error('a whole answer from the live groups of one page');
-      const whole = table !== undefined && input.whole !== undefined && table.rows + input.live.groups <= input.whole;
+      const whole = makesWhole(table);
       if (table && whole) {
         bind('after_value', null, VARCHAR);
         bind('after_customer', null, INTEGER);
         bind('after_month', '', VARCHAR);
         bind('limit', table.rows + input.live.groups + 1, BIGINT);
       }
-      if (table && all !== undefined && query.orderBy === 'CUSTOMER_ASC' && !whole) {
-        return { records: await customerPage(s, table), allInvoices: all, whole };
-      }
+      if (table && pageKey && !whole) return customerPageAnswer(await customerPage(s, table, pageKey), table.invoices);
       const sql = table
         ? statement(fromTable(table.name), all === undefined ? counted(table.name) : bind('all_invoices', all, VARCHAR))
         : statement(await fromFiles(), counted('lake'));
@@ -235,6 +252,9 @@ export async function lakeStats(deps: LakeStatsDeps, input: LakeStatsInput): Pro
     { timeoutMs: deps.timeoutMs, label: 'invoice_stats_lake' },
   );
 }
+
+/** A cursor's position as a key of the groups in customer order (month '' by TOTAL). */
+export const cursorKey = (after: StatsQuery['after']): GroupKey | null => after && { customer: after.customerId, month: after.month ?? '' };
 
 /** The groups of a page from its text: `customer month invoices total min max` per group (month empty in TOTAL groups), commas between. */
 export function pageRecords(records: string, allInvoices: string): StatsGroup[] {

@@ -5,8 +5,9 @@ import type { ObjectCache } from '../objectStore/objectCache.js';
 import type { ObjectStore } from '../objectStore/objectStore.js';
 import type { LakeChanges, LakeStore } from '../postgres/lakeStore.js';
 import type { InvoiceColumns, StatsGroup, StatsQuery, StatsSnapshot, StatsStore, StatsWindow } from '../postgres/statsStore.js';
-import { heldTableId, lakeStats, pageRecords } from './lakeStats.js';
-import { createPageBounds, type GroupKey } from './pageBounds.js';
+import { createHeldPages } from './heldPages.js';
+import { cursorKey, heldTableId, lakeStats, pageRecords } from './lakeStats.js';
+import { createPageBounds } from './pageBounds.js';
 import { parseManifest, type LakeManifest } from './manifest.js';
 import { createWholeAnswers, type AnswerMade, type WholeAnswer } from './wholeAnswers.js';
 import { createWindowTables } from './windowTables.js';
@@ -87,6 +88,7 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
   const windowTables = createWindowTables(WINDOW_ROWS_HELD);
   const wholeAnswers = createWholeAnswers(WHOLE_ANSWER_GROUPS);
   const pageBounds = createPageBounds();
+  const heldPages = createHeldPages(HELD_PAGE_CHARS);
   const manifest = (store: ObjectStore, key: string) => {
     let pending = manifests.get(key);
     if (!pending) {
@@ -244,9 +246,9 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
         // Otherwise a page in customer order needs only the live groups it can show.
         const scope = query.orderBy === 'CUSTOMER_ASC' && !wantsWhole ? 'page' : 'all';
         // Nothing stale in the lake: merging only adds groups, and the held groups bound the page.
-        const bound = scope === 'page' && changes.changed.length === 0 && query.customerIds === null ? pageBounds.bound(held, keyOf(query.after), query.limit) : undefined;
+        const bound = scope === 'page' && changes.changed.length === 0 && query.customerIds === null ? pageBounds.bound(held, cursorKey(query.after), query.limit) : undefined;
         const live = await timed('live', () => snapshot.liveGroups(changes, query, scope, bound?.customer));
-        const deps = { duck, cache, store, windowTables, pageBounds, timeoutMs: options.timeoutMs };
+        const deps = { duck, cache, store, windowTables, pageBounds, heldPages, timeoutMs: options.timeoutMs };
         const input = { manifest: lake.manifest, months: window.months, query, changedIds: changes.changed, live, upTo: bound?.customer };
         const page = await timed('lake', () => lakeStats(deps, { ...input, whole: wantsWhole ? WHOLE_ANSWER_GROUPS : undefined }));
         const liveRows = live.invoices;
@@ -267,14 +269,14 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
   };
 }
 
-/** A cursor's position as a key of the groups in customer order. */
-const keyOf = (after: StatsQuery['after']): GroupKey | null => after && { customer: after.customerId, month: after.month ?? '' };
-
 /**
  * Rows of windows' groups kept in DuckDB tables (a 12-month window by month of 10,000 customers
  * is at most 120,000); a window past this is read from its rollup files every time.
  */
 const WINDOW_ROWS_HELD = 2_000_000;
+
+/** Text of pages in customer order kept from held tables: a 100-group page is about 5,000 characters. */
+const HELD_PAGE_CHARS = 8_000_000;
 
 /** Groups of whole answers kept for paging clients (a few MB of text per 100,000). */
 const WHOLE_ANSWER_GROUPS = 300_000;
