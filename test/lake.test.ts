@@ -280,7 +280,7 @@ describe('invoiceStats is exact and fresh (local lake)', { skip }, () => {
     assert.ok(quiet && busy.n > BUSY, `a customer at most ${BUSY} invoices and one above: ${JSON.stringify(counts)}`);
     for (const [ids, engine] of [[[quiet.id], 'POSTGRES'], [[busy.id], 'LAKE'], [[quiet.id, busy.id], 'LAKE']] as const) {
       for (const granularity of ['TOTAL', 'MONTH'] as const) {
-        const few = await side.gw.request(InvoiceStatsDocument, { groupBy: 'RECEIVER', months: 12, granularity, customerIds: [...ids], first: 20 });
+        const few = await side.gw.request(InvoiceStatsDocument, { groupBy: 'RECEIVER', months: 12, granularity, customerIds: [...ids], first: 100 });
         assert.equal(few.data!.invoiceStats.freshness.engine, engine, `customers ${ids.join(', ')}`);
         assert.deepEqual(few.data!.invoiceStats.rows, await directStats(side.sql, 'RECEIVER', 12, granularity, [...ids]), `customers ${ids.join(', ')}, ${granularity}`);
       }
@@ -346,6 +346,22 @@ describe('invoiceStats is exact and fresh (local lake)', { skip }, () => {
     const quiet = await side.gw.request(InvoiceStatsDocument, { groupBy: 'RECEIVER', months: 12, granularity: 'TOTAL', customerIds: [quietest!.id], first: 5 });
     assert.equal(quiet.data!.invoiceStats.freshness.engine, 'POSTGRES');
     assert.deepEqual(delta(before, await stageCounts()), { snapshot: 0, barrier: 0, changes: 0, live: 0, lake: 0, postgres: 1, commit: 0 });
+
+    // One busy customer: counted in Postgres past the limit, then the lake; asked again, the lake alone.
+    const { rows: [busiest] } = await side.sql.query<{ id: string; n: number }>(
+      `SELECT issuer_id::text AS id, count(*)::int AS n FROM invoices
+       WHERE issue_date >= date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' - interval '8 months'
+       GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 1`,
+    );
+    assert.ok(busiest!.n > BUSY, `the busiest issuer over 9 months has ${busiest!.n} invoices`);
+    const busy = () => side.gw.request(InvoiceStatsDocument, { groupBy: 'ISSUER', months: 9, granularity: 'MONTH', customerIds: [busiest!.id], first: 20 });
+    for (const [label, postgres] of [['counted', 1], ['remembered as busy', 0]] as const) {
+      before = await stageCounts();
+      const answer = await busy();
+      assert.equal(answer.data!.invoiceStats.freshness.engine, 'LAKE', label);
+      assert.deepEqual(answer.data!.invoiceStats.rows, await directStats(side.sql, 'ISSUER', 9, 'MONTH', [busiest!.id]), label);
+      assert.deepEqual(delta(before, await stageCounts()), { snapshot: 1, barrier: 1, changes: 1, live: 1, lake: 1, postgres, commit: 1 }, label);
+    }
   });
 
   it('Customer.stats for a list of customers costs one analytics query, with the same figures', async () => {
