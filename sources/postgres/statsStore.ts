@@ -149,15 +149,23 @@ const liveGroupsStatement = memoized((role: StatsRole, selection: LiveSelection,
   if (scope === 'all') return { name, text: `WITH g AS (${grouped('invoices', selected)}) ${summary('g', 'coalesce(sum(invoices), 0)')}` };
   // Keys compared as grouped (the month a timestamp, as the cursor's is passed): printing every
   // group's month to compare it as text took longer than the grouping.
+  // The group of null keys holds the invoices past the bound: counted, not summed.
   const firstKeys =
     granularity === 'MONTH'
-      ? `SELECT * FROM g WHERE $6::int IS NULL OR (customer_id, month) > ($6::int, $8::timestamp) ORDER BY customer_id, month LIMIT $5::int`
-      : `SELECT * FROM g WHERE customer_id IN (SELECT DISTINCT customer_id FROM g WHERE $6::int IS NULL OR customer_id > $6::int ORDER BY 1 LIMIT $5::int)`;
+      ? `SELECT * FROM g WHERE customer_id IS NOT NULL AND ($6::int IS NULL OR (customer_id, month) > ($6::int, $8::timestamp)) ORDER BY customer_id, month LIMIT $5::int`
+      : `SELECT * FROM g WHERE customer_id IN (SELECT DISTINCT customer_id FROM g WHERE customer_id IS NOT NULL AND ($6::int IS NULL OR customer_id > $6::int) ORDER BY 1 LIMIT $5::int)`;
+  // One pass over the selected invoices: those of customers past the bound ($7) fall into that
+  // group. By hand at 10M with 10,000 fresh invoices, 2.5 ms against 3.3 for the materialized
+  // invoices scanned twice (once to count them, once to group the page's).
+  const onPage = `($7::int IS NULL OR ${PARTY[role]} <= $7::int)`;
   return {
     name: `${name}_page_${granularity.toLowerCase()}`,
-    text: `WITH fresh AS MATERIALIZED (SELECT issue_date, ${PARTY[role]}, amount_usd FROM invoices WHERE ${selected}),
-      g AS (${grouped('fresh', `$7::int IS NULL OR ${PARTY[role]} <= $7::int`)})
-      ${summary(`(${firstKeys})`, '(SELECT count(*) FROM fresh)')}`,
+    text: `WITH g AS (
+        SELECT CASE WHEN ${onPage} THEN date_trunc('month', issue_date AT TIME ZONE 'UTC') END AS month, CASE WHEN ${onPage} THEN ${PARTY[role]} END AS customer_id,
+          count(*)::int AS invoices, sum(amount_usd) FILTER (WHERE ${onPage}) AS total,
+          min(amount_usd) FILTER (WHERE ${onPage}) AS min_usd, max(amount_usd) FILTER (WHERE ${onPage}) AS max_usd
+        FROM invoices WHERE ${selected} GROUP BY 1, 2)
+      ${summary(`(${firstKeys})`, '(SELECT coalesce(sum(invoices), 0) FROM g)')}`,
   };
 });
 
