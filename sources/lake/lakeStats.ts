@@ -124,19 +124,19 @@ export async function lakeStats(deps: LakeStatsDeps, input: LakeStatsInput): Pro
 
   /**
    * A page in customer order: the held table's first `limit` groups past the cursor (only up to
-   * the bound, when there is one), read from DuckDB and kept (see HeldPages).
+   * the bound, when there is one), read from DuckDB; a first page is kept (see HeldPages).
    */
-  const customerPage = async (s: DuckSession, table: WindowTable, key: HeldPageKey): Promise<string> => {
+  const customerPage = async (s: DuckSession, table: WindowTable, key: HeldPageKey | undefined): Promise<string> => {
     // Rows of customers past the bound are not read (the table is stored in customer order: DuckDB skips their row groups).
     const held =
       input.upTo === undefined
         ? table.name
         : `(SELECT * FROM ${table.name} WHERE customer_id <= ${bind('up_to', input.upTo, INTEGER)} AND ($after_customer::INTEGER IS NULL OR customer_id >= $after_customer::INTEGER))`;
-    // The answer's invoice count is known (the caller's `all`): none is counted here.
+    // The answer's invoice count is known (the table's and the live ones, see customerPageAnswer): none is counted here.
     const sql = statement(`g AS (SELECT ${GROUP_COLUMNS} FROM ${held})`, 'NULL');
     const { values, types } = parameters.used(sql);
     const [page] = await s.allNamed<{ records: string }>(sql, values, types);
-    deps.heldPages.set(key, { records: page!.records, invoices: table.invoices, rows: table.rows });
+    if (key) deps.heldPages.set(key, { records: page!.records, invoices: table.invoices, rows: table.rows });
     return page!.records;
   };
   /** The held groups of a page in customer order merged with the live ones. */
@@ -203,13 +203,15 @@ export async function lakeStats(deps: LakeStatsDeps, input: LakeStatsInput): Pro
     -- The page first, then the texts: DuckDB projects before a top-n, which would format every group.
     FROM (SELECT * FROM ranked WHERE ${keyset.where} ORDER BY ${keyset.orderBy} LIMIT ${limit}) AS ranked`;
 
-  // A page in customer order of a held table: read once (HeldPages), merged with its live groups every time.
   // A whole answer needs every live group (the caller asks for one or the other).
   if (input.whole !== undefined && input.live.partial) throw new Error('a whole answer from the live groups of one page');
   // Nothing stale: the window's groups may be held.
   const heldId = input.changedIds.length === 0 && rollupFiles.length > 0 ? tableId(query, rollupFiles) : undefined;
-  const pageKey = heldId && query.orderBy === 'CUSTOMER_ASC' && query.customerIds === null ? { table: heldId, after: cursorKey(query.after), limit: query.limit } : undefined;
-  const kept = pageKey && deps.heldPages.get(pageKey);
+  const customerOrder = heldId !== undefined && query.orderBy === 'CUSTOMER_ASC' && query.customerIds === null;
+  // A first page in customer order: its held groups read once (HeldPages), merged with its live groups every time.
+  // (Served so, the held table is not marked as used: it may be dropped, and built again for another query.)
+  const firstPage = customerOrder && query.after === null ? { table: heldId, limit: query.limit } : undefined;
+  const kept = firstPage && deps.heldPages.get(firstPage);
   if (kept && !makesWhole(kept)) return customerPageAnswer(kept.records, kept.invoices);
 
   return deps.duck.session(
@@ -240,7 +242,7 @@ export async function lakeStats(deps: LakeStatsDeps, input: LakeStatsInput): Pro
         bind('after_month', '', VARCHAR);
         bind('limit', table.rows + input.live.groups + 1, BIGINT);
       }
-      if (table && pageKey && !whole) return customerPageAnswer(await customerPage(s, table, pageKey), table.invoices);
+      if (table && customerOrder && !whole) return customerPageAnswer(await customerPage(s, table, firstPage), table.invoices);
       const sql = table
         ? statement(fromTable(table.name), all === undefined ? counted(table.name) : bind('all_invoices', all, VARCHAR))
         : statement(await fromFiles(), counted('lake'));
