@@ -1,4 +1,5 @@
 import { LRUCache } from 'lru-cache';
+
 /**
  * A first page of a held table: its first `limit` groups. (A page read up to a bound from
  * PageBounds is the same page: at least `limit` groups lie before the bound.)

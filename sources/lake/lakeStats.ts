@@ -218,11 +218,10 @@ export async function lakeStats(deps: LakeStatsDeps, input: LakeStatsInput): Pro
     (s) => deps.windowTables.using(async (take) => {
       let table: WindowTable | undefined;
       if (heldId) {
-        const id = heldId;
         const rows = rollupFiles.reduce((sum, f) => sum + f.rows, 0);
         table = await take(
           s,
-          id,
+          heldId,
           rows,
           // Stored in customer order: a page in that order then reads a row group or two (DuckDB
           // skips the others by their customer range) instead of a top-n over every group.
@@ -230,7 +229,7 @@ export async function lakeStats(deps: LakeStatsDeps, input: LakeStatsInput): Pro
           () => Promise.all(rollupFiles.map(fetch)),
         );
         // Marked once per table, for later pages in customer order (the bound of their live groups).
-        if (table && query.orderBy === 'CUSTOMER_ASC' && query.customerIds === null) await deps.pageBounds.mark(s, id, table);
+        if (table && query.orderBy === 'CUSTOMER_ASC' && query.customerIds === null) await deps.pageBounds.mark(s, heldId, table);
       }
       // Without a customer filter the answer's invoices are the window's plus the live ones: no
       // pass over every group to count them.
