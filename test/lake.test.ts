@@ -355,7 +355,9 @@ describe('invoiceStats is exact and fresh (local lake)', { skip }, () => {
     assert.equal(quiet.data!.invoiceStats.freshness.engine, 'POSTGRES');
     assert.deepEqual(delta(before, await stageCounts()), { snapshot: 0, barrier: 0, changes: 0, live: 0, lake: 0, postgres: 1, commit: 0 });
 
-    // One busy customer: counted in Postgres past the limit, then the lake; asked again, the lake alone.
+    // One busy customer: counted in Postgres past the limit, then the lake; asked again, the lake
+    // alone. (No other test of this file asks for 9 months: the gateway remembers busy customers
+    // by role, months and granularity.)
     const { rows: [busiest] } = await side.sql.query<{ id: string; n: number }>(
       `SELECT issuer_id::text AS id, count(*)::int AS n FROM invoices
        WHERE issue_date >= date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' - interval '8 months'
