@@ -13,18 +13,17 @@ export interface HeldPageKey {
 export interface HeldPage {
   /** The page's held groups as DuckDB read them, before any live group is merged in (see mergePage). */
   readonly records: string;
-  /** The table's invoices (exact text) and groups, as WindowTable has them. */
+  /** The table's invoices (exact text), as WindowTable has them. */
   readonly invoices: string;
-  readonly rows: number;
 }
 
 /**
  * First pages in customer order as read from held tables, kept. A held table never changes under
  * its id (rollup objects never change under their key and ETag), so neither does its first page:
  * asked again (a dashboard's first page, on every refresh) it takes no DuckDB statement, only the
- * live groups of its own query merged in. DuckDB's statement for a 100-group first page took
- * 4.4-4.6 ms at 10,000,000 invoices, almost all of it fixed cost (README, "The lake and
- * invoiceStats"). Only first pages: a client paging through a window of a million groups would
+ * live groups of its own query merged in. Reading a 100-group first page from DuckDB took 4.4-4.6
+ * ms at 10,000,000 invoices (the `lake` stage in README, "The lake and invoiceStats"), almost all
+ * of it a statement's fixed cost. Only first pages: a client paging through a window of a million groups would
  * otherwise push every dashboard's page out. Bounded by the characters kept, least recently used
  * dropped first.
  */

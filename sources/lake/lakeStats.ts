@@ -136,18 +136,17 @@ export async function lakeStats(deps: LakeStatsDeps, input: LakeStatsInput): Pro
     const sql = statement(`g AS (SELECT ${GROUP_COLUMNS} FROM ${held})`, 'NULL');
     const { values, types } = parameters.used(sql);
     const [page] = await s.allNamed<{ records: string }>(sql, values, types);
-    if (key) deps.heldPages.set(key, { records: page!.records, invoices: table.invoices, rows: table.rows });
+    if (key) deps.heldPages.set(key, { records: page!.records, invoices: table.invoices });
     return page!.records;
   };
+  /** Without a customer filter the answer's invoices are the held table's plus the live ones: no pass over every group to count them. */
+  const withLive = (tableInvoices: string) => String(BigInt(tableInvoices) + BigInt(input.live.invoices));
   /** The held groups of a page in customer order merged with the live ones. */
   const customerPageAnswer = (heldRecords: string, tableInvoices: string): LakePage => ({
     records: mergePage(heldRecords, input.live.records, { byMonth: query.granularity === 'MONTH', after: cursorKey(query.after), limit: query.limit }),
-    // Without a customer filter the answer's invoices are the window's plus the live ones.
-    allInvoices: String(BigInt(tableInvoices) + BigInt(input.live.invoices)),
+    allInvoices: withLive(tableInvoices),
     whole: false,
   });
-  /** Whether a whole answer is made: the window's groups are held, and with the live ones they fit `whole`. */
-  const makesWhole = (table: { rows: number } | undefined) => table !== undefined && input.whole !== undefined && table.rows + input.live.groups <= input.whole;
 
   /** The window's groups from the rollup files, stale groups recomputed from the raw files. */
   const fromFiles = async () => {
@@ -208,11 +207,12 @@ export async function lakeStats(deps: LakeStatsDeps, input: LakeStatsInput): Pro
   // Nothing stale: the window's groups may be held.
   const heldId = input.changedIds.length === 0 && rollupFiles.length > 0 ? tableId(query, rollupFiles) : undefined;
   const customerOrder = heldId !== undefined && query.orderBy === 'CUSTOMER_ASC' && query.customerIds === null;
-  // A first page in customer order: its held groups read once (HeldPages), merged with its live groups every time.
-  // (Served so, the held table is not marked as used: it may be dropped, and built again for another query.)
+  // A first page in customer order: its held groups read once (HeldPages), merged with its live
+  // groups every time. (No whole answer is asked with a first page. Served so, the held table is
+  // not marked as used: it may be dropped, and built again for another query.)
   const firstPage = customerOrder && query.after === null ? { table: heldId, limit: query.limit } : undefined;
   const kept = firstPage && deps.heldPages.get(firstPage);
-  if (kept && !makesWhole(kept)) return customerPageAnswer(kept.records, kept.invoices);
+  if (kept) return customerPageAnswer(kept.records, kept.invoices);
 
   return deps.duck.session(
     (s) => deps.windowTables.using(async (take) => {
@@ -231,10 +231,9 @@ export async function lakeStats(deps: LakeStatsDeps, input: LakeStatsInput): Pro
         // Marked once per table, for later pages in customer order (the bound of their live groups).
         if (table && query.orderBy === 'CUSTOMER_ASC' && query.customerIds === null) await deps.pageBounds.mark(s, heldId, table);
       }
-      // Without a customer filter the answer's invoices are the window's plus the live ones: no
-      // pass over every group to count them.
-      const all = table && query.customerIds === null ? String(BigInt(table.invoices) + BigInt(input.live.invoices)) : undefined;
-      const whole = makesWhole(table);
+      const all = table && query.customerIds === null ? withLive(table.invoices) : undefined;
+      // A whole answer: the window's groups are held, and with the live ones they fit `whole`.
+      const whole = table !== undefined && input.whole !== undefined && table.rows + input.live.groups <= input.whole;
       if (table && whole) {
         bind('after_value', null, VARCHAR);
         bind('after_customer', null, INTEGER);
