@@ -5,6 +5,8 @@ import { print } from 'graphql';
 import pg from 'pg';
 import { BenchInvoiceStatsDocument, type BenchInvoiceStatsQuery, type BenchInvoiceStatsQueryVariables } from '../test/generated/graphql.js';
 import { ensureBenchDatabase, withClient, type BenchData } from './benchDatabase.js';
+import { freePort } from '../test/fixtures/network.js';
+import { startChildServer } from './childServer.js';
 import { dropSlot, feedSlot, startLakeGateway, waitForFeed, type ExportOutcome, type LakeGateway } from './lakeGateway.js';
 import { ROOT } from './lookupSettings.js';
 import { scrapeMetrics } from './metricsScrape.js';
@@ -175,6 +177,8 @@ interface GatewayAnswer {
   readonly lakeRows: number;
   readonly liveRows: number;
   readonly pages: number;
+  /** The client's JSON.parse of the pages' bodies: a part of the wall time no gateway work can remove. */
+  readonly parseMs: number;
 }
 
 async function viaGateway(url: string, shape: Shape): Promise<GatewayAnswer> {
@@ -184,6 +188,7 @@ async function viaGateway(url: string, shape: Shape): Promise<GatewayAnswer> {
   let freshness: BenchInvoiceStatsQuery['invoiceStats']['freshness'] | undefined;
   let after: string | null = null;
   let pages = 0;
+  let parseMs = 0;
   for (;;) {
     const response = await fetch(url, {
       method: 'POST',
@@ -191,7 +196,10 @@ async function viaGateway(url: string, shape: Shape): Promise<GatewayAnswer> {
       body: JSON.stringify({ query: STATS_QUERY, variables: { ...shape.variables, after } }),
       signal: AbortSignal.timeout(300_000),
     });
-    const body = (await response.json()) as { data?: BenchInvoiceStatsQuery | null; errors?: { message: string; extensions?: { code?: string } }[] };
+    const text = await response.text();
+    const parsing = performance.now();
+    const body = JSON.parse(text) as { data?: BenchInvoiceStatsQuery | null; errors?: { message: string; extensions?: { code?: string } }[] };
+    parseMs += performance.now() - parsing;
     if (body.errors?.length || !body.data) {
       throw new Error(`gateway answered HTTP ${response.status}: ${JSON.stringify(body.errors ?? body).slice(0, 300)}`);
     }
@@ -205,7 +213,7 @@ async function viaGateway(url: string, shape: Shape): Promise<GatewayAnswer> {
     if (pages >= 1000) throw new Error('more than 1000 pages');
     after = stats.pageInfo.endCursor!;
   }
-  return { rows, engine: [...engines].join('+'), warnings: [...warnings], lakeRows: freshness!.lakeRows, liveRows: freshness!.liveRows, pages };
+  return { rows, engine: [...engines].join('+'), warnings: [...warnings], lakeRows: freshness!.lakeRows, liveRows: freshness!.liveRows, pages, parseMs };
 }
 
 async function viaPostgres(sql: pg.Pool, shape: Shape): Promise<Row[]> {
@@ -250,6 +258,8 @@ interface Measured {
   readonly stages?: StageMeans;
   /** The gateway-only runs after the timed ones (AnalyticsOptions.warmRuns), each checked. */
   readonly warmMs?: number[];
+  /** The client's JSON.parse of each timed run's answer (all its pages). */
+  readonly parseMs?: number[];
 }
 
 /** The stages of gateway_analytics_stage_seconds, in the order a query passes them. */
@@ -268,6 +278,8 @@ interface StageMeans {
   readonly wallMs: number;
   readonly engineMs: number;
   readonly stageMs: Record<string, number>;
+  /** The client's JSON.parse of the bodies: part of "outside", and a floor under the wall time. */
+  readonly parseMs: number;
 }
 
 async function engineCounters(url: string): Promise<EngineCounters> {
@@ -279,12 +291,13 @@ async function engineCounters(url: string): Promise<EngineCounters> {
   };
 }
 
-function stageMeans(before: EngineCounters, after: EngineCounters, wallMs: readonly number[]): StageMeans | undefined {
+function stageMeans(before: EngineCounters, after: EngineCounters, wallMs: readonly number[], parseMs: readonly number[]): StageMeans | undefined {
   const requests = after.queries - before.queries;
   if (requests <= 0) return undefined;
   const perRequest = (seconds: number) => (seconds * 1000) / requests;
   const stageMs = Object.fromEntries(STAGES.map((stage) => [stage, perRequest(after.stages[stage]! - before.stages[stage]!)]));
-  return { requests, wallMs: wallMs.reduce((a, b) => a + b, 0) / requests, engineMs: perRequest(after.seconds - before.seconds), stageMs };
+  const sum = (ms: readonly number[]) => ms.reduce((a, b) => a + b, 0);
+  return { requests, wallMs: sum(wallMs) / requests, engineMs: perRequest(after.seconds - before.seconds), stageMs, parseMs: sum(parseMs) / requests };
 }
 
 /**
@@ -295,6 +308,7 @@ async function measure(url: string, sql: pg.Pool, shape: Shape, repeat: number, 
   const name = shape.name + suffix;
   const gatewayMs: number[] = [];
   const postgresMs: number[] = [];
+  const parseMs: number[] = [];
   const warnings = new Set<string>();
   const engines = new Set<string>();
   let mismatch: string | undefined;
@@ -317,11 +331,12 @@ async function measure(url: string, sql: pg.Pool, shape: Shape, repeat: number, 
       } else {
         gatewayMs.push(gMs);
         postgresMs.push(pMs);
+        parseMs.push(g.parseMs);
         engines.add(g.engine);
       }
       last = g;
     }
-    stages = stageMeans(counters!, await engineCounters(url), gatewayMs);
+    stages = stageMeans(counters!, await engineCounters(url), gatewayMs, parseMs);
     for (let run = 0; run < warmRuns; run++) {
       const [g, gMs] = await timed(() => viaGateway(url, shape));
       mismatch ??= difference(g.rows, postgresRows);
@@ -335,7 +350,7 @@ async function measure(url: string, sql: pg.Pool, shape: Shape, repeat: number, 
   const engine = [...engines].join('/') + (first && !engines.has(first.engine) ? ` (warm-up: ${first.engine})` : '');
   const result: Measured = {
     name, engine, gatewayMs, postgresMs, equal: mismatch === undefined, mismatch, warnings: [...warnings],
-    lakeRows: last!.lakeRows, liveRows: last!.liveRows, rows: last!.rows.length, pages: last!.pages, firstMs: first!.ms, firstEngine: first!.engine, stages, warmMs,
+    lakeRows: last!.lakeRows, liveRows: last!.liveRows, rows: last!.rows.length, pages: last!.pages, firstMs: first!.ms, firstEngine: first!.engine, stages, warmMs, parseMs,
   };
   console.error(`${name}: gateway ${fmtMs(median(gatewayMs))} ms (${engine}), Postgres ${fmtMs(median(postgresMs))} ms, ${result.rows} rows, ${mismatch ? 'MISMATCH' : 'equal'}`);
   return result;
@@ -381,6 +396,8 @@ export async function analytics(argv: string[]): Promise<void> {
     console.error(`first export: ${JSON.stringify(firstExport)}`);
 
     const transportMs = await transportFloor(gateway.url);
+    const bareMs = await bareHttpFloor();
+    const roundTripMs = await postgresRoundTrip(sql);
     const picks = await pickCustomers(sql);
     const shapes = shapesFor(picks);
     const results: Measured[] = [];
@@ -399,7 +416,7 @@ export async function analytics(argv: string[]): Promise<void> {
     const peakRss = gateway.peakRss();
     if (gateway.exited()) throw new Error(`the gateway exited (${gateway.exited()}) during the run`);
 
-    printReport({ options, results, firstExport, incremental, insertMs, afterExport, peakRss, hwmAfterExport, feedCatchUp, transportMs });
+    printReport({ options, results, firstExport, incremental, insertMs, afterExport, peakRss, hwmAfterExport, feedCatchUp, transportMs, bareMs, roundTripMs });
   } finally {
     await gateway?.stop().catch(() => undefined);
     await restoreSeed(sql, slot, data.maxId).catch((err: Error) => console.error(`could not restore the seeded data: ${err.message}`));
@@ -568,14 +585,70 @@ function printHeader(options: AnalyticsOptions, data: BenchData, seededMonths: n
  */
 function printStages(results: readonly Measured[], transportMs: number): void {
   const fmt = (ms: number) => (ms < 0.05 ? '–' : fmtMs(ms));
-  console.log(`\nWhere a request's time goes (means per request over the timed runs, ms; from the gateway's /metrics; "outside" is the client's wall time less the engine's: HTTP, GraphQL and JSON on both sides; an empty query, { __typename }, takes ${fmtMs(transportMs)} ms through the same client):\n`);
-  console.log(`| shape | requests | wall | engine | ${STAGES.join(' | ')} | outside |`);
-  console.log(`|---|--:|--:|--:|${STAGES.map(() => '--:|').join('')}--:|`);
+  console.log(`\nWhere a request's time goes (means per request over the timed runs, ms; from the gateway's /metrics; "outside" is the client's wall time less the engine's: HTTP, GraphQL and JSON on both sides, of which "client parse" is the client's JSON.parse of the body; an empty query, { __typename }, takes ${fmtMs(transportMs)} ms through the same client):\n`);
+  console.log(`| shape | requests | wall | engine | ${STAGES.join(' | ')} | outside | client parse |`);
+  console.log(`|---|--:|--:|--:|${STAGES.map(() => '--:|').join('')}--:|--:|`);
   for (const m of results) {
     const s = m.stages;
     if (!s) continue;
-    console.log(`| ${m.name} | ${int(s.requests)} | ${fmtMs(s.wallMs)} | ${fmtMs(s.engineMs)} | ${STAGES.map((stage) => fmt(s.stageMs[stage]!)).join(' | ')} | ${fmtMs(s.wallMs - s.engineMs)} |`);
+    console.log(`| ${m.name} | ${int(s.requests)} | ${fmtMs(s.wallMs)} | ${fmtMs(s.engineMs)} | ${STAGES.map((stage) => fmt(s.stageMs[stage]!)).join(' | ')} | ${fmtMs(s.wallMs - s.engineMs)} | ${fmtMs(s.parseMs)} |`);
   }
+}
+
+/**
+ * What no exact answer over HTTP can go under, per shape: each page's HTTP request (to a bare
+ * node:http server), one Postgres round trip per page (only Postgres knows what committed a moment
+ * before the query), and the client's JSON.parse of the answer. Beside it, the speed-up a gateway
+ * doing no other work would reach, and what 20x Postgres would take.
+ */
+function printFloors(results: readonly Measured[], transportMs: number, bareMs: number, roundTripMs: number): void {
+  console.log(
+    `\nThe floor under each answer (ms): per page an empty request's HTTP round trip to a bare node:http server (${fmtMs(bareMs)}; ` +
+      `to this gateway, { __typename }: ${fmtMs(transportMs)}) and one Postgres round trip (SELECT 1: ${fmtMs(roundTripMs)}), ` +
+      'plus the client\'s JSON.parse of the answer (median of the timed runs); "at the floor" is Postgres\'s median over it: ' +
+      'the most a gateway doing nothing else could reach.\n',
+  );
+  console.log('| shape | pages | client parse | floor | Postgres | speed-up at the floor | 20x needs |');
+  console.log('|---|--:|--:|--:|--:|--:|--:|');
+  for (const m of results) {
+    if (!m.parseMs?.length || !m.pages) continue;
+    const parse = median(m.parseMs);
+    const floor = m.pages * (bareMs + roundTripMs) + parse;
+    const postgres = median(m.postgresMs);
+    const ratio = postgres / floor;
+    console.log(`| ${m.name} | ${int(m.pages)} | ${fmtMs(parse)} | ${fmtMs(floor)} | ${fmtMs(postgres)} | ${ratio.toFixed(ratio < 10 ? 2 : 1)}x | ${fmtMs(postgres / 20)} |`);
+  }
+}
+
+/** A bare node:http server (its own process) answering every request with an empty query's answer. */
+const BARE_SERVER = `require('node:http').createServer((req, res) => {
+  req.resume();
+  req.on('end', () => res.writeHead(200, { 'content-type': 'application/json' }).end('{"data":{"__typename":"Query"}}\\n'));
+}).listen(Number(process.env.PORT), '127.0.0.1');`;
+
+/** Median of empty queries as transportFloor sends them, to a bare node:http server: what HTTP alone costs. */
+async function bareHttpFloor(): Promise<number> {
+  const port = await freePort();
+  const url = `http://127.0.0.1:${port}/graphql`;
+  const server = await startChildServer({
+    name: 'bare http',
+    args: ['-e', BARE_SERVER],
+    env: { PORT: String(port) },
+    ready: () => fetch(url, { method: 'POST' }).then((r) => r.ok, () => false),
+  });
+  try {
+    return await transportFloor(url);
+  } finally {
+    await server.stop();
+  }
+}
+
+/** Median of `runs` SELECT 1 through the benchmark's pool, after a warm-up: one Postgres round trip. */
+async function postgresRoundTrip(sql: pg.Pool, runs = 200): Promise<number> {
+  for (let i = 0; i < 20; i++) await sql.query('SELECT 1');
+  const ms: number[] = [];
+  for (let i = 0; i < runs; i++) ms.push((await timed(() => sql.query('SELECT 1')))[1]);
+  return median(ms);
 }
 
 /** Median of `runs` empty queries ({ __typename }) through the benchmark's client, after a warm-up. */
@@ -603,6 +676,10 @@ function printReport(r: {
   feedCatchUp: number;
   /** Median of an empty query through the same client: what HTTP and GraphQL cost alone. */
   transportMs: number;
+  /** Median of the same empty request to a bare node:http server: HTTP alone. */
+  bareMs: number;
+  /** Median of SELECT 1 through the benchmark's pool: one Postgres round trip. */
+  roundTripMs: number;
 }): void {
   const warm = r.options.warmRuns > 0;
   const ratio = (p: number, g: number) => (Number.isNaN(g) || Number.isNaN(p) ? '–' : `${(p / g).toFixed(p / g < 10 ? 2 : 1)}x`);
@@ -620,6 +697,7 @@ function printReport(r: {
     );
   }
   printStages(r.results, r.transportMs);
+  printFloors(r.results, r.transportMs, r.bareMs, r.roundTripMs);
   console.log(
     `\n"after ${int(r.options.inserts)} inserts": one INSERT ... SELECT of ${int(r.options.inserts)} invoices dated now() between random customers (${fmtMs(r.insertMs)} ms), ` +
       'then the same shapes at once, without an export: the lake answers for what it holds, Postgres for the rest.',
