@@ -596,19 +596,20 @@ function printStages(results: readonly Measured[], transportMs: number): void {
 }
 
 /**
- * What no exact answer over HTTP can go under, per shape: each page's HTTP request (to a bare
- * node:http server), one Postgres round trip per page (only Postgres knows what committed a moment
- * before the query), and the client's JSON.parse of the answer. Beside it, the speed-up a gateway
- * doing no other work would reach, and what 20x Postgres would take.
+ * An estimate (from medians) of what no exact answer over HTTP can go under, per shape: each
+ * page's HTTP request (to a bare node:http server), one Postgres round trip per page (only
+ * Postgres knows what committed a moment before the query), and the client's JSON.parse of the
+ * answer. Beside it, the speed-up a gateway doing no other work would reach, and what 20x
+ * Postgres would take.
  */
 function printFloors(results: readonly Measured[], transportMs: number, bareMs: number, roundTripMs: number): void {
   console.log(
-    `\nThe floor under each answer (ms): per page an empty request's HTTP round trip to a bare node:http server (${fmtMs(bareMs)}; ` +
+    `\nThe floor under each answer (ms; an estimate from medians): per page an empty request's HTTP round trip to a bare node:http server (${fmtMs(bareMs)}; ` +
       `to this gateway, { __typename }: ${fmtMs(transportMs)}) and one Postgres round trip (SELECT 1: ${fmtMs(roundTripMs)}), ` +
-      'plus the client\'s JSON.parse of the answer (median of the timed runs); "at the floor" is Postgres\'s median over it: ' +
-      'the most a gateway doing nothing else could reach.\n',
+      'plus the client\'s JSON.parse of the whole answer (median of the timed runs); "speed-up at the floor" is Postgres\'s median ' +
+      'divided by the floor: the most a gateway doing nothing else could reach; "20x needs" is Postgres\'s median divided by 20.\n',
   );
-  console.log('| shape | pages | client parse | floor | Postgres | speed-up at the floor | 20x needs |');
+  console.log('| shape | pages | client parse (answer) | floor | Postgres | speed-up at the floor | 20x needs |');
   console.log('|---|--:|--:|--:|--:|--:|--:|');
   for (const m of results) {
     if (!m.parseMs?.length || !m.pages) continue;
@@ -634,7 +635,7 @@ async function bareHttpFloor(): Promise<number> {
     name: 'bare http',
     args: ['-e', BARE_SERVER],
     env: { PORT: String(port) },
-    ready: () => fetch(url, { method: 'POST' }).then((r) => r.ok, () => false),
+    ready: () => fetch(url, { method: 'POST', signal: AbortSignal.timeout(1000) }).then(async (r) => (await r.arrayBuffer(), r.ok), () => false),
   });
   try {
     return await transportFloor(url);
@@ -655,7 +656,7 @@ async function postgresRoundTrip(sql: pg.Pool, runs = 200): Promise<number> {
 async function transportFloor(url: string, runs = 200): Promise<number> {
   const once = async () => {
     const response = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ query: '{ __typename }' }) });
-    if (!response.ok) throw new Error(`gateway answered HTTP ${response.status} to { __typename }`);
+    if (!response.ok) throw new Error(`${url} answered HTTP ${response.status} to { __typename }`);
     await response.json();
   };
   for (let i = 0; i < 20; i++) await once();
