@@ -232,6 +232,29 @@ describe('invoiceStats is exact and fresh (local lake)', { skip }, () => {
     assert.ok(side.gw.gateway.lake.duckQueries() > statements, 'the lake answered from its files, not from the kept page');
   });
 
+  it('bounds a first page in customer order by the held groups only while the lake holds nothing stale', async () => {
+    await eventually(async () => ['exported', 'unchanged'].includes((await side.gw.gateway.lake.exportNow()).kind), 'an export that leaves nothing stale');
+    const first = 5;
+    const assertPage = async (label: string) => {
+      const res = await side.gw.request(InvoiceStatsDocument, { groupBy: 'RECEIVER', months: 12, granularity: 'TOTAL', first, orderBy: 'CUSTOMER_ASC' });
+      assert.equal(res.errors, undefined, JSON.stringify(res.errors));
+      const expected = await directStats(side.sql, 'RECEIVER', 12, 'TOTAL', undefined, 'CUSTOMER_ASC');
+      assert.deepEqual(res.data!.invoiceStats.rows, expected.slice(0, first), label);
+      return expected;
+    };
+    // The first read marks the held groups; from then on a first page is bounded by a mark
+    // (the 16th receiver here), and its fresh invoices are read before the change list.
+    const held = await assertPage('read from DuckDB');
+    await assertPage('bounded by the marks');
+    // The first 20 receivers lose their invoices of the window: the lake holds them stale, the
+    // page now lies past that mark, and a fresh invoice lands on it. A bound kept from the
+    // marks (or a fresh read made under it) would cut the page short.
+    const gone = held.slice(0, 20).map((row) => Number(row.customerId));
+    await side.sql.query(`DELETE FROM invoices WHERE receiver_id = ANY($1::int[]) AND issue_date >= now() - interval '13 months'`, [gone]);
+    await side.sql.query(`INSERT INTO invoices (issue_date, issuer_id, receiver_id, amount_usd) VALUES (now(), 1, $1, 77.70)`, [held[21]!.customerId]);
+    await assertPage('after the page’s first receivers lost their invoices');
+  });
+
   it('serves the pages after the second from one whole answer while no invoice changes, and sees a change between pages', async () => {
     // Whole answers are made from the window's held groups: nothing stale in the lake.
     await eventually(async () => ['exported', 'unchanged'].includes((await side.gw.gateway.lake.exportNow()).kind), 'an export that leaves nothing stale');

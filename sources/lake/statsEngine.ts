@@ -8,7 +8,7 @@ import type { LakeChanges, LakeStore } from '../postgres/lakeStore.js';
 import type { InvoiceColumns, StatsGroup, StatsQuery, StatsSnapshot, StatsStore, StatsWindow } from '../postgres/statsStore.js';
 import { createHeldPages } from './heldPages.js';
 import { cursorKey, heldTableId, lakeStats, pageRecords } from './lakeStats.js';
-import { createPageBounds } from './pageBounds.js';
+import { createPageBounds, type GroupKey } from './pageBounds.js';
 import { parseManifest, type LakeManifest } from './manifest.js';
 import { createWholeAnswers, type AnswerMade, type WholeAnswer } from './wholeAnswers.js';
 import { createWindowTables } from './windowTables.js';
@@ -150,6 +150,32 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
     return (await lakeUnusable(window)) ?? timed('changes', () => lakeChanges(lake, window));
   }
 
+  /**
+   * The groups of the invoices above the export's highest id as the query's snapshot sees it,
+   * for a first page, read before the barrier: they are the same whatever the change list says
+   * (after the barrier, every such invoice the snapshot sees is recorded there). Its scope and
+   * bound are the ones a lake answer with nothing stale would take; invoiceStats uses it only
+   * when its own are the same, and the change list's generation and manifest the snapshot's.
+   */
+  function freshEarly(lake: NonNullable<StatsEngineOptions['lake']>, snapshot: StatsSnapshot, query: StatsQuery) {
+    const { window } = snapshot;
+    const scope = query.orderBy === 'CUSTOMER_ASC' ? ('page' as const) : ('all' as const);
+    const read = async () => {
+      let bound: GroupKey | undefined;
+      if (scope === 'page' && query.customerIds === null) {
+        // A store that cannot give the manifest: no early read (the lake's own read reports it).
+        const held = window.lakeManifestKey && (await manifest(lake.store, window.lakeManifestKey).then((m) => heldTableId(m, window.months, query), () => undefined));
+        if (!held) return undefined;
+        bound = pageBounds.bound(held, cursorKey(null), query.limit);
+      }
+      const groups = snapshot.freshGroups(window.lakeMaxId, query, scope, bound?.customer);
+      // Awaited only where it is used or the snapshot's connection is used next: a failure is reported there.
+      groups.catch(() => undefined);
+      return { scope, bound, groups };
+    };
+    return read();
+  }
+
   const observe = (engine: string, started: number) => {
     options.metrics.analyticsQueries.inc({ engine });
     options.metrics.analyticsDuration.observe({ engine }, (performance.now() - started) / 1000);
@@ -234,7 +260,13 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
       }
       const answer = await inSnapshot(query.months, async (snapshot): Promise<StatsAnswer> => {
         const { window } = snapshot;
-        const fromPostgres = async (warning?: StatsWarning) => postgresAnswer(window.asOf, await timed('postgres', () => snapshot.groups(query)), warning);
+        // A first page's fresh inserts depend on the snapshot alone: read while the barrier and the change list run.
+        const early = query.after === null && options.lake && window.lakeGeneration !== 0 ? freshEarly(options.lake, snapshot, query) : undefined;
+        const fromPostgres = async (warning?: StatsWarning) => {
+          // Its read went first on the snapshot's connection; a failure there (a timeout) is the answer's.
+          await (await early)?.groups;
+          return postgresAnswer(window.asOf, await timed('postgres', () => snapshot.groups(query)), warning);
+        };
         if (!options.lake) return fromPostgres();
         const lakeAnswer = (groups: StatsGroup[], made: AnswerMade): StatsAnswer =>
           ({ groups, asOf: window.asOf, engine: 'LAKE', lakeRows: made.lakeRows, liveRows: made.liveRows, lakeAsOf: made.lakeAsOf, warnings: [] });
@@ -260,8 +292,12 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
         // Otherwise a page in customer order needs only the live groups it can show.
         const scope = query.orderBy === 'CUSTOMER_ASC' && !wantsWhole ? 'page' : 'all';
         // Nothing stale in the lake: merging only adds groups, and the held groups bound the page.
-        const bound = scope === 'page' && changes.changed.length === 0 && query.customerIds === null ? pageBounds.bound(held, cursorKey(query.after), query.limit) : undefined;
-        const live = await timed('live', () => snapshot.liveGroups(changes, query, scope, bound?.customer));
+        const bounded = scope === 'page' && changes.changed.length === 0 && query.customerIds === null;
+        // The early read holds for this answer if it read this generation's fresh invoices with this scope and bound.
+        const speculated = early && changes.manifestKey === window.lakeManifestKey ? await early : undefined;
+        const fresh = speculated?.scope === scope && (bounded || speculated.bound === undefined) ? speculated : undefined;
+        const bound = bounded ? (fresh ? fresh.bound : pageBounds.bound(held, cursorKey(query.after), query.limit)) : undefined;
+        const live = await timed('live', () => snapshot.liveGroups(changes, query, scope, bound?.customer, fresh?.groups));
         const deps = { duck, cache, store, windowTables, pageBounds, heldPages, timeoutMs: options.timeoutMs };
         const input = { manifest: lake.manifest, months: window.months, query, changedIds: changes.changed, live, upTo: bound?.customer };
         const page = await timed('lake', () => lakeStats(deps, { ...input, whole: wantsWhole ? WHOLE_ANSWER_GROUPS : undefined }));

@@ -49,6 +49,13 @@ export interface StatsWindow {
   readonly asOf: string;
   /** The lake generation current in the snapshot (0: none usable). */
   readonly lakeGeneration: number;
+  /** Its manifest's key, as the snapshot sees lake_state. */
+  readonly lakeManifestKey: string | null;
+  /**
+   * The highest invoice id its export saw, as the snapshot sees lake_state (the highest bigint
+   * when unknown): invoices above it are fresh inserts, whichever the change feed has recorded.
+   */
+  readonly lakeMaxId: string;
   /** The snapshot itself, as pg_current_snapshot() text: which transactions it sees. */
   readonly snapshot: string;
 }
@@ -113,7 +120,9 @@ const WINDOW: Statement = {
       to_char(min(m) AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS "from",
       to_char((max(m) + interval '1 month') AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS "to",
       to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS "asOf", pg_current_snapshot()::text AS snapshot,
-      (SELECT CASE WHEN manifest_key IS NULL THEN 0 ELSE generation::int END FROM lake_state) AS "lakeGeneration"
+      (SELECT CASE WHEN manifest_key IS NULL THEN 0 ELSE generation::int END FROM lake_state) AS "lakeGeneration",
+      (SELECT manifest_key FROM lake_state) AS "lakeManifestKey",
+      (SELECT coalesce(CASE WHEN exported_max_generation = generation THEN exported_max_id END, 9223372036854775807)::text FROM lake_state) AS "lakeMaxId"
     FROM generate_series(${WINDOW_SQL} - make_interval(months => $1::int - 1), ${WINDOW_SQL}, interval '1 month') AS g(m)`,
 };
 
@@ -309,7 +318,13 @@ export interface StatsSnapshot {
    * filtered to its customers). `upTo` (a page in customer order only): no live group of a later
    * customer can reach the page (see PageBounds).
    */
-  liveGroups(misses: LakeMisses, query: StatsQuery, scope: LiveScope, upTo?: number): Promise<LiveGroups>;
+  liveGroups(misses: LakeMisses, query: StatsQuery, scope: LiveScope, upTo?: number, fresh?: Promise<LiveGroups>): Promise<LiveGroups>;
+  /**
+   * The groups of the invoices above `above` (fresh inserts), as liveGroups reads them: started
+   * before the change list is known and handed to liveGroups as `fresh`, with the same scope and
+   * `upTo`, once `above` is known to be the change list's.
+   */
+  freshGroups(above: string, query: StatsQuery, scope: LiveScope, upTo?: number): Promise<LiveGroups>;
   /** The whole answer from Postgres (the small-customer shape, or the fallback). */
   groups(query: StatsQuery): Promise<StatsGroup[]>;
   /** Whole invoices of the window: these, or all (null). */
@@ -356,24 +371,27 @@ export function createStatsStore(db: Database, logger: Logger): StatsStore {
         await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET LOCAL plan_cache_mode = auto');
         try {
           const [window] = await run<StatsWindow>(WINDOW, [months]);
+          const readLive = async (selection: LiveSelection, value: unknown, query: StatsQuery, scope: LiveScope, upTo: number | undefined) => {
+            if (scope === 'page' && query.orderBy !== 'CUSTOMER_ASC') throw new Error('live groups of a page only in customer order');
+            // The cursor's month as the statement compares it (a timestamp); TOTAL keys have none.
+            const cursorMonth = query.granularity === 'MONTH' ? [query.after?.month ? `${query.after.month}-01` : null] : [];
+            const page = scope === 'page' ? [query.limit, query.after?.customerId ?? null, upTo ?? null, ...cursorMonth] : [];
+            // Planned for its value, the range ('above') is a walk along the primary key's end (a
+            // generic plan, not knowing the value, scans the window's months: 200 ms at 10M).
+            const statement = liveGroupsStatement(query.role, selection, scope, query.granularity);
+            return (await run<LiveGroups & pg.QueryResultRow>(statement, [value, window!.from, window!.to, query.customerIds, ...page]))[0]!;
+          };
           const result = await work({
             window: window!,
-            liveGroups: async (misses, query, scope, upTo) => {
-              if (scope === 'page' && query.orderBy !== 'CUSTOMER_ASC') throw new Error('live groups of a page only in customer order');
-              // The cursor's month as the statement compares it (a timestamp); TOTAL keys have none.
-              const cursorMonth = query.granularity === 'MONTH' ? [query.after?.month ? `${query.after.month}-01` : null] : [];
-              const page = scope === 'page' ? [query.limit, query.after?.customerId ?? null, upTo ?? null, ...cursorMonth] : [];
-              const read = async (selection: LiveSelection, value: unknown) =>
-                (await run<LiveGroups & pg.QueryResultRow>(liveGroupsStatement(query.role, selection, scope, query.granularity), [value, window!.from, window!.to, query.customerIds, ...page]))[0]!;
-              // Planned for its value, the range is a walk along the primary key's end (a generic
-              // plan, not knowing the value, scans the window's months: 200 ms at 10M).
-              const fresh = misses.above === null ? NO_LIVE_GROUPS : await read('above', misses.above);
-              if (misses.ids.length === 0) return fresh;
+            liveGroups: async (misses, query, scope, upTo, fresh) => {
+              const freshGroups = fresh ? await fresh : misses.above === null ? NO_LIVE_GROUPS : await readLive('above', misses.above, query, scope, upTo);
+              if (misses.ids.length === 0) return freshGroups;
               // Planned for the actual list, a long one (thousands of updates) gets a parallel
               // scan of the whole table (100+ ms); the generic plan looks each id up in the primary key.
               await client.query(`SET LOCAL plan_cache_mode = force_generic_plan`);
-              return bothLiveGroups(fresh, await read('listed', misses.ids));
+              return bothLiveGroups(freshGroups, await readLive('listed', misses.ids, query, scope, upTo));
             },
+            freshGroups: (above, query, scope, upTo) => readLive('above', above, query, scope, upTo),
             invoices: async (misses) => {
               const read = async (statement: Statement, values: unknown[]) => (await run<InvoiceColumns & pg.QueryResultRow>(statement, values))[0]!;
               if (misses === null) return read(ALL_INVOICES, [window!.from, window!.to]);
