@@ -238,21 +238,36 @@ describe('invoiceStats is exact and fresh (local lake)', { skip }, () => {
     const assertPage = async (label: string) => {
       const res = await side.gw.request(InvoiceStatsDocument, { groupBy: 'RECEIVER', months: 12, granularity: 'TOTAL', first, orderBy: 'CUSTOMER_ASC' });
       assert.equal(res.errors, undefined, JSON.stringify(res.errors));
+      const { rows, freshness } = res.data!.invoiceStats;
+      assert.equal(freshness.engine, 'LAKE', label);
       const expected = await directStats(side.sql, 'RECEIVER', 12, 'TOTAL', undefined, 'CUSTOMER_ASC');
-      assert.deepEqual(res.data!.invoiceStats.rows, expected.slice(0, first), label);
-      return expected;
+      assert.deepEqual(rows, expected.slice(0, first), label);
+      return { expected, freshness };
     };
     // The first read marks the held groups; from then on a first page is bounded by a mark
     // (the 16th receiver here), and its fresh invoices are read before the change list.
-    const held = await assertPage('read from DuckDB');
+    const { expected: held } = await assertPage('read from DuckDB');
     await assertPage('bounded by the marks');
     // The first 20 receivers lose their invoices of the window: the lake holds them stale, the
     // page now lies past that mark, and a fresh invoice lands on it. A bound kept from the
     // marks (or a fresh read made under it) would cut the page short.
     const gone = held.slice(0, 20).map((row) => Number(row.customerId));
-    await side.sql.query(`DELETE FROM invoices WHERE receiver_id = ANY($1::int[]) AND issue_date >= now() - interval '13 months'`, [gone]);
-    await side.sql.query(`INSERT INTO invoices (issue_date, issuer_id, receiver_id, amount_usd) VALUES (now(), 1, $1, 77.70)`, [held[21]!.customerId]);
-    await assertPage('after the page’s first receivers lost their invoices');
+    const removed = `invoice_id IN (SELECT invoice_id FROM invoices WHERE receiver_id = ANY($1::int[]) AND issue_date >= now() - interval '13 months')`;
+    await side.sql.query(`CREATE TABLE bound_test_removed AS SELECT * FROM invoices WHERE ${removed}`, [gone]);
+    try {
+      await side.sql.query(`DELETE FROM invoices WHERE ${removed}`, [gone]);
+      const { rows: [added] } = await side.sql.query<{ id: string }>(
+        `INSERT INTO invoices (issue_date, issuer_id, receiver_id, amount_usd) VALUES (now(), 1, $1, 77.70) RETURNING invoice_id::text AS id`,
+        [held[21]!.customerId],
+      );
+      const { freshness } = await assertPage('after the page’s first receivers lost their invoices');
+      assert.ok(freshness.liveRows >= 1, `live rows ${freshness.liveRows}`);
+      await side.sql.query(`DELETE FROM invoices WHERE invoice_id = $1`, [added!.id]);
+    } finally {
+      // The other tests here count on the seeded receivers: theirs back, under their ids.
+      await side.sql.query(`INSERT INTO invoices SELECT * FROM bound_test_removed`);
+      await side.sql.query(`DROP TABLE bound_test_removed`);
+    }
   });
 
   it('serves the pages after the second from one whole answer while no invoice changes, and sees a change between pages', async () => {

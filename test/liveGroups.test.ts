@@ -125,6 +125,22 @@ describe('live groups of a page in customer order', { skip }, () => {
     });
   }
 
+  it('reads the fresh groups apart as liveGroups reads them, and takes that read as its fresh groups', async () => {
+    await store().withSnapshot(12, async (snapshot) => {
+      for (const scope of ['all', 'page'] as const) {
+        for (const upTo of scope === 'page' ? [undefined, 9] : [undefined]) {
+          const q = query('issuer', 'MONTH', 6, null);
+          const label = `${scope}${upTo === undefined ? '' : `, up to ${upTo}`}`;
+          const early = snapshot.freshGroups(highest, q, scope, upTo);
+          assert.deepEqual(await early, await snapshot.liveGroups({ above: highest, ids: [] }, q, scope, upTo), label);
+          assert.ok((await early).invoices > 0, `${label}: fresh invoices`);
+          const withListed = await snapshot.liveGroups({ above: highest, ids: listed }, q, scope, upTo, early);
+          assert.deepEqual(withListed, await snapshot.liveGroups({ above: highest, ids: listed }, q, scope, upTo), `${label}, with listed changes`);
+        }
+      }
+    });
+  });
+
   it('is refused for an order by a measure, where a later key can overtake the page', async () => {
     await store().withSnapshot(12, async (snapshot) => {
       await assert.rejects(snapshot.liveGroups({ above: highest, ids: [] }, { ...query('issuer', 'MONTH', 5, null), orderBy: 'TOTAL_DESC' }, 'page'), /customer order/);

@@ -5,7 +5,7 @@ import type { Duck } from '../duckdb/duckdb.js';
 import type { ObjectCache } from '../objectStore/objectCache.js';
 import type { ObjectStore } from '../objectStore/objectStore.js';
 import type { LakeChanges, LakeStore } from '../postgres/lakeStore.js';
-import type { InvoiceColumns, StatsGroup, StatsQuery, StatsSnapshot, StatsStore, StatsWindow } from '../postgres/statsStore.js';
+import type { InvoiceColumns, LiveGroups, LiveScope, StatsGroup, StatsQuery, StatsSnapshot, StatsStore, StatsWindow } from '../postgres/statsStore.js';
 import { createHeldPages } from './heldPages.js';
 import { cursorKey, heldTableId, lakeStats, pageRecords } from './lakeStats.js';
 import { createPageBounds, type GroupKey } from './pageBounds.js';
@@ -85,7 +85,8 @@ export interface StatsEngine {
  * exported yet, the feed not recording), Postgres answers alone, and the answer says so.
  */
 export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
-  const manifests = new Map<string, Promise<LakeManifest>>();
+  /** Manifests by key: the read in flight, and once done its result (taken without waiting by freshEarly). */
+  const manifests = new Map<string, { readonly pending: Promise<LakeManifest>; read?: LakeManifest }>();
   const windowTables = createWindowTables(WINDOW_ROWS_HELD);
   const wholeAnswers = createWholeAnswers(WHOLE_ANSWER_GROUPS);
   const pageBounds = createPageBounds();
@@ -94,20 +95,21 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
    * Sets of customers found to have more invoices in a window than Postgres answers for, by role,
    * months and granularity: asked again (a dashboard's busy customer), they go to the lake without
    * being counted again. That count was more than half of the busiest issuer's answer at 10M
-   * (11.9 of 21.1 ms in the README's run at fb5bd7a). Either engine is exact; this only routes.
+   * (11.9 of 21.1 ms in bench/HISTORY.md's run at fb5bd7a). Either engine is exact; this only routes.
    * Forgotten after a while (a window moves, rows are deleted); bounded by the keys' characters.
    */
   const busyCustomers = new LRUCache<string, true>({ maxSize: BUSY_KEY_CHARS, sizeCalculation: (_busy, key) => key.length, ttl: BUSY_FOR_MS });
   const manifest = (store: ObjectStore, key: string) => {
-    let pending = manifests.get(key);
-    if (!pending) {
-      pending = store.read(key).then(parseManifest);
-      pending.catch(() => manifests.delete(key));
-      manifests.set(key, pending);
+    let entry = manifests.get(key);
+    if (!entry) {
+      const made: { readonly pending: Promise<LakeManifest>; read?: LakeManifest } = { pending: store.read(key).then(parseManifest) };
+      made.pending.then((read) => (made.read = read), () => manifests.delete(key));
+      entry = made;
+      manifests.set(key, entry);
       // Immutable per generation; only the last few are worth keeping.
       if (manifests.size > 8) manifests.delete(manifests.keys().next().value!);
     }
-    return pending;
+    return entry.pending;
   };
 
   /**
@@ -151,29 +153,30 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
   }
 
   /**
-   * The groups of the invoices above the export's highest id as the query's snapshot sees it,
-   * for a first page, read before the barrier: they are the same whatever the change list says
-   * (after the barrier, every such invoice the snapshot sees is recorded there). Its scope and
-   * bound are the ones a lake answer with nothing stale would take; invoiceStats uses it only
-   * when its own are the same, and the change list's generation and manifest the snapshot's.
+   * A first page's fresh inserts, read on the snapshot's connection as soon as its window is
+   * known, while the barrier and the change list run on the other pool: the invoices above the
+   * export's highest id as the snapshot sees lake_state. Those are the rows the change list's
+   * range would read: after the barrier every such invoice the snapshot sees is recorded, and
+   * within one generation the highest id does not move. Scope and bound are the ones a lake
+   * answer with nothing stale takes; invoiceStats uses the read only when its own are the same.
+   * Nothing here waits: the statement is queued before any later one of the snapshot's.
    */
-  function freshEarly(lake: NonNullable<StatsEngineOptions['lake']>, snapshot: StatsSnapshot, query: StatsQuery) {
+  function freshEarly(snapshot: StatsSnapshot, query: StatsQuery): EarlyFresh | undefined {
     const { window } = snapshot;
-    const scope = query.orderBy === 'CUSTOMER_ASC' ? ('page' as const) : ('all' as const);
-    const read = async () => {
-      let bound: GroupKey | undefined;
-      if (scope === 'page' && query.customerIds === null) {
-        // A store that cannot give the manifest: no early read (the lake's own read reports it).
-        const held = window.lakeManifestKey && (await manifest(lake.store, window.lakeManifestKey).then((m) => heldTableId(m, window.months, query), () => undefined));
-        if (!held) return undefined;
-        bound = pageBounds.bound(held, cursorKey(null), query.limit);
-      }
-      const groups = snapshot.freshGroups(window.lakeMaxId, query, scope, bound?.customer);
-      // Awaited only where it is used or the snapshot's connection is used next: a failure is reported there.
-      groups.catch(() => undefined);
-      return { scope, bound, groups };
-    };
-    return read();
+    // An unknown highest id: the change list lists every change instead.
+    if (window.lakeMaxId === UNKNOWN_MAX_ID) return undefined;
+    const scope = query.orderBy === 'CUSTOMER_ASC' ? 'page' : 'all';
+    let bound: GroupKey | undefined;
+    if (scope === 'page' && query.customerIds === null) {
+      // The bound comes from the manifest: only one already read, so that nothing waits for the store.
+      const read = window.lakeManifestKey ? manifests.get(window.lakeManifestKey)?.read : undefined;
+      if (!read) return undefined;
+      bound = pageBounds.bound(heldTableId(read, window.months, query), cursorKey(null), query.limit);
+    }
+    const groups = snapshot.freshGroups(window.lakeMaxId, query, scope, bound?.customer);
+    // Awaited before the snapshot's connection answers anything else: a failure is reported there.
+    groups.catch(() => undefined);
+    return { scope, bound, groups };
   }
 
   const observe = (engine: string, started: number) => {
@@ -260,11 +263,10 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
       }
       const answer = await inSnapshot(query.months, async (snapshot): Promise<StatsAnswer> => {
         const { window } = snapshot;
-        // A first page's fresh inserts depend on the snapshot alone: read while the barrier and the change list run.
-        const early = query.after === null && options.lake && window.lakeGeneration !== 0 ? freshEarly(options.lake, snapshot, query) : undefined;
+        const early = query.after === null && options.lake && window.lakeGeneration !== 0 ? freshEarly(snapshot, query) : undefined;
         const fromPostgres = async (warning?: StatsWarning) => {
-          // Its read went first on the snapshot's connection; a failure there (a timeout) is the answer's.
-          await (await early)?.groups;
+          // The early read went first on the snapshot's connection: its failure (a timeout) is the answer's.
+          await early?.groups;
           return postgresAnswer(window.asOf, await timed('postgres', () => snapshot.groups(query)), warning);
         };
         if (!options.lake) return fromPostgres();
@@ -293,9 +295,10 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
         const scope = query.orderBy === 'CUSTOMER_ASC' && !wantsWhole ? 'page' : 'all';
         // Nothing stale in the lake: merging only adds groups, and the held groups bound the page.
         const bounded = scope === 'page' && changes.changed.length === 0 && query.customerIds === null;
-        // The early read holds for this answer if it read this generation's fresh invoices with this scope and bound.
-        const speculated = early && changes.manifestKey === window.lakeManifestKey ? await early : undefined;
-        const fresh = speculated?.scope === scope && (bounded || speculated.bound === undefined) ? speculated : undefined;
+        // The early read is this answer's if it took this scope and bound (the manifest check is a guard: same generation, same key).
+        const fresh = early && changes.manifestKey === window.lakeManifestKey && early.scope === scope && (bounded || early.bound === undefined) ? early : undefined;
+        // One not taken went first on the snapshot's connection all the same: its failure is the answer's.
+        if (early && !fresh) await early.groups;
         const bound = bounded ? (fresh ? fresh.bound : pageBounds.bound(held, cursorKey(query.after), query.limit)) : undefined;
         const live = await timed('live', () => snapshot.liveGroups(changes, query, scope, bound?.customer, fresh?.groups));
         const deps = { duck, cache, store, windowTables, pageBounds, heldPages, timeoutMs: options.timeoutMs };
@@ -334,6 +337,16 @@ const HELD_PAGE_CHARS = 8_000_000;
 
 /** Groups of whole answers kept for paging clients (a few MB of text per 100,000). */
 const WHOLE_ANSWER_GROUPS = 300_000;
+
+/** What lake_state's highest exported id reads as when unknown (the highest bigint). */
+const UNKNOWN_MAX_ID = '9223372036854775807';
+
+/** A first page's fresh inserts, read early (see freshEarly), with the scope and bound it was read for. */
+interface EarlyFresh {
+  readonly scope: LiveScope;
+  readonly bound: GroupKey | undefined;
+  readonly groups: Promise<LiveGroups>;
+}
 
 /** The stages of an analytics query, as gateway_analytics_stage_seconds names them. */
 type Stage = 'snapshot' | 'barrier' | 'changes' | 'live' | 'lake' | 'postgres' | 'commit';

@@ -53,7 +53,7 @@ export interface StatsWindow {
   readonly lakeManifestKey: string | null;
   /**
    * The highest invoice id its export saw, as the snapshot sees lake_state (the highest bigint
-   * when unknown): invoices above it are fresh inserts, whichever the change feed has recorded.
+   * when unknown): every invoice above it is read live, whether or not the feed has recorded it yet.
    */
   readonly lakeMaxId: string;
   /** The snapshot itself, as pg_current_snapshot() text: which transactions it sees. */
@@ -316,13 +316,13 @@ export interface StatsSnapshot {
   /**
    * Current versions of these invoices inside the window, grouped as the query groups (and
    * filtered to its customers). `upTo` (a page in customer order only): no live group of a later
-   * customer can reach the page (see PageBounds).
+   * customer can reach the page (see PageBounds). `fresh`: the groups above `misses.above`,
+   * already being read by freshGroups with the same scope and `upTo`.
    */
   liveGroups(misses: LakeMisses, query: StatsQuery, scope: LiveScope, upTo?: number, fresh?: Promise<LiveGroups>): Promise<LiveGroups>;
   /**
-   * The groups of the invoices above `above` (fresh inserts), as liveGroups reads them: started
-   * before the change list is known and handed to liveGroups as `fresh`, with the same scope and
-   * `upTo`, once `above` is known to be the change list's.
+   * The groups of the invoices above `above`, as liveGroups reads them: started before the change
+   * list is known, and handed to liveGroups as `fresh` when the change list is of the same generation.
    */
   freshGroups(above: string, query: StatsQuery, scope: LiveScope, upTo?: number): Promise<LiveGroups>;
   /** The whole answer from Postgres (the small-customer shape, or the fallback). */
