@@ -644,25 +644,24 @@ async function bareHttpFloor(): Promise<number> {
   }
 }
 
-/** Median of `runs` SELECT 1 through the benchmark's pool, after a warm-up: one Postgres round trip. */
-async function postgresRoundTrip(sql: pg.Pool, runs = 200): Promise<number> {
-  for (let i = 0; i < 20; i++) await sql.query('SELECT 1');
-  const ms: number[] = [];
-  for (let i = 0; i < runs; i++) ms.push((await timed(() => sql.query('SELECT 1')))[1]);
-  return median(ms);
-}
-
-/** Median of `runs` empty queries ({ __typename }) through the benchmark's client, after a warm-up. */
-async function transportFloor(url: string, runs = 200): Promise<number> {
-  const once = async () => {
-    const response = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ query: '{ __typename }' }) });
-    if (!response.ok) throw new Error(`${url} answered HTTP ${response.status} to { __typename }`);
-    await response.json();
-  };
+/** Median ms of `runs` calls of `once`, after 20 untimed to warm up. */
+async function medianMs(once: () => Promise<unknown>, runs = 200): Promise<number> {
   for (let i = 0; i < 20; i++) await once();
   const ms: number[] = [];
   for (let i = 0; i < runs; i++) ms.push((await timed(once))[1]);
   return median(ms);
+}
+
+/** Median of SELECT 1 through the benchmark's pool: one Postgres round trip. */
+const postgresRoundTrip = (sql: pg.Pool) => medianMs(() => sql.query('SELECT 1'));
+
+/** Median of empty queries ({ __typename }) through the benchmark's client. */
+function transportFloor(url: string): Promise<number> {
+  return medianMs(async () => {
+    const response = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ query: '{ __typename }' }) });
+    if (!response.ok) throw new Error(`${url} answered HTTP ${response.status} to { __typename }`);
+    await response.json();
+  });
 }
 
 function printReport(r: {

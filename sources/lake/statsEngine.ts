@@ -4,8 +4,8 @@ import type { Metrics } from '../../core/metrics.js';
 import type { Duck } from '../duckdb/duckdb.js';
 import type { ObjectCache } from '../objectStore/objectCache.js';
 import type { ObjectStore } from '../objectStore/objectStore.js';
-import type { LakeChanges, LakeStore } from '../postgres/lakeStore.js';
-import type { InvoiceColumns, LiveGroups, LiveScope, StatsGroup, StatsQuery, StatsSnapshot, StatsStore, StatsWindow } from '../postgres/statsStore.js';
+import { UNKNOWN_MAX_ID, type LakeChanges, type LakeStore } from '../postgres/lakeStore.js';
+import type { InvoiceColumns, LiveGroups, StatsGroup, StatsQuery, StatsSnapshot, StatsStore, StatsWindow } from '../postgres/statsStore.js';
 import { createHeldPages } from './heldPages.js';
 import { cursorKey, heldTableId, lakeStats, pageRecords } from './lakeStats.js';
 import { createPageBounds, type GroupKey } from './pageBounds.js';
@@ -86,7 +86,7 @@ export interface StatsEngine {
  */
 export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
   /** Manifests by key: the read in flight, and once done its result (taken without waiting by freshEarly). */
-  const manifests = new Map<string, { readonly pending: Promise<LakeManifest>; read?: LakeManifest }>();
+  const manifests = new Map<string, ManifestEntry>();
   const windowTables = createWindowTables(WINDOW_ROWS_HELD);
   const wholeAnswers = createWholeAnswers(WHOLE_ANSWER_GROUPS);
   const pageBounds = createPageBounds();
@@ -102,7 +102,7 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
   const manifest = (store: ObjectStore, key: string) => {
     let entry = manifests.get(key);
     if (!entry) {
-      const made: { readonly pending: Promise<LakeManifest>; read?: LakeManifest } = { pending: store.read(key).then(parseManifest) };
+      const made: ManifestEntry = { pending: store.read(key).then(parseManifest) };
       made.pending.then((read) => (made.read = read), () => manifests.delete(key));
       entry = made;
       manifests.set(key, entry);
@@ -157,8 +157,9 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
    * known, while the barrier and the change list run on the other pool: the invoices above the
    * export's highest id as the snapshot sees lake_state. Those are the rows the change list's
    * range would read: after the barrier every such invoice the snapshot sees is recorded, and
-   * within one generation the highest id does not move. Scope and bound are the ones a lake
-   * answer with nothing stale takes; invoiceStats uses the read only when its own are the same.
+   * within one generation the highest id does not move. Its scope is the answer's (a first page
+   * never wants a whole answer), its bound the one a lake with nothing stale takes; invoiceStats
+   * uses the read only when its own bound is the same.
    * Nothing here waits: the statement is queued before any later one of the snapshot's.
    */
   function freshEarly(snapshot: StatsSnapshot, query: StatsQuery): EarlyFresh | undefined {
@@ -176,7 +177,7 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
     const groups = snapshot.freshGroups(window.lakeMaxId, query, scope, bound?.customer);
     // Awaited before the snapshot's connection answers anything else: a failure is reported there.
     groups.catch(() => undefined);
-    return { scope, bound, groups };
+    return { bound, groups };
   }
 
   const observe = (engine: string, started: number) => {
@@ -295,8 +296,8 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
         const scope = query.orderBy === 'CUSTOMER_ASC' && !wantsWhole ? 'page' : 'all';
         // Nothing stale in the lake: merging only adds groups, and the held groups bound the page.
         const bounded = scope === 'page' && changes.changed.length === 0 && query.customerIds === null;
-        // The early read is this answer's if it took this scope and bound (the manifest check is a guard: same generation, same key).
-        const fresh = early && changes.manifestKey === window.lakeManifestKey && early.scope === scope && (bounded || early.bound === undefined) ? early : undefined;
+        // The early read is this answer's if it took this bound (the manifest check is a guard: same generation, same key).
+        const fresh = early && changes.manifestKey === window.lakeManifestKey && (bounded || early.bound === undefined) ? early : undefined;
         // One not taken went first on the snapshot's connection all the same: its failure is the answer's.
         if (early && !fresh) await early.groups;
         const bound = bounded ? (fresh ? fresh.bound : pageBounds.bound(held, cursorKey(query.after), query.limit)) : undefined;
@@ -338,12 +339,14 @@ const HELD_PAGE_CHARS = 8_000_000;
 /** Groups of whole answers kept for paging clients (a few MB of text per 100,000). */
 const WHOLE_ANSWER_GROUPS = 300_000;
 
-/** What lake_state's highest exported id reads as when unknown (the highest bigint). */
-const UNKNOWN_MAX_ID = '9223372036854775807';
+/** A manifest's read, and its result once done. */
+interface ManifestEntry {
+  readonly pending: Promise<LakeManifest>;
+  read?: LakeManifest;
+}
 
-/** A first page's fresh inserts, read early (see freshEarly), with the scope and bound it was read for. */
+/** A first page's fresh inserts, read early (see freshEarly), with the bound it was read for. */
 interface EarlyFresh {
-  readonly scope: LiveScope;
   readonly bound: GroupKey | undefined;
   readonly groups: Promise<LiveGroups>;
 }

@@ -95,15 +95,23 @@ const VERSION = `concat_ws(' ', s.generation, s.manifest_key, s.changes_recorded
  * whether the query's snapshot ($1) sees every one of those changes: if it does not, a change
  * committed after it was recorded already, and the answer must not be reused for later queries.
  */
+/** The highest exported id as text when unknown (see EXPORTED_MAX_ID): nothing is above it. */
+export const UNKNOWN_MAX_ID = '9223372036854775807';
+
+/**
+ * The export's highest invoice id, over a lake_state row. Unknown (a lake exported before it
+ * was kept): the highest bigint, so every change is listed. A highest id recorded for another
+ * generation (by a gateway older than migration 010's) is unknown too.
+ */
+export const EXPORTED_MAX_ID = `coalesce(CASE WHEN exported_max_generation = generation THEN exported_max_id END, ${UNKNOWN_MAX_ID})`;
+
 const CHANGES: Statement = {
   name: 'lake_changes_for_query',
   // Fresh inserts are above the export's highest id: listing them cost more than reading them.
-  // Unknown (a lake exported before it was kept): the highest bigint, so every change is listed.
-  // A highest id recorded for another generation (by a gateway older than migration 010's) is unknown too.
   // `changed` is every entry the lake may hold stale, above the highest id too: a deleted invoice
   // re-inserted under its id after the export's snapshot can still be in a month file kept from before.
   text: `WITH s AS (
-      SELECT *, coalesce(CASE WHEN exported_max_generation = generation THEN exported_max_id END, 9223372036854775807) AS max_id FROM lake_state)
+      SELECT *, ${EXPORTED_MAX_ID} AS max_id FROM lake_state)
     SELECT s.generation::int AS generation, s.manifest_key AS "manifestKey",
       CASE WHEN EXISTS (SELECT 1 FROM lake_changes WHERE invoice_id > s.max_id) THEN s.max_id::text END AS above,
       to_char(s.exported_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS "exportedAt",

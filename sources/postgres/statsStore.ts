@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import type { Database, Statement } from './database.js';
 import { translate } from './database.js';
-import type { LakeMisses } from './lakeStore.js';
+import { EXPORTED_MAX_ID, type LakeMisses } from './lakeStore.js';
 import type { Logger } from 'pino';
 
 /** Who a customer is in an invoice, for grouping. */
@@ -122,7 +122,7 @@ const WINDOW: Statement = {
       to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS "asOf", pg_current_snapshot()::text AS snapshot,
       (SELECT CASE WHEN manifest_key IS NULL THEN 0 ELSE generation::int END FROM lake_state) AS "lakeGeneration",
       (SELECT manifest_key FROM lake_state) AS "lakeManifestKey",
-      (SELECT coalesce(CASE WHEN exported_max_generation = generation THEN exported_max_id END, 9223372036854775807)::text FROM lake_state) AS "lakeMaxId"
+      (SELECT ${EXPORTED_MAX_ID}::text FROM lake_state) AS "lakeMaxId"
     FROM generate_series(${WINDOW_SQL} - make_interval(months => $1::int - 1), ${WINDOW_SQL}, interval '1 month') AS g(m)`,
 };
 
