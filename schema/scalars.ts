@@ -6,6 +6,8 @@ const MAX_INTEGER_DIGITS = 12;
 const DECIMAL_TEXT = /^(-?)(\d+)(?:\.(\d+))?$/;
 /** Already in the form parseDecimal returns (how stored amounts come): checked, not rebuilt. */
 const CANONICAL = /^-?(?:0|[1-9]\d{0,11})\.\d\d$/;
+/** The same form with any number of integer digits: how sums come from Postgres and DuckDB. */
+const CANONICAL_ANY = /^-?(?:0|[1-9]\d*)\.\d\d$/;
 
 /**
  * Parses a decimal amount exactly (no float on the way) into "123.40" form. Rejects more than
@@ -16,12 +18,27 @@ export function parseDecimal(value: unknown): string {
   // money is accepted only as text.
   if (typeof value === 'number') throw badUserInput('Decimal must be a string such as "999.90", not a number');
   if (typeof value === 'string' && CANONICAL.test(value)) return value;
+  return decimalText(value, MAX_INTEGER_DIGITS);
+}
+
+/**
+ * An amount the server answers with, in "123.40" form. An amount is numeric(14,2), but a total
+ * of many is not: 2 invoices of 999,999,999,999.99 sum past 12 integer digits, and the sum is
+ * still exact, so only the two decimals are required here.
+ */
+export function serializeDecimal(value: unknown): string {
+  if (typeof value === 'string' && CANONICAL_ANY.test(value)) return value;
+  if (typeof value !== 'string') throw new Error('not decimal text');
+  return decimalText(value, Infinity);
+}
+
+function decimalText(value: unknown, maxIntegerDigits: number): string {
   const match = typeof value === 'string' ? DECIMAL_TEXT.exec(value.trim()) : null;
   if (!match) throw badUserInput('Decimal must be a decimal number such as "999.90"');
   const [, sign, whole, fraction = ''] = match;
   if (fraction.length > 2 && !/^0+$/.test(fraction.slice(2))) throw badUserInput('Decimal has more than two decimal places');
   const integer = whole!.replace(/^0+(?=\d)/, '');
-  if (integer.length > MAX_INTEGER_DIGITS) throw badUserInput(`Decimal has more than ${MAX_INTEGER_DIGITS} integer digits`);
+  if (integer.length > maxIntegerDigits) throw badUserInput(`Decimal has more than ${maxIntegerDigits} integer digits`);
   return `${sign}${integer}.${fraction.slice(0, 2).padEnd(2, '0')}`;
 }
 
@@ -47,8 +64,10 @@ function serializeWith<T>(parse: (value: unknown) => T, scalar: string) {
 
 export const DecimalScalar = new GraphQLScalarType({
   name: 'Decimal',
-  description: 'An exact decimal amount with two decimals, as a string ("999.90") both ways. A JSON or literal number is refused: it has been a float on its way.',
-  serialize: serializeWith(parseDecimal, 'Decimal'),
+  description:
+    'An exact decimal amount with two decimals, as a string ("999.90") both ways. A JSON or literal number is refused: it has been a float on its way. ' +
+    'An amount given has at most 12 integer digits; a total answered may have more.',
+  serialize: serializeWith(serializeDecimal, 'Decimal'),
   parseValue: (value) => parseDecimal(value),
   parseLiteral: (ast) => parseDecimal(literalValue(ast)),
 });

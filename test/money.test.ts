@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { averageCents, formatCents, toCents, twoDecimals } from '../core/money.js';
-import { parseDecimal } from '../schema/scalars.js';
+import { parseDecimal, serializeDecimal } from '../schema/scalars.js';
 import { seededRandom } from './fixtures/random.js';
 
 /** Postgres's round(total / count, 2), half away from zero, in BigInt arithmetic of its own. */
@@ -42,5 +42,14 @@ describe('money', () => {
       assert.equal(parseDecimal(text), parsed, text);
     }
     for (const bad of ['1234567890123.00', '01234567890123.00', '1.234', '1e3', '', 12.5]) assert.throws(() => parseDecimal(bad), String(bad));
+  });
+
+  it('Decimal answers totals past an amount\u2019s 12 integer digits, exactly', () => {
+    for (const [text, answered] of [['1999999999999.98', '1999999999999.98'], ['-123456789012345678.90', '-123456789012345678.90'], ['0.05', '0.05'], ['0012345678901234.5', '12345678901234.50']]) {
+      assert.equal(serializeDecimal(text), answered, text);
+    }
+    // An input is an amount: the 12 digits still hold there.
+    assert.throws(() => parseDecimal('1999999999999.98'));
+    for (const bad of ['1.234', '1e3', '', 12.5, null]) assert.throws(() => serializeDecimal(bad), String(bad));
   });
 });
