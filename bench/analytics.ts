@@ -98,8 +98,8 @@ function directSql(shape: Shape): { text: string; values: unknown[] } {
     text: `SELECT ${party}::text AS "customerId", ${month} AS month, count(*)::int AS "invoiceCount", sum(amount_usd)::text AS "totalUsd",
        round(avg(amount_usd), 2)::text AS "avgUsd", min(amount_usd)::text AS "minUsd", max(amount_usd)::text AS "maxUsd"
      FROM invoices
-     WHERE issue_date >= date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' - make_interval(months => $1 - 1)
-       AND issue_date < date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' + interval '1 month'
+     WHERE issue_date >= (date_trunc('month', now() AT TIME ZONE 'UTC') - make_interval(months => $1 - 1)) AT TIME ZONE 'UTC'
+       AND issue_date < (date_trunc('month', now() AT TIME ZONE 'UTC') + interval '1 month') AT TIME ZONE 'UTC'
        ${ids ? `AND ${party} = ANY($2::int[])` : ''}
      GROUP BY ${party}, 2 ORDER BY ${order}${shape.allPages ? '' : ` LIMIT ${first}`}`,
     values: ids ? [months, ids] : [months],
@@ -116,8 +116,8 @@ async function pickCustomers(sql: pg.Pool): Promise<Picks> {
   const { rows } = await sql.query<{ small: string; small_n: number; large: string; large_n: number }>(
     `WITH c AS (
        SELECT issuer_id, count(*)::int AS n FROM invoices
-       WHERE issue_date >= date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' - make_interval(months => 11)
-         AND issue_date < date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' + interval '1 month'
+       WHERE issue_date >= (date_trunc('month', now() AT TIME ZONE 'UTC') - make_interval(months => 11)) AT TIME ZONE 'UTC'
+         AND issue_date < (date_trunc('month', now() AT TIME ZONE 'UTC') + interval '1 month') AT TIME ZONE 'UTC'
        GROUP BY 1),
      small AS (SELECT issuer_id, n FROM c ORDER BY n, issuer_id OFFSET (SELECT count(*) / 2 FROM c) LIMIT 1),
      large AS (SELECT issuer_id, n FROM c ORDER BY n DESC, issuer_id LIMIT 1)

@@ -1,8 +1,9 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
-import { createTestDatabase, missingServices, type TestDatabase } from './fixtures/services.js';
-import { startTestGateway, type TestGateway } from './fixtures/gateway.js';
+import { missingServices } from './fixtures/services.js';
+import type { TestGateway } from './fixtures/gateway.js';
+import { startFeedGateway, type FeedGateway } from './fixtures/lakeside.js';
 import { eventually } from './fixtures/eventually.js';
 import { directStats, type Granularity, type Order, type Role } from './fixtures/statsCheck.js';
 import { InvoiceStatsDocument } from './generated/graphql.js';
@@ -18,21 +19,15 @@ const LARGEST = '999999999999.99';
  * scalar checked answers against the input's limit.
  */
 describe('invoiceStats with totals past an amount\u2019s 12 integer digits', { skip }, () => {
-  let db: TestDatabase;
+  let side: FeedGateway;
   let gw: TestGateway;
   let sql: pg.Pool;
 
   before(async () => {
-    db = await createTestDatabase('large_totals');
-    gw = await startTestGateway({ databaseUrl: db.url, env: { CHANGE_FEED: '1' }, seed: { customers: 12, invoices: 300, months: 3, seed: 4 } });
-    await eventually(() => gw.gateway.feed.status().state === 'streaming', 'the feed to stream');
-    sql = new pg.Pool({ connectionString: db.url, max: 2 });
+    side = await startFeedGateway('large_totals', { seed: { customers: 12, invoices: 300, months: 3, seed: 4 } });
+    ({ gw, sql } = side);
   });
-  after(async () => {
-    await sql?.end();
-    await gw?.stop();
-    await db?.drop();
-  });
+  after(() => side?.stop());
 
   /** Issuer 1 to receiver 2, this month: three of the largest amount and one a cent less (an average to round). */
   const insertLargest = () =>

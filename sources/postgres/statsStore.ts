@@ -112,18 +112,26 @@ export function keysetSql(order: StatsOrder, p: { value: string; customer: strin
 
 export const positionValues = (after: StatsPosition | null) => [after?.sortValue ?? null, after?.customerId ?? null, after?.month ?? ''];
 
-const WINDOW_SQL = `date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'`;
+/**
+ * This month's first instant as a UTC wall-clock timestamp (without time zone). Month arithmetic
+ * and to_char on a timestamptz follow the session's TimeZone, which is the server's unless a
+ * client sets it: in New York the 12 months to December 2026 began on 31 December 2025 at 19:00
+ * and were labeled from 2025-12. On a timestamp they are UTC calendar months whatever the server's zone.
+ */
+const THIS_MONTH = `date_trunc('month', now() AT TIME ZONE 'UTC')`;
+/** The window's first month, as a UTC timestamp; $1 is the number of months. */
+const FIRST_MONTH = `${THIS_MONTH} - make_interval(months => $1::int - 1)`;
 
 const WINDOW: Statement = {
   name: 'stats_window',
   text: `SELECT array_agg(to_char(m, 'YYYY-MM') ORDER BY m) AS months,
-      to_char(min(m) AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS "from",
-      to_char((max(m) + interval '1 month') AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS "to",
+      to_char(min(m), 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS "from",
+      to_char(max(m) + interval '1 month', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS "to",
       to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS "asOf", pg_current_snapshot()::text AS snapshot,
       (SELECT CASE WHEN manifest_key IS NULL THEN 0 ELSE generation::int END FROM lake_state) AS "lakeGeneration",
       (SELECT manifest_key FROM lake_state) AS "lakeManifestKey",
       (SELECT ${EXPORTED_MAX_ID}::text FROM lake_state) AS "lakeMaxId"
-    FROM generate_series(${WINDOW_SQL} - make_interval(months => $1::int - 1), ${WINDOW_SQL}, interval '1 month') AS g(m)`,
+    FROM generate_series(${FIRST_MONTH}, ${THIS_MONTH}, interval '1 month') AS g(m)`,
 };
 
 /**
@@ -298,7 +306,7 @@ const fewGroupsStatement = memoized((role: StatsRole, granularity: StatsGranular
   return {
     name: `stats_pg_few_${role}_${granularity}_${order}`.toLowerCase(),
     text: `WITH bounds AS MATERIALIZED (
-        SELECT ${WINDOW_SQL} - make_interval(months => $1::int - 1) AS from_ts, ${WINDOW_SQL} + interval '1 month' AS to_ts),
+        SELECT (${FIRST_MONTH}) AT TIME ZONE 'UTC' AS from_ts, (${THIS_MONTH} + interval '1 month') AT TIME ZONE 'UTC' AS to_ts),
       counted AS MATERIALIZED (
         SELECT count(*)::int AS n FROM (
           SELECT 1 FROM invoices WHERE ${PARTY[role]} = ANY($2::int[]) AND issue_date >= ${bounds('from_ts')} AND issue_date < ${bounds('to_ts')} LIMIT $6::int + 1) AS i),
