@@ -33,6 +33,12 @@ export interface FeedConsumer {
    * durable. Must be idempotent: after a crash the feed delivers them again.
    */
   handle(batch: readonly FeedTransaction[]): Promise<void>;
+  /**
+   * Runs each time this process starts streaming, before the stream's first batch: a stream
+   * begins again from the slot's acknowledged position, so it replays what this consumer (or the
+   * gateway that held the slot before) may have finished already.
+   */
+  resume?(): Promise<void>;
   /** Background work that only the process holding the slot does (the backfill). */
   whileHolding?(signal: AbortSignal): Promise<void>;
 }
@@ -179,6 +185,7 @@ export function startChangeFeed(settings: FeedSettings, consumers: readonly Feed
     const current = stream;
     try {
       await current.started;
+      for (const consumer of consumers) await consumer.resume?.();
     } catch (err) {
       await current.stop();
       throw err;

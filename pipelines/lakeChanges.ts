@@ -1,5 +1,5 @@
 import type { LakeChange, LakeStore } from '../sources/postgres/lakeStore.js';
-import { formatLsn, type FeedTransaction } from '../sources/postgres/replication.js';
+import { formatLsn, parseLsn, type FeedTransaction, type Lsn } from '../sources/postgres/replication.js';
 import type { FeedConsumer } from './changeFeed.js';
 
 /**
@@ -8,13 +8,22 @@ import type { FeedConsumer } from './changeFeed.js';
  * has been recorded (analytics wait for that position before they trust the lake).
  */
 export function createLakeChangeRecorder(store: LakeStore): FeedConsumer {
+  // Transactions up to here were recorded before this stream began: a replay. Recorded again,
+  // an older change would set its entry's transaction back (an export finishing between the
+  // replayed delete and the replayed re-insert of an id would then drop the entry while the
+  // lake still holds the deleted version), and a replayed TRUNCATE would reset the lake again.
+  let recordedBefore: Lsn = 0n;
   return {
     name: 'lake',
     initialize: (tx) => store.initialize(tx),
+    async resume() {
+      recordedBefore = parseLsn(await store.recordedPosition());
+    },
     async handle(batch: readonly FeedTransaction[]) {
       const changes = new Map<string, LakeChange>();
       let truncatedAt: FeedTransaction | undefined;
       for (const tx of batch) {
+        if (tx.lsn <= recordedBefore) continue;
         for (const change of tx.changes) {
           if (change.table !== 'invoices') continue;
           if (change.op === 'truncate') {

@@ -177,6 +177,7 @@ async function exportIn(snapshot: ExportSnapshot, options: LakeExporterOptions, 
     const switched = await finalizeExport(options.db, {
       snapshot: snapshot.snapshot,
       fromGeneration: snapshot.generation,
+      resets: snapshot.resets,
       generation,
       manifestKey,
       exportedAt: snapshot.exportedAt,

@@ -138,15 +138,15 @@ describe('the lake barrier', { skip }, () => {
 
   it('an export’s finalize counts changes it did not see as possibly in the lake only at or below its highest id', async () => {
     const queries = createLakeStore(db, createRecordedPosition());
-    const { rows: [before] } = await db.pool.query<{ generation: number; recording: boolean; snapshot: string }>(
-      `SELECT generation::int AS generation, recording, pg_current_snapshot()::text AS snapshot FROM lake_state`,
+    const { rows: [before] } = await db.pool.query<{ generation: number; resets: string; recording: boolean; snapshot: string }>(
+      `SELECT generation::int AS generation, resets::text AS resets, recording, pg_current_snapshot()::text AS snapshot FROM lake_state`,
     );
     // A transaction after that snapshot: not visible to it.
     const { rows: [{ xid }] } = await db.pool.query<{ xid: string }>(`SELECT (pg_current_xact_id()::text::bigint & 4294967295)::text AS xid`);
     await queries.record([{ invoiceId: '799999', changed: false, xid: Number(xid) }, { invoiceId: '800001', changed: false, xid: Number(xid) }], await currentLsn());
     await db.pool.query(`UPDATE lake_state SET recording = true`);
     try {
-      const done = { snapshot: before!.snapshot, fromGeneration: before!.generation, generation: before!.generation + 1, manifestKey: 'manifests/test.json', exportedAt: new Date().toISOString(), maxInvoiceId: '800000' };
+      const done = { snapshot: before!.snapshot, fromGeneration: before!.generation, resets: before!.resets, generation: before!.generation + 1, manifestKey: 'manifests/test.json', exportedAt: new Date().toISOString(), maxInvoiceId: '800000' };
       assert.equal(await finalizeExport(db, done), true);
       const { rows } = await db.pool.query<{ id: string; changed: boolean }>(`SELECT invoice_id::text AS id, changed FROM lake_changes WHERE invoice_id IN (799999, 800001) ORDER BY 1`);
       assert.deepEqual(rows, [

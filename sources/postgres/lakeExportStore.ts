@@ -26,6 +26,8 @@ export interface ExportSnapshot {
   readonly maxInvoiceId: string;
   readonly generation: number;
   readonly manifestKey: string | null;
+  /** lake_state's count of resets: the export switches the lake only if it is unchanged. */
+  readonly resets: string;
   /** The feed has recorded changes since before this snapshot (its slot existed). */
   readonly recording: boolean;
   visibleChanges(): Promise<VisibleChange[]>;
@@ -44,7 +46,7 @@ const BEGIN: Statement = { name: 'lake_export_begin', text: 'BEGIN ISOLATION LEV
 const SNAPSHOT: Statement = {
   name: 'lake_export_snapshot',
   text: `SELECT pg_current_snapshot()::text AS snapshot, to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS "exportedAt",
-      (SELECT coalesce(max(invoice_id), 0)::text FROM invoices) AS "maxInvoiceId", s.generation::int AS generation, s.manifest_key AS "manifestKey", s.recording
+      (SELECT coalesce(max(invoice_id), 0)::text FROM invoices) AS "maxInvoiceId", s.generation::int AS generation, s.manifest_key AS "manifestKey", s.resets::text AS resets, s.recording
     FROM lake_state s`,
 };
 /**
@@ -76,15 +78,26 @@ const LOCK: Statement = { name: 'lake_export_lock', text: `SELECT pg_try_advisor
 const UNLOCK: Statement = { name: 'lake_export_unlock', text: `SELECT pg_advisory_unlock(hashtext('invoice-gateway:lake-export'))` };
 
 /**
+ * Taken first in the transaction that switches generations: the recorder's statement locks
+ * lake_state before it writes lake_changes, so once this holds, every record is committed or
+ * waits, and FINALIZE's snapshot (a later statement) sees every entry. In one statement that
+ * waited for the lock, the snapshot was older than the record that held it: an entry whose
+ * last change the record moved past the export's snapshot was missed by `kept`, and the lake
+ * held a version of an invoice its entry said it could not hold.
+ */
+const LOCK_STATE: Statement = { name: 'lake_export_lock_state', text: `SELECT 1 FROM lake_state FOR UPDATE` };
+
+/**
  * After the manifest is written: the changes the snapshot saw are in the lake now; the others
  * may be too (a row inserted before the snapshot and updated after it), so they count as
- * "may be in the lake". Only if no one reset the lake meanwhile (a TRUNCATE, a new slot).
+ * "may be in the lake". Only if no one reset the lake meanwhile (a TRUNCATE, a new slot): the
+ * generation and the count of resets are those the export's snapshot read.
  */
 const FINALIZE: Statement = {
   name: 'lake_export_finalize',
   text: `WITH state AS (
       UPDATE lake_state SET generation = $2, manifest_key = $3, exported_at = $4::timestamptz, exported_max_id = $6::bigint, exported_max_generation = $2
-      WHERE generation = $5 AND recording RETURNING generation
+      WHERE generation = $5 AND resets = $7::bigint AND recording RETURNING generation
     ), removed AS (
       DELETE FROM lake_changes WHERE EXISTS (SELECT 1 FROM state) AND pg_visible_in_snapshot(xid, $1::pg_snapshot)
     ), kept AS (
@@ -140,10 +153,21 @@ export async function withExportSnapshot<T>(db: Database, work: (snapshot: Expor
 
 export async function finalizeExport(
   db: Database,
-  done: { snapshot: string; fromGeneration: number; generation: number; manifestKey: string; exportedAt: string; maxInvoiceId: string },
+  done: { snapshot: string; fromGeneration: number; resets: string; generation: number; manifestKey: string; exportedAt: string; maxInvoiceId: string },
 ): Promise<boolean> {
-  const [row] = await db.query<{ updated: number }>(FINALIZE, [done.snapshot, done.generation, done.manifestKey, done.exportedAt, done.fromGeneration, done.maxInvoiceId]);
-  return row!.updated === 1;
+  return db.transaction(async (tx) => {
+    await tx.query(LOCK_STATE);
+    const [row] = await tx.query<{ updated: number }>(FINALIZE, [
+      done.snapshot,
+      done.generation,
+      done.manifestKey,
+      done.exportedAt,
+      done.fromGeneration,
+      done.maxInvoiceId,
+      done.resets,
+    ]);
+    return row!.updated === 1;
+  });
 }
 
 async function copyCsv(client: pg.PoolClient, file: string, selection: ExportSelection, onRows?: (rows: number) => void): Promise<number> {

@@ -70,12 +70,15 @@ const RECORD: Statement = {
     UPDATE lake_state SET position = greatest(position, $4::pg_lsn), changes_recorded = changes_recorded + 1`,
 };
 
+const POSITION: Statement = { name: 'lake_recorded_position', text: `SELECT position::text AS position FROM lake_state` };
+
 const RECORDED: Statement = { name: 'lake_recorded_past', text: `SELECT position >= $1::pg_lsn AS passed FROM lake_state` };
 
 const ADVANCE: Statement = { name: 'lake_advance', text: `UPDATE lake_state SET position = greatest(position, $1::pg_lsn)` };
 
-/** lake_state's columns as when no lake is usable (generation 0). */
-const NO_LAKE = `generation = 0, manifest_key = NULL, exported_at = NULL, exported_max_id = NULL, exported_max_generation = NULL`;
+/** lake_state's columns as when no lake is usable (generation 0), counted as a reset (an export begun before it is void). */
+const NO_LAKE = `generation = 0, manifest_key = NULL, exported_at = NULL, exported_max_id = NULL, exported_max_generation = NULL,
+  resets = resets + 1`;
 
 /** After TRUNCATE invoices the lake describes rows that are gone: analytics use Postgres until a full export. */
 const FORGET: Statement[] = [
@@ -134,6 +137,8 @@ export interface LakeStore {
   /** Moves the recorded position on (a batch without invoice changes). */
   advance(position: string): Promise<void>;
   forget(position: string): Promise<void>;
+  /** The feed position every change up to which is recorded (lake_state's). */
+  recordedPosition(): Promise<string>;
   /**
    * Writes a barrier into the WAL and waits until the lake consumer has recorded past it: then
    * every change committed before the call is in lake_changes. False when `waitMs` runs out or
@@ -204,6 +209,9 @@ export function createLakeStore(db: Database, position: RecordedPosition): LakeS
         await tx.query(FORGET[0]!, [position]);
         await tx.query(FORGET[1]!);
       });
+    },
+    async recordedPosition() {
+      return (await db.query<{ position: string }>(POSITION))[0]!.position;
     },
     async recordedUpToNow(waitMs, signal) {
       const [{ lsn }] = (await db.query<{ lsn: string }>(BARRIER)) as [{ lsn: string }];

@@ -1,0 +1,132 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { createTestDatabase, missingServices, type TestDatabase } from './fixtures/services.js';
+import { memoryLogger } from './fixtures/gateway.js';
+import { eventually } from './fixtures/eventually.js';
+import { createLakeChangeRecorder } from '../pipelines/lakeChanges.js';
+import { createDatabase, type Database } from '../sources/postgres/database.js';
+import { finalizeExport } from '../sources/postgres/lakeExportStore.js';
+import { createLakeStore, createRecordedPosition } from '../sources/postgres/lakeStore.js';
+import { migrate } from '../sources/postgres/migrate.js';
+import { formatLsn, parseLsn, type FeedChange, type FeedTransaction } from '../sources/postgres/replication.js';
+
+const skip = await missingServices('postgres');
+
+/**
+ * What the lake records of its changes when the feed's recorder, an export finishing and a
+ * restarting stream meet. Each of these left an entry that said an invoice could not be in the
+ * lake while the lake held a version of it: that invoice was then counted twice, or counted
+ * after its delete.
+ */
+describe('lake changes recorded under races', { skip }, () => {
+  const { logger } = memoryLogger();
+  let database: TestDatabase;
+  let db: Database;
+
+  before(async () => {
+    database = await createTestDatabase('lake_races');
+    db = createDatabase({ url: database.url, poolMax: 4, statementTimeoutMs: 0 }, logger);
+    await migrate(db, logger);
+    await db.pool.query(`UPDATE lake_state SET generation = 1, manifest_key = 'manifests/000000000001.json', recording = true`);
+  });
+  after(async () => {
+    await db?.close();
+    await database?.drop();
+  });
+
+  interface State {
+    generation: number;
+    resets: string;
+    snapshot: string;
+  }
+  /** What an export's snapshot reads of lake_state, with the snapshot. */
+  const exportSnapshot = async (): Promise<State> =>
+    (await db.pool.query<State>(`SELECT generation::int AS generation, resets::text AS resets, pg_current_snapshot()::text AS snapshot FROM lake_state`)).rows[0]!;
+  /** A transaction id that commits at once (32 bits, as the feed reports it). */
+  const committedXid = async () => Number((await db.pool.query<{ xid: string }>(`SELECT (pg_current_xact_id()::text::bigint & 4294967295)::text AS xid`)).rows[0]!.xid);
+  const entry = async (id: string) =>
+    (await db.pool.query<{ changed: boolean; xid: string }>(`SELECT changed, (xid::text::bigint & 4294967295)::text AS xid FROM lake_changes WHERE invoice_id = $1`, [id])).rows[0];
+  const finalize = (from: State, maxInvoiceId: string) =>
+    finalizeExport(db, {
+      snapshot: from.snapshot,
+      fromGeneration: from.generation,
+      resets: from.resets,
+      generation: from.generation + 1,
+      manifestKey: `manifests/${String(from.generation + 1).padStart(12, '0')}.json`,
+      exportedAt: new Date().toISOString(),
+      maxInvoiceId,
+    });
+
+  it('an export that finishes while the recorder writes sees what it wrote', async () => {
+    const store = createLakeStore(db, createRecordedPosition());
+    // Invoice 500 inserted (recorded as one the lake cannot hold), then exported by a snapshot that saw it.
+    await store.record([{ invoiceId: '500', changed: false, xid: await committedXid() }], '0/1');
+    const snapshot = await exportSnapshot();
+    // The recorder's statement for an update of it, committed after that snapshot: it locks
+    // lake_state first, then writes the entry (the update's transaction is this one's).
+    const recorder = await db.pool.connect();
+    let finalized: Promise<boolean> | undefined;
+    try {
+      await recorder.query('BEGIN');
+      await recorder.query(`UPDATE lake_state SET changes_recorded = changes_recorded + 1`);
+      await recorder.query(
+        `INSERT INTO lake_changes (invoice_id, changed, xid) VALUES (500, false, pg_current_xact_id())
+         ON CONFLICT (invoice_id) DO UPDATE SET xid = excluded.xid`,
+      );
+      finalized = finalize(snapshot, '1000');
+      // The export waits for lake_state; then the recorder commits.
+      await eventually(
+        async () =>
+          (await db.pool.query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`)).rows[0]!.n > 0,
+        'the export to wait for lake_state',
+      );
+      await recorder.query('COMMIT');
+    } finally {
+      recorder.release();
+    }
+    assert.equal(await finalized, true);
+    assert.equal(
+      (await entry('500'))?.changed,
+      true,
+      'the lake now holds the version the export saw, and the entry must say the lake may hold it stale',
+    );
+  });
+
+  it('an export begun before the lake was reset does not switch it, at generation 0 too', async () => {
+    const store = createLakeStore(db, createRecordedPosition());
+    await db.transaction((tx) => store.initialize(tx));
+    await db.pool.query(`UPDATE lake_state SET recording = true`);
+    const begun = await exportSnapshot();
+    assert.equal(begun.generation, 0);
+    // A new slot: the changes committed since the export's snapshot are never recorded.
+    await db.transaction((tx) => store.initialize(tx));
+    assert.equal(await finalize(begun, '1000'), false, 'the reset voids the export');
+    assert.equal(await finalize(await exportSnapshot(), '1000'), true, 'an export begun after it switches');
+  });
+
+  it('a replayed stream does not record its transactions again', async () => {
+    const store = createLakeStore(db, createRecordedPosition());
+    const recorder = createLakeChangeRecorder(store);
+    const now = await db.pool.query<{ lsn: string }>(`SELECT greatest(pg_current_wal_lsn(), (SELECT position FROM lake_state))::text AS lsn`);
+    const base = parseLsn(now.rows[0]!.lsn);
+    const transaction = (offset: bigint, xid: number, changes: FeedChange[]): FeedTransaction => ({ lsn: base + offset, xid, commitTime: new Date(), changes, messages: [] });
+    const row = (id: string) => ({ invoice_id: id, issuer_id: 1, receiver_id: 2, amount_usd: '10.00', issue_date: new Date() });
+    // Invoice 600, in the lake, deleted and then inserted again under its id.
+    const deleted = transaction(1n, await committedXid(), [{ table: 'invoices', op: 'delete', row: null, key: { invoice_id: '600' } }]);
+    const reinserted = transaction(2n, await committedXid(), [{ table: 'invoices', op: 'insert', row: row('600'), key: null }]);
+    await recorder.resume!();
+    await recorder.handle([deleted]);
+    await recorder.handle([reinserted]);
+    assert.deepEqual(await entry('600'), { changed: true, xid: String(reinserted.xid) });
+
+    // The stream starts again from an older acknowledgement: both come again, then a new one.
+    const updated = transaction(3n, await committedXid(), [{ table: 'invoices', op: 'update', row: row('601'), key: null }]);
+    await recorder.resume!();
+    await recorder.handle([deleted]);
+    assert.deepEqual(await entry('600'), { changed: true, xid: String(reinserted.xid) }, 'the replayed delete does not set the entry back to its transaction');
+    await recorder.handle([reinserted, updated]);
+    assert.deepEqual(await entry('600'), { changed: true, xid: String(reinserted.xid) });
+    assert.deepEqual(await entry('601'), { changed: true, xid: String(updated.xid) }, 'a transaction past the recorded position is recorded');
+    assert.equal(await store.recordedPosition(), formatLsn(updated.lsn));
+  });
+});
