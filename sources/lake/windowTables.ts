@@ -83,6 +83,7 @@ export function createWindowTables(maxRows: number, prefix = 'lake_window'): Win
     return true;
   }
 
+  /** The held table `id`, made if it is not, counted as used: the caller gives it back. */
   const table = async (
     s: DuckSession,
     id: string,
@@ -111,6 +112,9 @@ export function createWindowTables(maxRows: number, prefix = 'lake_window'): Win
       }
     }
     entry.usedAt = performance.now();
+    // Taken in the same turn it is found: a query making room resumes between an async
+    // function's return and its caller, and would drop a table not yet counted as used.
+    entry.users++;
     return entry;
   };
 
@@ -120,8 +124,6 @@ export function createWindowTables(maxRows: number, prefix = 'lake_window'): Win
       const take: TakeTable = async (s, id, rows, build, files, invoices = 'sum(invoices)') => {
         const entry = await table(s, id, rows, build, files, invoices);
         if (!entry) return undefined;
-        // Taken before it is awaited: a query making room meanwhile must not drop it.
-        entry.users++;
         taken.push(entry);
         return entry.made;
       };
