@@ -1,6 +1,6 @@
 import { HeaderMap, type ApolloServerPlugin, type BaseContext } from '@apollo/server';
 import { RateLimited } from './rateLimits.js';
-import { GraphQLError, type DocumentNode, type GraphQLSchema } from 'graphql';
+import { GraphQLError, getOperationAST, getVariableValues, type DocumentNode, type GraphQLSchema } from 'graphql';
 import { createRequire } from 'node:module';
 import type { Metrics } from '../core/metrics.js';
 
@@ -38,9 +38,15 @@ export function complexityLimitPlugin<TContext extends BaseContext>(
             try {
               complexity = getComplexity({ schema, query: document, operationName: operationName ?? undefined, variables: request.variables, estimators });
             } catch (err) {
+              if (!(err instanceof GraphQLError)) throw err;
               // Variables that do not coerce: execution reports them with their proper error.
-              if (err instanceof GraphQLError) return;
-              throw err;
+              if (!variablesCoerce(schema, document, operationName, request.variables)) return;
+              // Anything else (the estimator stops counting at 10,000 selections, which a few
+              // fragments spread twice each reach) is refused: an operation whose cost is not
+              // known is neither checked against the limit nor charged to the budget.
+              throw new GraphQLError(`Operation is too expensive: its cost cannot be estimated (${err.message})`, {
+                extensions: { code: 'BAD_USER_INPUT', http: { status: 400 } },
+              });
             }
             if (byShape.size >= MAX_SHAPES_PER_DOCUMENT) byShape.clear();
             byShape.set(shape, complexity);
@@ -65,6 +71,13 @@ export function complexityLimitPlugin<TContext extends BaseContext>(
 }
 
 const MAX_SHAPES_PER_DOCUMENT = 256;
+
+function variablesCoerce(schema: GraphQLSchema, document: DocumentNode, operationName: string | null | undefined, variables: Record<string, unknown> | undefined): boolean {
+  const operation = getOperationAST(document, operationName);
+  if (!operation) return false;
+  const coerced = getVariableValues(schema, operation.variableDefinitions ?? [], variables ?? {});
+  return coerced.errors === undefined;
+}
 
 /**
  * What of the variables can change a cost: list lengths, numbers (page sizes) and booleans

@@ -153,4 +153,36 @@ describe('Customer.invoicesIssued / invoicesReceived connections', { skip }, () 
     const costly = await f.gw.request(MaybePagesDocument, { ids, first: 500, withPages: true });
     assert.equal(costly.errors?.[0]?.extensions?.code, 'BAD_USER_INPUT');
   });
+
+  it('refuses an operation whose cost cannot be estimated instead of running it unchecked', async () => {
+    // Each fragment spreads the one before twice: 2^15 selections from a few lines. The
+    // estimator stops counting at 10,000; the operation was then run without a limit or a charge.
+    const fragments = ['fragment F0 on Query { __typename }'];
+    for (let i = 1; i <= 15; i++) fragments.push(`fragment F${i} on Query { ...F${i - 1} ...F${i - 1} }`);
+    let status = 0;
+    let body: { errors?: { message: string; extensions: { code: string } }[] } = {};
+    const statements = await f.gw.countSql(async () => {
+      const res = await fetch(f.gw.url, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ query: `{ customers(ids: ["1", "2"]) { name } ...F15 }\n${fragments.join('\n')}` }),
+      });
+      status = res.status;
+      body = (await res.json()) as typeof body;
+    });
+    assert.equal(status, 400);
+    assert.equal(body.errors?.[0]?.extensions.code, 'BAD_USER_INPUT');
+    assert.match(body.errors![0]!.message, /cost cannot be estimated/);
+    assert.equal(statements, 0, 'nothing ran');
+    // Variables that do not coerce still get execution's own error.
+    const res = await fetch(f.gw.url, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ query: print(PagesOfCustomersDocument), variables: { ids: ['1'], first: 'many' } }),
+    });
+    const wrong = (await res.json()) as typeof body;
+    assert.equal(wrong.errors?.[0]?.extensions.code, 'BAD_USER_INPUT');
+    assert.match(wrong.errors![0]!.message, /Variable "\$first"/);
+  });
 });
+
