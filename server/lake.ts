@@ -49,7 +49,8 @@ export interface Lake {
 
 export function createObjectStore(config: Config): ObjectStore {
   const { s3, localDir, prefix } = config.lake;
-  return s3 ? createS3Store({ ...s3, prefix }) : createLocalStore(path.join(localDir, prefix));
+  // A store silent for as long as a query may take is unavailable, not waited for.
+  return s3 ? createS3Store({ ...s3, prefix, silentMs: config.analytics.timeoutMs }) : createLocalStore(path.join(localDir, prefix));
 }
 
 /**

@@ -1,6 +1,7 @@
 import { existsSync } from 'node:fs';
 import assert from 'node:assert/strict';
 import { mkdtemp, readFile, rm, utimes } from 'node:fs/promises';
+import { createServer, type AddressInfo, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -76,6 +77,31 @@ describe('the object store and its local cache (a real S3 protocol server)', () 
       assert.equal(existsSync(files[0]!), false, 'the least recently used copy (c1) is gone');
     } finally {
       await rm(small, { recursive: true, force: true });
+    }
+  });
+
+  it('a store that accepts connections and never answers is SERVICE_UNAVAILABLE once silent too long', async () => {
+    const sockets = new Set<Socket>();
+    const silent = createServer((socket) => {
+      sockets.add(socket);
+      socket.on('close', () => sockets.delete(socket));
+    });
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    const { port } = silent.address() as AddressInfo;
+    const store = createS3Store({
+      endpoint: `http://127.0.0.1:${port}`, bucket: 'silent', region: 'us-east-1', credentials: { accessKeyId: 'x', secretAccessKey: 'y' },
+      forcePathStyle: true, prefix: '', silentMs: 300,
+    });
+    try {
+      const started = performance.now();
+      await assert.rejects(store.read('manifests/latest.json'), (err: { code?: string }) => err.code === 'SERVICE_UNAVAILABLE');
+      await assert.rejects(store.download('invoices/a.parquet', path.join(tmpdir(), `ig-silent-${process.pid}.parquet`)), (err: { code?: string }) => err.code === 'SERVICE_UNAVAILABLE');
+      // Two requests, each tried twice (maxAttempts), each given up after 300 ms of silence.
+      assert.ok(performance.now() - started < 10_000, 'given up, not waited for');
+    } finally {
+      store.close();
+      for (const socket of sockets) socket.destroy();
+      await new Promise((resolve) => silent.close(resolve));
     }
   });
 

@@ -12,7 +12,7 @@ import {
   S3ServiceException,
 } from '@aws-sdk/client-s3';
 import { NodeHttpHandler } from '@smithy/node-http-handler';
-import { serviceUnavailable, upstreamTimeout } from '../../core/errors.js';
+import { serviceUnavailable } from '../../core/errors.js';
 import { ObjectNotFoundError, type ObjectStore, type StoredObject } from './objectStore.js';
 
 export interface S3StoreOptions {
@@ -23,6 +23,12 @@ export interface S3StoreOptions {
   readonly forcePathStyle: boolean;
   /** Prefix of every key in the bucket ('' or ending with /). */
   readonly prefix: string;
+  /**
+   * A request whose connection stays silent this long fails (SERVICE_UNAVAILABLE). Without it a
+   * store that accepts connections and never answers held every query waiting on its manifest
+   * or files, with their transactions and DuckDB slots, for good. Default 30 s.
+   */
+  readonly silentMs?: number;
 }
 
 /** Any S3-compatible store through the AWS SDK (AWS S3, MinIO, R2; s3rver in tests). */
@@ -38,7 +44,7 @@ export function createS3Store(options: S3StoreOptions): ObjectStore {
     requestChecksumCalculation: 'WHEN_REQUIRED',
     responseChecksumValidation: 'WHEN_REQUIRED',
     maxAttempts: 2,
-    requestHandler: new NodeHttpHandler({ connectionTimeout: 3_000, requestTimeout: 60_000 }),
+    requestHandler: new NodeHttpHandler({ connectionTimeout: 3_000, requestTimeout: 60_000, socketTimeout: options.silentMs ?? 30_000 }),
   });
   const bucket = options.bucket;
   const full = (key: string) => `${options.prefix}${key}`;
@@ -126,16 +132,16 @@ function isNotFound(err: unknown): boolean {
 }
 
 /**
- * A store that cannot be reached, or answers with a server error, is unavailable; a missing
- * object is ObjectNotFoundError; anything else (access denied, a bad bucket) is rethrown as is
- * and masked for clients.
+ * A store that cannot be reached, does not answer (a connection that times out or stays
+ * silent), or answers with a server error, is unavailable; a missing object is
+ * ObjectNotFoundError; anything else (access denied, a bad bucket) is rethrown as is and masked
+ * for clients.
  */
 function translate(err: unknown): unknown {
   if (isNotFound(err)) return new ObjectNotFoundError('no such object', { cause: err });
   const e = err as { name?: string; code?: string; $metadata?: { httpStatusCode?: number } };
-  if (e.name === 'TimeoutError' || e.code === 'ETIMEDOUT') return upstreamTimeout('The object store', err);
   const status = e.$metadata?.httpStatusCode;
-  const network = ['ECONNREFUSED', 'ECONNRESET', 'ENOTFOUND', 'EHOSTUNREACH', 'EAI_AGAIN', 'EPIPE'].includes(e.code ?? '');
+  const network = ['ECONNREFUSED', 'ECONNRESET', 'ENOTFOUND', 'EHOSTUNREACH', 'EAI_AGAIN', 'EPIPE', 'ETIMEDOUT'].includes(e.code ?? '') || e.name === 'TimeoutError';
   if (network || (err instanceof S3ServiceException && status !== undefined && status >= 500) || e.name === 'ServiceUnavailable') {
     return serviceUnavailable('The object store', err);
   }
