@@ -45,7 +45,10 @@ interface MonthFiles {
 const UPLOAD_MONTHS_AT_ONCE = 4;
 /** A month with this many files (a base and appended ones) is rewritten as one. */
 const COMPACT_AT_FILES = 8;
-/** Objects no manifest of the last KEEP_GENERATIONS names, and older than this, are removed. */
+/**
+ * Objects named by no manifest of the last KEEP_GENERATIONS, nor by one replaced less than
+ * ORPHAN_GRACE_MS ago, and older than that, are removed.
+ */
 const KEEP_GENERATIONS = 3;
 const ORPHAN_GRACE_MS = 10 * 60_000;
 
@@ -264,16 +267,21 @@ async function highestStoredGeneration(store: LakeExporterOptions['store']): Pro
 }
 
 /**
- * Removes objects no recent manifest names. The last generations stay (a query that began on
- * one finishes on it), and so does anything young (an export still uploading).
+ * Removes objects no recent manifest names. The last generations stay, and so does every one
+ * replaced less than ORPHAN_GRACE_MS ago (its successor's manifest is that young): a query or an
+ * outside reader that began on it finishes on it, however many exports ran since (three used
+ * to take a week-old file a reader had just been handed). Anything young stays too (an export
+ * still uploading).
  */
 async function removeOrphans({ store, logger }: LakeExporterOptions): Promise<void> {
   const manifests = (await store.list('manifests/')).filter((o) => MANIFEST_KEY.test(o.key)).sort((a, b) => a.key.localeCompare(b.key));
-  const recent = manifests.slice(-KEEP_GENERATIONS);
+  const now = Date.now();
+  const recent = manifests.filter(
+    (_, i) => i >= manifests.length - KEEP_GENERATIONS || now - manifests[i + 1]!.lastModified.getTime() <= ORPHAN_GRACE_MS,
+  );
   if (recent.length === 0) return;
   const keep = new Set<string>(recent.map((m) => m.key));
   for (const m of recent) for (const key of manifestKeys(parseManifest(await store.read(m.key)))) keep.add(key);
-  const now = Date.now();
   const old = [...(await store.list('invoices/')), ...(await store.list('rollups/')), ...manifests].filter(
     (o) => !keep.has(o.key) && now - o.lastModified.getTime() > ORPHAN_GRACE_MS,
   );

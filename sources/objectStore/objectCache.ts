@@ -47,6 +47,8 @@ export async function createObjectCache(options: { dir: string; maxBytes: number
     const inUseSince = Date.now() - options.inUseMs;
     for (const entry of [...entries.values()].sort((a, b) => a.usedAt - b.usedAt)) {
       if (total <= options.maxBytes || entry.usedAt >= inUseSince) break;
+      // Removed by another eviction while this one awaited, or fetched again since: not this entry's to count.
+      if (entries.get(entry.file) !== entry) continue;
       entries.delete(entry.file);
       total -= entry.size;
       // A reader that has the file open keeps reading it: unlinking does not cut it off.
