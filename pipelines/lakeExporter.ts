@@ -61,7 +61,17 @@ const ORPHAN_GRACE_MS = 10 * 60_000;
  */
 export async function exportLake(options: LakeExporterOptions, onProgress: ExportProgress = () => undefined, { full = false } = {}): Promise<ExportOutcome> {
   const started = performance.now();
-  const outcome = await withExportSnapshot(options.db, (snapshot) => exportIn(snapshot, options, onProgress, full, started));
+  const run = (whole: boolean) => withExportSnapshot(options.db, (snapshot) => exportIn(snapshot, options, onProgress, whole, started));
+  let outcome: Awaited<ReturnType<typeof run>>;
+  try {
+    outcome = await run(full);
+  } catch (err) {
+    if (full || !(err instanceof ObjectNotFoundError)) throw err;
+    // A file the last generation names is gone (a lifecycle rule, a cleanup by hand): the months
+    // it held cannot be rewritten from it, and every later export would fail the same way.
+    options.logger.warn({ err: err.message }, 'an object of the last export is gone from the object store; exporting everything again');
+    outcome = await run(true);
+  }
   if (outcome === 'busy') return { kind: outcome };
   if (outcome.kind !== 'exported') return outcome;
   await removeOrphans(options).catch((err: unknown) => options.logger.warn({ err }, 'removing old lake objects failed; next export tries again'));

@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import type { Metrics } from '../../core/metrics.js';
 import type { Duck } from '../duckdb/duckdb.js';
 import type { ObjectCache } from '../objectStore/objectCache.js';
-import type { ObjectStore } from '../objectStore/objectStore.js';
+import { ObjectNotFoundError, type ObjectStore } from '../objectStore/objectStore.js';
 import { UNKNOWN_MAX_ID, type LakeChanges, type LakeStore } from '../postgres/lakeStore.js';
 import type { InvoiceColumns, LiveGroups, StatsGroup, StatsQuery, StatsSnapshot, StatsStore, StatsWindow } from '../postgres/statsStore.js';
 import { createHeldPages } from './heldPages.js';
@@ -134,7 +134,12 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
     // An export that finished after the snapshot describes rows the snapshot cannot see, and has
     // dropped the changes the snapshot's generation needed.
     if (changes.generation !== window.lakeGeneration) return EXPORTED_MEANWHILE;
-    return { manifest: await manifest(lake.store, changes.manifestKey), changes };
+    try {
+      return { manifest: await manifest(lake.store, changes.manifestKey), changes };
+    } catch (err) {
+      if (err instanceof ObjectNotFoundError) return OBJECTS_MISSING;
+      throw err;
+    }
   }
 
   /**
@@ -226,7 +231,13 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
         const { store, cache } = options.lake;
         const wanted = new Set(snapshot.window.months);
         const raw = lake.manifest.months.filter((m) => wanted.has(m.month)).flatMap((m) => m.raw);
-        const rawFiles = await Promise.all(raw.map(async (f) => ({ path: await cache.fetch(store, f.key, f.etag), rows: f.rows })));
+        let rawFiles: { path: string; rows: number }[];
+        try {
+          rawFiles = await Promise.all(raw.map(async (f) => ({ path: await cache.fetch(store, f.key, f.etag), rows: f.rows })));
+        } catch (err) {
+          if (err instanceof ObjectNotFoundError) return fromPostgres(OBJECTS_MISSING);
+          throw err;
+        }
         engine = 'LAKE';
         const live = await timed('live', () => snapshot.invoices(lake.changes));
         const lakeFiles = {
@@ -273,49 +284,55 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
         if (!options.lake) return fromPostgres();
         const lakeAnswer = (groups: StatsGroup[], made: AnswerMade): StatsAnswer =>
           ({ groups, asOf: window.asOf, engine: 'LAKE', lakeRows: made.lakeRows, liveRows: made.liveRows, lakeAsOf: made.lakeAsOf, warnings: [] });
-        // A page after the first: a whole answer kept at an unchanged version holds it.
-        const kept = query.after ? wholeAnswers.find(query, window) : undefined;
-        const keptStart = kept?.start(query.after);
-        const unusable = await lakeUnusable(window);
-        if (unusable) return fromPostgres(unusable);
-        if (keptStart !== undefined) {
-          const exact = await timed('changes', () => keptStillExact(kept!, window));
-          options.metrics.analyticsWholeAnswers.inc({ outcome: exact ? 'served' : 'stale' });
-          if (exact) return lakeAnswer(kept!.groups(keptStart, query.limit), kept!);
+        try {
+          // A page after the first: a whole answer kept at an unchanged version holds it.
+          const kept = query.after ? wholeAnswers.find(query, window) : undefined;
+          const keptStart = kept?.start(query.after);
+          const unusable = await lakeUnusable(window);
+          if (unusable) return fromPostgres(unusable);
+          if (keptStart !== undefined) {
+            const exact = await timed('changes', () => keptStillExact(kept!, window));
+            options.metrics.analyticsWholeAnswers.inc({ outcome: exact ? 'served' : 'stale' });
+            if (exact) return lakeAnswer(kept!.groups(keptStart, query.limit), kept!);
+          }
+          const lake = await timed('changes', () => lakeChanges(options.lake!, window, query.after !== null));
+          if ('code' in lake) return fromPostgres(lake);
+          const { store, cache, duck } = options.lake;
+          const { changes } = lake;
+          const held = heldTableId(lake.manifest, window.months, query);
+          // A window whose groups are known (marked) to be more than a whole answer keeps.
+          const tooManyToKeep = (pageBounds.groups(held) ?? 0) > WHOLE_ANSWER_GROUPS;
+          // A client reading page after page: the whole answer, once, if the snapshot saw every recorded change.
+          const wantsWhole = query.after !== null && changes.seenBySnapshot && !tooManyToKeep;
+          // Otherwise a page in customer order needs only the live groups it can show.
+          const scope = query.orderBy === 'CUSTOMER_ASC' && !wantsWhole ? 'page' : 'all';
+          // Nothing stale in the lake: merging only adds groups, and the held groups bound the page.
+          const bounded = scope === 'page' && changes.changed.length === 0 && query.customerIds === null;
+          // The early read is this answer's if it took this bound (the manifest check is a guard: same generation, same key).
+          const fresh = early && changes.manifestKey === window.lakeManifestKey && (bounded || early.bound === undefined) ? early : undefined;
+          // One not taken went first on the snapshot's connection all the same: its failure is the answer's.
+          if (early && !fresh) await early.groups;
+          const bound = bounded ? (fresh ? fresh.bound : pageBounds.bound(held, cursorKey(query.after), query.limit)) : undefined;
+          const live = await timed('live', () => snapshot.liveGroups(changes, query, scope, bound?.customer, fresh?.groups));
+          const deps = { duck, cache, store, windowTables, pageBounds, heldPages, timeoutMs: options.timeoutMs };
+          const input = { manifest: lake.manifest, months: window.months, query, changedIds: changes.changed, live, upTo: bound?.customer };
+          const page = await timed('lake', () => lakeStats(deps, { ...input, whole: wantsWhole ? WHOLE_ANSWER_GROUPS : undefined }));
+          const liveRows = live.invoices;
+          // An empty page has no count of the answer's invoices: it is the live ones, as before.
+          const all = page.records === '' ? liveRows : Number(page.allInvoices);
+          const made: AnswerMade = { allInvoices: page.allInvoices, lakeRows: all - liveRows, liveRows, lakeAsOf: changes.exportedAt };
+          if (!page.whole) return lakeAnswer(pageRecords(page.records, page.allInvoices), made);
+          const whole = wholeAnswers.keep(query, window, { ...made, version: changes.version, generation: changes.generation, records: page.records });
+          options.metrics.analyticsWholeAnswers.inc({ outcome: 'kept' });
+          const start = whole.start(query.after);
+          if (start !== undefined) return lakeAnswer(whole.groups(start, query.limit), made);
+          // The cursor names no group of the answer (made for another version): its page proper.
+          return lakeAnswer(pageRecords((await timed('lake', () => lakeStats(deps, input))).records, page.allInvoices), made);
+        } catch (err) {
+          // An object of the lake gone from the store (the next export writes everything again).
+          if (err instanceof ObjectNotFoundError) return fromPostgres(OBJECTS_MISSING);
+          throw err;
         }
-        const lake = await timed('changes', () => lakeChanges(options.lake!, window, query.after !== null));
-        if ('code' in lake) return fromPostgres(lake);
-        const { store, cache, duck } = options.lake;
-        const { changes } = lake;
-        const held = heldTableId(lake.manifest, window.months, query);
-        // A window whose groups are known (marked) to be more than a whole answer keeps.
-        const tooManyToKeep = (pageBounds.groups(held) ?? 0) > WHOLE_ANSWER_GROUPS;
-        // A client reading page after page: the whole answer, once, if the snapshot saw every recorded change.
-        const wantsWhole = query.after !== null && changes.seenBySnapshot && !tooManyToKeep;
-        // Otherwise a page in customer order needs only the live groups it can show.
-        const scope = query.orderBy === 'CUSTOMER_ASC' && !wantsWhole ? 'page' : 'all';
-        // Nothing stale in the lake: merging only adds groups, and the held groups bound the page.
-        const bounded = scope === 'page' && changes.changed.length === 0 && query.customerIds === null;
-        // The early read is this answer's if it took this bound (the manifest check is a guard: same generation, same key).
-        const fresh = early && changes.manifestKey === window.lakeManifestKey && (bounded || early.bound === undefined) ? early : undefined;
-        // One not taken went first on the snapshot's connection all the same: its failure is the answer's.
-        if (early && !fresh) await early.groups;
-        const bound = bounded ? (fresh ? fresh.bound : pageBounds.bound(held, cursorKey(query.after), query.limit)) : undefined;
-        const live = await timed('live', () => snapshot.liveGroups(changes, query, scope, bound?.customer, fresh?.groups));
-        const deps = { duck, cache, store, windowTables, pageBounds, heldPages, timeoutMs: options.timeoutMs };
-        const input = { manifest: lake.manifest, months: window.months, query, changedIds: changes.changed, live, upTo: bound?.customer };
-        const page = await timed('lake', () => lakeStats(deps, { ...input, whole: wantsWhole ? WHOLE_ANSWER_GROUPS : undefined }));
-        const liveRows = live.invoices;
-        // An empty page has no count of the answer's invoices: it is the live ones, as before.
-        const all = page.records === '' ? liveRows : Number(page.allInvoices);
-        const made: AnswerMade = { allInvoices: page.allInvoices, lakeRows: all - liveRows, liveRows, lakeAsOf: changes.exportedAt };
-        if (!page.whole) return lakeAnswer(pageRecords(page.records, page.allInvoices), made);
-        const whole = wholeAnswers.keep(query, window, { ...made, version: changes.version, generation: changes.generation, records: page.records });
-        options.metrics.analyticsWholeAnswers.inc({ outcome: 'kept' });
-        const start = whole.start(query.after);
-        if (start !== undefined) return lakeAnswer(whole.groups(start, query.limit), made);
-        // The cursor names no group of the answer (made for another version): its page proper.
-        return lakeAnswer(pageRecords((await timed('lake', () => lakeStats(deps, input))).records, page.allInvoices), made);
       });
       observe(answer.engine, started);
       return answer;
@@ -357,4 +374,8 @@ type Stage = 'snapshot' | 'barrier' | 'changes' | 'live' | 'lake' | 'postgres' |
 const NOT_EXPORTED: StatsWarning = { code: 'LAKE_NOT_READY', message: 'the lake has not been exported yet; answered from Postgres' };
 const NOT_CURRENT: StatsWarning = { code: 'LAKE_NOT_CURRENT', message: 'the change feed has not confirmed the lake is current; answered from Postgres' };
 const EXPORTED_MEANWHILE: StatsWarning = { code: 'LAKE_NOT_CURRENT', message: 'a lake export finished as the query began; answered from Postgres' };
+const OBJECTS_MISSING: StatsWarning = {
+  code: 'LAKE_NOT_READY',
+  message: 'objects of the lake are missing from the object store; answered from Postgres until the next export writes them again',
+};
 const RESET: StatsWarning = { code: 'LAKE_NOT_READY', message: 'the lake was reset and is being exported again; answered from Postgres' };

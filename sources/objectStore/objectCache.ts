@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
-import { mkdir, readdir, rm, stat, utimes } from 'node:fs/promises';
+import { access, mkdir, readdir, rm, stat, utimes } from 'node:fs/promises';
 import path from 'node:path';
-import type { ObjectStore } from './objectStore.js';
+import { ObjectNotFoundError, type ObjectStore } from './objectStore.js';
 
 /**
  * Local copies of objects, for DuckDB to read (it cannot reach S3 here: no httpfs). A copy is
@@ -58,7 +58,14 @@ export async function createObjectCache(options: { dir: string; maxBytes: number
 
   return {
     async fetch(store, key, etag) {
-      if (store.localPath) return store.localPath(key);
+      if (store.localPath) {
+        const local = store.localPath(key);
+        // As a download of a missing object fails: DuckDB's own error on a missing file says nothing the engine can act on.
+        await access(local).catch((err: unknown) => {
+          throw new ObjectNotFoundError('no such object', { cause: err });
+        });
+        return local;
+      }
       const name = createHash('sha256').update(`${store.location}\u0000${key}\u0000${etag}`).digest('hex').slice(0, 40);
       const file = path.join(options.dir, `${name}${path.extname(key) || '.bin'}`);
       const known = entries.get(file);

@@ -80,8 +80,11 @@ export function createS3Store(options: S3StoreOptions): ObjectStore {
     },
 
     async read(key) {
-      const out = await call(() => client.send(new GetObjectCommand({ Bucket: bucket, Key: full(key) })));
-      return Buffer.from(await out.Body!.transformToByteArray());
+      // The body too: a connection dropped while it streams is the store's failure, translated.
+      return call(async () => {
+        const out = await client.send(new GetObjectCommand({ Bucket: bucket, Key: full(key) }));
+        return Buffer.from(await out.Body!.transformToByteArray());
+      });
     },
 
     async head(key) {
