@@ -1,6 +1,7 @@
-import { mkdir, rm } from 'node:fs/promises';
+import { mkdir, readdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
+import { processGone } from '../core/processes.js';
 import type { ObjectCache } from '../sources/objectStore/objectCache.js';
 import { ObjectNotFoundError, type ObjectStore } from '../sources/objectStore/objectStore.js';
 import type { LakeWriter, WrittenFile } from '../sources/lake/lakeWriter.js';
@@ -91,6 +92,7 @@ async function exportIn(snapshot: ExportSnapshot, options: LakeExporterOptions, 
   if (previous && !(await feedRecorded())) return { kind: 'feed behind' };
   const staging = path.join(options.stagingDir, `export-${process.pid}`);
   await rm(staging, { recursive: true, force: true });
+  await removeLeftStaging(options.stagingDir);
   await mkdir(staging, { recursive: true });
   try {
     const plan = await planExport(snapshot, previous, options);
@@ -266,6 +268,15 @@ async function planExport(snapshot: ExportSnapshot, previous: LakeManifest | und
     emptied,
     rows: rewriteLive.reduce((sum, m) => sum + (count.get(m) ?? 0), 0) + appendIds.length,
   };
+}
+
+/** Staging directories of exports whose process is gone (killed mid-export): their copies and Parquet files. */
+async function removeLeftStaging(dir: string): Promise<void> {
+  const names = await readdir(dir).catch(() => [] as string[]);
+  for (const name of names) {
+    const pid = /^export-(\d+)$/.exec(name)?.[1];
+    if (pid && processGone(Number(pid))) await rm(path.join(dir, name), { recursive: true, force: true });
+  }
 }
 
 const MANIFEST_KEY = /\/(\d{12})\.json$/;

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -83,10 +83,14 @@ describe('npm run export (a real process, an S3 lake)', { skip }, () => {
     assert.equal(freshness.engine, 'LAKE');
     assert.ok(freshness.liveRows > 0);
     await assertExact(gw, sql, 'after an export was killed', [3, 12]);
-    // The next export completes (the killed one's lock and staging are gone with it).
+    // The killed export's staging (its copies and Parquet files) is left behind.
+    const staging = path.join(dataDir, 'lake-staging');
+    assert.ok((await readdir(staging)).some((name) => name.startsWith('export-')), 'the killed export left its staging');
+    // The next export completes (the killed one's lock is gone with it) and removes that staging.
     const run = runExport();
     assert.equal(await run.exited, 0, run.output());
     assert.match(run.output(), /exported generation \d+/);
+    assert.deepEqual((await readdir(staging)).filter((name) => name.startsWith('export-')), [], 'no staging left');
     await assertExact(gw, sql, 'after the next export', [12]);
   });
 });

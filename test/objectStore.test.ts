@@ -1,6 +1,7 @@
+import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm, utimes } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, utimes, writeFile } from 'node:fs/promises';
 import { createServer, type AddressInfo, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -52,6 +53,28 @@ describe('the object store and its local cache (a real S3 protocol server)', () 
     const second = await store.putBytes('b/obj.txt', 'second version');
     assert.notEqual(second, first);
     assert.equal(await readFile(await cache.fetch(store, 'b/obj.txt', second), 'utf8'), 'second version');
+  });
+
+  it('shares its directory with other processes: their downloads in progress and their evictions', async () => {
+    const shared = await mkdtemp(path.join(tmpdir(), 'ig-cache-'));
+    try {
+      const etag = await store.putBytes('d/obj.txt', 'shared');
+      const first = await createObjectCache({ dir: shared, maxBytes: 1 << 20, inUseMs: 30_000 });
+      const file = await first.fetch(store, 'd/obj.txt', etag);
+      // Another process on the directory evicts the copy: it is fetched again, not handed out missing.
+      await rm(file);
+      assert.equal(await readFile(await first.fetch(store, 'd/obj.txt', etag), 'utf8'), 'shared');
+      // A process starting on the directory removes partial downloads of processes that are gone,
+      // not those of a live one (this process stands for it).
+      const ended = spawnSync(process.execPath, ['-e', '']).pid;
+      const gone = path.join(shared, `a.parquet.${ended}.part`);
+      const live = path.join(shared, `b.parquet.${process.pid}.part`);
+      for (const partial of [gone, live]) await writeFile(partial, 'partial');
+      await createObjectCache({ dir: shared, maxBytes: 1 << 20, inUseMs: 30_000 });
+      assert.deepEqual([existsSync(gone), existsSync(live)], [false, true]);
+    } finally {
+      await rm(shared, { recursive: true, force: true });
+    }
   });
 
   it('evicts the least recently used copies past maxBytes, but none a query may still be opening', async () => {

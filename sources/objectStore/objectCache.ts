@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { access, mkdir, readdir, rm, stat, utimes } from 'node:fs/promises';
 import path from 'node:path';
+import { processGone } from '../../core/processes.js';
 import { ObjectNotFoundError, type ObjectStore } from './objectStore.js';
 
 /**
@@ -28,11 +29,13 @@ export async function createObjectCache(options: { dir: string; maxBytes: number
   await mkdir(options.dir, { recursive: true });
   const entries = new Map<string, Entry>();
   let total = 0;
-  // What an earlier process left: kept, counted, evicted like anything else.
+  // What an earlier process left: kept, counted, evicted like anything else. A partial download
+  // is removed only if its process is gone: another gateway on this DATA_DIR may be writing it.
   for (const name of await readdir(options.dir)) {
     const file = path.join(options.dir, name);
-    if (name.endsWith('.part')) {
-      await rm(file, { force: true });
+    const partial = /\.(\d+)\.part$/.exec(name);
+    if (partial) {
+      if (processGone(Number(partial[1]))) await rm(file, { force: true });
       continue;
     }
     const info = await stat(file).catch(() => undefined);
@@ -71,8 +74,16 @@ export async function createObjectCache(options: { dir: string; maxBytes: number
       const known = entries.get(file);
       if (known) {
         known.usedAt = Date.now();
-        void utimes(file, new Date(), new Date()).catch(() => undefined);
-        return file;
+        // Also proves the copy is there: another process sharing the directory may have evicted it.
+        const there = await utimes(file, new Date(), new Date()).then(
+          () => true,
+          () => false,
+        );
+        if (there) return file;
+        if (entries.get(file) === known) {
+          entries.delete(file);
+          total -= known.size;
+        }
       }
       let pending = downloads.get(file);
       if (!pending) {
