@@ -46,4 +46,24 @@ describe('window tables held in DuckDB', () => {
       assert.equal((await tables.using((t) => take(t, s, 'february', 6, 2)))?.name, second.name);
     });
   });
+
+  it('makes a table again in its own session when the query making it was interrupted first', async () => {
+    const tables = createWindowTables(1_000, 'held_shared');
+    let builds = 0;
+    // The first build runs until its query's limit interrupts it; the second is quick.
+    const build = (name: string) =>
+      builds++ === 0
+        ? `CREATE TABLE ${name} AS SELECT count(*) AS invoices FROM range(1000000000000) t(a) WHERE a % 7 = 3 AND len($1) >= 0`
+        : `CREATE TABLE ${name} AS SELECT 1 AS invoices FROM range(5) WHERE len($1) >= 0`;
+    const april = (t: TakeTable, s: DuckSession) => t(s, 'april', 5, build, async () => []);
+    const first = session((s) => tables.using((t) => april(t, s)), 300);
+    // Asked a moment later, while the first query makes it: it waits for that table.
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    const second = session((s) => tables.using((t) => april(t, s)));
+    await assert.rejects(first, (err: { code?: string }) => err.code === 'UPSTREAM_TIMEOUT');
+    const table = await second;
+    assert.equal(table?.invoices, '5', 'the second query answered, with the table made in its own session');
+    assert.equal(builds, 2);
+  });
 });
+

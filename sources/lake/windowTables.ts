@@ -47,6 +47,8 @@ interface Entry {
   readonly rows: number;
   /** Settles once the table exists (or failed to be made). */
   readonly made: Promise<WindowTable>;
+  /** The session making it: the query that asked first. */
+  readonly maker: DuckSession;
   /** performance.now() of its last use: the order of eviction, and how long it has been idle. */
   usedAt: number;
   /** Running queries that have taken it. */
@@ -104,7 +106,7 @@ export function createWindowTables(maxRows: number, prefix = 'lake_window'): Win
           const [row] = await s.all<{ invoices: string; rows: number }>(`SELECT coalesce(${invoices}, 0)::VARCHAR AS invoices, count(*)::INTEGER AS rows FROM ${name}`);
           return { name, invoices: row!.invoices, rows: row!.rows };
         })();
-        const created: Entry = { name, rows, made, usedAt: 0, users: 0 };
+        const created: Entry = { name, rows, made, maker: s, usedAt: 0, users: 0 };
         entries.set(id, created);
         held += rows;
         created.made.catch(() => forget(id, created));
@@ -122,10 +124,19 @@ export function createWindowTables(maxRows: number, prefix = 'lake_window'): Win
     async using(work) {
       const taken: Entry[] = [];
       const take: TakeTable = async (s, id, rows, build, files, invoices = 'sum(invoices)') => {
-        const entry = await table(s, id, rows, build, files, invoices);
-        if (!entry) return undefined;
-        taken.push(entry);
-        return entry.made;
+        for (let attempt = 0; ; attempt++) {
+          const entry = await table(s, id, rows, build, files, invoices);
+          if (!entry) return undefined;
+          taken.push(entry);
+          try {
+            return await entry.made;
+          } catch (err) {
+            // Made in another query's session, which ended first (interrupted at its own time
+            // limit, or failed elsewhere): its error is not this query's. The failed table is
+            // forgotten already, so this query makes it again, once, in its own session.
+            if (entry.maker === s || attempt > 0) throw err;
+          }
+        }
       };
       try {
         return await work(take);
