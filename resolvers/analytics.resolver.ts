@@ -1,4 +1,6 @@
 import { Arg, Args, Ctx, FieldResolver, Int, Query, Resolver, Root } from 'type-graphql';
+import { Kind, type FragmentDefinitionNode, type SelectionSetNode } from 'graphql';
+import type { ComplexityEstimatorArgs } from 'graphql-query-complexity';
 import { badUserInput } from '../core/errors.js';
 import { Customer } from '../schema/customer.type.js';
 import { CustomerRole, Granularity, InvoiceStats, InvoiceStatsArgs, StatsRow } from '../schema/stats.type.js';
@@ -13,11 +15,35 @@ export const MAX_STATS_MONTHS = 120;
 export const MAX_STATS_PAGE = 10_000;
 
 /**
- * Rows are flat and computed in one query, so a page costs its length, not its length times its
- * fields (10,000 rows stay well under MAX_QUERY_COMPLEXITY); nested fields add their own cost.
+ * Rows of their own columns are computed in one query, so a page of them costs its length, not
+ * its length times its fields (10,000 rows stay well under MAX_QUERY_COMPLEXITY). A row's object
+ * fields (its `customer`, and whatever that selects) are work per row: then the selection costs
+ * per row, as any list's does (a page of 10,000 customers' invoices was charged as one).
  */
-export const analyticsCost = ({ args, childComplexity }: { args: Record<string, unknown>; childComplexity: number }) =>
-  10 + childComplexity + (typeof args.first === 'number' ? Math.max(args.first, 0) : 100);
+export const analyticsCost = ({ args, childComplexity, node, context }: ComplexityEstimatorArgs) => {
+  const first = typeof args.first === 'number' ? Math.max(args.first, 0) : 100;
+  const fragments = (context?.fragments ?? new Map()) as ReadonlyMap<string, FragmentDefinitionNode>;
+  return rowsSelectObjects(node.selectionSet, fragments) ? 10 + childComplexity * first : 10 + childComplexity + first;
+};
+
+/** Whether `rows` selects an object field, here or through fragments (one not found counts as yes). */
+function rowsSelectObjects(set: SelectionSetNode | undefined, fragments: ReadonlyMap<string, FragmentDefinitionNode>, inRows = false, depth = 0): boolean {
+  if (!set) return false;
+  // Deeper than any document that passed validation nests fragments: counted as yes.
+  if (depth > 50) return true;
+  return set.selections.some((selection) => {
+    if (selection.kind === Kind.FIELD) {
+      if (inRows) return selection.selectionSet !== undefined;
+      return selection.name.value === 'rows' && rowsSelectObjects(selection.selectionSet, fragments, true, depth + 1);
+    }
+    const inner = selection.kind === Kind.INLINE_FRAGMENT ? selection.selectionSet : fragments.get(selection.name.value)?.selectionSet;
+    return inner === undefined || rowsSelectObjects(inner, fragments, inRows, depth + 1);
+  });
+}
+
+/** Customer.stats: up to `months` rows a customer by month, one by total; the customers list multiplies it. */
+export const customerStatsCost = ({ args, childComplexity }: ComplexityEstimatorArgs) =>
+  10 + childComplexity * (args.granularity === Granularity.TOTAL ? 1 : typeof args.months === 'number' ? Math.max(args.months, 1) : MAX_STATS_MONTHS);
 
 @Resolver(() => StatsRow)
 export class AnalyticsResolver {
@@ -64,6 +90,7 @@ export class AnalyticsResolver {
 export class CustomerStatsResolver {
   @FieldResolver(() => [StatsRow], {
     description: 'This customer\u2019s invoices of the last n months (as invoiceStats); one analytics query for all customers of a request.',
+    complexity: customerStatsCost,
   })
   stats(
     @Root() customer: CustomerRecord,

@@ -1,6 +1,6 @@
 import { HeaderMap, type ApolloServerPlugin, type BaseContext } from '@apollo/server';
 import { RateLimited } from './rateLimits.js';
-import { GraphQLError, getOperationAST, getVariableValues, type DocumentNode, type GraphQLSchema } from 'graphql';
+import { GraphQLError, Kind, getOperationAST, getVariableValues, type DocumentNode, type FragmentDefinitionNode, type GraphQLSchema } from 'graphql';
 import { createRequire } from 'node:module';
 import type { Metrics } from '../core/metrics.js';
 
@@ -36,7 +36,9 @@ export function complexityLimitPlugin<TContext extends BaseContext>(
           let complexity = byShape.get(shape);
           if (complexity === undefined) {
             try {
-              complexity = getComplexity({ schema, query: document, operationName: operationName ?? undefined, variables: request.variables, estimators });
+              // The document's fragments: analyticsCost looks through them for what a page's rows select.
+              const fragments = new Map(document.definitions.filter((d): d is FragmentDefinitionNode => d.kind === Kind.FRAGMENT_DEFINITION).map((d) => [d.name.value, d]));
+              complexity = getComplexity({ schema, query: document, operationName: operationName ?? undefined, variables: request.variables, estimators, context: { fragments } });
             } catch (err) {
               if (!(err instanceof GraphQLError)) throw err;
               // Variables that do not coerce: execution reports them with their proper error.

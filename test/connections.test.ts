@@ -184,5 +184,29 @@ describe('Customer.invoicesIssued / invoicesReceived connections', { skip }, () 
     assert.equal(wrong.errors?.[0]?.extensions.code, 'BAD_USER_INPUT');
     assert.match(wrong.errors![0]!.message, /Variable "\$first"/);
   });
+
+  it('charges what a page of analytics rows selects per row once rows select more than their columns', async () => {
+    const refused = async (query: string) => {
+      const res = await fetch(f.gw.url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ query }) });
+      const body = (await res.json()) as { errors?: { message: string; extensions: { code: string } }[] };
+      return res.status === 400 && body.errors?.[0]?.extensions.code === 'BAD_USER_INPUT' && /estimated cost \d+ exceeds/.test(body.errors[0]!.message);
+    };
+    // 10,000 rows, each with its customer's 500 invoices: charged as one customer's, it ran.
+    const nested = 'customer { invoicesIssued(first: 500) { nodes { id amountUsd } } }';
+    assert.ok(await refused(`{ invoiceStats(groupBy: ISSUER, months: 12, first: 10000) { rows { totalUsd ${nested} } } }`));
+    assert.ok(await refused(`{ invoiceStats(groupBy: ISSUER, months: 12, first: 10000) { ...Page } } fragment Page on InvoiceStats { rows { ...Row } } fragment Row on StatsRow { ${nested} }`));
+    // Each of 1,000 customers' months of ten years: 120 rows each.
+    const ids = JSON.stringify(Array.from({ length: 1000 }, (_, i) => String(i + 1)));
+    assert.ok(await refused(`{ customers(ids: ${ids}) { stats(months: 120, role: ISSUER, granularity: MONTH) { month totalUsd } } }`));
+    // Columns alone stay a page's length, through fragments too; a row's customer on a small page is allowed.
+    for (const query of [
+      `{ invoiceStats(groupBy: ISSUER, months: 12, first: 10000) { rows { customerId month invoiceCount totalUsd avgUsd minUsd maxUsd } pageInfo { endCursor } } }`,
+      `{ invoiceStats(groupBy: ISSUER, months: 12, first: 10000) { ...Page } } fragment Page on InvoiceStats { rows { ... on StatsRow { customerId totalUsd } } }`,
+      `{ invoiceStats(groupBy: ISSUER, months: 12, first: 20) { rows { totalUsd customer { name } } } }`,
+      `{ customers(ids: ["1", "2"]) { stats(months: 120, role: ISSUER, granularity: MONTH) { month totalUsd } } }`,
+    ]) {
+      assert.equal(await refused(query), false, query);
+    }
+  });
 });
 
