@@ -562,7 +562,7 @@ describe('the S3 lake (a real S3 protocol server)', { skip }, () => {
     await assertExact(local.gw, local.sql, 'after the lake was emptied and exported again', [12]);
   });
 
-  it('a lake missing one of its files answers from Postgres, and the next export writes everything again', async () => {
+  it('a lake missing one month\u2019s files answers from Postgres, and the next export writes everything again', async () => {
     await eventually(async () => ['exported', 'unchanged'].includes((await remote.gw.gateway.lake.exportNow()).kind), 'an export that leaves nothing stale');
     const store = remote.gw.gateway.lake.store;
     const files = (await store.list('invoices/')).map((o) => o.key).sort();
@@ -579,8 +579,8 @@ describe('the S3 lake (a real S3 protocol server)', { skip }, () => {
     } finally {
       await fresh.stop();
     }
-    // An update below the highest exported id: the export would rewrite its month from the lake's files.
-    await remote.sql.query(`UPDATE invoices SET amount_usd = amount_usd + 1 WHERE invoice_id = (SELECT min(invoice_id) FROM invoices)`);
+    // Nothing changed since: the export finds the gone objects all the same (the months it would
+    // not rewrite would pass into its manifest as they are).
     const outcome = await eventually(async () => {
       const o = await remote.gw.gateway.lake.exportNow();
       return o.kind === 'exported' ? o : undefined;

@@ -1,6 +1,7 @@
 import { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
 import type { Metrics } from '../../core/metrics.js';
+import { serviceUnavailable } from '../../core/errors.js';
 import type { Duck } from '../duckdb/duckdb.js';
 import type { ObjectCache } from '../objectStore/objectCache.js';
 import { ObjectNotFoundError, type ObjectStore } from '../objectStore/objectStore.js';
@@ -242,7 +243,11 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
         const live = await timed('live', () => snapshot.invoices(lake.changes));
         const lakeFiles = {
           key: lake.changes.manifestKey!,
-          all: () => Promise.all(lake.manifest.months.flatMap((m) => m.raw.map((f) => cache.fetch(store, f.key, f.etag)))),
+          // Read later, in the join: too late to answer from Postgres instead, so a missing object is the store's failure.
+          all: () =>
+            Promise.all(lake.manifest.months.flatMap((m) => m.raw.map((f) => cache.fetch(store, f.key, f.etag)))).catch((err: unknown) => {
+              throw err instanceof ObjectNotFoundError ? serviceUnavailable('The lake\u2019s object store', err) : err;
+            }),
         };
         // Stale in the files: the listed changes, and changed invoices above the highest id (read live by the range).
         const staleIds = [...new Set([...lake.changes.ids, ...lake.changes.changed])];
