@@ -62,28 +62,31 @@ describe('lake changes recorded under races', { skip }, () => {
     // Invoice 500 inserted (recorded as one the lake cannot hold), then exported by a snapshot that saw it.
     await store.record([{ invoiceId: '500', changed: false, xid: await committedXid() }], '0/1');
     const snapshot = await exportSnapshot();
-    // The recorder's statement for an update of it, committed after that snapshot: it locks
-    // lake_state first, then writes the entry (the update's transaction is this one's).
-    const recorder = await db.pool.connect();
+    // The recorder's own statement for an update of 500 committed after that snapshot, held up
+    // midway: another transaction holds 500's entry, so the statement has locked lake_state (its
+    // main UPDATE runs before its WITH's upsert) and waits there.
+    const waiting = async (n: number, what: string) =>
+      eventually(
+        async () =>
+          (await db.pool.query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`)).rows[0]!.n >= n,
+        what,
+      );
+    const holder = await db.pool.connect();
+    let recorded: Promise<void> | undefined;
     let finalized: Promise<boolean> | undefined;
     try {
-      await recorder.query('BEGIN');
-      await recorder.query(`UPDATE lake_state SET changes_recorded = changes_recorded + 1`);
-      await recorder.query(
-        `INSERT INTO lake_changes (invoice_id, changed, xid) VALUES (500, false, pg_current_xact_id())
-         ON CONFLICT (invoice_id) DO UPDATE SET xid = excluded.xid`,
-      );
+      await holder.query('BEGIN');
+      await holder.query(`SELECT 1 FROM lake_changes WHERE invoice_id = 500 FOR UPDATE`);
+      recorded = store.record([{ invoiceId: '500', changed: false, xid: await committedXid() }], '0/2');
+      await waiting(1, 'the recorder to wait for the entry');
+      // The export finishes meanwhile: it waits for lake_state; then the recorder goes on and commits.
       finalized = finalize(snapshot, '1000');
-      // The export waits for lake_state; then the recorder commits.
-      await eventually(
-        async () =>
-          (await db.pool.query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`)).rows[0]!.n > 0,
-        'the export to wait for lake_state',
-      );
-      await recorder.query('COMMIT');
+      await waiting(2, 'the export to wait for lake_state');
+      await holder.query('COMMIT');
     } finally {
-      recorder.release();
+      holder.release();
     }
+    await recorded;
     assert.equal(await finalized, true);
     assert.equal(
       (await entry('500'))?.changed,

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { DuckSession } from '../sources/duckdb/duckdb.js';
 import { suiteDuck } from './fixtures/duck.js';
+import { eventually } from './fixtures/eventually.js';
 import { createWindowTables, type TakeTable } from '../sources/lake/windowTables.js';
 
 /**
@@ -57,8 +58,8 @@ describe('window tables held in DuckDB', () => {
         : `CREATE TABLE ${name} AS SELECT 1 AS invoices FROM range(5) WHERE len($1) >= 0`;
     const april = (t: TakeTable, s: DuckSession) => t(s, 'april', 5, build, async () => []);
     const first = session((s) => tables.using((t) => april(t, s)), 300);
-    // Asked a moment later, while the first query makes it: it waits for that table.
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    // Asked once the first query is making it: it waits for that table.
+    await eventually(() => builds === 1, 'the first query to make the table');
     const second = session((s) => tables.using((t) => april(t, s)));
     await assert.rejects(first, (err: { code?: string }) => err.code === 'UPSTREAM_TIMEOUT');
     const table = await second;

@@ -55,6 +55,10 @@ export interface LakeChange {
  * above xmax. (Assuming it below put such an xid an epoch back: never visible to any snapshot, so
  * no export removed its entry.) An existing entry keeps its `changed` (whether the lake may hold
  * the invoice is decided by its first change since the export).
+ *
+ * The main UPDATE locks lake_state before the WITH's upsert runs (Postgres runs a data-modifying
+ * WITH that the main statement does not read after it): an export's finish, which locks
+ * lake_state first, therefore sees a record whole or not at all (test/lakeRaces.test.ts).
  */
 const RECORD: Statement = {
   name: 'lake_record_changes',
