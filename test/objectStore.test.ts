@@ -150,6 +150,21 @@ describe('DuckDB time limit', () => {
     await rm(dir, { recursive: true, force: true });
   });
 
+  it('refuses a statement begun after the limit passed while nothing ran (an interrupt then stops nothing)', async () => {
+    await assert.rejects(
+      duck.session(
+        async (s) => {
+          // Waiting on something else (a download, a table another query makes) past the limit.
+          await new Promise((resolve) => setTimeout(resolve, 300));
+          return s.all('SELECT 42 AS answer');
+        },
+        { timeoutMs: 100, label: 'late' },
+      ),
+      (err: { code?: string }) => err.code === 'UPSTREAM_TIMEOUT',
+    );
+    assert.deepEqual(await duck.session((s) => s.all<{ answer: number }>('SELECT 42 AS answer'), { timeoutMs: 1_000, label: 'next' }), [{ answer: 42 }]);
+  });
+
   it('interrupts a query past its limit with UPSTREAM_TIMEOUT, and serves the next one', async () => {
     const started = performance.now();
     await assert.rejects(

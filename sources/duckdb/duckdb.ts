@@ -107,17 +107,25 @@ export async function createDuck(options: DuckOptions, logger: Logger): Promise<
         timedOut = true;
         connection.interrupt();
       }, Math.max(deadline - Date.now(), 0));
+      // An interrupt while no statement runs (the work was waiting on a download, or on a table
+      // another query makes) stops nothing: a statement begun after the limit is refused instead.
+      const inTime = () => {
+        if (timedOut) throw new Error('the time limit passed before the statement began');
+      };
       const session: DuckSession = {
         connection,
         async all<Row>(sql: string, values?: readonly DuckDBValue[], types?: readonly DuckDBType[]) {
+          inTime();
           const reader = await connection.runAndReadAll(sql, values as DuckDBValue[] | undefined, types as DuckDBType[] | undefined);
           return rowObjects<Row>(reader);
         },
         async allNamed<Row>(sql: string, values: Record<string, DuckDBValue>, types: Record<string, DuckDBType>) {
+          inTime();
           const reader = await connection.runAndReadAll(sql, values, types);
           return rowObjects<Row>(reader);
         },
         async run(sql: string, values?: readonly DuckDBValue[], types?: readonly DuckDBType[]) {
+          inTime();
           await connection.run(sql, values as DuckDBValue[] | undefined, types as DuckDBType[] | undefined);
         },
       };
