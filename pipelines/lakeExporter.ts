@@ -68,8 +68,8 @@ export async function exportLake(options: LakeExporterOptions, onProgress: Expor
     outcome = await run(full);
   } catch (err) {
     if (full || !(err instanceof ObjectNotFoundError)) throw err;
-    // A file the last generation names went after exportIn looked (see objectsMissing): the
-    // months it held cannot be rewritten from it.
+    // A file the last generation names went after readPrevious looked: the months it held
+    // cannot be rewritten from it.
     options.logger.warn({ err: err.message }, 'an object of the last export is gone from the object store; exporting everything again');
     outcome = await run(true);
   }
@@ -82,14 +82,7 @@ export async function exportLake(options: LakeExporterOptions, onProgress: Expor
 async function exportIn(snapshot: ExportSnapshot, options: LakeExporterOptions, onProgress: ExportProgress, full: boolean, started: number): Promise<ExportOutcome> {
   if (!snapshot.recording) return { kind: 'not recording' };
   const { store, writer, logger } = options;
-  let previous = snapshot.generation > 0 && snapshot.manifestKey && !full ? await readPrevious(store, snapshot.manifestKey, logger) : undefined;
-  // The months an export does not rewrite pass into its manifest as they are: each must still be
-  // in the store (a lifecycle rule or a cleanup by hand may have removed it), or every reader of
-  // the lake answers from Postgres for good.
-  if (previous && (await objectsMissing(store, previous))) {
-    logger.warn({ manifest: snapshot.manifestKey }, 'objects of the last export are gone from the object store; exporting everything again');
-    previous = undefined;
-  }
+  const previous = snapshot.generation > 0 && snapshot.manifestKey && !full ? await readPrevious(store, snapshot.manifestKey, logger) : undefined;
   // Every change the snapshot sees must be in lake_changes before the export plans from it and,
   // when it finishes, removes the entries it has taken in. A full export plans nothing from them:
   // it only waits before it switches, and the feed catches up while it copies (after a restart
@@ -234,23 +227,25 @@ interface ExportPlan {
 }
 
 /**
- * The manifest the last export wrote, or undefined when the store no longer has it (a bucket
- * emptied or replaced, DATA_DIR moved): the export then starts the lake afresh instead of
- * failing every interval.
+ * The manifest the last export wrote, or undefined when the store no longer has it or an object
+ * it names (a bucket emptied or replaced, DATA_DIR moved, a lifecycle rule, a cleanup by hand):
+ * the export then writes the lake afresh instead of failing every interval. The months an export
+ * does not rewrite pass into its manifest as they are, so each must still be there, or every
+ * reader of the lake would answer from Postgres for good.
  */
 async function readPrevious(store: LakeExporterOptions['store'], key: string, logger: LakeExporterOptions['logger']): Promise<LakeManifest | undefined> {
+  let manifest: LakeManifest;
   try {
-    return parseManifest(await store.read(key));
+    manifest = parseManifest(await store.read(key));
   } catch (err) {
     if (!(err instanceof ObjectNotFoundError)) throw err;
     logger.warn({ manifest: key }, 'the last export\'s manifest is gone from the object store; exporting everything again');
     return undefined;
   }
-}
-
-async function objectsMissing(store: LakeExporterOptions['store'], manifest: LakeManifest): Promise<boolean> {
   const stored = new Set([...(await store.list('invoices/')), ...(await store.list('rollups/'))].map((o) => o.key));
-  return manifestKeys(manifest).some((key) => !stored.has(key));
+  if (manifestKeys(manifest).every((object) => stored.has(object))) return manifest;
+  logger.warn({ manifest: key }, 'objects of the last export are gone from the object store; exporting everything again');
+  return undefined;
 }
 
 async function planExport(snapshot: ExportSnapshot, previous: LakeManifest | undefined, options: LakeExporterOptions): Promise<ExportPlan | undefined> {

@@ -18,6 +18,21 @@ const skip = await missingServices('postgres');
 describe('Customer.invoicesIssued / invoicesReceived connections', { skip }, () => {
   const f = useTestGateway('connections', { seed: { customers: 30, invoices: 3_000, months: 6, seed: 3 } });
 
+  type Errors = { errors?: { message: string; extensions: { code: string } }[] };
+  /** A raw POST, as a client sends it: the HTTP status and the body (refusals are 400s, not GraphQL results). */
+  const post = async (request: { query: string; variables?: Record<string, unknown> }) => {
+    const res = await fetch(f.gw.url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(request) });
+    return { status: res.status, body: (await res.json()) as Errors };
+  };
+  /** `post`, and how many SQL statements the gateway sent meanwhile. */
+  const postCounted = async (request: { query: string; variables?: Record<string, unknown> }) => {
+    let answer: Awaited<ReturnType<typeof post>> | undefined;
+    const statements = await f.gw.countSql(async () => {
+      answer = await post(request);
+    });
+    return { ...answer!, statements };
+  };
+
   before(async () => {
     // Three invoices at the very same instant, so pages must break ties by id, not skip or repeat.
     await f.sql.query(`INSERT INTO invoices (issue_date, issuer_id, receiver_id, amount_usd)
@@ -124,17 +139,7 @@ describe('Customer.invoicesIssued / invoicesReceived connections', { skip }, () 
     const ids = Array.from({ length: 1000 }, (_, i) => String(i + 1));
     // Twice: the second answer comes from the per-document cost cache.
     for (const round of [1, 2]) {
-      let status = 0;
-      let body: { errors?: { message: string; extensions: { code: string } }[] } = {};
-      const statements = await f.gw.countSql(async () => {
-        const res = await fetch(f.gw.url, {
-          method: 'POST',
-          headers: { 'content-type': 'application/json' },
-          body: JSON.stringify({ query: print(PagesOfCustomersDocument), variables: { ids, first: 500 } }),
-        });
-        status = res.status;
-        body = (await res.json()) as typeof body;
-      });
+      const { status, body, statements } = await postCounted({ query: print(PagesOfCustomersDocument), variables: { ids, first: 500 } });
       assert.equal(status, 400, `round ${round}`);
       assert.equal(body.errors?.[0]?.extensions.code, 'BAD_USER_INPUT');
       assert.match(body.errors![0]!.message, /estimated cost \d+ exceeds 100000/);
@@ -159,45 +164,29 @@ describe('Customer.invoicesIssued / invoicesReceived connections', { skip }, () 
     // estimator stops counting at 10,000; the operation was then run without a limit or a charge.
     const fragments = ['fragment F0 on Query { __typename }'];
     for (let i = 1; i <= 15; i++) fragments.push(`fragment F${i} on Query { ...F${i - 1} ...F${i - 1} }`);
-    let status = 0;
-    let body: { errors?: { message: string; extensions: { code: string } }[] } = {};
-    const statements = await f.gw.countSql(async () => {
-      const res = await fetch(f.gw.url, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({ query: `{ customers(ids: ["1", "2"]) { name } ...F15 }\n${fragments.join('\n')}` }),
-      });
-      status = res.status;
-      body = (await res.json()) as typeof body;
-    });
+    const { status, body, statements } = await postCounted({ query: `{ customers(ids: ["1", "2"]) { name } ...F15 }\n${fragments.join('\n')}` });
     assert.equal(status, 400);
     assert.equal(body.errors?.[0]?.extensions.code, 'BAD_USER_INPUT');
     assert.match(body.errors![0]!.message, /cost cannot be estimated/);
     assert.equal(statements, 0, 'nothing ran');
     // Variables that do not coerce still get execution's own error.
-    const res = await fetch(f.gw.url, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ query: print(PagesOfCustomersDocument), variables: { ids: ['1'], first: 'many' } }),
-    });
-    const wrong = (await res.json()) as typeof body;
+    const { body: wrong } = await post({ query: print(PagesOfCustomersDocument), variables: { ids: ['1'], first: 'many' } });
     assert.equal(wrong.errors?.[0]?.extensions.code, 'BAD_USER_INPUT');
     assert.match(wrong.errors![0]!.message, /Variable "\$first"/);
   });
 
   it('charges what a page of analytics rows selects per row once rows select more than their columns', async () => {
-    const answer = async (query: string) => {
-      const res = await fetch(f.gw.url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ query }) });
-      return { status: res.status, body: (await res.json()) as { errors?: { message: string; extensions: { code: string } }[] } };
-    };
     const refused = async (query: string) => {
-      const { status, body } = await answer(query);
+      const { status, body } = await post({ query });
       return status === 400 && body.errors?.[0]?.extensions.code === 'BAD_USER_INPUT' && /estimated cost \d+ exceeds/.test(body.errors[0]!.message);
     };
     // 10,000 rows, each with its customer's 500 invoices: charged as one customer's, it ran.
     const nested = 'customer { invoicesIssued(first: 500) { nodes { id amountUsd } } }';
     assert.ok(await refused(`{ invoiceStats(groupBy: ISSUER, months: 12, first: 10000) { rows { totalUsd ${nested} } } }`));
     assert.ok(await refused(`{ invoiceStats(groupBy: ISSUER, months: 12, first: 10000) { ...Page } } fragment Page on InvoiceStats { rows { ...Row } } fragment Row on StatsRow { ${nested} }`));
+    // A full page of every column with each row's customer name: 10 + 10 x 10,000 (the README's figure).
+    const named = await post({ query: `{ invoiceStats(groupBy: ISSUER, months: 12, first: 10000) { rows { customerId month invoiceCount totalUsd avgUsd minUsd maxUsd customer { name } } } }` });
+    assert.match(named.body.errors?.[0]?.message ?? '', /estimated cost 100010 exceeds 100000/);
     // Each of 1,000 customers' months of ten years: 120 rows each.
     const ids = JSON.stringify(Array.from({ length: 1000 }, (_, i) => String(i + 1)));
     assert.ok(await refused(`{ customers(ids: ${ids}) { stats(months: 120, role: ISSUER, granularity: MONTH) { month totalUsd } } }`));
@@ -208,7 +197,7 @@ describe('Customer.invoicesIssued / invoicesReceived connections', { skip }, () 
       `{ invoiceStats(groupBy: ISSUER, months: 12, first: 20) { rows { totalUsd customer { name } } } }`,
       `{ customers(ids: ["1", "2"]) { stats(months: 120, role: ISSUER, granularity: MONTH) { month totalUsd } } }`,
     ]) {
-      const { status, body } = await answer(query);
+      const { status, body } = await post({ query });
       assert.equal(status, 200, query);
       assert.equal(body.errors, undefined, `${query}: ${JSON.stringify(body.errors)}`);
     }

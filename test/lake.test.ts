@@ -1,43 +1,35 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import pg from 'pg';
-import { createTestDatabase, missingServices, type TestDatabase } from './fixtures/services.js';
+import { missingServices } from './fixtures/services.js';
 import { startTestGateway, type TestGateway } from './fixtures/gateway.js';
-import { eventually } from './fixtures/eventually.js';
 import { seededRandom } from './fixtures/random.js';
+import { exportSettled, exportWritten, startFeedGateway, type FeedGateway } from './fixtures/lakeside.js';
 import { startS3Server, type S3Server } from './fixtures/s3Server.js';
 import { allPages, assertExact, assertFirstPagesByCustomer, directStats } from './fixtures/statsCheck.js';
 import { CustomerStatsDocument, InvoiceByIdDocument, InvoiceStatsDocument } from './generated/graphql.js';
 
 const skip = await missingServices('postgres');
 
-interface Lakeside {
-  readonly db: TestDatabase;
-  readonly gw: TestGateway;
-  readonly sql: pg.Pool;
-}
+type Lakeside = FeedGateway;
 
+/** A gateway with the feed on a seeded database, its lake exported once. */
 async function startLakeside(label: string, env: Record<string, string>): Promise<Lakeside> {
-  const db = await createTestDatabase(label);
-  let gw: TestGateway | undefined;
+  const side = await startFeedGateway(label, { env, seed: { customers: 40, invoices: 4_000, months: 14, seed: 9 }, poolMax: 4 });
   try {
-    gw = await startTestGateway({ databaseUrl: db.url, env: { CHANGE_FEED: '1', ...env }, seed: { customers: 40, invoices: 4_000, months: 14, seed: 9 } });
-    await eventually(() => gw!.gateway.feed.status().state === 'streaming', 'the feed to stream');
-    const exported = await gw.gateway.lake.exportNow();
-    assert.equal(exported.kind, 'exported');
-    return { db, gw, sql: new pg.Pool({ connectionString: db.url, max: 4 }) };
+    assert.equal((await side.gw.gateway.lake.exportNow()).kind, 'exported');
+    return side;
   } catch (err) {
-    // Nothing left running to keep the test process alive.
-    await gw?.stop();
-    await db.drop();
+    await side.stop();
     throw err;
   }
 }
 
-async function stopLakeside(side: Lakeside | undefined) {
-  await side?.sql.end();
-  await side?.gw.stop();
-  await side?.db.drop();
+/** An export that writes every invoice again (the lake was emptied, or lost objects): its outcome. */
+async function exportsEverything(side: Lakeside, what: string) {
+  const outcome = await exportWritten(side.gw, what);
+  const { rows } = await side.sql.query<{ n: number }>('SELECT count(*)::int AS n FROM invoices');
+  assert.equal(outcome.rows, rows[0]!.n, `${what}: every invoice exported again`);
+  return outcome;
 }
 
 /**
@@ -102,7 +94,7 @@ describe('invoiceStats is exact and fresh (local lake)', { skip }, () => {
     // A few customers with more invoices than this between them are read from the lake's rollups.
     side = await startLakeside('lake_local', { ANALYTICS_POSTGRES_MAX_INVOICES: String(BUSY) });
   });
-  after(() => stopLakeside(side));
+  after(() => side?.stop());
 
   it('answers from the lake right after an export, equal to Postgres', async () => {
     const { freshness, warnings } = await allPages(side.gw, { groupBy: 'ISSUER', months: 12, granularity: 'MONTH', first: 10_000 });
@@ -129,7 +121,7 @@ describe('invoiceStats is exact and fresh (local lake)', { skip }, () => {
       await late.query('BEGIN');
       const { rows: [below] } = await late.query<{ id: string }>(`INSERT INTO invoices (issuer_id, receiver_id, amount_usd) VALUES (5, 6, 321.09) RETURNING invoice_id::text AS id`);
       const { rows: [highest] } = await side.sql.query<{ id: string }>(`INSERT INTO invoices (issuer_id, receiver_id, amount_usd) VALUES (6, 5, 1.23) RETURNING invoice_id::text AS id`);
-      await eventually(async () => (await side.gw.gateway.lake.exportNow()).kind === 'exported', 'an export while one insert is uncommitted');
+      await exportWritten(side.gw, 'an export while one insert is uncommitted');
       const { rows: [state] } = await side.sql.query<{ max: string }>(`SELECT exported_max_id::text AS max FROM lake_state`);
       assert.equal(state!.max, highest!.id, 'the export records the highest id its snapshot saw');
       await late.query('COMMIT');
@@ -177,7 +169,7 @@ describe('invoiceStats is exact and fresh (local lake)', { skip }, () => {
   });
 
   it('pages in customer order over held groups and fresh invoices: a fresh customer and fresh months appear in their place', async () => {
-    await eventually(async () => (await side.gw.gateway.lake.exportNow()).kind === 'exported', 'an export that leaves nothing stale');
+    await exportWritten(side.gw, 'an export that leaves nothing stale');
     const byCustomer = (granularity: 'MONTH' | 'TOTAL') => allPages(side.gw, { groupBy: 'RECEIVER', months: 12, granularity, first: 6 }, 'CUSTOMER_ASC');
     await byCustomer('MONTH'); // DuckDB now holds the window's groups.
     const { rows: [customer] } = await side.sql.query<{ id: number }>(`INSERT INTO customers (customer_name) VALUES ('Page Ltd') RETURNING customer_id AS id`);
@@ -195,7 +187,7 @@ describe('invoiceStats is exact and fresh (local lake)', { skip }, () => {
   });
 
   it('reads a page in customer order from DuckDB once, and merges later fresh invoices into the kept page', async () => {
-    await eventually(async () => ['exported', 'unchanged'].includes((await side.gw.gateway.lake.exportNow()).kind), 'an export that leaves nothing stale');
+    await exportSettled(side.gw);
     const first = 5;
     const page = (granularity: 'MONTH' | 'TOTAL') => side.gw.request(InvoiceStatsDocument, { groupBy: 'ISSUER', months: 12, granularity, first, orderBy: 'CUSTOMER_ASC' });
     const assertPages = async (label: string) => {
@@ -233,7 +225,7 @@ describe('invoiceStats is exact and fresh (local lake)', { skip }, () => {
   });
 
   it('bounds a first page in customer order by the held groups only while the lake holds nothing stale', async () => {
-    await eventually(async () => ['exported', 'unchanged'].includes((await side.gw.gateway.lake.exportNow()).kind), 'an export that leaves nothing stale');
+    await exportSettled(side.gw);
     const first = 5;
     const assertPage = async (label: string) => {
       const res = await side.gw.request(InvoiceStatsDocument, { groupBy: 'RECEIVER', months: 12, granularity: 'TOTAL', first, orderBy: 'CUSTOMER_ASC' });
@@ -272,7 +264,7 @@ describe('invoiceStats is exact and fresh (local lake)', { skip }, () => {
 
   it('serves the pages after the second from one whole answer while no invoice changes, and sees a change between pages', async () => {
     // Whole answers are made from the window's held groups: nothing stale in the lake.
-    await eventually(async () => ['exported', 'unchanged'].includes((await side.gw.gateway.lake.exportNow()).kind), 'an export that leaves nothing stale');
+    await exportSettled(side.gw);
     const { metrics } = side.gw.gateway;
     const outcomes = async () => {
       const [kept, served, stale] = await Promise.all(['kept', 'served', 'stale'].map((outcome) => metrics.total(metrics.analyticsWholeAnswers, { outcome })));
@@ -338,7 +330,7 @@ describe('invoiceStats is exact and fresh (local lake)', { skip }, () => {
   });
 
   it('adds fresh invoices of asked and unasked customers to a few customers’ held groups, equal to Postgres', async () => {
-    await eventually(async () => ['exported', 'unchanged'].includes((await side.gw.gateway.lake.exportNow()).kind), 'an export that leaves nothing stale');
+    await exportSettled(side.gw);
     const { rows: [busy] } = await side.sql.query<{ id: string }>(`SELECT issuer_id::text AS id FROM invoices GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 1`);
     const asked = (ids: string[], granularity: 'TOTAL' | 'MONTH') =>
       side.gw.request(InvoiceStatsDocument, { groupBy: 'ISSUER', months: 12, granularity, customerIds: ids, first: 1000 });
@@ -372,7 +364,7 @@ describe('invoiceStats is exact and fresh (local lake)', { skip }, () => {
       Object.fromEntries(Object.keys(after).map((stage) => [stage, after[stage]! - before[stage]!]));
 
     // All customers, from the lake with no fresh invoice: every stage but Postgres answering.
-    await eventually(async () => ['exported', 'unchanged'].includes((await side.gw.gateway.lake.exportNow()).kind), 'an export that leaves nothing stale');
+    await exportSettled(side.gw);
     let before = await stageCounts();
     const all = await side.gw.request(InvoiceStatsDocument, { groupBy: 'ISSUER', months: 12, granularity: 'TOTAL', first: 5 });
     assert.equal(all.data!.invoiceStats.freshness.engine, 'LAKE');
@@ -461,7 +453,7 @@ describe('the lake under load and after a TRUNCATE', { skip }, () => {
   before(async () => {
     side = await startLakeside('lake_reset', { ANALYTICS_POOL_MAX: '3' });
   });
-  after(() => stopLakeside(side));
+  after(() => side?.stop());
 
   it('answers more concurrent analytics queries than the pool has connections', async () => {
     // Each holds an analytics connection for its snapshot while it reads the lake state.
@@ -484,10 +476,7 @@ describe('the lake under load and after a TRUNCATE', { skip }, () => {
     // lake_state starts again from generation 0; the store still holds the old manifests. A
     // reused number would overwrite one, and orphan removal (keeping the highest) would then
     // delete the current lake.
-    const outcome = await eventually(async () => {
-      const o = await side.gw.gateway.lake.exportNow();
-      return o.kind === 'exported' ? o : undefined;
-    }, 'an export after the TRUNCATE');
+    const outcome = await exportWritten(side.gw, 'an export after the TRUNCATE');
     assert.ok(outcome.generation > before, `generation ${outcome.generation} after ${before}`);
     await assertExact(side.gw, side.sql, 'after TRUNCATE and a new export', [1, 12]);
     const { freshness } = await allPages(side.gw, { groupBy: 'ISSUER', months: 12, granularity: 'TOTAL', first: 10_000 });
@@ -506,8 +495,8 @@ describe('the S3 lake (a real S3 protocol server)', { skip }, () => {
     remote = await startLakeside('lake_twin_s3', s3.env);
   });
   after(async () => {
-    await stopLakeside(local);
-    await stopLakeside(remote);
+    await local?.stop();
+    await remote?.stop();
     await s3?.stop();
   });
 
@@ -523,7 +512,17 @@ describe('the S3 lake (a real S3 protocol server)', { skip }, () => {
       [rows.map((r) => r.id), rows.map((r) => r.date)],
     );
     // Unchanged: nothing differed, and nothing else was left to export.
-    await eventually(async () => ['exported', 'unchanged'].includes((await remote.gw.gateway.lake.exportNow()).kind), 'the S3 side exported with the same dates');
+    await exportSettled(remote.gw, 'the S3 side exported with the same dates');
+  }
+
+  /** `work` on another gateway on the S3 side's database and bucket, with an empty object cache and no feed. */
+  async function withEmptyCache(work: (fresh: TestGateway) => Promise<void>) {
+    const fresh = await startTestGateway({ databaseUrl: remote.db.url, env: { ...s3.env, CHANGE_FEED: '0' } });
+    try {
+      await work(fresh);
+    } finally {
+      await fresh.stop();
+    }
   }
 
   it('gives the same answers as the local-directory lake for the same history', async () => {
@@ -552,59 +551,44 @@ describe('the S3 lake (a real S3 protocol server)', { skip }, () => {
     await local.sql.query(`INSERT INTO invoices (issue_date, issuer_id, receiver_id, amount_usd) VALUES (now(), 1, 2, 12.34)`);
     // Until the export writes it again, answers come from Postgres (or from tables held before), exact.
     await assertExact(local.gw, local.sql, 'the lake emptied, not exported yet', [1, 12]);
-    const outcome = await eventually(async () => {
-      const o = await local.gw.gateway.lake.exportNow();
-      return o.kind === 'exported' ? o : undefined;
-    }, 'an export into the emptied lake');
-    const { rows } = await local.sql.query<{ n: number }>('SELECT count(*)::int AS n FROM invoices');
-    assert.equal(outcome.rows, rows[0]!.n, 'every invoice exported again');
+    const outcome = await exportsEverything(local, 'an export into the emptied lake');
     assert.equal(outcome.appended, 0);
     await assertExact(local.gw, local.sql, 'after the lake was emptied and exported again', [12]);
   });
 
   it('a lake missing one month\u2019s files answers from Postgres, and the next export writes everything again', async () => {
-    await eventually(async () => ['exported', 'unchanged'].includes((await remote.gw.gateway.lake.exportNow()).kind), 'an export that leaves nothing stale');
+    await exportSettled(remote.gw);
     const store = remote.gw.gateway.lake.store;
     const files = (await store.list('invoices/')).map((o) => o.key).sort();
     // The newest month's raw file and rollups gone (a lifecycle rule, a cleanup by hand).
     const month = /month=(\d{4}-\d{2})/.exec(files.at(-1)!)![1]!;
     await store.delete((await store.list('')).map((o) => o.key).filter((key) => key.includes(`month=${month}`)));
-    // A gateway with an empty object cache, on the same database and bucket.
-    const fresh = await startTestGateway({ databaseUrl: remote.db.url, env: { ...s3.env, CHANGE_FEED: '0' } });
-    try {
+    await withEmptyCache(async (fresh) => {
       const res = await fresh.request(InvoiceStatsDocument, { groupBy: 'ISSUER', months: 3, granularity: 'MONTH', first: 1_000 });
       assert.equal(res.errors, undefined, JSON.stringify(res.errors));
       assert.deepEqual(res.data!.invoiceStats.rows, await directStats(remote.sql, 'ISSUER', 3, 'MONTH'));
       assert.deepEqual(res.data!.invoiceStats.warnings.map((w) => w.code), ['LAKE_NOT_READY']);
-    } finally {
-      await fresh.stop();
-    }
+    });
     // Nothing changed since: the export finds the gone objects all the same (the months it would
     // not rewrite would pass into its manifest as they are).
-    const outcome = await eventually(async () => {
-      const o = await remote.gw.gateway.lake.exportNow();
-      return o.kind === 'exported' ? o : undefined;
-    }, 'an export with a file of the last one gone');
-    const { rows } = await remote.sql.query<{ n: number }>('SELECT count(*)::int AS n FROM invoices');
-    assert.equal(outcome.rows, rows[0]!.n, 'every invoice exported again');
+    await exportsEverything(remote, 'an export with a file of the last one gone');
     await assertExact(remote.gw, remote.sql, 'after a file went missing and the lake was exported again', [3, 12]);
   });
 
   it('an unreachable store fails analytics with SERVICE_UNAVAILABLE while lookups still answer', async () => {
-    // A gateway with an empty object cache, on the same database and bucket.
-    const fresh = await startTestGateway({ databaseUrl: remote.db.url, env: { ...s3.env, CHANGE_FEED: '0' } });
-    try {
+    await withEmptyCache(async (fresh) => {
       await s3.kill();
-      const stats = await fresh.request(InvoiceStatsDocument, { groupBy: 'ISSUER', months: 12, first: 10 });
-      assert.equal(stats.errors?.[0]?.extensions?.code, 'SERVICE_UNAVAILABLE', JSON.stringify(stats.errors));
-      assert.doesNotMatch(JSON.stringify(stats.errors), /127\.0\.0\.1|lake-|manifests|invoices\//);
-      const lookup = await fresh.request(InvoiceByIdDocument, { id: '1' });
-      assert.equal(lookup.data?.invoice?.id, '1');
-      const small = await fresh.request(InvoiceStatsDocument, { groupBy: 'ISSUER', months: 12, customerIds: ['1'], first: 10 });
-      assert.equal(small.errors, undefined, 'the Postgres shape does not need the store');
-    } finally {
-      await s3.restart();
-      await fresh.stop();
-    }
+      try {
+        const stats = await fresh.request(InvoiceStatsDocument, { groupBy: 'ISSUER', months: 12, first: 10 });
+        assert.equal(stats.errors?.[0]?.extensions?.code, 'SERVICE_UNAVAILABLE', JSON.stringify(stats.errors));
+        assert.doesNotMatch(JSON.stringify(stats.errors), /127\.0\.0\.1|lake-|manifests|invoices\//);
+        const lookup = await fresh.request(InvoiceByIdDocument, { id: '1' });
+        assert.equal(lookup.data?.invoice?.id, '1');
+        const small = await fresh.request(InvoiceStatsDocument, { groupBy: 'ISSUER', months: 12, customerIds: ['1'], first: 10 });
+        assert.equal(small.errors, undefined, 'the Postgres shape does not need the store');
+      } finally {
+        await s3.restart();
+      }
+    });
   });
 });

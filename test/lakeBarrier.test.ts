@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { createTestDatabase, missingServices, type TestDatabase } from './fixtures/services.js';
+import { suiteDatabase } from './fixtures/migratedDatabase.js';
 import { memoryLogger } from './fixtures/gateway.js';
 import { createDatabase, type Database } from '../sources/postgres/database.js';
 import { finalizeExport } from '../sources/postgres/lakeExportStore.js';
 import { createLakeStore, createRecordedPosition, type LakeStore, type RecordedPosition } from '../sources/postgres/lakeStore.js';
-import { migrate } from '../sources/postgres/migrate.js';
 
 const skip = await missingServices('postgres');
 
@@ -15,18 +15,11 @@ const skip = await missingServices('postgres');
  * records, and refused when nothing records.
  */
 describe('the lake barrier', { skip }, () => {
-  const { logger } = memoryLogger();
-  let database: TestDatabase;
+  const suite = suiteDatabase('lake_barrier');
   let db: Database;
 
   before(async () => {
-    database = await createTestDatabase('lake_barrier');
-    db = createDatabase({ url: database.url, poolMax: 4, statementTimeoutMs: 0 }, logger);
-    await migrate(db, logger);
-  });
-  after(async () => {
-    await db?.close();
-    await database?.drop();
+    db = suite.db();
   });
 
   const currentLsn = async () => (await db.query<{ lsn: string }>({ name: 'test_lsn', text: 'SELECT pg_current_wal_lsn()::text AS lsn' }))[0]!.lsn;

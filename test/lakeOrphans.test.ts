@@ -2,8 +2,7 @@ import assert from 'node:assert/strict';
 import { utimes } from 'node:fs/promises';
 import { after, before, describe, it } from 'node:test';
 import { missingServices } from './fixtures/services.js';
-import { eventually } from './fixtures/eventually.js';
-import { startFeedGateway, type FeedGateway } from './fixtures/lakeside.js';
+import { exportWritten, startFeedGateway, type FeedGateway } from './fixtures/lakeside.js';
 import { assertExact } from './fixtures/statsCheck.js';
 
 const skip = await missingServices('postgres');
@@ -22,11 +21,7 @@ describe('old lake objects', { skip }, () => {
   });
   after(() => side?.stop());
 
-  const exportNow = () =>
-    eventually(async () => {
-      const outcome = await side.gw.gateway.lake.exportNow();
-      return outcome.kind === 'exported' ? outcome : undefined;
-    }, 'an export');
+  const exportNow = () => exportWritten(side.gw);
   /** Every object of the local lake, as written `ms` ago. */
   const age = async (ms: number) => {
     const { store } = side.gw.gateway.lake;

@@ -1,13 +1,12 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
-import { createTestDatabase, missingServices, type TestDatabase } from './fixtures/services.js';
-import { memoryLogger } from './fixtures/gateway.js';
+import { before, describe, it } from 'node:test';
+import { missingServices } from './fixtures/services.js';
+import { suiteDatabase } from './fixtures/migratedDatabase.js';
 import { eventually } from './fixtures/eventually.js';
 import { createLakeChangeRecorder } from '../pipelines/lakeChanges.js';
-import { createDatabase, type Database } from '../sources/postgres/database.js';
+import type { Database } from '../sources/postgres/database.js';
 import { finalizeExport } from '../sources/postgres/lakeExportStore.js';
 import { createLakeStore, createRecordedPosition } from '../sources/postgres/lakeStore.js';
-import { migrate } from '../sources/postgres/migrate.js';
 import { formatLsn, parseLsn, type FeedChange, type FeedTransaction } from '../sources/postgres/replication.js';
 
 const skip = await missingServices('postgres');
@@ -19,19 +18,12 @@ const skip = await missingServices('postgres');
  * after its delete.
  */
 describe('lake changes recorded under races', { skip }, () => {
-  const { logger } = memoryLogger();
-  let database: TestDatabase;
+  const suite = suiteDatabase('lake_races');
   let db: Database;
 
   before(async () => {
-    database = await createTestDatabase('lake_races');
-    db = createDatabase({ url: database.url, poolMax: 4, statementTimeoutMs: 0 }, logger);
-    await migrate(db, logger);
+    db = suite.db();
     await db.pool.query(`UPDATE lake_state SET generation = 1, manifest_key = 'manifests/000000000001.json', recording = true`);
-  });
-  after(async () => {
-    await db?.close();
-    await database?.drop();
   });
 
   interface State {

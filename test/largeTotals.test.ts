@@ -3,7 +3,7 @@ import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
 import { missingServices } from './fixtures/services.js';
 import type { TestGateway } from './fixtures/gateway.js';
-import { startFeedGateway, type FeedGateway } from './fixtures/lakeside.js';
+import { exportSettled, startFeedGateway, type FeedGateway } from './fixtures/lakeside.js';
 import { eventually } from './fixtures/eventually.js';
 import { directStats, type Granularity, type Order, type Role } from './fixtures/statsCheck.js';
 import { InvoiceStatsDocument } from './generated/graphql.js';
@@ -37,10 +37,6 @@ describe('invoiceStats with totals past an amount\u2019s 12 integer digits', { s
       [[LARGEST, LARGEST, LARGEST, '999999999999.98']],
     );
 
-  const exportLake = async () => {
-    await eventually(async () => ['exported', 'unchanged'].includes((await gw.gateway.lake.exportNow()).kind), 'an export');
-  };
-
   /** Every shape asked equals Postgres; returns the engines that answered and the invoices read live. */
   const assertEqualToPostgres = async (label: string) => {
     const made: string[] = [];
@@ -62,7 +58,7 @@ describe('invoiceStats with totals past an amount\u2019s 12 integer digits', { s
   };
 
   it('answers them exactly from Postgres, from the lake with them read live, and from the lake alone', async () => {
-    await exportLake();
+    await exportSettled(gw);
     await insertLargest();
     // The feed records the inserts; until then the answer is Postgres's alone (also exact).
     const live = await assertEqualToPostgres('read live beside the lake');
@@ -72,7 +68,7 @@ describe('invoiceStats with totals past an amount\u2019s 12 integer digits', { s
     assert.ok(total.split('.')[0]!.length > 12, `the issuer's total ${total} has more than 12 integer digits`);
 
     await eventually(async () => (await assertEqualToPostgres('read live beside the lake')).has('LAKE live'), 'the lake to answer with the inserts read live');
-    await exportLake();
+    await exportSettled(gw);
     const lake = await assertEqualToPostgres('exported');
     assert.ok(lake.has('LAKE lake only'), `the lake answers alone after the export: ${[...lake].join(', ')}`);
   });

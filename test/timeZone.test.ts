@@ -3,8 +3,7 @@ import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
 import { missingServices } from './fixtures/services.js';
 import type { TestGateway } from './fixtures/gateway.js';
-import { startFeedGateway, type FeedGateway } from './fixtures/lakeside.js';
-import { eventually } from './fixtures/eventually.js';
+import { exportSettled, startFeedGateway, type FeedGateway } from './fixtures/lakeside.js';
 import { assertExact, assertFirstPagesByCustomer, directStats } from './fixtures/statsCheck.js';
 import { InvoiceStatsDocument } from './generated/graphql.js';
 
@@ -56,7 +55,7 @@ describe(`invoiceStats on a Postgres whose sessions are in ${ZONE}`, { skip }, (
   it('answers UTC calendar months from the lake, with fresh invoices read live, and from Postgres', async () => {
     assert.equal((await sql.query<{ TimeZone: string }>('SHOW TimeZone')).rows[0]!.TimeZone, ZONE, 'the sessions are in the zone');
     await insertAtBoundaries();
-    await eventually(async () => ['exported', 'unchanged'].includes((await gw.gateway.lake.exportNow()).kind), 'an export');
+    await exportSettled(gw);
     await assertExact(gw, sql, `exported, ${ZONE}`, [1, 3, 12], 1_000);
     await assertFirstPagesByCustomer(gw, sql, `exported, ${ZONE}`, 12, [5]);
 
