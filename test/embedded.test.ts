@@ -249,9 +249,10 @@ describe('npm start from a mode-700 checkout, stopped by signals to npm', () => 
     const { gateway, env } = await npmStart();
     const pid = gatewayPid(gateway);
     gateway.child.kill('SIGKILL');
-    await gateway.exited;
-    for (let i = 0; i < 150 && alive(pid); i++) await new Promise((r) => setTimeout(r, 100));
-    // Its output still reaches us through the pipe npm handed it.
+    // The gateway holds the pipe npm handed it, so the pipe closes when the gateway is gone, and
+    // everything it wrote has been read by then (polling its pid alone could stop before that).
+    await Promise.race([gateway.closed, new Promise((r) => setTimeout(r, 15_000))]);
+    for (let i = 0; i < 50 && alive(pid); i++) await new Promise((r) => setTimeout(r, 100));
     assert.match(gateway.output(), /"signal":"parent exited".*"msg":"shutdown complete"/);
     assert.equal(alive(pid), false, 'the orphaned gateway stopped');
     assert.equal(await listening(env.EMBEDDED_PG_PORT), false, 'and stopped its Postgres');
