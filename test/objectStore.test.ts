@@ -2,7 +2,8 @@ import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import assert from 'node:assert/strict';
 import { mkdtemp, readFile, rm, utimes, writeFile } from 'node:fs/promises';
-import { createServer, type AddressInfo, type Socket } from 'node:net';
+import { randomBytes } from 'node:crypto';
+import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -125,6 +126,57 @@ describe('the object store and its local cache (a real S3 protocol server)', () 
       store.close();
       for (const socket of sockets) socket.destroy();
       await new Promise((resolve) => silent.close(resolve));
+    }
+  });
+
+  it('uploads a file again, from its start, when the connection drops in the middle of its body', async () => {
+    // A proxy to the real server that cuts the first upload after part of its body.
+    const sockets = new Set<Socket>();
+    let cut = 0;
+    const target = new URL(s3.endpoint);
+    const proxy = createServer((client) => {
+      const upstream = connect(Number(target.port), target.hostname);
+      sockets.add(client).add(upstream);
+      let sent = 0;
+      let upload = false;
+      client.on('data', (chunk: Buffer) => {
+        if (sent === 0) upload = chunk.subarray(0, 4).toString() === 'PUT ';
+        sent += chunk.length;
+        if (upload && cut === 0 && sent > 200_000) {
+          cut++;
+          client.destroy();
+          upstream.destroy();
+          return;
+        }
+        upstream.write(chunk);
+      });
+      upstream.pipe(client);
+      for (const socket of [client, upstream]) {
+        socket.on('error', () => undefined);
+        socket.on('close', () => {
+          sockets.delete(socket);
+          client.destroy();
+          upstream.destroy();
+        });
+      }
+    });
+    await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+    const { port } = proxy.address() as AddressInfo;
+    const flaky = createS3Store({
+      endpoint: `http://127.0.0.1:${port}`, bucket: s3.bucket, region: 'us-east-1', credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' },
+      forcePathStyle: true, prefix: 'p/', silentMs: 5_000,
+    });
+    const file = path.join(dir, 'upload.bin');
+    const body = randomBytes(1 << 20);
+    await writeFile(file, body);
+    try {
+      await flaky.putFile('c/upload.bin', file);
+      assert.equal(cut, 1, 'the first upload was cut');
+      assert.ok((await store.read('c/upload.bin')).equals(body), 'the stored object is the whole file');
+    } finally {
+      flaky.close();
+      for (const socket of sockets) socket.destroy();
+      await new Promise((resolve) => proxy.close(resolve));
     }
   });
 

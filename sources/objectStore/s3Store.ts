@@ -1,6 +1,7 @@
 import { createReadStream, createWriteStream } from 'node:fs';
 import { rename, rm, stat } from 'node:fs/promises';
 import { pipeline } from 'node:stream/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Readable } from 'node:stream';
 import {
   DeleteObjectsCommand,
@@ -12,7 +13,7 @@ import {
   S3ServiceException,
 } from '@aws-sdk/client-s3';
 import { NodeHttpHandler } from '@smithy/node-http-handler';
-import { serviceUnavailable } from '../../core/errors.js';
+import { PublicError, serviceUnavailable } from '../../core/errors.js';
 import { ObjectNotFoundError, type ObjectStore, type StoredObject } from './objectStore.js';
 
 export interface S3StoreOptions {
@@ -55,10 +56,18 @@ export function createS3Store(options: S3StoreOptions): ObjectStore {
 
     async putFile(key, file) {
       const { size } = await stat(file);
-      const out = await call(() =>
-        client.send(new PutObjectCommand({ Bucket: bucket, Key: full(key), Body: createReadStream(file), ContentLength: size })),
-      );
-      return out.ETag ?? '';
+      // The SDK cannot retry a request whose body stream it has read (it gives up, "non-retryable
+      // streaming request"), so a connection dropped mid-upload is retried here, from a new stream.
+      for (let attempt = 1; ; attempt++) {
+        try {
+          const out = await client.send(new PutObjectCommand({ Bucket: bucket, Key: full(key), Body: createReadStream(file), ContentLength: size }));
+          return out.ETag ?? '';
+        } catch (err) {
+          const failure = translate(err);
+          if (attempt >= UPLOAD_ATTEMPTS || !isUnavailable(failure)) throw failure;
+          await sleep(100 * 2 ** attempt);
+        }
+      }
     },
 
     async putBytes(key, body) {
@@ -127,6 +136,13 @@ async function call<T>(work: () => Promise<T>): Promise<T> {
   } catch (err) {
     throw translate(err);
   }
+}
+
+/** Tries of one file's upload, each from a new read of the file. */
+const UPLOAD_ATTEMPTS = 3;
+
+function isUnavailable(err: unknown): boolean {
+  return err instanceof PublicError && err.code === 'SERVICE_UNAVAILABLE';
 }
 
 function isNotFound(err: unknown): boolean {
