@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
 import { createTestDatabase, missingServices, type TestDatabase } from './fixtures/services.js';
-import { startTestGateway, type TestGateway } from './fixtures/gateway.js';
+import { memoryLogger, startTestGateway, type TestGateway } from './fixtures/gateway.js';
+import { createStatsStore } from '../sources/postgres/statsStore.js';
 import { startTcpProxy, type TcpProxy } from './fixtures/network.js';
 import { CustomerByIdDocument, InvoiceByIdDocument } from './generated/graphql.js';
 
@@ -53,6 +54,23 @@ describe('Postgres failures reach clients as clear, masked errors', { skip }, ()
     assert.equal(up.errors, undefined, JSON.stringify(up.errors));
     assert.equal(up.data!.invoice!.id, '2');
     assert.equal(await readyz(), 200);
+  });
+
+  it('an analytics snapshot whose connection is lost before its COMMIT is SERVICE_UNAVAILABLE', async () => {
+    const stats = createStatsStore(gw.gateway.db, memoryLogger().logger);
+    try {
+      await assert.rejects(
+        stats.withSnapshot(3, async ({ window }) => {
+          assert.ok(window.from, 'the snapshot read its window');
+          await proxy.cut();
+        }),
+        (err: { code?: string }) => err.code === 'SERVICE_UNAVAILABLE',
+      );
+    } finally {
+      await proxy.restore();
+    }
+    // The lost connection was not pooled again: the next snapshot gets a working one.
+    assert.equal(await stats.withSnapshot(3, async () => 'read'), 'read');
   });
 
   it('answers UPSTREAM_TIMEOUT when a statement outlasts DATABASE_STATEMENT_TIMEOUT_MS', async () => {

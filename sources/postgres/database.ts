@@ -114,6 +114,14 @@ export function createDatabase(options: DatabaseOptions, logger: Logger, metrics
         throw translate(err, 'connect', logger);
       }
       let broken: Error | undefined;
+      // The pool listens for errors only on idle clients. A connection lost while checked out
+      // between statements (a server restart while DuckDB works inside a snapshot) would
+      // otherwise be an uncaught exception, ending the process; the next statement on it fails.
+      const lost = (err: Error) => {
+        broken ??= err;
+        logger.warn({ err: describe(err) }, 'Postgres connection lost while in use');
+      };
+      client.on('error', lost);
       try {
         return await work(client);
       } catch (err) {
@@ -122,6 +130,7 @@ export function createDatabase(options: DatabaseOptions, logger: Logger, metrics
         if (err instanceof PublicError && (err.code === 'UPSTREAM_TIMEOUT' || err.code === 'SERVICE_UNAVAILABLE')) broken = err;
         throw err;
       } finally {
+        client.removeListener('error', lost);
         client.release(broken);
       }
     },

@@ -376,7 +376,16 @@ export function createStatsStore(db: Database, logger: Logger): StatsStore {
             throw translate(err, statement.name, logger);
           }
         };
-        await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET LOCAL plan_cache_mode = auto');
+        // Statements without parameters, and BEGIN's two in one round trip; a lost connection
+        // is translated here too (SERVICE_UNAVAILABLE), and the client is then not pooled again.
+        const command = async (name: string, text: string) => {
+          try {
+            await client.query(text);
+          } catch (err) {
+            throw translate(err, name, logger);
+          }
+        };
+        await command('snapshot_begin', 'BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET LOCAL plan_cache_mode = auto');
         try {
           const [window] = await run<StatsWindow>(WINDOW, [months]);
           const readLive = async (selection: LiveSelection, value: unknown, query: StatsQuery, scope: LiveScope, upTo: number | undefined) => {
@@ -396,7 +405,7 @@ export function createStatsStore(db: Database, logger: Logger): StatsStore {
               if (misses.ids.length === 0) return freshGroups;
               // Planned for the actual list, a long one (thousands of updates) gets a parallel
               // scan of the whole table (100+ ms); the generic plan looks each id up in the primary key.
-              await client.query(`SET LOCAL plan_cache_mode = force_generic_plan`);
+              await command('snapshot_generic_plans', 'SET LOCAL plan_cache_mode = force_generic_plan');
               return bothLiveGroups(freshGroups, await readLive('listed', misses.ids, query, scope, upTo));
             },
             freshGroups: (above, query, scope, upTo) => readLive('above', above, query, scope, upTo),
@@ -416,7 +425,7 @@ export function createStatsStore(db: Database, logger: Logger): StatsStore {
                 ...positionValues(query.after),
               ]),
           });
-          await client.query('COMMIT');
+          await command('snapshot_commit', 'COMMIT');
           return result;
         } catch (err) {
           await client.query('ROLLBACK').catch(() => undefined);
