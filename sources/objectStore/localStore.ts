@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { copyFile, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, open, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { assertSafeKey, ObjectNotFoundError, type ObjectStore, type StoredObject } from './objectStore.js';
 
@@ -31,7 +31,11 @@ export function createLocalStore(root: string): ObjectStore {
     await mkdir(path.dirname(target), { recursive: true });
     const staging = `${target}.${process.pid}.part`;
     await write(staging);
+    // On disk before it is named, and named on disk before the call returns: an export writes its
+    // manifest last, so after a power loss the manifest never names a file that was not kept.
+    await syncPath(staging, 'r+');
     await rename(staging, target);
+    await syncPath(path.dirname(target), 'r');
     return (await describe(key)).etag;
   };
 
@@ -101,6 +105,15 @@ export function createLocalStore(root: string): ObjectStore {
     localPath: pathOf,
     close: () => undefined,
   };
+}
+
+async function syncPath(file: string, flags: 'r' | 'r+'): Promise<void> {
+  const handle = await open(file, flags);
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
 }
 
 function hashFile(file: string): Promise<string> {
