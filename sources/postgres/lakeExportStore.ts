@@ -1,11 +1,8 @@
 import { createWriteStream } from 'node:fs';
 import { Transform } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import type pg from 'pg';
-import copyStreams from 'pg-copy-streams';
+import { copyOut } from './copyOut.js';
 import type { Database, Statement } from './database.js';
-
-const { to: copyTo } = copyStreams;
 
 /** A change the export's snapshot saw, with the invoice's month now (null: deleted). */
 export interface VisibleChange {
@@ -196,7 +193,6 @@ async function copyCsv(client: pg.PoolClient, file: string, selection: ExportSel
       done(null, chunk);
     },
   });
-  const stream = client.query(copyTo(`COPY (SELECT ${COLUMNS} FROM ${from} ${where}) TO STDOUT (FORMAT csv)`));
-  await pipeline(stream, count, createWriteStream(file));
+  await copyOut(client, `COPY (SELECT ${COLUMNS} FROM ${from} ${where}) TO STDOUT (FORMAT csv)`, createWriteStream(file), count);
   return rows;
 }

@@ -1,9 +1,10 @@
 import { createReadStream, createWriteStream } from 'node:fs';
 import { pipeline } from 'node:stream/promises';
 import copyStreams from 'pg-copy-streams';
+import { copyOut } from './copyOut.js';
 import type { Database, Statement } from './database.js';
 
-const { from: copyFrom, to: copyTo } = copyStreams;
+const { from: copyFrom } = copyStreams;
 
 /**
  * The risk model's view of how receivers pay (migrations/007): per receiver and month, counts
@@ -57,7 +58,7 @@ export function createReceiverPaymentsStore(db: Database): ReceiverPaymentsStore
         try {
           // issue_date's text in UTC, which DuckDB reads back exactly.
           await client.query(`SET LOCAL TIME ZONE 'UTC'`);
-          await pipeline(client.query(copyTo(COPY_INVOICES)), createWriteStream(file));
+          await copyOut(client, COPY_INVOICES, createWriteStream(file));
           await client.query('COMMIT');
         } catch (err) {
           await client.query('ROLLBACK').catch(() => undefined);
