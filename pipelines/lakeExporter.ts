@@ -2,6 +2,7 @@ import { mkdir, readdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { processGone } from '../core/processes.js';
+import { settleAll } from '../core/settleAll.js';
 import type { ObjectCache } from '../sources/objectStore/objectCache.js';
 import { ObjectNotFoundError, type ObjectStore } from '../sources/objectStore/objectStore.js';
 import type { LakeWriter, WrittenFile } from '../sources/lake/lakeWriter.js';
@@ -158,7 +159,7 @@ async function exportIn(snapshot: ExportSnapshot, options: LakeExporterOptions, 
       const files: LakeFile[] = [];
       for (const entry of raw) files.push(entry.file ?? (await upload(lakeKeys.raw(month, generation, String(part++)), entry.written!)));
       const rollupOf = (role: 'issuer' | 'receiver') => rollups[role].find((f) => f.month === month)!;
-      const [issuer, receiver] = await Promise.all([
+      const [issuer, receiver] = await settleAll([
         upload(lakeKeys.rollup('issuer', month, generation), rollupOf('issuer')),
         upload(lakeKeys.rollup('receiver', month, generation), rollupOf('receiver')),
       ]);
@@ -166,10 +167,19 @@ async function exportIn(snapshot: ExportSnapshot, options: LakeExporterOptions, 
     };
     const pending = [...months];
     const touched: LakeMonth[] = [];
+    // After a failure no month is begun, and the export fails once those uploading have ended:
+    // the staging directory they read goes when it returns.
     await timed('uploadMs', () =>
-      Promise.all(
+      settleAll(
         Array.from({ length: Math.min(UPLOAD_MONTHS_AT_ONCE, pending.length) }, async () => {
-          for (let next = pending.shift(); next; next = pending.shift()) touched.push(await uploadMonth(next));
+          for (let next = pending.shift(); next; next = pending.shift()) {
+            try {
+              touched.push(await uploadMonth(next));
+            } catch (err) {
+              pending.length = 0;
+              throw err;
+            }
+          }
         }),
       ),
     );

@@ -9,6 +9,8 @@ import { createTestDatabase, missingServices, type TestDatabase } from './fixtur
 import { startTestGateway, type TestGateway } from './fixtures/gateway.js';
 import { eventually } from './fixtures/eventually.js';
 import { spawnGateway } from './fixtures/process.js';
+import { startCuttingProxy, type CuttingProxy } from './fixtures/cuttingProxy.js';
+import { exportWritten, startFeedGateway, type FeedGateway } from './fixtures/lakeside.js';
 import { startS3Server, type S3Server } from './fixtures/s3Server.js';
 import { allPages, assertExact } from './fixtures/statsCheck.js';
 
@@ -94,3 +96,42 @@ describe('npm run export (a real process, an S3 lake)', { skip }, () => {
     await assertExact(gw, sql, 'after the next export', [12]);
   });
 });
+
+describe('an export whose uploads fail for good', { skip }, () => {
+  let s3: S3Server;
+  let proxy: CuttingProxy;
+  let lakeside: FeedGateway;
+  let failing = true;
+
+  before(async () => {
+    s3 = await startS3Server();
+    // Every upload of the oldest month's issuer rollup is cut as it begins, while the others
+    // pass, slowly: months are still waiting to upload when that one has failed for good.
+    const cut = (line: string) => (failing && line.startsWith('PUT ') && line.includes(`rollups/issuer/month%3D${FAILING_MONTH}`) ? 0 : undefined);
+    proxy = await startCuttingProxy(s3.endpoint, cut, { delayMs: 150 });
+    lakeside = await startFeedGateway('lake_upload_failure', { seed: { customers: 30, invoices: 6_000, months: 14, seed: 4 }, env: { ...s3.env, S3_ENDPOINT: proxy.endpoint } });
+  });
+  after(async () => {
+    await lakeside?.stop();
+    await proxy?.close();
+    await s3?.stop();
+  });
+
+  it('fails once the uploads under way have ended, begins no more, and the next export succeeds', async () => {
+    // Past outcomes that upload nothing (a feed still catching up).
+    const failure = await eventually(() => lakeside.gw.gateway.lake.exportNow().then(() => undefined, (err: unknown) => err as { code?: string }), 'an export to fail');
+    assert.equal(failure.code, 'SERVICE_UNAVAILABLE');
+    assert.equal(proxy.responses(), proxy.requests.length - proxy.cuts(), 'every upload under way had ended when the export failed');
+    assert.ok(proxy.cuts() >= 3, `the month's upload was tried again (${proxy.cuts()} cuts)`);
+    const uploads = proxy.requests.filter((line) => line.startsWith('PUT ')).length;
+    await new Promise((resolve) => setTimeout(resolve, 1_500));
+    assert.equal(proxy.requests.filter((line) => line.startsWith('PUT ')).length, uploads, 'no upload after the export failed');
+    failing = false;
+    const exported = await exportWritten(lakeside.gw);
+    assert.equal(exported.rows, 6_000);
+    await assertExact(lakeside.gw, lakeside.sql, 'after an export that failed', [12]);
+  });
+});
+
+/** The oldest month the seeded data has (14 months, the current one included): uploaded first. */
+const FAILING_MONTH = new Date(Date.UTC(new Date().getUTCFullYear(), new Date().getUTCMonth() - 13, 1)).toISOString().slice(0, 7);

@@ -1,9 +1,9 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm, utimes, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, readlink, rm, utimes, writeFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
-import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
+import { createServer, type AddressInfo, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -12,6 +12,7 @@ import { createDuck, type Duck } from '../sources/duckdb/duckdb.js';
 import { createObjectCache } from '../sources/objectStore/objectCache.js';
 import type { ObjectStore } from '../sources/objectStore/objectStore.js';
 import { createS3Store } from '../sources/objectStore/s3Store.js';
+import { startCuttingProxy, type CuttingProxy } from './fixtures/cuttingProxy.js';
 import { s3StoreOf, startS3Server, type S3Server } from './fixtures/s3Server.js';
 
 describe('the object store and its local cache (a real S3 protocol server)', () => {
@@ -129,54 +130,43 @@ describe('the object store and its local cache (a real S3 protocol server)', () 
     }
   });
 
-  it('uploads a file again, from its start, when the connection drops in the middle of its body', async () => {
-    // A proxy to the real server that cuts the first upload after part of its body.
-    const sockets = new Set<Socket>();
-    let cut = 0;
-    const target = new URL(s3.endpoint);
-    const proxy = createServer((client) => {
-      const upstream = connect(Number(target.port), target.hostname);
-      sockets.add(client).add(upstream);
-      let sent = 0;
-      let upload = false;
-      client.on('data', (chunk: Buffer) => {
-        if (sent === 0) upload = chunk.subarray(0, 4).toString() === 'PUT ';
-        sent += chunk.length;
-        if (upload && cut === 0 && sent > 200_000) {
-          cut++;
-          client.destroy();
-          upstream.destroy();
-          return;
-        }
-        upstream.write(chunk);
-      });
-      upstream.pipe(client);
-      for (const socket of [client, upstream]) {
-        socket.on('error', () => undefined);
-        socket.on('close', () => {
-          sockets.delete(socket);
-          client.destroy();
-          upstream.destroy();
-        });
-      }
-    });
-    await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
-    const { port } = proxy.address() as AddressInfo;
-    const flaky = createS3Store({
-      endpoint: `http://127.0.0.1:${port}`, bucket: s3.bucket, region: 'us-east-1', credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' },
+  const flakyStore = (proxy: CuttingProxy) =>
+    createS3Store({
+      endpoint: proxy.endpoint, bucket: s3.bucket, region: 'us-east-1', credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' },
       forcePathStyle: true, prefix: 'p/', silentMs: 5_000,
     });
+  const firstUploadCut = (requestLine: string, cuts: () => number) => (requestLine.startsWith('PUT ') && cuts() === 0 ? 200_000 : undefined);
+
+  it('uploads a file again, from its start, when the connection drops in the middle of its body', async () => {
+    const proxy: CuttingProxy = await startCuttingProxy(s3.endpoint, (line) => firstUploadCut(line, () => proxy.cuts()));
+    const flaky = flakyStore(proxy);
     const file = path.join(dir, 'upload.bin');
     const body = randomBytes(1 << 20);
     await writeFile(file, body);
     try {
       await flaky.putFile('c/upload.bin', file);
-      assert.equal(cut, 1, 'the first upload was cut');
+      assert.equal(proxy.cuts(), 1, 'the first upload was cut');
       assert.ok((await store.read('c/upload.bin')).equals(body), 'the stored object is the whole file');
+      assert.equal(await openedTimes(file), 0, 'the cut attempt closed its file');
     } finally {
       flaky.close();
-      for (const socket of sockets) socket.destroy();
-      await new Promise((resolve) => proxy.close(resolve));
+      await proxy.close();
+    }
+  });
+
+  it('fails an upload whose file is gone before it is tried again, without an uncaught error', async () => {
+    const file = path.join(dir, 'removed.bin');
+    await writeFile(file, randomBytes(1 << 20));
+    // Cut, then the file removed (as an export's staging is when another upload failed).
+    const proxy: CuttingProxy = await startCuttingProxy(s3.endpoint, (line) => firstUploadCut(line, () => proxy.cuts()), { onCut: () => void rm(file, { force: true }) });
+    const flaky = flakyStore(proxy);
+    try {
+      await assert.rejects(flaky.putFile('c/removed.bin', file), (err: NodeJS.ErrnoException) => err.code === 'ENOENT');
+      assert.equal(proxy.cuts(), 1);
+      assert.equal(await openedTimes(file), 0, 'the cut attempt closed its file');
+    } finally {
+      flaky.close();
+      await proxy.close();
     }
   });
 
@@ -241,3 +231,9 @@ describe('DuckDB time limit', () => {
     await Promise.allSettled(holders);
   });
 });
+
+/** How many of this process's file descriptors are open on `file` (Linux: /proc/self/fd). */
+async function openedTimes(file: string): Promise<number> {
+  const links = await Promise.all((await readdir('/proc/self/fd')).map((fd) => readlink(`/proc/self/fd/${fd}`).catch(() => '')));
+  return links.filter((link) => link === file || link === `${file} (deleted)`).length;
+}

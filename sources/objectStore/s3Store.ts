@@ -59,13 +59,26 @@ export function createS3Store(options: S3StoreOptions): ObjectStore {
       // The SDK cannot retry a request whose body stream it has read (it gives up, "non-retryable
       // streaming request"), so a connection dropped mid-upload is retried here, from a new stream.
       for (let attempt = 1; ; attempt++) {
+        // The SDK pipes the body without listening for its errors: a file that cannot be read
+        // (removed meanwhile) would be an uncaught exception. Its error ends the request instead.
+        const body = createReadStream(file);
+        const aborted = new AbortController();
+        let unreadable: Error | undefined;
+        body.once('error', (err) => {
+          unreadable = err;
+          aborted.abort(err);
+        });
         try {
-          const out = await client.send(new PutObjectCommand({ Bucket: bucket, Key: full(key), Body: createReadStream(file), ContentLength: size }));
+          const out = await client.send(new PutObjectCommand({ Bucket: bucket, Key: full(key), Body: body, ContentLength: size }), { abortSignal: aborted.signal });
           return out.ETag ?? '';
         } catch (err) {
+          if (unreadable) throw unreadable;
           const failure = translate(err);
           if (attempt >= UPLOAD_ATTEMPTS || !isUnavailable(failure)) throw failure;
           await sleep(100 * 2 ** attempt);
+        } finally {
+          // A request that failed before reading its body to the end leaves the file open.
+          body.destroy();
         }
       }
     },
