@@ -113,6 +113,29 @@ describe('two-tier cache: an in-process tier kept coherent over Redis pub/sub', 
     await eventually(() => b.channel.live() && b.channel.epoch() !== epoch, 'b to subscribe again');
     assert.deepEqual(await b.cache.getMany(['inv:v1:4']), [null], 'the old value is not served after the outage');
   });
+
+  it('a message it cannot read drops everything in every process, and fails nothing', async () => {
+    const publisher = new Redis(TEST_REDIS_URL);
+    try {
+      for (const message of ['null', '{"keys":"inv:v1:5"}', '{"prefix":7}', 'not json']) {
+        // A key of its own each time: a dropped key keeps a tombstone that refuses it a while.
+        const key = `inv:v1:unreadable:${message}`;
+        await a.cache.fill([[key, 'kept']]);
+        for (let i = 0; i < 2; i++) await b.cache.getMany([key]);
+        const held = await localHits(b);
+        await b.cache.getMany([key]);
+        assert.equal(await localHits(b), held + 1, 'held in process');
+        await publisher.publish(`${keyPrefix}cache-invalidations`, message);
+        await eventually(async () => {
+          const before = await localHits(b);
+          assert.deepEqual(await b.cache.getMany([key]), ['kept'], 'still answered, from Redis');
+          return (await localHits(b)) === before;
+        }, `the process to drop what it held, on ${message}`);
+      }
+    } finally {
+      publisher.disconnect();
+    }
+  });
 });
 
 describe('invalidations are published only once their tombstones are in Redis', { skip: skip || (hasRedisServer() ? false : 'redis-server not installed') }, () => {

@@ -76,13 +76,7 @@ export function createInvalidationChannel(options: { url: string; keyPrefix: str
   });
   subscriber.on('message', (channel: string, message: string) => {
     if (channel !== name) return;
-    let invalidation: Invalidation;
-    try {
-      invalidation = JSON.parse(message) as Invalidation;
-    } catch {
-      return;
-    }
-    for (const handler of handlers) handler(invalidation);
+    for (const handler of handlers) handler(readInvalidation(message));
   });
 
   // Messages Redis did not take, merged, sent again once it does; past the bound, one "drop
@@ -156,4 +150,27 @@ export function createLocalInvalidationChannel(): InvalidationChannel {
     epoch: () => 0,
     close: async () => undefined,
   };
+}
+
+/** Everything: what a message this process cannot read must mean for its in-process tier. */
+const EVERYTHING: Invalidation = { prefix: '' };
+
+/**
+ * A message as published, or EVERYTHING for any other (a newer gateway's format, a hand-typed
+ * PUBLISH): its handlers run inside Redis's socket callback, so a shape they cannot take would
+ * be an uncaught exception, and a message ignored could leave a changed row in some process.
+ */
+export function readInvalidation(message: string): Invalidation {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(message);
+  } catch {
+    return EVERYTHING;
+  }
+  if (typeof parsed !== 'object' || parsed === null) return EVERYTHING;
+  const { keys, prefix } = parsed as { keys?: unknown; prefix?: unknown };
+  const keysValid = keys === undefined || (Array.isArray(keys) && keys.every((k) => typeof k === 'string'));
+  const prefixValid = prefix === undefined || typeof prefix === 'string';
+  if (!keysValid || !prefixValid) return EVERYTHING;
+  return { keys: keys as string[] | undefined, prefix: prefix as string | undefined };
 }
