@@ -130,7 +130,9 @@ export function createInvalidationChannel(options: { url: string; keyPrefix: str
       // A last try for what Redis has not taken yet: other processes would keep those rows.
       const unsent = takePending();
       if (unsent.length > 0 && publisher.status === 'ready') await Promise.allSettled(unsent.map(send));
-      await Promise.allSettled([publisher.quit(), subscriber.quit()]);
+      // QUIT on a client that is not connected waits behind its queued commands for as long as
+      // Redis stays away; such a client is just dropped.
+      await Promise.allSettled([publisher, subscriber].map((client) => (client.status === 'ready' ? client.quit() : client.disconnect())));
       publisher.disconnect();
       subscriber.disconnect();
     },

@@ -67,7 +67,19 @@ export function createEventBus(options: { redisUrl?: string; prefix: string }, l
   };
   publisher.on('error', onError);
   subscriber.on('error', onError);
-  const target = createRedisEventTarget({ publishClient: publisher, subscribeClient: subscriber }) as unknown as Target;
+  // The target SUBSCRIBEs and UNSUBSCRIBEs without waiting for the reply, and parses every
+  // message: a command flushed unanswered (Redis gone at close) or a message that is not JSON
+  // would be an unhandled rejection or an uncaught exception. Both are caught here instead.
+  const subscribeClient = {
+    on: (event: 'message', listener: (channel: string, message: string) => void) => subscriber.on(event, listener),
+    subscribe: (topic: string) => subscriber.subscribe(topic).catch(onError),
+    unsubscribe: (topic: string) => subscriber.unsubscribe(topic).catch(onError),
+  };
+  const target = createRedisEventTarget({
+    publishClient: publisher,
+    subscribeClient: subscribeClient as unknown as Redis,
+    serializer: { stringify: JSON.stringify, parse: parseEvent },
+  }) as unknown as Target;
   return {
     publish(topic, payload) {
       publisher.publish(channel(topic), JSON.stringify(payload)).catch(onError);
@@ -80,7 +92,9 @@ export function createEventBus(options: { redisUrl?: string; prefix: string }, l
       return boundedSubscription(target, name, options, ready);
     },
     async close() {
-      await Promise.allSettled([publisher.quit(), subscriber.quit()]);
+      // QUIT on a client that is not connected waits behind its queued commands, for as long
+      // as Redis stays away (then the shutdown ran out of time); such a client is just dropped.
+      await Promise.allSettled([publisher, subscriber].map((client) => (client.status === 'ready' ? client.quit() : client.disconnect())));
       publisher.disconnect();
       subscriber.disconnect();
     },
@@ -91,6 +105,17 @@ export function createEventBus(options: { redisUrl?: string; prefix: string }, l
  * An async iterator over one topic, attached at once, holding at most `maxQueued` events. Past
  * that it ends with SubscriberTooSlowError and detaches; it never throws into the event source.
  */
+/** What a message that is not JSON delivers: nothing (subscribers skip it). */
+const UNREADABLE = Symbol('unreadable event');
+
+function parseEvent(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return UNREADABLE;
+  }
+}
+
 function boundedSubscription<T>(target: Target, topic: string, { maxQueued, onOverflow }: SubscribeOptions, ready: Promise<void>): Subscription<T> {
   const queue: T[] = [];
   let waiting: ((result: IteratorResult<T>) => void) | undefined;
@@ -104,6 +129,7 @@ function boundedSubscription<T>(target: Target, topic: string, { maxQueued, onOv
   };
   function listener(event: Event) {
     const value = (event as CustomEvent<T>).detail;
+    if ((value as unknown) === UNREADABLE) return;
     if (waiting) {
       const resolve = waiting;
       waiting = undefined;
