@@ -147,6 +147,27 @@ describe('npm start on embedded defaults', () => {
     assert.equal(second.child.exitCode, 0, second.output());
   });
 
+  it('serves with an object store that is down at start: lookups, and analytics from Postgres until a first export', async () => {
+    const [deadPort] = await freePorts(1);
+    const env = {
+      DATA_DIR: dataDir('store-down'),
+      ...(await ports()),
+      S3_ENDPOINT: `http://127.0.0.1:${deadPort}`, S3_BUCKET: 'lake', S3_REGION: 'us-east-1', S3_ACCESS_KEY_ID: 'x', S3_SECRET_ACCESS_KEY: 'y',
+    };
+    const gateway = spawnGateway(env);
+    try {
+      await gateway.waitFor(/writing the sample datasets failed/, STARTED);
+      const url = `http://127.0.0.1:${env.PORT}/graphql`;
+      assert.equal((await postGraphQL(url, InvoiceByIdDocument, { id: '7' })).data?.invoice?.id, '7');
+      const stats = await postGraphQL(url, InvoiceStatsDocument, { groupBy: 'ISSUER', months: 12, first: 5 });
+      assert.equal(stats.data?.invoiceStats.freshness.engine, 'POSTGRES', JSON.stringify(stats));
+      assert.deepEqual(stats.data.invoiceStats.warnings.map((w) => w.code), ['LAKE_NOT_READY']);
+    } finally {
+      await stopped(gateway);
+    }
+    assert.equal(gateway.child.exitCode, 0, gateway.output());
+  });
+
   it('names a taken port in one line, with the setting that changes it', async () => {
     const env = { DATA_DIR: dataDir('port-taken'), ...(await ports()) };
     const squatter = net.createServer();
