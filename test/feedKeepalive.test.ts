@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { createServer, type AddressInfo, type Socket } from 'node:net';
 import { describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { pino } from 'pino';
@@ -57,6 +58,31 @@ describe('the change feed stream outlives a handler slower than wal_sender_timeo
       await dropFeed(database, slot, 'ig_keepalive').catch(() => undefined);
       await database.close();
       await db.drop();
+    }
+  });
+});
+
+describe('the change feed stream against a server that never answers', () => {
+  it('fails its start after its connect timeout, and stops', async () => {
+    const sockets = new Set<Socket>();
+    const silent = createServer((socket) => void sockets.add(socket));
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    const { port } = silent.address() as AddressInfo;
+    const stream = openReplicationStream({
+      url: `postgres://postgres@127.0.0.1:${port}/none`,
+      slot: 'never',
+      publication: 'never',
+      logger: pino({ level: 'silent' }),
+      connectTimeoutMs: 300,
+      onTransaction: async () => undefined,
+    });
+    try {
+      const outcome = await Promise.race([stream.started.then(() => 'started', (err: Error) => err.message), sleep(5_000, 'still starting')]);
+      assert.match(outcome, /timeout/i);
+      assert.equal(await Promise.race([stream.stop().then(() => 'stopped'), sleep(5_000, 'still stopping')]), 'stopped');
+    } finally {
+      for (const socket of sockets) socket.destroy();
+      await new Promise((resolve) => silent.close(resolve));
     }
   });
 });

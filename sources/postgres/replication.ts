@@ -105,6 +105,13 @@ const SLOT_STATE: Statement = {
 };
 
 /**
+ * The feed's own connections, outside the pool. Without a connect timeout a server that accepts
+ * and never answers (a proxy holding it, a frozen host) left the feed starting for good; without
+ * keepalive a partition was noticed only after TCP gave up (about 15 minutes).
+ */
+const REPLICATION_CONNECTION = { application_name: 'invoice-gateway-feed', connectionTimeoutMillis: 10_000, keepAlive: true, keepAliveInitialDelayMillis: 10_000 };
+
+/**
  * Creates the slot and runs `initialize` in the snapshot the slot starts from: what
  * `initialize` sees is exactly what the feed will not deliver, so state built from it plus the
  * feed counts every row once. The replication connection must stay open and idle until then.
@@ -115,7 +122,7 @@ export async function createSlot(
   slot: string,
   initialize: (tx: Queryable, consistentPoint: Lsn) => Promise<void>,
 ): Promise<Lsn> {
-  const replication = new pg.Client({ connectionString: url, replication: 'database', application_name: 'invoice-gateway-feed' } as pg.ClientConfig);
+  const replication = new pg.Client({ connectionString: url, replication: 'database', ...REPLICATION_CONNECTION } as pg.ClientConfig);
   replication.on('error', () => undefined);
   await replication.connect();
   try {
@@ -201,6 +208,8 @@ export interface StreamOptions {
   readonly logger: Logger;
   /** How often the stream's position is reported unasked (as a standby's wal_receiver_status_interval). */
   readonly statusIntervalMs?: number;
+  /** A server that accepts the connection and never answers fails the start after this long (default 10 s). */
+  readonly connectTimeoutMs?: number;
 }
 
 /**
@@ -210,7 +219,7 @@ export interface StreamOptions {
  */
 export function openReplicationStream(options: StreamOptions): ReplicationStream {
   const service = new LogicalReplicationService(
-    { connectionString: options.url, application_name: 'invoice-gateway-feed' },
+    { connectionString: options.url, ...REPLICATION_CONNECTION, connectionTimeoutMillis: options.connectTimeoutMs ?? REPLICATION_CONNECTION.connectionTimeoutMillis },
     // No automatic acknowledgement (timeoutSeconds 0 also stops its timer from confirming what
     // was received but not handled); flow control awaits each handler and pauses the socket.
     { acknowledge: { auto: false, timeoutSeconds: 0 }, flowControl: { enabled: true } },
