@@ -74,12 +74,19 @@ export const DecimalScalar = new GraphQLScalarType({
 
 const ISO_DATE_TIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:?\d{2})$/;
 
-/** Checks an ISO 8601 date-time with a zone; returns it unchanged so microseconds survive. */
+/**
+ * Checks an ISO 8601 date-time with a zone; returns it unchanged so microseconds survive. Its
+ * instant must fall in years 1 to 9999 in UTC (as the invoices table's check does; "9999-12-31T23:00-02:00"
+ * is in year 10000), and its offset within Postgres's ±15:59.
+ */
 export function parseDateTime(value: unknown): string {
-  if (typeof value !== 'string' || !ISO_DATE_TIME.test(value) || Number.isNaN(Date.parse(value))) {
-    throw badUserInput('DateTime must be an ISO 8601 date-time with a zone, such as "2026-11-24T10:00:00Z"');
+  const ms = typeof value === 'string' && ISO_DATE_TIME.test(value) ? Date.parse(value) : Number.NaN;
+  const year = new Date(ms).getUTCFullYear();
+  const offsetHours = Number(/([+-]\d{2}):?\d{2}$/.exec(value as string)?.[1] ?? 0);
+  if (Number.isNaN(ms) || year < 1 || year > 9999 || Math.abs(offsetHours) > 15) {
+    throw badUserInput('DateTime must be an ISO 8601 date-time with a zone, such as "2026-11-24T10:00:00Z", in years 1 to 9999 (UTC)');
   }
-  return value;
+  return value as string;
 }
 
 export const DateTimeScalar = new GraphQLScalarType({

@@ -64,6 +64,10 @@ describe('createInvoice', { skip }, () => {
       ['date without zone', { issuerId: '1', receiverId: '2', amountUsd: '1.00', issueDate: '2025-01-01T00:00:00' }],
       ['impossible date', { issuerId: '1', receiverId: '2', amountUsd: '1.00', issueDate: '2025-02-30T00:00:00Z' }],
       ['not a date', { issuerId: '1', receiverId: '2', amountUsd: '1.00', issueDate: 'yesterday' }],
+      // Postgres stores these, but they fall outside years 1 to 9999 in UTC.
+      ['year 10000 in UTC', { issuerId: '1', receiverId: '2', amountUsd: '1.00', issueDate: '9999-12-31T23:59:59-01:00' }],
+      ['1 BC in UTC', { issuerId: '1', receiverId: '2', amountUsd: '1.00', issueDate: '0001-01-01T00:00:00+00:01' }],
+      ['offset past 15:59', { issuerId: '1', receiverId: '2', amountUsd: '1.00', issueDate: '2026-01-01T00:00:00+16:00' }],
     ];
     for (const [label, input] of bad) {
       const res = await f.gw.request(CreateInvoiceDocument, { input: input as never });
@@ -71,5 +75,18 @@ describe('createInvoice', { skip }, () => {
       assert.doesNotMatch(res.errors![0]!.message, /invoices|customers|constraint|SELECT|INSERT/i, label);
     }
     assert.equal(await invoiceCount(), before);
+  });
+
+  it('the table refuses an issue date outside years 1 to 9999 from any client (psql, an importer)', async () => {
+    for (const date of ['10000-01-01 00:00:00+00', '0001-12-31 23:00:00+00 BC']) {
+      await assert.rejects(
+        f.sql.query(`INSERT INTO invoices (issue_date, issuer_id, receiver_id, amount_usd) VALUES ($1, 1, 2, 1.00)`, [date]),
+        (err: { code?: string; constraint?: string }) => err.code === '23514' && err.constraint === 'invoices_gw_issue_date_range',
+      );
+    }
+    await assert.rejects(f.sql.query(`UPDATE invoices SET issue_date = '10000-06-01 00:00:00+00' WHERE invoice_id = 1`), { code: '23514' });
+    // The last instant of year 9999 is in range, and round-trips.
+    const res = await f.gw.request(CreateInvoiceDocument, { input: { issuerId: '1', receiverId: '2', amountUsd: '1.00', issueDate: '9999-12-31T23:59:59.999999Z' } });
+    assert.equal(res.data?.createInvoice.issueDate, '9999-12-31T23:59:59.999999Z', JSON.stringify(res.errors));
   });
 });

@@ -142,8 +142,11 @@ export function createInvoiceStore(db: Database): InvoiceStore {
   };
 }
 
-/** SQLSTATE 22007/22008: a date-time Postgres refuses though our own checks let it through. */
+/**
+ * SQLSTATE 22007/22008/22009 (format, range, zone offset), or the table's range check: a
+ * date-time Postgres refuses though our own checks let it through.
+ */
 function isBadDateTime(err: unknown): boolean {
-  const code = (err as { code?: string }).code;
-  return code === '22007' || code === '22008';
+  const { code, constraint } = err as { code?: string; constraint?: string };
+  return code === '22007' || code === '22008' || code === '22009' || (code === '23514' && constraint === 'invoices_gw_issue_date_range');
 }
