@@ -148,8 +148,17 @@ async function exportIn(snapshot: ExportSnapshot, options: LakeExporterOptions, 
     // Upload everything new, then the manifest that names it.
     const uploads = [...written, ...appended, ...rollups.issuer, ...rollups.receiver].length;
     let uploaded = 0;
+    // Set at the first failed upload: nothing more is begun, in any month.
+    let failed = false;
     const upload = async (key: string, file: WrittenFile): Promise<LakeFile> => {
-      const etag = await store.putFile(key, file.file);
+      if (failed) throw new Error('an upload of this export failed');
+      let etag: string;
+      try {
+        etag = await store.putFile(key, file.file);
+      } catch (err) {
+        failed = true;
+        throw err;
+      }
       onProgress('upload', ++uploaded, uploads);
       return { key, etag, rows: file.rows, bytes: file.bytes };
     };
@@ -167,19 +176,12 @@ async function exportIn(snapshot: ExportSnapshot, options: LakeExporterOptions, 
     };
     const pending = [...months];
     const touched: LakeMonth[] = [];
-    // After a failure no month is begun, and the export fails once those uploading have ended:
-    // the staging directory they read goes when it returns.
+    // After a failure no upload is begun, and the export fails once those under way have ended
+    // (with the first failure): the staging directory they read goes when it returns.
     await timed('uploadMs', () =>
       settleAll(
         Array.from({ length: Math.min(UPLOAD_MONTHS_AT_ONCE, pending.length) }, async () => {
-          for (let next = pending.shift(); next; next = pending.shift()) {
-            try {
-              touched.push(await uploadMonth(next));
-            } catch (err) {
-              pending.length = 0;
-              throw err;
-            }
-          }
+          for (let next = pending.shift(); next && !failed; next = pending.shift()) touched.push(await uploadMonth(next));
         }),
       ),
     );

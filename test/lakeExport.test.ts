@@ -122,6 +122,8 @@ describe('an export whose uploads fail for good', { skip }, () => {
     const failure = await eventually(() => lakeside.gw.gateway.lake.exportNow().then(() => undefined, (err: unknown) => err as { code?: string }), 'an export to fail');
     assert.equal(failure.code, 'SERVICE_UNAVAILABLE');
     assert.equal(proxy.responses(), proxy.requests.length - proxy.cuts(), 'every upload under way had ended when the export failed');
+    // Months go oldest first, four at a time: the newest was not begun.
+    assert.ok(!proxy.requests.some((line) => line.startsWith('PUT ') && line.includes(`month%3D${NEWEST_MONTH}`)), 'no month begun after the failure');
     assert.ok(proxy.cuts() >= 3, `the month's upload was tried again (${proxy.cuts()} cuts)`);
     const uploads = proxy.requests.filter((line) => line.startsWith('PUT ')).length;
     await new Promise((resolve) => setTimeout(resolve, 1_500));
@@ -135,3 +137,4 @@ describe('an export whose uploads fail for good', { skip }, () => {
 
 /** The oldest month the seeded data has (14 months, the current one included): uploaded first. */
 const FAILING_MONTH = new Date(Date.UTC(new Date().getUTCFullYear(), new Date().getUTCMonth() - 13, 1)).toISOString().slice(0, 7);
+const NEWEST_MONTH = new Date().toISOString().slice(0, 7);

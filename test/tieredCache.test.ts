@@ -117,7 +117,7 @@ describe('two-tier cache: an in-process tier kept coherent over Redis pub/sub', 
   it('a message it cannot read drops everything in every process, and fails nothing', async () => {
     const publisher = new Redis(TEST_REDIS_URL);
     try {
-      for (const message of ['null', '{"keys":"inv:v1:5"}', '{"prefix":7}', 'not json']) {
+      for (const message of ['null', '{"keys":"inv:v1:5"}', '{"prefix":7}', '{}', '[]', 'not json']) {
         // A key of its own each time: a dropped key keeps a tombstone that refuses it a while.
         const key = `inv:v1:unreadable:${message}`;
         await a.cache.fill([[key, 'kept']]);

@@ -169,8 +169,10 @@ export function readInvalidation(message: string): Invalidation {
   } catch {
     return EVERYTHING;
   }
-  if (typeof parsed !== 'object' || parsed === null) return EVERYTHING;
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) return EVERYTHING;
   const { keys, prefix } = parsed as { keys?: unknown; prefix?: unknown };
+  // This process never publishes a message with neither: another format, whose meaning is unknown.
+  if (keys === undefined && prefix === undefined) return EVERYTHING;
   const keysValid = keys === undefined || (Array.isArray(keys) && keys.every((k) => typeof k === 'string'));
   const prefixValid = prefix === undefined || typeof prefix === 'string';
   if (!keysValid || !prefixValid) return EVERYTHING;

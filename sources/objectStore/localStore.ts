@@ -35,7 +35,11 @@ export function createLocalStore(root: string): ObjectStore {
     // manifest last, so after a power loss the manifest never names a file that was not kept.
     await syncPath(staging, 'r+');
     await rename(staging, target);
-    await syncPath(path.dirname(target), 'r');
+    // Where a directory cannot be opened or synced (Windows, some network and FUSE mounts), the
+    // rename stands as it is, as Postgres's own fsync_fname allows.
+    await syncPath(path.dirname(target), 'r').catch((err: NodeJS.ErrnoException) => {
+      if (!['EINVAL', 'EISDIR', 'EPERM', 'EBADF', 'EACCES'].includes(err.code ?? '')) throw err;
+    });
     return (await describe(key)).etag;
   };
 

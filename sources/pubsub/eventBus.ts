@@ -101,10 +101,6 @@ export function createEventBus(options: { redisUrl?: string; prefix: string }, l
   };
 }
 
-/**
- * An async iterator over one topic, attached at once, holding at most `maxQueued` events. Past
- * that it ends with SubscriberTooSlowError and detaches; it never throws into the event source.
- */
 /** What a message that is not JSON delivers: nothing (subscribers skip it). */
 const UNREADABLE = Symbol('unreadable event');
 
@@ -116,6 +112,10 @@ function parseEvent(text: string): unknown {
   }
 }
 
+/**
+ * An async iterator over one topic, attached at once, holding at most `maxQueued` events. Past
+ * that it ends with SubscriberTooSlowError and detaches; it never throws into the event source.
+ */
 function boundedSubscription<T>(target: Target, topic: string, { maxQueued, onOverflow }: SubscribeOptions, ready: Promise<void>): Subscription<T> {
   const queue: T[] = [];
   let waiting: ((result: IteratorResult<T>) => void) | undefined;
