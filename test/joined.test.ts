@@ -195,6 +195,17 @@ describe('joined analytics over the users\u2019 datasets (a real S3 protocol ser
     }
   });
 
+  it('answers the total of no invoices (no dimensions, a filter nobody matches) as one row of zeros', async () => {
+    const res = await gw.request(SegmentStatsDocument, { dimensions: [], months: 1, filter: { issuerIds: ['999999'] }, first: 10 });
+    assert.equal(res.errors, undefined, JSON.stringify(res.errors));
+    const [row, ...more] = res.data!.segmentStats.rows;
+    assert.deepEqual(more, []);
+    assert.deepEqual(
+      { invoiceCount: row?.invoiceCount, totalUsd: row?.totalUsd, paidUsd: row?.paidUsd, outstandingUsd: row?.outstandingUsd, avgDaysToPay: row?.avgDaysToPay, lateShare: row?.lateShare },
+      { invoiceCount: 0, totalUsd: '0.00', paidUsd: '0.00', outstandingUsd: '0.00', avgDaysToPay: null, lateShare: null },
+    );
+  });
+
   it("counts freshness over the invoices the query kept: a filter's rows, live or from the lake", async () => {
     const ask = async () => {
       const res = await gw.request(SegmentStatsDocument, { dimensions: ['ISSUER'], months: 1, filter: { issuerIds: ['2'] }, first: 10 });

@@ -317,8 +317,10 @@ export function createJoined(deps: { datasets: Datasets; duck: Duck; stats: Stat
           ),
           grouped AS (
             SELECT ${dims.map((d) => `"${d.column}"`).join(', ')}${dims.length > 0 ? ',' : ''}
-              count(*)::INTEGER AS "invoiceCount", sum(amount_usd)::DECIMAL(38,2)::VARCHAR AS "totalUsd",
-              sum(paid_usd)::DECIMAL(38,2)::VARCHAR AS "paidUsd", sum(greatest(amount_usd - paid_usd, 0))::DECIMAL(38,2)::VARCHAR AS "outstandingUsd",
+              -- Without dimensions there is one row even when no invoice matches: its sums are 0.
+              count(*)::INTEGER AS "invoiceCount", coalesce(sum(amount_usd), 0)::DECIMAL(38,2)::VARCHAR AS "totalUsd",
+              coalesce(sum(paid_usd), 0)::DECIMAL(38,2)::VARCHAR AS "paidUsd",
+              coalesce(sum(greatest(amount_usd - paid_usd, 0)), 0)::DECIMAL(38,2)::VARCHAR AS "outstandingUsd",
               round(avg(settled_us - epoch_us(issue_date)) / 86400000000, 2) AS "avgDaysToPay",
               round(avg(CASE WHEN settled_us IS NOT NULL THEN (settled_us > due_us)::INTEGER
                              WHEN epoch_us($as_of::TIMESTAMPTZ) > due_us THEN 1 ELSE 0 END), 4) AS "lateShare",
