@@ -82,8 +82,8 @@ function variablesCoerce(schema: GraphQLSchema, document: DocumentNode, operatio
 }
 
 /**
- * What of the variables can change a cost: list lengths, numbers (page sizes) and booleans
- * (@include/@skip). Strings and ids cannot, so they collapse to their type.
+ * What of the variables can change a cost: list lengths, numbers (page sizes), booleans
+ * (@include/@skip) and enum values. Other strings and ids cannot, so they collapse to their type.
  */
 export function variableShape(variables: Record<string, unknown> | undefined): string {
   if (!variables) return '';
@@ -95,9 +95,16 @@ export function variableShape(variables: Record<string, unknown> | undefined): s
   return shape;
 }
 
+/**
+ * A value as GraphQL spells an enum's (granularity TOTAL or MONTH can change a cost 120 times);
+ * ids and names are not, and stay out of the shape.
+ */
+const ENUM_LIKE = /^[A-Z][A-Z0-9_]{0,63}$/;
+
 function shapeOf(value: unknown): string {
-  if (Array.isArray(value)) return `[${value.length}]`;
+  if (Array.isArray(value)) return value.length <= 32 && value.every((v) => typeof v === 'string' && ENUM_LIKE.test(v)) ? JSON.stringify(value) : `[${value.length}]`;
   if (typeof value === 'number' || typeof value === 'boolean') return String(value);
   if (typeof value === 'object' && value !== null) return JSON.stringify(value);
+  if (typeof value === 'string' && ENUM_LIKE.test(value)) return JSON.stringify(value);
   return typeof value;
 }

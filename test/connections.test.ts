@@ -152,6 +152,14 @@ describe('Customer.invoicesIssued / invoicesReceived connections', { skip }, () 
     const tooManyAgain = await f.gw.request(PagesOfCustomersDocument, { ids: ids.slice(0, 500), first: 500 });
     assert.equal(tooManyAgain.errors?.[0]?.extensions?.code, 'BAD_USER_INPUT');
 
+    // So does an enum: 1,000 customers' totals are cheap, their 120 months each are not.
+    const stats = `query ($ids: [ID!]!, $granularity: Granularity!) { customers(ids: $ids) { stats(months: 120, role: ISSUER, granularity: $granularity) { month totalUsd } } }`;
+    const totals = await post({ query: stats, variables: { ids, granularity: 'TOTAL' } });
+    assert.equal(totals.status, 200, JSON.stringify(totals.body.errors));
+    const months = await post({ query: stats, variables: { ids, granularity: 'MONTH' } });
+    assert.equal(months.status, 400, 'the cost of the TOTAL variant was not reused');
+    assert.match(months.body.errors?.[0]?.message ?? '', /estimated cost \d+ exceeds 100000/);
+
     // @include changes the cost: the cheap variant must not let the expensive one through.
     const cheap = await f.gw.request(MaybePagesDocument, { ids, first: 500, withPages: false });
     assert.equal(cheap.errors, undefined);
