@@ -2,6 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { HeaderMap, type ApolloServer, type BaseContext } from '@apollo/server';
 import { PublicError } from '../core/errors.js';
 import { RateLimited } from './rateLimits.js';
+import { refuseRoundedNumbers } from './roundedNumbers.js';
 
 /** A plain GET endpoint beside /graphql (health, readiness, metrics). */
 export type Route = (res: ServerResponse) => Promise<void> | void;
@@ -122,6 +123,12 @@ async function serveGraphQL<TContext extends BaseContext, TViewer>(
     }
   }
   let search = queryAt === -1 ? '' : url.slice(queryAt);
+  const variables = body && typeof body === 'object' ? (body as { variables?: unknown }).variables : parseOrUndefined(new URLSearchParams(search).get('variables'));
+  const rounded = refuseRoundedNumbers(variables);
+  if (rounded) {
+    sendGraphQLError(res, 400, rounded.message, rounded.code);
+    return;
+  }
   if (trustedQuery) {
     try {
       if (body && typeof body === 'object' && !Array.isArray(body)) {

@@ -7,6 +7,7 @@ import type { Logger } from 'pino';
 import { errorMessage, PublicError } from '../core/errors.js';
 import { accessScope, type Viewer } from '../resolvers/viewer.js';
 import { createSharedSubscribe } from './sharedSubscribe.js';
+import { refuseRoundedNumbers } from './roundedNumbers.js';
 
 export interface SubscriptionServerOptions<TContext> {
   readonly httpServer: http.Server;
@@ -93,6 +94,8 @@ export function attachSubscriptions<TContext extends object>(options: Subscripti
         // document returned is the one executed, so graphql-ws does not parse or validate again.
         const checked = checkedDocument(query);
         if (Array.isArray(checked)) return checked;
+        const rounded = refuseRoundedNumbers(payload.variables);
+        if (rounded) return [new GraphQLError(rounded.message, { originalError: rounded })];
         return { schema: options.schema, document: checked, operationName: payload.operationName, variableValues: payload.variables };
       },
       onNext: (_ctx, _id, _payload, _args, result) => (result.errors ? { ...result, errors: format(result.errors) as GraphQLError[] } : result),

@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { missingServices } from './fixtures/services.js';
 import { useTestGateway } from './fixtures/perFile.js';
-import { InvoiceByIdDocument } from './generated/graphql.js';
+import { connect, subscribe } from './fixtures/subscriber.js';
+import { InvoiceByIdDocument, RiskScoredDocument } from './generated/graphql.js';
 
 const skip = await missingServices('postgres');
 
@@ -74,5 +75,29 @@ describe('HTTP endpoints', { skip }, () => {
     const root = await fetch(new URL('/', f.gw.url), { redirect: 'manual' });
     assert.equal(root.status, 302);
     assert.equal(root.headers.get('location'), '/graphql');
+  });
+
+  it('refuses an integer variable past 2^53 (JSON rounds it), over POST, GET and WebSocket', async () => {
+    const query = 'query ($id: ID!) { invoice(id: $id) { id } }';
+    // Written by hand: JSON.stringify cannot send 9007199254740993 unrounded.
+    const post = await fetch(f.gw.url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: `{"query": ${JSON.stringify(query)}, "variables": {"id": 9007199254740993}}` });
+    assert.equal(post.status, 400);
+    const refused = (await post.json()) as { errors: { message: string; extensions: { code: string } }[] };
+    assert.equal(refused.errors[0]!.extensions.code, 'BAD_USER_INPUT');
+    assert.match(refused.errors[0]!.message, /\$id is a number beyond 2\^53/);
+    const get = await fetch(`${f.gw.url}?query=${encodeURIComponent(query)}&variables=${encodeURIComponent('{"id":9007199254740993}')}`, { headers: { 'apollo-require-preflight': 'true' } });
+    assert.equal(get.status, 400);
+    // A safe integer is still taken as the id's text, as GraphQL's ID does.
+    const safe = await fetch(f.gw.url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ query, variables: { id: 1 } }) });
+    assert.deepEqual(await safe.json(), { data: { invoice: { id: '1' } } });
+
+    const client = connect(f.gw.url);
+    try {
+      const sub = subscribe(client, RiskScoredDocument, { issuerId: 2 ** 53 as unknown as string });
+      await sub.ended;
+      assert.equal(sub.errors[0]?.extensions?.code, 'BAD_USER_INPUT', JSON.stringify(sub.errors));
+    } finally {
+      await client.dispose();
+    }
   });
 });
