@@ -53,14 +53,22 @@ export function riskScoreStream(options: RiskStreamOptions): AsyncIterableIterat
     (filter.issuerId == null || s.issuerId === filter.issuerId) &&
     (filter.receiverId == null || s.receiverId === filter.receiverId);
 
-  /** Matching live scores with after < live_seq < before, read page by page into `ready`. */
-  async function readStored(after: bigint, before: bigint | null): Promise<void> {
-    for (let from = after; ; ) {
-      const rows = await store.replay(from.toString(), before?.toString() ?? null, filter, REPLAY_PAGE);
-      ready.push(...rows);
-      if (rows.length < REPLAY_PAGE) return;
-      from = BigInt(rows.at(-1)!.liveSeq!);
+  /**
+   * Stored scores still to send (after < live_seq < before), read a page at a time as the
+   * subscriber takes them: a cursor a million scores old never holds more than a page in memory.
+   * `then` is the live event that revealed a gap, sent once the gap is.
+   */
+  let replay: { after: bigint; before: bigint; then?: RiskScoreRecord } | undefined;
+  async function readPage(): Promise<void> {
+    const { after, before, then } = replay!;
+    const rows = await store.replay(after.toString(), before.toString(), filter, REPLAY_PAGE);
+    ready.push(...rows);
+    if (rows.length === REPLAY_PAGE) {
+      replay = { after: BigInt(rows.at(-1)!.liveSeq!), before, then };
+      return;
     }
+    replay = undefined;
+    if (then && matches(then)) ready.push(then);
   }
 
   async function start(): Promise<void> {
@@ -68,7 +76,7 @@ export function riskScoreStream(options: RiskStreamOptions): AsyncIterableIterat
     await live.ready;
     const newest = BigInt(await store.maxLiveSeq());
     const after = options.after === null ? newest : BigInt(options.after);
-    if (after < newest) await readStored(after, newest + 1n);
+    if (after < newest) replay = { after, before: newest + 1n };
     last = newest;
   }
 
@@ -77,6 +85,10 @@ export function riskScoreStream(options: RiskStreamOptions): AsyncIterableIterat
       try {
         if (last === undefined) await start();
         while (ready.length === 0) {
+          if (replay) {
+            await readPage();
+            continue;
+          }
           const event = await live.next();
           if (event.done) {
             finish();
@@ -84,9 +96,10 @@ export function riskScoreStream(options: RiskStreamOptions): AsyncIterableIterat
           }
           const seq = BigInt(event.value.liveSeq!);
           if (seq <= last!) continue;
-          if (seq > last! + 1n) await readStored(last!, seq);
+          const gap = seq > last! + 1n ? { after: last!, before: seq, then: event.value } : undefined;
           last = seq;
-          if (matches(event.value)) ready.push(event.value);
+          if (gap) replay = gap;
+          else if (matches(event.value)) ready.push(event.value);
         }
         const value = ready.shift()!;
         options.metrics.subscriptionEvents.inc({ outcome: 'sent' });

@@ -9,6 +9,11 @@ import { useTestGateway } from './fixtures/perFile.js';
 import { eventually } from './fixtures/eventually.js';
 import { connect, subscribe, wsUrl } from './fixtures/subscriber.js';
 import { InvoiceRiskDocument, RiskScoredDocument, RiskScoredIdsDocument, RiskScoresDocument } from './generated/graphql.js';
+import { memoryLogger } from './fixtures/gateway.js';
+import { Metrics } from '../core/metrics.js';
+import { RISK_TOPIC, riskScoreStream } from '../resolvers/riskSubscription.js';
+import { createRiskStore } from '../sources/postgres/riskStore.js';
+import { createEventBus } from '../sources/pubsub/eventBus.js';
 
 const skip = await missingServices('postgres', 'redis');
 
@@ -142,6 +147,50 @@ describe('risk scoring on every insert, and the riskScored subscription', { skip
     assert.deepEqual(resumed.events.map((e) => e.riskScored.invoiceId), [...missed, ...burst]);
     await resumed.dispose();
     await client.dispose();
+  });
+
+  it('after: an old cursor is replayed a page at a time, as the subscriber reads', async () => {
+    const cursor = await cursorNow();
+    const { rows } = await f.sql.query(`INSERT INTO invoices (issuer_id, receiver_id, amount_usd) SELECT 21, 22, 1 + g FROM generate_series(1, 1200) g RETURNING invoice_id::text AS id`);
+    await cursorNow();
+    const replayed = () => f.gw.gateway.metrics.total(f.gw.gateway.metrics.sqlStatements, { statement: 'risk_replay' });
+    const before = await replayed();
+    const client = connect(f.gw.url);
+    try {
+      const resumed = subscribe(client, RiskScoredIdsDocument, { after: cursor });
+      await resumed.waitFor(1);
+      // 1,200 scores are 3 pages of 500: the first event needed the first page only.
+      assert.equal((await replayed()) - before, 1, 'pages read before the first event');
+      await resumed.waitFor(rows.length);
+      assert.deepEqual(resumed.events.map((e) => e.riskScored.invoiceId), rows.map((r) => r.id));
+      assert.equal((await replayed()) - before, 3);
+      await resumed.dispose();
+    } finally {
+      await client.dispose();
+    }
+  });
+
+  it('heals a gap in the live stream from the table, in order, before the event that showed it', async () => {
+    // A bus of the test's own, in process: the gateway's scores never reach it, as if lost.
+    const bus = createEventBus({ prefix: 'gap:' }, memoryLogger().logger);
+    const store = createRiskStore(f.gw.gateway.db);
+    // Started once it has read where the live stream stands: what commits after is its to send.
+    let started!: () => void;
+    const startedRead = new Promise<void>((resolve) => (started = resolve));
+    const observed = { ...store, maxLiveSeq: () => store.maxLiveSeq().finally(started) };
+    await cursorNow();
+    const stream = riskScoreStream({ bus, store: observed, metrics: new Metrics(), filter: {}, after: null, maxQueued: 10 });
+    const first = stream.next();
+    await startedRead;
+    const ids = [await insert(23, 24, '1.00'), await insert(24, 23, '2.00'), await insert(23, 24, '3.00')];
+    await cursorNow();
+    const { rows } = await f.sql.query(`SELECT max(live_seq)::text AS seq FROM invoice_risk_scores WHERE invoice_id = ANY($1::bigint[])`, [ids]);
+    // Only the third arrives live: the first two are a gap, read from the table.
+    const [third] = await store.replay((BigInt(rows[0].seq) - 1n).toString(), null, {}, 1);
+    bus.publish(RISK_TOPIC, third);
+    const received = [(await first).value, (await stream.next()).value, (await stream.next()).value].map((r) => r?.invoiceId);
+    assert.deepEqual(received, ids);
+    await stream.return!();
   });
 
   it('riskScores pages every score newest first, with filters', async () => {
