@@ -17,28 +17,40 @@ export const MAX_STATS_PAGE = 10_000;
 /**
  * Rows of their own columns are computed in one query, so a page of them costs its length, not
  * its length times its fields (10,000 rows stay well under MAX_QUERY_COMPLEXITY). A row's object
- * fields (its `customer`, and whatever that selects) are work per row: then the selection costs
- * per row, as any list's does (a page of 10,000 customers' invoices was charged as one).
+ * fields (its `customer`, and whatever that selects) are work per row: their cost is multiplied
+ * by the page's length, as any list's is (a page of 10,000 customers' invoices was charged as
+ * one), while the columns, `pageInfo`, `freshness` and `warnings` are counted once.
  */
 export const analyticsCost = ({ args, childComplexity, node, context }: ComplexityEstimatorArgs) => {
   const first = typeof args.first === 'number' ? Math.max(args.first, 0) : 100;
   const fragments = (context?.fragments ?? new Map()) as ReadonlyMap<string, FragmentDefinitionNode>;
-  return rowsSelectObjects(node.selectionSet, fragments) ? 10 + childComplexity * first : 10 + childComplexity + first;
+  // What the estimator counted for the rows' object fields: all it counted but the fields known
+  // to cost 1 each. A field it may have left out (@include, @skip) is not among those, so the
+  // estimate can only err towards charging more per row.
+  const perRow = childComplexity - countedOnce(node.selectionSet, fragments);
+  return perRow > 0 ? 10 + first + (childComplexity - perRow) + perRow * first : 10 + childComplexity + first;
 };
 
-/** Whether `rows` selects an object field, here or through fragments (one not found counts as yes). */
-function rowsSelectObjects(set: SelectionSetNode | undefined, fragments: ReadonlyMap<string, FragmentDefinitionNode>, inRows = false, depth = 0): boolean {
-  if (!set) return false;
-  // Deeper than any document that passed validation nests fragments: counted as yes.
-  if (depth > 50) return true;
-  return set.selections.some((selection) => {
+/**
+ * Fields of a page that cost 1 each and do not repeat per row: everything but object fields
+ * under `rows` (and what they select), here or through fragments. Selections with directives
+ * count 0 (whether they run depends on variables), as does __typename (the estimator skips it).
+ */
+function countedOnce(set: SelectionSetNode | undefined, fragments: ReadonlyMap<string, FragmentDefinitionNode>, inRows = false, depth = 0): number {
+  if (!set || depth > 50) return 0;
+  let count = 0;
+  for (const selection of set.selections) {
+    if (selection.directives?.length) continue;
     if (selection.kind === Kind.FIELD) {
-      if (inRows) return selection.selectionSet !== undefined;
-      return selection.name.value === 'rows' && rowsSelectObjects(selection.selectionSet, fragments, true, depth + 1);
+      if (selection.name.value.startsWith('__')) continue;
+      if (inRows && selection.selectionSet) continue;
+      count += 1 + (inRows ? 0 : countedOnce(selection.selectionSet, fragments, selection.name.value === 'rows', depth + 1));
+    } else {
+      const inner = selection.kind === Kind.INLINE_FRAGMENT ? selection.selectionSet : fragments.get(selection.name.value)?.selectionSet;
+      count += countedOnce(inner, fragments, inRows, depth + 1);
     }
-    const inner = selection.kind === Kind.INLINE_FRAGMENT ? selection.selectionSet : fragments.get(selection.name.value)?.selectionSet;
-    return inner === undefined || rowsSelectObjects(inner, fragments, inRows, depth + 1);
-  });
+  }
+  return count;
 }
 
 /** Customer.stats: up to `months` rows a customer by month, one by total; the customers list multiplies it. */
