@@ -192,6 +192,8 @@ async function serve(config: Config, logger: Logger, databaseUrl: string, resour
     connect: (authorization, address) => auth.authenticate(authorization, address),
     untilExpiry: (viewer) => untilExpiry(viewer, config.auth.clockSkewSeconds),
     admit: (viewer) => rateLimits.request(viewer.subject),
+    spend: (viewer, cost) => rateLimits.spend(viewer.subject, cost),
+    maxCost: config.maxQueryComplexity,
     trustedQuery: trustedDocuments,
     context: (viewer) => context(false, viewer),
     formatError,

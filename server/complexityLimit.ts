@@ -21,7 +21,6 @@ export function complexityLimitPlugin<TContext extends BaseContext>(
   metrics: Metrics,
   spend: (context: TContext, cost: number) => Promise<void>,
 ): ApolloServerPlugin<TContext> {
-  const estimators = [fieldExtensionsEstimator(), simpleEstimator({ defaultComplexity: 1 })];
   // Measured: estimating every request cost more CPU than executing a warm lookup. Apollo hands
   // the same DocumentNode for the same query text, and a cost depends on the variables only
   // through list lengths, numbers and booleans, so it is cached per document and variable shape.
@@ -35,30 +34,15 @@ export function complexityLimitPlugin<TContext extends BaseContext>(
           const shape = `${operationName ?? ''}|${variableShape(request.variables)}`;
           let complexity = byShape.get(shape);
           if (complexity === undefined) {
-            try {
-              // The document's fragments: analyticsCost looks through them for what a page's rows select.
-              const fragments = new Map(document.definitions.filter((d): d is FragmentDefinitionNode => d.kind === Kind.FRAGMENT_DEFINITION).map((d) => [d.name.value, d]));
-              complexity = getComplexity({ schema, query: document, operationName: operationName ?? undefined, variables: request.variables, estimators, context: { fragments } });
-            } catch (err) {
-              if (!(err instanceof GraphQLError)) throw err;
-              // Variables that do not coerce: execution reports them with their proper error.
-              if (!variablesCoerce(schema, document, operationName, request.variables)) return;
-              // Anything else (the estimator stops counting at 10,000 selections, which a few
-              // fragments spread twice each reach) is refused: an operation whose cost is not
-              // known is neither checked against the limit nor charged to the budget.
-              throw new GraphQLError(`Operation is too expensive: its cost cannot be estimated (${err.message})`, {
-                extensions: { code: 'BAD_USER_INPUT', http: { status: 400 } },
-              });
-            }
+            const estimate = estimateCost(schema, document, operationName, request.variables);
+            // Variables that do not coerce: execution reports them with their proper error.
+            if (estimate === undefined) return;
+            complexity = estimate;
             if (byShape.size >= MAX_SHAPES_PER_DOCUMENT) byShape.clear();
             byShape.set(shape, complexity);
           }
           metrics.queryComplexity.observe(complexity);
-          if (complexity > max) {
-            throw new GraphQLError(`Operation is too expensive: estimated cost ${complexity} exceeds ${max}; ask for fewer ids or smaller pages`, {
-              extensions: { code: 'BAD_USER_INPUT', http: { status: 400 } },
-            });
-          }
+          checkCost(complexity, max);
           try {
             await spend(contextValue, complexity);
           } catch (err) {
@@ -73,6 +57,37 @@ export function complexityLimitPlugin<TContext extends BaseContext>(
 }
 
 const MAX_SHAPES_PER_DOCUMENT = 256;
+
+const estimators = [fieldExtensionsEstimator(), simpleEstimator({ defaultComplexity: 1 })];
+
+/**
+ * An operation's estimated cost (schema/complexity.ts), the same over HTTP and WebSocket;
+ * undefined when its variables do not coerce (execution reports those). An operation whose cost
+ * cannot be estimated (the estimator stops counting at 10,000 selections, which a few fragments
+ * spread twice each reach) is refused: it would be neither checked nor charged.
+ */
+export function estimateCost(schema: GraphQLSchema, document: DocumentNode, operationName: string | null | undefined, variables: Record<string, unknown> | undefined): number | undefined {
+  try {
+    // The document's fragments: analyticsCost looks through them for what a page's rows select.
+    const fragments = new Map(document.definitions.filter((d): d is FragmentDefinitionNode => d.kind === Kind.FRAGMENT_DEFINITION).map((d) => [d.name.value, d]));
+    return getComplexity({ schema, query: document, operationName: operationName ?? undefined, variables, estimators, context: { fragments } });
+  } catch (err) {
+    if (!(err instanceof GraphQLError)) throw err;
+    if (!variablesCoerce(schema, document, operationName, variables)) return undefined;
+    throw new GraphQLError(`Operation is too expensive: its cost cannot be estimated (${err.message})`, {
+      extensions: { code: 'BAD_USER_INPUT', http: { status: 400 } },
+    });
+  }
+}
+
+/** Refuses a cost past `max` (BAD_USER_INPUT, HTTP 400). */
+export function checkCost(cost: number, max: number): void {
+  if (cost > max) {
+    throw new GraphQLError(`Operation is too expensive: estimated cost ${cost} exceeds ${max}; ask for fewer ids or smaller pages`, {
+      extensions: { code: 'BAD_USER_INPUT', http: { status: 400 } },
+    });
+  }
+}
 
 function variablesCoerce(schema: GraphQLSchema, document: DocumentNode, operationName: string | null | undefined, variables: Record<string, unknown> | undefined): boolean {
   const operation = getOperationAST(document, operationName);

@@ -1,5 +1,15 @@
 import type http from 'node:http';
-import { GraphQLError, parse, specifiedRules, validate, ValuesOfCorrectTypeRule, type DocumentNode, type GraphQLFormattedError, type GraphQLSchema } from 'graphql';
+import {
+  getOperationAST,
+  GraphQLError,
+  parse,
+  specifiedRules,
+  validate,
+  ValuesOfCorrectTypeRule,
+  type DocumentNode,
+  type GraphQLFormattedError,
+  type GraphQLSchema,
+} from 'graphql';
 import { useServer } from 'graphql-ws/use/ws';
 import type { Socket } from 'node:net';
 import { WebSocketServer, type WebSocket } from 'ws';
@@ -8,6 +18,7 @@ import { errorMessage, PublicError } from '../core/errors.js';
 import { accessScope, type Viewer } from '../resolvers/viewer.js';
 import { createSharedSubscribe } from './sharedSubscribe.js';
 import { refuseRoundedNumbers } from './roundedNumbers.js';
+import { checkCost, estimateCost } from './complexityLimit.js';
 
 export interface SubscriptionServerOptions<TContext> {
   readonly httpServer: http.Server;
@@ -21,6 +32,10 @@ export interface SubscriptionServerOptions<TContext> {
   readonly untilExpiry: (viewer: Viewer) => number | undefined;
   /** Counts a new subscription against the client's request budget; throws to refuse it. */
   readonly admit: (viewer: Viewer) => Promise<void>;
+  /** Spends an operation's estimated cost from the client's budget; throws to refuse it. */
+  readonly spend: (viewer: Viewer, cost: number) => Promise<void>;
+  /** MAX_QUERY_COMPLEXITY: the same limit as over HTTP. */
+  readonly maxCost: number;
   /** With trusted documents: the query to run for a subscribe message's query or hash. */
   readonly trustedQuery?: (query: unknown, extensions: unknown) => string;
   /** A context per operation (a subscription lives long: its loaders must not memoize). */
@@ -94,8 +109,25 @@ export function attachSubscriptions<TContext extends object>(options: Subscripti
         // document returned is the one executed, so graphql-ws does not parse or validate again.
         const checked = checkedDocument(query);
         if (Array.isArray(checked)) return checked;
+        // Queries and mutations go over HTTP, where Apollo's settings and plugins apply (no
+        // introspection when it is off, the response cache, metrics); here they ran past them.
+        if (getOperationAST(checked, payload.operationName)?.operation !== 'subscription') {
+          return [new GraphQLError('The WebSocket carries subscriptions only; send queries and mutations over HTTP (POST /graphql)', { extensions: { code: 'BAD_REQUEST' } })];
+        }
         const rounded = refuseRoundedNumbers(payload.variables);
         if (rounded) return [new GraphQLError(rounded.message, { originalError: rounded })];
+        // The same cost limit and budget as over HTTP: each event runs the whole selection.
+        try {
+          const cost = estimateCost(options.schema, checked, payload.operationName, payload.variables ?? undefined);
+          if (cost !== undefined) {
+            checkCost(cost, options.maxCost);
+            await options.spend(ctx.extra.viewer!, cost);
+          }
+        } catch (err) {
+          if (err instanceof GraphQLError) return [err];
+          if (err instanceof PublicError) return [new GraphQLError(err.message, { originalError: err })];
+          throw err;
+        }
         return { schema: options.schema, document: checked, operationName: payload.operationName, variableValues: payload.variables };
       },
       onNext: (_ctx, _id, _payload, _args, result) => (result.errors ? { ...result, errors: format(result.errors) as GraphQLError[] } : result),
