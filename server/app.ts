@@ -198,6 +198,7 @@ async function serve(config: Config, logger: Logger, databaseUrl: string, resour
     context: (viewer) => context(false, viewer),
     formatError,
     maxPerConnection: config.subscriptions.maxPerConnection,
+    maxMessageBytes: config.maxRequestBytes,
     logger,
   });
 

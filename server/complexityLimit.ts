@@ -31,15 +31,15 @@ export function complexityLimitPlugin<TContext extends BaseContext>(
         async didResolveOperation({ request, document, operationName, contextValue }) {
           const byShape = cache.get(document) ?? new Map<string, number>();
           cache.set(document, byShape);
-          const shape = `${operationName ?? ''}|${variableShape(request.variables)}`;
-          let complexity = byShape.get(shape);
+          const shape = costShape(document, operationName, request.variables);
+          let complexity = shape === undefined ? undefined : byShape.get(shape);
           if (complexity === undefined) {
             const estimate = estimateCost(schema, document, operationName, request.variables);
             // Variables that do not coerce: execution reports them with their proper error.
             if (estimate === undefined) return;
             complexity = estimate;
             if (byShape.size >= MAX_SHAPES_PER_DOCUMENT) byShape.clear();
-            byShape.set(shape, complexity);
+            if (shape !== undefined) byShape.set(shape, complexity);
           }
           metrics.queryComplexity.observe(complexity);
           checkCost(complexity, max);
@@ -57,6 +57,24 @@ export function complexityLimitPlugin<TContext extends BaseContext>(
 }
 
 const MAX_SHAPES_PER_DOCUMENT = 256;
+const MAX_SHAPE_CHARS = 1024;
+
+/**
+ * What a cached cost of `document` is kept under: the operation and the shape of the variables
+ * it declares (others change nothing, and must not make new shapes). Undefined past
+ * MAX_SHAPE_CHARS: such a cost is estimated each time, not kept, or a client could fill the
+ * per-document cache with shapes of megabyte variables.
+ */
+export function costShape(document: DocumentNode, operationName: string | null | undefined, variables: Record<string, unknown> | undefined): string | undefined {
+  const shape = `${operationName ?? ''}|${variableShape(declaredVariables(document, operationName, variables))}`;
+  return shape.length <= MAX_SHAPE_CHARS ? shape : undefined;
+}
+
+function declaredVariables(document: DocumentNode, operationName: string | null | undefined, variables: Record<string, unknown> | undefined): Record<string, unknown> | undefined {
+  if (!variables) return undefined;
+  const declared = getOperationAST(document, operationName)?.variableDefinitions ?? [];
+  return Object.fromEntries(declared.filter((d) => d.variable.name.value in variables).map((d) => [d.variable.name.value, variables[d.variable.name.value]]));
+}
 
 const estimators = [fieldExtensionsEstimator(), simpleEstimator({ defaultComplexity: 1 })];
 
@@ -117,9 +135,17 @@ export function variableShape(variables: Record<string, unknown> | undefined): s
 const ENUM_LIKE = /^[A-Z][A-Z0-9_]{0,63}$/;
 
 function shapeOf(value: unknown): string {
-  if (Array.isArray(value)) return value.length <= 32 && value.every((v) => typeof v === 'string' && ENUM_LIKE.test(v)) ? JSON.stringify(value) : `[${value.length}]`;
+  if (Array.isArray(value)) {
+    if (value.length <= 32 && value.every((v) => typeof v === 'string' && ENUM_LIKE.test(v))) return JSON.stringify(value);
+    // A list of input objects (or lists) by each one's shape; of ids or numbers, by its length.
+    return value.some((v) => typeof v === 'object' && v !== null) ? `[${value.map(shapeOf).join(',')}]` : `[${value.length}]`;
+  }
   if (typeof value === 'number' || typeof value === 'boolean') return String(value);
-  if (typeof value === 'object' && value !== null) return JSON.stringify(value);
+  // An input object's fields by the same rules: its ids collapse, its list lengths count.
+  if (typeof value === 'object' && value !== null) {
+    const fields = value as Record<string, unknown>;
+    return `{${Object.keys(fields).sort().map((key) => `${key}:${shapeOf(fields[key])}`).join(',')}}`;
+  }
   if (typeof value === 'string' && ENUM_LIKE.test(value)) return JSON.stringify(value);
   return typeof value;
 }

@@ -43,6 +43,8 @@ export interface SubscriptionServerOptions<TContext> {
   /** The same formatter as HTTP responses: public codes pass, anything else is masked. */
   readonly formatError: (formatted: GraphQLFormattedError, error: unknown) => GraphQLFormattedError;
   readonly maxPerConnection: number;
+  /** The largest message a client may send (MAX_REQUEST_BYTES, as an HTTP body). */
+  readonly maxMessageBytes: number;
   readonly logger: Logger;
 }
 
@@ -57,7 +59,8 @@ const MAX_CHECKED_DOCUMENTS = 500;
  * operations here skip Apollo's plugins, so limits and error masking are applied here too.
  */
 export function attachSubscriptions<TContext extends object>(options: SubscriptionServerOptions<TContext>): { dispose(): Promise<void> } {
-  const wss = new WebSocketServer({ server: options.httpServer, path: '/graphql' });
+  // A message as large as an HTTP body at most (ws allows 100 MiB by default).
+  const wss = new WebSocketServer({ server: options.httpServer, path: '/graphql', maxPayload: options.maxMessageBytes });
   wss.on('connection', (socket) => writeInBatches(socket));
   const format = (errors: readonly GraphQLError[]) => errors.map((e) => options.formatError(formatForSocket(e), e));
   const documents = new Map<string, DocumentNode>();
