@@ -27,7 +27,8 @@ describe('whole answers kept for paging clients', () => {
   });
 
   it('keeps one answer per shape and window, and drops the least recently used past its budget', () => {
-    const answers = createWholeAnswers(8);
+    // Each of these weighs its 4 groups, 1 for itself and 1 for its key (under 64 characters).
+    const answers = createWholeAnswers(12);
     answers.keep(query(), window, { ...about, records });
     answers.keep(query({ role: 'receiver' }), window, { ...about, records });
     assert.ok(answers.find(query({ after: { sortValue: '500.00', customerId: 7, month: '2026-12' }, limit: 10 }), window), 'the page and cursor are not part of the shape');
@@ -38,6 +39,7 @@ describe('whole answers kept for paging clients', () => {
     assert.equal(answers.find(query({ role: 'receiver' }), window), undefined);
     assert.ok(answers.find(query(), window));
     assert.ok(answers.find(query({ customerIds: [3, 7] }), window));
+    assert.ok(answers.find(query({ customerIds: [7, 3] }), window), 'the same customers in another order');
     // Kept again at a new version: replaced, not added.
     answers.keep(query(), window, { ...about, version: '3 m 8', records });
     assert.equal(answers.find(query(), window)!.version, '3 m 8');
@@ -49,5 +51,15 @@ describe('whole answers kept for paging clients', () => {
     const kept = answers.keep(query(), window, { ...about, records });
     assert.equal(answers.find(query(), window), undefined);
     assert.equal(kept.groups(0, 10).length, 4);
+  });
+
+  it('counts empty answers and long id lists against the budget, so ever new id lists stay bounded', () => {
+    const answers = createWholeAnswers(1_000);
+    const ids = (n: number) => Array.from({ length: 100 }, (_, i) => n * 1_000 + i);
+    for (let n = 0; n < 1_000; n++) answers.keep(query({ customerIds: ids(n) }), window, { ...about, records: '' });
+    const kept = Array.from({ length: 1_000 }, (_, n) => answers.find(query({ customerIds: ids(n) }), window)).filter(Boolean).length;
+    // Each weighs 1 + its key's 64-character blocks (100 ids of 4 digits: about 8): about 110 stay.
+    assert.ok(kept > 50 && kept < 200, `${kept} empty answers kept`);
+    assert.ok(answers.find(query({ customerIds: ids(999) }), window), 'the newest stays');
   });
 });

@@ -36,6 +36,7 @@ export interface WholeAnswer extends KeptAbout {
 
 interface Entry {
   readonly answer: WholeAnswer;
+  /** What it counts against `maxGroups` (weightOf). */
   readonly groups: number;
 }
 
@@ -44,8 +45,12 @@ export function createWholeAnswers(maxGroups: number): WholeAnswers {
   const entries = new Map<string, Entry>();
   let held = 0;
 
+  // Ids in order: the same customers asked in another order are the same answer.
   const shapeOf = (query: StatsQuery, window: StatsWindow) =>
-    JSON.stringify([query.role, query.granularity, query.orderBy, query.customerIds, window.months]);
+    JSON.stringify([query.role, query.granularity, query.orderBy, query.customerIds && [...query.customerIds].sort((a, b) => a - b), window.months]);
+  // An entry weighs its groups, plus one for itself and its key's length (up to 1,000 ids): empty
+  // answers of ever new id lists counted nothing, and were never dropped.
+  const weightOf = (groups: number, shape: string) => groups + 1 + Math.ceil(shape.length / 64);
 
   const forget = (shape: string) => {
     const entry = entries.get(shape);
@@ -69,10 +74,11 @@ export function createWholeAnswers(maxGroups: number): WholeAnswers {
       const answer = wholeAnswer(lines, query, about);
       const shape = shapeOf(query, window);
       forget(shape);
-      if (lines.length > maxGroups) return answer;
-      while (held + lines.length > maxGroups) forget(entries.keys().next().value!);
-      entries.set(shape, { answer, groups: lines.length });
-      held += lines.length;
+      const weight = weightOf(lines.length, shape);
+      if (weight > maxGroups) return answer;
+      while (held + weight > maxGroups) forget(entries.keys().next().value!);
+      entries.set(shape, { answer, groups: weight });
+      held += weight;
       return answer;
     },
   };
