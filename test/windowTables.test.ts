@@ -66,5 +66,19 @@ describe('window tables held in DuckDB', () => {
     assert.equal(table?.invoices, '5', 'the second query answered, with the table made in its own session');
     assert.equal(builds, 2);
   });
-});
 
+  it('drops again, in the next session, a table whose drop was refused at its query\'s time limit', async () => {
+    const tables = createWindowTables(1_000, 'held_orphan');
+    const held = () => session(async (s) => (await s.all<{ n: number }>(`SELECT count(*)::INTEGER AS n FROM duckdb_tables() WHERE table_name LIKE 'held_orphan_%'`))[0]!.n);
+    await session((s) => tables.using((t) => take(t, s, 'may', 5, 1)));
+    assert.equal(await held(), 1);
+    // Released by a query past its limit: its DROP is refused, and the table forgotten.
+    await session(async (s) => {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      await tables.release(s, () => false, 0);
+    }, 50).catch(() => undefined);
+    assert.equal(await held(), 1, 'the refused drop left the table');
+    await session((s) => tables.release(s, () => false, 0));
+    assert.equal(await held(), 0, 'the next release dropped it');
+  });
+});

@@ -60,6 +60,12 @@ export function createWindowTables(maxRows: number, prefix = 'lake_window'): Win
   const entries = new Map<string, Entry>();
   let held = 0;
   let count = 0;
+  /**
+   * Tables no entry names that may still be in DuckDB: a drop refused (its session past its time
+   * limit, or interrupted), or a build that failed after its CREATE. Each went on holding its
+   * rows for good; they are dropped again in the next session that makes room or releases.
+   */
+  const orphans = new Set<string>();
 
   const forget = (id: string, entry: Entry) => {
     if (entries.get(id) !== entry) return;
@@ -67,13 +73,28 @@ export function createWindowTables(maxRows: number, prefix = 'lake_window'): Win
     held -= entry.rows;
   };
 
+  const dropTable = async (s: DuckSession, name: string) => {
+    try {
+      await s.run(`DROP TABLE IF EXISTS ${name}`);
+      orphans.delete(name);
+    } catch {
+      orphans.add(name);
+    }
+  };
+
   const drop = async (s: DuckSession, id: string, entry: Entry) => {
     forget(id, entry);
-    await entry.made.then(() => s.run(`DROP TABLE IF EXISTS ${entry.name}`)).catch(() => undefined);
+    // A table whose build failed is an orphan already.
+    if (await entry.made.then(() => true, () => false)) await dropTable(s, entry.name);
+  };
+
+  const dropOrphans = async (s: DuckSession) => {
+    for (const name of [...orphans]) await dropTable(s, name);
   };
 
   /** Drops least recently used tables no running query has taken until `rows` more fit. */
   async function makeRoom(s: DuckSession, rows: number): Promise<boolean> {
+    if (orphans.size > 0) await dropOrphans(s);
     if (rows > maxRows) return false;
     const victims = [...entries].filter(([, entry]) => entry.users === 0).sort((a, b) => a[1].usedAt - b[1].usedAt);
     while (held + rows > maxRows) {
@@ -109,7 +130,10 @@ export function createWindowTables(maxRows: number, prefix = 'lake_window'): Win
         const created: Entry = { name, rows, made, maker: s, usedAt: 0, users: 0 };
         entries.set(id, created);
         held += rows;
-        created.made.catch(() => forget(id, created));
+        created.made.catch(() => {
+          forget(id, created);
+          orphans.add(name);
+        });
         entry = created;
       }
     }
@@ -146,6 +170,7 @@ export function createWindowTables(maxRows: number, prefix = 'lake_window'): Win
     },
 
     async release(s, keep, idleMs) {
+      if (orphans.size > 0) await dropOrphans(s);
       const idleSince = performance.now() - idleMs;
       for (const [id, entry] of [...entries]) if (!keep(id) && entry.users === 0 && entry.usedAt < idleSince) await drop(s, id, entry);
     },
