@@ -67,6 +67,24 @@ describe('payment files landing one by one (a real S3 protocol server)', () => {
     await rm(dir, { recursive: true, force: true });
   });
 
+  it('keeps a table that is current again (its files back as they were) when its drop comes due', async () => {
+    const prefixes = { profiles: 'again/profiles/', payments: 'again/payments/', ratings: 'again/ratings/' };
+    const datasets = createDatasets({ store, cache, duck, prefixes, listingTtlMs: 0, dropAfterMs: 200, timeoutMs: 30_000, warningKeys: true, logger: pino({ level: 'silent' }) });
+    const rowsOf = (table: string) => duck.session(async (s) => (await s.all<{ n: number }>(`SELECT count(*)::INTEGER AS n FROM ${table}`))[0]!.n, { timeoutMs: 30_000, label: 'test' });
+    await store.putBytes(`${prefixes.payments}date=2026-02-01/a.jsonl`, `${event('q1', 1, '2026-02-01T10:00:00Z', '10.00')}\n`);
+    await datasets.load();
+    const first = await datasets.table('payments');
+    await store.putBytes(`${prefixes.payments}date=2026-02-02/b.jsonl`, `${event('q2', 2, '2026-02-02T10:00:00Z', '20.00')}\n`);
+    await datasets.load();
+    assert.notEqual(await datasets.table('payments'), first);
+    // The new file goes again within the drop's delay: the first table is current again.
+    await store.delete([`${prefixes.payments}date=2026-02-02/b.jsonl`]);
+    await datasets.load();
+    assert.equal(await datasets.table('payments'), first);
+    await new Promise((resolve) => setTimeout(resolve, 600));
+    assert.equal(await rowsOf(first), 1, 'the current table was not dropped');
+  });
+
   it('adds a new file to the last table, with the same rows and warnings as reading every file', async () => {
     const capture = new Writable({
       write(chunk: Buffer, _encoding, done) {

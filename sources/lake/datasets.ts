@@ -64,6 +64,8 @@ export interface DatasetsOptions {
   readonly prefixes: DatasetPrefixes;
   /** How long a listing of the bucket is reused. */
   readonly listingTtlMs: number;
+  /** How long a replaced table is kept for queries still reading it (default 60 s). */
+  readonly dropAfterMs?: number;
   readonly timeoutMs: number;
   /** Name the objects in warnings (a development aid: keys may say more than a client should see). */
   readonly warningKeys: boolean;
@@ -215,23 +217,38 @@ export function createDatasets(options: DatasetsOptions): Datasets {
     return objects;
   };
 
+  /**
+   * Tables no signature names any more that may still be in DuckDB: a drop that failed (no
+   * DuckDB slot within its limit), or a build that failed after its CREATE. Each held a whole
+   * dataset for good; they are dropped with the next table retired.
+   */
+  const leftovers = new Set<string>();
+  const dropTables = (names: string[]) =>
+    options.duck
+      .session(
+        async (s) => {
+          for (const name of names) {
+            await s.run(`DROP TABLE IF EXISTS ${name}`);
+            leftovers.delete(name);
+          }
+        },
+        { timeoutMs: 10_000, label: 'dataset_drop' },
+      )
+      .catch(() => {
+        for (const name of names) leftovers.add(name);
+      });
+
   /** Drops a replaced table a while after its successor is built: queries may still read it. */
   const retire = (kind: Kind, signature: string) => {
     const old = tables.get(signature);
     setTimeout(() => {
       if (current.get(kind) === signature) return;
       tables.delete(signature);
-      void old
-        ?.then((t) =>
-          options.duck.session(
-            async (s) => {
-              for (const name of [...derivedTables(kind, t.table), t.table]) await s.run(`DROP TABLE IF EXISTS ${name}`);
-            },
-            { timeoutMs: 10_000, label: 'dataset_drop' },
-          ),
-        )
-        .catch(() => undefined);
-    }, DROP_AFTER_MS).unref();
+      void old?.then(
+        (t) => dropTables([...derivedTables(kind, t.table), t.table, ...leftovers]),
+        () => dropTables([...leftovers]),
+      );
+    }, options.dropAfterMs ?? DROP_AFTER_MS).unref();
   };
 
   const loadKind = async (kind: Kind): Promise<{ signature: string; loaded: Loaded }> => {
@@ -244,9 +261,13 @@ export function createDatasets(options: DatasetsOptions): Datasets {
       tables.set(signature, loaded);
       latest.set(kind, loaded);
       loaded.catch(() => tables.delete(signature));
-      const previous = current.get(kind);
+    }
+    // Current even when its table was still held (the files went back to an earlier set within
+    // DROP_AFTER_MS): that table's pending drop then sees it current, and keeps it.
+    const previous = current.get(kind);
+    if (previous !== signature) {
       current.set(kind, signature);
-      if (previous && previous !== signature) void loaded.then(() => retire(kind, previous)).catch(() => undefined);
+      if (previous) void loaded.then(() => retire(kind, previous)).catch(() => undefined);
     }
     return { signature, loaded: await loaded };
   };
@@ -263,6 +284,11 @@ export function createDatasets(options: DatasetsOptions): Datasets {
     for (const o of reading) counts.set(idOf(o), { key: o.key, malformed: 0, unusable: 0, usable: 0 });
     const unreadable: string[] = [];
     let kept = 0;
+    // Its CREATE may have run before what failed: the table is dropped with the next one retired.
+    const failed = (err: unknown) => {
+      for (const name of [...derivedTables(kind, table), table]) leftovers.add(name);
+      throw err;
+    };
     await options.duck.session(
       async (s) => {
         // Files DuckDB cannot read at all (a corrupt Parquet file) are left out and reported.
@@ -298,7 +324,7 @@ export function createDatasets(options: DatasetsOptions): Datasets {
         kept = Number(size!.kept);
       },
       { timeoutMs: options.timeoutMs, label: `dataset_${kind}` },
-    );
+    ).catch(failed);
     options.logger.debug({ dataset: kind, files: objects.length, read: reading.length, added: adding, table }, 'dataset loaded');
     return { table, objects: counts, warnings: warningsOf(kind, [...counts.values()], kept, unreadable, options.warningKeys) };
   };
