@@ -103,7 +103,11 @@ export function createLocalStore(root: string): ObjectStore {
     },
 
     async delete(keys) {
-      for (const key of keys) await rm(pathOf(key), { force: true });
+      for (const key of keys) {
+        await rm(pathOf(key), { force: true });
+        // Keys name their generation: every export adds new ones, and the old must go here too.
+        etags.delete(pathOf(key));
+      }
     },
 
     localPath: pathOf,
