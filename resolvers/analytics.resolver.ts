@@ -33,8 +33,9 @@ export const analyticsCost = ({ args, childComplexity, node, context }: Complexi
 
 /**
  * Fields of a page that cost 1 each and do not repeat per row: everything but object fields
- * under `rows` (and what they select), here or through fragments. Selections with directives
- * count 0 (whether they run depends on variables), as does __typename (the estimator skips it).
+ * under `rows` (and what they select), here or through fragments; `__typename` (Apollo Client
+ * adds it everywhere) counts 1, as the estimator prices it. Selections with directives count 0
+ * (whether they run depends on variables).
  */
 function countedOnce(set: SelectionSetNode | undefined, fragments: ReadonlyMap<string, FragmentDefinitionNode>, inRows = false, depth = 0): number {
   if (!set || depth > 50) return 0;
@@ -42,7 +43,6 @@ function countedOnce(set: SelectionSetNode | undefined, fragments: ReadonlyMap<s
   for (const selection of set.selections) {
     if (selection.directives?.length) continue;
     if (selection.kind === Kind.FIELD) {
-      if (selection.name.value.startsWith('__')) continue;
       if (inRows && selection.selectionSet) continue;
       count += 1 + (inRows ? 0 : countedOnce(selection.selectionSet, fragments, selection.name.value === 'rows', depth + 1));
     } else {

@@ -4,7 +4,7 @@ import { badUserInput, type PublicError } from '../core/errors.js';
  * Variables are JSON, and JSON.parse rounds an integer past 2^53: `{"id": 9007199254740993}`
  * arrives as ...992, and GraphQL's ID takes an integer number as its text, so a lookup answered
  * another invoice without a word. No argument of this API takes such a number (ids are strings,
- * money is a string, Int stops at 2^31, the one Float is 0 to 1), so one is refused wherever it is.
+ * money is a string, Int stops at 2^31, its Floats, minScore, are 0 to 1), so one is refused wherever it is.
  */
 export function refuseRoundedNumbers(variables: unknown): PublicError | undefined {
   const found = roundedNumberAt(variables, '', 0);

@@ -204,6 +204,10 @@ describe('Customer.invoicesIssued / invoicesReceived connections', { skip }, () 
     const named = await post({ query: `{ invoiceStats(groupBy: ISSUER, months: 12, first: 10000) { rows { customerId month invoiceCount totalUsd avgUsd minUsd maxUsd customer { name } } } }` });
     assert.equal(named.status, 200, JSON.stringify(named.body.errors));
     assert.equal((await costs()) - before, 30_018);
+    // Apollo Client's __typename in each selection counts once where it is not under a row's object.
+    const typed = await post({ query: `{ invoiceStats(groupBy: ISSUER, months: 12, first: 10000) { __typename rows { __typename customerId totalUsd customer { __typename name } } } }` });
+    assert.equal(typed.status, 200, JSON.stringify(typed.body.errors));
+    assert.equal((await costs()) - before, 30_018 + 10 + 10_000 + 5 + 3 * 10_000);
     // Each of 1,000 customers' months of ten years: 120 rows each.
     const ids = JSON.stringify(Array.from({ length: 1000 }, (_, i) => String(i + 1)));
     assert.ok(await refused(`{ customers(ids: ${ids}) { stats(months: 120, role: ISSUER, granularity: MONTH) { month totalUsd } } }`));

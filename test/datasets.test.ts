@@ -69,7 +69,7 @@ describe('payment files landing one by one (a real S3 protocol server)', () => {
 
   it('keeps a table that is current again (its files back as they were) when its drop comes due', async () => {
     const prefixes = { profiles: 'again/profiles/', payments: 'again/payments/', ratings: 'again/ratings/' };
-    const datasets = createDatasets({ store, cache, duck, prefixes, listingTtlMs: 0, dropAfterMs: 200, timeoutMs: 30_000, warningKeys: true, logger: pino({ level: 'silent' }) });
+    const datasets = createDatasets({ store, cache, duck, prefixes, listingTtlMs: 0, dropAfterMs: 2_000, timeoutMs: 30_000, warningKeys: true, logger: pino({ level: 'silent' }) });
     const rowsOf = (table: string) => duck.session(async (s) => (await s.all<{ n: number }>(`SELECT count(*)::INTEGER AS n FROM ${table}`))[0]!.n, { timeoutMs: 30_000, label: 'test' });
     await store.putBytes(`${prefixes.payments}date=2026-02-01/a.jsonl`, `${event('q1', 1, '2026-02-01T10:00:00Z', '10.00')}\n`);
     await datasets.load();
@@ -81,7 +81,7 @@ describe('payment files landing one by one (a real S3 protocol server)', () => {
     await store.delete([`${prefixes.payments}date=2026-02-02/b.jsonl`]);
     await datasets.load();
     assert.equal(await datasets.table('payments'), first);
-    await new Promise((resolve) => setTimeout(resolve, 600));
+    await new Promise((resolve) => setTimeout(resolve, 3_000));
     assert.equal(await rowsOf(first), 1, 'the current table was not dropped');
   });
 

@@ -75,8 +75,10 @@ export function createWholeAnswers(maxGroups: number): WholeAnswers {
       const shape = shapeOf(query, window);
       forget(shape);
       const weight = weightOf(lines.length, shape);
-      if (weight > maxGroups) return answer;
-      while (held + weight > maxGroups) forget(entries.keys().next().value!);
+      // An answer of up to maxGroups groups is kept (the engine makes whole answers that large),
+      // alone if it must: the budget is then passed by its key's weight at most.
+      if (lines.length > maxGroups) return answer;
+      while (held + weight > maxGroups && entries.size > 0) forget(entries.keys().next().value!);
       entries.set(shape, { answer, groups: weight });
       held += weight;
       return answer;
