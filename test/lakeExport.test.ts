@@ -108,7 +108,7 @@ describe('an export whose uploads fail for good', { skip }, () => {
     // Every upload of the oldest month's issuer rollup is cut as it begins, while the others
     // pass, slowly: months are still waiting to upload when that one has failed for good.
     const cut = (line: string) => (failing && line.startsWith('PUT ') && line.includes(`rollups/issuer/month%3D${FAILING_MONTH}`) ? 0 : undefined);
-    proxy = await startCuttingProxy(s3.endpoint, cut, { delayMs: 150 });
+    proxy = await startCuttingProxy(s3.endpoint, cut, { delayMs: 300 });
     lakeside = await startFeedGateway('lake_upload_failure', { seed: { customers: 30, invoices: 6_000, months: 14, seed: 4 }, env: { ...s3.env, S3_ENDPOINT: proxy.endpoint } });
   });
   after(async () => {
