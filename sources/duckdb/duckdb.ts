@@ -32,6 +32,38 @@ export interface DuckSession {
  * one statement at a time), at most `threads` at once; a query past its time limit is
  * interrupted and fails with UPSTREAM_TIMEOUT, its connection closed.
  */
+/**
+ * Tables to drop that may still be in DuckDB: a DROP refused (its session past its time limit,
+ * interrupted, or no connection in time), or a build that failed after its CREATE. Left alone,
+ * each holds its rows for good; `drain` drops them in a session that can still run statements,
+ * and keeps those it could not for the next.
+ */
+export interface DropQueue {
+  add(...names: string[]): void;
+  readonly size: number;
+  drain(s: DuckSession): Promise<void>;
+}
+
+export function createDropQueue(): DropQueue {
+  const names = new Set<string>();
+  return {
+    add: (...more) => more.forEach((name) => names.add(name)),
+    get size() {
+      return names.size;
+    },
+    async drain(s) {
+      for (const name of [...names]) {
+        try {
+          await s.run(`DROP TABLE IF EXISTS ${name}`);
+          names.delete(name);
+        } catch {
+          // Kept for the next session.
+        }
+      }
+    },
+  };
+}
+
 export interface Duck {
   session<T>(work: (session: DuckSession) => Promise<T>, options: { timeoutMs: number; label: string }): Promise<T>;
   /** Sessions opened so far (tests count queries with it). */

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { LIST, VARCHAR, listValue } from '@duckdb/node-api';
 import type { Logger } from 'pino';
-import type { Duck } from '../duckdb/duckdb.js';
+import { createDropQueue, type Duck } from '../duckdb/duckdb.js';
 import type { ObjectCache } from '../objectStore/objectCache.js';
 import type { ObjectStore, StoredObject } from '../objectStore/objectStore.js';
 
@@ -217,26 +217,10 @@ export function createDatasets(options: DatasetsOptions): Datasets {
     return objects;
   };
 
-  /**
-   * Tables no signature names any more that may still be in DuckDB: a drop that failed (no
-   * DuckDB slot within its limit), or a build that failed after its CREATE. Each held a whole
-   * dataset for good; they are dropped with the next table retired.
-   */
-  const leftovers = new Set<string>();
-  const dropTables = (names: string[]) =>
-    options.duck
-      .session(
-        async (s) => {
-          for (const name of names) {
-            await s.run(`DROP TABLE IF EXISTS ${name}`);
-            leftovers.delete(name);
-          }
-        },
-        { timeoutMs: 10_000, label: 'dataset_drop' },
-      )
-      .catch(() => {
-        for (const name of names) leftovers.add(name);
-      });
+  // Tables no signature names any more, whose DROP has not run yet.
+  const unnamed = createDropQueue();
+  const dropUnnamed = () =>
+    options.duck.session((s) => unnamed.drain(s), { timeoutMs: 10_000, label: 'dataset_drop' }).catch(() => undefined);
 
   /** Drops a replaced table a while after its successor is built: queries may still read it. */
   const retire = (kind: Kind, signature: string) => {
@@ -245,9 +229,9 @@ export function createDatasets(options: DatasetsOptions): Datasets {
       if (current.get(kind) === signature) return;
       tables.delete(signature);
       void old?.then(
-        (t) => dropTables([...derivedTables(kind, t.table), t.table, ...leftovers]),
-        () => dropTables([...leftovers]),
-      );
+        (t) => unnamed.add(...derivedTables(kind, t.table), t.table),
+        () => undefined,
+      ).then(dropUnnamed);
     }, options.dropAfterMs ?? DROP_AFTER_MS).unref();
   };
 
@@ -284,9 +268,9 @@ export function createDatasets(options: DatasetsOptions): Datasets {
     for (const o of reading) counts.set(idOf(o), { key: o.key, malformed: 0, unusable: 0, usable: 0 });
     const unreadable: string[] = [];
     let kept = 0;
-    // Its CREATE may have run before what failed: the table is dropped with the next one retired.
+    // Its CREATE may have run before what failed: the table is queued to be dropped.
     const failed = (err: unknown) => {
-      for (const name of [...derivedTables(kind, table), table]) leftovers.add(name);
+      unnamed.add(...derivedTables(kind, table), table);
       throw err;
     };
     await options.duck.session(
@@ -348,6 +332,8 @@ export function createDatasets(options: DatasetsOptions): Datasets {
 
   return {
     async load() {
+      // Tables a failed build or drop left: dropped in a session of their own, beside this load.
+      if (unnamed.size > 0) void dropUnnamed();
       const kinds = await Promise.all([loadKind('profiles'), loadKind('payments'), loadKind('ratings')]);
       const [profiles, payments, ratings] = kinds.map((k) => k.loaded) as [Loaded, Loaded, Loaded];
       await Promise.all([derive('payments', payments), derive('ratings', ratings)]);

@@ -1,5 +1,5 @@
 import { LIST, listValue, VARCHAR } from '@duckdb/node-api';
-import type { DuckSession } from '../duckdb/duckdb.js';
+import { createDropQueue, type DuckSession } from '../duckdb/duckdb.js';
 
 /**
  * Tables DuckDB keeps in memory between queries, each built once from immutable inputs (rollup
@@ -60,12 +60,8 @@ export function createWindowTables(maxRows: number, prefix = 'lake_window'): Win
   const entries = new Map<string, Entry>();
   let held = 0;
   let count = 0;
-  /**
-   * Tables no entry names that may still be in DuckDB: a drop refused (its session past its time
-   * limit, or interrupted), or a build that failed after its CREATE. Each went on holding its
-   * rows for good; they are dropped again in the next session that makes room or releases.
-   */
-  const orphans = new Set<string>();
+  // Tables no entry names any more, whose DROP has not run yet.
+  const unnamed = createDropQueue();
 
   const forget = (id: string, entry: Entry) => {
     if (entries.get(id) !== entry) return;
@@ -73,28 +69,16 @@ export function createWindowTables(maxRows: number, prefix = 'lake_window'): Win
     held -= entry.rows;
   };
 
-  const dropTable = async (s: DuckSession, name: string) => {
-    try {
-      await s.run(`DROP TABLE IF EXISTS ${name}`);
-      orphans.delete(name);
-    } catch {
-      orphans.add(name);
-    }
-  };
-
   const drop = async (s: DuckSession, id: string, entry: Entry) => {
     forget(id, entry);
-    // A table whose build failed is an orphan already.
-    if (await entry.made.then(() => true, () => false)) await dropTable(s, entry.name);
-  };
-
-  const dropOrphans = async (s: DuckSession) => {
-    for (const name of [...orphans]) await dropTable(s, name);
+    // A table whose build failed is queued already.
+    if (await entry.made.then(() => true, () => false)) unnamed.add(entry.name);
+    await unnamed.drain(s);
   };
 
   /** Drops least recently used tables no running query has taken until `rows` more fit. */
   async function makeRoom(s: DuckSession, rows: number): Promise<boolean> {
-    if (orphans.size > 0) await dropOrphans(s);
+    if (unnamed.size > 0) await unnamed.drain(s);
     if (rows > maxRows) return false;
     const victims = [...entries].filter(([, entry]) => entry.users === 0).sort((a, b) => a[1].usedAt - b[1].usedAt);
     while (held + rows > maxRows) {
@@ -132,7 +116,7 @@ export function createWindowTables(maxRows: number, prefix = 'lake_window'): Win
         held += rows;
         created.made.catch(() => {
           forget(id, created);
-          orphans.add(name);
+          unnamed.add(name);
         });
         entry = created;
       }
@@ -170,7 +154,7 @@ export function createWindowTables(maxRows: number, prefix = 'lake_window'): Win
     },
 
     async release(s, keep, idleMs) {
-      if (orphans.size > 0) await dropOrphans(s);
+      if (unnamed.size > 0) await unnamed.drain(s);
       const idleSince = performance.now() - idleMs;
       for (const [id, entry] of [...entries]) if (!keep(id) && entry.users === 0 && entry.usedAt < idleSince) await drop(s, id, entry);
     },
