@@ -254,7 +254,8 @@ async function readPrevious(store: LakeExporterOptions['store'], key: string, lo
     logger.warn({ manifest: key }, 'the last export\'s manifest is gone from the object store; exporting everything again');
     return undefined;
   }
-  const stored = new Set([...(await store.list('invoices/')), ...(await store.list('rollups/'))].map((o) => o.key));
+  const [raw, rollups] = await Promise.all([store.list('invoices/'), store.list('rollups/')]);
+  const stored = new Set([...raw, ...rollups].map((o) => o.key));
   if (manifestKeys(manifest).every((object) => stored.has(object))) return manifest;
   logger.warn({ manifest: key }, 'objects of the last export are gone from the object store; exporting everything again');
   return undefined;

@@ -27,8 +27,8 @@ export const analyticsCost = ({ args, childComplexity, node, context }: Complexi
   // What the estimator counted for the rows' object fields: all it counted but the fields known
   // to cost 1 each. A field it may have left out (@include, @skip) is not among those, so the
   // estimate can only err towards charging more per row.
-  const perRow = childComplexity - countedOnce(node.selectionSet, fragments);
-  return perRow > 0 ? 10 + first + (childComplexity - perRow) + perRow * first : 10 + childComplexity + first;
+  const perRow = Math.max(childComplexity - countedOnce(node.selectionSet, fragments), 0);
+  return 10 + first + childComplexity + perRow * (first - 1);
 };
 
 /**

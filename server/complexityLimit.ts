@@ -1,6 +1,6 @@
 import { HeaderMap, type ApolloServerPlugin, type BaseContext } from '@apollo/server';
 import { RateLimited } from './rateLimits.js';
-import { GraphQLError, Kind, getOperationAST, getVariableValues, type DocumentNode, type FragmentDefinitionNode, type GraphQLSchema } from 'graphql';
+import { GraphQLError, Kind, getOperationAST, getVariableValues, type DocumentNode, type FragmentDefinitionNode, type GraphQLSchema, type OperationDefinitionNode } from 'graphql';
 import { createRequire } from 'node:module';
 import type { Metrics } from '../core/metrics.js';
 
@@ -23,15 +23,15 @@ export function complexityLimitPlugin<TContext extends BaseContext>(
 ): ApolloServerPlugin<TContext> {
   // Measured: estimating every request cost more CPU than executing a warm lookup. Apollo hands
   // the same DocumentNode for the same query text, and a cost depends on the variables only
-  // through list lengths, numbers and booleans, so it is cached per document and variable shape.
+  // through what costShape keeps of them, so it is cached per document and that shape.
   const cache = new WeakMap<DocumentNode, Map<string, number>>();
   return {
     async requestDidStart() {
       return {
-        async didResolveOperation({ request, document, operationName, contextValue }) {
+        async didResolveOperation({ request, document, operation, operationName, contextValue }) {
           const byShape = cache.get(document) ?? new Map<string, number>();
           cache.set(document, byShape);
-          const shape = costShape(document, operationName, request.variables);
+          const shape = operation && costShape(operation, request.variables);
           let complexity = shape === undefined ? undefined : byShape.get(shape);
           if (complexity === undefined) {
             const estimate = estimateCost(schema, document, operationName, request.variables);
@@ -65,15 +65,10 @@ const MAX_SHAPE_CHARS = 1024;
  * MAX_SHAPE_CHARS: such a cost is estimated each time, not kept, or a client could fill the
  * per-document cache with shapes of megabyte variables.
  */
-export function costShape(document: DocumentNode, operationName: string | null | undefined, variables: Record<string, unknown> | undefined): string | undefined {
-  const shape = `${operationName ?? ''}|${variableShape(declaredVariables(document, operationName, variables))}`;
+export function costShape(operation: OperationDefinitionNode, variables: Record<string, unknown> | undefined): string | undefined {
+  const declared = variables && Object.fromEntries((operation.variableDefinitions ?? []).filter((d) => d.variable.name.value in variables).map((d) => [d.variable.name.value, variables[d.variable.name.value]]));
+  const shape = `${operation.name?.value ?? ''}|${variableShape(declared)}`;
   return shape.length <= MAX_SHAPE_CHARS ? shape : undefined;
-}
-
-function declaredVariables(document: DocumentNode, operationName: string | null | undefined, variables: Record<string, unknown> | undefined): Record<string, unknown> | undefined {
-  if (!variables) return undefined;
-  const declared = getOperationAST(document, operationName)?.variableDefinitions ?? [];
-  return Object.fromEntries(declared.filter((d) => d.variable.name.value in variables).map((d) => [d.variable.name.value, variables[d.variable.name.value]]));
 }
 
 const estimators = [fieldExtensionsEstimator(), simpleEstimator({ defaultComplexity: 1 })];

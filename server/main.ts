@@ -45,15 +45,15 @@ async function start(config: Config, logger: Logger, state: StartState): Promise
   if (state.embedded && state.gateway && !state.stopping) {
     const { store } = state.gateway.lake;
     const { prefixes } = config.lake.sources;
-    const sampleDb = createDatabase({ url, poolMax: 1, statementTimeoutMs: 0 }, logger);
     try {
-      if ((await store.list(prefixes.profiles)).length === 0) await writeSampleDatasets({ db: sampleDb, store, prefixes, seed: DEMO.seed, logger });
+      if ((await store.list(prefixes.profiles)).length === 0) {
+        const sampleDb = createDatabase({ url, poolMax: 1, statementTimeoutMs: 0 }, logger);
+        await writeSampleDatasets({ db: sampleDb, store, prefixes, seed: DEMO.seed, logger }).finally(() => sampleDb.close());
+      }
     } catch (err) {
       // A convenience of the demo: the gateway serves without it (an object store that is down
       // is SERVICE_UNAVAILABLE on analytics only), and the next start tries again.
       logger.warn({ err }, 'writing the sample datasets failed; joined analytics have no data until the next start');
-    } finally {
-      await sampleDb.close();
     }
   }
 }

@@ -104,7 +104,7 @@ export function attachSubscriptions<TContext extends object>(options: Subscripti
           await options.admit(ctx.extra.viewer!);
           if (options.trustedQuery) query = options.trustedQuery(payload.query || undefined, payload.extensions);
         } catch (err) {
-          if (err instanceof PublicError) return [new GraphQLError(err.message, { originalError: err })];
+          if (err instanceof PublicError) return [refusal(err)];
           throw err;
         }
         // Parsed and validated here, once per distinct query (an argument of the wrong value is
@@ -118,7 +118,7 @@ export function attachSubscriptions<TContext extends object>(options: Subscripti
           return [new GraphQLError('The WebSocket carries subscriptions only; send queries and mutations over HTTP (POST /graphql)', { extensions: { code: 'BAD_REQUEST' } })];
         }
         const rounded = refuseRoundedNumbers(payload.variables);
-        if (rounded) return [new GraphQLError(rounded.message, { originalError: rounded })];
+        if (rounded) return [refusal(rounded)];
         // The same cost limit and budget as over HTTP: each event runs the whole selection.
         try {
           const cost = estimateCost(options.schema, checked, payload.operationName, payload.variables ?? undefined);
@@ -128,7 +128,7 @@ export function attachSubscriptions<TContext extends object>(options: Subscripti
           }
         } catch (err) {
           if (err instanceof GraphQLError) return [err];
-          if (err instanceof PublicError) return [new GraphQLError(err.message, { originalError: err })];
+          if (err instanceof PublicError) return [refusal(err)];
           throw err;
         }
         return { schema: options.schema, document: checked, operationName: payload.operationName, variableValues: payload.variables };
@@ -182,8 +182,13 @@ function withCode(error: GraphQLError, code: string): GraphQLError {
   return new GraphQLError(error.message, { nodes: error.nodes, source: error.source, positions: error.positions, extensions: { code } });
 }
 
+/** A subscribe refused with a public error: the formatter passes its code. */
+function refusal(error: PublicError): GraphQLError {
+  return new GraphQLError(error.message, { originalError: error });
+}
+
 function limitError(message: string): GraphQLError {
-  return new GraphQLError(message, { originalError: new PublicError('LIMIT_EXCEEDED', message) });
+  return refusal(new PublicError('LIMIT_EXCEEDED', message));
 }
 
 /** Below this many bytes waiting on a socket, a send counts as done at once. */

@@ -162,7 +162,7 @@ const EVERYTHING: Invalidation = { prefix: '' };
  * PUBLISH): its handlers run inside Redis's socket callback, so a shape they cannot take would
  * be an uncaught exception, and a message ignored could leave a changed row in some process.
  */
-export function readInvalidation(message: string): Invalidation {
+function readInvalidation(message: string): Invalidation {
   let parsed: unknown;
   try {
     parsed = JSON.parse(message);

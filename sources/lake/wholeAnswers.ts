@@ -37,7 +37,7 @@ export interface WholeAnswer extends KeptAbout {
 interface Entry {
   readonly answer: WholeAnswer;
   /** What it counts against `maxGroups` (weightOf). */
-  readonly groups: number;
+  readonly weight: number;
 }
 
 export function createWholeAnswers(maxGroups: number): WholeAnswers {
@@ -56,7 +56,7 @@ export function createWholeAnswers(maxGroups: number): WholeAnswers {
     const entry = entries.get(shape);
     if (!entry) return;
     entries.delete(shape);
-    held -= entry.groups;
+    held -= entry.weight;
   };
 
   return {
@@ -79,7 +79,7 @@ export function createWholeAnswers(maxGroups: number): WholeAnswers {
       // alone if it must: the budget is then passed by its key's weight at most.
       if (lines.length > maxGroups) return answer;
       while (held + weight > maxGroups && entries.size > 0) forget(entries.keys().next().value!);
-      entries.set(shape, { answer, groups: weight });
+      entries.set(shape, { answer, weight });
       held += weight;
       return answer;
     },
