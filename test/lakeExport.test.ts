@@ -5,8 +5,8 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
-import { createTestDatabase, missingServices, type TestDatabase } from './fixtures/services.js';
-import { startTestGateway, type TestGateway } from './fixtures/gateway.js';
+import { missingServices, type TestDatabase } from './fixtures/services.js';
+import type { TestGateway } from './fixtures/gateway.js';
 import { eventually } from './fixtures/eventually.js';
 import { spawnGateway } from './fixtures/process.js';
 import { startCuttingProxy, type CuttingProxy } from './fixtures/cuttingProxy.js';
@@ -19,6 +19,7 @@ const EXPORT = fileURLToPath(new URL('../server/commands/export.js', import.meta
 
 describe('npm run export (a real process, an S3 lake)', { skip }, () => {
   let s3: S3Server;
+  let lakeside: FeedGateway;
   let db: TestDatabase;
   let gw: TestGateway;
   let sql: pg.Pool;
@@ -26,18 +27,14 @@ describe('npm run export (a real process, an S3 lake)', { skip }, () => {
 
   before(async () => {
     s3 = await startS3Server();
-    db = await createTestDatabase('lake_export');
     // The gateway streams the feed (it records what the lake lacks) and answers queries; the
     // export command is a process of its own on the same database and bucket.
-    gw = await startTestGateway({ databaseUrl: db.url, env: { ...s3.env, CHANGE_FEED: '1' }, seed: { customers: 60, invoices: 30_000, months: 14, seed: 3 } });
-    await eventually(() => gw.gateway.feed.status().state === 'streaming', 'the feed to stream');
-    sql = new pg.Pool({ connectionString: db.url, max: 3 });
+    lakeside = await startFeedGateway('lake_export', { env: s3.env, seed: { customers: 60, invoices: 30_000, months: 14, seed: 3 }, poolMax: 3 });
+    ({ db, gw, sql } = lakeside);
     dataDir = await mkdtemp(path.join(tmpdir(), 'ig-export-'));
   });
   after(async () => {
-    await sql?.end();
-    await gw?.stop();
-    await db?.drop();
+    await lakeside?.stop();
     await s3?.stop();
     await rm(dataDir, { recursive: true, force: true });
   });
