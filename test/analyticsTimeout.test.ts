@@ -37,10 +37,10 @@ describe('analytics time limit in Postgres', { skip }, () => {
    * Takes an exclusive lock on invoices, so any read of it waits, and holds it for `ms`.
    * Resolves once the lock is held: queries sent before that could run first (and did, once in CI).
    */
-  const lockFor = async (ms: number): Promise<{ released: Promise<void> }> => {
+  const lockFor = async (ms: number, table = 'invoices'): Promise<{ released: Promise<void> }> => {
     const client = await sql.connect();
     await client.query('BEGIN');
-    await client.query('LOCK TABLE invoices IN ACCESS EXCLUSIVE MODE');
+    await client.query(`LOCK TABLE ${table} IN ACCESS EXCLUSIVE MODE`);
     const released = new Promise<void>((resolve) =>
       setTimeout(() => {
         void client.query('ROLLBACK').finally(() => {
@@ -71,5 +71,24 @@ describe('analytics time limit in Postgres', { skip }, () => {
     const answers = await Promise.all([stats(), few()]);
     await released;
     for (const answer of answers) assert.equal(answer.errors?.[0]?.extensions?.code, 'UPSTREAM_TIMEOUT', JSON.stringify(answer.errors));
+  });
+
+  /**
+   * The limit is the query's, not each statement's: a snapshot whose window waits 2.8 s for
+   * lake_state and whose groups then wait 2.8 s more for invoices, each within 4 s, used to
+   * answer after 5.6 s. Its running statement is cancelled at the limit, not left to wait.
+   */
+  it('ends the whole query at its limit, however its statements share it', async () => {
+    const [invoicesLock, stateLock] = await Promise.all([lockFor(5_600), lockFor(2_800, 'lake_state')]);
+    const answer = await stats();
+    assert.equal(answer.errors?.[0]?.extensions?.code, 'UPSTREAM_TIMEOUT', JSON.stringify(answer.errors ?? answer.data));
+    // Before the lock on invoices goes: the gateway's statement no longer waits for it.
+    const { rows } = await sql.query<{ waiting: number }>(
+      `SELECT count(*)::int AS waiting FROM pg_stat_activity WHERE application_name = 'invoice-gateway' AND wait_event_type = 'Lock'`,
+    );
+    assert.equal(rows[0]!.waiting, 0);
+    await Promise.all([invoicesLock.released, stateLock.released]);
+    const after = await stats();
+    assert.equal(after.errors, undefined, JSON.stringify(after.errors));
   });
 });

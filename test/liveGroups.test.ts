@@ -6,7 +6,8 @@ import { createDatabase, type Database } from '../sources/postgres/database.js';
 import type { LakeMisses } from '../sources/postgres/lakeStore.js';
 import { migrate } from '../sources/postgres/migrate.js';
 import { seedDatabase } from '../sources/postgres/seeder.js';
-import { createStatsStore, type LiveGroups, type StatsGranularity, type StatsQuery, type StatsRole } from '../sources/postgres/statsStore.js';
+import { createStatsStore, type LiveGroups, type StatsGranularity, type StatsQuery, type StatsRole, type StatsSnapshot } from '../sources/postgres/statsStore.js';
+import { deadlineIn } from '../core/deadline.js';
 
 const skip = await missingServices('postgres');
 
@@ -55,7 +56,7 @@ describe('live groups of a page in customer order', { skip }, () => {
     await database?.drop();
   });
 
-  const store = () => createStatsStore(db, logger);
+  const inSnapshot = (work: (snapshot: StatsSnapshot) => Promise<void>) => createStatsStore(db, logger).withSnapshot(12, work, deadlineIn(60_000));
   const query = (role: StatsRole, granularity: StatsGranularity, limit: number, after: StatsQuery['after'], customerIds: number[] | null = null): StatsQuery => ({
     role, months: 12, customerIds, granularity, orderBy: 'CUSTOMER_ASC', limit, after,
   });
@@ -70,7 +71,7 @@ describe('live groups of a page in customer order', { skip }, () => {
         for (const granularity of ['MONTH', 'TOTAL'] as const) {
           // Every customer, and some of them (a customerIds filter).
           for (const customerIds of [null, [2, 3, 5, 8, 13, 21]]) {
-            await store().withSnapshot(12, async (snapshot) => {
+            await inSnapshot(async (snapshot) => {
               const whole = await snapshot.liveGroups(misses.value(), query(role, granularity, 1_000_000, null, customerIds), 'all');
               assert.equal(whole.partial, false);
               const all = groupsOf(whole, granularity);
@@ -126,7 +127,7 @@ describe('live groups of a page in customer order', { skip }, () => {
   }
 
   it('reads the fresh groups apart as liveGroups reads them, and takes that read as its fresh groups', async () => {
-    await store().withSnapshot(12, async (snapshot) => {
+    await inSnapshot(async (snapshot) => {
       for (const scope of ['all', 'page'] as const) {
         for (const upTo of scope === 'page' ? [undefined, 9] : [undefined]) {
           const q = query('issuer', 'MONTH', 6, null);
@@ -142,7 +143,7 @@ describe('live groups of a page in customer order', { skip }, () => {
   });
 
   it('is refused for an order by a measure, where a later key can overtake the page', async () => {
-    await store().withSnapshot(12, async (snapshot) => {
+    await inSnapshot(async (snapshot) => {
       await assert.rejects(snapshot.liveGroups({ above: highest, ids: [] }, { ...query('issuer', 'MONTH', 5, null), orderBy: 'TOTAL_DESC' }, 'page'), /customer order/);
     });
   });

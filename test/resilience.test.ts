@@ -4,6 +4,7 @@ import pg from 'pg';
 import { createTestDatabase, missingServices, type TestDatabase } from './fixtures/services.js';
 import { memoryLogger, startTestGateway, type TestGateway } from './fixtures/gateway.js';
 import { createStatsStore } from '../sources/postgres/statsStore.js';
+import { deadlineIn } from '../core/deadline.js';
 import { startTcpProxy, type TcpProxy } from './fixtures/network.js';
 import { CustomerByIdDocument, InvoiceByIdDocument } from './generated/graphql.js';
 
@@ -63,14 +64,14 @@ describe('Postgres failures reach clients as clear, masked errors', { skip }, ()
         stats.withSnapshot(3, async ({ window }) => {
           assert.ok(window.from, 'the snapshot read its window');
           await proxy.cut();
-        }),
+        }, deadlineIn(30_000)),
         (err: { code?: string }) => err.code === 'SERVICE_UNAVAILABLE',
       );
     } finally {
       await proxy.restore();
     }
     // The lost connection was not pooled again: the next snapshot gets a working one.
-    assert.equal(await stats.withSnapshot(3, async () => 'read'), 'read');
+    assert.equal(await stats.withSnapshot(3, async () => 'read', deadlineIn(30_000)), 'read');
   });
 
   it('answers UPSTREAM_TIMEOUT when a statement outlasts DATABASE_STATEMENT_TIMEOUT_MS', async () => {

@@ -1,5 +1,6 @@
 import { BIGINT, INTEGER, LIST, VARCHAR, listValue, type DuckDBType, type DuckDBValue } from '@duckdb/node-api';
 import { namedParameters, utcMonth, type Duck } from '../duckdb/duckdb.js';
+import { deadlineIn } from '../../core/deadline.js';
 import { groupBy } from '../../core/groupBy.js';
 import type { DatasetKind, Datasets, DatasetWarning, LoadedDatasets } from './datasets.js';
 import type { InvoiceSet, StatsEngine } from './statsEngine.js';
@@ -269,8 +270,10 @@ export function createJoined(deps: { datasets: Datasets; duck: Duck; stats: Stat
     },
 
     async segmentStats(q) {
+      // One time limit for the whole query: the datasets' loading, the snapshot and the join.
+      const deadline = deadlineIn(timeoutMs);
       const tables = await datasets.load();
-      return deps.stats.withInvoices(q.months, async (set) => {
+      return deps.stats.withInvoices(q.months, deadline, async (set) => {
         const { bind, values, types } = namedParameters();
         const live = `SELECT unnest(${bind('live_id', ids(set.live.ids), LIST(BIGINT))}) AS invoice_id,
             unnest(${bind('live_date', listValue(set.live.dates), LIST(VARCHAR))})::TIMESTAMPTZ AS issue_date,
@@ -335,7 +338,7 @@ export function createJoined(deps: { datasets: Datasets; duck: Duck; stats: Stat
           LIMIT ${bind('limit', BigInt(q.limit), BIGINT)} OFFSET ${bind('offset', BigInt(q.offset), BIGINT)}`;
             return s.allNamed<SegmentGroup & { _invoices: string; _live: string }>(sql, values, types);
           }),
-          { timeoutMs, label: 'segment_stats' },
+          { timeoutMs: deadline.remainingMs(), label: 'segment_stats' },
         );
         // Payments that match no invoice are reported, not joined.
         const [absent, stale] = await Promise.all([paidIdsNotIn(tables.paidInvoices, set.lakeFiles), paidAmong(tables.paidInvoices, set.staleIds)]);

@@ -1,6 +1,7 @@
 import { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
 import type { Metrics } from '../../core/metrics.js';
+import { deadlineIn, type Deadline } from '../../core/deadline.js';
 import { serviceUnavailable } from '../../core/errors.js';
 import type { Duck } from '../duckdb/duckdb.js';
 import type { ObjectCache } from '../objectStore/objectCache.js';
@@ -44,6 +45,7 @@ export interface StatsEngineOptions {
    */
   readonly postgresMaxCustomers: number;
   readonly postgresMaxInvoices: number;
+  /** Time limit of one query, all its stages together (UPSTREAM_TIMEOUT past it). */
   readonly timeoutMs: number;
   /** How long to wait for the feed to record every change that precedes the query. */
   readonly barrierTimeoutMs: number;
@@ -74,8 +76,11 @@ export interface InvoiceSet {
 
 export interface StatsEngine {
   invoiceStats(query: StatsQuery): Promise<StatsAnswer>;
-  /** Runs `work` on the window's invoices (lake plus live rows, or Postgres alone). */
-  withInvoices<T>(months: number, work: (set: InvoiceSet) => Promise<T>): Promise<T>;
+  /**
+   * Runs `work` on the window's invoices (lake plus live rows, or Postgres alone), within
+   * `deadline` (the query's time limit, begun by the caller).
+   */
+  withInvoices<T>(months: number, deadline: Deadline, work: (set: InvoiceSet) => Promise<T>): Promise<T>;
 }
 
 /**
@@ -117,9 +122,10 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
    * Whether the lake may answer in the query's snapshot: it has been exported, and the feed has
    * recorded every commit before the snapshot (a barrier). Otherwise why Postgres answers alone.
    */
-  async function lakeUnusable(window: StatsWindow): Promise<StatsWarning | undefined> {
+  async function lakeUnusable(window: StatsWindow, deadline: Deadline): Promise<StatsWarning | undefined> {
     if (window.lakeGeneration === 0) return NOT_EXPORTED;
-    if (!(await timed('barrier', () => options.lakeStore.recordedUpToNow(options.barrierTimeoutMs)))) return NOT_CURRENT;
+    const waitMs = Math.min(options.barrierTimeoutMs, deadline.remainingMs());
+    if (!(await timed('barrier', () => options.lakeStore.recordedUpToNow(waitMs, deadline.signal)))) return NOT_CURRENT;
     return undefined;
   }
 
@@ -154,8 +160,8 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
   }
 
   /** The lake as a query may use it, in the query's snapshot (see lakeUnusable and lakeChanges). */
-  async function currentLake(lake: NonNullable<StatsEngineOptions['lake']>, window: StatsWindow) {
-    return (await lakeUnusable(window)) ?? timed('changes', () => lakeChanges(lake, window));
+  async function currentLake(lake: NonNullable<StatsEngineOptions['lake']>, window: StatsWindow, deadline: Deadline) {
+    return (await lakeUnusable(window, deadline)) ?? timed('changes', () => lakeChanges(lake, window));
   }
 
   /**
@@ -201,7 +207,7 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
     }
   };
   /** The stats store's snapshot, its opening (BEGIN and the window) and its COMMIT counted as stages. */
-  const inSnapshot = async <T>(months: number, work: (snapshot: StatsSnapshot) => Promise<T>): Promise<T> => {
+  const inSnapshot = async <T>(months: number, deadline: Deadline, work: (snapshot: StatsSnapshot) => Promise<T>): Promise<T> => {
     const opening = performance.now();
     let closing = 0;
     const result = await options.stats.withSnapshot(months, async (snapshot) => {
@@ -211,23 +217,23 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
       } finally {
         closing = performance.now();
       }
-    });
+    }, deadline);
     observeStage('commit', closing);
     return result;
   };
 
   return {
-    async withInvoices(months, work) {
+    async withInvoices(months, deadline, work) {
       const started = performance.now();
       let engine = 'POSTGRES';
       // The join runs in DuckDB whichever engine supplied the invoices.
       const runJoin = (set: InvoiceSet) => timed('lake', () => work(set));
-      const result = await inSnapshot(months, async (snapshot) => {
+      const result = await inSnapshot(months, deadline, async (snapshot) => {
         const base = { window: snapshot.window, unknownInvoices: (ids: readonly string[]) => snapshot.unknownInvoices(ids), lakeFiles: null };
         const fromPostgres = async (warning?: StatsWarning) =>
           runJoin({ ...base, engine: 'POSTGRES', rawFiles: [], staleIds: [], live: await timed('postgres', () => snapshot.invoices(null)), lakeAsOf: null, warnings: warning ? [warning] : [] });
         if (!options.lake) return fromPostgres();
-        const lake = await currentLake(options.lake, snapshot.window);
+        const lake = await currentLake(options.lake, snapshot.window, deadline);
         if ('code' in lake) return fromPostgres(lake);
         const { store, cache } = options.lake;
         const wanted = new Set(snapshot.window.months);
@@ -259,6 +265,7 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
 
     async invoiceStats(query) {
       const started = performance.now();
+      const deadline = deadlineIn(options.timeoutMs);
       const postgresAnswer = (asOf: string, groups: StatsGroup[], warning?: StatsWarning): StatsAnswer => {
         const rows = Number(groups[0]?.allInvoices ?? 0);
         return { groups, asOf, engine: 'POSTGRES', lakeRows: 0, liveRows: rows, lakeAsOf: null, warnings: warning ? [warning] : [] };
@@ -278,7 +285,7 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
         }
         busyCustomers.set(busyKey, true);
       }
-      const answer = await inSnapshot(query.months, async (snapshot): Promise<StatsAnswer> => {
+      const answer = await inSnapshot(query.months, deadline, async (snapshot): Promise<StatsAnswer> => {
         const { window } = snapshot;
         const early = query.after === null && options.lake && window.lakeGeneration !== 0 ? freshEarly(snapshot, query) : undefined;
         const fromPostgres = async (warning?: StatsWarning) => {
@@ -293,7 +300,7 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
           // A page after the first: a whole answer kept at an unchanged version holds it.
           const kept = query.after ? wholeAnswers.find(query, window) : undefined;
           const keptStart = kept?.start(query.after);
-          const unusable = await lakeUnusable(window);
+          const unusable = await lakeUnusable(window, deadline);
           if (unusable) return fromPostgres(unusable);
           if (keptStart !== undefined) {
             const exact = await timed('changes', () => keptStillExact(kept!, window));
@@ -319,7 +326,7 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
           if (early && !fresh) await early.groups;
           const bound = bounded ? (fresh ? fresh.bound : pageBounds.bound(held, cursorKey(query.after), query.limit)) : undefined;
           const live = await timed('live', () => snapshot.liveGroups(changes, query, scope, bound?.customer, fresh?.groups));
-          const deps = { duck, cache, store, windowTables, pageBounds, heldPages, timeoutMs: options.timeoutMs };
+          const deps = { duck, cache, store, windowTables, pageBounds, heldPages, timeoutMs: deadline.remainingMs() };
           const input = { manifest: lake.manifest, months: window.months, query, changedIds: changes.changed, live, upTo: bound?.customer };
           const page = await timed('lake', () => lakeStats(deps, { ...input, whole: wantsWhole ? WHOLE_ANSWER_GROUPS : undefined }));
           const liveRows = live.invoices;
@@ -332,7 +339,7 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
           const start = whole.start(query.after);
           if (start !== undefined) return lakeAnswer(whole.groups(start, query.limit), made);
           // The cursor names no group of the answer (made for another version): its page proper.
-          return lakeAnswer(pageRecords((await timed('lake', () => lakeStats(deps, input))).records, page.allInvoices), made);
+          return lakeAnswer(pageRecords((await timed('lake', () => lakeStats({ ...deps, timeoutMs: deadline.remainingMs() }, input))).records, page.allInvoices), made);
         } catch (err) {
           // An object of the lake gone from the store (the next export writes everything again).
           if (err instanceof ObjectNotFoundError) return fromPostgres(OBJECTS_MISSING);

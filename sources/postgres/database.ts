@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 import type { Logger } from 'pino';
 import { serviceUnavailable, upstreamTimeout, PublicError } from '../../core/errors.js';
@@ -49,8 +50,12 @@ export interface TransactionOptions {
 export interface Database extends Queryable {
   /** Runs `work` in a transaction on one checked-out client; rolls back if it throws. */
   transaction<T>(work: (tx: Queryable) => Promise<T>, options?: TransactionOptions): Promise<T>;
-  /** Runs `work` on one checked-out client outside a transaction (advisory locks, DDL). */
-  withClient<T>(work: (client: pg.PoolClient) => Promise<T>): Promise<T>;
+  /**
+   * Runs `work` on one checked-out client outside a transaction (advisory locks, DDL). When
+   * `signal` aborts first (a query's time limit), the client's running statement is cancelled,
+   * and the client is not pooled again.
+   */
+  withClient<T>(work: (client: pg.PoolClient) => Promise<T>, options?: { readonly signal?: AbortSignal }): Promise<T>;
   /** `true` when Postgres answers a trivial query within `timeoutMs`. */
   ping(timeoutMs: number): Promise<boolean>;
   close(): Promise<void>;
@@ -80,6 +85,31 @@ export function createDatabase(options: DatabaseOptions, logger: Logger, metrics
   // drops it and the next query opens a new connection, so the gateway recovers by itself.
   pool.on('error', (err) => logger.warn({ err: describe(err) }, 'idle Postgres connection failed'));
 
+  /**
+   * Cancels the statement a checked-out client's backend runs, from a connection of its own (the
+   * pool's may all be taken by queries past their limit), again until the client's work has
+   * settled: a cancel that reaches the backend between statements cancels nothing, and the
+   * statement sent next would run to the statement timeout.
+   */
+  async function cancelUntilSettled(client: pg.PoolClient, settled: () => boolean): Promise<void> {
+    // Set by the driver from the server's BackendKeyData; @types/pg does not declare it.
+    const pid = (client as unknown as { processID?: unknown }).processID;
+    if (typeof pid !== 'number') return;
+    while (!settled()) {
+      const canceller = new pg.Client({ connectionString: options.url, connectionTimeoutMillis: 5_000, application_name: 'invoice-gateway' });
+      canceller.on('error', () => undefined);
+      try {
+        await canceller.connect();
+        await canceller.query('SELECT pg_cancel_backend($1)', [pid]);
+      } catch (err) {
+        logger.warn({ err: describe(err) }, 'could not cancel a statement past its time limit');
+      } finally {
+        await canceller.end().catch(() => undefined);
+      }
+      await sleep(CANCEL_AGAIN_MS, undefined, { ref: false });
+    }
+  }
+
   if (metrics && options.reportPool !== false) metrics.poolStats = () => ({ total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount });
 
   async function run<Row extends pg.QueryResultRow>(
@@ -106,7 +136,7 @@ export function createDatabase(options: DatabaseOptions, logger: Logger, metrics
     pool,
     query: (statement, values) => run(pool, statement, values),
 
-    async withClient(work) {
+    async withClient(work, { signal } = {}) {
       let client: pg.PoolClient;
       try {
         client = await pool.connect();
@@ -122,6 +152,12 @@ export function createDatabase(options: DatabaseOptions, logger: Logger, metrics
         logger.warn({ err: describe(err) }, 'Postgres connection lost while in use');
       };
       client.on('error', lost);
+      let settled = false;
+      const abandon = () => {
+        broken ??= upstreamTimeout('The database');
+        void cancelUntilSettled(client, () => settled);
+      };
+      signal?.addEventListener('abort', abandon, { once: true });
       try {
         return await work(client);
       } catch (err) {
@@ -130,6 +166,8 @@ export function createDatabase(options: DatabaseOptions, logger: Logger, metrics
         if (err instanceof PublicError && (err.code === 'UPSTREAM_TIMEOUT' || err.code === 'SERVICE_UNAVAILABLE')) broken = err;
         throw err;
       } finally {
+        settled = true;
+        signal?.removeEventListener('abort', abandon);
         client.removeListener('error', lost);
         client.release(broken);
       }
@@ -162,6 +200,9 @@ export function createDatabase(options: DatabaseOptions, logger: Logger, metrics
     close: () => pool.end(),
   };
 }
+
+/** How often a cancel is sent again while the cancelled client's work has not ended. */
+const CANCEL_AGAIN_MS = 200;
 
 const BEGIN: Statement = { name: 'begin', text: 'BEGIN' };
 const BEGIN_REPEATABLE_READ: Statement = { name: 'begin_repeatable_read', text: 'BEGIN ISOLATION LEVEL REPEATABLE READ' };

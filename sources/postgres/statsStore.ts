@@ -3,6 +3,8 @@ import type { Database, Statement } from './database.js';
 import { translate } from './database.js';
 import { EXPORTED_MAX_ID, type LakeMisses } from './lakeStore.js';
 import type { Logger } from 'pino';
+import type { Deadline } from '../../core/deadline.js';
+import { upstreamTimeout } from '../../core/errors.js';
 
 /** Who a customer is in an invoice, for grouping. */
 export type StatsRole = 'issuer' | 'receiver';
@@ -342,7 +344,11 @@ export interface StatsSnapshot {
 }
 
 export interface StatsStore {
-  withSnapshot<T>(months: number, work: (snapshot: StatsSnapshot) => Promise<T>): Promise<T>;
+  /**
+   * `work` in one REPEATABLE READ snapshot. Past `deadline` (the query's time limit), a running
+   * statement is cancelled and no later one begins: UPSTREAM_TIMEOUT.
+   */
+  withSnapshot<T>(months: number, work: (snapshot: StatsSnapshot) => Promise<T>, deadline: Deadline): Promise<T>;
   /**
    * The page of a few customers in one statement, when they have at most `maxInvoices` invoices
    * in the window between them; undefined when they have more (the lake answers cheaper).
@@ -367,9 +373,15 @@ export function createStatsStore(db: Database, logger: Logger): StatsStore {
       return { asOf: first!.asOf, groups: first!.customerId === null ? [] : rows.map(({ counted: _counted, asOf: _asOf, ...group }) => group) };
     },
 
-    async withSnapshot(months, work) {
+    async withSnapshot(months, work, deadline) {
       return db.withClient(async (client) => {
+        const inTime = (name: string) => {
+          if (deadline.remainingMs() > 0) return;
+          logger.warn({ statement: name }, 'analytics query past its time limit before the statement');
+          throw upstreamTimeout('The database');
+        };
         const run = async <Row extends pg.QueryResultRow>(statement: Statement, values: unknown[]) => {
+          inTime(statement.name);
           try {
             return (await client.query<Row>({ name: statement.name, text: statement.text, values })).rows;
           } catch (err) {
@@ -379,6 +391,7 @@ export function createStatsStore(db: Database, logger: Logger): StatsStore {
         // Statements without parameters, and BEGIN's two in one round trip; a lost connection
         // is translated here too (SERVICE_UNAVAILABLE), and the client is then not pooled again.
         const command = async (name: string, text: string) => {
+          if (name !== 'snapshot_commit') inTime(name);
           try {
             await client.query(text);
           } catch (err) {
@@ -431,7 +444,7 @@ export function createStatsStore(db: Database, logger: Logger): StatsStore {
           await client.query('ROLLBACK').catch(() => undefined);
           throw err;
         }
-      });
+      }, { signal: deadline.signal });
     },
   };
 }
