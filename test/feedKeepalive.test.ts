@@ -3,13 +3,32 @@ import { createServer, type AddressInfo, type Socket } from 'node:net';
 import { describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { pino } from 'pino';
-import { createDatabase } from '../sources/postgres/database.js';
+import { createDatabase, type Database } from '../sources/postgres/database.js';
 import { migrate } from '../sources/postgres/migrate.js';
 import { createSlot, dropFeed, ensurePublication, openReplicationStream, type FeedTransaction } from '../sources/postgres/replication.js';
 import { createTestDatabase, missingServices } from './fixtures/services.js';
 import { eventually } from './fixtures/eventually.js';
+import { startTcpProxy } from './fixtures/network.js';
 
 const skip = await missingServices('postgres');
+const logger = pino({ level: 'silent' });
+
+/** A fresh database with a feed's publication and slot (`name` both), dropped after `work`. */
+async function withFeedSlot(name: string, work: (feed: { url: URL; database: Database; slot: string }) => Promise<void>): Promise<void> {
+  const db = await createTestDatabase(`feed_${name}`);
+  const database = createDatabase({ url: db.url, poolMax: 2, statementTimeoutMs: 0 }, logger);
+  const slot = `ig_${name}_${db.name.slice(-8)}`;
+  try {
+    await migrate(database, logger);
+    await ensurePublication(database, `ig_${name}`);
+    await createSlot(db.url, database, slot, async () => undefined);
+    await work({ url: new URL(db.url), database, slot });
+  } finally {
+    await dropFeed(database, slot, `ig_${name}`).catch(() => undefined);
+    await database.close();
+    await db.drop();
+  }
+}
 
 /**
  * Regression: during a 10M-invoice backfill the walsender cut the feed every 60 s ("terminating
@@ -19,15 +38,7 @@ const skip = await missingServices('postgres');
  */
 describe('the change feed stream outlives a handler slower than wal_sender_timeout', { skip }, () => {
   it('reports its position unasked, so the walsender keeps the stream', async () => {
-    const logger = pino({ level: 'silent' });
-    const db = await createTestDatabase('feed_keepalive');
-    const database = createDatabase({ url: db.url, poolMax: 2, statementTimeoutMs: 0 }, logger);
-    const slot = `ig_keepalive_${db.name.slice(-8)}`;
-    try {
-      await migrate(database, logger);
-      await ensurePublication(database, 'ig_keepalive');
-      await createSlot(db.url, database, slot, async () => undefined);
-      const url = new URL(db.url);
+    await withFeedSlot('keepalive', async ({ url, database, slot }) => {
       url.searchParams.set('options', '-c wal_sender_timeout=1000');
       const received: FeedTransaction[] = [];
       const stream = openReplicationStream({
@@ -36,6 +47,8 @@ describe('the change feed stream outlives a handler slower than wal_sender_timeo
         publication: 'ig_keepalive',
         logger,
         statusIntervalMs: 200,
+        // Silence while a transaction is handled is not the server's: this handler takes 4 s.
+        silentMs: 1_000,
         onTransaction: async (tx) => {
           received.push(tx);
           if (received.length === 1) await sleep(4_000);
@@ -54,11 +67,7 @@ describe('the change feed stream outlives a handler slower than wal_sender_timeo
       } finally {
         await stream.stop();
       }
-    } finally {
-      await dropFeed(database, slot, 'ig_keepalive').catch(() => undefined);
-      await database.close();
-      await db.drop();
-    }
+    });
   });
 });
 
@@ -84,5 +93,48 @@ describe('the change feed stream against a server that never answers', () => {
       for (const socket of sockets) socket.destroy();
       await new Promise((resolve) => silent.close(resolve));
     }
+  });
+});
+
+/**
+ * A server gone silent mid-stream (a partition, a frozen host) sends nothing, not even a close:
+ * the stream used to wait for TCP to give up (minutes), the feed stopped and lake answers fell
+ * back to Postgres after a barrier timeout each. Its position reports ask for an answer; none for
+ * `silentMs` ends the stream, and the feed then reconnects.
+ */
+describe('the change feed stream behind a server gone silent', { skip }, () => {
+  it('keeps a quiet stream whose server answers, ends one that hears nothing, and stops', async () => {
+    await withFeedSlot('silent', async ({ url, database, slot }) => {
+      const proxy = await startTcpProxy(Number(url.port || 5432), url.hostname);
+      url.port = String(proxy.port);
+      const received: FeedTransaction[] = [];
+      const stream = openReplicationStream({
+        url: url.toString(),
+        slot,
+        publication: 'ig_silent',
+        logger,
+        statusIntervalMs: 200,
+        silentMs: 1_500,
+        onTransaction: async (tx) => void received.push(tx),
+      });
+      try {
+        await stream.started;
+        let ended: string | undefined;
+        void stream.ended.then((reason) => (ended = reason.message));
+        await database.query({ name: 'customers', text: `INSERT INTO customers (customer_name) VALUES ('a'), ('b')` });
+        await eventually(() => received.length >= 1, 'the insert, through the proxy', 10_000);
+        // Nothing to send for twice the limit: the answers to its reports keep it.
+        await sleep(3_000);
+        assert.equal(ended, undefined, 'a quiet stream was taken for lost');
+        proxy.freeze();
+        const outcome = await Promise.race([stream.ended.then((reason) => reason.message), sleep(10_000, 'still streaming')]);
+        assert.match(outcome, /heard nothing from the server/);
+        assert.equal(await Promise.race([stream.stop().then(() => 'stopped'), sleep(10_000, 'still stopping')]), 'stopped');
+      } finally {
+        await stream.stop();
+        // Closes the walsender's side too, so the slot can be dropped.
+        await proxy.cut();
+      }
+    });
   });
 });

@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { Socket } from 'node:net';
 import pg from 'pg';
 import { LogicalReplicationService, PgoutputPlugin, type Pgoutput } from 'pg-logical-replication';
 import type { Logger } from 'pino';
@@ -109,6 +110,15 @@ const SLOT_STATE: Statement = {
  * and never answers (a proxy holding it, a frozen host) left the feed starting for good; without
  * keepalive a partition was noticed only after TCP gave up (about 15 minutes).
  */
+/**
+ * Silence past which the stream is taken for lost. The walsender answers a report that asks
+ * for it whenever it reads replies, which it must do within wal_sender_timeout (60 s by
+ * default) or end the stream itself; twice that leaves a busy server its time.
+ */
+const SILENT_MS = 120_000;
+/** How long stop() waits for the server to confirm the end before closing the socket. */
+const STOP_GRACE_MS = 5_000;
+
 const REPLICATION_CONNECTION = { application_name: 'invoice-gateway-feed', connectionTimeoutMillis: 10_000, keepAlive: true, keepAliveInitialDelayMillis: 10_000 };
 
 /**
@@ -210,6 +220,12 @@ export interface StreamOptions {
   readonly statusIntervalMs?: number;
   /** A server that accepts the connection and never answers fails the start after this long (default 10 s). */
   readonly connectTimeoutMs?: number;
+  /**
+   * A stream that hears nothing from the server this long (no change, no answer to the position
+   * reports, which ask for one) while no transaction is being handled has lost its server, and
+   * ends (default 2 minutes).
+   */
+  readonly silentMs?: number;
 }
 
 /**
@@ -218,8 +234,16 @@ export interface StreamOptions {
  * position it received, which would skip unacknowledged transactions.
  */
 export function openReplicationStream(options: StreamOptions): ReplicationStream {
+  // The stream's socket, made here (as pg makes it) so that a silent server can be left: ending
+  // the client politely waits for an answer that never comes.
+  let socket: Socket | undefined;
   const service = new LogicalReplicationService(
-    { connectionString: options.url, ...REPLICATION_CONNECTION, connectionTimeoutMillis: options.connectTimeoutMs ?? REPLICATION_CONNECTION.connectionTimeoutMillis },
+    {
+      connectionString: options.url,
+      ...REPLICATION_CONNECTION,
+      connectionTimeoutMillis: options.connectTimeoutMs ?? REPLICATION_CONNECTION.connectionTimeoutMillis,
+      stream: () => (socket = new Socket()),
+    },
     // No automatic acknowledgement (timeoutSeconds 0 also stops its timer from confirming what
     // was received but not handled); flow control awaits each handler and pauses the socket.
     { acknowledge: { auto: false, timeoutSeconds: 0 }, flowControl: { enabled: true } },
@@ -235,7 +259,13 @@ export function openReplicationStream(options: StreamOptions): ReplicationStream
   service.on('error', (err: unknown) => {
     failure ??= err instanceof Error ? err : new Error(errorMessage(err));
   });
+  // When the server was last heard from, and whether a message is being handled (flow control then
+  // pauses the socket, and nothing can be heard).
+  let heardAt = performance.now();
+  let handling = false;
+  const silentMs = options.silentMs ?? SILENT_MS;
   service.on('heartbeat', (_walEnd: string, _timestamp: number, shouldRespond: boolean) => {
+    heardAt = performance.now();
     // Without a reply the server drops the connection after wal_sender_timeout; replying with
     // the last acknowledged position confirms nothing new.
     if (shouldRespond && acknowledged > 0n) void service.acknowledge(formatLsn(acknowledged));
@@ -245,9 +275,21 @@ export function openReplicationStream(options: StreamOptions): ReplicationStream
   // ("terminating walsender process due to replication timeout"; seen during a 10M backfill).
   // The walsender reads replies even while it waits to send, so the position also goes out on a
   // timer. Before any acknowledgement it is 0/0, which confirms nothing.
-  const statusTimer = setInterval(() => void service.acknowledge(formatLsn(acknowledged)), options.statusIntervalMs ?? 10_000);
+  // Each report asks for an answer: a partition, or a frozen host, says nothing at all, and TCP
+  // keepalive notices only after minutes (its probes' interval and count are the system's).
+  const statusTimer = setInterval(() => {
+    const silent = performance.now() - heardAt;
+    if (!handling && silent > silentMs) {
+      failure ??= new Error(`the replication stream heard nothing from the server for ${Math.round(silent)} ms`);
+      socket?.destroy();
+      return;
+    }
+    void service.acknowledge(formatLsn(acknowledged), true);
+  }, options.statusIntervalMs ?? 10_000);
   statusTimer.unref();
   service.on('data', async (lsn: string, message: Pgoutput.Message) => {
+    handling = true;
+    heardAt = performance.now();
     try {
       if (message.tag === 'begin') {
         current = { xid: message.xid, changes: [], messages: [] };
@@ -264,6 +306,9 @@ export function openReplicationStream(options: StreamOptions): ReplicationStream
       // transaction; ending the stream instead makes it come again.
       failure ??= err instanceof Error ? err : new Error(errorMessage(err));
       void service.stop();
+    } finally {
+      handling = false;
+      heardAt = performance.now();
     }
   });
 
@@ -296,7 +341,13 @@ export function openReplicationStream(options: StreamOptions): ReplicationStream
     },
     async stop() {
       clearInterval(statusTimer);
-      await service.destroy();
+      // A server that no longer answers never confirms the end: the socket goes after a while.
+      const leave = setTimeout(() => socket?.destroy(), STOP_GRACE_MS);
+      try {
+        await service.destroy();
+      } finally {
+        clearTimeout(leave);
+      }
     },
   };
 }
