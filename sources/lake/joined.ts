@@ -219,14 +219,14 @@ export function createJoined(deps: { datasets: Datasets; duck: Duck; stats: Stat
     }
     return pending;
   };
-  /** Paid ids among the lake's stale ones: held in its files, maybe deleted since. */
-  const paidAmong = async (paidInvoices: string, invoiceIds: readonly string[]) =>
+  /** Paid ids among the lake's stale ones (held in its files, maybe deleted since), within what is left of the query's limit. */
+  const paidAmong = async (paidInvoices: string, invoiceIds: readonly string[], leftMs: number) =>
     invoiceIds.length === 0
       ? []
       : (
           await duck.session(
             (s) => s.all<{ id: string }>(`SELECT invoice_id::VARCHAR AS id FROM ${paidInvoices} WHERE invoice_id = ANY($1)`, [ids(invoiceIds)], [LIST(BIGINT)]),
-            { timeoutMs, label: 'payment_stale_invoices' },
+            { timeoutMs: leftMs, label: 'payment_stale_invoices' },
           )
         ).map((r) => r.id);
 
@@ -341,7 +341,7 @@ export function createJoined(deps: { datasets: Datasets; duck: Duck; stats: Stat
           { timeoutMs: deadline.remainingMs(), label: 'segment_stats' },
         );
         // Payments that match no invoice are reported, not joined.
-        const [absent, stale] = await Promise.all([paidIdsNotIn(tables.paidInvoices, set.lakeFiles), paidAmong(tables.paidInvoices, set.staleIds)]);
+        const [absent, stale] = await Promise.all([paidIdsNotIn(tables.paidInvoices, set.lakeFiles), paidAmong(tables.paidInvoices, set.staleIds, deadline.remainingMs())]);
         const unknown = await set.unknownInvoices([...new Set([...absent, ...stale])]);
         const warnings: DatasetWarning[] = [...set.warnings, ...tables.warnings];
         if (unknown > 0) warnings.push({ code: 'PAYMENTS_UNMATCHED', message: `payment events: ${unknown} invoice id(s) match no invoice; their payments are not joined` });

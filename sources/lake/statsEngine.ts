@@ -1,8 +1,8 @@
 import { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
 import type { Metrics } from '../../core/metrics.js';
-import { deadlineIn, type Deadline } from '../../core/deadline.js';
-import { serviceUnavailable } from '../../core/errors.js';
+import { deadlineIn, within, type Deadline } from '../../core/deadline.js';
+import { serviceUnavailable, upstreamTimeout } from '../../core/errors.js';
 import type { Duck } from '../duckdb/duckdb.js';
 import type { ObjectCache } from '../objectStore/objectCache.js';
 import { ObjectNotFoundError, type ObjectStore } from '../objectStore/objectStore.js';
@@ -222,7 +222,8 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
     return result;
   };
 
-  return {
+  // Each stage bounded by what is left of the deadline; the answer itself by the deadline (within).
+  const bounded: { withInvoices: StatsEngine['withInvoices']; invoiceStats(query: StatsQuery, deadline: Deadline): Promise<StatsAnswer> } = {
     async withInvoices(months, deadline, work) {
       const started = performance.now();
       let engine = 'POSTGRES';
@@ -263,9 +264,8 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
       return result;
     },
 
-    async invoiceStats(query) {
+    async invoiceStats(query, deadline) {
       const started = performance.now();
-      const deadline = deadlineIn(options.timeoutMs);
       const postgresAnswer = (asOf: string, groups: StatsGroup[], warning?: StatsWarning): StatsAnswer => {
         const rows = Number(groups[0]?.allInvoices ?? 0);
         return { groups, asOf, engine: 'POSTGRES', lakeRows: 0, liveRows: rows, lakeAsOf: null, warnings: warning ? [warning] : [] };
@@ -350,7 +350,17 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
       return answer;
     },
   };
+
+  return {
+    withInvoices: (months, deadline, work) => within(deadline, bounded.withInvoices(months, deadline, work), late),
+    invoiceStats(query) {
+      const deadline = deadlineIn(options.timeoutMs);
+      return within(deadline, bounded.invoiceStats(query, deadline), late);
+    },
+  };
 }
+
+const late = () => upstreamTimeout('The analytics query');
 
 /**
  * Rows of windows' groups kept in DuckDB tables (a 12-month window by month of 10,000 customers

@@ -1,3 +1,4 @@
+import { connect } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 import type { Logger } from 'pino';
@@ -86,27 +87,24 @@ export function createDatabase(options: DatabaseOptions, logger: Logger, metrics
   pool.on('error', (err) => logger.warn({ err: describe(err) }, 'idle Postgres connection failed'));
 
   /**
-   * Cancels the statement a checked-out client's backend runs, from a connection of its own (the
-   * pool's may all be taken by queries past their limit), again until the client's work has
-   * settled: a cancel that reaches the backend between statements cancels nothing, and the
-   * statement sent next would run to the statement timeout.
+   * Cancels the statement a checked-out client's backend runs, again (after 0.2, 0.4, 0.8 ... s,
+   * at most 5 s apart) until the client's work has settled: a cancel that reaches the backend
+   * between statements cancels nothing, and a statement sent just then would run on.
    */
   async function cancelUntilSettled(client: pg.PoolClient, settled: () => boolean): Promise<void> {
-    // Set by the driver from the server's BackendKeyData; @types/pg does not declare it.
-    const pid = (client as unknown as { processID?: unknown }).processID;
-    if (typeof pid !== 'number') return;
-    while (!settled()) {
-      const canceller = new pg.Client({ connectionString: options.url, connectionTimeoutMillis: 5_000, application_name: 'invoice-gateway' });
-      canceller.on('error', () => undefined);
+    // The driver keeps the server's BackendKeyData; @types/pg does not declare it.
+    const backend = client as unknown as { host: string; port: number; processID?: unknown; secretKey?: unknown };
+    const { processID, secretKey } = backend;
+    if (typeof processID !== 'number' || typeof secretKey !== 'number') return;
+    let warned = false;
+    for (let pause = CANCEL_AGAIN_MS; !settled(); pause = Math.min(pause * 2, 5_000)) {
       try {
-        await canceller.connect();
-        await canceller.query('SELECT pg_cancel_backend($1)', [pid]);
+        await sendCancelRequest(backend.host, backend.port, processID, secretKey);
       } catch (err) {
-        logger.warn({ err: describe(err) }, 'could not cancel a statement past its time limit');
-      } finally {
-        await canceller.end().catch(() => undefined);
+        if (!warned) logger.warn({ err: describe(err) }, 'could not cancel a statement past its time limit');
+        warned = true;
       }
-      await sleep(CANCEL_AGAIN_MS, undefined, { ref: false });
+      await sleep(pause, undefined, { ref: false });
     }
   }
 
@@ -201,8 +199,32 @@ export function createDatabase(options: DatabaseOptions, logger: Logger, metrics
   };
 }
 
-/** How often a cancel is sent again while the cancelled client's work has not ended. */
+/** The first pause before a cancel is sent again while the cancelled client's work has not ended. */
 const CANCEL_AGAIN_MS = 200;
+
+/**
+ * The protocol's CancelRequest, as psql sends it on Ctrl-C: its own short connection, no login
+ * and no connection slot, and keyed by the backend's secret, so it reaches no other backend
+ * (through pgbouncer too, which answers it for the server it forwards to).
+ */
+function sendCancelRequest(host: string, port: number, processID: number, secretKey: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const socket = host.startsWith('/') ? connect(`${host}/.s.PGSQL.${port}`) : connect(port, host);
+    socket.setTimeout(5_000, () => socket.destroy(new Error('the cancel request timed out')));
+    socket.once('connect', () => {
+      const request = Buffer.alloc(16);
+      request.writeInt32BE(16, 0);
+      request.writeInt32BE(80877102, 4);
+      request.writeInt32BE(processID, 8);
+      request.writeInt32BE(secretKey, 12);
+      // The server reads it, signals the backend and closes the connection.
+      socket.end(request);
+    });
+    socket.once('error', reject);
+    socket.once('close', () => resolve());
+    socket.resume();
+  });
+}
 
 const BEGIN: Statement = { name: 'begin', text: 'BEGIN' };
 const BEGIN_REPEATABLE_READ: Statement = { name: 'begin_repeatable_read', text: 'BEGIN ISOLATION LEVEL REPEATABLE READ' };
