@@ -8,6 +8,8 @@ import {
   ensurePublication,
   feedUnavailableReason,
   openReplicationStream,
+  SILENT_MS,
+  SilentServerError,
   SlotBusyError,
   slotLag,
   slotState,
@@ -76,6 +78,8 @@ const MAX_BATCH = 2_000;
 const IDLE_TICK_MS = 10_000;
 const TICK_PREFIX = 'invoice-gateway:tick';
 const ACK_EVERY_MS = 50;
+/** The silence limit doubles for each stream in a row ended by silence, up to 2^7 times (over 4 h by default). */
+const MAX_SILENCE_DOUBLINGS = 7;
 
 /**
  * Runs the feed: takes the slot when it can (one active consumer per slot; the others wait and
@@ -91,6 +95,8 @@ export function startChangeFeed(settings: FeedSettings, consumers: readonly Feed
   let stream: ReplicationStream | undefined;
   let wake: (() => void) | undefined;
   let oldestUnacknowledged: Date | undefined;
+  /** Streams in a row that ended hearing nothing from the server (see SilentServerError). */
+  let silentEnds = 0;
   const log = logger.child({ component: 'feed', slot: settings.slot });
 
   const setStatus = (next: FeedStatus) => {
@@ -168,7 +174,9 @@ export function startChangeFeed(settings: FeedSettings, consumers: readonly Feed
       slot: settings.slot,
       publication: settings.publication,
       logger: log,
+      silentMs: SILENT_MS * 2 ** Math.min(silentEnds, MAX_SILENCE_DOUBLINGS),
       onTransaction: async (tx) => {
+        silentEnds = 0;
         metrics.feedTransactions.inc();
         delivered = tx.lsn;
         oldestUnacknowledged ??= tx.commitTime;
@@ -259,6 +267,9 @@ export function startChangeFeed(settings: FeedSettings, consumers: readonly Feed
         await ensureSlot();
         if (stopping) break;
         const ended = await holdAndStream();
+        // Silence can be a server decoding a long transaction without reading replies: the
+        // next stream waits longer, until one delivers a transaction.
+        silentEnds = ended instanceof SilentServerError ? silentEnds + 1 : 0;
         if (!stopping) log.warn({ err: errorMessage(ended) }, 'change feed stream ended; reconnecting');
         lastError = '';
       } catch (err) {

@@ -48,7 +48,7 @@ describe('the change feed stream outlives a handler slower than wal_sender_timeo
         logger,
         statusIntervalMs: 200,
         // Silence while a transaction is handled is not the server's: this handler takes 4 s.
-        silentMs: 1_000,
+        silentMs: 2_000,
         onTransaction: async (tx) => {
           received.push(tx);
           if (received.length === 1) await sleep(4_000);
@@ -114,7 +114,7 @@ describe('the change feed stream behind a server gone silent', { skip }, () => {
         publication: 'ig_silent',
         logger,
         statusIntervalMs: 200,
-        silentMs: 1_500,
+        silentMs: 2_500,
         onTransaction: async (tx) => void received.push(tx),
       });
       try {
@@ -124,7 +124,7 @@ describe('the change feed stream behind a server gone silent', { skip }, () => {
         await database.query({ name: 'customers', text: `INSERT INTO customers (customer_name) VALUES ('a'), ('b')` });
         await eventually(() => received.length >= 1, 'the insert, through the proxy', 10_000);
         // Nothing to send for twice the limit: the answers to its reports keep it.
-        await sleep(3_000);
+        await sleep(5_000);
         assert.equal(ended, undefined, 'a quiet stream was taken for lost');
         proxy.freeze();
         const outcome = await Promise.race([stream.ended.then((reason) => reason.message), sleep(10_000, 'still streaming')]);

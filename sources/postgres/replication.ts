@@ -112,10 +112,17 @@ const SLOT_STATE: Statement = {
  */
 /**
  * Silence past which the stream is taken for lost. The walsender answers a report that asks
- * for it whenever it reads replies, which it must do within wal_sender_timeout (60 s by
- * default) or end the stream itself; twice that leaves a busy server its time.
+ * for it whenever it reads replies: at once when idle, and while decoding a long transaction
+ * every wal_sender_timeout / 2 (30 s by default; Postgres 14 and older not at all then, nor
+ * any version with wal_sender_timeout=0). A stream ended so comes again with a longer limit
+ * (see the change feed), so such a decode ends eventually.
  */
-const SILENT_MS = 120_000;
+export const SILENT_MS = 120_000;
+
+/** The stream heard nothing from its server for its silence limit. */
+export class SilentServerError extends Error {
+  override name = 'SilentServerError';
+}
 /** How long stop() waits for the server to confirm the end before closing the socket. */
 const STOP_GRACE_MS = 5_000;
 
@@ -223,7 +230,7 @@ export interface StreamOptions {
   /**
    * A stream that hears nothing from the server this long (no change, no answer to the position
    * reports, which ask for one) while no transaction is being handled has lost its server, and
-   * ends (default 2 minutes).
+   * ends with a SilentServerError (default SILENT_MS).
    */
   readonly silentMs?: number;
 }
@@ -255,12 +262,18 @@ export function openReplicationStream(options: StreamOptions): ReplicationStream
 
   let resolveStarted!: () => void;
   const started = new Promise<void>((resolve) => (resolveStarted = resolve));
-  service.once('start', () => resolveStarted());
+  service.once('start', () => {
+    streaming = true;
+    heardAt = performance.now();
+    resolveStarted();
+  });
   service.on('error', (err: unknown) => {
     failure ??= err instanceof Error ? err : new Error(errorMessage(err));
   });
   // When the server was last heard from, and whether a message is being handled (flow control then
-  // pauses the socket, and nothing can be heard).
+  // pauses the socket, and nothing can be heard). Reports ask for answers once streaming (the
+  // start has its own limit, connectTimeoutMs).
+  let streaming = false;
   let heardAt = performance.now();
   let handling = false;
   const silentMs = options.silentMs ?? SILENT_MS;
@@ -278,9 +291,10 @@ export function openReplicationStream(options: StreamOptions): ReplicationStream
   // Each report asks for an answer: a partition, or a frozen host, says nothing at all, and TCP
   // keepalive notices only after minutes (its probes' interval and count are the system's).
   const statusTimer = setInterval(() => {
+    if (!streaming) return;
     const silent = performance.now() - heardAt;
     if (!handling && silent > silentMs) {
-      failure ??= new Error(`the replication stream heard nothing from the server for ${Math.round(silent)} ms`);
+      failure ??= new SilentServerError(`the replication stream heard nothing from the server for ${Math.round(silent)} ms`);
       socket?.destroy();
       return;
     }
