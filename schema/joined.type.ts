@@ -1,5 +1,5 @@
 import { ArgsType, Field, Float, ID, InputType, Int, ObjectType, registerEnumType } from 'type-graphql';
-import { GraphQLJSON } from 'graphql-scalars';
+import { GraphQLJSON, GraphQLSafeInt } from 'graphql-scalars';
 import { PageInfo } from './connection.type.js';
 import { DateTimeScalar, DecimalScalar } from './scalars.js';
 import { Freshness, Warning } from './stats.type.js';
@@ -149,7 +149,7 @@ export class SegmentRow {
   @Field(() => ID, { nullable: true })
   receiverId!: string | null;
 
-  @Field(() => Int)
+  @Field(() => GraphQLSafeInt)
   invoiceCount!: number;
 
   @Field(() => DecimalScalar)

@@ -1,3 +1,4 @@
+import { GraphQLSafeInt } from 'graphql-scalars';
 import { ArgsType, Field, ID, Int, ObjectType, registerEnumType } from 'type-graphql';
 import { PageInfo } from './connection.type.js';
 import { DateTimeScalar, DecimalScalar } from './scalars.js';
@@ -31,7 +32,7 @@ export class StatsRow {
   @Field(() => String, { nullable: true, description: 'YYYY-MM (UTC); null for Granularity TOTAL.' })
   month!: string | null;
 
-  @Field(() => Int)
+  @Field(() => GraphQLSafeInt)
   invoiceCount!: number;
 
   @Field(() => DecimalScalar)
@@ -49,10 +50,11 @@ export class StatsRow {
 
 @ObjectType({ description: 'How an analytics answer was made. It equals the same aggregate in Postgres at asOf.', simpleResolvers: true })
 export class Freshness {
-  @Field(() => Int, { description: 'Invoices counted from the lake\u2019s Parquet files.' })
+  // Counts of a window's invoices pass 2^31 in a large lake: SafeInt goes to 2^53 - 1, Int stops at 2^31 - 1.
+  @Field(() => GraphQLSafeInt, { description: 'Invoices counted from the lake\u2019s Parquet files.' })
   lakeRows!: number;
 
-  @Field(() => Int, { description: 'Invoices read live from Postgres (not in the lake yet, or changed since).' })
+  @Field(() => GraphQLSafeInt, { description: 'Invoices read live from Postgres (not in the lake yet, or changed since).' })
   liveRows!: number;
 
   @Field(() => DateTimeScalar, { description: 'The Postgres snapshot the answer is exact for.' })

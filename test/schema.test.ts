@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import { it } from 'node:test';
-import type { GraphQLObjectType } from 'graphql';
+import { getNamedType, GraphQLInt, type GraphQLObjectType, type GraphQLScalarType } from 'graphql';
 import { buildGatewaySchema, printGatewaySchema, SCHEMA_FILE } from '../server/schema.js';
 
 it('schema/schema.graphql matches the schema the code builds (run `npm run schema` after a change)', async () => {
@@ -17,4 +17,16 @@ it('reads the plain fields of analytics rows as properties, without a resolver p
     assert.deepEqual(withResolver.map((f) => f.name), [], `${type}: fields with a resolver of their own`);
   }
   assert.ok(fields('StatsRow').customer!.resolve, 'a field resolver (the customer, through its loader) is kept');
+});
+
+it('counts a window\u2019s invoices past 2^31 (a large lake) as numbers, where Int would fail the answer', async () => {
+  const schema = await buildGatewaySchema();
+  const fields = (type: string) => (schema.getType(type) as GraphQLObjectType).getFields();
+  const counts = [fields('Freshness').lakeRows!, fields('Freshness').liveRows!, fields('StatsRow').invoiceCount!, fields('SegmentRow').invoiceCount!];
+  for (const field of counts) {
+    const type = getNamedType(field.type) as GraphQLScalarType;
+    assert.equal(type.serialize(3_000_000_000), 3_000_000_000, field.name);
+    assert.throws(() => type.serialize(2 ** 53), /safe|integer/i, field.name);
+  }
+  assert.throws(() => GraphQLInt.serialize(3_000_000_000), /32-bit/);
 });
