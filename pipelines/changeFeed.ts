@@ -174,7 +174,8 @@ export function startChangeFeed(settings: FeedSettings, consumers: readonly Feed
       slot: settings.slot,
       publication: settings.publication,
       logger: log,
-      silentMs: SILENT_MS * 2 ** Math.min(silentEnds, MAX_SILENCE_DOUBLINGS),
+      // Asked at each report: a delivered transaction sets the running stream's limit back too.
+      silentMs: () => SILENT_MS * 2 ** Math.min(silentEnds, MAX_SILENCE_DOUBLINGS),
       onTransaction: async (tx) => {
         silentEnds = 0;
         metrics.feedTransactions.inc();

@@ -137,4 +137,27 @@ describe('the change feed stream behind a server gone silent', { skip }, () => {
       }
     });
   });
+
+  it('fails a start whose server freezes after the login, before streaming begins', async () => {
+    await withFeedSlot('frozen_start', async ({ url, slot }) => {
+      const proxy = await startTcpProxy(Number(url.port || 5432), url.hostname, { freezeOn: 'START_REPLICATION' });
+      url.port = String(proxy.port);
+      const stream = openReplicationStream({
+        url: url.toString(),
+        slot,
+        publication: 'ig_frozen_start',
+        logger,
+        statusIntervalMs: 200,
+        silentMs: 1_500,
+        onTransaction: async () => undefined,
+      });
+      try {
+        const outcome = await Promise.race([stream.started.then(() => 'started', (err: Error) => err.message), sleep(10_000, 'still starting')]);
+        assert.match(outcome, /did not begin streaming/);
+      } finally {
+        await stream.stop();
+        await proxy.cut();
+      }
+    });
+  });
 });

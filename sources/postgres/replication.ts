@@ -230,9 +230,10 @@ export interface StreamOptions {
   /**
    * A stream that hears nothing from the server this long (no change, no answer to the position
    * reports, which ask for one) while no transaction is being handled has lost its server, and
-   * ends with a SilentServerError (default SILENT_MS).
+   * ends with a SilentServerError (default SILENT_MS); so does one that has not begun streaming
+   * that long after it was opened. A function is asked again at each report.
    */
-  readonly silentMs?: number;
+  readonly silentMs?: number | (() => number);
 }
 
 /**
@@ -270,13 +271,14 @@ export function openReplicationStream(options: StreamOptions): ReplicationStream
   service.on('error', (err: unknown) => {
     failure ??= err instanceof Error ? err : new Error(errorMessage(err));
   });
-  // When the server was last heard from, and whether a message is being handled (flow control then
-  // pauses the socket, and nothing can be heard). Reports ask for answers once streaming (the
-  // start has its own limit, connectTimeoutMs).
+  // When the server was last heard from (before streaming: when the stream was opened), and
+  // whether a message is being handled (flow control then pauses the socket, and nothing can be
+  // heard). connectTimeoutMs ends at login: a server that freezes before START_REPLICATION
+  // answers is silent too.
   let streaming = false;
   let heardAt = performance.now();
   let handling = false;
-  const silentMs = options.silentMs ?? SILENT_MS;
+  const silentMs = () => (typeof options.silentMs === 'function' ? options.silentMs() : (options.silentMs ?? SILENT_MS));
   service.on('heartbeat', (_walEnd: string, _timestamp: number, shouldRespond: boolean) => {
     heardAt = performance.now();
     // Without a reply the server drops the connection after wal_sender_timeout; replying with
@@ -291,14 +293,15 @@ export function openReplicationStream(options: StreamOptions): ReplicationStream
   // Each report asks for an answer: a partition, or a frozen host, says nothing at all, and TCP
   // keepalive notices only after minutes (its probes' interval and count are the system's).
   const statusTimer = setInterval(() => {
-    if (!streaming) return;
     const silent = performance.now() - heardAt;
-    if (!handling && silent > silentMs) {
-      failure ??= new SilentServerError(`the replication stream heard nothing from the server for ${Math.round(silent)} ms`);
+    if (!handling && silent > silentMs()) {
+      const what = streaming ? 'heard nothing from the server' : 'did not begin streaming';
+      failure ??= new SilentServerError(`the replication stream ${what} for ${Math.round(silent)} ms`);
       socket?.destroy();
       return;
     }
-    void service.acknowledge(formatLsn(acknowledged), true);
+    // No report before the stream begins (the library sends none).
+    if (streaming) void service.acknowledge(formatLsn(acknowledged), true);
   }, options.statusIntervalMs ?? 10_000);
   statusTimer.unref();
   service.on('data', async (lsn: string, message: Pgoutput.Message) => {
@@ -334,6 +337,7 @@ export function openReplicationStream(options: StreamOptions): ReplicationStream
         throw failure ?? new Error('the replication stream ended before it started');
       },
       (err: unknown) => {
+        if (failure instanceof SilentServerError) throw failure;
         throw (err as { code?: string }).code === '55006' ? new SlotBusyError(errorMessage(err)) : err;
       },
     ),

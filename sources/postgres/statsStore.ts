@@ -317,6 +317,9 @@ const fewGroupsStatement = memoized((role: StatsRole, granularity: StatsGranular
   };
 });
 
+/** How long past its query's deadline an idle snapshot is left before the server ends it. */
+const IDLE_SNAPSHOT_GRACE_MS = 1_000;
+
 /**
  * A consistent read of Postgres for one analytics query: a REPEATABLE READ snapshot taken
  * first, so the lake's changes and the live rows can be matched to the same moment.
@@ -398,7 +401,14 @@ export function createStatsStore(db: Database, logger: Logger): StatsStore {
             throw translate(err, name, logger);
           }
         };
-        await command('snapshot_begin', 'BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET LOCAL plan_cache_mode = auto');
+        // Past the deadline the answer has gone out (UPSTREAM_TIMEOUT) and no statement begins;
+        // should the work then wait on a stage without a limit of its own, the server ends the
+        // idle snapshot rather than let it hold an analytics connection for as long.
+        const idleLimitMs = Math.ceil(deadline.remainingMs()) + IDLE_SNAPSHOT_GRACE_MS;
+        await command(
+          'snapshot_begin',
+          `BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET LOCAL plan_cache_mode = auto; SET LOCAL idle_in_transaction_session_timeout = ${idleLimitMs}`,
+        );
         try {
           const [window] = await run<StatsWindow>(WINDOW, [months]);
           const readLive = async (selection: LiveSelection, value: unknown, query: StatsQuery, scope: LiveScope, upTo: number | undefined) => {
