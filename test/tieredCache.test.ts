@@ -77,6 +77,22 @@ describe('two-tier cache: an in-process tier kept coherent over Redis pub/sub', 
     assert.deepEqual(await b.cache.getMany(['inv:v1:2']), ['x']);
   });
 
+  /**
+   * The feed's consumer publishes once it has applied an invalidation; this process's response
+   * cache and in-process tier listen to the channel. They used to hear it only through Redis's
+   * echo, so the next lookup right after could be answered stale (a CI failure of
+   * cacheInvalidation.test with Redis).
+   */
+  it('tells its own process at once when it publishes, and the others through Redis', async () => {
+    const heard = { a: [] as Invalidation[], b: [] as Invalidation[] };
+    a.channel.onMessage((invalidation) => heard.a.push(invalidation));
+    b.channel.onMessage((invalidation) => heard.b.push(invalidation));
+    a.channel.publish({ keys: ['inv:v1:own'] });
+    assert.deepEqual(heard.a, [{ keys: ['inv:v1:own'] }], 'before any I/O');
+    await eventually(() => heard.b.length === 1, 'the other process to hear it', 2000);
+    assert.deepEqual(heard.b.map((invalidation) => invalidation.keys), [['inv:v1:own']]);
+  });
+
   it('does not keep a value read from Redis before an invalidation that arrived during the read', async () => {
     await a.cache.fill([['inv:v1:3', 'old']]);
     let release!: () => void;

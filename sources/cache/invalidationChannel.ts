@@ -18,9 +18,12 @@ export interface Invalidation {
  * a tier must not keep anything it read before an epoch change, nor use itself while not live.
  */
 export interface InvalidationChannel {
-  /** Delivers to every process, this one included. Never throws: an unsent message is retried until Redis takes it. */
+  /**
+   * Delivers to every process: to this one at once, before the message goes out, to the others
+   * through Redis. Never throws: an unsent message is retried until Redis takes it.
+   */
   publish(invalidation: Invalidation): void;
-  /** Called for every message received, this process's own included. */
+  /** Called for every message, this process's own included (at its publish, and again when Redis echoes it). */
   onMessage(handler: (invalidation: Invalidation) => void): void;
   /** Called whenever the subscription is lost (every message since may be missed). */
   onLost(handler: () => void): void;
@@ -119,7 +122,13 @@ export function createInvalidationChannel(options: { url: string; keyPrefix: str
   }
 
   return {
-    publish: (invalidation) => void send(invalidation),
+    publish(invalidation) {
+      // The feed's consumer has applied the invalidation when it publishes: this process's next
+      // lookup must not be answered from its in-process tier or response cache while the echo
+      // through Redis is on its way (a few milliseconds in which an UPDATE went unseen).
+      for (const handler of handlers) handler(invalidation);
+      void send(invalidation);
+    },
     onMessage: (handler) => void handlers.push(handler),
     onLost: (handler) => void lostHandlers.push(handler),
     live: () => subscribed,
