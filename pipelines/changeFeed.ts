@@ -97,6 +97,8 @@ export function startChangeFeed(settings: FeedSettings, consumers: readonly Feed
   let oldestUnacknowledged: Date | undefined;
   /** Streams in a row that ended hearing nothing from the server (see SilentServerError). */
   let silentEnds = 0;
+  /** The furthest commit any stream delivered: one delivered again after a reconnect is no progress. */
+  let furthest: Lsn = 0n;
   const log = logger.child({ component: 'feed', slot: settings.slot });
 
   const setStatus = (next: FeedStatus) => {
@@ -177,7 +179,10 @@ export function startChangeFeed(settings: FeedSettings, consumers: readonly Feed
       // Asked at each report: a delivered transaction sets the running stream's limit back too.
       silentMs: () => SILENT_MS * 2 ** Math.min(silentEnds, MAX_SILENCE_DOUBLINGS),
       onTransaction: async (tx) => {
-        silentEnds = 0;
+        if (tx.lsn > furthest) {
+          furthest = tx.lsn;
+          silentEnds = 0;
+        }
         metrics.feedTransactions.inc();
         delivered = tx.lsn;
         oldestUnacknowledged ??= tx.commitTime;
@@ -269,7 +274,8 @@ export function startChangeFeed(settings: FeedSettings, consumers: readonly Feed
         if (stopping) break;
         const ended = await holdAndStream();
         // Silence can be a server decoding a long transaction without reading replies: the
-        // next stream waits longer, until one delivers a transaction.
+        // next stream waits longer, until one delivers a transaction past any delivered before
+        // (the unacknowledged ones before that transaction come again first).
         silentEnds = ended instanceof SilentServerError ? silentEnds + 1 : 0;
         if (!stopping) log.warn({ err: errorMessage(ended) }, 'change feed stream ended; reconnecting');
         lastError = '';

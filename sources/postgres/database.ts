@@ -145,7 +145,9 @@ export function createDatabase(options: DatabaseOptions, logger: Logger, metrics
       // The pool listens for errors only on idle clients. A connection lost while checked out
       // between statements (a server restart while DuckDB works inside a snapshot) would
       // otherwise be an uncaught exception, ending the process; the next statement on it fails.
+      let connectionLost = false;
       const lost = (err: Error) => {
+        connectionLost = true;
         broken ??= err;
         logger.warn({ err: describe(err) }, 'Postgres connection lost while in use');
       };
@@ -153,7 +155,8 @@ export function createDatabase(options: DatabaseOptions, logger: Logger, metrics
       let settled = false;
       const abandon = () => {
         broken ??= upstreamTimeout('The database');
-        void cancelUntilSettled(client, () => settled);
+        // A connection already lost (the server ended the session) has nothing left to cancel.
+        void cancelUntilSettled(client, () => settled || connectionLost);
       };
       signal?.addEventListener('abort', abandon, { once: true });
       try {
