@@ -31,7 +31,7 @@ import { createErrorFormatter } from './errors.js';
 import { startFeed } from './feed.js';
 import { createLake, type Lake } from './lake.js';
 import { createHttpHandler, sendJson } from './http.js';
-import { createAuthenticator, untilExpiry } from './auth.js';
+import { bearerMatches, createAuthenticator, untilExpiry } from './auth.js';
 import { createRateLimits, type RateLimits } from './rateLimits.js';
 import { trustedQuery } from './trustedDocuments.js';
 import type { Viewer } from '../resolvers/viewer.js';
@@ -268,7 +268,11 @@ async function serve(config: Config, logger: Logger, databaseUrl: string, resour
           // The feed does not decide readiness: lookups work without it; its state is shown.
           sendJson(res, postgres ? 200 : 503, { status: postgres ? 'ready' : 'unavailable', postgres, feed: { ...feed.status(), lag } });
         },
-        '/metrics': async (res) => {
+        '/metrics': async (res, req) => {
+          if (!bearerMatches(req.headers.authorization, config.http.metricsToken)) {
+            res.writeHead(401, { 'www-authenticate': 'Bearer realm="metrics"' }).end();
+            return;
+          }
           const body = await metrics.registry.metrics();
           res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(body);
         },

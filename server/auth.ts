@@ -1,3 +1,4 @@
+import { timingSafeEqual } from 'node:crypto';
 import { createRemoteJWKSet, errors, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from 'jose';
 import { LRUCache } from 'lru-cache';
 import { serviceUnavailable, unauthenticated } from '../core/errors.js';
@@ -97,4 +98,15 @@ function keySetUnavailable(err: unknown): boolean {
 /** Milliseconds until a viewer's token expires (skew included); undefined for none. */
 export function untilExpiry(viewer: Viewer, clockSkewSeconds: number): number | undefined {
   return viewer.expiresAt === null ? undefined : Math.max(viewer.expiresAt + clockSkewSeconds * 1000 - Date.now(), 0);
+}
+
+/**
+ * Whether a request may read an operator's endpoint (/metrics): always without a token set,
+ * else only with `Authorization: Bearer <token>`, compared in constant time.
+ */
+export function bearerMatches(authorization: string | undefined, token: string | undefined): boolean {
+  if (token === undefined) return true;
+  const sent = Buffer.from(authorization ?? '');
+  const wanted = Buffer.from(`Bearer ${token}`);
+  return sent.length === wanted.length && timingSafeEqual(sent, wanted);
 }

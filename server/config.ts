@@ -164,6 +164,11 @@ const settings = z.object({
    * document). When set, only those operations run, sent by hash or in full.
    */
   TRUSTED_DOCUMENTS_FILE: z.string().min(1, 'must not be empty').optional(),
+  /**
+   * When set, /metrics answers only `Authorization: Bearer <this>`: its figures (operation names,
+   * risk bands, pool use) are for the operator's scraper, not for every client that can reach the port.
+   */
+  METRICS_TOKEN: z.string().min(16, 'must be at least 16 characters').optional(),
 });
 
 export type Settings = z.infer<typeof settings>;
@@ -173,7 +178,7 @@ export const SETTING_NAMES = Object.keys(settings.shape) as (keyof Settings)[];
 
 export interface Config {
   readonly env: Settings['NODE_ENV'];
-  readonly http: { readonly port: number; readonly host: string };
+  readonly http: { readonly port: number; readonly host: string; readonly metricsToken: string | undefined };
   readonly database: {
     /** `undefined`: start the embedded Postgres. */
     readonly url: string | undefined;
@@ -348,7 +353,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   }
   return deepFreeze({
     env: s.NODE_ENV,
-    http: { port: s.PORT, host: s.HOST },
+    http: { port: s.PORT, host: s.HOST, metricsToken: s.METRICS_TOKEN },
     database: {
       url: s.DATABASE_URL,
       poolMax: s.DATABASE_POOL_MAX,

@@ -5,7 +5,7 @@ import { RateLimited } from './rateLimits.js';
 import { refuseRoundedNumbers } from './roundedNumbers.js';
 
 /** A plain GET endpoint beside /graphql (health, readiness, metrics). */
-export type Route = (res: ServerResponse) => Promise<void> | void;
+export type Route = (res: ServerResponse, req: IncomingMessage) => Promise<void> | void;
 
 export interface HttpHandlerOptions<TContext extends BaseContext, TViewer> {
   readonly apollo: ApolloServer<TContext>;
@@ -75,7 +75,7 @@ async function serveRoute(req: IncomingMessage, res: ServerResponse, path: strin
   } else if (req.method !== 'GET' && req.method !== 'HEAD') {
     res.writeHead(405, { allow: 'GET, HEAD' }).end();
   } else {
-    await route(res);
+    await route(res, req);
   }
 }
 

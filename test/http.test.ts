@@ -101,3 +101,24 @@ describe('HTTP endpoints', { skip }, () => {
     }
   });
 });
+
+/** Its figures name operations and count risk scores by band: for the operator's scraper only, when a token is set. */
+describe('/metrics behind METRICS_TOKEN', { skip }, () => {
+  const token = 'scrape-me-0123456789';
+  const f = useTestGateway('http_metrics_token', { env: () => ({ METRICS_TOKEN: token }) });
+  const scrape = (authorization?: string) => fetch(new URL('/metrics', f.gw.url), { headers: authorization ? { authorization } : {} });
+
+  it('answers 401 without the token or with another, and the figures with it', async () => {
+    for (const authorization of [undefined, `Bearer ${token}x`, `Bearer ${token.slice(1)}`, token, `Basic ${token}`]) {
+      const res = await scrape(authorization);
+      assert.equal(res.status, 401, String(authorization));
+      assert.match(res.headers.get('www-authenticate') ?? '', /^Bearer/);
+      assert.equal(await res.text(), '');
+    }
+    const res = await scrape(`Bearer ${token}`);
+    assert.equal(res.status, 200);
+    assert.match(await res.text(), /gateway_feed_state/);
+    // The other probes stay open: an orchestrator's checks carry no token.
+    assert.equal((await fetch(new URL('/healthz', f.gw.url))).status, 200);
+  });
+});
