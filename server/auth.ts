@@ -29,7 +29,7 @@ export function createAuthenticator(settings: AuthSettings): Authenticator {
     ? new TextEncoder().encode(settings.jwtSecret)
     : // jose caches the set, fetches it again for an unknown kid (at most every cooldown), and
       // refreshes it after cacheMaxAge.
-      createRemoteJWKSet(new URL(settings.jwksUrl!), { timeoutDuration: 5_000, cooldownDuration: 5_000, cacheMaxAge: 600_000 });
+      createRemoteJWKSet(new URL(settings.jwksUrl!), { timeoutDuration: 5_000, cooldownDuration: 5_000, cacheMaxAge: settings.keysMaxAgeSeconds * 1000 });
   const options = {
     algorithms: settings.jwtSecret ? ['HS256'] : ASYMMETRIC,
     issuer: settings.issuer,
@@ -38,7 +38,9 @@ export function createAuthenticator(settings: AuthSettings): Authenticator {
     // sub names the client for rate limits; a token without exp would never expire.
     requiredClaims: ['sub', 'exp'],
   };
-  const verified = new LRUCache<string, Viewer>({ max: VERIFIED_TOKENS });
+  // Verified again after the key set's age: a token signed with a key since removed (a leaked
+  // one) would otherwise pass until its exp, however far that is.
+  const verified = new LRUCache<string, Viewer>({ max: VERIFIED_TOKENS, ttl: settings.keysMaxAgeSeconds * 1000 });
 
   async function verify(token: string): Promise<Viewer> {
     let payload: JWTPayload;

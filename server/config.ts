@@ -153,6 +153,11 @@ const settings = z.object({
   AUTH_CUSTOMER_CLAIM: z.string().min(1, 'must not be empty').max(200, 'must be at most 200 characters').default('customer_id'),
   /** Leeway for exp and nbf against clock drift between the issuer and the gateway. */
   AUTH_CLOCK_SKEW_SECONDS: wholeNumber(0, 300).default(30),
+  /**
+   * How long a fetched key set, and a token verified with it, are trusted before they are
+   * checked again: a key the identity provider removes stops passing within about twice this.
+   */
+  AUTH_KEYS_MAX_AGE_SECONDS: wholeNumber(1, 86_400).default(600),
   /** Requests one client (token subject, or address without auth) may make per window; 0: no limit. */
   RATE_LIMIT_REQUESTS: wholeNumber(0).default(60_000),
   /** Estimated cost (MAX_QUERY_COMPLEXITY's unit) one client may spend per window; 0: no limit. */
@@ -272,6 +277,7 @@ export interface AuthSettings {
   readonly roleClaim: string;
   readonly customerClaim: string;
   readonly clockSkewSeconds: number;
+  readonly keysMaxAgeSeconds: number;
 }
 
 export interface S3Settings {
@@ -413,6 +419,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       roleClaim: s.AUTH_ROLE_CLAIM,
       customerClaim: s.AUTH_CUSTOMER_CLAIM,
       clockSkewSeconds: s.AUTH_CLOCK_SKEW_SECONDS,
+      keysMaxAgeSeconds: s.AUTH_KEYS_MAX_AGE_SECONDS,
     },
     rateLimits: { requests: s.RATE_LIMIT_REQUESTS, cost: s.RATE_LIMIT_COST, windowSeconds: s.RATE_LIMIT_WINDOW_SECONDS },
     trustedDocuments: s.TRUSTED_DOCUMENTS_FILE ? readJsonSetting('TRUSTED_DOCUMENTS_FILE', s.TRUSTED_DOCUMENTS_FILE, parseTrustedDocuments) : undefined,

@@ -357,6 +357,40 @@ describe('tokens: forged, expired or of the wrong issuer are refused', { skip },
       await new Promise((resolve) => idp.close(resolve));
     }
   });
+
+  /**
+   * A token verified once used to be trusted until its exp: a key the identity provider removed
+   * (a leaked one) went on passing for every token it had signed and the gateway had seen.
+   */
+  it('with a JWKS: a key removed from the set stops passing once the set and the token are checked again', async () => {
+    const first = generateKeyPairSync('rsa', { modulusLength: 2048 });
+    const second = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const publicJwk = async (key: typeof first.publicKey, kid: string, alg: string) => ({ ...(await exportJWK(key)), kid, alg, use: 'sig' }) as JWK;
+    let keys: JWK[] = [await publicJwk(first.publicKey, 'k1', 'RS256')];
+    const idp = http.createServer((_req, res) => res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ keys })));
+    await new Promise<void>((resolve) => idp.listen(0, '127.0.0.1', resolve));
+    let gw: TestGateway | undefined;
+    try {
+      const jwksUrl = `http://127.0.0.1:${(idp.address() as AddressInfo).port}/jwks.json`;
+      gw = await startTestGateway({
+        databaseUrl: f.db.url,
+        env: { AUTH_MODE: 'required', AUTH_JWKS_URL: jwksUrl, AUTH_ISSUER: ISSUER, AUTH_AUDIENCE: AUDIENCE, AUTH_KEYS_MAX_AGE_SECONDS: '1', RATE_LIMIT_REQUESTS: '0' },
+      });
+      const leaked = await token({ sub: 'u', role: 'admin' }, { alg: 'RS256', kid: 'k1', key: first.privateKey as unknown as CryptoKey });
+      assert.equal((await ask(gw.url, leaked, probe)).status, 200);
+      keys = [await publicJwk(second.publicKey, 'k2', 'ES256')];
+      const refused = await eventually(async () => {
+        const answer = await ask(gw!.url, leaked, probe);
+        return answer.status === 401 ? answer : undefined;
+      }, 'the removed key to stop passing', 15_000);
+      assert.deepEqual(codes(refused), ['UNAUTHENTICATED']);
+      const current = await token({ sub: 'u', role: 'analyst' }, { alg: 'ES256', kid: 'k2', key: second.privateKey as unknown as CryptoKey });
+      assert.equal((await ask(gw.url, current, probe)).status, 200);
+    } finally {
+      await gw?.stop();
+      await new Promise((resolve) => idp.close(resolve));
+    }
+  });
 });
 
 describe('rate limits per client, shared through Redis', { skip }, () => {
