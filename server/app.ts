@@ -191,6 +191,7 @@ async function serve(config: Config, logger: Logger, databaseUrl: string, resour
     schema,
     connect: (authorization, address) => auth.authenticate(authorization, address),
     untilExpiry: (viewer) => untilExpiry(viewer, config.auth.clockSkewSeconds),
+    recheckEveryMs: config.auth.mode === 'required' ? config.auth.keysMaxAgeSeconds * 1000 : undefined,
     admit: (viewer) => rateLimits.request(viewer.subject),
     spend: (viewer, cost) => rateLimits.spend(viewer.subject, cost),
     maxCost: config.maxQueryComplexity,

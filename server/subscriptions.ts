@@ -30,6 +30,11 @@ export interface SubscriptionServerOptions<TContext> {
   readonly connect: (authorization: string | undefined, address: string) => Promise<Viewer>;
   /** Milliseconds until the viewer's token expires; the connection is closed then (4401). */
   readonly untilExpiry: (viewer: Viewer) => number | undefined;
+  /**
+   * A token's connection is authenticated again this often (AUTH_KEYS_MAX_AGE_SECONDS), and
+   * closed (4401) once its token no longer passes (its key removed from the set); unset: never.
+   */
+  readonly recheckEveryMs?: number;
   /** Counts a new subscription against the client's request budget; throws to refuse it. */
   readonly admit: (viewer: Viewer) => Promise<void>;
   /** Spends an operation's estimated cost from the client's budget; throws to refuse it. */
@@ -75,7 +80,8 @@ export function attachSubscriptions<TContext extends object>(options: Subscripti
         const given = params?.authorization ?? params?.Authorization ?? params?.headers?.authorization ?? params?.headers?.Authorization ?? ctx.extra.request.headers.authorization;
         const { socket } = ctx.extra;
         try {
-          const viewer = await options.connect(typeof given === 'string' ? given : undefined, ctx.extra.request.socket.remoteAddress ?? 'unknown');
+          const address = ctx.extra.request.socket.remoteAddress ?? 'unknown';
+          const viewer = await options.connect(typeof given === 'string' ? given : undefined, address);
           // The connection's viewer, set before any subscribe is accepted.
           ctx.extra.viewer = viewer;
           const ms = options.untilExpiry(viewer);
@@ -83,6 +89,15 @@ export function attachSubscriptions<TContext extends object>(options: Subscripti
             // setTimeout's limit is about 24.8 days; a token living longer is closed then, early.
             const timer = setTimeout(() => socket.close(4401, 'token expired'), Math.min(ms, 2 ** 31 - 1));
             socket.once('close', () => clearTimeout(timer));
+          }
+          if (options.recheckEveryMs !== undefined && viewer.expiresAt !== null) {
+            const recheck = setInterval(() => {
+              // An identity provider that is down closes nothing: only a token refused outright does.
+              options.connect(given as string, address).catch((err: unknown) => {
+                if (err instanceof PublicError && err.code === 'UNAUTHENTICATED') socket.close(4401, err.message);
+              });
+            }, options.recheckEveryMs);
+            socket.once('close', () => clearInterval(recheck));
           }
           return true;
         } catch (err) {

@@ -378,12 +378,19 @@ describe('tokens: forged, expired or of the wrong issuer are refused', { skip },
       });
       const leaked = await token({ sub: 'u', role: 'admin' }, { alg: 'RS256', kid: 'k1', key: first.privateKey as unknown as CryptoKey });
       assert.equal((await ask(gw.url, leaked, probe)).status, 200);
+      // A subscription's connection on that token is closed too, not kept until its exp.
+      const client = connect(gw.url, { lazy: false, connectionParams: { authorization: `Bearer ${leaked}` } });
+      const closed = new Promise<{ code: number; reason: string }>((resolve) => client.on('closed', (event) => resolve(event as { code: number; reason: string })));
+      await new Promise<void>((resolve) => client.on('connected', () => resolve()));
       keys = [await publicJwk(second.publicKey, 'k2', 'ES256')];
       const refused = await eventually(async () => {
         const answer = await ask(gw!.url, leaked, probe);
         return answer.status === 401 ? answer : undefined;
       }, 'the removed key to stop passing', 15_000);
       assert.deepEqual(codes(refused), ['UNAUTHENTICATED']);
+      const result = await Promise.race([closed, new Promise<{ code: number; reason: string }>((resolve) => setTimeout(() => resolve({ code: -1, reason: 'still open' }), 10_000))]);
+      assert.deepEqual([result.code, result.reason], [4401, 'invalid token']);
+      await client.dispose();
       const current = await token({ sub: 'u', role: 'analyst' }, { alg: 'ES256', kid: 'k2', key: second.privateKey as unknown as CryptoKey });
       assert.equal((await ask(gw.url, current, probe)).status, 200);
     } finally {
