@@ -186,14 +186,16 @@ async function serve(config: Config, logger: Logger, databaseUrl: string, resour
     logger,
     operation: {},
   });
+  /** Charges an operation's estimated cost to its client's budget, over HTTP and WebSocket alike. */
+  const spend = (viewer: Viewer, cost: number) => rateLimits.spend(viewer.subject, cost);
   const subscriptions = attachSubscriptions({
     httpServer,
     schema,
     connect: (authorization, address) => auth.authenticate(authorization, address),
     untilExpiry: (viewer) => untilExpiry(viewer, config.auth.clockSkewSeconds),
-    recheckEveryMs: config.auth.mode === 'required' ? config.auth.keysMaxAgeSeconds * 1000 : undefined,
+    recheckEveryMs: config.auth.keysMaxAgeSeconds * 1000,
     admit: (viewer) => rateLimits.request(viewer.subject),
-    spend: (viewer, cost) => rateLimits.spend(viewer.subject, cost),
+    spend,
     maxCost: config.maxQueryComplexity,
     trustedQuery: trustedDocuments,
     context: (viewer) => context(false, viewer),
@@ -253,7 +255,7 @@ async function serve(config: Config, logger: Logger, databaseUrl: string, resour
                 metrics,
               }),
               compiled: createCompiledOperations(schema),
-              spend: (viewer, cost) => rateLimits.spend(viewer.subject, cost),
+              spend,
               record: recordOperation,
               metrics,
               formatError,

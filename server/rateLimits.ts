@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import { RateLimiterMemory, RateLimiterRedis, RateLimiterRes, type RateLimiterAbstract } from 'rate-limiter-flexible';
 import { PublicError } from '../core/errors.js';
 import type { Config } from './config.js';
+import { closeRedis } from '../core/closeRedis.js';
 
 /** A client past one of its budgets; `retryAfterSeconds` is when the window lets it in again. */
 export class RateLimited extends PublicError {
@@ -65,7 +66,7 @@ export function createRateLimits(config: Pick<Config, 'rateLimits' | 'cache'>, l
     // Capped at the whole budget: an operation the complexity limit admits can run in a fresh window.
     spend: (subject, points) => consume('cost', costLimiter, subject, Math.min(points, cost)),
     async close() {
-      if (redis) await redis.quit().catch(() => redis.disconnect());
+      if (redis) await closeRedis(redis);
     },
   };
 }

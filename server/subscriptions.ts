@@ -32,9 +32,9 @@ export interface SubscriptionServerOptions<TContext> {
   readonly untilExpiry: (viewer: Viewer) => number | undefined;
   /**
    * A token's connection is authenticated again this often (AUTH_KEYS_MAX_AGE_SECONDS), and
-   * closed (4401) once its token no longer passes (its key removed from the set); unset: never.
+   * closed (4401) once its token no longer passes (its key removed from the set).
    */
-  readonly recheckEveryMs?: number;
+  readonly recheckEveryMs: number;
   /** Counts a new subscription against the client's request budget; throws to refuse it. */
   readonly admit: (viewer: Viewer) => Promise<void>;
   /** Spends an operation's estimated cost from the client's budget; throws to refuse it. */
@@ -81,7 +81,8 @@ export function attachSubscriptions<TContext extends object>(options: Subscripti
         const { socket } = ctx.extra;
         try {
           const address = ctx.extra.request.socket.remoteAddress ?? 'unknown';
-          const viewer = await options.connect(typeof given === 'string' ? given : undefined, address);
+          const authorization = typeof given === 'string' ? given : undefined;
+          const viewer = await options.connect(authorization, address);
           // The connection's viewer, set before any subscribe is accepted.
           ctx.extra.viewer = viewer;
           const ms = options.untilExpiry(viewer);
@@ -90,10 +91,11 @@ export function attachSubscriptions<TContext extends object>(options: Subscripti
             const timer = setTimeout(() => socket.close(4401, 'token expired'), Math.min(ms, 2 ** 31 - 1));
             socket.once('close', () => clearTimeout(timer));
           }
-          if (options.recheckEveryMs !== undefined && viewer.expiresAt !== null) {
+          // A viewer with a token (expiresAt set; none with AUTH_MODE=off).
+          if (viewer.expiresAt !== null) {
             const recheck = setInterval(() => {
               // An identity provider that is down closes nothing: only a token refused outright does.
-              options.connect(given as string, address).catch((err: unknown) => {
+              options.connect(authorization, address).catch((err: unknown) => {
                 if (err instanceof PublicError && err.code === 'UNAUTHENTICATED') socket.close(4401, err.message);
               });
             }, options.recheckEveryMs);

@@ -2,6 +2,7 @@ import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { errorMessage } from '../../core/errors.js';
 import { atMostEvery } from '../../core/throttle.js';
+import { closeRedis } from '../../core/closeRedis.js';
 
 /** What one gateway tells every other that its in-process tier must drop. */
 export interface Invalidation {
@@ -79,7 +80,8 @@ export function createInvalidationChannel(options: { url: string; keyPrefix: str
   });
   subscriber.on('message', (channel: string, message: string) => {
     if (channel !== name) return;
-    for (const handler of handlers) handler(readInvalidation(message));
+    const invalidation = readInvalidation(message);
+    for (const handler of handlers) handler(invalidation);
   });
 
   // Messages Redis did not take, merged, sent again once it does; past the bound, one "drop
@@ -139,11 +141,7 @@ export function createInvalidationChannel(options: { url: string; keyPrefix: str
       // A last try for what Redis has not taken yet: other processes would keep those rows.
       const unsent = takePending();
       if (unsent.length > 0 && publisher.status === 'ready') await Promise.allSettled(unsent.map(send));
-      // QUIT on a client that is not connected waits behind its queued commands for as long as
-      // Redis stays away; such a client is just dropped.
-      await Promise.allSettled([publisher, subscriber].map((client) => (client.status === 'ready' ? client.quit() : client.disconnect())));
-      publisher.disconnect();
-      subscriber.disconnect();
+      await closeRedis(publisher, subscriber);
     },
   };
 }

@@ -5,6 +5,7 @@ import { atMostEvery } from '../../core/throttle.js';
 import type { Metrics } from '../../core/metrics.js';
 import { TOMBSTONE, type Cache } from './cache.js';
 import type { Invalidation } from './invalidationChannel.js';
+import { closeRedis } from '../../core/closeRedis.js';
 
 export interface RedisCacheOptions {
   readonly url: string;
@@ -193,8 +194,8 @@ export function createRedisCache(options: RedisCacheOptions, logger: Logger, met
 
     async close() {
       clearTimeout(retryTimer);
-      // QUIT lets queued fills finish; a Redis that is down cannot answer it.
-      await redis.quit().catch(() => redis.disconnect());
+      // QUIT lets queued fills finish while Redis is there.
+      await closeRedis(redis);
     },
   };
 }

@@ -28,11 +28,6 @@ export interface DuckSession {
 }
 
 /**
- * The process's one DuckDB instance. Each query gets a connection of its own (a connection runs
- * one statement at a time), at most `threads` at once; a query past its time limit is
- * interrupted and fails with UPSTREAM_TIMEOUT, its connection closed.
- */
-/**
  * Tables to drop that may still be in DuckDB: a DROP refused (its session past its time limit,
  * interrupted, or no connection in time), or a build that failed after its CREATE. Left alone,
  * each holds its rows for good; `drain` drops them in a session that can still run statements,
@@ -64,6 +59,11 @@ export function createDropQueue(): DropQueue {
   };
 }
 
+/**
+ * The process's one DuckDB instance. Each query gets a connection of its own (a connection runs
+ * one statement at a time), at most `threads` at once; a query past its time limit is
+ * interrupted and fails with UPSTREAM_TIMEOUT, its connection closed.
+ */
 export interface Duck {
   session<T>(work: (session: DuckSession) => Promise<T>, options: { timeoutMs: number; label: string }): Promise<T>;
   /** Sessions opened so far (tests count queries with it). */

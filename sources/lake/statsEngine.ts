@@ -222,8 +222,9 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
     return result;
   };
 
-  // Each stage bounded by what is left of the deadline; the answer itself by the deadline (within).
-  const bounded: { withInvoices: StatsEngine['withInvoices']; invoiceStats(query: StatsQuery, deadline: Deadline): Promise<StatsAnswer> } = {
+  // The answers, each stage given what is left of the deadline; the public methods below race
+  // them against the deadline itself (within).
+  const answers: { withInvoices: StatsEngine['withInvoices']; invoiceStats(query: StatsQuery, deadline: Deadline): Promise<StatsAnswer> } = {
     async withInvoices(months, deadline, work) {
       const started = performance.now();
       let engine = 'POSTGRES';
@@ -352,10 +353,10 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
   };
 
   return {
-    withInvoices: (months, deadline, work) => within(deadline, bounded.withInvoices(months, deadline, work), late),
+    withInvoices: (months, deadline, work) => within(deadline, answers.withInvoices(months, deadline, work), late),
     invoiceStats(query) {
       const deadline = deadlineIn(options.timeoutMs);
-      return within(deadline, bounded.invoiceStats(query, deadline), late);
+      return within(deadline, answers.invoiceStats(query, deadline), late);
     },
   };
 }

@@ -1,5 +1,4 @@
 import { createHash } from 'node:crypto';
-import { Socket } from 'node:net';
 import pg from 'pg';
 import { LogicalReplicationService, PgoutputPlugin, type Pgoutput } from 'pg-logical-replication';
 import type { Logger } from 'pino';
@@ -106,11 +105,6 @@ const SLOT_STATE: Statement = {
 };
 
 /**
- * The feed's own connections, outside the pool. Without a connect timeout a server that accepts
- * and never answers (a proxy holding it, a frozen host) left the feed starting for good; without
- * keepalive a partition was noticed only after TCP gave up (about 15 minutes).
- */
-/**
  * Silence past which the stream is taken for lost. The walsender answers a report that asks
  * for it whenever it reads replies: at once when idle, and while decoding a long transaction
  * every wal_sender_timeout / 2 (30 s by default; Postgres 14 and older not at all then, nor
@@ -123,9 +117,11 @@ export const SILENT_MS = 120_000;
 export class SilentServerError extends Error {
   override name = 'SilentServerError';
 }
-/** How long stop() waits for the server to confirm the end before closing the socket. */
-const STOP_GRACE_MS = 5_000;
 
+/**
+ * The feed's own connections, outside the pool. Without a connect timeout a server that accepts
+ * and never answers (a proxy holding it, a frozen host) left the feed starting for good.
+ */
 const REPLICATION_CONNECTION = { application_name: 'invoice-gateway-feed', connectionTimeoutMillis: 10_000, keepAlive: true, keepAliveInitialDelayMillis: 10_000 };
 
 /**
@@ -242,15 +238,11 @@ export interface StreamOptions {
  * position it received, which would skip unacknowledged transactions.
  */
 export function openReplicationStream(options: StreamOptions): ReplicationStream {
-  // The stream's socket, made here (as pg makes it) so that a silent server can be left: ending
-  // the client politely waits for an answer that never comes.
-  let socket: Socket | undefined;
   const service = new LogicalReplicationService(
     {
       connectionString: options.url,
       ...REPLICATION_CONNECTION,
       connectionTimeoutMillis: options.connectTimeoutMs ?? REPLICATION_CONNECTION.connectionTimeoutMillis,
-      stream: () => (socket = new Socket()),
     },
     // No automatic acknowledgement (timeoutSeconds 0 also stops its timer from confirming what
     // was received but not handled); flow control awaits each handler and pauses the socket.
@@ -297,11 +289,12 @@ export function openReplicationStream(options: StreamOptions): ReplicationStream
     if (!handling && silent > silentMs()) {
       const what = streaming ? 'heard nothing from the server' : 'did not begin streaming';
       failure ??= new SilentServerError(`the replication stream ${what} for ${Math.round(silent)} ms`);
-      socket?.destroy();
+      // START_REPLICATION is running (the silence limit is past the connect timeout): pg's end()
+      // closes the socket at once rather than wait for the server.
+      void service.stop();
       return;
     }
-    // No report before the stream begins (the library sends none).
-    if (streaming) void service.acknowledge(formatLsn(acknowledged), true);
+    void service.acknowledge(formatLsn(acknowledged), true);
   }, options.statusIntervalMs ?? 10_000);
   statusTimer.unref();
   service.on('data', async (lsn: string, message: Pgoutput.Message) => {
@@ -337,7 +330,6 @@ export function openReplicationStream(options: StreamOptions): ReplicationStream
         throw failure ?? new Error('the replication stream ended before it started');
       },
       (err: unknown) => {
-        if (failure instanceof SilentServerError) throw failure;
         throw (err as { code?: string }).code === '55006' ? new SlotBusyError(errorMessage(err)) : err;
       },
     ),
@@ -357,15 +349,11 @@ export function openReplicationStream(options: StreamOptions): ReplicationStream
       acknowledged = lsn;
       void service.acknowledge(formatLsn(lsn));
     },
+    // pg's end() closes the socket itself while START_REPLICATION runs (a query that may never
+    // end), and a login that never finishes ends at the connect timeout.
     async stop() {
       clearInterval(statusTimer);
-      // A server that no longer answers never confirms the end: the socket goes after a while.
-      const leave = setTimeout(() => socket?.destroy(), STOP_GRACE_MS);
-      try {
-        await service.destroy();
-      } finally {
-        clearTimeout(leave);
-      }
+      await service.destroy();
     },
   };
 }

@@ -393,8 +393,9 @@ export function createStatsStore(db: Database, logger: Logger): StatsStore {
         };
         // Statements without parameters, and BEGIN's two in one round trip; a lost connection
         // is translated here too (SERVICE_UNAVAILABLE), and the client is then not pooled again.
-        const command = async (name: string, text: string) => {
-          if (name !== 'snapshot_commit') inTime(name);
+        // COMMIT ends a finished read: it is not refused past the deadline (`inTime` false).
+        const command = async (name: string, text: string, { inTime: checked = true } = {}) => {
+          if (checked) inTime(name);
           try {
             await client.query(text);
           } catch (err) {
@@ -448,7 +449,7 @@ export function createStatsStore(db: Database, logger: Logger): StatsStore {
                 ...positionValues(query.after),
               ]),
           });
-          await command('snapshot_commit', 'COMMIT');
+          await command('snapshot_commit', 'COMMIT', { inTime: false });
           return result;
         } catch (err) {
           await client.query('ROLLBACK').catch(() => undefined);

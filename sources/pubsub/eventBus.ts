@@ -3,6 +3,7 @@ import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { errorMessage, PublicError } from '../../core/errors.js';
 import { atMostEvery } from '../../core/throttle.js';
+import { closeRedis } from '../../core/closeRedis.js';
 
 /**
  * Fan-out of events to subscribers: through Redis pub/sub when REDIS_URL is set (a subscriber on
@@ -92,11 +93,7 @@ export function createEventBus(options: { redisUrl?: string; prefix: string }, l
       return boundedSubscription(target, name, options, ready);
     },
     async close() {
-      // QUIT on a client that is not connected waits behind its queued commands, for as long
-      // as Redis stays away (then the shutdown ran out of time); such a client is just dropped.
-      await Promise.allSettled([publisher, subscriber].map((client) => (client.status === 'ready' ? client.quit() : client.disconnect())));
-      publisher.disconnect();
-      subscriber.disconnect();
+      await closeRedis(publisher, subscriber);
     },
   };
 }
