@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { createHash, generateKeyPairSync } from 'node:crypto';
+import { createHash, generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -21,6 +21,26 @@ const skip = await missingServices('postgres', 'redis');
 const SECRET = 'an-hs256-test-secret-of-at-least-32-bytes';
 const ISSUER = 'https://idp.test/';
 const AUDIENCE = 'invoice-gateway';
+
+/** A public key as an identity provider publishes it in its key set. */
+const publicJwk = async (key: KeyObject, kid: string, alg: string) => ({ ...(await exportJWK(key)), kid, alg, use: 'sig' }) as JWK;
+
+/** An identity provider's key set endpoint: `answer()` at each fetch, HTTP 500 while it says 'down'. */
+async function startKeySet(answer: () => JWK[] | 'down'): Promise<{ url: string; fetches(): number; close(): Promise<void> }> {
+  let fetches = 0;
+  const idp = http.createServer((_req, res) => {
+    fetches++;
+    const keys = answer();
+    if (keys === 'down') res.writeHead(500).end('down');
+    else res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ keys }));
+  });
+  await new Promise<void>((resolve) => idp.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${(idp.address() as AddressInfo).port}/jwks.json`,
+    fetches: () => fetches,
+    close: () => new Promise((resolve) => idp.close(() => resolve())),
+  };
+}
 const AUTH = { AUTH_MODE: 'required', AUTH_JWT_SECRET: SECRET, AUTH_ISSUER: ISSUER, AUTH_AUDIENCE: AUDIENCE };
 
 type Claims = Record<string, unknown>;
@@ -314,20 +334,12 @@ describe('tokens: forged, expired or of the wrong issuer are refused', { skip },
   it('with a JWKS: verifies RS256, refuses the HS/RS confusion, and fetches the set again for a new kid', async () => {
     const first = generateKeyPairSync('rsa', { modulusLength: 2048 });
     const second = generateKeyPairSync('ec', { namedCurve: 'P-256' });
-    const publicJwk = async (key: typeof first.publicKey, kid: string, alg: string) => ({ ...(await exportJWK(key)), kid, alg, use: 'sig' }) as JWK;
     let keys: JWK[] = [await publicJwk(first.publicKey, 'k1', 'RS256')];
-    let fetches = 0;
     let failing = false;
-    const idp = http.createServer((_req, res) => {
-      fetches++;
-      if (failing) res.writeHead(500).end('down');
-      else res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ keys }));
-    });
-    await new Promise<void>((resolve) => idp.listen(0, '127.0.0.1', resolve));
+    const idp = await startKeySet(() => (failing ? 'down' : keys));
     let gw: TestGateway | undefined;
     try {
-      const jwksUrl = `http://127.0.0.1:${(idp.address() as AddressInfo).port}/jwks.json`;
-      gw = await startTestGateway({ databaseUrl: f.db.url, env: { AUTH_MODE: 'required', AUTH_JWKS_URL: jwksUrl, AUTH_ISSUER: ISSUER, AUTH_AUDIENCE: AUDIENCE, RATE_LIMIT_REQUESTS: '0' } });
+      gw = await startTestGateway({ databaseUrl: f.db.url, env: { AUTH_MODE: 'required', AUTH_JWKS_URL: idp.url, AUTH_ISSUER: ISSUER, AUTH_AUDIENCE: AUDIENCE, RATE_LIMIT_REQUESTS: '0' } });
       const rs = await token({ sub: 'u', role: 'analyst' }, { alg: 'RS256', kid: 'k1', key: first.privateKey as unknown as CryptoKey });
       assert.equal((await ask(gw.url, rs, probe)).status, 200);
       // The public key as an HMAC secret: the classic confusion attack.
@@ -338,9 +350,9 @@ describe('tokens: forged, expired or of the wrong issuer are refused', { skip },
       // (at most once per cooldown, so an attacker cannot make it hammer the identity provider).
       keys = [...keys, await publicJwk(second.publicKey, 'k2', 'ES256')];
       const es = await token({ sub: 'u', role: 'analyst' }, { alg: 'ES256', kid: 'k2', key: second.privateKey as unknown as CryptoKey });
-      const before = fetches;
+      const before = idp.fetches();
       await eventually(async () => (await ask(gw!.url, es, probe)).status === 200, 'the new key to be fetched', 15_000);
-      assert.ok(fetches > before);
+      assert.ok(idp.fetches() > before);
       // The identity provider down: a token it signed with a key not yet fetched is 503, not 401.
       failing = true;
       const third = generateKeyPairSync('ec', { namedCurve: 'P-256' });
@@ -354,7 +366,7 @@ describe('tokens: forged, expired or of the wrong issuer are refused', { skip },
       assert.equal((await ask(gw.url, rs, probe)).status, 200);
     } finally {
       await gw?.stop();
-      await new Promise((resolve) => idp.close(resolve));
+      await idp.close();
     }
   });
 
@@ -365,16 +377,13 @@ describe('tokens: forged, expired or of the wrong issuer are refused', { skip },
   it('with a JWKS: a key removed from the set stops passing once the set and the token are checked again', async () => {
     const first = generateKeyPairSync('rsa', { modulusLength: 2048 });
     const second = generateKeyPairSync('ec', { namedCurve: 'P-256' });
-    const publicJwk = async (key: typeof first.publicKey, kid: string, alg: string) => ({ ...(await exportJWK(key)), kid, alg, use: 'sig' }) as JWK;
     let keys: JWK[] = [await publicJwk(first.publicKey, 'k1', 'RS256')];
-    const idp = http.createServer((_req, res) => res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ keys })));
-    await new Promise<void>((resolve) => idp.listen(0, '127.0.0.1', resolve));
+    const idp = await startKeySet(() => keys);
     let gw: TestGateway | undefined;
     try {
-      const jwksUrl = `http://127.0.0.1:${(idp.address() as AddressInfo).port}/jwks.json`;
       gw = await startTestGateway({
         databaseUrl: f.db.url,
-        env: { AUTH_MODE: 'required', AUTH_JWKS_URL: jwksUrl, AUTH_ISSUER: ISSUER, AUTH_AUDIENCE: AUDIENCE, AUTH_KEYS_MAX_AGE_SECONDS: '1', RATE_LIMIT_REQUESTS: '0' },
+        env: { AUTH_MODE: 'required', AUTH_JWKS_URL: idp.url, AUTH_ISSUER: ISSUER, AUTH_AUDIENCE: AUDIENCE, AUTH_KEYS_MAX_AGE_SECONDS: '1', RATE_LIMIT_REQUESTS: '0' },
       });
       const leaked = await token({ sub: 'u', role: 'admin' }, { alg: 'RS256', kid: 'k1', key: first.privateKey as unknown as CryptoKey });
       assert.equal((await ask(gw.url, leaked, probe)).status, 200);
@@ -395,7 +404,7 @@ describe('tokens: forged, expired or of the wrong issuer are refused', { skip },
       assert.equal((await ask(gw.url, current, probe)).status, 200);
     } finally {
       await gw?.stop();
-      await new Promise((resolve) => idp.close(resolve));
+      await idp.close();
     }
   });
 });

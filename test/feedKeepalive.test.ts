@@ -5,7 +5,15 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { pino } from 'pino';
 import { createDatabase, type Database } from '../sources/postgres/database.js';
 import { migrate } from '../sources/postgres/migrate.js';
-import { createSlot, dropFeed, ensurePublication, openReplicationStream, type FeedTransaction } from '../sources/postgres/replication.js';
+import {
+  createSlot,
+  dropFeed,
+  ensurePublication,
+  openReplicationStream,
+  type FeedTransaction,
+  type ReplicationStream,
+  type StreamOptions,
+} from '../sources/postgres/replication.js';
 import { createTestDatabase, missingServices } from './fixtures/services.js';
 import { eventually } from './fixtures/eventually.js';
 import { startTcpProxy } from './fixtures/network.js';
@@ -13,8 +21,16 @@ import { startTcpProxy } from './fixtures/network.js';
 const skip = await missingServices('postgres');
 const logger = pino({ level: 'silent' });
 
+interface FeedSlot {
+  /** The database's URL, to change (options, a proxy's port) before `open`. */
+  readonly url: URL;
+  readonly database: Database;
+  /** A stream of the slot through `url`, reporting every 200 ms. */
+  open(options: Pick<StreamOptions, 'silentMs' | 'onTransaction'>): ReplicationStream;
+}
+
 /** A fresh database with a feed's publication and slot (`name` both), dropped after `work`. */
-async function withFeedSlot(name: string, work: (feed: { url: URL; database: Database; slot: string }) => Promise<void>): Promise<void> {
+async function withFeedSlot(name: string, work: (feed: FeedSlot) => Promise<void>): Promise<void> {
   const db = await createTestDatabase(`feed_${name}`);
   const database = createDatabase({ url: db.url, poolMax: 2, statementTimeoutMs: 0 }, logger);
   const slot = `ig_${name}_${db.name.slice(-8)}`;
@@ -22,7 +38,10 @@ async function withFeedSlot(name: string, work: (feed: { url: URL; database: Dat
     await migrate(database, logger);
     await ensurePublication(database, `ig_${name}`);
     await createSlot(db.url, database, slot, async () => undefined);
-    await work({ url: new URL(db.url), database, slot });
+    const url = new URL(db.url);
+    const open = (options: Pick<StreamOptions, 'silentMs' | 'onTransaction'>) =>
+      openReplicationStream({ url: url.toString(), slot, publication: `ig_${name}`, logger, statusIntervalMs: 200, ...options });
+    await work({ url, database, open });
   } finally {
     await dropFeed(database, slot, `ig_${name}`).catch(() => undefined);
     await database.close();
@@ -38,15 +57,10 @@ async function withFeedSlot(name: string, work: (feed: { url: URL; database: Dat
  */
 describe('the change feed stream outlives a handler slower than wal_sender_timeout', { skip }, () => {
   it('reports its position unasked, so the walsender keeps the stream', async () => {
-    await withFeedSlot('keepalive', async ({ url, database, slot }) => {
+    await withFeedSlot('keepalive', async ({ url, database, open }) => {
       url.searchParams.set('options', '-c wal_sender_timeout=1000');
       const received: FeedTransaction[] = [];
-      const stream = openReplicationStream({
-        url: url.toString(),
-        slot,
-        publication: 'ig_keepalive',
-        logger,
-        statusIntervalMs: 200,
+      const stream = open({
         // Silence while a transaction is handled is not the server's: this handler takes 4 s.
         silentMs: 2_000,
         onTransaction: async (tx) => {
@@ -81,7 +95,7 @@ describe('the change feed stream against a server that never answers', () => {
       url: `postgres://postgres@127.0.0.1:${port}/none`,
       slot: 'never',
       publication: 'never',
-      logger: pino({ level: 'silent' }),
+      logger,
       connectTimeoutMs: 300,
       onTransaction: async () => undefined,
     });
@@ -104,19 +118,11 @@ describe('the change feed stream against a server that never answers', () => {
  */
 describe('the change feed stream behind a server gone silent', { skip }, () => {
   it('keeps a quiet stream whose server answers, ends one that hears nothing, and stops', async () => {
-    await withFeedSlot('silent', async ({ url, database, slot }) => {
+    await withFeedSlot('silent', async ({ url, database, open }) => {
       const proxy = await startTcpProxy(Number(url.port || 5432), url.hostname);
       url.port = String(proxy.port);
       const received: FeedTransaction[] = [];
-      const stream = openReplicationStream({
-        url: url.toString(),
-        slot,
-        publication: 'ig_silent',
-        logger,
-        statusIntervalMs: 200,
-        silentMs: 2_500,
-        onTransaction: async (tx) => void received.push(tx),
-      });
+      const stream = open({ silentMs: 2_500, onTransaction: async (tx) => void received.push(tx) });
       try {
         await stream.started;
         let ended: string | undefined;
@@ -139,18 +145,10 @@ describe('the change feed stream behind a server gone silent', { skip }, () => {
   });
 
   it('fails a start whose server freezes after the login, before streaming begins', async () => {
-    await withFeedSlot('frozen_start', async ({ url, slot }) => {
+    await withFeedSlot('frozen_start', async ({ url, open }) => {
       const proxy = await startTcpProxy(Number(url.port || 5432), url.hostname, { freezeOn: 'START_REPLICATION' });
       url.port = String(proxy.port);
-      const stream = openReplicationStream({
-        url: url.toString(),
-        slot,
-        publication: 'ig_frozen_start',
-        logger,
-        statusIntervalMs: 200,
-        silentMs: 1_500,
-        onTransaction: async () => undefined,
-      });
+      const stream = open({ silentMs: 1_500, onTransaction: async () => undefined });
       try {
         const outcome = await Promise.race([stream.started.then(() => 'started', (err: Error) => err.message), sleep(10_000, 'still starting')]);
         assert.match(outcome, /did not begin streaming/);

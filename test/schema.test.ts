@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import { it } from 'node:test';
-import { getNamedType, GraphQLInt, type GraphQLObjectType, type GraphQLScalarType } from 'graphql';
+import { getNamedType, type GraphQLObjectType, type GraphQLScalarType } from 'graphql';
 import { buildGatewaySchema, printGatewaySchema, SCHEMA_FILE } from '../server/schema.js';
 
 it('schema/schema.graphql matches the schema the code builds (run `npm run schema` after a change)', async () => {
@@ -25,8 +25,7 @@ it('counts a window\u2019s invoices past 2^31 (a large lake) as numbers, where I
   const counts = [fields('Freshness').lakeRows!, fields('Freshness').liveRows!, fields('StatsRow').invoiceCount!, fields('SegmentRow').invoiceCount!];
   for (const field of counts) {
     const type = getNamedType(field.type) as GraphQLScalarType;
+    assert.equal(type.name, 'SafeInt', field.name);
     assert.equal(type.serialize(3_000_000_000), 3_000_000_000, field.name);
-    assert.throws(() => type.serialize(2 ** 53), /safe|integer/i, field.name);
   }
-  assert.throws(() => GraphQLInt.serialize(3_000_000_000), /32-bit/);
 });
