@@ -216,6 +216,13 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly analyticsBarriers = new Counter({
+    name: 'gateway_analytics_barriers_total',
+    help: 'Lake queries\u2019 barriers passed: decoded (this gateway\u2019s feed reported the WAL decoded past the snapshot; nothing written) or written (a logical message written and flushed, then passed)',
+    labelNames: ['kind'] as const,
+    registers: [this.registry],
+  });
+
   readonly analyticsWholeAnswers = new Counter({
     name: 'gateway_analytics_whole_answers_total',
     help: 'invoiceStats pages and whole answers: kept (a paging client\u2019s whole answer computed once and kept), served (a later page sliced from it), stale (kept, but invoices changed since)',

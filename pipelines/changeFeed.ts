@@ -41,6 +41,14 @@ export interface FeedConsumer {
    * gateway that held the slot before) may have finished already.
    */
   resume?(): Promise<void>;
+  /**
+   * Every transaction committed up to `position` has been handed to this consumer and handled:
+   * the server has nothing before it still to send (see StreamOptions.onCaughtUp). Called in
+   * order with `handle`, between batches; WAL of other tables moves it on without a transaction.
+   */
+  caughtUp?(position: Lsn): void;
+  /** This process's stream ended: `caughtUp` is not called again before the next `resume`. */
+  streamEnded?(): void;
   /** Background work that only the process holding the slot does (the backfill). */
   whileHolding?(signal: AbortSignal): Promise<void>;
 }
@@ -147,6 +155,16 @@ export function startChangeFeed(settings: FeedSettings, consumers: readonly Feed
     const queues = new Map<FeedConsumer, FeedTransaction[]>(consumers.map((c) => [c, []]));
     const notify = new Map<FeedConsumer, () => void>();
     let delivered: Lsn = 0n;
+    /** The server's latest caught-up position, and the last transaction delivered before it. */
+    let caughtUp: { position: Lsn; after: Lsn } | undefined;
+    const passedOn = new Map<FeedConsumer, Lsn>();
+    /** A consumer that has handled every transaction delivered before the caught-up position is there too. */
+    const passCaughtUp = (consumer: FeedConsumer) => {
+      if (!caughtUp || !consumer.caughtUp || (positions.get(consumer) ?? 0n) < caughtUp.after) return;
+      if (caughtUp.position <= (passedOn.get(consumer) ?? 0n)) return;
+      passedOn.set(consumer, caughtUp.position);
+      consumer.caughtUp(caughtUp.position);
+    };
     let lastAckAt = Date.now();
     const abort = new AbortController();
     let roomWaiter: (() => void) | undefined;
@@ -178,6 +196,10 @@ export function startChangeFeed(settings: FeedSettings, consumers: readonly Feed
       logger: log,
       // Asked at each report: a delivered transaction sets the running stream's limit back too.
       silentMs: () => SILENT_MS * 2 ** Math.min(silentEnds, MAX_SILENCE_DOUBLINGS),
+      onCaughtUp: (position) => {
+        caughtUp = { position, after: delivered };
+        for (const consumer of consumers) passCaughtUp(consumer);
+      },
       onTransaction: async (tx) => {
         if (tx.lsn > furthest) {
           furthest = tx.lsn;
@@ -202,6 +224,8 @@ export function startChangeFeed(settings: FeedSettings, consumers: readonly Feed
       for (const consumer of consumers) await consumer.resume?.();
     } catch (err) {
       await current.stop();
+      // A keepalive may have been passed on while the consumers resumed.
+      for (const consumer of consumers) consumer.streamEnded?.();
       throw err;
     }
     setStatus({ state: 'streaming' });
@@ -221,6 +245,7 @@ export function startChangeFeed(settings: FeedSettings, consumers: readonly Feed
         metrics.feedBatchDuration.observe({ consumer: consumer.name }, (performance.now() - started) / 1000);
         queue.splice(0, batch.length);
         positions.set(consumer, batch.at(-1)!.lsn);
+        passCaughtUp(consumer);
         acknowledgeDone();
         roomWaiter?.();
       }
@@ -254,6 +279,7 @@ export function startChangeFeed(settings: FeedSettings, consumers: readonly Feed
       clearInterval(ticker);
       clearTimeout(ackTimer);
       await current.stop();
+      for (const consumer of consumers) consumer.streamEnded?.();
       await Promise.allSettled(background);
       oldestUnacknowledged = undefined;
       stream = undefined;

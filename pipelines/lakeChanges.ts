@@ -19,6 +19,10 @@ export function createLakeChangeRecorder(store: LakeStore): FeedConsumer {
     async resume() {
       recordedBefore = parseLsn(await store.recordedPosition());
     },
+    // Nothing to write: queries of this process wait for the position, other processes' barriers
+    // for lake_state (moved by transactions, the idle tick's among them).
+    caughtUp: (position) => store.caughtUp(position),
+    streamEnded: () => store.feedStopped(),
     async handle(batch: readonly FeedTransaction[]) {
       const changes = new Map<string, LakeChange>();
       let truncatedAt: FeedTransaction | undefined;

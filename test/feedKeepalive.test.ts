@@ -10,6 +10,7 @@ import {
   dropFeed,
   ensurePublication,
   openReplicationStream,
+  parseLsn,
   type FeedTransaction,
   type ReplicationStream,
   type StreamOptions,
@@ -26,7 +27,7 @@ interface FeedSlot {
   readonly url: URL;
   readonly database: Database;
   /** A stream of the slot through `url`, reporting every 200 ms. */
-  open(options: Pick<StreamOptions, 'silentMs' | 'onTransaction'>): ReplicationStream;
+  open(options: Pick<StreamOptions, 'silentMs' | 'onTransaction' | 'onCaughtUp'>): ReplicationStream;
 }
 
 /** A fresh database with a feed's publication and slot (`name` both), dropped after `work`. */
@@ -39,7 +40,7 @@ async function withFeedSlot(name: string, work: (feed: FeedSlot) => Promise<void
     await ensurePublication(database, `ig_${name}`);
     await createSlot(db.url, database, slot, async () => undefined);
     const url = new URL(db.url);
-    const open = (options: Pick<StreamOptions, 'silentMs' | 'onTransaction'>) =>
+    const open = (options: Pick<StreamOptions, 'silentMs' | 'onTransaction' | 'onCaughtUp'>) =>
       openReplicationStream({ url: url.toString(), slot, publication: `ig_${name}`, logger, statusIntervalMs: 200, ...options });
     await work({ url, database, open });
   } finally {
@@ -78,6 +79,54 @@ describe('the change feed stream outlives a handler slower than wal_sender_timeo
         await sleep(1_500);
         assert.equal(cut, undefined, 'the stream was cut');
         assert.equal(received.length, 4);
+      } finally {
+        await stream.stop();
+      }
+    });
+  });
+});
+
+/**
+ * Analytics wait for the feed to have decoded the WAL past their snapshot (the walsender's
+ * keepalives say how far) instead of writing a barrier. A keepalive the library emits while
+ * transactions before it are still queued behind a handler must not be passed on before them.
+ */
+describe('the change feed stream reports where the server has caught up', { skip }, () => {
+  it('only after every transaction received before it, and past WAL of other tables', async () => {
+    await withFeedSlot('caught_up', async ({ database, open }) => {
+      const events: string[] = [];
+      const caughtUp: bigint[] = [];
+      let handled: bigint = 0n;
+      /** Each position passed on, with the last transaction handled by then. */
+      const passed: { walEnd: bigint; handled: bigint }[] = [];
+      const stream = open({
+        onTransaction: async (tx) => {
+          events.push(`tx ${tx.lsn}`);
+          invoiceEnd = tx.lsn;
+          await sleep(1_000);
+          handled = tx.lsn;
+        },
+        onCaughtUp: (walEnd) => {
+          caughtUp.push(walEnd);
+          passed.push({ walEnd, handled });
+        },
+      });
+      let invoiceEnd = 1n << 62n;
+      const insertLsn = async () => parseLsn((await database.query<{ lsn: string }>({ name: 'insert_lsn', text: 'SELECT pg_current_wal_insert_lsn()::text AS lsn' }))[0]!.lsn);
+      try {
+        await stream.started;
+        await database.query({ name: 'customers', text: `INSERT INTO customers (customer_name) VALUES ('a'), ('b')` });
+        await eventually(() => events.length === 1 && handled === invoiceEnd, 'the customers\u2019 transaction handled', 10_000);
+        await eventually(() => caughtUp.some((at) => at >= invoiceEnd), 'the server caught up past it', 10_000);
+        const early = passed.filter((at) => at.walEnd >= invoiceEnd && at.handled < invoiceEnd);
+        assert.deepEqual(early, [], 'a position past the transaction was passed on before it was handled');
+        // WAL of a table outside the publication: no transaction, and the position moves on.
+        await database.pool.query('CREATE TABLE elsewhere (id int)');
+        await database.pool.query('INSERT INTO elsewhere VALUES (1)');
+        const end = await insertLsn();
+        const transactions = events.length;
+        await eventually(() => caughtUp.some((at) => at >= end), 'the server caught up past WAL of other tables', 10_000);
+        assert.equal(events.length, transactions, 'no transaction for another table');
       } finally {
         await stream.stop();
       }

@@ -350,6 +350,28 @@ describe('invoiceStats is exact and fresh (local lake)', { skip }, () => {
     }
   });
 
+  it('passes its barrier on the feed\u2019s report of the WAL it decoded, writing nothing, and sees a commit made just before', async () => {
+    const { metrics } = side.gw.gateway;
+    const barriers = async () => ({
+      decoded: await metrics.total(metrics.analyticsBarriers, { kind: 'decoded' }),
+      written: await metrics.total(metrics.analyticsBarriers, { kind: 'written' }),
+    });
+    await exportSettled(side.gw);
+    const before = await barriers();
+    const { rows: [quiet] } = await side.sql.query<{ id: string }>(`SELECT max(customer_id)::text AS id FROM customers`);
+    for (let i = 0; i < 10; i++) {
+      // Committed a moment before the query, through another connection (as from psql).
+      await side.sql.query(`INSERT INTO invoices (issue_date, issuer_id, receiver_id, amount_usd) VALUES (now(), $1, 2, 1.00)`, [quiet!.id]);
+      const answer = await side.gw.request(InvoiceStatsDocument, { groupBy: 'ISSUER', months: 1, granularity: 'TOTAL', orderBy: 'CUSTOMER_ASC', first: 1000 });
+      assert.equal(answer.data!.invoiceStats.freshness.engine, 'LAKE');
+      assert.deepEqual(answer.data!.invoiceStats.rows, await directStats(side.sql, 'ISSUER', 1, 'TOTAL', undefined, 'CUSTOMER_ASC'), `query ${i}`);
+    }
+    const after = await barriers();
+    assert.equal(after.decoded - before.decoded + after.written - before.written, 10, 'one barrier per lake query');
+    // Other test files write WAL meanwhile: a snapshot that found it not yet flushed writes its barrier.
+    assert.ok(after.decoded - before.decoded >= 1, `decoded ${after.decoded - before.decoded} of 10`);
+  });
+
   it('says in /metrics where each query spent its time, stage by stage', async () => {
     const stageCounts = async () => {
       const text = await (await fetch(new URL('/metrics', side.gw.url))).text();

@@ -5,7 +5,8 @@ import { suiteDatabase } from './fixtures/migratedDatabase.js';
 import { memoryLogger } from './fixtures/gateway.js';
 import { createDatabase, type Database } from '../sources/postgres/database.js';
 import { finalizeExport } from '../sources/postgres/lakeExportStore.js';
-import { createLakeStore, createRecordedPosition, type LakeStore, type RecordedPosition } from '../sources/postgres/lakeStore.js';
+import { createLakeStore, createRecordedPosition, decodedEnd, PASSIVE_WAIT_MS, type LakeStore, type RecordedPosition, type WalPosition } from '../sources/postgres/lakeStore.js';
+import { formatLsn, parseLsn } from '../sources/postgres/replication.js';
 
 const skip = await missingServices('postgres');
 
@@ -26,7 +27,7 @@ describe('the lake barrier', { skip }, () => {
   const recordedInLakeState = async () => (await db.query<{ position: string }>({ name: 'test_position', text: 'SELECT position::text FROM lake_state' }))[0]!.position;
 
   /** Waits for `barrier` while `record` moves a feed past the WAL's current end every 20 ms. */
-  async function passedWhile(barrier: Promise<boolean>, record: (lsn: string) => Promise<void> | void): Promise<boolean> {
+  async function passedWhile<T>(barrier: Promise<T>, record: (lsn: string) => Promise<void> | void): Promise<T> {
     let settled = false;
     const outcome = barrier.finally(() => (settled = true));
     while (!settled) {
@@ -157,6 +158,67 @@ describe('the lake barrier', { skip }, () => {
       );
       await db.pool.query(`DELETE FROM lake_changes WHERE invoice_id IN (799999, 800001)`);
     }
+  });
+
+  /** `db`, with the names of the statements run through it. */
+  const watched = () => {
+    const names: string[] = [];
+    const database = new Proxy(db, {
+      get: (target, key) => (key === 'query' ? (statement: { name: string }, values?: unknown[]) => (names.push(statement.name), target.query(statement as never, values)) : Reflect.get(target, key)),
+    });
+    return { database, names };
+  };
+  const walNow = async () =>
+    (await db.query<{ wal: WalPosition }>({
+      name: 'test_wal',
+      text: `SELECT json_build_object('insert', pg_current_wal_insert_lsn()::text, 'flush', pg_current_wal_flush_lsn()::text, 'blockSize', current_setting('wal_block_size')::int) AS wal`,
+    }))[0]!.wal;
+
+  it('is the feed’s report of the WAL decoded past the snapshot when its feed streams here: nothing is written', async () => {
+    const { database, names } = watched();
+    const position = createRecordedPosition();
+    const queries = createLakeStore(database, position);
+    queries.caughtUp(1n);
+    // WAL flushed up to its insert position (other sessions' writes may leave it unflushed at any moment).
+    const now = await walNow();
+    const wal = { ...now, insert: now.flush };
+    // A feed reports the walsender's position as it decodes past the WAL's end.
+    assert.equal(await passedWhile(queries.recordedUpTo(wal, 10_000), async () => queries.caughtUp(parseLsn((await walNow()).insert))), 'decoded');
+    assert.deepEqual(names.filter((name) => name === 'lake_barrier'), [], 'no barrier written');
+    // Already past it: no wait.
+    assert.equal(await queries.recordedUpTo(wal, 0), 'decoded');
+  });
+
+  it('is written when the WAL is not flushed that far, or no feed streams here, or the feed does not report in time', async () => {
+    /** Whether a barrier is passed for a snapshot at `wal` while a feed records, and how many were written. */
+    const written = async (wal: WalPosition, following: boolean) => {
+      const { database, names } = watched();
+      const position = createRecordedPosition();
+      position.following = following;
+      const passed = await passedWhile(createLakeStore(database, position).recordedUpTo(wal, 10_000), (lsn) => position.reached(lsn));
+      return { passed, barriers: names.filter((name) => name === 'lake_barrier').length };
+    };
+    const wal = await walNow();
+    // A commit with synchronous_commit off is visible before its WAL is flushed: only a barrier's commit flushes it.
+    const unflushed = { ...wal, flush: formatLsn(parseLsn(wal.insert) - 8n) };
+    assert.deepEqual(await written(unflushed, true), { passed: 'written', barriers: 1 });
+    assert.deepEqual(await written(await walNow(), false), { passed: 'written', barriers: 1 }, 'another gateway\u2019s feed records');
+    // Following, but the position does not get there (a feed far behind): a barrier after PASSIVE_WAIT_MS.
+    const far = formatLsn(parseLsn(wal.insert) + 10n ** 12n);
+    const started = performance.now();
+    assert.deepEqual(await written({ ...wal, insert: far, flush: far }, true), { passed: 'written', barriers: 1 });
+    assert.ok(performance.now() - started >= PASSIVE_WAIT_MS);
+  });
+
+  it('waits for the end of the record before a page’s header, where the walsender stops', () => {
+    const page = 8192n * 1000n;
+    const at = (insert: bigint, flush = insert) => decodedEnd({ insert: formatLsn(insert), flush: formatLsn(flush), blockSize: 8192 });
+    assert.equal(at(page + 24n), page, 'the insert position past a page\u2019s header');
+    assert.equal(at(page + 32n), page + 32n, 'a record continued on the page may end anywhere after its header');
+    assert.equal(at(page + 24n + 8192n * 3n), page + 8192n * 3n);
+    assert.equal(at(page + 4000n, page + 3992n), undefined, 'not flushed that far');
+    assert.equal(decodedEnd({ insert: formatLsn(page * 2n + 24n), flush: formatLsn(page * 2n + 24n), blockSize: 16384 }), page * 2n, 'another block size');
+    assert.equal(decodedEnd({ insert: formatLsn(8192n + 24n), flush: formatLsn(8192n + 24n), blockSize: 16384 }), 8192n + 24n);
   });
 
   it('is refused when no feed records past it in time', async () => {

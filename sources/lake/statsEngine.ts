@@ -86,7 +86,8 @@ export interface StatsEngine {
 /**
  * Chooses the engine per query shape and makes the lake's answer exact: the query's Postgres
  * snapshot is taken first; a barrier through the change feed then proves every change committed
- * before it has been recorded in lake_changes; the lake answers for everything but those
+ * before it has been recorded in lake_changes (the feed's report that it has decoded the WAL past
+ * the snapshot, or a message written and passed); the lake answers for everything but those
  * invoices, and Postgres, in the same snapshot, for them. When the lake cannot be trusted (not
  * exported yet, the feed not recording), Postgres answers alone, and the answer says so.
  */
@@ -125,7 +126,9 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
   async function lakeUnusable(window: StatsWindow, deadline: Deadline): Promise<StatsWarning | undefined> {
     if (window.lakeGeneration === 0) return NOT_EXPORTED;
     const waitMs = Math.min(options.barrierTimeoutMs, deadline.remainingMs());
-    if (!(await timed('barrier', () => options.lakeStore.recordedUpToNow(waitMs, deadline.signal)))) return NOT_CURRENT;
+    const passed = await timed('barrier', () => options.lakeStore.recordedUpTo(window.wal, waitMs, deadline.signal));
+    if (!passed) return NOT_CURRENT;
+    options.metrics.analyticsBarriers.inc({ kind: passed });
     return undefined;
   }
 

@@ -149,6 +149,17 @@ export interface LakeStore {
    * `signal` aborts (a stopping gateway stops its feed: nothing would record the barrier).
    */
   recordedUpToNow(waitMs: number, signal?: AbortSignal): Promise<boolean>;
+  /**
+   * The same, for a query whose snapshot read `wal`: when the WAL up to there was flushed and
+   * this process's feed is streaming, it waits for the feed to have recorded up to there (the
+   * walsender says when it has decoded that far), writing nothing; otherwise, or when that
+   * takes longer than PASSIVE_WAIT_MS, it writes the barrier.
+   */
+  recordedUpTo(wal: WalPosition, waitMs: number, signal?: AbortSignal): Promise<BarrierPassed | undefined>;
+  /** This process's feed has recorded every change up to `position` (see FeedConsumer.caughtUp). */
+  caughtUp(position: Lsn): void;
+  /** This process's feed stopped streaming. */
+  feedStopped(): void;
   /** `snapshot`: the query's, as pg_current_snapshot() text; null: not asked whether it sees every change (false). */
   changesForQuery(snapshot: string | null): Promise<LakeChanges>;
   /** The version alone, without the changes. */
@@ -162,8 +173,10 @@ export interface LakeStore {
  */
 export interface RecordedPosition {
   /** Every change up to `position` is durable in lake_changes. */
-  reached(position: string): void;
+  reached(position: string | Lsn): void;
   passed(lsn: Lsn): boolean;
+  /** Whether this process's feed is streaming, so the position moves with the WAL (see caughtUp). */
+  following: boolean;
   /** Resolves when the position moves, or after `ms`. */
   moved(ms: number): Promise<void>;
 }
@@ -172,8 +185,9 @@ export function createRecordedPosition(): RecordedPosition {
   let position = 0n;
   const waiters = new Set<() => void>();
   return {
-    reached(text) {
-      const lsn = parseLsn(text);
+    following: false,
+    reached(to) {
+      const lsn = typeof to === 'string' ? parseLsn(to) : to;
       if (lsn <= position) return;
       position = lsn;
       for (const wake of waiters) wake();
@@ -190,6 +204,41 @@ export function createRecordedPosition(): RecordedPosition {
         waiters.add(wake);
       }),
   };
+}
+
+/** Where a snapshot stood in the WAL, read in the statement that took it. */
+export interface WalPosition {
+  /** pg_current_wal_insert_lsn(): every commit the snapshot sees ends at or before it. */
+  readonly insert: string;
+  /** pg_current_wal_flush_lsn(), read with it. */
+  readonly flush: string;
+  /** wal_block_size. */
+  readonly blockSize: number;
+}
+
+/** How a barrier was passed: on the feed's report of the WAL it decoded, or past a message written for it. */
+export type BarrierPassed = 'decoded' | 'written';
+
+/** SizeOfXLogShortPHD: a WAL page's header, where no record can end. */
+const PAGE_HEADER_BYTES = 24n;
+
+/**
+ * How long a query waits for its own feed to report the WAL decoded past its snapshot before
+ * writing a barrier instead (a feed far behind, or a position the walsender never reports).
+ */
+export const PASSIVE_WAIT_MS = 100;
+
+/**
+ * The position a walsender reports once it has decoded every record a snapshot at `wal` may see
+ * committed; undefined when part of that WAL is not flushed (a commit with synchronous_commit
+ * off, a transaction in progress): the walsender decodes only flushed WAL, and a barrier's
+ * commit flushes it. The insert position at a page's start is past the page's header; the
+ * walsender reports the end of the record before it, the page's start.
+ */
+export function decodedEnd(wal: WalPosition): Lsn | undefined {
+  const insert = parseLsn(wal.insert);
+  if (parseLsn(wal.flush) < insert) return undefined;
+  return insert % BigInt(wal.blockSize) === PAGE_HEADER_BYTES ? insert - PAGE_HEADER_BYTES : insert;
 }
 
 /** `position`: shared by every LakeStore of the process, so the feed's records wake the queries' barriers. */
@@ -229,6 +278,26 @@ export function createLakeStore(db: Database, position: RecordedPosition): LakeS
         if ((await db.query<{ passed: boolean }>(RECORDED, [lsn]))[0]!.passed) return true;
         if (Date.now() >= deadline || signal?.aborted) return false;
       }
+    },
+    async recordedUpTo(wal, waitMs, signal) {
+      const target = decodedEnd(wal);
+      if (target !== undefined && (position.passed(target) || position.following)) {
+        const started = performance.now();
+        const until = started + Math.min(waitMs, PASSIVE_WAIT_MS);
+        for (let left = until - started; !position.passed(target) && left > 0 && !signal?.aborted; left = until - performance.now()) {
+          await position.moved(left);
+        }
+        if (position.passed(target)) return 'decoded';
+        waitMs -= performance.now() - started;
+      }
+      return (await this.recordedUpToNow(Math.max(waitMs, 0), signal)) ? 'written' : undefined;
+    },
+    caughtUp(to) {
+      position.following = true;
+      position.reached(to);
+    },
+    feedStopped() {
+      position.following = false;
     },
     async changesForQuery(snapshot) {
       const [row] = await db.query<LakeChanges>(CHANGES, [snapshot]);

@@ -230,6 +230,23 @@ export interface StreamOptions {
    * that long after it was opened. A function is asked again at each report.
    */
   readonly silentMs?: number | (() => number);
+  /**
+   * Called with the server's WAL end (a keepalive's) once every transaction the stream received
+   * before that keepalive has been handed to `onTransaction`: the walsender sends one when it has
+   * decoded everything up to there and waits for more WAL, so no commit ending at or before it is
+   * still to come. It moves on with WAL no transaction of the publication is in.
+   */
+  readonly onCaughtUp?: (walEnd: Lsn) => void;
+}
+
+/**
+ * XLogData messages the library has received and not yet handed to the handler (flow control
+ * queues them, while keepalives are emitted at once). Undefined if the library no longer keeps
+ * that queue: then no keepalive is taken as caught up.
+ */
+function queuedMessages(service: LogicalReplicationService): number | undefined {
+  const queue = (service as unknown as { _messageQueue?: unknown })._messageQueue;
+  return Array.isArray(queue) ? queue.length : undefined;
 }
 
 /**
@@ -271,8 +288,22 @@ export function openReplicationStream(options: StreamOptions): ReplicationStream
   let heardAt = performance.now();
   let handling = false;
   const silentMs = () => (typeof options.silentMs === 'function' ? options.silentMs() : (options.silentMs ?? SILENT_MS));
-  service.on('heartbeat', (_walEnd: string, _timestamp: number, shouldRespond: boolean) => {
+  // A keepalive that came behind messages still queued is passed on once they are handled.
+  let caughtUpPending: Lsn | undefined;
+  let caughtUpPassed: Lsn = 0n;
+  const passCaughtUp = () => {
+    if (caughtUpPending === undefined || handling || queuedMessages(service) !== 0) return;
+    caughtUpPassed = caughtUpPending;
+    caughtUpPending = undefined;
+    options.onCaughtUp?.(caughtUpPassed);
+  };
+  service.on('heartbeat', (walEnd: string, _timestamp: number, shouldRespond: boolean) => {
     heardAt = performance.now();
+    if (options.onCaughtUp) {
+      const lsn = parseLsn(walEnd);
+      if (lsn > (caughtUpPending ?? caughtUpPassed)) caughtUpPending = lsn;
+      passCaughtUp();
+    }
     // Without a reply the server drops the connection after wal_sender_timeout; replying with
     // the last acknowledged position confirms nothing new.
     if (shouldRespond && acknowledged > 0n) void service.acknowledge(formatLsn(acknowledged));
@@ -319,6 +350,7 @@ export function openReplicationStream(options: StreamOptions): ReplicationStream
     } finally {
       handling = false;
       heardAt = performance.now();
+      if (!failure) passCaughtUp();
     }
   });
 

@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import type { Database, Statement } from './database.js';
 import { translate } from './database.js';
-import { EXPORTED_MAX_ID, type LakeMisses } from './lakeStore.js';
+import { EXPORTED_MAX_ID, type LakeMisses, type WalPosition } from './lakeStore.js';
 import type { Logger } from 'pino';
 import type { Deadline } from '../../core/deadline.js';
 import { upstreamTimeout } from '../../core/errors.js';
@@ -60,6 +60,8 @@ export interface StatsWindow {
   readonly lakeMaxId: string;
   /** The snapshot itself, as pg_current_snapshot() text: which transactions it sees. */
   readonly snapshot: string;
+  /** Where the WAL stood once the snapshot was taken: every commit it sees ends at or before `insert`. */
+  readonly wal: WalPosition;
 }
 
 /**
@@ -132,7 +134,9 @@ const WINDOW: Statement = {
       to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS "asOf", pg_current_snapshot()::text AS snapshot,
       (SELECT CASE WHEN manifest_key IS NULL THEN 0 ELSE generation::int END FROM lake_state) AS "lakeGeneration",
       (SELECT manifest_key FROM lake_state) AS "lakeManifestKey",
-      (SELECT ${EXPORTED_MAX_ID}::text FROM lake_state) AS "lakeMaxId"
+      (SELECT ${EXPORTED_MAX_ID}::text FROM lake_state) AS "lakeMaxId",
+      json_build_object('insert', pg_current_wal_insert_lsn()::text, 'flush', pg_current_wal_flush_lsn()::text,
+        'blockSize', current_setting('wal_block_size')::int) AS wal
     FROM generate_series(${FIRST_MONTH}, ${THIS_MONTH}, interval '1 month') AS g(m)`,
 };
 
