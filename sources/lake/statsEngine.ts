@@ -6,7 +6,8 @@ import { serviceUnavailable, upstreamTimeout } from '../../core/errors.js';
 import type { Duck } from '../duckdb/duckdb.js';
 import type { ObjectCache } from '../objectStore/objectCache.js';
 import { ObjectNotFoundError, type ObjectStore } from '../objectStore/objectStore.js';
-import { UNKNOWN_MAX_ID, type LakeChanges, type LakeStore } from '../postgres/lakeStore.js';
+import { decodedEnd, UNKNOWN_MAX_ID, type LakeChanges, type LakeStore } from '../postgres/lakeStore.js';
+import type { Lsn } from '../postgres/replication.js';
 import type { InvoiceColumns, LiveGroups, StatsGroup, StatsQuery, StatsSnapshot, StatsStore, StatsWindow } from '../postgres/statsStore.js';
 import { createHeldPages } from './heldPages.js';
 import { cursorKey, heldTableId, lakeStats, pageRecords } from './lakeStats.js';
@@ -123,23 +124,36 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
    * Whether the lake may answer in the query's snapshot: it has been exported, and the feed has
    * recorded every commit before the snapshot (a barrier). Otherwise why Postgres answers alone.
    */
-  async function lakeUnusable(window: StatsWindow, deadline: Deadline): Promise<StatsWarning | undefined> {
+  async function lakeUnusable(window: StatsWindow, deadline: Deadline, recordedBefore: Lsn): Promise<StatsWarning | undefined> {
     if (window.lakeGeneration === 0) return NOT_EXPORTED;
     const waitMs = Math.min(options.barrierTimeoutMs, deadline.remainingMs());
-    const passed = await timed('barrier', () => options.lakeStore.recordedUpTo(window.wal, waitMs, deadline.signal));
+    const passed = await timed('barrier', async () =>
+      listedInSnapshot(window, recordedBefore) ? ('recorded' as const) : options.lakeStore.recordedUpTo(window.wal, waitMs, deadline.signal),
+    );
     if (!passed) return NOT_CURRENT;
     options.metrics.analyticsBarriers.inc({ kind: passed });
     return undefined;
   }
 
+  /**
+   * Whether the change list the snapshot read is complete: this process's feed had recorded
+   * (committed) every change up to where the WAL stood at the snapshot before it began
+   * (`recordedBefore`), so the snapshot sees all of them. Then the barrier is passed too.
+   */
+  const listedInSnapshot = (window: StatsWindow, recordedBefore: Lsn) => {
+    const decoded = decodedEnd(window.wal);
+    return decoded !== undefined && recordedBefore >= decoded;
+  };
+
   /** After the barrier: the lake's manifest and the invoices it does not reflect; or why Postgres must answer alone. */
   async function lakeChanges(
     lake: NonNullable<StatsEngineOptions['lake']>,
     window: StatsWindow,
+    recordedBefore: Lsn,
     keeping = false,
   ): Promise<{ manifest: LakeManifest; changes: LakeChanges } | StatsWarning> {
     // Whether the snapshot sees every change is asked only of an answer that may be kept.
-    const changes = await options.lakeStore.changesForQuery(keeping ? window.snapshot : null);
+    const changes = listedInSnapshot(window, recordedBefore) ? window.changes : await options.lakeStore.changesForQuery(keeping ? window.snapshot : null);
     if (changes.generation === 0 || !changes.manifestKey) return RESET;
     // An export that finished after the snapshot describes rows the snapshot cannot see, and has
     // dropped the changes the snapshot's generation needed.
@@ -156,15 +170,15 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
    * After the barrier: whether a kept answer is this snapshot's too. It is when both snapshots
    * see the same generation and every change recorded at one version (see LakeVersion).
    */
-  async function keptStillExact(kept: WholeAnswer, window: StatsWindow): Promise<boolean> {
+  async function keptStillExact(kept: WholeAnswer, window: StatsWindow, recordedBefore: Lsn): Promise<boolean> {
     if (kept.generation !== window.lakeGeneration) return false;
-    const now = await options.lakeStore.version(window.snapshot);
+    const now = listedInSnapshot(window, recordedBefore) ? window.changes : await options.lakeStore.version(window.snapshot);
     return now.seenBySnapshot && now.version === kept.version;
   }
 
   /** The lake as a query may use it, in the query's snapshot (see lakeUnusable and lakeChanges). */
-  async function currentLake(lake: NonNullable<StatsEngineOptions['lake']>, window: StatsWindow, deadline: Deadline) {
-    return (await lakeUnusable(window, deadline)) ?? timed('changes', () => lakeChanges(lake, window));
+  async function currentLake(lake: NonNullable<StatsEngineOptions['lake']>, window: StatsWindow, deadline: Deadline, recordedBefore: Lsn) {
+    return (await lakeUnusable(window, deadline, recordedBefore)) ?? timed('changes', () => lakeChanges(lake, window, recordedBefore));
   }
 
   /**
@@ -210,7 +224,7 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
     }
   };
   /** The stats store's snapshot, its opening (BEGIN and the window) and its COMMIT counted as stages. */
-  const inSnapshot = async <T>(months: number, deadline: Deadline, work: (snapshot: StatsSnapshot) => Promise<T>): Promise<T> => {
+  const inSnapshot = async <T>(months: number, deadline: Deadline, work: (snapshot: StatsSnapshot) => Promise<T>, keeping = false): Promise<T> => {
     const opening = performance.now();
     let closing = 0;
     const result = await options.stats.withSnapshot(months, async (snapshot) => {
@@ -220,7 +234,7 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
       } finally {
         closing = performance.now();
       }
-    }, deadline);
+    }, deadline, keeping);
     observeStage('commit', closing);
     return result;
   };
@@ -233,12 +247,13 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
       let engine = 'POSTGRES';
       // The join runs in DuckDB whichever engine supplied the invoices.
       const runJoin = (set: InvoiceSet) => timed('lake', () => work(set));
+      const recordedBefore = options.lakeStore.recordedHere();
       const result = await inSnapshot(months, deadline, async (snapshot) => {
         const base = { window: snapshot.window, unknownInvoices: (ids: readonly string[]) => snapshot.unknownInvoices(ids), lakeFiles: null };
         const fromPostgres = async (warning?: StatsWarning) =>
           runJoin({ ...base, engine: 'POSTGRES', rawFiles: [], staleIds: [], live: await timed('postgres', () => snapshot.invoices(null)), lakeAsOf: null, warnings: warning ? [warning] : [] });
         if (!options.lake) return fromPostgres();
-        const lake = await currentLake(options.lake, snapshot.window, deadline);
+        const lake = await currentLake(options.lake, snapshot.window, deadline, recordedBefore);
         if ('code' in lake) return fromPostgres(lake);
         const { store, cache } = options.lake;
         const wanted = new Set(snapshot.window.months);
@@ -289,6 +304,9 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
         }
         busyCustomers.set(busyKey, true);
       }
+      // Taken before the snapshot begins: what was recorded by then, the snapshot sees.
+      const recordedBefore = options.lakeStore.recordedHere();
+      const keeping = query.after !== null;
       const answer = await inSnapshot(query.months, deadline, async (snapshot): Promise<StatsAnswer> => {
         const { window } = snapshot;
         const early = query.after === null && options.lake && window.lakeGeneration !== 0 ? freshEarly(snapshot, query) : undefined;
@@ -304,14 +322,14 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
           // A page after the first: a whole answer kept at an unchanged version holds it.
           const kept = query.after ? wholeAnswers.find(query, window) : undefined;
           const keptStart = kept?.start(query.after);
-          const unusable = await lakeUnusable(window, deadline);
+          const unusable = await lakeUnusable(window, deadline, recordedBefore);
           if (unusable) return fromPostgres(unusable);
           if (keptStart !== undefined) {
-            const exact = await timed('changes', () => keptStillExact(kept!, window));
+            const exact = await timed('changes', () => keptStillExact(kept!, window, recordedBefore));
             options.metrics.analyticsWholeAnswers.inc({ outcome: exact ? 'served' : 'stale' });
             if (exact) return lakeAnswer(kept!.groups(keptStart, query.limit), kept!);
           }
-          const lake = await timed('changes', () => lakeChanges(options.lake!, window, query.after !== null));
+          const lake = await timed('changes', () => lakeChanges(options.lake!, window, recordedBefore, keeping));
           if ('code' in lake) return fromPostgres(lake);
           const { store, cache, duck } = options.lake;
           const { changes } = lake;
@@ -349,7 +367,7 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
           if (err instanceof ObjectNotFoundError) return fromPostgres(OBJECTS_MISSING);
           throw err;
         }
-      });
+      }, keeping);
       observe(answer.engine, started);
       return answer;
     },

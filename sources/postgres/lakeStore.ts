@@ -93,15 +93,11 @@ const FORGET: Statement[] = [
 /** A logical message through the feed: once the lake consumer has passed it, it has seen every earlier commit. */
 const BARRIER: Statement = { name: 'lake_barrier', text: `SELECT pg_logical_emit_message(true, 'invoice-gateway:barrier', '')::text AS lsn` };
 
-const VERSION = `concat_ws(' ', s.generation, s.manifest_key, s.changes_recorded) AS version,
-      CASE WHEN $1::pg_snapshot IS NULL THEN false
-        ELSE (SELECT coalesce(bool_and(pg_visible_in_snapshot(xid, $1::pg_snapshot)), true) FROM lake_changes) END AS "seenBySnapshot"`;
+/** `snapshot`: an SQL expression of type pg_snapshot (the query's), or null: not asked. */
+const version = (snapshot: string) => `concat_ws(' ', s.generation, s.manifest_key, s.changes_recorded) AS version,
+      CASE WHEN ${snapshot} IS NULL THEN false
+        ELSE (SELECT coalesce(bool_and(pg_visible_in_snapshot(xid, ${snapshot})), true) FROM lake_changes) END AS "seenBySnapshot"`;
 
-/**
- * The generation and the invoices it does not reflect, read together (one snapshot), and
- * whether the query's snapshot ($1) sees every one of those changes: if it does not, a change
- * committed after it was recorded already, and the answer must not be reused for later queries.
- */
 /** The highest exported id as text when unknown (see EXPORTED_MAX_ID): nothing is above it. */
 export const UNKNOWN_MAX_ID = '9223372036854775807';
 
@@ -112,22 +108,29 @@ export const UNKNOWN_MAX_ID = '9223372036854775807';
  */
 export const EXPORTED_MAX_ID = `coalesce(CASE WHEN exported_max_generation = generation THEN exported_max_id END, ${UNKNOWN_MAX_ID})`;
 
-const CHANGES: Statement = {
-  name: 'lake_changes_for_query',
+/**
+ * The generation and the invoices it does not reflect, read together (one snapshot), and
+ * whether the query's snapshot (`snapshot`, see `version`) sees every one of those changes: if it
+ * does not, a change committed after it was recorded already, and the answer must not be reused
+ * for later queries. Read in the query's own snapshot when the feed had recorded past it before
+ * the snapshot began (see StatsWindow.changes), or after the barrier in another.
+ */
+export const changesSelect = (snapshot: string) =>
   // Fresh inserts are above the export's highest id: listing them cost more than reading them.
   // `changed` is every entry the lake may hold stale, above the highest id too: a deleted invoice
   // re-inserted under its id after the export's snapshot can still be in a month file kept from before.
-  text: `WITH s AS (
+  `WITH s AS (
       SELECT *, ${EXPORTED_MAX_ID} AS max_id FROM lake_state)
     SELECT s.generation::int AS generation, s.manifest_key AS "manifestKey",
       CASE WHEN EXISTS (SELECT 1 FROM lake_changes WHERE invoice_id > s.max_id) THEN s.max_id::text END AS above,
       to_char(s.exported_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS "exportedAt",
       coalesce((SELECT array_agg(invoice_id::text) FROM lake_changes WHERE invoice_id <= s.max_id), '{}') AS ids,
-      coalesce((SELECT array_agg(invoice_id::text) FROM lake_changes WHERE changed), '{}') AS changed, ${VERSION}
-    FROM s`,
-};
+      coalesce((SELECT array_agg(invoice_id::text) FROM lake_changes WHERE changed), '{}') AS changed, ${version(snapshot)}
+    FROM s`;
 
-const LAKE_VERSION: Statement = { name: 'lake_version', text: `SELECT ${VERSION} FROM lake_state s` };
+const CHANGES: Statement = { name: 'lake_changes_for_query', text: changesSelect('$1::pg_snapshot') };
+
+const LAKE_VERSION: Statement = { name: 'lake_version', text: `SELECT ${version('$1::pg_snapshot')} FROM lake_state s` };
 
 /** When the feed's slot is created (in its snapshot): record from here on; the lake is rebuilt. */
 const INITIALIZE: Statement[] = [
@@ -156,6 +159,8 @@ export interface LakeStore {
    * takes longer than PASSIVE_WAIT_MS, it writes the barrier.
    */
   recordedUpTo(wal: WalPosition, waitMs: number, signal?: AbortSignal): Promise<BarrierPassed | undefined>;
+  /** How far this process's feed has recorded (committed) every change. */
+  recordedHere(): Lsn;
   /** This process's feed has recorded every change up to `position` (see FeedConsumer.caughtUp). */
   caughtUp(position: Lsn): void;
   /** This process's feed stopped streaming. */
@@ -175,6 +180,8 @@ export interface RecordedPosition {
   /** Every change up to `position` is durable in lake_changes. */
   reached(position: string | Lsn): void;
   passed(lsn: Lsn): boolean;
+  /** The position now. */
+  at(): Lsn;
   /** Whether this process's feed is streaming, so the position moves with the WAL (see caughtUp). */
   following: boolean;
   /** Resolves when the position moves, or after `ms`. */
@@ -193,6 +200,7 @@ export function createRecordedPosition(): RecordedPosition {
       for (const wake of waiters) wake();
     },
     passed: (lsn) => position >= lsn,
+    at: () => position,
     moved: (ms) =>
       new Promise<void>((resolve) => {
         const wake = () => {
@@ -292,6 +300,7 @@ export function createLakeStore(db: Database, position: RecordedPosition): LakeS
       }
       return (await this.recordedUpToNow(Math.max(waitMs, 0), signal)) ? 'written' : undefined;
     },
+    recordedHere: () => position.at(),
     caughtUp(to) {
       position.following = true;
       position.reached(to);

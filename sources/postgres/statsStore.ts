@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import type { Database, Statement } from './database.js';
 import { translate } from './database.js';
-import { EXPORTED_MAX_ID, type LakeMisses, type WalPosition } from './lakeStore.js';
+import { changesSelect, EXPORTED_MAX_ID, type LakeChanges, type LakeMisses, type WalPosition } from './lakeStore.js';
 import type { Logger } from 'pino';
 import type { Deadline } from '../../core/deadline.js';
 import { upstreamTimeout } from '../../core/errors.js';
@@ -62,6 +62,12 @@ export interface StatsWindow {
   readonly snapshot: string;
   /** Where the WAL stood once the snapshot was taken: every commit it sees ends at or before `insert`. */
   readonly wal: WalPosition;
+  /**
+   * The lake's change list as the snapshot sees it. Complete when this process's feed had
+   * recorded past `wal` before the snapshot began (those records were committed by then); else
+   * the list is read again after the barrier. `seenBySnapshot` is asked only when `keeping`.
+   */
+  readonly changes: LakeChanges;
 }
 
 /**
@@ -136,7 +142,8 @@ const WINDOW: Statement = {
       (SELECT manifest_key FROM lake_state) AS "lakeManifestKey",
       (SELECT ${EXPORTED_MAX_ID}::text FROM lake_state) AS "lakeMaxId",
       json_build_object('insert', pg_current_wal_insert_lsn()::text, 'flush', pg_current_wal_flush_lsn()::text,
-        'blockSize', current_setting('wal_block_size')::int) AS wal
+        'blockSize', current_setting('wal_block_size')::int) AS wal,
+      (SELECT row_to_json(c) FROM (${changesSelect('(CASE WHEN $2::bool THEN pg_current_snapshot() END)')}) c) AS changes
     FROM generate_series(${FIRST_MONTH}, ${THIS_MONTH}, interval '1 month') AS g(m)`,
 };
 
@@ -355,7 +362,7 @@ export interface StatsStore {
    * `work` in one REPEATABLE READ snapshot. Past `deadline` (the query's time limit), a running
    * statement is cancelled and no later one begins: UPSTREAM_TIMEOUT.
    */
-  withSnapshot<T>(months: number, work: (snapshot: StatsSnapshot) => Promise<T>, deadline: Deadline): Promise<T>;
+  withSnapshot<T>(months: number, work: (snapshot: StatsSnapshot) => Promise<T>, deadline: Deadline, keeping?: boolean): Promise<T>;
   /**
    * The page of a few customers in one statement, when they have at most `maxInvoices` invoices
    * in the window between them; undefined when they have more (the lake answers cheaper).
@@ -380,7 +387,7 @@ export function createStatsStore(db: Database, logger: Logger): StatsStore {
       return { asOf: first!.asOf, groups: first!.customerId === null ? [] : rows.map(({ counted: _counted, asOf: _asOf, ...group }) => group) };
     },
 
-    async withSnapshot(months, work, deadline) {
+    async withSnapshot(months, work, deadline, keeping = false) {
       return db.withClient(async (client) => {
         const inTime = (name: string) => {
           if (deadline.remainingMs() > 0) return;
@@ -415,7 +422,7 @@ export function createStatsStore(db: Database, logger: Logger): StatsStore {
           `BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET LOCAL plan_cache_mode = auto; SET LOCAL idle_in_transaction_session_timeout = ${idleLimitMs}`,
         );
         try {
-          const [window] = await run<StatsWindow>(WINDOW, [months]);
+          const [window] = await run<StatsWindow>(WINDOW, [months, keeping]);
           const readLive = async (selection: LiveSelection, value: unknown, query: StatsQuery, scope: LiveScope, upTo: number | undefined) => {
             if (scope === 'page' && query.orderBy !== 'CUSTOMER_ASC') throw new Error('live groups of a page only in customer order');
             // The cursor's month as the statement compares it (a timestamp); TOTAL keys have none.
