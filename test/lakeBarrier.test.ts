@@ -5,7 +5,7 @@ import { suiteDatabase } from './fixtures/migratedDatabase.js';
 import { memoryLogger } from './fixtures/gateway.js';
 import { createDatabase, type Database } from '../sources/postgres/database.js';
 import { finalizeExport } from '../sources/postgres/lakeExportStore.js';
-import { createLakeStore, createRecordedPosition, decodedEnd, PASSIVE_WAIT_MS, type LakeStore, type RecordedPosition, type WalPosition } from '../sources/postgres/lakeStore.js';
+import { changesSelect, createLakeStore, createRecordedPosition, decodedEnd, PASSIVE_WAIT_MS, type LakeStore, type RecordedPosition, type WalPosition } from '../sources/postgres/lakeStore.js';
 import { formatLsn, parseLsn } from '../sources/postgres/replication.js';
 
 const skip = await missingServices('postgres');
@@ -219,6 +219,21 @@ describe('the lake barrier', { skip }, () => {
     assert.equal(at(page + 4000n, page + 3992n), undefined, 'not flushed that far');
     assert.equal(decodedEnd({ insert: formatLsn(page * 2n + 24n), flush: formatLsn(page * 2n + 24n), blockSize: 16384 }), page * 2n, 'another block size');
     assert.equal(decodedEnd({ insert: formatLsn(8192n + 24n), flush: formatLsn(8192n + 24n), blockSize: 16384 }), 8192n + 24n);
+  });
+
+  it('plans the change list under jit_above_cost with 10,000 changes recorded (the analytics pool reads it with JIT on)', async () => {
+    const client = await db.pool.connect();
+    try {
+      await client.query('BEGIN');
+      await client.query(`INSERT INTO lake_changes (invoice_id, changed, xid) SELECT 9000000 + g, g % 3 = 0, pg_current_xact_id() FROM generate_series(1, 10000) g`);
+      const { rows: [plan] } = await client.query<{ 'QUERY PLAN': [{ Plan: { 'Total Cost': number } }] }>(`EXPLAIN (FORMAT JSON) ${changesSelect('pg_current_snapshot()')}`);
+      const { rows: [jit] } = await client.query<{ above: string }>(`SELECT current_setting('jit_above_cost') AS above`);
+      const cost = plan!['QUERY PLAN'][0].Plan['Total Cost'];
+      assert.ok(cost < Number(jit!.above), `estimated cost ${cost}, jit_above_cost ${jit!.above}`);
+    } finally {
+      await client.query('ROLLBACK');
+      client.release();
+    }
   });
 
   it('is refused when no feed records past it in time', async () => {
