@@ -43,11 +43,14 @@ export interface FeedConsumer {
   resume?(): Promise<void>;
   /**
    * Every transaction committed up to `position` has been handed to this consumer and handled:
-   * the server has nothing before it still to send (see StreamOptions.onCaughtUp). Called in
-   * order with `handle`, between batches; WAL of other tables moves it on without a transaction.
+   * the server has nothing before it still to send (see StreamOptions.onCaughtUp). Called only
+   * once `handle` has returned for every transaction delivered before the server said so (it may
+   * be handling later ones), and only while the stream runs, possibly before `resume` returns
+   * (what precedes the stream was acknowledged, so handled, before); WAL of other tables moves
+   * it on without a transaction.
    */
   caughtUp?(position: Lsn): void;
-  /** This process's stream ended: `caughtUp` is not called again before the next `resume`. */
+  /** This process's stream ended: `caughtUp` is not called again on it. */
   streamEnded?(): void;
   /** Background work that only the process holding the slot does (the backfill). */
   whileHolding?(signal: AbortSignal): Promise<void>;
@@ -86,6 +89,8 @@ const MAX_BATCH = 2_000;
 const IDLE_TICK_MS = 10_000;
 const TICK_PREFIX = 'invoice-gateway:tick';
 const ACK_EVERY_MS = 50;
+/** Caught-up positions kept for consumers behind the stream (see passCaughtUp). */
+const MAX_CAUGHT_UP_MARKS = 64;
 /** The silence limit doubles for each stream in a row ended by silence, up to 2^7 times (over 4 h by default). */
 const MAX_SILENCE_DOUBLINGS = 7;
 
@@ -155,18 +160,25 @@ export function startChangeFeed(settings: FeedSettings, consumers: readonly Feed
     const queues = new Map<FeedConsumer, FeedTransaction[]>(consumers.map((c) => [c, []]));
     const notify = new Map<FeedConsumer, () => void>();
     let delivered: Lsn = 0n;
-    /** The server's latest caught-up position, and the last transaction delivered before it. */
-    let caughtUp: { position: Lsn; after: Lsn } | undefined;
+    const abort = new AbortController();
+    /**
+     * The server's caught-up positions, each with the last transaction delivered before it, oldest
+     * first (both rise): a consumer behind a busy stream still passes the ones it has caught up with.
+     */
+    const caughtUps: { position: Lsn; after: Lsn }[] = [];
     const passedOn = new Map<FeedConsumer, Lsn>();
-    /** A consumer that has handled every transaction delivered before the caught-up position is there too. */
+    /** A consumer that has handled every transaction delivered before a caught-up position is there too. */
     const passCaughtUp = (consumer: FeedConsumer) => {
-      if (!caughtUp || !consumer.caughtUp || (positions.get(consumer) ?? 0n) < caughtUp.after) return;
-      if (caughtUp.position <= (passedOn.get(consumer) ?? 0n)) return;
-      passedOn.set(consumer, caughtUp.position);
-      consumer.caughtUp(caughtUp.position);
+      // An ending stream may have dropped transactions delivered after those.
+      if (abort.signal.aborted || !consumer.caughtUp) return;
+      const handled = positions.get(consumer) ?? 0n;
+      let reached: (typeof caughtUps)[number] | undefined;
+      for (const mark of caughtUps) if (mark.after <= handled) reached = mark;
+      if (!reached || reached.position <= (passedOn.get(consumer) ?? 0n)) return;
+      passedOn.set(consumer, reached.position);
+      consumer.caughtUp(reached.position);
     };
     let lastAckAt = Date.now();
-    const abort = new AbortController();
     let roomWaiter: (() => void) | undefined;
 
     // Acknowledgements go out at most every ACK_EVERY_MS: one per transaction would be a status
@@ -197,7 +209,11 @@ export function startChangeFeed(settings: FeedSettings, consumers: readonly Feed
       // Asked at each report: a delivered transaction sets the running stream's limit back too.
       silentMs: () => SILENT_MS * 2 ** Math.min(silentEnds, MAX_SILENCE_DOUBLINGS),
       onCaughtUp: (position) => {
-        caughtUp = { position, after: delivered };
+        if (abort.signal.aborted) return;
+        // One mark per delivered transaction is enough: a later position after the same one replaces it.
+        if (caughtUps.at(-1)?.after === delivered) caughtUps.pop();
+        caughtUps.push({ position, after: delivered });
+        if (caughtUps.length > MAX_CAUGHT_UP_MARKS) caughtUps.shift();
         for (const consumer of consumers) passCaughtUp(consumer);
       },
       onTransaction: async (tx) => {
@@ -224,7 +240,7 @@ export function startChangeFeed(settings: FeedSettings, consumers: readonly Feed
       for (const consumer of consumers) await consumer.resume?.();
     } catch (err) {
       await current.stop();
-      // A keepalive may have been passed on while the consumers resumed.
+      // A consumer resumed before another failed to is streaming no more.
       for (const consumer of consumers) consumer.streamEnded?.();
       throw err;
     }

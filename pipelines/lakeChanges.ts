@@ -18,11 +18,12 @@ export function createLakeChangeRecorder(store: LakeStore): FeedConsumer {
     initialize: (tx) => store.initialize(tx),
     async resume() {
       recordedBefore = parseLsn(await store.recordedPosition());
+      store.feedStreaming(true);
     },
     // Nothing to write: queries of this process wait for the position, other processes' barriers
     // for lake_state (moved by transactions, the idle tick's among them).
     caughtUp: (position) => store.caughtUp(position),
-    streamEnded: () => store.feedStopped(),
+    streamEnded: () => store.feedStreaming(false),
     async handle(batch: readonly FeedTransaction[]) {
       const changes = new Map<string, LakeChange>();
       let truncatedAt: FeedTransaction | undefined;

@@ -4,6 +4,8 @@ import { describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { pino } from 'pino';
 import { createDatabase, type Database } from '../sources/postgres/database.js';
+import { Metrics } from '../core/metrics.js';
+import { startChangeFeed, type FeedConsumer } from '../pipelines/changeFeed.js';
 import { migrate } from '../sources/postgres/migrate.js';
 import {
   createSlot,
@@ -130,6 +132,121 @@ describe('the change feed stream reports where the server has caught up', { skip
       } finally {
         await stream.stop();
       }
+    });
+  });
+});
+
+describe('the change feed passes a caught-up position on', { skip }, () => {
+  it('to a consumer only once it has handled every transaction delivered before it', async () => {
+    await withFeedSlot('feed_gate', async ({ url, database }) => {
+      const slot = (await database.query<{ slot: string }>({ name: 'slot', text: 'SELECT slot_name AS slot FROM pg_replication_slots WHERE database = current_database()' }))[0]!.slot;
+      let handledUpTo = 0n;
+      const delivered: bigint[] = [];
+      const passed: { position: bigint; handledUpTo: bigint }[] = [];
+      const slow: FeedConsumer = {
+        name: 'slow',
+        async handle(batch) {
+          delivered.push(...batch.map((tx) => tx.lsn));
+          await sleep(1_000);
+          handledUpTo = batch.at(-1)!.lsn;
+        },
+        caughtUp: (position) => void passed.push({ position, handledUpTo }),
+      };
+      const feed = startChangeFeed({ url: url.toString(), slot, publication: 'ig_feed_gate', retryMs: 200 }, [slow], database, logger, new Metrics());
+      try {
+        await eventually(() => feed.status().state === 'streaming', 'the feed streaming', 10_000);
+        await database.query({ name: 'customers', text: `INSERT INTO customers (customer_name) VALUES ('a')` });
+        await eventually(() => handledUpTo > 0n, 'the transaction handled', 10_000);
+        const tx = delivered[0]!;
+        await eventually(() => passed.some((at) => at.position >= tx), 'a position past it passed on', 10_000);
+        assert.deepEqual(passed.filter((at) => at.position >= tx && at.handledUpTo < tx), [], 'passed on while the consumer was still handling the transaction');
+      } finally {
+        await feed.stop();
+      }
+    });
+  });
+});
+
+/**
+ * The library reports a position plus one (a standby's "last byte + 1"); a logical slot starts
+ * decoding again at the confirmed position and skips a commit whose record begins before it.
+ * Confirming a commit's end plus one skipped the next transaction when its commit record began
+ * right there (two transactions committed back to back).
+ */
+describe('the change feed stream confirms a handled commit\u2019s end exactly', { skip }, () => {
+  it('so the next stream delivers a transaction committed right after it', async () => {
+    await withFeedSlot('confirm', async ({ database, open }) => {
+      const slot = (await database.query<{ slot: string }>({ name: 'slot', text: 'SELECT slot_name AS slot FROM pg_replication_slots WHERE database = current_database()' }))[0]!.slot;
+      const confirmed = async () =>
+        parseLsn((await database.query<{ lsn: string }>({ name: 'confirmed', text: 'SELECT confirmed_flush_lsn::text AS lsn FROM pg_replication_slots WHERE slot_name = $1' }, [slot]))[0]!.lsn);
+      // Two transactions whose commit records are adjacent: both insert, then both commit in a row.
+      const [first, second] = [await database.pool.connect(), await database.pool.connect()];
+      try {
+        for (const [client, name] of [[first, 'first'], [second, 'second']] as const) {
+          await client.query('BEGIN');
+          await client.query(`INSERT INTO customers (customer_name) VALUES ($1)`, [name]);
+        }
+        await first.query('COMMIT');
+        await second.query('COMMIT');
+      } finally {
+        first.release();
+        second.release();
+      }
+      const received: FeedTransaction[] = [];
+      let stream = open({ onTransaction: async (tx) => void received.push(tx) });
+      await stream.started;
+      await eventually(() => received.length >= 2, 'both transactions', 10_000);
+      const [one] = received;
+      stream.acknowledge(one!.lsn);
+      await eventually(async () => (await confirmed()) >= one!.lsn, 'the first confirmed', 10_000);
+      await stream.stop();
+      assert.equal(await confirmed(), one!.lsn, 'the slot confirms the commit\u2019s end, not one byte past it');
+      // The walsender lets go of the slot a moment after the socket closes.
+      await eventually(
+        async () => !(await database.query<{ active: boolean }>({ name: 'slot_active', text: 'SELECT active FROM pg_replication_slots WHERE slot_name = $1' }, [slot]))[0]!.active,
+        'the slot released',
+        10_000,
+      );
+
+      const again: FeedTransaction[] = [];
+      stream = open({ onTransaction: async (tx) => void again.push(tx) });
+      try {
+        await stream.started;
+        await eventually(() => again.length >= 1, 'the second transaction again', 10_000);
+        assert.equal(again[0]!.lsn, received[1]!.lsn);
+      } finally {
+        await stream.stop();
+      }
+    });
+  });
+});
+
+/** A stream stopped while transactions are queued drops them: a keepalive that came behind them says nothing. */
+describe('the change feed stream stopped with transactions queued', { skip }, () => {
+  it('passes no caught-up position on', async () => {
+    await withFeedSlot('stopped_queue', async ({ database, open }) => {
+      let release!: () => void;
+      const held = new Promise<void>((resolve) => (release = resolve));
+      const received: FeedTransaction[] = [];
+      const caughtUp: bigint[] = [];
+      const stream = open({
+        onTransaction: async (tx) => {
+          received.push(tx);
+          if (received.length === 1) await held;
+        },
+        onCaughtUp: (walEnd) => void caughtUp.push(walEnd),
+      });
+      await stream.started;
+      for (let i = 0; i < 5; i++) await database.query({ name: 'customer', text: `INSERT INTO customers (customer_name) VALUES ('c')` });
+      await eventually(() => received.length === 1, 'the first transaction held', 10_000);
+      // The others, and the keepalive the walsender sends once it has sent them, arrive meanwhile.
+      await sleep(500);
+      const stopped = stream.stop();
+      release();
+      await stopped;
+      await sleep(200);
+      assert.equal(received.length, 1, 'the others were queued, and dropped');
+      assert.deepEqual(caughtUp.filter((at) => at >= received[0]!.lsn), [], 'a position past the held transaction was passed on after the queue was dropped');
     });
   });
 });

@@ -171,14 +171,14 @@ describe('the lake barrier', { skip }, () => {
   const walNow = async () =>
     (await db.query<{ wal: WalPosition }>({
       name: 'test_wal',
-      text: `SELECT json_build_object('insert', pg_current_wal_insert_lsn()::text, 'flush', pg_current_wal_flush_lsn()::text, 'blockSize', current_setting('wal_block_size')::int) AS wal`,
+      text: `SELECT json_build_object('insert', pg_current_wal_insert_lsn()::text, 'flush', pg_current_wal_flush_lsn()::text, 'blockSize', current_setting('wal_block_size')::int, 'segmentSize', pg_size_bytes(current_setting('wal_segment_size'))) AS wal`,
     }))[0]!.wal;
 
   it('is the feed’s report of the WAL decoded past the snapshot when its feed streams here: nothing is written', async () => {
     const { database, names } = watched();
     const position = createRecordedPosition();
     const queries = createLakeStore(database, position);
-    queries.caughtUp(1n);
+    queries.feedStreaming(true);
     // WAL flushed up to its insert position (other sessions' writes may leave it unflushed at any moment).
     const now = await walNow();
     const wal = { ...now, insert: now.flush };
@@ -210,15 +210,34 @@ describe('the lake barrier', { skip }, () => {
     assert.ok(performance.now() - started >= PASSIVE_WAIT_MS);
   });
 
-  it('waits for the end of the record before a page’s header, where the walsender stops', () => {
-    const page = 8192n * 1000n;
-    const at = (insert: bigint, flush = insert) => decodedEnd({ insert: formatLsn(insert), flush: formatLsn(flush), blockSize: 8192 });
-    assert.equal(at(page + 24n), page, 'the insert position past a page\u2019s header');
-    assert.equal(at(page + 32n), page + 32n, 'a record continued on the page may end anywhere after its header');
-    assert.equal(at(page + 24n + 8192n * 3n), page + 8192n * 3n);
+  it('written after the feed was slow to report, is passed as soon as the feed reports the snapshot\u2019s position', async () => {
+    const position = createRecordedPosition();
+    position.following = true;
+    const now = await walNow();
+    const wal = { ...now, insert: now.flush };
+    const target = decodedEnd(wal)!;
+    // The feed reports the snapshot's position only after the passive wait, and never the barrier's.
+    const reported = setTimeout(() => position.reached(target), PASSIVE_WAIT_MS + 100);
+    try {
+      assert.equal(await createLakeStore(db, position).recordedUpTo(wal, 3_000), 'written');
+    } finally {
+      clearTimeout(reported);
+    }
+  });
+
+  it('waits for the end of the record before a page\u2019s header, where the walsender stops and the WAL is flushed to', () => {
+    const segment = 16n * 1024n * 1024n;
+    const at = (insert: bigint, flush: bigint, blockSize = 8192) =>
+      decodedEnd({ insert: formatLsn(insert), flush: formatLsn(flush), blockSize, segmentSize: Number(segment) });
+    const page = segment * 3n + 8192n * 5n;
+    assert.equal(at(page + 24n, page), page, 'the insert position past a page\u2019s header');
+    assert.equal(at(segment * 3n + 40n, segment * 3n), segment * 3n, 'past a segment\u2019s long header');
+    assert.equal(at(page + 40n, page), undefined, 'on an ordinary page a record continued from the one before may end 40 bytes in');
+    assert.equal(at(page + 40n, page + 40n), page + 40n);
+    assert.equal(at(page + 32n, page + 32n), page + 32n);
     assert.equal(at(page + 4000n, page + 3992n), undefined, 'not flushed that far');
-    assert.equal(decodedEnd({ insert: formatLsn(page * 2n + 24n), flush: formatLsn(page * 2n + 24n), blockSize: 16384 }), page * 2n, 'another block size');
-    assert.equal(decodedEnd({ insert: formatLsn(8192n + 24n), flush: formatLsn(8192n + 24n), blockSize: 16384 }), 8192n + 24n);
+    assert.equal(at(segment + 16384n + 24n, segment + 16384n, 16384), segment + 16384n, 'another block size');
+    assert.equal(at(segment + 8192n + 24n, segment + 8192n, 16384), undefined, 'mid-page for that block size');
   });
 
   it('plans the change list under jit_above_cost with 10,000 changes recorded (the analytics pool reads it with JIT on)', async () => {

@@ -3,7 +3,7 @@ import { describe, it } from 'node:test';
 import { createWholeAnswers } from '../sources/lake/wholeAnswers.js';
 import type { StatsQuery, StatsWindow } from '../sources/postgres/statsStore.js';
 
-const window: StatsWindow = { months: ['2026-11', '2026-12'], from: '2026-11-01T00:00:00Z', to: '2027-01-01T00:00:00Z', asOf: '2026-12-05T00:00:00Z', lakeGeneration: 3, lakeManifestKey: 'manifests/000000000003.json', lakeMaxId: '100', snapshot: '1:1:', wal: { insert: '0/1', flush: '0/1', blockSize: 8192 },
+const window: StatsWindow = { months: ['2026-11', '2026-12'], from: '2026-11-01T00:00:00Z', to: '2027-01-01T00:00:00Z', asOf: '2026-12-05T00:00:00Z', lakeGeneration: 3, lakeManifestKey: 'manifests/000000000003.json', lakeMaxId: '100', snapshot: '1:1:', wal: { insert: '0/1', flush: '0/1', blockSize: 8192, segmentSize: 16777216 },
   changes: { generation: 3, manifestKey: 'manifests/000000000003.json', exportedAt: null, version: '3 manifests/000000000003.json 7', seenBySnapshot: true, above: null, ids: [], changed: [] } };
 const query = (over: Partial<StatsQuery> = {}): StatsQuery => ({
   role: 'issuer', months: 2, customerIds: null, granularity: 'MONTH', orderBy: 'TOTAL_DESC', limit: 3, after: null, ...over,

@@ -8,7 +8,7 @@ import type { ObjectCache } from '../objectStore/objectCache.js';
 import { ObjectNotFoundError, type ObjectStore } from '../objectStore/objectStore.js';
 import { decodedEnd, UNKNOWN_MAX_ID, type LakeChanges, type LakeStore } from '../postgres/lakeStore.js';
 import type { Lsn } from '../postgres/replication.js';
-import type { InvoiceColumns, LiveGroups, StatsGroup, StatsQuery, StatsSnapshot, StatsStore, StatsWindow } from '../postgres/statsStore.js';
+import type { InvoiceColumns, LiveGroups, SnapshotLake, StatsGroup, StatsQuery, StatsSnapshot, StatsStore, StatsWindow } from '../postgres/statsStore.js';
 import { createHeldPages } from './heldPages.js';
 import { cursorKey, heldTableId, lakeStats, pageRecords } from './lakeStats.js';
 import { createPageBounds, type GroupKey } from './pageBounds.js';
@@ -124,36 +124,34 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
    * Whether the lake may answer in the query's snapshot: it has been exported, and the feed has
    * recorded every commit before the snapshot (a barrier). Otherwise why Postgres answers alone.
    */
-  async function lakeUnusable(window: StatsWindow, deadline: Deadline, recordedBefore: Lsn): Promise<StatsWarning | undefined> {
+  async function lakeUnusable(window: StatsWindow, deadline: Deadline, listed: LakeChanges | undefined): Promise<StatsWarning | undefined> {
     if (window.lakeGeneration === 0) return NOT_EXPORTED;
     const waitMs = Math.min(options.barrierTimeoutMs, deadline.remainingMs());
-    const passed = await timed('barrier', async () =>
-      listedInSnapshot(window, recordedBefore) ? ('recorded' as const) : options.lakeStore.recordedUpTo(window.wal, waitMs, deadline.signal),
-    );
+    const passed = await timed('barrier', async () => (listed ? ('recorded' as const) : options.lakeStore.recordedUpTo(window.wal, waitMs, deadline.signal)));
     if (!passed) return NOT_CURRENT;
     options.metrics.analyticsBarriers.inc({ kind: passed });
     return undefined;
   }
 
   /**
-   * Whether the change list the snapshot read is complete: this process's feed had recorded
-   * (committed) every change up to where the WAL stood at the snapshot before it began
-   * (`recordedBefore`), so the snapshot sees all of them. Then the barrier is passed too.
+   * The change list the snapshot read, if complete: this process's feed had recorded (committed)
+   * every change up to where the WAL stood at the snapshot before it began (`recordedBefore`),
+   * so the snapshot sees all of them. Then the barrier is passed too.
    */
-  const listedInSnapshot = (window: StatsWindow, recordedBefore: Lsn) => {
+  const listedInSnapshot = (window: StatsWindow, recordedBefore: Lsn): LakeChanges | undefined => {
     const decoded = decodedEnd(window.wal);
-    return decoded !== undefined && recordedBefore >= decoded;
+    return window.changes && decoded !== undefined && recordedBefore >= decoded ? window.changes : undefined;
   };
 
   /** After the barrier: the lake's manifest and the invoices it does not reflect; or why Postgres must answer alone. */
   async function lakeChanges(
     lake: NonNullable<StatsEngineOptions['lake']>,
     window: StatsWindow,
-    recordedBefore: Lsn,
+    listed: LakeChanges | undefined,
     keeping = false,
   ): Promise<{ manifest: LakeManifest; changes: LakeChanges } | StatsWarning> {
     // Whether the snapshot sees every change is asked only of an answer that may be kept.
-    const changes = listedInSnapshot(window, recordedBefore) ? window.changes : await options.lakeStore.changesForQuery(keeping ? window.snapshot : null);
+    const changes = listed ?? (await options.lakeStore.changesForQuery(keeping ? window.snapshot : null));
     if (changes.generation === 0 || !changes.manifestKey) return RESET;
     // An export that finished after the snapshot describes rows the snapshot cannot see, and has
     // dropped the changes the snapshot's generation needed.
@@ -170,15 +168,16 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
    * After the barrier: whether a kept answer is this snapshot's too. It is when both snapshots
    * see the same generation and every change recorded at one version (see LakeVersion).
    */
-  async function keptStillExact(kept: WholeAnswer, window: StatsWindow, recordedBefore: Lsn): Promise<boolean> {
+  async function keptStillExact(kept: WholeAnswer, window: StatsWindow, listed: LakeChanges | undefined): Promise<boolean> {
     if (kept.generation !== window.lakeGeneration) return false;
-    const now = listedInSnapshot(window, recordedBefore) ? window.changes : await options.lakeStore.version(window.snapshot);
+    const now = listed ?? (await options.lakeStore.version(window.snapshot));
     return now.seenBySnapshot && now.version === kept.version;
   }
 
   /** The lake as a query may use it, in the query's snapshot (see lakeUnusable and lakeChanges). */
   async function currentLake(lake: NonNullable<StatsEngineOptions['lake']>, window: StatsWindow, deadline: Deadline, recordedBefore: Lsn) {
-    return (await lakeUnusable(window, deadline, recordedBefore)) ?? timed('changes', () => lakeChanges(lake, window, recordedBefore));
+    const listed = listedInSnapshot(window, recordedBefore);
+    return (await lakeUnusable(window, deadline, listed)) ?? timed('changes', () => lakeChanges(lake, window, listed));
   }
 
   /**
@@ -224,7 +223,7 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
     }
   };
   /** The stats store's snapshot, its opening (BEGIN and the window) and its COMMIT counted as stages. */
-  const inSnapshot = async <T>(months: number, deadline: Deadline, work: (snapshot: StatsSnapshot) => Promise<T>, keeping = false): Promise<T> => {
+  const inSnapshot = async <T>(months: number, deadline: Deadline, work: (snapshot: StatsSnapshot) => Promise<T>, lake?: SnapshotLake): Promise<T> => {
     const opening = performance.now();
     let closing = 0;
     const result = await options.stats.withSnapshot(months, async (snapshot) => {
@@ -234,7 +233,7 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
       } finally {
         closing = performance.now();
       }
-    }, deadline, keeping);
+    }, deadline, lake);
     observeStage('commit', closing);
     return result;
   };
@@ -278,7 +277,7 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
         // Stale in the files: the listed changes, and changed invoices above the highest id (read live by the range).
         const staleIds = [...new Set([...lake.changes.ids, ...lake.changes.changed])];
         return runJoin({ ...base, engine: 'LAKE', rawFiles, staleIds, live, lakeAsOf: lake.changes.exportedAt, warnings: [], lakeFiles });
-      });
+      }, { keeping: false, recordedBefore });
       observe(engine, started);
       return result;
     },
@@ -309,6 +308,7 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
       const keeping = query.after !== null;
       const answer = await inSnapshot(query.months, deadline, async (snapshot): Promise<StatsAnswer> => {
         const { window } = snapshot;
+        const listed = listedInSnapshot(window, recordedBefore);
         const early = query.after === null && options.lake && window.lakeGeneration !== 0 ? freshEarly(snapshot, query) : undefined;
         const fromPostgres = async (warning?: StatsWarning) => {
           // The early read went first on the snapshot's connection: its failure (a timeout) is the answer's.
@@ -322,14 +322,14 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
           // A page after the first: a whole answer kept at an unchanged version holds it.
           const kept = query.after ? wholeAnswers.find(query, window) : undefined;
           const keptStart = kept?.start(query.after);
-          const unusable = await lakeUnusable(window, deadline, recordedBefore);
+          const unusable = await lakeUnusable(window, deadline, listed);
           if (unusable) return fromPostgres(unusable);
           if (keptStart !== undefined) {
-            const exact = await timed('changes', () => keptStillExact(kept!, window, recordedBefore));
+            const exact = await timed('changes', () => keptStillExact(kept!, window, listed));
             options.metrics.analyticsWholeAnswers.inc({ outcome: exact ? 'served' : 'stale' });
             if (exact) return lakeAnswer(kept!.groups(keptStart, query.limit), kept!);
           }
-          const lake = await timed('changes', () => lakeChanges(options.lake!, window, recordedBefore, keeping));
+          const lake = await timed('changes', () => lakeChanges(options.lake!, window, listed, keeping));
           if ('code' in lake) return fromPostgres(lake);
           const { store, cache, duck } = options.lake;
           const { changes } = lake;
@@ -367,7 +367,7 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
           if (err instanceof ObjectNotFoundError) return fromPostgres(OBJECTS_MISSING);
           throw err;
         }
-      }, keeping);
+      }, { keeping, recordedBefore });
       observe(answer.engine, started);
       return answer;
     },

@@ -94,7 +94,7 @@ const FORGET: Statement[] = [
 const BARRIER: Statement = { name: 'lake_barrier', text: `SELECT pg_logical_emit_message(true, 'invoice-gateway:barrier', '')::text AS lsn` };
 
 /** `snapshot`: an SQL expression of type pg_snapshot (the query's), or null: not asked. */
-const version = (snapshot: string) => `concat_ws(' ', s.generation, s.manifest_key, s.changes_recorded) AS version,
+const versionColumns = (snapshot: string) => `concat_ws(' ', s.generation, s.manifest_key, s.changes_recorded) AS version,
       CASE WHEN ${snapshot} IS NULL THEN false
         ELSE (SELECT coalesce(bool_and(pg_visible_in_snapshot(xid, ${snapshot})), true) FROM lake_changes) END AS "seenBySnapshot"`;
 
@@ -110,7 +110,7 @@ export const EXPORTED_MAX_ID = `coalesce(CASE WHEN exported_max_generation = gen
 
 /**
  * The generation and the invoices it does not reflect, read together (one snapshot), and
- * whether the query's snapshot (`snapshot`, see `version`) sees every one of those changes: if it
+ * whether the query's snapshot (`snapshot`, see `versionColumns`) sees every one of those changes: if it
  * does not, a change committed after it was recorded already, and the answer must not be reused
  * for later queries. Read in the query's own snapshot when the feed had recorded past it before
  * the snapshot began (see StatsWindow.changes), or after the barrier in another.
@@ -128,12 +128,12 @@ export const changesSelect = (snapshot: string) =>
       CASE WHEN EXISTS (SELECT 1 FROM lake_changes WHERE invoice_id > s.max_id) THEN s.max_id::text END AS above,
       to_char(s.exported_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS "exportedAt",
       coalesce((SELECT array_agg(invoice_id::text) FROM lake_changes WHERE invoice_id <= s.max_id), '{}') AS ids,
-      coalesce((SELECT array_agg(invoice_id::text) FROM lake_changes WHERE changed), '{}') AS changed, ${version(snapshot)}
+      coalesce((SELECT array_agg(invoice_id::text) FROM lake_changes WHERE changed), '{}') AS changed, ${versionColumns(snapshot)}
     FROM s`;
 
 const CHANGES: Statement = { name: 'lake_changes_for_query', text: changesSelect('$1::pg_snapshot') };
 
-const LAKE_VERSION: Statement = { name: 'lake_version', text: `SELECT ${version('$1::pg_snapshot')} FROM (SELECT * FROM lake_state LIMIT 1) s` };
+const LAKE_VERSION: Statement = { name: 'lake_version', text: `SELECT ${versionColumns('$1::pg_snapshot')} FROM (SELECT * FROM lake_state LIMIT 1) s` };
 
 /** When the feed's slot is created (in its snapshot): record from here on; the lake is rebuilt. */
 const INITIALIZE: Statement[] = [
@@ -159,15 +159,16 @@ export interface LakeStore {
    * The same, for a query whose snapshot read `wal`: when the WAL up to there was flushed and
    * this process's feed is streaming, it waits for the feed to have recorded up to there (the
    * walsender says when it has decoded that far), writing nothing; otherwise, or when that
-   * takes longer than PASSIVE_WAIT_MS, it writes the barrier.
+   * takes longer than PASSIVE_WAIT_MS, it writes the barrier, and passes it when the feed has
+   * recorded past either.
    */
   recordedUpTo(wal: WalPosition, waitMs: number, signal?: AbortSignal): Promise<BarrierPassed | undefined>;
   /** How far this process's feed has recorded (committed) every change. */
   recordedHere(): Lsn;
   /** This process's feed has recorded every change up to `position` (see FeedConsumer.caughtUp). */
   caughtUp(position: Lsn): void;
-  /** This process's feed stopped streaming. */
-  feedStopped(): void;
+  /** This process's feed streams (its position follows the WAL), or stopped. */
+  feedStreaming(streaming: boolean): void;
   /** `snapshot`: the query's, as pg_current_snapshot() text; null: not asked whether it sees every change (false). */
   changesForQuery(snapshot: string | null): Promise<LakeChanges>;
   /** The version alone, without the changes. */
@@ -185,7 +186,7 @@ export interface RecordedPosition {
   passed(lsn: Lsn): boolean;
   /** The position now. */
   at(): Lsn;
-  /** Whether this process's feed is streaming, so the position moves with the WAL (see caughtUp). */
+  /** Whether this process's feed is streaming, so the position moves with the WAL (see LakeStore.feedStreaming). */
   following: boolean;
   /** Resolves when the position moves, or after `ms`. */
   moved(ms: number): Promise<void>;
@@ -223,15 +224,17 @@ export interface WalPosition {
   readonly insert: string;
   /** pg_current_wal_flush_lsn(), read with it. */
   readonly flush: string;
-  /** wal_block_size. */
+  /** wal_block_size and wal_segment_size, in bytes. */
   readonly blockSize: number;
+  readonly segmentSize: number;
 }
 
 /** How a barrier was passed: on the feed's report of the WAL it decoded, or past a message written for it. */
 export type BarrierPassed = 'decoded' | 'written';
 
-/** SizeOfXLogShortPHD: a WAL page's header, where no record can end. */
+/** SizeOfXLogShortPHD and SizeOfXLogLongPHD: a WAL page's header, the long one on a segment's first page. */
 const PAGE_HEADER_BYTES = 24n;
+export const SEGMENT_HEADER_BYTES = 40n;
 
 /**
  * How long a query waits for its own feed to report the WAL decoded past its snapshot before
@@ -243,17 +246,35 @@ export const PASSIVE_WAIT_MS = 100;
  * The position a walsender reports once it has decoded every record a snapshot at `wal` may see
  * committed; undefined when part of that WAL is not flushed (a commit with synchronous_commit
  * off, a transaction in progress): the walsender decodes only flushed WAL, and a barrier's
- * commit flushes it. The insert position at a page's start is past the page's header; the
- * walsender reports the end of the record before it, the page's start.
+ * commit flushes it. At a page's start the insert position is past the page's header, and the
+ * walsender reports (and the WAL is flushed to) the end of the record before it: the page's
+ * start. No record ends inside a header; a record continued on an ordinary page may end 40
+ * bytes into it, so 40 counts as a header only on a segment's first page.
  */
 export function decodedEnd(wal: WalPosition): Lsn | undefined {
   const insert = parseLsn(wal.insert);
-  if (parseLsn(wal.flush) < insert) return undefined;
-  return insert % BigInt(wal.blockSize) === PAGE_HEADER_BYTES ? insert - PAGE_HEADER_BYTES : insert;
+  const header = insert % BigInt(wal.segmentSize) === SEGMENT_HEADER_BYTES ? SEGMENT_HEADER_BYTES : insert % BigInt(wal.blockSize) === PAGE_HEADER_BYTES ? PAGE_HEADER_BYTES : 0n;
+  const end = insert - header;
+  return parseLsn(wal.flush) >= end ? end : undefined;
 }
 
 /** `position`: shared by every LakeStore of the process, so the feed's records wake the queries' barriers. */
 export function createLakeStore(db: Database, position: RecordedPosition): LakeStore {
+  /** Writes a barrier and waits until the feed has recorded past it (or past `enough`, when given). */
+  const writeBarrier = async (waitMs: number, signal?: AbortSignal, enough?: Lsn) => {
+    const [{ lsn }] = (await db.query<{ lsn: string }>(BARRIER)) as [{ lsn: string }];
+    const barrier = parseLsn(lsn);
+    const passed = () => position.passed(barrier) || (enough !== undefined && position.passed(enough));
+    const deadline = Date.now() + waitMs;
+    // This process's feed passes the barrier within milliseconds and says so; lake_state is read
+    // only when it has not (another gateway holds the slot, or the feed is behind).
+    for (let pause = 2; ; pause = Math.min(pause * 2, 50)) {
+      if (!passed()) await position.moved(pause);
+      if (passed()) return true;
+      if ((await db.query<{ passed: boolean }>(RECORDED, [lsn]))[0]!.passed) return true;
+      if (Date.now() >= deadline || signal?.aborted) return false;
+    }
+  };
   return {
     async initialize(tx) {
       for (const statement of INITIALIZE) await tx.query(statement);
@@ -277,19 +298,7 @@ export function createLakeStore(db: Database, position: RecordedPosition): LakeS
     async recordedPosition() {
       return (await db.query<{ position: string }>(POSITION))[0]!.position;
     },
-    async recordedUpToNow(waitMs, signal) {
-      const [{ lsn }] = (await db.query<{ lsn: string }>(BARRIER)) as [{ lsn: string }];
-      const barrier = parseLsn(lsn);
-      const deadline = Date.now() + waitMs;
-      // This process's feed passes the barrier within milliseconds and says so; lake_state is read
-      // only when it has not (another gateway holds the slot, or the feed is behind).
-      for (let pause = 2; ; pause = Math.min(pause * 2, 50)) {
-        if (!position.passed(barrier)) await position.moved(pause);
-        if (position.passed(barrier)) return true;
-        if ((await db.query<{ passed: boolean }>(RECORDED, [lsn]))[0]!.passed) return true;
-        if (Date.now() >= deadline || signal?.aborted) return false;
-      }
-    },
+    recordedUpToNow: (waitMs, signal) => writeBarrier(waitMs, signal),
     async recordedUpTo(wal, waitMs, signal) {
       const target = decodedEnd(wal);
       if (target !== undefined && (position.passed(target) || position.following)) {
@@ -301,15 +310,13 @@ export function createLakeStore(db: Database, position: RecordedPosition): LakeS
         if (position.passed(target)) return 'decoded';
         waitMs -= performance.now() - started;
       }
-      return (await this.recordedUpToNow(Math.max(waitMs, 0), signal)) ? 'written' : undefined;
+      // A feed merely behind may still pass the snapshot before the barrier written after it.
+      return (await writeBarrier(Math.max(waitMs, 0), signal, target)) ? 'written' : undefined;
     },
     recordedHere: () => position.at(),
-    caughtUp(to) {
-      position.following = true;
-      position.reached(to);
-    },
-    feedStopped() {
-      position.following = false;
+    caughtUp: (to) => position.reached(to),
+    feedStreaming(streaming) {
+      position.following = streaming;
     },
     async changesForQuery(snapshot) {
       const [row] = await db.query<LakeChanges>(CHANGES, [snapshot]);

@@ -267,6 +267,14 @@ export function openReplicationStream(options: StreamOptions): ReplicationStream
   );
   const plugin = new PgoutputPlugin({ protoVersion: 1, publicationNames: [options.publication], messages: true });
   let acknowledged = 0n;
+  /**
+   * Reports `acknowledged` as written and flushed. The library sends the position plus one (a
+   * standby's "last byte + 1"), but a logical slot's confirmed position is where decoding starts
+   * again: a commit record beginning exactly there (two transactions committed back to back) would
+   * be skipped on the next stream. So the position before it goes out, and the slot confirms the
+   * commit's end, as Postgres's own subscribers report it.
+   */
+  const confirm = (ping = false) => service.acknowledge(formatLsn(acknowledged > 0n ? acknowledged - 1n : 0n), ping);
   let current: { xid: number; changes: FeedChange[]; messages: string[] } | undefined;
   let failure: Error | undefined;
 
@@ -292,7 +300,8 @@ export function openReplicationStream(options: StreamOptions): ReplicationStream
   let caughtUpPending: Lsn | undefined;
   let caughtUpPassed: Lsn = 0n;
   const passCaughtUp = () => {
-    if (caughtUpPending === undefined || handling || queuedMessages(service) !== 0) return;
+    // A stopped service has dropped its queue: a keepalive behind it says nothing of those transactions.
+    if (caughtUpPending === undefined || failure || service.isStop() || handling || queuedMessages(service) !== 0) return;
     caughtUpPassed = caughtUpPending;
     caughtUpPending = undefined;
     options.onCaughtUp?.(caughtUpPassed);
@@ -306,13 +315,16 @@ export function openReplicationStream(options: StreamOptions): ReplicationStream
     }
     // Without a reply the server drops the connection after wal_sender_timeout; replying with
     // the last acknowledged position confirms nothing new.
-    if (shouldRespond && acknowledged > 0n) void service.acknowledge(formatLsn(acknowledged));
+    if (shouldRespond && acknowledged > 0n) void confirm();
   });
   // Keepalives are read only while the socket is not paused, and flow control pauses it while a
   // transaction is handled: a handler busy for longer than wal_sender_timeout got the stream cut
   // ("terminating walsender process due to replication timeout"; seen during a 10M backfill).
   // The walsender reads replies even while it waits to send, so the position also goes out on a
-  // timer. Before any acknowledgement it is 0/0, which confirms nothing.
+  // timer. Before any acknowledgement the library sends 0/0 as 0/1: Postgres up to 17 then holds
+  // the slot's confirmed position back there until the first acknowledgement (the idle tick's
+  // within seconds); a stream ended before it replays from restart_lsn, which consumers skip or
+  // apply again (they are idempotent). The report must go out all the same: it is the ping.
   // Each report asks for an answer: a partition, or a frozen host, says nothing at all, and TCP
   // keepalive notices only after minutes (its probes' interval and count are the system's).
   const statusTimer = setInterval(() => {
@@ -325,7 +337,7 @@ export function openReplicationStream(options: StreamOptions): ReplicationStream
       void service.stop();
       return;
     }
-    void service.acknowledge(formatLsn(acknowledged), true);
+    void confirm(true);
   }, options.statusIntervalMs ?? 10_000);
   statusTimer.unref();
   service.on('data', async (lsn: string, message: Pgoutput.Message) => {
@@ -350,7 +362,7 @@ export function openReplicationStream(options: StreamOptions): ReplicationStream
     } finally {
       handling = false;
       heardAt = performance.now();
-      if (!failure) passCaughtUp();
+      passCaughtUp();
     }
   });
 
@@ -379,7 +391,7 @@ export function openReplicationStream(options: StreamOptions): ReplicationStream
     acknowledge(lsn) {
       if (lsn <= acknowledged) return;
       acknowledged = lsn;
-      void service.acknowledge(formatLsn(lsn));
+      void confirm();
     },
     // pg's end() closes the socket itself while START_REPLICATION runs (a query that may never
     // end), and a login that never finishes ends at the connect timeout.

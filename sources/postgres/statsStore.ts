@@ -1,7 +1,8 @@
 import type pg from 'pg';
 import type { Database, Statement } from './database.js';
 import { translate } from './database.js';
-import { changesSelect, EXPORTED_MAX_ID, type LakeChanges, type LakeMisses, type WalPosition } from './lakeStore.js';
+import { formatLsn, type Lsn } from './replication.js';
+import { changesSelect, EXPORTED_MAX_ID, SEGMENT_HEADER_BYTES, type LakeChanges, type LakeMisses, type WalPosition } from './lakeStore.js';
 import type { Logger } from 'pino';
 import type { Deadline } from '../../core/deadline.js';
 import { upstreamTimeout } from '../../core/errors.js';
@@ -63,11 +64,11 @@ export interface StatsWindow {
   /** Where the WAL stood once the snapshot was taken: every commit it sees ends at or before `insert`. */
   readonly wal: WalPosition;
   /**
-   * The lake's change list as the snapshot sees it. Complete when this process's feed had
-   * recorded past `wal` before the snapshot began (those records were committed by then); else
-   * the list is read again after the barrier. `seenBySnapshot` is asked only when `keeping`.
+   * The lake's change list as the snapshot sees it, read only when this process's feed had
+   * recorded (committed) about as far as `wal` before the snapshot began (see SnapshotLake). It
+   * is complete if recorded past decodedEnd(wal); else it is read again after the barrier.
    */
-  readonly changes: LakeChanges;
+  readonly changes: LakeChanges | null;
 }
 
 /**
@@ -142,10 +143,23 @@ const WINDOW: Statement = {
       (SELECT manifest_key FROM lake_state) AS "lakeManifestKey",
       (SELECT ${EXPORTED_MAX_ID}::text FROM lake_state) AS "lakeMaxId",
       json_build_object('insert', pg_current_wal_insert_lsn()::text, 'flush', pg_current_wal_flush_lsn()::text,
-        'blockSize', current_setting('wal_block_size')::int) AS wal,
-      (SELECT row_to_json(c) FROM (${changesSelect('(CASE WHEN $2::bool THEN pg_current_snapshot() END)')}) c) AS changes
+        'blockSize', current_setting('wal_block_size')::int, 'segmentSize', pg_size_bytes(current_setting('wal_segment_size'))) AS wal,
+      -- Read only when the feed had recorded within a page header of the WAL's end, the one case
+      -- the list can be complete (decodedEnd decides); otherwise it is read after the barrier.
+      CASE WHEN pg_wal_lsn_diff(pg_current_wal_insert_lsn(), $3::pg_lsn) <= ${SEGMENT_HEADER_BYTES}
+        THEN (SELECT row_to_json(c) FROM (${changesSelect('(CASE WHEN $2::bool THEN pg_current_snapshot() END)')}) c) END AS changes
     FROM generate_series(${FIRST_MONTH}, ${THIS_MONTH}, interval '1 month') AS g(m)`,
 };
+
+/** What a snapshot's window reads of the lake's change list. */
+export interface SnapshotLake {
+  /** Whether the answer may be kept (the change list then says whether the snapshot sees every change). */
+  readonly keeping: boolean;
+  /** How far this process's feed had recorded every change before the snapshot began. */
+  readonly recordedBefore: Lsn;
+}
+
+const NO_SNAPSHOT_LAKE: SnapshotLake = { keeping: false, recordedBefore: 0n };
 
 /**
  * Which invoices a live read takes, as $1: those above an id (fresh inserts, one range of the
@@ -362,7 +376,7 @@ export interface StatsStore {
    * `work` in one REPEATABLE READ snapshot. Past `deadline` (the query's time limit), a running
    * statement is cancelled and no later one begins: UPSTREAM_TIMEOUT.
    */
-  withSnapshot<T>(months: number, work: (snapshot: StatsSnapshot) => Promise<T>, deadline: Deadline, keeping?: boolean): Promise<T>;
+  withSnapshot<T>(months: number, work: (snapshot: StatsSnapshot) => Promise<T>, deadline: Deadline, lake?: SnapshotLake): Promise<T>;
   /**
    * The page of a few customers in one statement, when they have at most `maxInvoices` invoices
    * in the window between them; undefined when they have more (the lake answers cheaper).
@@ -387,7 +401,7 @@ export function createStatsStore(db: Database, logger: Logger): StatsStore {
       return { asOf: first!.asOf, groups: first!.customerId === null ? [] : rows.map(({ counted: _counted, asOf: _asOf, ...group }) => group) };
     },
 
-    async withSnapshot(months, work, deadline, keeping = false) {
+    async withSnapshot(months, work, deadline, lake = NO_SNAPSHOT_LAKE) {
       return db.withClient(async (client) => {
         const inTime = (name: string) => {
           if (deadline.remainingMs() > 0) return;
@@ -422,7 +436,7 @@ export function createStatsStore(db: Database, logger: Logger): StatsStore {
           `BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET LOCAL plan_cache_mode = auto; SET LOCAL idle_in_transaction_session_timeout = ${idleLimitMs}`,
         );
         try {
-          const [window] = await run<StatsWindow>(WINDOW, [months, keeping]);
+          const [window] = await run<StatsWindow>(WINDOW, [months, lake.keeping, formatLsn(lake.recordedBefore)]);
           const readLive = async (selection: LiveSelection, value: unknown, query: StatsQuery, scope: LiveScope, upTo: number | undefined) => {
             if (scope === 'page' && query.orderBy !== 'CUSTOMER_ASC') throw new Error('live groups of a page only in customer order');
             // The cursor's month as the statement compares it (a timestamp); TOTAL keys have none.
