@@ -28,6 +28,8 @@ interface FeedSlot {
   /** The database's URL, to change (options, a proxy's port) before `open`. */
   readonly url: URL;
   readonly database: Database;
+  /** The slot's name (the publication's is the test's `name`). */
+  readonly slot: string;
   /** A stream of the slot through `url`, reporting every 200 ms. */
   open(options: Pick<StreamOptions, 'silentMs' | 'onTransaction' | 'onCaughtUp'>): ReplicationStream;
 }
@@ -44,7 +46,7 @@ async function withFeedSlot(name: string, work: (feed: FeedSlot) => Promise<void
     const url = new URL(db.url);
     const open = (options: Pick<StreamOptions, 'silentMs' | 'onTransaction' | 'onCaughtUp'>) =>
       openReplicationStream({ url: url.toString(), slot, publication: `ig_${name}`, logger, statusIntervalMs: 200, ...options });
-    await work({ url, database, open });
+    await work({ url, database, slot, open });
   } finally {
     await dropFeed(database, slot, `ig_${name}`).catch(() => undefined);
     await database.close();
@@ -138,8 +140,7 @@ describe('the change feed stream reports where the server has caught up', { skip
 
 describe('the change feed passes a caught-up position on', { skip }, () => {
   it('to a consumer only once it has handled every transaction delivered before it', async () => {
-    await withFeedSlot('feed_gate', async ({ url, database }) => {
-      const slot = (await database.query<{ slot: string }>({ name: 'slot', text: 'SELECT slot_name AS slot FROM pg_replication_slots WHERE database = current_database()' }))[0]!.slot;
+    await withFeedSlot('feed_gate', async ({ url, database, slot }) => {
       let handledUpTo = 0n;
       const delivered: bigint[] = [];
       const passed: { position: bigint; handledUpTo: bigint }[] = [];
@@ -175,8 +176,7 @@ describe('the change feed passes a caught-up position on', { skip }, () => {
  */
 describe('the change feed stream confirms a handled commit\u2019s end exactly', { skip }, () => {
   it('so the next stream delivers a transaction committed right after it', async () => {
-    await withFeedSlot('confirm', async ({ database, open }) => {
-      const slot = (await database.query<{ slot: string }>({ name: 'slot', text: 'SELECT slot_name AS slot FROM pg_replication_slots WHERE database = current_database()' }))[0]!.slot;
+    await withFeedSlot('confirm', async ({ database, slot, open }) => {
       const confirmed = async () =>
         parseLsn((await database.query<{ lsn: string }>({ name: 'confirmed', text: 'SELECT confirmed_flush_lsn::text AS lsn FROM pg_replication_slots WHERE slot_name = $1' }, [slot]))[0]!.lsn);
       // Two transactions whose commit records are adjacent: both insert, then both commit in a row.
