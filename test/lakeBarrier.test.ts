@@ -3,10 +3,13 @@ import { after, before, describe, it } from 'node:test';
 import { createTestDatabase, missingServices, type TestDatabase } from './fixtures/services.js';
 import { suiteDatabase } from './fixtures/migratedDatabase.js';
 import { memoryLogger } from './fixtures/gateway.js';
+import { eventually } from './fixtures/eventually.js';
 import { createDatabase, type Database } from '../sources/postgres/database.js';
 import { finalizeExport } from '../sources/postgres/lakeExportStore.js';
 import { changesSelect, createLakeStore, createRecordedPosition, decodedEnd, PASSIVE_WAIT_MS, type LakeStore, type RecordedPosition, type WalPosition } from '../sources/postgres/lakeStore.js';
 import { formatLsn, parseLsn } from '../sources/postgres/replication.js';
+import { createStatsStore } from '../sources/postgres/statsStore.js';
+import { deadlineIn } from '../core/deadline.js';
 
 const skip = await missingServices('postgres');
 
@@ -238,6 +241,20 @@ describe('the lake barrier', { skip }, () => {
     assert.equal(at(page + 4000n, page + 3992n), undefined, 'not flushed that far');
     assert.equal(at(segment + 16384n + 24n, segment + 16384n, 16384), segment + 16384n, 'another block size');
     assert.equal(at(segment + 8192n + 24n, segment + 8192n, 16384), undefined, 'mid-page for that block size');
+  });
+
+  it('reads the change list with a snapshot\u2019s window only when this process had recorded about as far as the WAL', async () => {
+    const stats = createStatsStore(db, memoryLogger().logger);
+    const windowAfter = (recordedBefore: bigint) =>
+      stats.withSnapshot(1, async (snapshot) => snapshot.window, deadlineIn(10_000), { keeping: true, recordedBefore });
+    assert.equal((await windowAfter(0n)).changes, null, 'recorded far behind: read after the barrier instead');
+    // Recorded up to where the WAL stands (nothing written in between: retried if other sessions wrote).
+    const read = await eventually(async () => {
+      const window = await windowAfter(parseLsn((await walNow()).insert));
+      return window.changes ?? undefined;
+    }, 'a window whose change list was read', 10_000);
+    const direct = await createLakeStore(db, createRecordedPosition()).changesForQuery(null);
+    assert.deepEqual({ ...read, seenBySnapshot: undefined }, { ...direct, seenBySnapshot: undefined }, 'the same list as read after a barrier');
   });
 
   it('plans the change list under jit_above_cost with 10,000 changes recorded (the analytics pool reads it with JIT on)', async () => {
