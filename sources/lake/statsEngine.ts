@@ -139,8 +139,8 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
    * so the snapshot sees all of them. Then the barrier is passed too.
    */
   const listedInSnapshot = (window: StatsWindow, recordedBefore: Lsn): LakeChanges | undefined => {
-    const decoded = decodedEnd(window.wal);
-    return window.changes && decoded !== undefined && recordedBefore >= decoded ? window.changes : undefined;
+    // Recorded that far, the WAL was decoded, so flushed, that far too.
+    return window.changes && recordedBefore >= decodedEnd(window.wal) ? window.changes : undefined;
   };
 
   /** After the barrier: the lake's manifest and the invoices it does not reflect; or why Postgres must answer alone. */

@@ -156,11 +156,11 @@ export interface LakeStore {
    */
   recordedUpToNow(waitMs: number, signal?: AbortSignal): Promise<boolean>;
   /**
-   * The same, for a query whose snapshot read `wal`: when the WAL up to there was flushed and
-   * this process's feed is streaming, it waits for the feed to have recorded up to there (the
-   * walsender says when it has decoded that far), writing nothing; otherwise, or when that
-   * takes longer than PASSIVE_WAIT_MS, it writes the barrier, and passes it when the feed has
-   * recorded past either.
+   * The same, for a query whose snapshot read `wal`: while this process's feed is streaming, it
+   * waits for the feed to have recorded up to there (the walsender says when it has decoded that
+   * far), writing nothing; when another process streams, or that takes longer than
+   * PASSIVE_WAIT_MS (UNFLUSHED_WAIT_MS when the WAL was not yet flushed that far), it writes the
+   * barrier, and passes it when the feed has recorded past either.
    */
   recordedUpTo(wal: WalPosition, waitMs: number, signal?: AbortSignal): Promise<BarrierPassed | undefined>;
   /** How far this process's feed has recorded (committed) every change. */
@@ -243,19 +243,24 @@ export const SEGMENT_HEADER_BYTES = 40n;
 export const PASSIVE_WAIT_MS = 100;
 
 /**
- * The position a walsender reports once it has decoded every record a snapshot at `wal` may see
- * committed; undefined when part of that WAL is not flushed (a commit with synchronous_commit
- * off, a transaction in progress): the walsender decodes only flushed WAL, and a barrier's
- * commit flushes it. At a page's start the insert position is past the page's header, and the
- * walsender reports (and the WAL is flushed to) the end of the record before it: the page's
- * start. No record ends inside a header; a record continued on an ordinary page may end 40
- * bytes into it, so 40 counts as a header only on a segment's first page.
+ * The same when the WAL was not yet flushed that far: the walsender decodes only flushed WAL.
+ * Usually a commit in flight flushes it within a millisecond or two (the feed's own writes after
+ * each insert it handles were the common case); a bulk load keeps it unflushed for up to
+ * wal_writer_delay, and a barrier's commit flushes it at once.
  */
-export function decodedEnd(wal: WalPosition): Lsn | undefined {
+export const UNFLUSHED_WAIT_MS = 10;
+
+/**
+ * The position a walsender reports once it has decoded every record a snapshot at `wal` may see
+ * committed. At a page's start the insert position is past the page's header, and the walsender
+ * reports (and the WAL is flushed to) the end of the record before it: the page's start. No
+ * record ends inside a header; a record continued on an ordinary page may end 40 bytes into it,
+ * so 40 counts as a header only on a segment's first page.
+ */
+export function decodedEnd(wal: WalPosition): Lsn {
   const insert = parseLsn(wal.insert);
   const header = insert % BigInt(wal.segmentSize) === SEGMENT_HEADER_BYTES ? SEGMENT_HEADER_BYTES : insert % BigInt(wal.blockSize) === PAGE_HEADER_BYTES ? PAGE_HEADER_BYTES : 0n;
-  const end = insert - header;
-  return parseLsn(wal.flush) >= end ? end : undefined;
+  return insert - header;
 }
 
 /** `position`: shared by every LakeStore of the process, so the feed's records wake the queries' barriers. */
@@ -301,9 +306,10 @@ export function createLakeStore(db: Database, position: RecordedPosition): LakeS
     recordedUpToNow: (waitMs, signal) => writeBarrier(waitMs, signal),
     async recordedUpTo(wal, waitMs, signal) {
       const target = decodedEnd(wal);
-      if (target !== undefined && (position.passed(target) || position.following)) {
+      if (position.passed(target) || position.following) {
+        const flushed = parseLsn(wal.flush) >= target;
         const started = performance.now();
-        const until = started + Math.min(waitMs, PASSIVE_WAIT_MS);
+        const until = started + Math.min(waitMs, flushed ? PASSIVE_WAIT_MS : UNFLUSHED_WAIT_MS);
         for (let left = until - started; !position.passed(target) && left > 0 && !signal?.aborted; left = until - performance.now()) {
           await position.moved(left);
         }
