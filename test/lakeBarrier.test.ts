@@ -6,7 +6,7 @@ import { memoryLogger } from './fixtures/gateway.js';
 import { eventually } from './fixtures/eventually.js';
 import { createDatabase, type Database } from '../sources/postgres/database.js';
 import { finalizeExport } from '../sources/postgres/lakeExportStore.js';
-import { changesSelect, createLakeStore, createRecordedPosition, decodedEnd, PASSIVE_WAIT_MS, UNFLUSHED_WAIT_MS, type LakeStore, type RecordedPosition, type WalPosition } from '../sources/postgres/lakeStore.js';
+import { changesSelect, createLakeStore, createRecordedPosition, decodedEnd, PASSIVE_WAIT_MS, UNFLUSHED_WAIT_BYTES, UNFLUSHED_WAIT_MS, type LakeStore, type RecordedPosition, type WalPosition } from '../sources/postgres/lakeStore.js';
 import { formatLsn, parseLsn } from '../sources/postgres/replication.js';
 import { createStatsStore } from '../sources/postgres/statsStore.js';
 import { deadlineIn } from '../core/deadline.js';
@@ -221,11 +221,27 @@ describe('the lake barrier', { skip }, () => {
     const behind = await written({ ...wal, insert: far, flush: far }, true);
     assert.deepEqual({ ...behind, writtenAfter: undefined }, { passed: 'written', barriers: 1, writtenAfter: undefined });
     assert.ok(behind.writtenAfter >= PASSIVE_WAIT_MS, `written after ${behind.writtenAfter} ms`);
-    // Not flushed that far (a bulk load in progress, a commit with synchronous_commit off): a
-    // barrier's commit flushes it, so it is written after a short wait only.
-    const unflushed = await written({ ...wal, insert: far, flush: wal.flush }, true);
-    assert.deepEqual({ ...unflushed, writtenAfter: undefined }, { passed: 'written', barriers: 1, writtenAfter: undefined });
-    assert.ok(unflushed.writtenAfter >= UNFLUSHED_WAIT_MS && unflushed.writtenAfter < PASSIVE_WAIT_MS, `written after ${unflushed.writtenAfter} ms`);
+    // Not flushed that far by a little (a commit in flight): written after a short wait only.
+    const almost = formatLsn(parseLsn(far) - 200n);
+    const inFlight = await written({ ...wal, insert: far, flush: almost }, true);
+    assert.deepEqual({ ...inFlight, writtenAfter: undefined }, { passed: 'written', barriers: 1, writtenAfter: undefined });
+    assert.ok(inFlight.writtenAfter >= UNFLUSHED_WAIT_MS && inFlight.writtenAfter < PASSIVE_WAIT_MS, `written after ${inFlight.writtenAfter} ms`);
+    // By more than UNFLUSHED_WAIT_BYTES (a bulk load, a commit with synchronous_commit off): the
+    // WAL writer may take its delay; a barrier's commit flushes it, so it is written without waiting.
+    const events: string[] = [];
+    const position = createRecordedPosition();
+    position.following = true;
+    const waitFor = position.moved.bind(position);
+    position.moved = (ms) => (events.push('wait'), waitFor(ms));
+    const database = new Proxy(db, {
+      get: (target, key) =>
+        key === 'query'
+          ? (statement: { name: string }, values?: unknown[]) => (statement.name === 'lake_barrier' && events.push('barrier'), target.query(statement as never, values))
+          : Reflect.get(target, key),
+    });
+    const bulk = { ...wal, insert: far, flush: formatLsn(parseLsn(far) - UNFLUSHED_WAIT_BYTES - 8n) };
+    assert.equal(await passedWhile(createLakeStore(database, position).recordedUpTo(bulk, 10_000), (lsn) => position.reached(lsn)), 'written');
+    assert.equal(events[0], 'barrier', 'no wait for the feed before the barrier was written');
   });
 
   it('written after the feed was slow to report, is passed as soon as the feed reports the snapshot\u2019s position', async () => {

@@ -159,8 +159,9 @@ export interface LakeStore {
    * The same, for a query whose snapshot read `wal`: while this process's feed is streaming, it
    * waits for the feed to have recorded up to there (the walsender says when it has decoded that
    * far), writing nothing; when another process streams, or that takes longer than
-   * PASSIVE_WAIT_MS (UNFLUSHED_WAIT_MS when the WAL was not yet flushed that far), it writes the
-   * barrier, and passes it when the feed has recorded past either.
+   * PASSIVE_WAIT_MS (UNFLUSHED_WAIT_MS when the WAL was not yet flushed that far, none when by
+   * more than UNFLUSHED_WAIT_BYTES), it writes the barrier, and passes it when the feed has
+   * recorded past either.
    */
   recordedUpTo(wal: WalPosition, waitMs: number, signal?: AbortSignal): Promise<BarrierPassed | undefined>;
   /** How far this process's feed has recorded (committed) every change. */
@@ -243,12 +244,14 @@ export const SEGMENT_HEADER_BYTES = 40n;
 export const PASSIVE_WAIT_MS = 100;
 
 /**
- * The same when the WAL was not yet flushed that far: the walsender decodes only flushed WAL.
- * Usually a commit in flight flushes it within a millisecond or two (the feed's own writes after
- * each insert it handles were the common case); a bulk load keeps it unflushed for up to
- * wal_writer_delay, and a barrier's commit flushes it at once.
+ * The same when the WAL was not yet flushed that far, by at most UNFLUSHED_WAIT_BYTES: the
+ * walsender decodes only flushed WAL. Such a gap is usually a commit in flight, which flushes it
+ * within a millisecond or two (the feed's own writes after each insert it handles were the common
+ * case, a few hundred bytes). A larger gap is a bulk load, which keeps it unflushed for up to
+ * wal_writer_delay: the barrier is written at once, and its commit flushes it.
  */
 export const UNFLUSHED_WAIT_MS = 10;
+export const UNFLUSHED_WAIT_BYTES = 65_536n;
 
 /**
  * The position a walsender reports once it has decoded every record a snapshot at `wal` may see
@@ -307,9 +310,10 @@ export function createLakeStore(db: Database, position: RecordedPosition): LakeS
     async recordedUpTo(wal, waitMs, signal) {
       const target = decodedEnd(wal);
       if (position.passed(target) || position.following) {
-        const flushed = parseLsn(wal.flush) >= target;
+        const unflushed = target - parseLsn(wal.flush);
+        const passiveMs = unflushed <= 0n ? PASSIVE_WAIT_MS : unflushed <= UNFLUSHED_WAIT_BYTES ? UNFLUSHED_WAIT_MS : 0;
         const started = performance.now();
-        const until = started + Math.min(waitMs, flushed ? PASSIVE_WAIT_MS : UNFLUSHED_WAIT_MS);
+        const until = started + Math.min(waitMs, passiveMs);
         for (let left = until - started; !position.passed(target) && left > 0 && !signal?.aborted; left = until - performance.now()) {
           await position.moved(left);
         }
