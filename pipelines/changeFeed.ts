@@ -166,12 +166,12 @@ export function startChangeFeed(settings: FeedSettings, consumers: readonly Feed
      * first (both rise): a consumer behind a busy stream still passes the ones it has caught up with.
      */
     const caughtUps: { position: Lsn; after: Lsn }[] = [];
-    const passedOn = new Map<FeedConsumer, Lsn>();
     /**
      * A consumer that has handled every transaction delivered before a caught-up position is there
      * too, and may be acknowledged there: the slot then moves past WAL of other tables, and a
      * Postgres shutting down, which waits until its walsender's client has confirmed everything
-     * sent, can finish (it waited for good when only commits were confirmed).
+     * sent, can finish (it waited for good when only commits were confirmed). The position is the
+     * consumer's from then on: every transaction delivered after the keepalive ends past it.
      */
     const passCaughtUp = (consumer: FeedConsumer) => {
       // An ending stream may have dropped transactions delivered after those.
@@ -179,8 +179,8 @@ export function startChangeFeed(settings: FeedSettings, consumers: readonly Feed
       const handled = positions.get(consumer) ?? 0n;
       let reached: (typeof caughtUps)[number] | undefined;
       for (const mark of caughtUps) if (mark.after <= handled) reached = mark;
-      if (!reached || reached.position <= (passedOn.get(consumer) ?? 0n)) return;
-      passedOn.set(consumer, reached.position);
+      if (!reached || reached.position <= handled) return;
+      positions.set(consumer, reached.position);
       consumer.caughtUp?.(reached.position);
       acknowledgeDone();
     };
@@ -196,15 +196,10 @@ export function startChangeFeed(settings: FeedSettings, consumers: readonly Feed
         // Every transaction is queued to every consumer, so the lowest position is what all have
         // done: a consumer's is its last transaction handled, or the caught-up position it passed.
         const highest = caughtUps.at(-1)?.position ?? 0n;
-        const lowest = consumers.reduce(
-          (min, c) => {
-            const handled = positions.get(c) ?? 0n;
-            const passed = passedOn.get(c) ?? 0n;
-            const position = handled > passed ? handled : passed;
-            return position < min ? position : min;
-          },
-          delivered > highest ? delivered : highest,
-        );
+        const lowest = consumers.reduce((min, c) => {
+          const position = positions.get(c) ?? 0n;
+          return position < min ? position : min;
+        }, delivered > highest ? delivered : highest);
         if (lowest > 0n) {
           stream?.acknowledge(lowest);
           lastAckAt = Date.now();

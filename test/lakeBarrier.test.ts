@@ -6,7 +6,7 @@ import { memoryLogger } from './fixtures/gateway.js';
 import { eventually } from './fixtures/eventually.js';
 import { createDatabase, type Database } from '../sources/postgres/database.js';
 import { finalizeExport } from '../sources/postgres/lakeExportStore.js';
-import { changesSelect, createLakeStore, createRecordedPosition, decodedEnd, PASSIVE_WAIT_MS, UNFLUSHED_WAIT_BYTES, UNFLUSHED_WAIT_MS, type LakeStore, type RecordedPosition, type WalPosition } from '../sources/postgres/lakeStore.js';
+import { changesSelect, createLakeStore, WAL_POSITION, createRecordedPosition, decodedEnd, PASSIVE_WAIT_MS, UNFLUSHED_WAIT_BYTES, UNFLUSHED_WAIT_MS, type LakeStore, type RecordedPosition, type WalPosition } from '../sources/postgres/lakeStore.js';
 import { formatLsn, parseLsn } from '../sources/postgres/replication.js';
 import { createStatsStore } from '../sources/postgres/statsStore.js';
 import { deadlineIn } from '../core/deadline.js';
@@ -163,18 +163,25 @@ describe('the lake barrier', { skip }, () => {
     }
   });
 
-  /** `db`, with the names of the statements run through it. */
-  const watched = () => {
+  /** `db`, with the names of the statements run through it, each also told to `onQuery`. */
+  const watched = (onQuery: (name: string) => void = () => undefined) => {
     const names: string[] = [];
     const database = new Proxy(db, {
-      get: (target, key) => (key === 'query' ? (statement: { name: string }, values?: unknown[]) => (names.push(statement.name), target.query(statement as never, values)) : Reflect.get(target, key)),
+      get: (target, key) =>
+        key === 'query'
+          ? (statement: { name: string }, values?: unknown[]) => {
+              names.push(statement.name);
+              onQuery(statement.name);
+              return target.query(statement as never, values);
+            }
+          : Reflect.get(target, key),
     });
     return { database, names };
   };
   const walNow = async () =>
     (await db.query<{ wal: WalPosition }>({
       name: 'test_wal',
-      text: `SELECT json_build_object('insert', pg_current_wal_insert_lsn()::text, 'flush', pg_current_wal_flush_lsn()::text, 'blockSize', current_setting('wal_block_size')::int, 'segmentSize', pg_size_bytes(current_setting('wal_segment_size'))) AS wal`,
+      text: `SELECT ${WAL_POSITION} AS wal`,
     }))[0]!.wal;
 
   it('is the feed’s report of the WAL decoded past the snapshot when its feed streams here: nothing is written', async () => {
@@ -193,39 +200,42 @@ describe('the lake barrier', { skip }, () => {
   });
 
   it('is written when no feed streams here, or the feed does not report in time, sooner when the WAL was not flushed', async () => {
-    /** Whether a barrier is passed for a snapshot at `wal` while a feed records, how many were written, and after how long the first was. */
+    /**
+     * Whether a barrier is passed for a snapshot at `wal` while a feed records, how many were
+     * written, after how long the first was, and the longest wait for the feed asked before it.
+     */
     const written = async (wal: WalPosition, following: boolean) => {
-      const names: string[] = [];
       let writtenAfter: number | undefined;
+      let waitedFor = 0;
       const started = performance.now();
-      const database = new Proxy(db, {
-        get: (target, key) =>
-          key === 'query'
-            ? (statement: { name: string }, values?: unknown[]) => {
-                if (statement.name === 'lake_barrier') writtenAfter ??= performance.now() - started;
-                names.push(statement.name);
-                return target.query(statement as never, values);
-              }
-            : Reflect.get(target, key),
+      const { database, names } = watched((name) => {
+        if (name === 'lake_barrier') writtenAfter ??= performance.now() - started;
       });
       const position = createRecordedPosition();
       position.following = following;
+      const waitFor = position.moved.bind(position);
+      position.moved = (ms) => {
+        if (writtenAfter === undefined) waitedFor = Math.max(waitedFor, ms);
+        return waitFor(ms);
+      };
       const passed = await passedWhile(createLakeStore(database, position).recordedUpTo(wal, 10_000), (lsn) => position.reached(lsn));
-      return { passed, barriers: names.filter((name) => name === 'lake_barrier').length, writtenAfter: writtenAfter ?? Infinity };
+      return { passed, barriers: names.filter((name) => name === 'lake_barrier').length, writtenAfter: writtenAfter ?? Infinity, waitedFor };
     };
+    const made = (outcome: Awaited<ReturnType<typeof written>>) => ({ passed: outcome.passed, barriers: outcome.barriers });
     const wal = await walNow();
     const another = await written(await walNow(), false);
-    assert.deepEqual({ ...another, writtenAfter: undefined }, { passed: 'written', barriers: 1, writtenAfter: undefined }, 'another gateway\u2019s feed records');
+    assert.deepEqual(made(another), { passed: 'written', barriers: 1 }, 'another gateway\u2019s feed records');
+    assert.equal(another.waitedFor, 0, 'no wait for a feed that is not here');
     // Following, but the position does not get there (a feed far behind, a position never reported).
     const far = formatLsn(parseLsn(wal.insert) + 10n ** 12n);
     const behind = await written({ ...wal, insert: far, flush: far }, true);
-    assert.deepEqual({ ...behind, writtenAfter: undefined }, { passed: 'written', barriers: 1, writtenAfter: undefined });
-    assert.ok(behind.writtenAfter >= PASSIVE_WAIT_MS, `written after ${behind.writtenAfter} ms`);
+    assert.deepEqual(made(behind), { passed: 'written', barriers: 1 });
+    assert.ok(behind.writtenAfter >= PASSIVE_WAIT_MS && behind.waitedFor > UNFLUSHED_WAIT_MS, `written after ${behind.writtenAfter} ms, having waited ${behind.waitedFor}`);
     // Not flushed that far by a little (a commit in flight): written after a short wait only.
     const almost = formatLsn(parseLsn(far) - 200n);
     const inFlight = await written({ ...wal, insert: far, flush: almost }, true);
-    assert.deepEqual({ ...inFlight, writtenAfter: undefined }, { passed: 'written', barriers: 1, writtenAfter: undefined });
-    assert.ok(inFlight.writtenAfter >= UNFLUSHED_WAIT_MS && inFlight.writtenAfter < PASSIVE_WAIT_MS, `written after ${inFlight.writtenAfter} ms`);
+    assert.deepEqual(made(inFlight), { passed: 'written', barriers: 1 });
+    assert.ok(inFlight.writtenAfter >= UNFLUSHED_WAIT_MS && inFlight.waitedFor <= UNFLUSHED_WAIT_MS, `written after ${inFlight.writtenAfter} ms, having waited ${inFlight.waitedFor}`);
     // By more than UNFLUSHED_WAIT_BYTES (a bulk load, a commit with synchronous_commit off): the
     // WAL writer may take its delay; a barrier's commit flushes it, so it is written without waiting.
     const events: string[] = [];
@@ -233,12 +243,7 @@ describe('the lake barrier', { skip }, () => {
     position.following = true;
     const waitFor = position.moved.bind(position);
     position.moved = (ms) => (events.push('wait'), waitFor(ms));
-    const database = new Proxy(db, {
-      get: (target, key) =>
-        key === 'query'
-          ? (statement: { name: string }, values?: unknown[]) => (statement.name === 'lake_barrier' && events.push('barrier'), target.query(statement as never, values))
-          : Reflect.get(target, key),
-    });
+    const { database } = watched((name) => name === 'lake_barrier' && events.push('barrier'));
     const bulk = { ...wal, insert: far, flush: formatLsn(parseLsn(far) - UNFLUSHED_WAIT_BYTES - 8n) };
     assert.equal(await passedWhile(createLakeStore(database, position).recordedUpTo(bulk, 10_000), (lsn) => position.reached(lsn)), 'written');
     assert.equal(events[0], 'barrier', 'no wait for the feed before the barrier was written');

@@ -223,7 +223,7 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
     }
   };
   /** The stats store's snapshot, its opening (BEGIN and the window) and its COMMIT counted as stages. */
-  const inSnapshot = async <T>(months: number, deadline: Deadline, work: (snapshot: StatsSnapshot) => Promise<T>, lake?: SnapshotLake): Promise<T> => {
+  const inSnapshot = async <T>(months: number, deadline: Deadline, work: (snapshot: StatsSnapshot) => Promise<T>, lake: SnapshotLake): Promise<T> => {
     const opening = performance.now();
     let closing = 0;
     const result = await options.stats.withSnapshot(months, async (snapshot) => {

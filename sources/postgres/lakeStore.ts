@@ -121,7 +121,7 @@ export const changesSelect = (snapshot: string) =>
   // re-inserted under its id after the export's snapshot can still be in a month file kept from before.
   // LIMIT 1 (lake_state has one row): never analyzed, it can be estimated at hundreds, and the
   // subqueries' cost with it: 325,000 with 10,000 changes recorded, past jit_above_cost on the
-  // analytics pool, which reads the list in its snapshot (1,400 with the limit).
+  // analytics pool, which reads the list in its snapshot (2,030 with the limit).
   `WITH s AS (
       SELECT *, ${EXPORTED_MAX_ID} AS max_id FROM lake_state LIMIT 1)
     SELECT s.generation::int AS generation, s.manifest_key AS "manifestKey",
@@ -229,6 +229,10 @@ export interface WalPosition {
   readonly blockSize: number;
   readonly segmentSize: number;
 }
+
+/** A WalPosition as JSON, read in the statement whose snapshot it describes. */
+export const WAL_POSITION = `json_build_object('insert', pg_current_wal_insert_lsn()::text, 'flush', pg_current_wal_flush_lsn()::text,
+  'blockSize', current_setting('wal_block_size')::int, 'segmentSize', pg_size_bytes(current_setting('wal_segment_size')))`;
 
 /** How a barrier was passed: on the feed's report of the WAL it decoded, or past a message written for it. */
 export type BarrierPassed = 'decoded' | 'written';

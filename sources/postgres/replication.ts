@@ -326,7 +326,8 @@ export function openReplicationStream(options: StreamOptions): ReplicationStream
   // within seconds); a stream ended before it replays from restart_lsn, which consumers skip or
   // apply again (they are idempotent). The report must go out all the same: it is the ping.
   // Each report asks for an answer: a partition, or a frozen host, says nothing at all, and TCP
-  // keepalive notices only after minutes (its probes' interval and count are the system's).
+  // keepalive never probes a socket that sends a report every 10 s (only the retransmission
+  // limit, minutes, would end it).
   const statusTimer = setInterval(() => {
     const silent = performance.now() - heardAt;
     if (!handling && silent > silentMs()) {

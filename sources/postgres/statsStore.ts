@@ -2,7 +2,7 @@ import type pg from 'pg';
 import type { Database, Statement } from './database.js';
 import { translate } from './database.js';
 import { formatLsn, type Lsn } from './replication.js';
-import { changesSelect, EXPORTED_MAX_ID, SEGMENT_HEADER_BYTES, type LakeChanges, type LakeMisses, type WalPosition } from './lakeStore.js';
+import { changesSelect, EXPORTED_MAX_ID, SEGMENT_HEADER_BYTES, WAL_POSITION, type LakeChanges, type LakeMisses, type WalPosition } from './lakeStore.js';
 import type { Logger } from 'pino';
 import type { Deadline } from '../../core/deadline.js';
 import { upstreamTimeout } from '../../core/errors.js';
@@ -142,8 +142,7 @@ const WINDOW: Statement = {
       (SELECT CASE WHEN manifest_key IS NULL THEN 0 ELSE generation::int END FROM lake_state) AS "lakeGeneration",
       (SELECT manifest_key FROM lake_state) AS "lakeManifestKey",
       (SELECT ${EXPORTED_MAX_ID}::text FROM lake_state) AS "lakeMaxId",
-      json_build_object('insert', pg_current_wal_insert_lsn()::text, 'flush', pg_current_wal_flush_lsn()::text,
-        'blockSize', current_setting('wal_block_size')::int, 'segmentSize', pg_size_bytes(current_setting('wal_segment_size'))) AS wal,
+      ${WAL_POSITION} AS wal,
       -- Read only when the feed had recorded within a page header of the WAL's end, the one case
       -- the list can be complete (decodedEnd decides); otherwise it is read after the barrier.
       CASE WHEN pg_wal_lsn_diff(pg_current_wal_insert_lsn(), $3::pg_lsn) <= ${SEGMENT_HEADER_BYTES}
@@ -416,7 +415,7 @@ export function createStatsStore(db: Database, logger: Logger): StatsStore {
             throw translate(err, statement.name, logger);
           }
         };
-        // Statements without parameters, and BEGIN's two in one round trip; a lost connection
+        // Statements without parameters, and BEGIN with its two SET LOCALs in one round trip; a lost connection
         // is translated here too (SERVICE_UNAVAILABLE), and the client is then not pooled again.
         // COMMIT ends a finished read: it is not refused past the deadline (`inTime` false).
         const command = async (name: string, text: string, { inTime: checked = true } = {}) => {
