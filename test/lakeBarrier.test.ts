@@ -227,7 +227,8 @@ describe('the lake barrier', { skip }, () => {
     assert.deepEqual(made(another), { passed: 'written', barriers: 1 }, 'another gateway\u2019s feed records');
     assert.equal(another.waitedFor, 0, 'no wait for a feed that is not here');
     // Following, but the position does not get there (a feed far behind, a position never reported).
-    const far = formatLsn(parseLsn(wal.insert) + 10n ** 12n);
+    // Mid-page, so that no page header is taken off it (see decodedEnd).
+    const far = formatLsn((parseLsn(wal.insert) / 8192n + 10n ** 8n) * 8192n + 4096n);
     const behind = await written({ ...wal, insert: far, flush: far }, true);
     assert.deepEqual(made(behind), { passed: 'written', barriers: 1 });
     assert.ok(behind.writtenAfter >= PASSIVE_WAIT_MS && behind.waitedFor > UNFLUSHED_WAIT_MS, `written after ${behind.writtenAfter} ms, having waited ${behind.waitedFor}`);
@@ -244,7 +245,7 @@ describe('the lake barrier', { skip }, () => {
     const waitFor = position.moved.bind(position);
     position.moved = (ms) => (events.push('wait'), waitFor(ms));
     const { database } = watched((name) => name === 'lake_barrier' && events.push('barrier'));
-    const bulk = { ...wal, insert: far, flush: formatLsn(parseLsn(far) - UNFLUSHED_WAIT_BYTES - 8n) };
+    const bulk = { ...wal, insert: far, flush: formatLsn(parseLsn(far) - 2n * UNFLUSHED_WAIT_BYTES) };
     assert.equal(await passedWhile(createLakeStore(database, position).recordedUpTo(bulk, 10_000), (lsn) => position.reached(lsn)), 'written');
     assert.equal(events[0], 'barrier', 'no wait for the feed before the barrier was written');
   });
