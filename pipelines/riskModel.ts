@@ -177,7 +177,9 @@ export class RiskModel {
   /** Each feature's value as reported, and the signal its weight multiplies. */
   private featureValues(f: RiskFeatures): Record<FeatureName, { value: number; signal: number }> {
     const amount = Number(f.amountUsd);
-    const z = amountZScore(Math.log(amount), f.issuerHistory, f.globalHistory, this.parameters.priorWeight);
+    // A zero or negative amount (a credit note in a user's table) counts as one cent, as the
+    // issuers' histories count it (riskSql.lnAmount): its logarithm would make the score NaN.
+    const z = amountZScore(Math.log(Math.max(amount, 0.01)), f.issuerHistory, f.globalHistory, this.parameters.priorWeight);
     // An issuer's usual hourly rate; at least one a day, so a quiet issuer's first invoice of the
     // day is not a "burst".
     const usualPerHour = Math.max(f.issuerHistory.n / Math.max(f.historyHours, 24), 1 / 24);

@@ -41,6 +41,15 @@ describe('risk model', () => {
     assert.ok(Math.abs(result.score - 1 / (1 + Math.exp(-logit))) < 1e-3);
   });
 
+  it('scores a zero or negative amount (a credit note) as one cent, as the histories count it', () => {
+    const cent = model.score({ ...ordinary, amountUsd: '0.01' });
+    for (const amountUsd of ['0.00', '-5.10', '-999999999999.99']) {
+      const result = model.score({ ...ordinary, amountUsd });
+      assert.ok(Number.isFinite(result.score) && result.score >= 0 && result.score <= 1, `${amountUsd}: ${result.score}`);
+      assert.deepEqual(result.reasons.find((r) => r.feature === 'amountZScore'), cent.reasons.find((r) => r.feature === 'amountZScore'), amountUsd);
+    }
+  });
+
   it('an amount far above the issuer\'s habit raises the score through amountZScore', () => {
     const big = { ...ordinary, amountUsd: '45000.00' };
     const z = reason(big, 'amountZScore');
