@@ -225,6 +225,15 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly analyticsFreshReads = new Counter({
+    name: 'gateway_analytics_fresh_reads_total',
+    help:
+      'Lake queries with invoices above the export\u2019s highest id, by where those came from: feed (kept in memory by this gateway\u2019s change feed) ' +
+      'or postgres (read in the query\u2019s snapshot: another gateway holds the feed, or it started after the export)',
+    labelNames: ['source'] as const,
+    registers: [this.registry],
+  });
+
   readonly analyticsWholeAnswers = new Counter({
     name: 'gateway_analytics_whole_answers_total',
     help: 'invoiceStats pages and whole answers: kept (a paging client\u2019s whole answer computed once and kept), served (a later page sliced from it), stale (kept, but invoices changed since)',

@@ -1,3 +1,4 @@
+import type { FreshInvoices } from '../sources/lake/freshInvoices.js';
 import type { LakeChange, LakeStore } from '../sources/postgres/lakeStore.js';
 import { formatLsn, parseLsn, type FeedTransaction, type Lsn } from '../sources/postgres/replication.js';
 import type { FeedConsumer } from './changeFeed.js';
@@ -5,9 +6,10 @@ import type { FeedConsumer } from './changeFeed.js';
 /**
  * The feed consumer that tells the lake what it does not hold yet: every invoice inserted,
  * updated or deleted since the export that saw it, with its transaction, and how far the feed
- * has been recorded (analytics wait for that position before they trust the lake).
+ * has been recorded (analytics wait for that position before they trust the lake). The fresh
+ * invoices themselves are kept in `fresh`, before the position moves past them.
  */
-export function createLakeChangeRecorder(store: LakeStore): FeedConsumer {
+export function createLakeChangeRecorder(store: LakeStore, fresh: FreshInvoices): FeedConsumer {
   // Transactions up to here were recorded before this stream began: a replay. Recorded again,
   // an older change would set its entry's transaction back (an export finishing between the
   // replayed delete and the replayed re-insert of an id would then drop the entry while the
@@ -18,13 +20,20 @@ export function createLakeChangeRecorder(store: LakeStore): FeedConsumer {
     initialize: (tx) => store.initialize(tx),
     async resume() {
       recordedBefore = parseLsn(await store.recordedPosition());
+      // Read once the stream has started: every transaction not begun by then will be delivered.
+      fresh.begin(await store.snapshotXmax());
       store.feedStreaming(true);
     },
     // Nothing to write: queries of this process wait for the position, other processes' barriers
     // for lake_state (moved by transactions, the idle tick's among them).
     caughtUp: (position) => store.caughtUp(position),
-    streamEnded: () => store.feedStreaming(false),
+    streamEnded() {
+      fresh.end();
+      store.feedStreaming(false);
+    },
     async handle(batch: readonly FeedTransaction[]) {
+      // Replays too: the kept changes are complete only from the stream's start on.
+      if (!fresh.add(batch)) fresh.begin(await store.snapshotXmax());
       const changes = new Map<string, LakeChange>();
       let truncatedAt: FeedTransaction | undefined;
       for (const tx of batch) {

@@ -7,6 +7,7 @@ import { exportLake, type ExportOutcome, type ExportProgress } from '../pipeline
 import { createLakeChangeRecorder } from '../pipelines/lakeChanges.js';
 import { createDuck, type Duck } from '../sources/duckdb/duckdb.js';
 import { createDatasets } from '../sources/lake/datasets.js';
+import { createFreshInvoices } from '../sources/lake/freshInvoices.js';
 import { createJoined, type Joined } from '../sources/lake/joined.js';
 import { createLakeWriter } from '../sources/lake/lakeWriter.js';
 import { createReceiverPayments, type ReceiverPayments } from '../sources/lake/receiverPayments.js';
@@ -71,7 +72,10 @@ export async function createLake(deps: { config: Config; logger: Logger; metrics
   }
   // The feed's recorder (background pool) wakes the barriers of this process's queries (lake-state pool).
   const recordedPosition = createRecordedPosition();
+  // The feed's recorder keeps the invoices it delivers; this process's queries group the fresh ones from it.
+  const fresh = createFreshInvoices(config.lake.freshMaxChanges);
   const engine = createStatsEngine({
+    fresh,
     stats: createStatsStore(deps.analyticsDb, logger),
     lakeStore: createLakeStore(deps.lakeStateDb, recordedPosition),
     lake: { store, cache, duck },
@@ -137,7 +141,7 @@ export async function createLake(deps: { config: Config; logger: Logger; metrics
     joined,
     receiverPayments: createReceiverPayments({ datasets, duck, timeoutMs: RECEIVER_PAYMENTS_TIMEOUT_MS }),
     duckQueries: () => duck!.sessions(),
-    recorder: createLakeChangeRecorder(backgroundLakeStore),
+    recorder: createLakeChangeRecorder(backgroundLakeStore, fresh),
     store,
     exportNow,
     startExports() {

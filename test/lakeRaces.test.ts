@@ -4,6 +4,7 @@ import { missingServices } from './fixtures/services.js';
 import { suiteDatabase } from './fixtures/migratedDatabase.js';
 import { eventually } from './fixtures/eventually.js';
 import { createLakeChangeRecorder } from '../pipelines/lakeChanges.js';
+import { createFreshInvoices } from '../sources/lake/freshInvoices.js';
 import type { Database } from '../sources/postgres/database.js';
 import { finalizeExport } from '../sources/postgres/lakeExportStore.js';
 import { createLakeStore, createRecordedPosition } from '../sources/postgres/lakeStore.js';
@@ -101,7 +102,7 @@ describe('lake changes recorded under races', { skip }, () => {
 
   it('a replayed stream does not record its transactions again', async () => {
     const store = createLakeStore(db, createRecordedPosition());
-    const recorder = createLakeChangeRecorder(store);
+    const recorder = createLakeChangeRecorder(store, createFreshInvoices(1000));
     const now = await db.pool.query<{ lsn: string }>(`SELECT greatest(pg_current_wal_lsn(), (SELECT position FROM lake_state))::text AS lsn`);
     const base = parseLsn(now.rows[0]!.lsn);
     const transaction = (offset: bigint, xid: number, changes: FeedChange[]): FeedTransaction => ({ lsn: base + offset, xid, commitTime: new Date(), changes, messages: [] });

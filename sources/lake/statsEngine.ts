@@ -8,7 +8,8 @@ import type { ObjectCache } from '../objectStore/objectCache.js';
 import { ObjectNotFoundError, type ObjectStore } from '../objectStore/objectStore.js';
 import { decodedEnd, UNKNOWN_MAX_ID, type LakeChanges, type LakeStore } from '../postgres/lakeStore.js';
 import type { Lsn } from '../postgres/replication.js';
-import type { InvoiceColumns, LiveGroups, SnapshotLake, StatsGroup, StatsQuery, StatsSnapshot, StatsStore, StatsWindow } from '../postgres/statsStore.js';
+import type { InvoiceColumns, LiveGroups, LiveScope, SnapshotLake, StatsGroup, StatsQuery, StatsSnapshot, StatsStore, StatsWindow } from '../postgres/statsStore.js';
+import type { FreshInvoices } from './freshInvoices.js';
 import { createHeldPages } from './heldPages.js';
 import { cursorKey, heldTableId, lakeStats, pageRecords } from './lakeStats.js';
 import { createPageBounds, type GroupKey } from './pageBounds.js';
@@ -52,6 +53,8 @@ export interface StatsEngineOptions {
   readonly barrierTimeoutMs: number;
   readonly logger: Logger;
   readonly metrics: Metrics;
+  /** The invoices this process's change feed delivered (unset: fresh invoices are always read from Postgres). */
+  readonly fresh?: FreshInvoices;
 }
 
 /** The invoices of a window, exact as of a Postgres snapshot, for joins in DuckDB. */
@@ -195,10 +198,13 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
     // An unknown highest id: the change list lists every change instead.
     if (window.lakeMaxId === UNKNOWN_MAX_ID) return undefined;
     const scope = query.orderBy === 'CUSTOMER_ASC' ? 'page' : 'all';
+    // The manifest: only one already read, so that nothing waits for the store.
+    const read = window.lakeManifestKey ? manifests.get(window.lakeManifestKey)?.read : undefined;
+    // This process's feed kept every invoice the export lacks: grouped from memory after the barrier.
+    if (read && options.fresh?.covers(read)) return undefined;
     let bound: GroupKey | undefined;
     if (scope === 'page' && query.customerIds === null) {
-      // The bound comes from the manifest: only one already read, so that nothing waits for the store.
-      const read = window.lakeManifestKey ? manifests.get(window.lakeManifestKey)?.read : undefined;
+      // The bound comes from the manifest.
       if (!read) return undefined;
       bound = pageBounds.bound(heldTableId(read, window.months, query), cursorKey(null), query.limit);
     }
@@ -206,6 +212,12 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
     // Awaited before the snapshot's connection answers anything else: a failure is reported there.
     groups.catch(() => undefined);
     return { bound, groups };
+  }
+
+  /** The fresh invoices' groups as this process's feed kept them (see FreshInvoices); undefined when it did not keep them all. */
+  function keptFresh(window: StatsWindow, exported: LakeManifest, maxId: string, query: StatsQuery, scope: LiveScope, upTo: number | undefined) {
+    const groups = options.fresh?.liveGroups({ snapshot: window.snapshot, exported, maxId, from: window.from, to: window.to, query, scope, upTo });
+    return groups && Promise.resolve(groups);
   }
 
   const observe = (engine: string, started: number) => {
@@ -347,7 +359,10 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
           // One not taken went first on the snapshot's connection all the same: its failure is the answer's.
           if (early && !fresh) await early.groups;
           const bound = bounded ? (fresh ? fresh.bound : pageBounds.bound(held, cursorKey(query.after), query.limit)) : undefined;
-          const live = await timed('live', () => snapshot.liveGroups(changes, query, scope, bound?.customer, fresh?.groups));
+          // The invoices above the export's highest id: kept by this process's feed, else read in the snapshot.
+          const fromFeed = fresh || changes.above === null ? undefined : keptFresh(window, lake.manifest, changes.above, query, scope, bound?.customer);
+          if (changes.above !== null) options.metrics.analyticsFreshReads.inc({ source: fromFeed ? 'feed' : 'postgres' });
+          const live = await timed('live', () => snapshot.liveGroups(changes, query, scope, bound?.customer, fresh?.groups ?? fromFeed));
           const deps = { duck, cache, store, windowTables, pageBounds, heldPages, timeoutMs: deadline.remainingMs() };
           const input = { manifest: lake.manifest, months: window.months, query, changedIds: changes.changed, live, upTo: bound?.customer };
           const page = await timed('lake', () => lakeStats(deps, { ...input, whole: wantsWhole ? WHOLE_ANSWER_GROUPS : undefined }));

@@ -76,6 +76,9 @@ const RECORD: Statement = {
 
 const POSITION: Statement = { name: 'lake_recorded_position', text: `SELECT position::text AS position FROM lake_state` };
 
+/** Transactions with an xid at or above this one had not begun when it was read. */
+const SNAPSHOT_XMAX: Statement = { name: 'lake_snapshot_xmax', text: `SELECT pg_snapshot_xmax(pg_current_snapshot())::text AS xmax` };
+
 const RECORDED: Statement = { name: 'lake_recorded_past', text: `SELECT position >= $1::pg_lsn AS passed FROM lake_state` };
 
 const ADVANCE: Statement = { name: 'lake_advance', text: `UPDATE lake_state SET position = greatest(position, $1::pg_lsn)` };
@@ -149,6 +152,8 @@ export interface LakeStore {
   forget(position: string): Promise<void>;
   /** The feed position every change up to which is recorded (lake_state's). */
   recordedPosition(): Promise<string>;
+  /** The current snapshot's xmax (xid8 text): no transaction at or above it had begun. */
+  snapshotXmax(): Promise<string>;
   /**
    * Writes a barrier into the WAL and waits until the lake consumer has recorded past it: then
    * every change committed before the call is in lake_changes. False when `waitMs` runs out or
@@ -309,6 +314,9 @@ export function createLakeStore(db: Database, position: RecordedPosition): LakeS
     },
     async recordedPosition() {
       return (await db.query<{ position: string }>(POSITION))[0]!.position;
+    },
+    async snapshotXmax() {
+      return (await db.query<{ xmax: string }>(SNAPSHOT_XMAX))[0]!.xmax;
     },
     recordedUpToNow: (waitMs, signal) => writeBarrier(waitMs, signal),
     async recordedUpTo(wal, waitMs, signal) {
