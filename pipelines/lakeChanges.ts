@@ -15,25 +15,34 @@ export function createLakeChangeRecorder(store: LakeStore, fresh: FreshInvoices)
   // replayed delete and the replayed re-insert of an id would then drop the entry while the
   // lake still holds the deleted version), and a replayed TRUNCATE would reset the lake again.
   let recordedBefore: Lsn = 0n;
+  /** This process's current stream: a re-anchoring of `fresh` by an older one's last batch is ignored. */
+  let stream: object | undefined;
+  const anchorFresh = async () => {
+    const current = stream;
+    const xid = await store.nextXid();
+    if (current && current === stream) fresh.begin(xid);
+  };
   return {
     name: 'lake',
     initialize: (tx) => store.initialize(tx),
     async resume() {
       recordedBefore = parseLsn(await store.recordedPosition());
-      // Read once the stream has started: every transaction not begun by then will be delivered.
-      fresh.begin(await store.snapshotXmax());
+      // Taken once the stream has started: every transaction begun after it will be delivered.
+      stream = {};
+      await anchorFresh();
       store.feedStreaming(true);
     },
     // Nothing to write: queries of this process wait for the position, other processes' barriers
     // for lake_state (moved by transactions, the idle tick's among them).
     caughtUp: (position) => store.caughtUp(position),
     streamEnded() {
+      stream = undefined;
       fresh.end();
       store.feedStreaming(false);
     },
     async handle(batch: readonly FeedTransaction[]) {
       // Replays too: the kept changes are complete only from the stream's start on.
-      if (!fresh.add(batch)) fresh.begin(await store.snapshotXmax());
+      if (!fresh.add(batch)) await anchorFresh();
       const changes = new Map<string, LakeChange>();
       let truncatedAt: FeedTransaction | undefined;
       for (const tx of batch) {

@@ -159,7 +159,8 @@ describe('the change feed passes a caught-up position on', { skip }, () => {
         await database.query({ name: 'customers', text: `INSERT INTO customers (customer_name) VALUES ('a')` });
         await eventually(() => handledUpTo > 0n, 'the transaction handled', 10_000);
         const tx = delivered[0]!;
-        await eventually(() => passed.some((at) => at.position >= tx), 'a position past it passed on', 10_000);
+        // The walsender reads every database's WAL: under other test files' bulk loads its caught-up report can take seconds.
+        await eventually(() => passed.some((at) => at.position >= tx), 'a position past it passed on', 30_000);
         assert.deepEqual(passed.filter((at) => at.position >= tx && at.handledUpTo < tx), [], 'passed on while the consumer was still handling the transaction');
       } finally {
         await feed.stop();

@@ -120,6 +120,16 @@ describe('fresh invoices kept from the change feed', () => {
     assert.equal(fresh.add([tx(1002, insert({ ...invoice(2 ** 60, '2026-11-03T10:00:00Z', 1, 2, '3.00'), invoice_id: String(2n ** 60n) }))]), false, 'an id past 2^53');
   });
 
+  it('keeps nothing, and asks for no new anchor, before a stream begins or with a bound of 0', () => {
+    const idle = createFreshInvoices(1000);
+    assert.equal(idle.add([tx(1000, insert(invoice(101, '2026-11-03T10:00:00Z', 1, 2, '3.00')))]), true);
+    assert.equal(idle.size(), 0);
+    const off = createFreshInvoices(0);
+    off.begin('1000');
+    assert.equal(off.add([tx(1000, insert(invoice(101, '2026-11-03T10:00:00Z', 1, 2, '3.00')))]), true);
+    assert.equal(off.liveGroups(read('1001:1001:')), undefined);
+  });
+
   it('sends a page in customer order only the first keys past its cursor, and counts every invoice', () => {
     const fresh = createFreshInvoices(1000);
     fresh.begin('1000');

@@ -125,4 +125,34 @@ describe('lake changes recorded under races', { skip }, () => {
     assert.deepEqual(await entry('601'), { changed: true, xid: String(updated.xid) }, 'a transaction past the recorded position is recorded');
     assert.equal(await store.recordedPosition(), formatLsn(updated.lsn));
   });
+
+  it('keeps fresh invoices only for an export begun after its stream, and not past a stream that ended', async () => {
+    const store = createLakeStore(db, createRecordedPosition());
+    const fresh = createFreshInvoices(1);
+    const recorder = createLakeChangeRecorder(store, fresh);
+    const now = await db.pool.query<{ lsn: string }>(`SELECT greatest(pg_current_wal_lsn(), (SELECT position FROM lake_state))::text AS lsn`);
+    const base = parseLsn(now.rows[0]!.lsn);
+    const row = (id: string) => ({ invoice_id: id, issuer_id: 1, receiver_id: 2, amount_usd: '10.00', issue_date: new Date() });
+    const inserts = async (offset: bigint, ...ids: string[]): Promise<FeedTransaction> => ({
+      lsn: base + offset,
+      xid: await committedXid(),
+      commitTime: new Date(),
+      changes: ids.map((id) => ({ table: 'invoices', op: 'insert', row: row(id), key: null })),
+      messages: [],
+    });
+    const before = await exportSnapshot();
+    await recorder.resume!();
+    const after = await exportSnapshot();
+    assert.equal(fresh.covers({ generation: 1, snapshot: before.snapshot }), false, 'an export begun before the stream');
+    assert.equal(fresh.covers({ generation: 1, snapshot: after.snapshot }), true, 'an export begun after it');
+    // Past the bound (one change): dropped, and anchored again once the batch is recorded...
+    await recorder.handle([await inserts(1n, '700', '701')]);
+    assert.equal(fresh.covers({ generation: 1, snapshot: after.snapshot }), false, 'what was dropped is not answered for');
+    assert.equal(fresh.covers({ generation: 1, snapshot: (await exportSnapshot()).snapshot }), true, 'an export begun after the drop');
+    // ...unless the stream ended meanwhile: no stream, nothing kept, nothing answered.
+    const overflowing = recorder.handle([await inserts(2n, '702', '703')]);
+    recorder.streamEnded!();
+    await overflowing;
+    assert.equal(fresh.covers({ generation: 1, snapshot: (await exportSnapshot()).snapshot }), false, 'anchored after its stream ended');
+  });
 });

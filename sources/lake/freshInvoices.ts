@@ -12,16 +12,17 @@ import type { FeedTransaction } from '../postgres/replication.js';
  * after a query's barrier every one S sees has been added here. What may be missing are the
  * transactions committed before this process's stream began: a stream replays only from the
  * slot's acknowledged position. So the kept changes are complete for an export only if its
- * snapshot began after the stream did: `anchor` is the xmax of a snapshot taken once the stream
- * had started, and a transaction E does not see has an xid at or above E's xmin; when that xmin
- * is at or above the anchor, the transaction began after the stream did, and was delivered.
+ * snapshot began after the stream did: `anchor` is an xid such that every transaction at or
+ * above it began once the stream had started, and a transaction E does not see has an xid at or
+ * above E's xmin; when that xmin is at or above the anchor, the transaction began after the
+ * stream did, and was delivered.
  */
 export interface FreshInvoices {
-  /** The stream has started; `xmax`: pg_current_snapshot()'s xmax taken since (xid8 text). */
-  begin(xmax: string): void;
+  /** The stream has started; `from`: an xid (xid8 text) such that every transaction at or above it began since. */
+  begin(from: string): void;
   /** The stream ended (or the kept changes were dropped): nothing is answered until the next begin. */
   end(): void;
-  /** Adds the invoice changes of transactions the feed delivered, in commit order; false when past the bound (everything dropped: begin again). */
+  /** Adds the invoice changes of transactions the feed delivered, in commit order; false when past the bound (everything dropped: begin again). Nothing before a begin. */
   add(batch: readonly FeedTransaction[]): boolean;
   /** Whether the changes since this export are all kept here (a query of it may still find them pruned for a newer one). */
   covers(exported: ExportedSnapshot): boolean;
@@ -88,14 +89,16 @@ export function createFreshInvoices(maxChanges: number): FreshInvoices {
   };
 
   return {
-    begin(xmax) {
+    begin(from) {
       changes = [];
-      anchor = maxChanges > 0 ? Number(xmax) : undefined;
+      anchor = maxChanges > 0 ? Number(from) : undefined;
     },
     end: drop,
     size: () => changes.length,
 
     add(batch) {
+      // Not anchored (no stream, or LAKE_FRESH_MAX_CHANGES=0): nothing to keep.
+      if (anchor === undefined) return true;
       for (const tx of batch) {
         for (const change of tx.changes) {
           if (change.table !== 'invoices') continue;
@@ -125,7 +128,8 @@ export function createFreshInvoices(maxChanges: number): FreshInvoices {
     liveGroups(read) {
       if (!covers(read.exported)) return undefined;
       if (read.exported.generation > pruned.generation || read.exported.snapshot !== pruned.snapshot) {
-        // The lake holds what the export saw: those changes are not needed again.
+        // The lake holds what the export saw: those changes are not needed again (a later export
+        // sees them too). Not those at or below its highest id: a later export's may be lower.
         const inExport = visibility(parseSnapshot(read.exported.snapshot));
         changes = changes.filter((c) => !inExport(c.xid));
         pruned = read.exported;

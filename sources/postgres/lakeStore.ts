@@ -76,8 +76,12 @@ const RECORD: Statement = {
 
 const POSITION: Statement = { name: 'lake_recorded_position', text: `SELECT position::text AS position FROM lake_state` };
 
-/** Transactions with an xid at or above this one had not begun when it was read. */
-const SNAPSHOT_XMAX: Statement = { name: 'lake_snapshot_xmax', text: `SELECT pg_snapshot_xmax(pg_current_snapshot())::text AS xmax` };
+/**
+ * A new transaction id, plus one: every transaction at or above it began after this call. (A
+ * snapshot's xmax would not do: a transaction whose commit is written, and decoded, but waits for
+ * a synchronous standby is still running, and may hold an xid at or above it.)
+ */
+const NEXT_XID: Statement = { name: 'lake_next_xid', text: `SELECT (pg_current_xact_id()::text::bigint + 1)::text AS xid` };
 
 const RECORDED: Statement = { name: 'lake_recorded_past', text: `SELECT position >= $1::pg_lsn AS passed FROM lake_state` };
 
@@ -152,8 +156,8 @@ export interface LakeStore {
   forget(position: string): Promise<void>;
   /** The feed position every change up to which is recorded (lake_state's). */
   recordedPosition(): Promise<string>;
-  /** The current snapshot's xmax (xid8 text): no transaction at or above it had begun. */
-  snapshotXmax(): Promise<string>;
+  /** An xid (xid8 text) such that every transaction at or above it begins after this call (it takes an xid to know). */
+  nextXid(): Promise<string>;
   /**
    * Writes a barrier into the WAL and waits until the lake consumer has recorded past it: then
    * every change committed before the call is in lake_changes. False when `waitMs` runs out or
@@ -315,8 +319,8 @@ export function createLakeStore(db: Database, position: RecordedPosition): LakeS
     async recordedPosition() {
       return (await db.query<{ position: string }>(POSITION))[0]!.position;
     },
-    async snapshotXmax() {
-      return (await db.query<{ xmax: string }>(SNAPSHOT_XMAX))[0]!.xmax;
+    async nextXid() {
+      return (await db.query<{ xid: string }>(NEXT_XID))[0]!.xid;
     },
     recordedUpToNow: (waitMs, signal) => writeBarrier(waitMs, signal),
     async recordedUpTo(wal, waitMs, signal) {
