@@ -120,6 +120,20 @@ describe('fresh invoices kept from the change feed', () => {
     assert.equal(fresh.add([tx(1002, insert({ ...invoice(2 ** 60, '2026-11-03T10:00:00Z', 1, 2, '3.00'), invoice_id: String(2n ** 60n) }))]), false, 'an id past 2^53');
   });
 
+  it('answers a snapshot that sees every kept change again without grouping again, until a change is kept', () => {
+    const fresh = createFreshInvoices(1000);
+    fresh.begin('1000');
+    fresh.add([tx(1000, insert(invoice(101, '2026-11-03T10:00:00Z', 1, 2, '3.00'))), tx(1001, insert(invoice(102, '2026-11-04T10:00:00Z', 1, 2, '4.00')))]);
+    const first = fresh.liveGroups(read('1002:1002:'))!;
+    assert.equal(fresh.liveGroups(read('1005:1005:')), first, 'another snapshot that sees every kept change');
+    assert.notEqual(fresh.liveGroups(read('1002:1002:', { scope: 'page', query: query({ orderBy: 'CUSTOMER_ASC' }) })), first, 'another question');
+    const partly = fresh.liveGroups(read('1001:1002:1001'))!;
+    assert.equal(partly.records, '2026-11 1 1 3.00 3.00 3.00');
+    assert.notEqual(fresh.liveGroups(read('1001:1002:1001')), partly, 'a snapshot that misses a kept change is grouped each time');
+    fresh.add([tx(1002, insert(invoice(103, '2026-11-05T10:00:00Z', 1, 2, '5.00')))]);
+    assert.equal(fresh.liveGroups(read('1003:1003:'))!.records, '2026-11 1 3 12.00 3.00 5.00', 'grouped again once a change is kept');
+  });
+
   it('keeps nothing, and asks for no new anchor, before a stream begins or with a bound of 0', () => {
     const idle = createFreshInvoices(1000);
     assert.equal(idle.add([tx(1000, insert(invoice(101, '2026-11-03T10:00:00Z', 1, 2, '3.00')))]), true);

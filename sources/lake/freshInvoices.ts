@@ -62,14 +62,21 @@ interface Change {
   readonly xid: number;
   readonly id: number | null;
   readonly row: FreshRow | null;
+  /** An INSERT: no earlier version of the invoice to replace. */
+  readonly insert: boolean;
 }
 
 interface FreshRow {
   readonly date: number;
+  /** The UTC month, as year * 12 + month. */
+  readonly month: number;
   readonly issuer: number;
   readonly receiver: number;
   readonly cents: number;
 }
+
+/** Answers kept while nothing changes (each a text of up to one record per fresh invoice). */
+const ANSWERS_KEPT = 32;
 
 /**
  * `maxChanges`: changes kept at most (LAKE_FRESH_MAX_CHANGES); past it they are dropped, and
@@ -78,19 +85,33 @@ interface FreshRow {
 export function createFreshInvoices(maxChanges: number): FreshInvoices {
   let anchor: number | undefined;
   let changes: Change[] = [];
+  /** Kept changes other than inserts: while there are none, each kept row is current as it is. */
+  let rewrites = 0;
+  /**
+   * Answers of queries whose snapshots saw every kept change, by what they asked: the same while
+   * nothing is kept or dropped (a dashboard asking again groups nothing again). Emptied on any change.
+   */
+  const answered = new Map<string, LiveGroups>();
   /** The newest export whose visible changes were dropped: an older one's answer would lack them. */
   let pruned: ExportedSnapshot = { generation: 0, snapshot: '' };
   const covers = (exported: ExportedSnapshot) =>
     anchor !== undefined && exported.generation >= pruned.generation && parseSnapshot(exported.snapshot).xmin >= anchor;
 
+  const keep = (change: Change) => {
+    answered.clear();
+    changes.push(change);
+    if (!change.insert) rewrites++;
+  };
   const drop = () => {
+    answered.clear();
     anchor = undefined;
     changes = [];
+    rewrites = 0;
   };
 
   return {
     begin(from) {
-      changes = [];
+      drop();
       anchor = maxChanges > 0 ? Number(from) : undefined;
     },
     end: drop,
@@ -103,7 +124,7 @@ export function createFreshInvoices(maxChanges: number): FreshInvoices {
         for (const change of tx.changes) {
           if (change.table !== 'invoices') continue;
           if (change.op === 'truncate') {
-            changes.push({ xid: tx.xid, id: null, row: null });
+            keep({ xid: tx.xid, id: null, row: null, insert: false });
             continue;
           }
           const oldId = change.key ? Number(change.key.invoice_id) : undefined;
@@ -114,8 +135,8 @@ export function createFreshInvoices(maxChanges: number): FreshInvoices {
             drop();
             return false;
           }
-          if (oldId !== undefined && oldId !== newId) changes.push({ xid: tx.xid, id: oldId, row: null });
-          if (newId !== undefined) changes.push({ xid: tx.xid, id: newId, row: row! });
+          if (oldId !== undefined && oldId !== newId) keep({ xid: tx.xid, id: oldId, row: null, insert: false });
+          if (newId !== undefined) keep({ xid: tx.xid, id: newId, row: row!, insert: change.op === 'insert' });
         }
       }
       if (changes.length <= maxChanges) return true;
@@ -132,21 +153,54 @@ export function createFreshInvoices(maxChanges: number): FreshInvoices {
         // sees them too). Not those at or below its highest id: a later export's may be lower.
         const inExport = visibility(parseSnapshot(read.exported.snapshot));
         changes = changes.filter((c) => !inExport(c.xid));
+        rewrites = changes.reduce((n, c) => n + (c.insert ? 0 : 1), 0);
+        answered.clear();
         pruned = read.exported;
       }
       const seen = visibility(parseSnapshot(read.snapshot));
       const maxId = Number(read.maxId);
       if (!Number.isSafeInteger(maxId)) return undefined;
+      // A transaction's changes are kept together: its visibility is asked once.
+      let xid = -1;
+      let visible = false;
+      let seenAll = true;
+      for (const change of changes) {
+        if (change.xid === xid) continue;
+        if (!seen((xid = change.xid))) {
+          seenAll = false;
+          break;
+        }
+      }
+      const key = seenAll ? JSON.stringify([maxId, read.from, read.to, read.query, read.scope, read.upTo ?? null]) : undefined;
+      const known = key === undefined ? undefined : answered.get(key);
+      if (known) return known;
+      const remember = (groups: LiveGroups) => {
+        if (key === undefined) return groups;
+        if (answered.size >= ANSWERS_KEPT) answered.delete(answered.keys().next().value!);
+        answered.set(key, groups);
+        return groups;
+      };
+      xid = -1;
+      const rows: FreshRow[] = [];
+      if (rewrites === 0) {
+        // Inserts only: every invoice once, as inserted.
+        for (const change of changes) {
+          if (change.xid !== xid) visible = seen((xid = change.xid));
+          if (visible && change.id! > maxId) rows.push(change.row!);
+        }
+        return remember(groupRows(rows, read));
+      }
       // The current version of each invoice above the highest id, in the query's snapshot.
       const current = new Map<number, FreshRow>();
       for (const change of changes) {
-        if (!seen(change.xid)) continue;
+        if (change.xid !== xid) visible = seen((xid = change.xid));
+        if (!visible) continue;
         if (change.id === null) current.clear();
         else if (change.id <= maxId) continue;
         else if (change.row) current.set(change.id, change.row);
         else current.delete(change.id);
       }
-      return groupRows(current.values(), read);
+      return remember(groupRows([...current.values()], read));
     },
   };
 }
@@ -156,7 +210,8 @@ function freshRow(row: Readonly<Record<string, unknown>>): FreshRow | null {
   const cents = centsOf(String(row.amount_usd));
   const date = row.issue_date instanceof Date ? row.issue_date.getTime() : Date.parse(String(row.issue_date));
   if (cents === null || Number.isNaN(date)) return null;
-  return { date, issuer: Number(row.issuer_id), receiver: Number(row.receiver_id), cents };
+  const utc = new Date(date);
+  return { date, month: utc.getUTCFullYear() * 12 + utc.getUTCMonth(), issuer: Number(row.issuer_id), receiver: Number(row.receiver_id), cents };
 }
 
 /** numeric(14,2) text ("-12.30") as integer cents. */
@@ -169,7 +224,11 @@ export function centsOf(text: string): number | null {
 }
 
 /** Cents as Postgres prints a numeric of scale 2. */
-export function centsText(cents: bigint): string {
+export function centsText(cents: bigint | number): string {
+  if (typeof cents === 'number') {
+    const abs = Math.abs(cents);
+    return `${cents < 0 ? '-' : ''}${Math.floor(abs / 100)}.${String(abs % 100).padStart(2, '0')}`;
+  }
   const sign = cents < 0n ? '-' : '';
   const abs = cents < 0n ? -cents : cents;
   return `${sign}${abs / 100n}.${String(abs % 100n).padStart(2, '0')}`;
@@ -206,59 +265,95 @@ export function visibility(snapshot: Snapshot): (xid: number) => boolean {
 }
 
 interface Group {
-  readonly month: string;
+  readonly month: number;
   readonly customer: number;
   invoices: number;
-  total: bigint;
+  /** Cents; summed as a float while exact (up to 2^53), else again as a BigInt. */
+  total: number;
   min: number;
   max: number;
 }
 
 /** The rows grouped as statsStore's live-groups statement groups them, same scope, same text. */
-function groupRows(rows: Iterable<FreshRow>, read: FreshRead): LiveGroups {
+function groupRows(rows: readonly FreshRow[], read: FreshRead): LiveGroups {
   const { query, scope, upTo } = read;
   const from = Date.parse(read.from);
   const to = Date.parse(read.to);
+  const firstMonth = new Date(from).getUTCFullYear() * 12 + new Date(from).getUTCMonth();
   const asked = query.customerIds ? new Set(query.customerIds) : undefined;
-  const groups = new Map<string, Group>();
+  const issuer = query.role === 'issuer';
+  const bounded = scope === 'page' && upTo !== undefined;
+  const groups = new Map<number, Group>();
   let invoices = 0;
+  let inexact = false;
   for (const row of rows) {
     if (row.date < from || row.date >= to) continue;
-    const customer = query.role === 'issuer' ? row.issuer : row.receiver;
+    const customer = issuer ? row.issuer : row.receiver;
     if (asked && !asked.has(customer)) continue;
     invoices++;
-    if (scope === 'page' && upTo !== undefined && customer > upTo) continue;
-    const month = new Date(row.date).toISOString().slice(0, 7);
-    const key = `${month} ${customer}`;
+    if (bounded && customer > upTo) continue;
+    // At most 120 months from the window's first: a small integer key for most customer ids (a float key hashes far slower).
+    const key = customer * 128 + (row.month - firstMonth);
     const group = groups.get(key);
-    if (!group) groups.set(key, { month, customer, invoices: 1, total: BigInt(row.cents), min: row.cents, max: row.cents });
+    if (!group) groups.set(key, { month: row.month, customer, invoices: 1, total: row.cents, min: row.cents, max: row.cents });
     else {
       group.invoices++;
-      group.total += BigInt(row.cents);
+      group.total += row.cents;
       if (row.cents < group.min) group.min = row.cents;
       if (row.cents > group.max) group.max = row.cents;
+      if (!Number.isSafeInteger(group.total)) inexact = true;
     }
   }
   let sent = [...groups.values()];
   if (scope === 'page') sent = firstKeys(sent, query);
-  const limit = 10n ** 17n;
+  // Totals past 2^53 cents (9 * 10^13 dollars): summed again exactly.
+  const totals = inexact ? exactTotals(rows, sent, read) : undefined;
+  const total = (g: Group) => totals?.get(g) ?? g.total;
+  // Under 10^15 dollars (10^17 cents): a float total is exact here (under 2^53), a BigInt one compared as such.
+  const small = (t: bigint | number) => (typeof t === 'number' ? Math.abs(t) < 1e17 : (t < 0n ? -t : t) < 10n ** 17n);
   return {
     groups: sent.length,
     invoices,
-    small: sent.every((g) => (g.total < 0n ? -g.total : g.total) < limit),
-    records: sent.map((g) => `${g.month} ${g.customer} ${g.invoices} ${centsText(g.total)} ${centsText(BigInt(g.min))} ${centsText(BigInt(g.max))}`).join(','),
+    small: sent.every((g) => small(total(g))),
+    records: sent.map((g) => `${monthText(g.month)} ${g.customer} ${g.invoices} ${centsText(total(g))} ${centsText(g.min)} ${centsText(g.max)}`).join(','),
     partial: scope === 'page',
   };
+}
+
+/** The groups' totals as BigInts, from the rows again. */
+function exactTotals(rows: readonly FreshRow[], groups: readonly Group[], read: FreshRead): Map<Group, bigint> {
+  const from = Date.parse(read.from);
+  const to = Date.parse(read.to);
+  const key = (customer: number, month: number) => `${customer} ${month}`;
+  const byKey = new Map(groups.map((g) => [key(g.customer, g.month), g]));
+  const totals = new Map<Group, bigint>();
+  for (const row of rows) {
+    if (row.date < from || row.date >= to) continue;
+    const group = byKey.get(key(read.query.role === 'issuer' ? row.issuer : row.receiver, row.month));
+    if (group) totals.set(group, (totals.get(group) ?? 0n) + BigInt(row.cents));
+  }
+  return totals;
+}
+
+const monthTexts = new Map<number, string>();
+/** year * 12 + month as YYYY-MM. */
+function monthText(month: number): string {
+  let text = monthTexts.get(month);
+  if (text === undefined) {
+    text = `${String(Math.floor(month / 12)).padStart(4, '0')}-${String((month % 12) + 1).padStart(2, '0')}`;
+    monthTexts.set(month, text);
+  }
+  return text;
 }
 
 /** The groups of the first `limit` keys past the cursor, in customer (and month) order. */
 function firstKeys(groups: Group[], query: StatsQuery): Group[] {
   const after = query.after;
-  const byKey = (a: Group, b: Group) => a.customer - b.customer || (a.month < b.month ? -1 : a.month > b.month ? 1 : 0);
+  const byKey = (a: Group, b: Group) => a.customer - b.customer || a.month - b.month;
   if (query.granularity === 'MONTH') {
     // (customer, month) > (cursor customer, cursor month); a cursor without a month compares as SQL's NULL does.
     const past = (g: Group) =>
-      !after || g.customer > after.customerId || (g.customer === after.customerId && after.month !== null && g.month > after.month);
+      !after || g.customer > after.customerId || (g.customer === after.customerId && after.month !== null && monthText(g.month) > after.month);
     return groups.filter(past).sort(byKey).slice(0, query.limit);
   }
   const customers = [...new Set(groups.filter((g) => !after || g.customer > after.customerId).map((g) => g.customer))].sort((a, b) => a - b).slice(0, query.limit);
