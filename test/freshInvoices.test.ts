@@ -178,6 +178,19 @@ describe('fresh invoices kept from the change feed', () => {
     assert.equal(seen(10), false, 'begun after');
   });
 
+  it('sums a total past 2^53 cents exactly', () => {
+    const fresh = createFreshInvoices(1000);
+    fresh.begin('1000');
+    fresh.add([tx(1000, ...Array.from({ length: 91 }, (_, i) => insert(invoice(101 + i, '2026-11-03T10:00:00Z', 1, 2, '999999999999.99'))))]);
+    const groups = fresh.liveGroups(read('1001:1001:'))!;
+    // 91 * 99,999,999,999,999 cents, past Number.MAX_SAFE_INTEGER.
+    assert.equal(groups.records, '2026-11 1 91 90999999999999.09 999999999999.99 999999999999.99');
+    assert.equal(groups.small, true);
+    assert.equal(centsText(-5), '-0.05');
+    assert.equal(centsText(-0), '0.00');
+    assert.equal(centsText(123456), '1234.56');
+  });
+
   it('reads and prints numeric(14,2) as Postgres does', () => {
     assert.equal(centsOf('-0.05'), -5);
     assert.equal(centsOf('999999999999.99'), 99_999_999_999_999);

@@ -280,6 +280,7 @@ function groupRows(rows: readonly FreshRow[], read: FreshRead): LiveGroups {
   const from = Date.parse(read.from);
   const to = Date.parse(read.to);
   const firstMonth = new Date(from).getUTCFullYear() * 12 + new Date(from).getUTCMonth();
+  const months = new Date(to).getUTCFullYear() * 12 + new Date(to).getUTCMonth() - firstMonth;
   const asked = query.customerIds ? new Set(query.customerIds) : undefined;
   const issuer = query.role === 'issuer';
   const bounded = scope === 'page' && upTo !== undefined;
@@ -292,8 +293,9 @@ function groupRows(rows: readonly FreshRow[], read: FreshRead): LiveGroups {
     if (asked && !asked.has(customer)) continue;
     invoices++;
     if (bounded && customer > upTo) continue;
-    // At most 120 months from the window's first: a small integer key for most customer ids (a float key hashes far slower).
-    const key = customer * 128 + (row.month - firstMonth);
+    // A small integer key for most customer ids (a float key hashes far slower); months past 128
+    // (never: `months` is at most 120) would take a wider one.
+    const key = months <= 128 ? customer * 128 + (row.month - firstMonth) : customer * 100_000 + row.month;
     const group = groups.get(key);
     if (!group) groups.set(key, { month: row.month, customer, invoices: 1, total: row.cents, min: row.cents, max: row.cents });
     else {
