@@ -4,6 +4,7 @@
  */
 const benchmarks: Record<string, () => Promise<(argv: string[]) => Promise<void>>> = {
   analytics: async () => (await import('./analytics.js')).analytics,
+  fresh: async () => (await import('./fresh.js')).fresh,
   joins: async () => (await import('./joins.js')).joins,
   lookups: async () => (await import('./lookups.js')).lookups,
   risk: async () => (await import('./risk.js')).risk,

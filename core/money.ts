@@ -24,6 +24,12 @@ export function formatCents(cents: bigint): string {
   return `${negative ? '-' : ''}${abs / 100n}.${String(abs % 100n).padStart(2, '0')}`;
 }
 
+/** Cents a double holds exactly (under 2^53) -> "123.45", without a BigInt (a group's text, 10,000 a query). */
+export function formatWholeCents(cents: number): string {
+  const abs = Math.abs(cents);
+  return `${cents < 0 ? '-' : ''}${Math.floor(abs / 100)}.${String(abs % 100).padStart(2, '0')}`;
+}
+
 /**
  * total / count to cents as Postgres's round(avg(amount), 2): avg divides the sum by the count
  * (numeric_div) to a limited number of decimals, rounding half away from zero, and round() then

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
-import { averageCents, formatCents, toCents, twoDecimals } from '../core/money.js';
+import { averageCents, formatCents, formatWholeCents, toCents, twoDecimals } from '../core/money.js';
 import { parseDecimal, serializeDecimal } from '../schema/scalars.js';
 import { seededRandom } from './fixtures/random.js';
 import { createTestDatabase, missingServices, type TestDatabase } from './fixtures/services.js';
@@ -16,6 +16,12 @@ function referenceAverage(total: string, count: bigint): string {
 }
 
 describe('money', () => {
+  it('prints cents held in a double as formatCents prints them', () => {
+    for (const cents of [0, -0, 5, -5, 100, -1230, 123456, 99_999_999_999_999, -(2 ** 53 - 1)]) {
+      assert.equal(formatWholeCents(cents), formatCents(BigInt(cents)), String(cents));
+    }
+  });
+
   it('reads every decimal form to cents', () => {
     for (const [text, cents] of [['12', 1200n], ['12.3', 1230n], ['12.30', 1230n], ['-0.5', -50n], ['-123.45', -12345n], ['0.00', 0n], ['99999999999999999999.99', 9999999999999999999999n]] as const) {
       assert.equal(toCents(text), cents, text);

@@ -1,3 +1,4 @@
+import { formatCents, formatWholeCents, toCents } from '../../core/money.js';
 import type { LiveGroups, LiveScope, StatsQuery } from '../postgres/statsStore.js';
 import type { FeedTransaction } from '../postgres/replication.js';
 
@@ -94,8 +95,13 @@ export function createFreshInvoices(maxChanges: number): FreshInvoices {
   const answered = new Map<string, LiveGroups>();
   /** The newest export whose visible changes were dropped: an older one's answer would lack them. */
   let pruned: ExportedSnapshot = { generation: 0, snapshot: '' };
-  const covers = (exported: ExportedSnapshot) =>
-    anchor !== undefined && exported.generation >= pruned.generation && parseSnapshot(exported.snapshot).xmin >= anchor;
+  /** The last export's snapshot read (every query of a generation asks about the same one). */
+  let exportedXmin = { snapshot: '', xmin: 0 };
+  const covers = (exported: ExportedSnapshot) => {
+    if (anchor === undefined || exported.generation < pruned.generation) return false;
+    if (exported.snapshot !== exportedXmin.snapshot) exportedXmin = { snapshot: exported.snapshot, xmin: parseSnapshot(exported.snapshot).xmin };
+    return exportedXmin.xmin >= anchor;
+  };
 
   const keep = (change: Change) => {
     answered.clear();
@@ -131,7 +137,8 @@ export function createFreshInvoices(maxChanges: number): FreshInvoices {
           const row = change.row ? freshRow(change.row) : undefined;
           const newId = change.row ? Number(change.row.invoice_id) : undefined;
           // An id past 2^53 or an amount not in cents: not kept exactly here, so nothing is.
-          if (row === null || [oldId, newId].some((id) => id !== undefined && !Number.isSafeInteger(id))) {
+          const unsafe = (id: number | undefined) => id !== undefined && !Number.isSafeInteger(id);
+          if (row === null || unsafe(oldId) || unsafe(newId)) {
             drop();
             return false;
           }
@@ -171,7 +178,7 @@ export function createFreshInvoices(maxChanges: number): FreshInvoices {
           break;
         }
       }
-      const key = seenAll ? JSON.stringify([maxId, read.from, read.to, read.query, read.scope, read.upTo ?? null]) : undefined;
+      const key = seenAll ? answerKey(maxId, read) : undefined;
       const known = key === undefined ? undefined : answered.get(key);
       if (known) return known;
       const remember = (groups: LiveGroups) => {
@@ -205,33 +212,17 @@ export function createFreshInvoices(maxChanges: number): FreshInvoices {
   };
 }
 
+/** numeric(14,2) text: what toCents reads, and what a double holds exactly in cents. */
+const AMOUNT = /^-?\d{1,13}(\.\d{1,2})?$/;
+
 /** An invoices row from the feed: amounts in cents, dates in ms; null when it does not fit. */
 function freshRow(row: Readonly<Record<string, unknown>>): FreshRow | null {
-  const cents = centsOf(String(row.amount_usd));
+  const amount = String(row.amount_usd);
   const date = row.issue_date instanceof Date ? row.issue_date.getTime() : Date.parse(String(row.issue_date));
-  if (cents === null || Number.isNaN(date)) return null;
+  if (!AMOUNT.test(amount) || Number.isNaN(date)) return null;
+  const cents = Number(toCents(amount));
   const utc = new Date(date);
   return { date, month: utc.getUTCFullYear() * 12 + utc.getUTCMonth(), issuer: Number(row.issuer_id), receiver: Number(row.receiver_id), cents };
-}
-
-/** numeric(14,2) text ("-12.30") as integer cents. */
-export function centsOf(text: string): number | null {
-  const match = /^(-?)(\d+)(?:\.(\d{1,2}))?$/.exec(text);
-  if (!match) return null;
-  const cents = Number(match[2]) * 100 + Number((match[3] ?? '').padEnd(2, '0'));
-  if (!Number.isSafeInteger(cents)) return null;
-  return match[1] ? -cents : cents;
-}
-
-/** Cents as Postgres prints a numeric of scale 2. */
-export function centsText(cents: bigint | number): string {
-  if (typeof cents === 'number') {
-    const abs = Math.abs(cents);
-    return `${cents < 0 ? '-' : ''}${Math.floor(abs / 100)}.${String(abs % 100).padStart(2, '0')}`;
-  }
-  const sign = cents < 0n ? '-' : '';
-  const abs = cents < 0n ? -cents : cents;
-  return `${sign}${abs / 100n}.${String(abs % 100n).padStart(2, '0')}`;
 }
 
 interface Snapshot {
@@ -268,8 +259,9 @@ interface Group {
   readonly month: number;
   readonly customer: number;
   invoices: number;
-  /** Cents; summed as a float while exact (up to 2^53), else again as a BigInt. */
+  /** Cents, summed as a float while that is exact (under 2^53); past it, in `exact`. */
   total: number;
+  exact?: bigint;
   min: number;
   max: number;
 }
@@ -286,55 +278,44 @@ function groupRows(rows: readonly FreshRow[], read: FreshRead): LiveGroups {
   const bounded = scope === 'page' && upTo !== undefined;
   const groups = new Map<number, Group>();
   let invoices = 0;
-  let inexact = false;
   for (const row of rows) {
     if (row.date < from || row.date >= to) continue;
     const customer = issuer ? row.issuer : row.receiver;
     if (asked && !asked.has(customer)) continue;
     invoices++;
     if (bounded && customer > upTo) continue;
-    // A small integer key for most customer ids (a float key hashes far slower); months past 128
-    // (never: `months` is at most 120) would take a wider one.
-    const key = months <= 128 ? customer * 128 + (row.month - firstMonth) : customer * 100_000 + row.month;
+    // A small integer for most customer ids: a float key hashes far slower.
+    const key = customer * months + (row.month - firstMonth);
     const group = groups.get(key);
     if (!group) groups.set(key, { month: row.month, customer, invoices: 1, total: row.cents, min: row.cents, max: row.cents });
     else {
       group.invoices++;
-      group.total += row.cents;
+      if (group.exact !== undefined) group.exact += BigInt(row.cents);
+      else if (Number.isSafeInteger(group.total + row.cents)) group.total += row.cents;
+      else group.exact = BigInt(group.total) + BigInt(row.cents);
       if (row.cents < group.min) group.min = row.cents;
       if (row.cents > group.max) group.max = row.cents;
-      if (!Number.isSafeInteger(group.total)) inexact = true;
     }
   }
   let sent = [...groups.values()];
   if (scope === 'page') sent = firstKeys(sent, query);
-  // Totals past 2^53 cents (9 * 10^13 dollars): summed again exactly.
-  const totals = inexact ? exactTotals(rows, sent, read) : undefined;
-  const total = (g: Group) => totals?.get(g) ?? g.total;
-  // Under 10^15 dollars (10^17 cents): a float total is exact here (under 2^53), a BigInt one compared as such.
-  const small = (t: bigint | number) => (typeof t === 'number' ? Math.abs(t) < 1e17 : (t < 0n ? -t : t) < 10n ** 17n);
+  const total = (g: Group) => (g.exact === undefined ? formatWholeCents(g.total) : formatCents(g.exact));
+  // Under 10^15 dollars (10^17 cents; a float total is under 2^53).
+  const small = (g: Group) => g.exact === undefined || (g.exact < 0n ? -g.exact : g.exact) < 10n ** 17n;
   return {
     groups: sent.length,
     invoices,
-    small: sent.every((g) => small(total(g))),
-    records: sent.map((g) => `${monthText(g.month)} ${g.customer} ${g.invoices} ${centsText(total(g))} ${centsText(g.min)} ${centsText(g.max)}`).join(','),
+    small: sent.every(small),
+    records: sent.map((g) => `${monthText(g.month)} ${g.customer} ${g.invoices} ${total(g)} ${formatWholeCents(g.min)} ${formatWholeCents(g.max)}`).join(','),
     partial: scope === 'page',
   };
 }
 
-/** The groups' totals as BigInts, from the rows again. */
-function exactTotals(rows: readonly FreshRow[], groups: readonly Group[], read: FreshRead): Map<Group, bigint> {
-  const from = Date.parse(read.from);
-  const to = Date.parse(read.to);
-  const key = (customer: number, month: number) => `${customer} ${month}`;
-  const byKey = new Map(groups.map((g) => [key(g.customer, g.month), g]));
-  const totals = new Map<Group, bigint>();
-  for (const row of rows) {
-    if (row.date < from || row.date >= to) continue;
-    const group = byKey.get(key(read.query.role === 'issuer' ? row.issuer : row.receiver, row.month));
-    if (group) totals.set(group, (totals.get(group) ?? 0n) + BigInt(row.cents));
-  }
-  return totals;
+/** What groupRows reads of a question: a read of all groups does not depend on the order or the cursor (every page of a TOTAL_DESC listing asks the same). */
+function answerKey(maxId: number, read: FreshRead): string {
+  const { query } = read;
+  const asked = [maxId, read.from, read.to, query.role, query.customerIds];
+  return JSON.stringify(read.scope === 'all' ? asked : [...asked, query.granularity, query.limit, query.after, read.upTo ?? null]);
 }
 
 const monthTexts = new Map<number, string>();
