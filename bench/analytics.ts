@@ -10,6 +10,7 @@ import { startChildServer } from './childServer.js';
 import { dropSlot, feedSlot, startLakeGateway, waitForFeed, type ExportOutcome, type LakeGateway } from './lakeGateway.js';
 import { ROOT } from './lookupSettings.js';
 import { scrapeMetrics } from './metricsScrape.js';
+import { closeHttpClient, postJson } from './httpClient.js';
 import { fmtMs, gitRevision, int, machine, mb } from './reportFormat.js';
 import { runCommand } from './runCommand.js';
 import { median, percentile, timed } from './stats.js';
@@ -190,18 +191,12 @@ async function viaGateway(url: string, shape: Shape): Promise<GatewayAnswer> {
   let pages = 0;
   let parseMs = 0;
   for (;;) {
-    const response = await fetch(url, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ query: STATS_QUERY, variables: { ...shape.variables, after } }),
-      signal: AbortSignal.timeout(300_000),
-    });
-    const text = await response.text();
+    const { status, text } = await postJson(url, { query: STATS_QUERY, variables: { ...shape.variables, after } });
     const parsing = performance.now();
     const body = JSON.parse(text) as { data?: BenchInvoiceStatsQuery | null; errors?: { message: string; extensions?: { code?: string } }[] };
     parseMs += performance.now() - parsing;
     if (body.errors?.length || !body.data) {
-      throw new Error(`gateway answered HTTP ${response.status}: ${JSON.stringify(body.errors ?? body).slice(0, 300)}`);
+      throw new Error(`gateway answered HTTP ${status}: ${JSON.stringify(body.errors ?? body).slice(0, 300)}`);
     }
     const stats = body.data.invoiceStats;
     pages++;
@@ -421,6 +416,7 @@ export async function analytics(argv: string[]): Promise<void> {
     await gateway?.stop().catch(() => undefined);
     await restoreSeed(sql, slot, data.maxId).catch((err: Error) => console.error(`could not restore the seeded data: ${err.message}`));
     await sql.end();
+    closeHttpClient();
     await rm(dataDir, { recursive: true, force: true });
   }
 }
@@ -570,7 +566,7 @@ function printHeader(options: AnalyticsOptions, data: BenchData, seededMonths: n
   );
   console.log(
     `method: each shape once to warm up, then ${options.repeat} timed runs alternating gateway and Postgres; ms = median / p95 of those runs (under 20 runs, p95 is the slowest). ` +
-      'gateway: invoiceStats over HTTP, until the answer is parsed ("all pages": every page of 10,000 rows, timed together). ' +
+      'gateway: invoiceStats over HTTP (node:http, one kept-alive connection), until the answer is parsed ("all pages": every page of 10,000 rows, timed together). ' +
       "Postgres: test/fixtures/statsCheck.ts's aggregate with the page's ORDER BY and LIMIT, through node-postgres, until the rows are parsed. " +
       'Every answer, warm-up included, compared row by row (customer, month, count, total, avg, min, max, in order) with Postgres\'s.' +
       (options.warmRuns > 0 ? ` Then ${options.warmRuns} gateway-only runs per shape, checked too: "warm" is their median.` : '') +
@@ -658,9 +654,9 @@ const postgresRoundTrip = (sql: pg.Pool) => medianMs(() => sql.query('SELECT 1')
 /** Median of empty queries ({ __typename }) through the benchmark's client. */
 function transportFloor(url: string): Promise<number> {
   return medianMs(async () => {
-    const response = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ query: '{ __typename }' }) });
-    if (!response.ok) throw new Error(`${url} answered HTTP ${response.status} to { __typename }`);
-    await response.json();
+    const { status, text } = await postJson(url, { query: '{ __typename }' });
+    if (status !== 200) throw new Error(`${url} answered HTTP ${status} to { __typename }`);
+    JSON.parse(text);
   });
 }
 
