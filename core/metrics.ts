@@ -234,6 +234,13 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly analyticsFewAnswers = new Counter({
+    name: 'gateway_analytics_few_answers_total',
+    help: 'invoiceStats answers for a few customers: kept (asked of Postgres and kept by this gateway\u2019s change feed), served (a kept one, proven current), stale (kept, but a commit touched its customers)',
+    labelNames: ['outcome'] as const,
+    registers: [this.registry],
+  });
+
   readonly analyticsWholeAnswers = new Counter({
     name: 'gateway_analytics_whole_answers_total',
     help: 'invoiceStats pages and whole answers: kept (a paging client\u2019s whole answer computed once and kept), served (a later page sliced from it), stale (kept, but invoices changed since)',

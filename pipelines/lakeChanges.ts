@@ -1,3 +1,4 @@
+import type { FewAnswers } from '../sources/lake/fewAnswers.js';
 import type { FreshInvoices } from '../sources/lake/freshInvoices.js';
 import type { LakeChange, LakeStore } from '../sources/postgres/lakeStore.js';
 import { formatLsn, parseLsn, type FeedTransaction, type Lsn } from '../sources/postgres/replication.js';
@@ -7,9 +8,10 @@ import type { FeedConsumer } from './changeFeed.js';
  * The feed consumer that tells the lake what it does not hold yet: every invoice inserted,
  * updated or deleted since the export that saw it, with its transaction, and how far the feed
  * has been recorded (analytics wait for that position before they trust the lake). The fresh
- * invoices themselves are kept in `fresh`, before the position moves past them.
+ * invoices themselves are kept in `fresh`, and `few` drops the kept answers they touch, before
+ * the position moves past them.
  */
-export function createLakeChangeRecorder(store: LakeStore, fresh: FreshInvoices): FeedConsumer {
+export function createLakeChangeRecorder(store: LakeStore, fresh: FreshInvoices, few?: FewAnswers): FeedConsumer {
   // Transactions up to here were recorded before this stream began: a replay. Recorded again,
   // an older change would set its entry's transaction back (an export finishing between the
   // replayed delete and the replayed re-insert of an id would then drop the entry while the
@@ -17,10 +19,10 @@ export function createLakeChangeRecorder(store: LakeStore, fresh: FreshInvoices)
   let recordedBefore: Lsn = 0n;
   /** This process's current stream: a re-anchoring of `fresh` by an older one's last batch is ignored. */
   let stream: object | undefined;
-  const anchorFresh = async () => {
+  const anchorFresh = async (kept: readonly { begin(from: string): void }[] = [fresh]) => {
     const current = stream;
     const xid = await store.nextXid();
-    if (current && current === stream) fresh.begin(xid);
+    if (current && current === stream) for (const memory of kept) memory.begin(xid);
   };
   return {
     name: 'lake',
@@ -29,7 +31,7 @@ export function createLakeChangeRecorder(store: LakeStore, fresh: FreshInvoices)
       recordedBefore = parseLsn(await store.recordedPosition());
       // Taken once the stream has started: every transaction begun after it will be delivered.
       stream = {};
-      await anchorFresh();
+      await anchorFresh(few ? [fresh, few] : [fresh]);
       store.feedStreaming(true);
     },
     // Nothing to write: queries of this process wait for the position, other processes' barriers
@@ -38,10 +40,12 @@ export function createLakeChangeRecorder(store: LakeStore, fresh: FreshInvoices)
     streamEnded() {
       stream = undefined;
       fresh.end();
+      few?.end();
       store.feedStreaming(false);
     },
     async handle(batch: readonly FeedTransaction[]) {
       // Replays too: the kept changes are complete only from the stream's start on.
+      few?.add(batch);
       if (!fresh.add(batch)) await anchorFresh();
       const changes = new Map<string, LakeChange>();
       let truncatedAt: FeedTransaction | undefined;

@@ -7,6 +7,7 @@ import { exportLake, type ExportOutcome, type ExportProgress } from '../pipeline
 import { createLakeChangeRecorder } from '../pipelines/lakeChanges.js';
 import { createDuck, type Duck } from '../sources/duckdb/duckdb.js';
 import { createDatasets } from '../sources/lake/datasets.js';
+import { createFewAnswers } from '../sources/lake/fewAnswers.js';
 import { createFreshInvoices } from '../sources/lake/freshInvoices.js';
 import { createJoined, type Joined } from '../sources/lake/joined.js';
 import { createLakeWriter } from '../sources/lake/lakeWriter.js';
@@ -74,8 +75,11 @@ export async function createLake(deps: { config: Config; logger: Logger; metrics
   const recordedPosition = createRecordedPosition();
   // The feed's recorder keeps the invoices it delivers; this process's queries group the fresh ones from it.
   const fresh = createFreshInvoices(config.lake.freshMaxChanges);
+  // The same feed proves kept few-customer answers current.
+  const few = createFewAnswers();
   const engine = createStatsEngine({
     fresh,
+    few,
     stats: createStatsStore(deps.analyticsDb, logger),
     lakeStore: createLakeStore(deps.lakeStateDb, recordedPosition),
     lake: { store, cache, duck },
@@ -141,7 +145,7 @@ export async function createLake(deps: { config: Config; logger: Logger; metrics
     joined,
     receiverPayments: createReceiverPayments({ datasets, duck, timeoutMs: RECEIVER_PAYMENTS_TIMEOUT_MS }),
     duckQueries: () => duck!.sessions(),
-    recorder: createLakeChangeRecorder(backgroundLakeStore, fresh),
+    recorder: createLakeChangeRecorder(backgroundLakeStore, fresh, few),
     store,
     exportNow,
     startExports() {

@@ -375,6 +375,69 @@ describe('invoiceStats is exact and fresh (local lake)', { skip }, () => {
     assert.deepEqual(lake.data!.invoiceStats.rows, await directStats(side.sql, 'RECEIVER', 12, 'TOTAL', many));
   });
 
+  it('keeps a few customers’ answer while its feed proves it current: their commits reach the next answer, others’ keep it', async () => {
+    const { metrics } = side.gw.gateway;
+    const outcomes = async () =>
+      Object.fromEntries(await Promise.all(['kept', 'served', 'stale'].map(async (outcome) => [outcome, await metrics.total(metrics.analyticsFewAnswers, { outcome })] as const)));
+    // Quiet issuers over 6 months (no other test of this file asks for 6 months by issuer).
+    const { rows } = await side.sql.query<{ id: string }>(
+      `SELECT issuer_id::text AS id FROM invoices
+       WHERE issue_date >= date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' - interval '5 months'
+       GROUP BY 1 HAVING count(*) <= ${BUSY / 2} ORDER BY count(*), 1 LIMIT 3`,
+    );
+    const [quiet, other, third] = rows.map((r) => r.id);
+    assert.ok(third, 'three quiet issuers');
+    const ask = async (label: string) => {
+      const answer = await side.gw.request(InvoiceStatsDocument, { groupBy: 'ISSUER', months: 6, granularity: 'MONTH', customerIds: [quiet!], first: 50 });
+      assert.equal(answer.data!.invoiceStats.freshness.engine, 'POSTGRES', label);
+      assert.deepEqual(answer.data!.invoiceStats.rows, await directStats(side.sql, 'ISSUER', 6, 'MONTH', [quiet!]), label);
+    };
+    const insertFor = (issuer: string) =>
+      side.sql.query(`INSERT INTO invoices (issue_date, issuer_id, receiver_id, amount_usd) VALUES (now(), $1, $2, 3.33)`, [issuer, third]);
+
+    // Kept once asked, then served (a transaction running elsewhere when the stream began keeps it from being kept: asked until one is).
+    const start = await outcomes();
+    let now = start;
+    await eventually(async () => {
+      await ask('asked until served');
+      now = await outcomes();
+      return now.served! > start.served!;
+    }, 'a kept answer served', 30_000);
+    assert.ok(now.kept! > start.kept!, 'kept before served');
+
+    // Another customer's commits keep it.
+    let before = await outcomes();
+    await insertFor(other!);
+    await ask('after a commit for another issuer');
+    now = await outcomes();
+    assert.equal(now.stale! - before.stale!, 0, 'not dropped by another issuer’s commit');
+
+    // A commit for the customer, made just before (as from psql), is in the next answer.
+    for (let i = 0; i < 5; i++) {
+      await insertFor(quiet!);
+      await ask(`right after commit ${i} for the customer`);
+      await ask(`asked again after commit ${i}`);
+    }
+    // So is one whose transaction began before the answer was kept and committed after it.
+    const late = await side.sql.connect();
+    try {
+      await late.query('BEGIN');
+      await late.query(`INSERT INTO invoices (issue_date, issuer_id, receiver_id, amount_usd) VALUES (now(), $1, $2, 4.44)`, [quiet, third]);
+      await ask('a transaction for the customer still running');
+      await ask('asked again while it runs');
+      await late.query('COMMIT');
+    } finally {
+      late.release();
+    }
+    await ask('after it committed');
+    // An update names no old parties: every kept answer it did not see goes.
+    before = await outcomes();
+    await side.sql.query(`UPDATE invoices SET amount_usd = amount_usd + 1 WHERE invoice_id = (SELECT max(invoice_id) FROM invoices WHERE issuer_id = $1)`, [quiet]);
+    await ask('after an update of its invoice');
+    now = await outcomes();
+    assert.equal(now.served! - before.served!, 0, 'not served after an update it did not see');
+  });
+
   it('adds fresh invoices of asked and unasked customers to a few customers’ held groups, equal to Postgres', async () => {
     await exportSettled(side.gw);
     const { rows: [busy] } = await side.sql.query<{ id: string }>(`SELECT issuer_id::text AS id FROM invoices GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 1`);

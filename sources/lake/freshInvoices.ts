@@ -225,7 +225,7 @@ function freshRow(row: Readonly<Record<string, unknown>>): FreshRow | null {
   return { date, month: utc.getUTCFullYear() * 12 + utc.getUTCMonth(), issuer: Number(row.issuer_id), receiver: Number(row.receiver_id), cents };
 }
 
-interface Snapshot {
+export interface Snapshot {
   readonly xmin: number;
   readonly xmax: number;
   readonly xip: ReadonlySet<number>;
@@ -237,17 +237,22 @@ export function parseSnapshot(text: string): Snapshot {
   return { xmin: Number(xmin), xmax: Number(xmax), xip: new Set(xip ? xip.split(',').map(Number) : []) };
 }
 
+/** A 32-bit xid (as pgoutput gives it) as the full xid nearest the snapshot's xmax, as lake_changes records it. */
+export function fullXid(snapshot: Snapshot, xid: number): number {
+  const low = snapshot.xmax % 2 ** 32;
+  return snapshot.xmax - ((((low - xid + 2 ** 31) % 2 ** 32) + 2 ** 32) % 2 ** 32) + 2 ** 31;
+}
+
 /**
  * Whether a committed transaction (its 32-bit xid, as pgoutput gives it) is visible in a snapshot.
  * The xid becomes the full one nearest the snapshot's xmax, as lake_changes records it.
  */
 export function visibility(snapshot: Snapshot): (xid: number) => boolean {
-  const low = snapshot.xmax % 2 ** 32;
   const known = new Map<number, boolean>();
   return (xid) => {
     let visible = known.get(xid);
     if (visible === undefined) {
-      const full = snapshot.xmax - ((((low - xid + 2 ** 31) % 2 ** 32) + 2 ** 32) % 2 ** 32) + 2 ** 31;
+      const full = fullXid(snapshot, xid);
       visible = full < snapshot.xmin || (full < snapshot.xmax && !snapshot.xip.has(full));
       known.set(xid, visible);
     }

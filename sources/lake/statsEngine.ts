@@ -9,6 +9,7 @@ import { ObjectNotFoundError, type ObjectStore } from '../objectStore/objectStor
 import { decodedEnd, UNKNOWN_MAX_ID, type LakeChanges, type LakeStore } from '../postgres/lakeStore.js';
 import type { Lsn } from '../postgres/replication.js';
 import type { InvoiceColumns, LiveGroups, LiveScope, SnapshotLake, StatsGroup, StatsQuery, StatsSnapshot, StatsStore, StatsWindow } from '../postgres/statsStore.js';
+import type { FewAnswers } from './fewAnswers.js';
 import type { FreshInvoices } from './freshInvoices.js';
 import { createHeldPages } from './heldPages.js';
 import { cursorKey, heldTableId, lakeStats, pageRecords } from './lakeStats.js';
@@ -55,6 +56,8 @@ export interface StatsEngineOptions {
   readonly metrics: Metrics;
   /** The invoices this process's change feed delivered (unset: fresh invoices are always read from Postgres). */
   readonly fresh?: FreshInvoices;
+  /** Few-customer answers kept while this process's feed proves them current (unset: each is asked of Postgres). */
+  readonly few?: FewAnswers;
 }
 
 /** The invoices of a window, exact as of a Postgres snapshot, for joins in DuckDB. */
@@ -220,6 +223,30 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
     return groups && Promise.resolve(groups);
   }
 
+  /**
+   * A few customers' answer kept by this process (see FewAnswers), if still exact: one statement
+   * reads the moment and where the WAL stands, then the barrier proves every commit the moment
+   * sees was handed to the kept answers, which drop an answer a commit touched.
+   */
+  async function keptFew(key: string, deadline: Deadline): Promise<{ asOf: string; groups: StatsGroup[] } | undefined> {
+    const few = options.few;
+    const stream = few?.stream();
+    if (!few || !stream || !few.has(key)) return undefined;
+    const moment = await timed('snapshot', () => options.stats.moment());
+    few.observed(moment.snapshot);
+    if (options.lakeStore.recordedHere() >= decodedEnd(moment.wal)) {
+      options.metrics.analyticsBarriers.inc({ kind: 'recorded' });
+    } else {
+      const waitMs = Math.min(options.barrierTimeoutMs, deadline.remainingMs());
+      const passed = await timed('barrier', () => options.lakeStore.recordedUpTo(moment.wal, waitMs, deadline.signal));
+      if (!passed) return undefined;
+      options.metrics.analyticsBarriers.inc({ kind: passed });
+    }
+    const groups = few.answer(key, stream, moment.thisMonth);
+    options.metrics.analyticsFewAnswers.inc({ outcome: groups ? 'served' : 'stale' });
+    return groups && { asOf: moment.asOf, groups: [...groups] };
+  }
+
   const observe = (engine: string, started: number) => {
     options.metrics.analyticsQueries.inc({ engine });
     options.metrics.analyticsDuration.observe({ engine }, (performance.now() - started) / 1000);
@@ -306,13 +333,28 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
           ? `${query.role} ${query.months} ${query.granularity} ${[...customerIds].sort((a, b) => a - b).join(',')}`
           : undefined;
       if (customerIds !== null && busyKey !== undefined && !busyCustomers.has(busyKey)) {
+        const fewKey = `${busyKey} ${query.orderBy} ${query.limit} ${JSON.stringify(query.after)}`;
+        const kept = await keptFew(fewKey, deadline);
+        if (kept) {
+          observe('POSTGRES', started);
+          return postgresAnswer(kept.asOf, kept.groups);
+        }
         // One statement: their invoices counted on the index up to the limit, and grouped only
         // under it. A busy customer's months are a dozen rollup rows in the lake instead.
-        const few = await timed('postgres', () => options.stats.fewCustomers({ ...query, customerIds }, options.postgresMaxInvoices));
+        const watch = options.few?.watch(fewKey, query.role, customerIds);
+        let few: Awaited<ReturnType<StatsStore['fewCustomers']>>;
+        try {
+          few = await timed('postgres', () => options.stats.fewCustomers({ ...query, customerIds }, options.postgresMaxInvoices));
+        } catch (err) {
+          watch?.cancel();
+          throw err;
+        }
         if (few) {
+          if (watch?.keep(few)) options.metrics.analyticsFewAnswers.inc({ outcome: 'kept' });
           observe('POSTGRES', started);
           return postgresAnswer(few.asOf, few.groups);
         }
+        watch?.cancel();
         busyCustomers.set(busyKey, true);
       }
       // Taken before the snapshot begins: what was recorded by then, the snapshot sees.

@@ -323,6 +323,13 @@ const groupStatement = memoized((role: StatsRole, granularity: StatsGranularity,
  * the groups only when that count is at most $6 (a one-time filter: past it nothing is grouped).
  * One row with no group when there is none, or when there are too many: the count and the moment come with it.
  */
+/** The statement's moment: its time, its snapshot, and its month in UTC (which window "the last n months" is). */
+const MOMENT_COLUMNS = `to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS "asOf", pg_current_snapshot()::text AS snapshot,
+  to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM') AS "thisMonth"`;
+
+/** A moment for a kept answer: every commit its snapshot sees ends at or before `wal` (read after the snapshot was taken). */
+const MOMENT: Statement = { name: 'stats_moment', text: `SELECT ${MOMENT_COLUMNS}, ${WAL_POSITION} AS wal` };
+
 const fewGroupsStatement = memoized((role: StatsRole, granularity: StatsGranularity, order: StatsOrder): Statement => {
   const bounds = (b: 'from_ts' | 'to_ts') => `(SELECT ${b} FROM bounds)`;
   const { ctes, select } = groupsSql(role, granularity, order, {
@@ -337,7 +344,7 @@ const fewGroupsStatement = memoized((role: StatsRole, granularity: StatsGranular
         SELECT count(*)::int AS n FROM (
           SELECT 1 FROM invoices WHERE ${PARTY[role]} = ANY($2::int[]) AND issue_date >= ${bounds('from_ts')} AND issue_date < ${bounds('to_ts')} LIMIT $6::int + 1) AS i),
       ${ctes}
-      ${select(`(SELECT n FROM counted) AS counted, to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS "asOf"`, '(SELECT 1) AS one LEFT JOIN page AS ranked ON true')}`,
+      ${select(`(SELECT n FROM counted) AS counted, ${MOMENT_COLUMNS}`, '(SELECT 1) AS one LEFT JOIN page AS ranked ON true')}`,
   };
 });
 
@@ -380,7 +387,16 @@ export interface StatsStore {
    * The page of a few customers in one statement, when they have at most `maxInvoices` invoices
    * in the window between them; undefined when they have more (the lake answers cheaper).
    */
-  fewCustomers(query: StatsQuery & { readonly customerIds: readonly number[] }, maxInvoices: number): Promise<{ asOf: string; groups: StatsGroup[] } | undefined>;
+  fewCustomers(query: StatsQuery & { readonly customerIds: readonly number[] }, maxInvoices: number): Promise<(StatsMoment & { groups: StatsGroup[] }) | undefined>;
+  /** One statement's moment and where the WAL stood after it began: a kept answer is checked against it. */
+  moment(): Promise<StatsMoment & { wal: WalPosition }>;
+}
+
+/** When a statement ran: its time (ISO 8601 UTC), its snapshot (pg_current_snapshot() text), and its month (YYYY-MM, UTC). */
+export interface StatsMoment {
+  readonly asOf: string;
+  readonly snapshot: string;
+  readonly thisMonth: string;
 }
 
 /**
@@ -394,10 +410,17 @@ export function createStatsStore(db: Database, logger: Logger): StatsStore {
     async fewCustomers(query, maxInvoices) {
       const statement = fewGroupsStatement(query.role, query.granularity, query.orderBy);
       const [sortValue, customer, month] = positionValues(query.after);
-      const rows = await db.query<StatsGroup & { counted: number; asOf: string }>(statement, [query.months, query.customerIds, query.limit, sortValue, customer, maxInvoices, month]);
+      const rows = await db.query<StatsGroup & StatsMoment & { counted: number }>(statement, [query.months, query.customerIds, query.limit, sortValue, customer, maxInvoices, month]);
       const [first] = rows;
       if (first!.counted > maxInvoices) return undefined;
-      return { asOf: first!.asOf, groups: first!.customerId === null ? [] : rows.map(({ counted: _counted, asOf: _asOf, ...group }) => group) };
+      const { asOf, snapshot, thisMonth } = first!;
+      const groups = first!.customerId === null ? [] : rows.map(({ counted: _c, asOf: _a, snapshot: _s, thisMonth: _m, ...group }) => group);
+      return { asOf, snapshot, thisMonth, groups };
+    },
+
+    async moment() {
+      const [row] = await db.query<StatsMoment & { wal: WalPosition }>(MOMENT);
+      return row!;
     },
 
     async withSnapshot(months, work, deadline, lake = NO_SNAPSHOT_LAKE) {

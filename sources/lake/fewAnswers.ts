@@ -1,0 +1,226 @@
+import { LRUCache } from 'lru-cache';
+import type { FeedTransaction } from '../postgres/replication.js';
+import type { StatsGroup, StatsRole } from '../postgres/statsStore.js';
+import { fullXid, parseSnapshot, visibility } from './freshInvoices.js';
+
+/**
+ * Answers of the few-customer shape (one statement on Postgres's party index), kept in the
+ * process whose change feed streams, for as long as the feed proves them current. Asked again (a
+ * dashboard's customer, a list's Customer.stats), an answer then costs one Postgres round trip
+ * (where the WAL stands, and the moment's snapshot) instead of the statement: the one shape where
+ * Postgres alone was faster than the gateway.
+ *
+ * Exact by transaction ids. An answer holds what its statement's snapshot S saw. A later query's
+ * snapshot T, once its barrier has passed, has had every transaction it sees handed to `add`
+ * (committed before T, so decoded before the WAL position read with T). The answer is T's too
+ * unless one of those touched its customers and S did not see it: `add` drops the answer then.
+ * Two ways a transaction could slip past that check are closed:
+ * - handed to `add` before the answer was kept, yet not seen by S (decoded from flushed WAL but
+ *   not yet visible: a commit waiting for a synchronous standby). The transactions handed to
+ *   `add` stay listed (`recent`) until a snapshot taken before the answer's statement began saw
+ *   them all (its xmin is past them), and an answer is kept only if S saw every listed one that
+ *   touched its customers.
+ * - committed before this process's stream began, so never handed here. An answer is kept only
+ *   when S's xmin is at or above `begin`'s anchor, an xid taken once the stream had started: a
+ *   transaction S does not see then began after the stream did.
+ * An UPDATE or DELETE names the invoice's old parties only by its key: it counts as touching
+ * every customer, as a TRUNCATE does.
+ */
+export interface FewAnswers {
+  /** The stream has started; `from`: an xid (xid8 text) such that every transaction at or above it began since. */
+  begin(from: string): void;
+  /** The stream ended: everything is dropped, and nothing is kept until the next begin. */
+  end(): void;
+  /** The invoice changes of transactions the feed delivered, in commit order, before they are recorded. */
+  add(batch: readonly FeedTransaction[]): void;
+  /** The current stream (undefined: none); an answer is served only in the stream it was kept in. */
+  stream(): object | undefined;
+  /** Whether an answer is kept under `key` (worth a round trip to check). */
+  has(key: string): boolean;
+  /** A snapshot taken now (pg_current_snapshot() text): transactions below its xmin are seen by every later one. */
+  observed(snapshot: string): void;
+  /**
+   * The answer kept under `key`, if still exact for a query whose snapshot's month is `month`
+   * (YYYY-MM, UTC), once the query's barrier has passed in `stream`.
+   */
+  answer(key: string, stream: object, month: string): readonly StatsGroup[] | undefined;
+  /**
+   * Before the statement is sent: the transactions that touch these customers from now on are
+   * watched, and `keep` stores the statement's answer if nothing it missed touched them.
+   */
+  watch(key: string, role: StatsRole, customers: readonly number[]): FewWatch | undefined;
+  /** Answers kept (for tests). */
+  size(): number;
+}
+
+export interface FewWatch {
+  /** `snapshot` and `thisMonth`: the statement's own (pg_current_snapshot() text; YYYY-MM of now() in UTC). Whether it was kept. */
+  keep(answer: { readonly snapshot: string; readonly thisMonth: string; readonly groups: readonly StatsGroup[] }): boolean;
+  /** The statement failed or answered nothing to keep. */
+  cancel(): void;
+}
+
+/** Which customers a transaction touched, by role; null: every customer (an update, a delete, a truncate). */
+interface Touch {
+  readonly xid: number;
+  readonly issuers: Set<number> | null;
+  readonly receivers: Set<number> | null;
+}
+
+interface Kept {
+  readonly groups: readonly StatsGroup[];
+  readonly month: string;
+  readonly stream: object;
+  readonly sees: (xid: number) => boolean;
+  readonly indexKeys: readonly string[];
+}
+
+interface Watching {
+  readonly role: StatsRole;
+  readonly customers: ReadonlySet<number>;
+  readonly stream: object;
+  /** Touches removed from `recent` while the statement ran: its snapshot may predate them. */
+  readonly missed: Touch[];
+}
+
+/** Answers kept: each is at most a customer's months (a few KB). */
+const ANSWERS_KEPT = 10_000;
+/** Touches listed while no snapshot prunes them (no few-customer query for a while): past this, everything is dropped. */
+const RECENT_MAX = 100_000;
+
+const touches = (touch: Touch, role: StatsRole, customers: Iterable<number>) => {
+  const parties = role === 'issuer' ? touch.issuers : touch.receivers;
+  if (parties === null) return true;
+  for (const customer of customers) if (parties.has(customer)) return true;
+  return false;
+};
+
+export function createFewAnswers(): FewAnswers {
+  let anchor: number | undefined;
+  let current: object | undefined;
+  /** Touches in the order the feed delivered them, not yet seen by every snapshot from now on. */
+  let recent: Touch[] = [];
+  const watching = new Set<Watching>();
+  /** Keys of kept answers by `role customer`, to drop them on a touch. */
+  const byCustomer = new Map<string, Set<string>>();
+  const kept = new LRUCache<string, Kept>({
+    max: ANSWERS_KEPT,
+    dispose: (answer, key) => {
+      for (const indexKey of answer.indexKeys) {
+        const keys = byCustomer.get(indexKey);
+        keys?.delete(key);
+        if (keys?.size === 0) byCustomer.delete(indexKey);
+      }
+    },
+  });
+
+  const dropAll = () => {
+    kept.clear();
+    recent = [];
+    // A statement running now cannot know what was dropped.
+    for (const w of watching) watching.delete(w);
+  };
+  const dropUnseen = (keys: Iterable<string>, xid: number) => {
+    for (const key of [...keys]) {
+      const answer = kept.peek(key);
+      if (answer && !answer.sees(xid)) kept.delete(key);
+    }
+  };
+
+  return {
+    begin(from) {
+      dropAll();
+      anchor = Number(from);
+      current = {};
+    },
+    end() {
+      dropAll();
+      anchor = undefined;
+      current = undefined;
+    },
+    stream: () => current,
+    has: (key) => current !== undefined && kept.has(key),
+    size: () => kept.size,
+
+    add(batch) {
+      if (current === undefined) return;
+      for (const tx of batch) {
+        let issuers: Set<number> | null = new Set();
+        let receivers: Set<number> | null = new Set();
+        let any = false;
+        for (const change of tx.changes) {
+          if (change.table !== 'invoices') continue;
+          any = true;
+          if (change.op === 'insert' && change.row) {
+            issuers?.add(Number(change.row.issuer_id));
+            receivers?.add(Number(change.row.receiver_id));
+          } else {
+            issuers = receivers = null;
+          }
+        }
+        if (!any) continue;
+        const touch: Touch = { xid: tx.xid, issuers, receivers };
+        recent.push(touch);
+        if (issuers === null || receivers === null) {
+          dropUnseen(kept.keys(), tx.xid);
+          continue;
+        }
+        for (const [role, parties] of [['issuer', issuers], ['receiver', receivers]] as const) {
+          for (const customer of parties) {
+            const keys = byCustomer.get(`${role} ${customer}`);
+            if (keys) dropUnseen(keys, tx.xid);
+          }
+        }
+      }
+      if (recent.length > RECENT_MAX) dropAll();
+    },
+
+    observed(snapshot) {
+      if (recent.length === 0) return;
+      const parsed = parseSnapshot(snapshot);
+      // Delivered in commit order, not xid order: the listed prefix below xmin goes.
+      let n = 0;
+      while (n < recent.length && fullXid(parsed, recent[n]!.xid) < parsed.xmin) n++;
+      if (n === 0) return;
+      const gone = recent.slice(0, n);
+      recent = recent.slice(n);
+      for (const w of watching) {
+        for (const touch of gone) if (touches(touch, w.role, w.customers)) w.missed.push(touch);
+      }
+    },
+
+    answer(key, stream, month) {
+      const answer = kept.get(key);
+      if (!answer || stream !== current || answer.stream !== current || answer.month !== month) return undefined;
+      return answer.groups;
+    },
+
+    watch(key, role, customers) {
+      if (current === undefined) return undefined;
+      const w: Watching = { role, customers: new Set(customers), stream: current, missed: [] };
+      watching.add(w);
+      return {
+        cancel: () => void watching.delete(w),
+        keep(answer) {
+          const watched = watching.delete(w);
+          if (!watched || w.stream !== current || anchor === undefined) return false;
+          const snapshot = parseSnapshot(answer.snapshot);
+          // A transaction this snapshot misses may have committed before the stream began.
+          if (snapshot.xmin < anchor) return false;
+          const sees = visibility(snapshot);
+          for (const touch of [...w.missed, ...recent]) {
+            if (!sees(touch.xid) && touches(touch, role, w.customers)) return false;
+          }
+          const indexKeys = [...w.customers].map((customer) => `${role} ${customer}`);
+          kept.set(key, { groups: answer.groups, month: answer.thisMonth, stream: w.stream, sees, indexKeys });
+          for (const indexKey of indexKeys) {
+            let keys = byCustomer.get(indexKey);
+            if (!keys) byCustomer.set(indexKey, (keys = new Set()));
+            keys.add(key);
+          }
+          return true;
+        },
+      };
+    },
+  };
+}
