@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { createFewAnswers } from '../sources/lake/fewAnswers.js';
+import { createFewAnswers, type FewAnswers } from '../sources/lake/fewAnswers.js';
 import type { FeedTransaction } from '../sources/postgres/replication.js';
 import type { StatsGroup } from '../sources/postgres/statsStore.js';
 
@@ -21,6 +21,14 @@ const customerRow = { table: 'customers' as const, op: 'update' as const, row: {
 
 const groups: StatsGroup[] = [{ customerId: 7, month: '2026-12', invoices: '2', totalUsd: '3.00', minUsd: '1.00', maxUsd: '2.00', allInvoices: '2' }];
 const MONTH = '2026-12';
+/** A later query's moment: its snapshot (after every transaction of these tests) and month. */
+const NOW = { snapshot: '1500:1500:', thisMonth: MONTH };
+
+/** What a query asking again at `moment` is served (held first, then checked, as statsEngine does). */
+function served(few: FewAnswers, stream: object, moment = NOW, key = 'k') {
+  const held = few.held(key);
+  return held && few.answer(held, stream, moment);
+}
 
 /** Answers kept for issuer 7 under `key`, the statement's snapshot being `snapshot`. */
 function keptFor(snapshot: string, { anchor = '1000', key = 'k' } = {}) {
@@ -35,12 +43,12 @@ describe('kept few-customer answers', () => {
   it('are served while no commit the answer did not see touches their customers', () => {
     const { few, stream, keep } = keptFor('1005:1010:1007');
     assert.equal(keep(), true);
-    assert.deepEqual(few.answer('k', stream, MONTH), groups);
+    assert.deepEqual(served(few, stream), groups);
     // Seen by the answer's snapshot (below xmin, or below xmax and not running), another issuer, a receiver, another table.
     few.add([tx(1004, insert(1, 7, 8)), tx(1006, insert(2, 7, 8)), tx(1011, insert(3, 8, 7)), tx(1012, insert(4, 9, 7)), tx(1013, customerRow)]);
-    assert.deepEqual(few.answer('k', stream, MONTH), groups);
+    assert.deepEqual(served(few, stream), groups);
     // Another month: another window.
-    assert.equal(few.answer('k', stream, '2027-01'), undefined);
+    assert.equal(served(few, stream, { ...NOW, thisMonth: '2027-01' }), undefined);
   });
 
   it('are dropped by a commit their snapshot did not see that touches their customers', () => {
@@ -52,7 +60,7 @@ describe('kept few-customer answers', () => {
       const { few, stream, keep } = keptFor('1005:1010:1007');
       assert.equal(keep(), true, label);
       few.add([commit]);
-      assert.equal(few.answer('k', stream, MONTH), undefined, label);
+      assert.equal(served(few, stream), undefined, label);
       assert.equal(few.size(), 0, label);
     }
   });
@@ -90,9 +98,9 @@ describe('kept few-customer answers', () => {
     assert.equal(keep(), true);
     few.end();
     assert.equal(few.stream(), undefined);
-    assert.equal(few.answer('k', stream, MONTH), undefined);
+    assert.equal(served(few, stream), undefined);
     few.begin('2000');
-    assert.equal(few.answer('k', few.stream()!, MONTH), undefined, 'dropped with the stream');
+    assert.equal(served(few, few.stream()!), undefined, 'dropped with the stream');
 
     // A statement that began in the stream before: not kept in this one.
     const { few: other, watch } = keptFor('1005:1010:');
@@ -101,11 +109,26 @@ describe('kept few-customer answers', () => {
     assert.equal(watch.keep({ snapshot: '1005:1010:', thisMonth: MONTH, groups }), false);
   });
 
+  it('serve only the answer held before the moment, and none from a snapshot 2^30 xids before it', () => {
+    const { few, stream, keep } = keptFor('1005:1010:');
+    assert.equal(keep(), true);
+    // Held by a query, then dropped by a commit, then kept again by a statement begun later: that
+    // answer may see commits after the first query's moment.
+    const held = few.held('k')!;
+    few.add([tx(1010, insert(8, 7, 8))]);
+    assert.equal(few.watch('k', 'issuer', [7])!.keep({ snapshot: '1011:1011:', thisMonth: MONTH, groups }), true);
+    assert.equal(few.answer(held, stream, NOW), undefined);
+    assert.deepEqual(served(few, stream), groups);
+    // A commit 2^31 xids on would read as one the snapshot saw: past 2^30 the answer goes.
+    assert.equal(served(few, stream, { ...NOW, snapshot: `${1011 + 2 ** 30 + 1}:${1011 + 2 ** 30 + 1}:` }), undefined);
+    assert.equal(few.size(), 0);
+  });
+
   it('drops everything once too many commits wait for a snapshot to see them', () => {
     const { few, stream, keep } = keptFor('1005:1010:');
     assert.equal(keep(), true);
     // Each seen by the answer (below its xmin), listed until a query's snapshot prunes them.
     for (let i = 0; i <= 100_000; i++) few.add([tx(1001, insert(10 + i, 8, 9))]);
-    assert.equal(few.answer('k', stream, MONTH), undefined);
+    assert.equal(served(few, stream), undefined);
   });
 });

@@ -35,15 +35,16 @@ export interface FewAnswers {
   add(batch: readonly FeedTransaction[]): void;
   /** The current stream (undefined: none); an answer is served only in the stream it was kept in. */
   stream(): object | undefined;
-  /** Whether an answer is kept under `key` (worth a round trip to check). */
-  has(key: string): boolean;
+  /** The answer kept under `key` now (worth a round trip to check), for `answer`. */
+  held(key: string): HeldAnswer | undefined;
   /** A snapshot taken now (pg_current_snapshot() text): transactions below its xmin are seen by every later one. */
   observed(snapshot: string): void;
   /**
-   * The answer kept under `key`, if still exact for a query whose snapshot's month is `month`
-   * (YYYY-MM, UTC), once the query's barrier has passed in `stream`.
+   * A held answer's groups if it is still kept and exact at `moment` (a statement's snapshot and
+   * month, taken after it was held), once this process's feed, in `stream`, has recorded every
+   * commit the moment sees.
    */
-  answer(key: string, stream: object, month: string): readonly StatsGroup[] | undefined;
+  answer(held: HeldAnswer, stream: object, moment: { readonly snapshot: string; readonly thisMonth: string }): readonly StatsGroup[] | undefined;
   /**
    * Before the statement is sent: the transactions that touch these customers from now on are
    * watched, and `keep` stores the statement's answer if nothing it missed touched them.
@@ -60,6 +61,11 @@ export interface FewWatch {
   cancel(): void;
 }
 
+/** An answer as `held` found it. */
+export interface HeldAnswer {
+  readonly key: string;
+}
+
 /** Which customers a transaction touched, by role; null: every customer (an update, a delete, a truncate). */
 interface Touch {
   readonly xid: number;
@@ -67,8 +73,10 @@ interface Touch {
   readonly receivers: Set<number> | null;
 }
 
-interface Kept {
+interface Kept extends HeldAnswer {
   readonly groups: readonly StatsGroup[];
+  /** Its snapshot's xmax (a full xid). */
+  readonly xmax: number;
   readonly month: string;
   readonly stream: object;
   readonly sees: (xid: number) => boolean;
@@ -82,6 +90,13 @@ interface Watching {
   /** Touches removed from `recent` while the statement ran: its snapshot may predate them. */
   readonly missed: Touch[];
 }
+
+/**
+ * Xids between an answer's snapshot and a later moment past which it is dropped: the feed's xids
+ * are 32 bits, read as the full xid nearest the answer's snapshot, so a commit 2^31 xids later
+ * would be taken for one it saw.
+ */
+const XID_HORIZON = 2 ** 30;
 
 /** Answers kept: each is at most a customer's months (a few KB). */
 const ANSWERS_KEPT = 10_000;
@@ -127,6 +142,21 @@ export function createFewAnswers(): FewAnswers {
     }
   };
 
+  /** Drops from `recent` what every snapshot from now on sees; a statement running now keeps it in view. */
+  function observed(snapshot: string) {
+    if (recent.length === 0) return;
+    const parsed = parseSnapshot(snapshot);
+    // Delivered in commit order, not xid order: the listed prefix below xmin goes.
+    let n = 0;
+    while (n < recent.length && fullXid(parsed, recent[n]!.xid) < parsed.xmin) n++;
+    if (n === 0) return;
+    const gone = recent.slice(0, n);
+    recent = recent.slice(n);
+    for (const w of watching) {
+      for (const touch of gone) if (touches(touch, w.role, w.customers)) w.missed.push(touch);
+    }
+  }
+
   return {
     begin(from) {
       dropAll();
@@ -139,7 +169,7 @@ export function createFewAnswers(): FewAnswers {
       current = undefined;
     },
     stream: () => current,
-    has: (key) => current !== undefined && kept.has(key),
+    held: (key) => (current === undefined ? undefined : kept.peek(key)),
     size: () => kept.size,
 
     add(batch) {
@@ -175,23 +205,15 @@ export function createFewAnswers(): FewAnswers {
       if (recent.length > RECENT_MAX) dropAll();
     },
 
-    observed(snapshot) {
-      if (recent.length === 0) return;
-      const parsed = parseSnapshot(snapshot);
-      // Delivered in commit order, not xid order: the listed prefix below xmin goes.
-      let n = 0;
-      while (n < recent.length && fullXid(parsed, recent[n]!.xid) < parsed.xmin) n++;
-      if (n === 0) return;
-      const gone = recent.slice(0, n);
-      recent = recent.slice(n);
-      for (const w of watching) {
-        for (const touch of gone) if (touches(touch, w.role, w.customers)) w.missed.push(touch);
-      }
-    },
+    observed,
 
-    answer(key, stream, month) {
-      const answer = kept.get(key);
-      if (!answer || stream !== current || answer.stream !== current || answer.month !== month) return undefined;
+    answer(held, stream, moment) {
+      const answer = kept.get(held.key);
+      if (answer !== held || stream !== current || answer.stream !== current || answer.month !== moment.thisMonth) return undefined;
+      if (parseSnapshot(moment.snapshot).xmax - answer.xmax > XID_HORIZON) {
+        kept.delete(held.key);
+        return undefined;
+      }
       return answer.groups;
     },
 
@@ -211,8 +233,10 @@ export function createFewAnswers(): FewAnswers {
           for (const touch of [...w.missed, ...recent]) {
             if (!sees(touch.xid) && touches(touch, role, w.customers)) return false;
           }
+          // Its snapshot prunes the list too (statements run where no answer is asked again).
+          observed(answer.snapshot);
           const indexKeys = [...w.customers].map((customer) => `${role} ${customer}`);
-          kept.set(key, { groups: answer.groups, month: answer.thisMonth, stream: w.stream, sees, indexKeys });
+          kept.set(key, { key, groups: answer.groups, xmax: snapshot.xmax, month: answer.thisMonth, stream: w.stream, sees, indexKeys });
           for (const indexKey of indexKeys) {
             let keys = byCustomer.get(indexKey);
             if (!keys) byCustomer.set(indexKey, (keys = new Set()));

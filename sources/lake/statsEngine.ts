@@ -225,24 +225,26 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
 
   /**
    * A few customers' answer kept by this process (see FewAnswers), if still exact: one statement
-   * reads the moment and where the WAL stands, then the barrier proves every commit the moment
-   * sees was handed to the kept answers, which drop an answer a commit touched.
+   * reads the moment and where the WAL stands; once this process's own feed has recorded that far
+   * (briefly waited for: the statement costs about as much), every commit the moment sees was
+   * handed to the kept answers, which drop an answer such a commit touched.
    */
   async function keptFew(key: string, deadline: Deadline): Promise<{ asOf: string; groups: StatsGroup[] } | undefined> {
     const few = options.few;
     const stream = few?.stream();
-    if (!few || !stream || !few.has(key)) return undefined;
+    // The answer kept now: one kept later, by a statement that began after this moment, may see later commits.
+    const held = stream && few!.held(key);
+    if (!held) return undefined;
     const moment = await timed('snapshot', () => options.stats.moment());
-    few.observed(moment.snapshot);
-    if (options.lakeStore.recordedHere() >= decodedEnd(moment.wal)) {
-      options.metrics.analyticsBarriers.inc({ kind: 'recorded' });
+    few!.observed(moment.snapshot);
+    if (options.lakeStore.recordedHere() < decodedEnd(moment.wal)) {
+      const waitMs = Math.min(FEW_BARRIER_WAIT_MS, deadline.remainingMs());
+      if (!(await timed('barrier', () => options.lakeStore.recordedHereUpTo(moment.wal, waitMs, deadline.signal)))) return undefined;
+      options.metrics.analyticsBarriers.inc({ kind: 'decoded' });
     } else {
-      const waitMs = Math.min(options.barrierTimeoutMs, deadline.remainingMs());
-      const passed = await timed('barrier', () => options.lakeStore.recordedUpTo(moment.wal, waitMs, deadline.signal));
-      if (!passed) return undefined;
-      options.metrics.analyticsBarriers.inc({ kind: passed });
+      options.metrics.analyticsBarriers.inc({ kind: 'recorded' });
     }
-    const groups = few.answer(key, stream, moment.thisMonth);
+    const groups = few!.answer(held, stream, moment);
     options.metrics.analyticsFewAnswers.inc({ outcome: groups ? 'served' : 'stale' });
     return groups && { asOf: moment.asOf, groups: [...groups] };
   }
@@ -446,6 +448,13 @@ const late = () => upstreamTimeout('The analytics query');
  * is at most 120,000); a window past this is read from its rollup files every time.
  */
 const WINDOW_ROWS_HELD = 2_000_000;
+
+/**
+ * How long a kept few-customer answer waits for this process's feed to record up to its moment
+ * before the statement runs instead (about 1 ms): the feed records a commit within a millisecond
+ * or so of its flush (see LakeStore.recordedUpTo).
+ */
+const FEW_BARRIER_WAIT_MS = 5;
 
 /** Characters of the sets of customers remembered as busy (see busyCustomers), and for how long. */
 const BUSY_KEY_CHARS = 1_000_000;

@@ -175,6 +175,11 @@ export interface LakeStore {
   recordedUpTo(wal: WalPosition, waitMs: number, signal?: AbortSignal): Promise<BarrierPassed | undefined>;
   /** How far this process's feed has recorded (committed) every change. */
   recordedHere(): Lsn;
+  /**
+   * Whether this process's own feed, streaming, records up to `wal` within `waitMs`: nothing is
+   * written and lake_state is not read, so no other process's feed can pass it (false at once when not streaming).
+   */
+  recordedHereUpTo(wal: WalPosition, waitMs: number, signal?: AbortSignal): Promise<boolean>;
   /** This process's feed has recorded every change up to `position` (see FeedConsumer.caughtUp). */
   caughtUp(position: Lsn): void;
   /** This process's feed streams (its position follows the WAL), or stopped. */
@@ -340,6 +345,14 @@ export function createLakeStore(db: Database, position: RecordedPosition): LakeS
       return (await writeBarrier(Math.max(waitMs, 0), signal, target)) ? 'written' : undefined;
     },
     recordedHere: () => position.at(),
+    async recordedHereUpTo(wal, waitMs, signal) {
+      const target = decodedEnd(wal);
+      const until = performance.now() + waitMs;
+      for (let left = waitMs; !position.passed(target) && position.following && left > 0 && !signal?.aborted; left = until - performance.now()) {
+        await position.moved(left);
+      }
+      return position.passed(target);
+    },
     caughtUp: (to) => position.reached(to),
     feedStreaming(streaming) {
       position.following = streaming;
