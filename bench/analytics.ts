@@ -10,6 +10,7 @@ import { startChildServer } from './childServer.js';
 import { dropSlot, feedSlot, startLakeGateway, waitForFeed, type ExportOutcome, type LakeGateway } from './lakeGateway.js';
 import { ROOT } from './lookupSettings.js';
 import { scrapeMetrics } from './metricsScrape.js';
+import { loadConfig } from '../server/config.js';
 import { closeHttpClient, postJson } from './httpClient.js';
 import { fmtMs, gitRevision, int, machine, mb } from './reportFormat.js';
 import { runCommand } from './runCommand.js';
@@ -107,8 +108,8 @@ function directSql(shape: Shape): { text: string; values: unknown[] } {
   };
 }
 
-/** Half the gateway's default ANALYTICS_POSTGRES_MAX_INVOICES: a customer Postgres answers for, with some work. */
-const MEDIUM_INVOICES = 2_500;
+/** Half the gateway's default ANALYTICS_POSTGRES_MAX_INVOICES (the benchmark's gateway runs with it): a customer Postgres answers for, with some work. */
+const MEDIUM_INVOICES = loadConfig({}).analytics.postgresMaxInvoices / 2;
 
 interface Picks {
   readonly small: { id: string; invoices: number };

@@ -219,8 +219,9 @@ export class Metrics {
   readonly analyticsBarriers = new Counter({
     name: 'gateway_analytics_barriers_total',
     help:
-      'Lake queries\u2019 barriers passed: recorded (this gateway\u2019s feed had recorded past the snapshot before it began: the change list is read in it), ' +
-      'decoded (the feed reported the WAL decoded past the snapshot; nothing written) or written (a logical message written and flushed, then passed)',
+      'Lake queries\u2019 barriers passed (and kept few-customer answers\u2019, which only recorded or decoded pass): recorded (this gateway\u2019s feed had recorded ' +
+      'past the snapshot before it began: the change list is read in it), decoded (the feed reported the WAL decoded past the snapshot; nothing written) ' +
+      'or written (a logical message written and flushed, then passed)',
     labelNames: ['kind'] as const,
     registers: [this.registry],
   });

@@ -33,18 +33,17 @@ export interface FewAnswers {
   end(): void;
   /** The invoice changes of transactions the feed delivered, in commit order, before they are recorded. */
   add(batch: readonly FeedTransaction[]): void;
-  /** The current stream (undefined: none); an answer is served only in the stream it was kept in. */
-  stream(): object | undefined;
-  /** The answer kept under `key` now (worth a round trip to check), for `answer`. */
+  /** The answer kept under `key` now (worth a round trip to check), for `answer`; none while no stream runs. */
   held(key: string): HeldAnswer | undefined;
   /** A snapshot taken now (pg_current_snapshot() text): transactions below its xmin are seen by every later one. */
   observed(snapshot: string): void;
   /**
    * A held answer's groups if it is still kept and exact at `moment` (a statement's snapshot and
-   * month, taken after it was held), once this process's feed, in `stream`, has recorded every
-   * commit the moment sees.
+   * month, taken after it was held), once this process's feed has recorded every commit the
+   * moment sees. Every begin and end drops what was kept and watched, so an answer or a watch of
+   * an earlier stream is never found again.
    */
-  answer(held: HeldAnswer, stream: object, moment: { readonly snapshot: string; readonly thisMonth: string }): readonly StatsGroup[] | undefined;
+  answer(held: HeldAnswer, moment: { readonly snapshot: string; readonly thisMonth: string }): readonly StatsGroup[] | undefined;
   /**
    * Before the statement is sent: the transactions that touch these customers from now on are
    * watched, and `keep` stores the statement's answer if nothing it missed touched them.
@@ -78,7 +77,6 @@ interface Kept extends HeldAnswer {
   /** Its snapshot's xmax (a full xid). */
   readonly xmax: number;
   readonly month: string;
-  readonly stream: object;
   readonly sees: (xid: number) => boolean;
   readonly indexKeys: readonly string[];
 }
@@ -86,7 +84,6 @@ interface Kept extends HeldAnswer {
 interface Watching {
   readonly role: StatsRole;
   readonly customers: ReadonlySet<number>;
-  readonly stream: object;
   /** Touches removed from `recent` while the statement ran: its snapshot may predate them. */
   readonly missed: Touch[];
 }
@@ -111,8 +108,8 @@ const touches = (touch: Touch, role: StatsRole, customers: Iterable<number>) => 
 };
 
 export function createFewAnswers(): FewAnswers {
+  /** Set while a stream runs (see begin). */
   let anchor: number | undefined;
-  let current: object | undefined;
   /** Touches in the order the feed delivered them, not yet seen by every snapshot from now on. */
   let recent: Touch[] = [];
   const watching = new Set<Watching>();
@@ -133,7 +130,7 @@ export function createFewAnswers(): FewAnswers {
     kept.clear();
     recent = [];
     // A statement running now cannot know what was dropped.
-    for (const w of watching) watching.delete(w);
+    watching.clear();
   };
   const dropUnseen = (keys: Iterable<string>, xid: number) => {
     for (const key of [...keys]) {
@@ -161,19 +158,16 @@ export function createFewAnswers(): FewAnswers {
     begin(from) {
       dropAll();
       anchor = Number(from);
-      current = {};
     },
     end() {
       dropAll();
       anchor = undefined;
-      current = undefined;
     },
-    stream: () => current,
-    held: (key) => (current === undefined ? undefined : kept.peek(key)),
+    held: (key) => (anchor === undefined ? undefined : kept.peek(key)),
     size: () => kept.size,
 
     add(batch) {
-      if (current === undefined) return;
+      if (anchor === undefined) return;
       for (const tx of batch) {
         let issuers: Set<number> | null = new Set();
         let receivers: Set<number> | null = new Set();
@@ -207,9 +201,9 @@ export function createFewAnswers(): FewAnswers {
 
     observed,
 
-    answer(held, stream, moment) {
+    answer(held, moment) {
       const answer = kept.get(held.key);
-      if (answer !== held || stream !== current || answer.stream !== current || answer.month !== moment.thisMonth) return undefined;
+      if (answer !== held || answer.month !== moment.thisMonth) return undefined;
       if (parseSnapshot(moment.snapshot).xmax - answer.xmax > XID_HORIZON) {
         kept.delete(held.key);
         return undefined;
@@ -218,14 +212,14 @@ export function createFewAnswers(): FewAnswers {
     },
 
     watch(key, role, customers) {
-      if (current === undefined) return undefined;
-      const w: Watching = { role, customers: new Set(customers), stream: current, missed: [] };
+      if (anchor === undefined) return undefined;
+      const w: Watching = { role, customers: new Set(customers), missed: [] };
       watching.add(w);
       return {
         cancel: () => void watching.delete(w),
         keep(answer) {
           const watched = watching.delete(w);
-          if (!watched || w.stream !== current || anchor === undefined) return false;
+          if (!watched || anchor === undefined) return false;
           const snapshot = parseSnapshot(answer.snapshot);
           // A transaction this snapshot misses may have committed before the stream began.
           if (snapshot.xmin < anchor) return false;
@@ -236,7 +230,7 @@ export function createFewAnswers(): FewAnswers {
           // Its snapshot prunes the list too (statements run where no answer is asked again).
           observed(answer.snapshot);
           const indexKeys = [...w.customers].map((customer) => `${role} ${customer}`);
-          kept.set(key, { key, groups: answer.groups, xmax: snapshot.xmax, month: answer.thisMonth, stream: w.stream, sees, indexKeys });
+          kept.set(key, { key, groups: answer.groups, xmax: snapshot.xmax, month: answer.thisMonth, sees, indexKeys });
           for (const indexKey of indexKeys) {
             let keys = byCustomer.get(indexKey);
             if (!keys) byCustomer.set(indexKey, (keys = new Set()));

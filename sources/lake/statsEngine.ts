@@ -231,20 +231,16 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
    */
   async function keptFew(key: string, deadline: Deadline): Promise<{ asOf: string; groups: StatsGroup[] } | undefined> {
     const few = options.few;
-    const stream = few?.stream();
     // The answer kept now: one kept later, by a statement that began after this moment, may see later commits.
-    const held = stream && few!.held(key);
-    if (!held) return undefined;
+    const held = few?.held(key);
+    if (!few || !held) return undefined;
     const moment = await timed('snapshot', () => options.stats.moment());
-    few!.observed(moment.snapshot);
-    if (options.lakeStore.recordedHere() < decodedEnd(moment.wal)) {
-      const waitMs = Math.min(FEW_BARRIER_WAIT_MS, deadline.remainingMs());
-      if (!(await timed('barrier', () => options.lakeStore.recordedHereUpTo(moment.wal, waitMs, deadline.signal)))) return undefined;
-      options.metrics.analyticsBarriers.inc({ kind: 'decoded' });
-    } else {
-      options.metrics.analyticsBarriers.inc({ kind: 'recorded' });
-    }
-    const groups = few!.answer(held, stream, moment);
+    few.observed(moment.snapshot);
+    const waitMs = Math.min(FEW_BARRIER_WAIT_MS, deadline.remainingMs());
+    const passed = await timed('barrier', () => options.lakeStore.recordedHereUpTo(moment.wal, waitMs, deadline.signal));
+    if (!passed) return undefined;
+    options.metrics.analyticsBarriers.inc({ kind: passed });
+    const groups = few.answer(held, moment);
     options.metrics.analyticsFewAnswers.inc({ outcome: groups ? 'served' : 'stale' });
     return groups && { asOf: moment.asOf, groups: [...groups] };
   }
@@ -344,13 +340,10 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
         // One statement: their invoices counted on the index up to the limit, and grouped only
         // under it. A busy customer's months are a dozen rollup rows in the lake instead.
         const watch = options.few?.watch(fewKey, query.role, customerIds);
-        let few: Awaited<ReturnType<StatsStore['fewCustomers']>>;
-        try {
-          few = await timed('postgres', () => options.stats.fewCustomers({ ...query, customerIds }, options.postgresMaxInvoices));
-        } catch (err) {
+        const few = await timed('postgres', () => options.stats.fewCustomers({ ...query, customerIds }, options.postgresMaxInvoices)).catch((err: unknown) => {
           watch?.cancel();
           throw err;
-        }
+        });
         if (few) {
           if (watch?.keep(few)) options.metrics.analyticsFewAnswers.inc({ outcome: 'kept' });
           observe('POSTGRES', started);

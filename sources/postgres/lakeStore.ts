@@ -177,9 +177,10 @@ export interface LakeStore {
   recordedHere(): Lsn;
   /**
    * Whether this process's own feed, streaming, records up to `wal` within `waitMs`: nothing is
-   * written and lake_state is not read, so no other process's feed can pass it (false at once when not streaming).
+   * written and lake_state is not read, so no other process's feed can pass it. `recorded`: it
+   * had already; undefined: not in time (at once when it does not stream).
    */
-  recordedHereUpTo(wal: WalPosition, waitMs: number, signal?: AbortSignal): Promise<boolean>;
+  recordedHereUpTo(wal: WalPosition, waitMs: number, signal?: AbortSignal): Promise<'recorded' | 'decoded' | undefined>;
   /** This process's feed has recorded every change up to `position` (see FeedConsumer.caughtUp). */
   caughtUp(position: Lsn): void;
   /** This process's feed streams (its position follows the WAL), or stopped. */
@@ -347,11 +348,12 @@ export function createLakeStore(db: Database, position: RecordedPosition): LakeS
     recordedHere: () => position.at(),
     async recordedHereUpTo(wal, waitMs, signal) {
       const target = decodedEnd(wal);
+      if (position.passed(target)) return 'recorded';
       const until = performance.now() + waitMs;
       for (let left = waitMs; !position.passed(target) && position.following && left > 0 && !signal?.aborted; left = until - performance.now()) {
         await position.moved(left);
       }
-      return position.passed(target);
+      return position.passed(target) ? 'decoded' : undefined;
     },
     caughtUp: (to) => position.reached(to),
     feedStreaming(streaming) {

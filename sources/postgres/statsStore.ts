@@ -317,12 +317,6 @@ const groupStatement = memoized((role: StatsRole, granularity: StatsGranularity,
   return { name: `stats_pg_${role}_${granularity}_${order}_${filtered ? 'some' : 'all'}`.toLowerCase(), text: `WITH ${ctes} ${select('')}` };
 });
 
-/**
- * A few customers' page in one statement, without a transaction (one statement sees one
- * snapshot): the window from $1 months, their invoices counted on the index up to $6 + 1, and
- * the groups only when that count is at most $6 (a one-time filter: past it nothing is grouped).
- * One row with no group when there is none, or when there are too many: the count and the moment come with it.
- */
 /** The statement's moment: its time, its snapshot, and its month in UTC (which window "the last n months" is). */
 const MOMENT_COLUMNS = `to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS "asOf", pg_current_snapshot()::text AS snapshot,
   to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM') AS "thisMonth"`;
@@ -330,6 +324,12 @@ const MOMENT_COLUMNS = `to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:
 /** A moment for a kept answer: every commit its snapshot sees ends at or before `wal` (read after the snapshot was taken). */
 const MOMENT: Statement = { name: 'stats_moment', text: `SELECT ${MOMENT_COLUMNS}, ${WAL_POSITION} AS wal` };
 
+/**
+ * A few customers' page in one statement, without a transaction (one statement sees one
+ * snapshot): the window from $1 months, their invoices counted on the index up to $6 + 1, and
+ * the groups only when that count is at most $6 (a one-time filter: past it nothing is grouped).
+ * One row with no group when there is none, or when there are too many: the count and the moment come with it.
+ */
 const fewGroupsStatement = memoized((role: StatsRole, granularity: StatsGranularity, order: StatsOrder): Statement => {
   const bounds = (b: 'from_ts' | 'to_ts') => `(SELECT ${b} FROM bounds)`;
   const { ctes, select } = groupsSql(role, granularity, order, {
