@@ -4,10 +4,17 @@ import type { FeedStatus } from '../pipelines/changeFeed.js';
 import type { EventBus } from '../sources/pubsub/eventBus.js';
 import type { InvoiceStore } from '../sources/postgres/invoiceStore.js';
 import type { RiskStore } from '../sources/postgres/riskStore.js';
+import type { HeldAnswer } from '../sources/lake/fewAnswers.js';
 import type { Joined } from '../sources/lake/joined.js';
 import type { StatsEngine } from '../sources/lake/statsEngine.js';
 import type { Loaders } from './loaders.js';
 import type { Viewer } from './viewer.js';
+
+/** An invoiceStats answer served from a kept few-customer answer (StatsAnswer.kept), at `asOf`. */
+export interface KeptStats {
+  readonly held: HeldAnswer;
+  readonly asOf: string;
+}
 
 /** What every resolver receives; built fresh for each request (and each subscription). */
 export interface Context {
@@ -26,7 +33,9 @@ export interface Context {
   /**
    * What the pipeline learnt of this operation: the cost charged to the client's budget (set once
    * charged, so it is charged once), which the response cache charges again for a stored answer. An object of its own because Apollo
-   * runs each operation with a shallow copy of the context.
+   * runs each operation with a shallow copy of the context. `stats`: for each invoiceStats field
+   * run, the kept few-customer answer it was served from, and its asOf (null: computed), by which
+   * the lean path replays the whole response (server/keptAnalytics.ts).
    */
-  readonly operation: { cost?: number };
+  readonly operation: { cost?: number; stats?: (KeptStats | null)[] };
 }

@@ -36,6 +36,7 @@ import { createRateLimits, type RateLimits } from './rateLimits.js';
 import { trustedQuery } from './trustedDocuments.js';
 import type { Viewer } from '../resolvers/viewer.js';
 import { metricsPlugin, operationRecorder } from './metricsPlugin.js';
+import { createKeptAnalytics } from './keptAnalytics.js';
 import { createLeanPath } from './leanPath.js';
 import { createResponseCache } from './responseCache.js';
 import { createCompiledOperations } from './compiledOperations.js';
@@ -259,6 +260,8 @@ async function serve(config: Config, logger: Logger, databaseUrl: string, resour
               record: recordOperation,
               metrics,
               formatError,
+              kept: createKeptAnalytics(),
+              analytics: lake.engine,
             })
           : undefined,
       trustedQuery: trustedDocuments,

@@ -1,4 +1,6 @@
-import { GraphQLError, Kind, parse, type DocumentNode, type GraphQLFormattedError, type GraphQLSchema, type OperationDefinitionNode } from 'graphql';
+import {
+  GraphQLError, Kind, parse, type DocumentNode, type FragmentDefinitionNode, type GraphQLFormattedError, type GraphQLSchema, type OperationDefinitionNode, type SelectionSetNode,
+} from 'graphql';
 import { compileQuery, isCompiledQuery, type CompiledQuery } from 'graphql-jit';
 import { LRUCache } from 'lru-cache';
 import { variableShape } from './complexityLimit.js';
@@ -59,6 +61,64 @@ export function requestedOperation(query: string, operationName: string | undefi
   const operations = document.definitions.filter((d): d is OperationDefinitionNode => d.kind === Kind.OPERATION_DEFINITION);
   const operation = operationName === undefined ? (operations.length === 1 ? operations[0] : undefined) : operations.find((o) => o.name?.value === operationName);
   return operation ? { document, operation } : undefined;
+}
+
+/** The fields an operation may select, by type, with the type each returns (null: a scalar). */
+export type SelectableFields = Readonly<Record<string, Readonly<Record<string, string | null>>>>;
+
+/**
+ * The operation's name if it is a query that selects only `fields` (and `__typename`), through
+ * fragments too; `false` otherwise. Such an answer depends on nothing but what those fields read.
+ */
+export function operationOfFields(query: string, operationName: string | undefined, fields: SelectableFields): { name: string | null } | false {
+  const requested = requestedOperation(query, operationName);
+  if (!requested || requested.operation.operation !== 'query') return false;
+  const { document, operation } = requested;
+  const fragments = new Map<string, FragmentDefinitionNode>();
+  for (const definition of document.definitions) {
+    if (definition.kind === Kind.FRAGMENT_DEFINITION) fragments.set(definition.name.value, definition);
+    else if (definition.kind !== Kind.OPERATION_DEFINITION) return false;
+  }
+
+  const visiting = new Set<string>();
+  const only = (set: SelectionSetNode, type: string): boolean =>
+    set.selections.every((selection) => {
+      // @include and @skip depend on variables, which are part of the key; anything else (@defer) is not known to be safe.
+      if (selection.directives?.some((d) => d.name.value !== 'include' && d.name.value !== 'skip')) return false;
+      if (selection.kind === Kind.FIELD) {
+        const name = selection.name.value;
+        if (name === '__typename') return true;
+        const ofType = fields[type]!;
+        if (!Object.hasOwn(ofType, name)) return false;
+        const returns = ofType[name]!;
+        return returns === null ? !selection.selectionSet : Boolean(selection.selectionSet) && only(selection.selectionSet!, returns);
+      }
+      if (selection.kind === Kind.INLINE_FRAGMENT) {
+        const on = selection.typeCondition?.name.value ?? type;
+        return on === type && only(selection.selectionSet, type);
+      }
+      const fragment = fragments.get(selection.name.value);
+      if (!fragment || fragment.typeCondition.name.value !== type || visiting.has(fragment.name.value)) return false;
+      visiting.add(fragment.name.value);
+      const ok = only(fragment.selectionSet, type);
+      visiting.delete(fragment.name.value);
+      return ok;
+    });
+  return only(operation.selectionSet, 'Query') ? { name: operation.name?.value ?? null } : false;
+}
+
+/** operationOfFields, memoized by query text and operation name (a parse per distinct text). */
+export function operationsOfFields(fields: SelectableFields): (query: string, operationName: string | undefined) => { name: string | null } | false {
+  const known = new LRUCache<string, { name: string | null } | false>({ max: 1000 });
+  return (query, operationName) => {
+    const key = `${operationName ?? ''}\n${query}`;
+    let operation = known.get(key);
+    if (operation === undefined) {
+      operation = operationOfFields(query, operationName, fields);
+      known.set(key, operation);
+    }
+    return operation;
+  };
 }
 
 const MAX_OPERATIONS = 500;

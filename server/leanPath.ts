@@ -1,11 +1,13 @@
 import type { Metrics } from '../core/metrics.js';
 import { cacheKeys } from '../sources/cache/readThrough.js';
 import type { Context } from '../resolvers/context.js';
+import type { StatsEngine } from '../sources/lake/statsEngine.js';
 import { accessScope, type Viewer } from '../resolvers/viewer.js';
 import type { GraphQLFormattedError } from 'graphql';
 import { formatLikeApollo, lookupRequest, type CompiledOperations } from './compiledOperations.js';
-import type { LeanPath } from './http.js';
+import type { LeanPath, StoredResponse } from './http.js';
 import type { OperationRecorder } from './metricsPlugin.js';
+import { replayedBody, type KeptAnalytics } from './keptAnalytics.js';
 import { RateLimited } from './rateLimits.js';
 import { MAX_REQUEST_CHARS, responseKey, type ResponseCache } from './responseCache.js';
 
@@ -19,17 +21,20 @@ export interface LeanPathDependencies {
   readonly metrics: Metrics;
   /** Apollo's formatError: analytics runs format their execution errors with it, as Apollo would. */
   readonly formatError: (formatted: GraphQLFormattedError, error: unknown) => GraphQLFormattedError;
+  /** Responses served from kept few-customer answers, and the engine that proves those still exact. */
+  readonly kept: KeptAnalytics;
+  readonly analytics: Pick<StatsEngine, 'keptAgain'>;
 }
 
 /**
- * The lean path as the HTTP handler takes it: a stored answer (the response cache, lookups only),
- * else a compiled run of an operation Apollo answered before, else Apollo. The cost is charged
+ * The lean path as the HTTP handler takes it: a stored answer (the response cache's, lookups
+ * only; or a kept analytics response, replayed once proven still exact), else a compiled run of an operation Apollo answered before, else Apollo. The cost is charged
  * once, before anything runs, and a spent budget is refused (RateLimited: 429 with Retry-After)
  * as Apollo refuses it; answers are recorded like Apollo's. A lookup's compiled run with errors
  * is left to Apollo, which gives the exact error it always gives and does not charge again; an
  * analytics run's execution errors are formatted as Apollo formats them (compiledOperations.ts).
  */
-export function createLeanPath({ cache, compiled, spend, record, metrics, formatError }: LeanPathDependencies): LeanPath<Context, Viewer> {
+export function createLeanPath({ cache, compiled, spend, record, metrics, formatError, kept, analytics }: LeanPathDependencies): LeanPath<Context, Viewer> {
   const keyOf = (viewer: Viewer, accept: string | undefined, body: string) => responseKey(accessScope(viewer), accept, body);
   /** Charges an operation's cost; a refusal is recorded as a failed operation, as Apollo records it, and thrown. */
   const charge = async (viewer: Viewer, cost: number, operationName: string | null, startedMs: number): Promise<void> => {
@@ -44,13 +49,30 @@ export function createLeanPath({ cache, compiled, spend, record, metrics, format
     metrics.queryComplexity.observe(cost);
     record(operationName, failed, startedMs);
   };
+  /** A kept analytics response at a new moment, if its kept answer is still exact. */
+  const replayed = async (viewer: Viewer, key: string, started: number): Promise<StoredResponse | undefined> => {
+    const response = kept.get(key);
+    if (!response) return undefined;
+    // Proven before it is charged: a stale one is answered by the compiled run, which charges. A
+    // failed proof (a timeout, Postgres gone) too, which then answers with the error it meets.
+    const asOf = await analytics.keptAgain(response.held).catch(() => undefined);
+    if (asOf === undefined) {
+      kept.forget(key);
+      return undefined;
+    }
+    await charge(viewer, response.cost, response.operationName, started);
+    metrics.analyticsFewAnswers.inc({ outcome: 'replayed' });
+    answered(response.cost, response.operationName, started);
+    return { headers: response.headers, body: replayedBody(response, asOf) };
+  };
   return {
     maxRequestBytes: MAX_REQUEST_CHARS,
 
     async stored(viewer, accept, body) {
       const started = performance.now();
-      const entry = cache.get(keyOf(viewer, accept, body));
-      if (!entry) return undefined;
+      const key = keyOf(viewer, accept, body);
+      const entry = cache.get(key);
+      if (!entry) return replayed(viewer, key, started);
       await charge(viewer, entry.cost, entry.operationName, started);
       cache.served();
       answered(entry.cost, entry.operationName, started);
@@ -94,7 +116,9 @@ export function createLeanPath({ cache, compiled, spend, record, metrics, format
           }
           const { invoices, customers } = context.loaders.idsRead;
           const tags = [...[...invoices].map(cacheKeys.invoice), ...[...customers].map(cacheKeys.customer)];
-          cache.offer(ticket, keyOf(viewer, accept, body), { operation, ...response, cost, tags });
+          const key = keyOf(viewer, accept, body);
+          cache.offer(ticket, key, { operation, ...response, cost, tags });
+          kept.offer(key, request, { ...response, cost, stats: context.operation.stats });
         },
       };
     },

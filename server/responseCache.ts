@@ -1,9 +1,8 @@
 import { LRUCache } from 'lru-cache';
-import { Kind, type FragmentDefinitionNode, type SelectionSetNode } from 'graphql';
 import type { Metrics } from '../core/metrics.js';
 import type { Admission } from '../sources/cache/admission.js';
 import type { InvalidationChannel } from '../sources/cache/invalidationChannel.js';
-import { requestedOperation } from './compiledOperations.js';
+import { operationsOfFields, type SelectableFields } from './compiledOperations.js';
 
 /**
  * Whole responses of repeated lookups, answered before Apollo runs (server/leanPath.ts), as
@@ -60,7 +59,7 @@ export interface Ticket {
 }
 
 /** The fields a cached operation may select, by type, with the type each returns (null: a scalar). */
-const CACHEABLE_FIELDS: Readonly<Record<string, Readonly<Record<string, string | null>>>> = {
+const CACHEABLE_FIELDS: SelectableFields = {
   Query: { invoice: 'Invoice', invoices: 'Invoice', customer: 'Customer', customers: 'Customer' },
   Invoice: { id: null, issueDate: null, amountUsd: null, issuerId: null, receiverId: null, issuer: 'Customer', receiver: 'Customer' },
   Customer: { id: null, name: null },
@@ -108,8 +107,6 @@ export function createResponseCache(options: {
       }
     },
   });
-  // Which operations qualify, by query text and operation name (a parse per distinct text).
-  const operations = new LRUCache<string, { name: string | null } | false>({ max: 1000 });
   let sequence = 0;
   let clearedAt = 0;
   const invalidatedAt = new LRUCache<string, number>({ max: TRACKED_INVALIDATIONS });
@@ -128,15 +125,7 @@ export function createResponseCache(options: {
   invalidations.onLost(clear);
 
   const count = (outcome: string) => metrics.responseCache.inc({ outcome });
-  const qualifies = (query: string, operationName: string | undefined): Qualified | false => {
-    const operationKey = `${operationName ?? ''}\n${query}`;
-    let operation = operations.get(operationKey);
-    if (operation === undefined) {
-      operation = cacheableOperation(query, operationName);
-      operations.set(operationKey, operation);
-    }
-    return operation;
-  };
+  const qualifies = operationsOfFields(CACHEABLE_FIELDS);
   return {
     qualifies,
     get(key) {
@@ -176,42 +165,4 @@ export function createResponseCache(options: {
 /** The key of a request: who may see what, what representation, which exact request. */
 export function responseKey(scope: string, accept: string | undefined, body: string): string {
   return `${scope}\n${accept ?? ''}\n${body}`;
-}
-
-/** The operation's name if it is a query made only of cacheable fields; `false` otherwise. */
-function cacheableOperation(query: string, operationName: string | undefined): Qualified | false {
-  const requested = requestedOperation(query, operationName);
-  if (!requested || requested.operation.operation !== 'query') return false;
-  const { document, operation } = requested;
-  const fragments = new Map<string, FragmentDefinitionNode>();
-  for (const definition of document.definitions) {
-    if (definition.kind === Kind.FRAGMENT_DEFINITION) fragments.set(definition.name.value, definition);
-    else if (definition.kind !== Kind.OPERATION_DEFINITION) return false;
-  }
-
-  const visiting = new Set<string>();
-  const onlyCacheable = (set: SelectionSetNode, type: string): boolean =>
-    set.selections.every((selection) => {
-      // @include and @skip depend on variables, which are part of the key; anything else (@defer) is not known to be safe.
-      if (selection.directives?.some((d) => d.name.value !== 'include' && d.name.value !== 'skip')) return false;
-      if (selection.kind === Kind.FIELD) {
-        const name = selection.name.value;
-        if (name === '__typename') return true;
-        const fields = CACHEABLE_FIELDS[type]!;
-        if (!Object.hasOwn(fields, name)) return false;
-        const returns = fields[name]!;
-        return returns === null ? !selection.selectionSet : Boolean(selection.selectionSet) && onlyCacheable(selection.selectionSet!, returns);
-      }
-      if (selection.kind === Kind.INLINE_FRAGMENT) {
-        const on = selection.typeCondition?.name.value ?? type;
-        return on === type && onlyCacheable(selection.selectionSet, type);
-      }
-      const fragment = fragments.get(selection.name.value);
-      if (!fragment || fragment.typeCondition.name.value !== type || visiting.has(fragment.name.value)) return false;
-      visiting.add(fragment.name.value);
-      const ok = onlyCacheable(fragment.selectionSet, type);
-      visiting.delete(fragment.name.value);
-      return ok;
-    });
-  return onlyCacheable(operation.selectionSet, 'Query') ? { name: operation.name?.value ?? null } : false;
 }

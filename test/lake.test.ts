@@ -378,7 +378,7 @@ describe('invoiceStats is exact and fresh (local lake)', { skip }, () => {
   it('keeps a few customers’ answer while its feed proves it current: their commits reach the next answer, others’ keep it', async () => {
     const { metrics } = side.gw.gateway;
     const outcomes = async () =>
-      Object.fromEntries(await Promise.all(['kept', 'served', 'stale'].map(async (outcome) => [outcome, await metrics.total(metrics.analyticsFewAnswers, { outcome })] as const)));
+      Object.fromEntries(await Promise.all(['kept', 'served', 'stale', 'replayed'].map(async (outcome) => [outcome, await metrics.total(metrics.analyticsFewAnswers, { outcome })] as const)));
     // Quiet issuers over 6 months (no other test of this file asks for 6 months by issuer).
     const { rows } = await side.sql.query<{ id: string }>(
       `SELECT issuer_id::text AS id FROM invoices
@@ -391,6 +391,7 @@ describe('invoiceStats is exact and fresh (local lake)', { skip }, () => {
       const answer = await side.gw.request(InvoiceStatsDocument, { groupBy: 'ISSUER', months: 6, granularity: 'MONTH', customerIds: [quiet!], first: 50 });
       assert.equal(answer.data!.invoiceStats.freshness.engine, 'POSTGRES', label);
       assert.deepEqual(answer.data!.invoiceStats.rows, await directStats(side.sql, 'ISSUER', 6, 'MONTH', [quiet!]), label);
+      return answer.data!.invoiceStats.freshness.asOf;
     };
     const insertFor = (issuer: string) =>
       side.sql.query(`INSERT INTO invoices (issue_date, issuer_id, receiver_id, amount_usd) VALUES (now(), $1, $2, 3.33)`, [issuer, third]);
@@ -404,6 +405,14 @@ describe('invoiceStats is exact and fresh (local lake)', { skip }, () => {
       return now.served! > start.served!;
     }, 'a kept answer served', 30_000);
     assert.ok(now.kept! > start.kept!, 'kept before served');
+    // Asked again, its whole response is replayed (no GraphQL work), each time at its own moment.
+    await eventually(async () => {
+      const first = await ask('asked until replayed');
+      const second = await ask('asked until replayed, again');
+      assert.ok(second > first, `asOf ${second} after ${first}`);
+      now = await outcomes();
+      return now.replayed! > start.replayed!;
+    }, 'a kept response replayed', 30_000);
 
     // Another customer's commit keeps it: served right after one (the feed is waited for only a
     // few milliseconds before the statement runs instead: asked until served).
@@ -438,6 +447,7 @@ describe('invoiceStats is exact and fresh (local lake)', { skip }, () => {
     await ask('after an update of its invoice');
     now = await outcomes();
     assert.equal(now.served! - before.served!, 0, 'not served after an update it did not see');
+    assert.equal(now.replayed! - before.replayed!, 0, 'nor replayed');
   });
 
   it('adds fresh invoices of asked and unasked customers to a few customers’ held groups, equal to Postgres', async () => {

@@ -9,7 +9,7 @@ import { ObjectNotFoundError, type ObjectStore } from '../objectStore/objectStor
 import { decodedEnd, UNKNOWN_MAX_ID, type LakeChanges, type LakeStore } from '../postgres/lakeStore.js';
 import type { Lsn } from '../postgres/replication.js';
 import type { InvoiceColumns, LiveGroups, LiveScope, SnapshotLake, StatsGroup, StatsQuery, StatsSnapshot, StatsStore, StatsWindow } from '../postgres/statsStore.js';
-import type { FewAnswers } from './fewAnswers.js';
+import type { FewAnswers, HeldAnswer } from './fewAnswers.js';
 import type { FreshInvoices } from './freshInvoices.js';
 import { createHeldPages } from './heldPages.js';
 import { cursorKey, heldTableId, lakeStats, pageRecords } from './lakeStats.js';
@@ -35,6 +35,8 @@ export interface StatsAnswer {
   /** When the lake's files were exported (null: not used). */
   readonly lakeAsOf: string | null;
   readonly warnings: StatsWarning[];
+  /** The kept few-customer answer these groups are (see FewAnswers): keptAgain proves it exact at a later moment. */
+  readonly kept?: HeldAnswer;
 }
 
 export interface StatsEngineOptions {
@@ -83,6 +85,11 @@ export interface InvoiceSet {
 
 export interface StatsEngine {
   invoiceStats(query: StatsQuery): Promise<StatsAnswer>;
+  /**
+   * The moment (asOf) at which a kept few-customer answer (StatsAnswer.kept) is still exact, or
+   * undefined: one short statement instead of the query, within the query's time limit.
+   */
+  keptAgain(held: HeldAnswer): Promise<string | undefined>;
   /**
    * Runs `work` on the window's invoices (lake plus live rows, or Postgres alone), within
    * `deadline` (the query's time limit, begun by the caller).
@@ -229,11 +236,17 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
    * (briefly waited for: the statement costs about as much), every commit the moment sees was
    * handed to the kept answers, which drop an answer such a commit touched.
    */
-  async function keptFew(key: string, deadline: Deadline): Promise<{ asOf: string; groups: StatsGroup[] } | undefined> {
-    const few = options.few;
+  async function keptFew(key: string, deadline: Deadline): Promise<{ asOf: string; groups: StatsGroup[]; held: HeldAnswer } | undefined> {
     // The answer kept now: one kept later, by a statement that began after this moment, may see later commits.
-    const held = few?.held(key);
-    if (!few || !held) return undefined;
+    const held = options.few?.held(key);
+    const proven = held && (await provenAt(held, deadline));
+    return proven && { ...proven, held: held! };
+  }
+
+  /** A held answer's groups and the moment they are exact at, if they still are. */
+  async function provenAt(held: HeldAnswer, deadline: Deadline): Promise<{ asOf: string; groups: StatsGroup[] } | undefined> {
+    const few = options.few;
+    if (!few) return undefined;
     const moment = await timed('snapshot', () => options.stats.moment());
     few.observed(moment.snapshot);
     const waitMs = Math.min(FEW_BARRIER_WAIT_MS, deadline.remainingMs());
@@ -335,7 +348,7 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
         const kept = await keptFew(fewKey, deadline);
         if (kept) {
           observe('POSTGRES', started);
-          return postgresAnswer(kept.asOf, kept.groups);
+          return { ...postgresAnswer(kept.asOf, kept.groups), kept: kept.held };
         }
         // One statement: their invoices counted on the index up to the limit, and grouped only
         // under it. A busy customer's months are a dozen rollup rows in the lake instead.
@@ -430,6 +443,15 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
     invoiceStats(query) {
       const deadline = deadlineIn(options.timeoutMs);
       return within(deadline, answers.invoiceStats(query, deadline), late);
+    },
+    keptAgain(held) {
+      const started = performance.now();
+      const deadline = deadlineIn(options.timeoutMs);
+      const proven = provenAt(held, deadline).then((answer) => {
+        if (answer) observe('POSTGRES', started);
+        return answer?.asOf;
+      });
+      return within(deadline, proven, late);
     },
   };
 }
