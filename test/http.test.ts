@@ -77,6 +77,26 @@ describe('HTTP endpoints', { skip }, () => {
     assert.equal(root.headers.get('location'), '/graphql');
   });
 
+  it('sends answers as UTF-8 bytes with their byte length, from Apollo and from the compiled path alike', async () => {
+    // Descriptions with a typographic apostrophe (3 bytes in UTF-8) through Apollo, then a lookup
+    // asked twice (compiled once Apollo answered it) and a third time (stored).
+    const requests = [
+      '{ __type(name: "Customer") { fields { name description } } }',
+      '{ invoice(id: "1") { id issuer { name } } }',
+      '{ invoice(id: "1") { id issuer { name } } }',
+      '{ invoice(id: "1") { id issuer { name } } }',
+    ];
+    for (const query of requests) {
+      const res = await fetch(f.gw.url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ query }) });
+      const bytes = Buffer.from(await res.arrayBuffer());
+      assert.equal(res.status, 200, query);
+      assert.equal(Number(res.headers.get('content-length')), bytes.length, query);
+      const body = JSON.parse(bytes.toString('utf8')) as { data?: unknown; errors?: unknown };
+      assert.equal(body.errors, undefined, query);
+      if (query.includes('__type')) assert.match(JSON.stringify(body.data), /customer\u2019s/, 'the apostrophe arrives whole');
+    }
+  });
+
   it('refuses an integer variable past 2^53 (JSON rounds it), over POST, GET and WebSocket', async () => {
     const query = 'query ($id: ID!) { invoice(id: $id) { id } }';
     // Written by hand: JSON.stringify cannot send 9007199254740993 unrounded.
