@@ -237,7 +237,7 @@ export class Metrics {
 
   readonly analyticsFewAnswers = new Counter({
     name: 'gateway_analytics_few_answers_total',
-    help: 'invoiceStats answers for a few customers: kept (asked of Postgres and kept by this gateway\u2019s change feed), served (a kept one, proven current), stale (kept, but a commit touched its customers), replayed (a served one whose whole response was kept too: no GraphQL work)',
+    help: 'invoiceStats answers for a few customers: kept (asked of Postgres and kept by this gateway\u2019s change feed), served (a kept one, proven current), stale (kept, but a commit touched its customers), replayed (a served one whose whole response was kept too: no GraphQL work; counted in served as well)',
     labelNames: ['outcome'] as const,
     registers: [this.registry],
   });

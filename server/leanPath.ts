@@ -27,9 +27,10 @@ export interface LeanPathDependencies {
 }
 
 /**
- * The lean path as the HTTP handler takes it: a stored answer (the response cache's, lookups
- * only; or a kept analytics response, replayed once proven still exact), else a compiled run of an operation Apollo answered before, else Apollo. The cost is charged
- * once, before anything runs, and a spent budget is refused (RateLimited: 429 with Retry-After)
+ * The lean path as the HTTP handler takes it: a stored answer (the response cache, lookups only),
+ * else a kept analytics response replayed once proven still exact, else a compiled run of an
+ * operation Apollo answered before, else Apollo. The cost is charged once, before anything runs
+ * (a replay's proof included), and a spent budget is refused (RateLimited: 429 with Retry-After)
  * as Apollo refuses it; answers are recorded like Apollo's. A lookup's compiled run with errors
  * is left to Apollo, which gives the exact error it always gives and does not charge again; an
  * analytics run's execution errors are formatted as Apollo formats them (compiledOperations.ts).
@@ -49,18 +50,22 @@ export function createLeanPath({ cache, compiled, spend, record, metrics, format
     metrics.queryComplexity.observe(cost);
     record(operationName, failed, startedMs);
   };
-  /** A kept analytics response at a new moment, if its kept answer is still exact. */
-  const replayed = async (viewer: Viewer, key: string, started: number): Promise<StoredResponse | undefined> => {
+  /**
+   * A kept analytics response at a new moment, if its kept answer is still exact. Charged first,
+   * as a compiled run is charged before it runs. A stale one, or a proof that failed (the query
+   * then meets the failure itself, within its own time limit), leaves the request to the compiled
+   * run or to Apollo, which do not charge it again.
+   */
+  const replayed = async (viewer: Viewer, key: string, context: Context, started: number): Promise<StoredResponse | undefined> => {
     const response = kept.get(key);
     if (!response) return undefined;
-    // Proven before it is charged: a stale one is answered by the compiled run, which charges. A
-    // failed proof (a timeout, Postgres gone) too, which then answers with the error it meets.
+    await charge(viewer, response.cost, response.operationName, started);
+    context.operation.cost = response.cost;
     const asOf = await analytics.keptAgain(response.held).catch(() => undefined);
     if (asOf === undefined) {
       kept.forget(key);
       return undefined;
     }
-    await charge(viewer, response.cost, response.operationName, started);
     metrics.analyticsFewAnswers.inc({ outcome: 'replayed' });
     answered(response.cost, response.operationName, started);
     return { headers: response.headers, body: replayedBody(response, asOf) };
@@ -70,9 +75,8 @@ export function createLeanPath({ cache, compiled, spend, record, metrics, format
 
     async stored(viewer, accept, body) {
       const started = performance.now();
-      const key = keyOf(viewer, accept, body);
-      const entry = cache.get(key);
-      if (!entry) return replayed(viewer, key, started);
+      const entry = cache.get(keyOf(viewer, accept, body));
+      if (!entry) return undefined;
       await charge(viewer, entry.cost, entry.operationName, started);
       cache.served();
       answered(entry.cost, entry.operationName, started);
@@ -82,13 +86,18 @@ export function createLeanPath({ cache, compiled, spend, record, metrics, format
     begin(viewer, accept, body, parsed, context) {
       const ticket = cache.begin();
       const request = lookupRequest(parsed);
+      const key = keyOf(viewer, accept, body);
       return {
         async run() {
+          const started = performance.now();
+          const replay = request && (await replayed(viewer, key, context, started));
+          if (replay) return replay;
           const operation = request && compiled.find(accept, request);
           if (!operation) return undefined;
-          const started = performance.now();
-          await charge(viewer, operation.cost, operation.operationName, started);
-          context.operation.cost = operation.cost;
+          if (context.operation.cost === undefined) {
+            await charge(viewer, operation.cost, operation.operationName, started);
+            context.operation.cost = operation.cost;
+          }
           const result = await operation.run(undefined, context, request!.variables ?? {});
           if (result.errors?.length) {
             // Without data the variables did not coerce: nothing ran, and Apollo's answer is a 400.
@@ -116,7 +125,6 @@ export function createLeanPath({ cache, compiled, spend, record, metrics, format
           }
           const { invoices, customers } = context.loaders.idsRead;
           const tags = [...[...invoices].map(cacheKeys.invoice), ...[...customers].map(cacheKeys.customer)];
-          const key = keyOf(viewer, accept, body);
           cache.offer(ticket, key, { operation, ...response, cost, tags });
           kept.offer(key, request, { ...response, cost, stats: context.operation.stats });
         },

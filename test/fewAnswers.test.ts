@@ -46,8 +46,12 @@ describe('kept few-customer answers', () => {
     // Seen by the answer's snapshot (below xmin, or below xmax and not running), another issuer, a receiver, another table.
     few.add([tx(1004, insert(1, 7, 8)), tx(1006, insert(2, 7, 8)), tx(1011, insert(3, 8, 7)), tx(1012, insert(4, 9, 7)), tx(1013, customerRow)]);
     assert.deepEqual(served(few), groups);
-    // Another month: another window.
+    // Another month: another window, and the answer is never asked for again.
+    const held = few.held('k')!;
+    assert.equal(few.holds(held), true);
     assert.equal(served(few, { ...NOW, thisMonth: '2027-01' }), undefined);
+    assert.equal(few.holds(held), false, 'dropped in a later month');
+    assert.equal(few.size(), 0);
   });
 
   it('are dropped by a commit their snapshot did not see that touches their customers', () => {
@@ -120,6 +124,7 @@ describe('kept few-customer answers', () => {
     // answer may see commits after the first query's moment.
     const held = few.held('k')!;
     few.add([tx(1010, insert(8, 7, 8))]);
+    assert.equal(few.holds(held), false, 'dropped by the commit');
     assert.equal(few.watch('k', 'issuer', [7])!.keep({ snapshot: '1011:1011:', thisMonth: MONTH, groups }), true);
     assert.equal(few.answer(held, NOW), undefined);
     assert.deepEqual(served(few), groups);

@@ -8,7 +8,7 @@ import { createKeptAnalytics, replayedBody } from '../server/keptAnalytics.js';
  */
 
 const ASKED_AT = '2026-12-07T10:00:00.123456Z';
-const held = { key: 'issuer 12 MONTH 7' };
+const held = { key: 'issuer 12 MONTH 7', serial: 1 };
 const served = [{ held, asOf: ASKED_AT }];
 const headers = [['content-type', 'application/json; charset=utf-8']] as const;
 const columns = 'rows { customerId month invoiceCount totalUsd avgUsd minUsd maxUsd } pageInfo { hasNextPage endCursor }';

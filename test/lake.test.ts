@@ -413,6 +413,14 @@ describe('invoiceStats is exact and fresh (local lake)', { skip }, () => {
       now = await outcomes();
       return now.replayed! > start.replayed!;
     }, 'a kept response replayed', 30_000);
+    // A replay is recorded as the operation it answers, as every other answer is.
+    const recorded = () => metrics.total(metrics.graphqlRequests, { operation: 'InvoiceStats', outcome: 'ok' });
+    await eventually(async () => {
+      const [recordedBefore, replayedBefore] = [await recorded(), (await outcomes()).replayed!];
+      await ask('replayed and recorded');
+      assert.equal((await recorded()) - recordedBefore, 1, 'recorded once, replayed or not');
+      return (await outcomes()).replayed! > replayedBefore;
+    }, 'a replay recorded', 30_000);
 
     // Another customer's commit keeps it: served right after one (the feed is waited for only a
     // few milliseconds before the statement runs instead: asked until served).

@@ -35,6 +35,8 @@ export interface FewAnswers {
   add(batch: readonly FeedTransaction[]): void;
   /** The answer kept under `key` now (worth a round trip to check), for `answer`; none while no stream runs. */
   held(key: string): HeldAnswer | undefined;
+  /** Whether that answer is still kept (no round trip needed to know it is not). */
+  holds(held: HeldAnswer): boolean;
   /** A snapshot taken now (pg_current_snapshot() text): transactions below its xmin are seen by every later one. */
   observed(snapshot: string): void;
   /**
@@ -60,9 +62,11 @@ export interface FewWatch {
   cancel(): void;
 }
 
-/** An answer as `held` found it. */
+/** An answer as `held` found it: a handle, so that one kept elsewhere (a replayed response) keeps no groups alive. */
 export interface HeldAnswer {
   readonly key: string;
+  /** Which keep of that key: an answer kept again under it is another. */
+  readonly serial: number;
 }
 
 /** Which customers a transaction touched, by role; null: every customer (an update, a delete, a truncate). */
@@ -110,6 +114,8 @@ const touches = (touch: Touch, role: StatsRole, customers: Iterable<number>) => 
 export function createFewAnswers(): FewAnswers {
   /** Set while a stream runs (see begin). */
   let anchor: number | undefined;
+  /** Counts keeps, so that each kept answer is told apart from one kept before under its key. */
+  let serials = 0;
   /** Touches in the order the feed delivered them, not yet seen by every snapshot from now on. */
   let recent: Touch[] = [];
   const watching = new Set<Watching>();
@@ -163,7 +169,11 @@ export function createFewAnswers(): FewAnswers {
       dropAll();
       anchor = undefined;
     },
-    held: (key) => (anchor === undefined ? undefined : kept.peek(key)),
+    held(key) {
+      const answer = anchor === undefined ? undefined : kept.peek(key);
+      return answer && { key, serial: answer.serial };
+    },
+    holds: (held) => anchor !== undefined && kept.peek(held.key)?.serial === held.serial,
     size: () => kept.size,
 
     add(batch) {
@@ -203,7 +213,12 @@ export function createFewAnswers(): FewAnswers {
 
     answer(held, moment) {
       const answer = kept.get(held.key);
-      if (answer !== held || answer.month !== moment.thisMonth) return undefined;
+      if (answer?.serial !== held.serial) return undefined;
+      if (answer.month !== moment.thisMonth) {
+        // A later month's window: this answer is never asked for again.
+        if (moment.thisMonth > answer.month) kept.delete(held.key);
+        return undefined;
+      }
       if (parseSnapshot(moment.snapshot).xmax - answer.xmax > XID_HORIZON) {
         kept.delete(held.key);
         return undefined;
@@ -230,7 +245,7 @@ export function createFewAnswers(): FewAnswers {
           // Its snapshot prunes the list too (statements run where no answer is asked again).
           observed(answer.snapshot);
           const indexKeys = [...w.customers].map((customer) => `${role} ${customer}`);
-          kept.set(key, { key, groups: answer.groups, xmax: snapshot.xmax, month: answer.thisMonth, sees, indexKeys });
+          kept.set(key, { key, serial: ++serials, groups: answer.groups, xmax: snapshot.xmax, month: answer.thisMonth, sees, indexKeys });
           for (const indexKey of indexKeys) {
             let keys = byCustomer.get(indexKey);
             if (!keys) byCustomer.set(indexKey, (keys = new Set()));

@@ -87,7 +87,8 @@ export interface StatsEngine {
   invoiceStats(query: StatsQuery): Promise<StatsAnswer>;
   /**
    * The moment (asOf) at which a kept few-customer answer (StatsAnswer.kept) is still exact, or
-   * undefined: one short statement instead of the query, within the query's time limit.
+   * undefined: one short statement instead of the query, within FEW_PROOF_MS (past it, or when
+   * the statement fails, the error is thrown: the caller answers with the query instead).
    */
   keptAgain(held: HeldAnswer): Promise<string | undefined>;
   /**
@@ -445,8 +446,11 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
       return within(deadline, answers.invoiceStats(query, deadline), late);
     },
     keptAgain(held) {
+      // Dropped already (a commit touched its customers, a new stream, a later month): no round trip.
+      if (!options.few?.holds(held)) return Promise.resolve(undefined);
       const started = performance.now();
-      const deadline = deadlineIn(options.timeoutMs);
+      // Short: a proof that fails is followed by the query itself, which has the whole time limit.
+      const deadline = deadlineIn(Math.min(options.timeoutMs, FEW_PROOF_MS));
       const proven = provenAt(held, deadline).then((answer) => {
         if (answer) observe('POSTGRES', started);
         return answer?.asOf;
@@ -470,6 +474,12 @@ const WINDOW_ROWS_HELD = 2_000_000;
  * or so of its flush (see LakeStore.recordedUpTo).
  */
 const FEW_BARRIER_WAIT_MS = 5;
+
+/**
+ * How long proving a kept response again (StatsEngine.keptAgain) may take: the statement and the
+ * barrier take milliseconds; past this the query runs instead, with its own time limit.
+ */
+const FEW_PROOF_MS = 1_000;
 
 /** Characters of the sets of customers remembered as busy (see busyCustomers), and for how long. */
 const BUSY_KEY_CHARS = 1_000_000;
