@@ -482,6 +482,39 @@ describe('rate limits per client, shared through Redis', { skip }, () => {
     }
   });
 
+  it('charges a replayed few-customer answer before proving it: past the budget, refused without the proof', async () => {
+    const env = { ...AUTH, CHANGE_FEED: '1', REDIS_URL: TEST_REDIS_URL, CACHE_KEY_PREFIX: `${prefix}replay:`, RATE_LIMIT_REQUESTS: '0', RATE_LIMIT_COST: '1500' };
+    const gw = await startTestGateway({ databaseUrl: f.db.url, env });
+    try {
+      const { metrics } = gw.gateway;
+      await eventually(() => gw.gateway.feed.status().state === 'streaming', 'the feed to stream');
+      const outcome = (name: string) => metrics.total(metrics.analyticsFewAnswers, { outcome: name });
+      const client = await token({ sub: 'replaying', role: 'analyst' });
+      const stats = () =>
+        ask(gw.url, client, `{ invoiceStats(groupBy: ISSUER, months: 1, customerIds: ["1"], first: 10) { rows { customerId invoiceCount totalUsd } freshness { asOf } } }`);
+      // Asked until a replay answers (kept, then served, then replayed), then until the budget is spent.
+      let replayed = false;
+      for (let i = 0; i < 40 && !replayed; i++) {
+        const before = await outcome('replayed');
+        assert.equal((await stats()).status, 200);
+        replayed = (await outcome('replayed')) > before;
+      }
+      assert.ok(replayed, 'a replay within the budget');
+      let status = 200;
+      for (let i = 0; i < 100 && status === 200; i++) status = (await stats()).status;
+      assert.equal(status, 429, 'the budget spent');
+      // Refused before its proof: no kept answer proven (served), none replayed.
+      const [served, again] = [await outcome('served'), await outcome('replayed')];
+      const refused = await stats();
+      assert.equal(refused.status, 429);
+      assert.equal(refused.body.errors?.[0]?.extensions?.code, 'LIMIT_EXCEEDED');
+      assert.equal(await outcome('served'), served, 'not proven');
+      assert.equal(await outcome('replayed'), again, 'not replayed');
+    } finally {
+      await gw.stop();
+    }
+  });
+
   it('keeps a budget per process while Redis is down', { skip: !hasRedisServer() && 'redis-server is not installed' }, async () => {
     const redis = await startRedisServer();
     const gw = await startTestGateway({ databaseUrl: f.db.url, env: { ...AUTH, REDIS_URL: redis.url, CACHE_KEY_PREFIX: `${prefix}down:`, RATE_LIMIT_REQUESTS: '5', RATE_LIMIT_COST: '0' } });
