@@ -1,7 +1,8 @@
 import { LRUCache } from 'lru-cache';
 import type { KeptStats } from '../resolvers/context.js';
-import type { HeldAnswer } from '../sources/lake/fewAnswers.js';
+import { ANSWERS_KEPT, type HeldAnswer } from '../sources/lake/fewAnswers.js';
 import { operationsOfFields, type LookupRequest, type SelectableFields } from './compiledOperations.js';
+import { MAX_KEY_CHARS, type CachedResponse } from './responseCache.js';
 
 /**
  * Whole responses of invoiceStats requests served from a kept few-customer answer
@@ -28,19 +29,14 @@ export interface KeptAnalytics {
   offer(key: string, request: LookupRequest, answer: OfferedAnswer): void;
 }
 
-export interface OfferedAnswer {
-  readonly body: string;
-  readonly headers: readonly (readonly [string, string])[];
-  readonly cost: number;
+export interface OfferedAnswer extends Pick<CachedResponse, 'body' | 'headers' | 'cost'> {
   /** What each invoiceStats field of the operation was served from (Context.operation.stats). */
   readonly stats: readonly (KeptStats | null)[] | undefined;
 }
 
-export interface KeptResponse {
+/** As the response cache keeps an answer, with the kept answer it was made from, and its body in parts. */
+export interface KeptResponse extends Pick<CachedResponse, 'headers' | 'operationName' | 'cost'> {
   readonly held: HeldAnswer;
-  readonly headers: readonly (readonly [string, string])[];
-  readonly operationName: string | null;
-  readonly cost: number;
   /** The body's text around each occurrence of the asOf it was made at (as a JSON string). */
   readonly parts: readonly string[];
 }
@@ -60,17 +56,15 @@ const REPLAYABLE_FIELDS: SelectableFields = {
   Warning: { code: null, message: null },
 };
 
-/** As many as FewAnswers keeps answers. */
-const RESPONSES_KEPT = 10_000;
 /** Characters of all kept responses and their keys. */
 const MAX_TOTAL_CHARS = 32 * 2 ** 20;
 /** A larger answer (a customer's 120 months of 100 rows each) is not worth a copy. */
 const MAX_BODY_CHARS = 64 * 1024;
-const MAX_KEY_CHARS = 8 * 1024;
 
 export function createKeptAnalytics(): KeptAnalytics {
   const responses = new LRUCache<string, KeptResponse>({
-    max: RESPONSES_KEPT,
+    // At most one per kept answer worth keeping.
+    max: ANSWERS_KEPT,
     maxSize: MAX_TOTAL_CHARS,
     sizeCalculation: (response, key) => key.length + response.parts.reduce((n, part) => n + part.length, 0),
   });

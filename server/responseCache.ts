@@ -71,7 +71,7 @@ const CACHEABLE_FIELDS: SelectableFields = {
  */
 export const MAX_REQUEST_CHARS = 4 * 1024;
 /** The request, its scope and its Accept header. */
-const MAX_KEY_CHARS = MAX_REQUEST_CHARS + 200;
+export const MAX_KEY_CHARS = MAX_REQUEST_CHARS + 200;
 const MAX_BODY_CHARS = 32 * 1024;
 /** An answer that read more rows than this is a bulk read too. */
 const MAX_TAGS = 200;

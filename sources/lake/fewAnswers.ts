@@ -100,7 +100,7 @@ interface Watching {
 const XID_HORIZON = 2 ** 30;
 
 /** Answers kept: each is at most a customer's months (a few KB). */
-const ANSWERS_KEPT = 10_000;
+export const ANSWERS_KEPT = 10_000;
 /** Touches listed while no snapshot prunes them (no few-customer query for a while): past this, everything is dropped. */
 const RECENT_MAX = 100_000;
 

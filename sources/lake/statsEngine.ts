@@ -241,11 +241,11 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
     // The answer kept now: one kept later, by a statement that began after this moment, may see later commits.
     const held = options.few?.held(key);
     const proven = held && (await provenAt(held, deadline));
-    return proven && { ...proven, held: held! };
+    return proven && { asOf: proven.asOf, groups: [...proven.groups], held: held! };
   }
 
   /** A held answer's groups and the moment they are exact at, if they still are. */
-  async function provenAt(held: HeldAnswer, deadline: Deadline): Promise<{ asOf: string; groups: StatsGroup[] } | undefined> {
+  async function provenAt(held: HeldAnswer, deadline: Deadline): Promise<{ asOf: string; groups: readonly StatsGroup[] } | undefined> {
     const few = options.few;
     if (!few) return undefined;
     const moment = await timed('snapshot', () => options.stats.moment());
@@ -256,7 +256,7 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
     options.metrics.analyticsBarriers.inc({ kind: passed });
     const groups = few.answer(held, moment);
     options.metrics.analyticsFewAnswers.inc({ outcome: groups ? 'served' : 'stale' });
-    return groups && { asOf: moment.asOf, groups: [...groups] };
+    return groups && { asOf: moment.asOf, groups };
   }
 
   const observe = (engine: string, started: number) => {
