@@ -249,6 +249,13 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly analyticsLakeReplays = new Counter({
+    name: 'gateway_analytics_lake_replays_total',
+    help: 'invoiceStats responses made from the lake and asked again with the same request: replayed (the lake proven unchanged for it: its kept text sent with the new asOf, no GraphQL work), stale (invoices changed since, an export or a new month: answered again)',
+    labelNames: ['outcome'] as const,
+    registers: [this.registry],
+  });
+
   readonly lakeExports = new Counter({
     name: 'gateway_lake_exports_total',
     help: 'Lake export rounds by outcome (exported, unchanged, busy, not recording, failed)',

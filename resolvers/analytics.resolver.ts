@@ -80,7 +80,7 @@ export class AnalyticsResolver {
       after: args.after == null ? null : decodeStatsCursor(args.after, args.orderBy, args.granularity),
     };
     const answer = await ctx.analytics.invoiceStats(query);
-    (ctx.operation.stats ??= []).push(answer.kept ? { held: answer.kept, asOf: answer.asOf } : null);
+    (ctx.operation.stats ??= []).push(answer.kept ? { basis: answer.kept, asOf: answer.asOf } : null);
     const page = answer.groups.slice(0, args.first);
     const rows = page.map(statsRowOf);
     // Rows carry no cursor: only the page's ends are encoded (a 10,000-row page paid for each).

@@ -4,15 +4,14 @@ import type { FeedStatus } from '../pipelines/changeFeed.js';
 import type { EventBus } from '../sources/pubsub/eventBus.js';
 import type { InvoiceStore } from '../sources/postgres/invoiceStore.js';
 import type { RiskStore } from '../sources/postgres/riskStore.js';
-import type { HeldAnswer } from '../sources/lake/fewAnswers.js';
 import type { Joined } from '../sources/lake/joined.js';
-import type { StatsEngine } from '../sources/lake/statsEngine.js';
+import type { AnswerBasis, StatsEngine } from '../sources/lake/statsEngine.js';
 import type { Loaders } from './loaders.js';
 import type { Viewer } from './viewer.js';
 
-/** An invoiceStats answer served from a kept few-customer answer (StatsAnswer.kept), at `asOf`. */
+/** An invoiceStats answer that can be proven exact again (StatsAnswer.kept), at `asOf`. */
 export interface KeptStats {
-  readonly held: HeldAnswer;
+  readonly basis: AnswerBasis;
   readonly asOf: string;
 }
 
@@ -34,8 +33,8 @@ export interface Context {
    * What the pipeline learnt of this operation: the cost charged to the client's budget (set once
    * charged, so it is charged once), which the response cache charges again for a stored answer. An object of its own because Apollo
    * runs each operation with a shallow copy of the context. `stats`: for each invoiceStats field
-   * run, the kept few-customer answer it was served from, and its asOf (null: computed), by which
-   * the lean path replays the whole response (server/keptAnalytics.ts).
+   * run, what its answer rests on and its asOf (null: nothing it can be proven by), by which the
+   * lean path replays the whole response (server/keptAnalytics.ts).
    */
   readonly operation: { cost?: number; stats?: (KeptStats | null)[] };
 }

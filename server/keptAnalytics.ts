@@ -1,25 +1,30 @@
 import { LRUCache } from 'lru-cache';
+import { getHeapStatistics } from 'node:v8';
 import type { KeptStats } from '../resolvers/context.js';
-import { ANSWERS_KEPT, type HeldAnswer } from '../sources/lake/fewAnswers.js';
+import { ANSWERS_KEPT } from '../sources/lake/fewAnswers.js';
+import type { AnswerBasis } from '../sources/lake/statsEngine.js';
 import { operationsOfFields, type LookupRequest, type SelectableFields } from './compiledOperations.js';
 import { MAX_KEY_CHARS, type CachedResponse } from './responseCache.js';
 
 /**
- * Whole responses of invoiceStats requests served from a kept few-customer answer
- * (sources/lake/fewAnswers.ts), replayed by the lean path before any GraphQL work: the same
- * request (access scope, Accept header, body text) asked again costs the kept answer's proof at a
- * new moment (one short statement: StatsEngine.keptAgain) and the stored text with the new asOf,
- * instead of graphql-jit, the resolver and the JSON. That work was about half of the gateway's own
- * time for such an answer (by hand, with timestamps per stage in the process).
+ * Whole responses of invoiceStats requests whose answer can be proven exact again (an
+ * AnswerBasis: a kept few-customer answer, or the lake at a version), replayed by the lean path
+ * before any GraphQL work: the same request (access scope, Accept header, body text) asked again
+ * costs the proof at a new moment (StatsEngine.keptAgain: one short statement; for the lake, when
+ * this gateway's feed had not recorded up to it, the barrier and a second one) and the stored text
+ * with the new asOf, instead of the query, graphql-jit, the resolver and the JSON. For a few
+ * customers that work was about half of the gateway's own time (by hand, with timestamps per
+ * stage in the process); for a 10,000-row page of the lake, most of it (see README).
  *
- * Exact because such a response is made of the request and the kept answer alone:
+ * Exact because such a response is made of the request and its answer's basis alone:
  * - only operations of invoiceStats's own columns (REPLAYABLE_FIELDS: no `customer`, whose rows
- *   change apart from the invoices), whose one invoiceStats field run was served from a kept answer;
- * - replayed only while that same answer is held (FewAnswers drops it when a commit touches its
- *   customers), proven at a new moment, whose asOf replaces the old one, the only part of the text
- *   that depends on the moment. No other JSON string of such an answer can equal an asOf: ids,
- *   months and amounts are digits, cursors base64url, codes and type names letters, and warnings
- *   (fixed texts) are never part of a kept answer.
+ *   change apart from the invoices), whose one invoiceStats field run had a basis;
+ * - replayed only once that basis is proven at a new moment (the few-customer answer still held,
+ *   or the lake unchanged for the window), whose asOf replaces the old one, the only part of the
+ *   text that depends on the moment. No other JSON string of such an answer can equal an asOf:
+ *   ids, months and amounts are digits, cursors base64url, codes and type names letters, warnings
+ *   (fixed texts) are never part of an answer with a basis, and a lake answer whose lakeAsOf
+ *   equals its asOf has none.
  */
 export interface KeptAnalytics {
   get(key: string): KeptResponse | undefined;
@@ -34,9 +39,9 @@ export interface OfferedAnswer extends Pick<CachedResponse, 'body' | 'headers' |
   readonly stats: readonly (KeptStats | null)[] | undefined;
 }
 
-/** As the response cache keeps an answer, with the kept answer it was made from, and its body in parts. */
+/** As the response cache keeps an answer, with what its answer rests on, and its body in parts. */
 export interface KeptResponse extends Pick<CachedResponse, 'headers' | 'operationName' | 'cost'> {
-  readonly held: HeldAnswer;
+  readonly basis: AnswerBasis;
   /** The body's text around each occurrence of the asOf it was made at (as a JSON string). */
   readonly parts: readonly string[];
 }
@@ -46,7 +51,7 @@ export function replayedBody(response: KeptResponse, asOf: string): string {
   return response.parts.join(JSON.stringify(asOf));
 }
 
-/** invoiceStats and its columns: a page of a few customers' months is all such an answer shows. */
+/** invoiceStats and its columns: a page of groups is all such an answer shows. */
 const REPLAYABLE_FIELDS: SelectableFields = {
   Query: { invoiceStats: 'InvoiceStats' },
   InvoiceStats: { rows: 'StatsRow', pageInfo: 'PageInfo', freshness: 'Freshness', warnings: 'Warning' },
@@ -56,15 +61,19 @@ const REPLAYABLE_FIELDS: SelectableFields = {
   Warning: { code: null, message: null },
 };
 
-/** Characters of all kept responses and their keys. */
-const MAX_TOTAL_CHARS = 32 * 2 ** 20;
-/** A larger answer (a customer's 120 months of 100 rows each) is not worth a copy. */
-const MAX_BODY_CHARS = 64 * 1024;
+/**
+ * Characters of all kept responses and their keys: a sixteenth of the heap's limit (16 MB under
+ * `npm start`'s 256 MB), at least 8 MB. A 10,000-row page is about 1.3 MB; a client paging
+ * through 100,000 groups again and again is the case worth the room.
+ */
+const MAX_TOTAL_CHARS = Math.max(8 * 2 ** 20, Math.floor(getHeapStatistics().heap_size_limit / 16));
+/** A page of MAX_STATS_PAGE rows of every column fits; a larger answer (aliases repeating the rows) is not kept. */
+const MAX_BODY_CHARS = 4 * 2 ** 20;
 
 export function createKeptAnalytics(): KeptAnalytics {
   const responses = new LRUCache<string, KeptResponse>({
-    // At most one per kept answer worth keeping.
-    max: ANSWERS_KEPT,
+    // At most one per kept few-customer answer, and as many lake pages.
+    max: 2 * ANSWERS_KEPT,
     maxSize: MAX_TOTAL_CHARS,
     sizeCalculation: (response, key) => key.length + response.parts.reduce((n, part) => n + part.length, 0),
   });
@@ -78,8 +87,8 @@ export function createKeptAnalytics(): KeptAnalytics {
       const operation = replayable(request.query, request.operationName);
       if (!operation) return;
       const parts = body.split(JSON.stringify(served.asOf));
-      // No asOf selected: the text is the same at any moment, still only while the answer is held.
-      responses.set(key, { held: served.held, headers, operationName: operation.name, cost, parts });
+      // No asOf selected: the text is the same at any moment, still only while its basis holds.
+      responses.set(key, { basis: served.basis, headers, operationName: operation.name, cost, parts });
     },
   };
 }

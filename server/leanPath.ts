@@ -21,7 +21,7 @@ export interface LeanPathDependencies {
   readonly metrics: Metrics;
   /** Apollo's formatError: analytics runs format their execution errors with it, as Apollo would. */
   readonly formatError: (formatted: GraphQLFormattedError, error: unknown) => GraphQLFormattedError;
-  /** Responses served from kept few-customer answers, and the engine that proves those still exact. */
+  /** Responses whose answers can be proven exact again, and the engine that proves them. */
   readonly kept: KeptAnalytics;
   readonly analytics: Pick<StatsEngine, 'keptAgain'>;
 }
@@ -61,12 +61,11 @@ export function createLeanPath({ cache, compiled, spend, record, metrics, format
     if (!response) return undefined;
     await charge(viewer, response.cost, response.operationName, started);
     context.operation.cost = response.cost;
-    const asOf = await analytics.keptAgain(response.held).catch(() => undefined);
+    const asOf = await analytics.keptAgain(response.basis).catch(() => undefined);
     if (asOf === undefined) {
       kept.forget(key);
       return undefined;
     }
-    metrics.analyticsFewAnswers.inc({ outcome: 'replayed' });
     answered(response.cost, response.operationName, started);
     return { headers: response.headers, body: replayedBody(response, asOf) };
   };

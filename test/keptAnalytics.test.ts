@@ -8,8 +8,8 @@ import { createKeptAnalytics, replayedBody } from '../server/keptAnalytics.js';
  */
 
 const ASKED_AT = '2026-12-07T10:00:00.123456Z';
-const held = { key: 'issuer 12 MONTH 7', serial: 1 };
-const served = [{ held, asOf: ASKED_AT }];
+const basis = { kind: 'few', held: { key: 'issuer 12 MONTH 7', serial: 1 } } as const;
+const served = [{ basis, asOf: ASKED_AT }];
 const headers = [['content-type', 'application/json; charset=utf-8']] as const;
 const columns = 'rows { customerId month invoiceCount totalUsd avgUsd minUsd maxUsd } pageInfo { hasNextPage endCursor }';
 const body = (freshness: string) => `{"data":{"invoiceStats":{"rows":[{"customerId":"7","month":"2026-12"}],${freshness}}}}\n`;
@@ -21,13 +21,28 @@ describe('kept analytics responses', () => {
     kept.offer('k', { query, operationName: 'Q' }, { body: body(`"freshness":{"asOf":"${ASKED_AT}","at":"${ASKED_AT}","engine":"POSTGRES"}`), headers, cost: 12, stats: served });
     const response = kept.get('k');
     assert.ok(response, 'kept');
-    assert.equal(response.held, held);
+    assert.equal(response.basis, basis);
     assert.equal(response.operationName, 'Q');
     assert.equal(response.cost, 12);
     const later = '2026-12-07T10:00:01.000001Z';
     assert.equal(replayedBody(response, later), body(`"freshness":{"asOf":"${later}","at":"${later}","engine":"POSTGRES"}`));
     kept.forget('k');
     assert.equal(kept.get('k'), undefined, 'forgotten');
+  });
+
+  it('replays a 10,000-row page of the lake, and keeps no answer larger than a page of every column', () => {
+    const kept = createKeptAnalytics();
+    const lake = [{ basis: { kind: 'lake', version: '3 lake/manifest-3.json 17', thisMonth: '2026-12' } as const, asOf: ASKED_AT }];
+    const row = '{"customerId":"100000","month":null,"invoiceCount":1000,"totalUsd":"123456789.12","avgUsd":"123456.79","minUsd":"1.00","maxUsd":"999999.99"}';
+    const page = (rows: number) => body(`"rows":[${Array(rows).fill(row).join(',')}],"freshness":{"asOf":"${ASKED_AT}","lakeAsOf":"2026-12-07T09:00:00.000001Z"}`);
+    const query = `{ invoiceStats(groupBy: ISSUER, months: 12, granularity: TOTAL, first: 10000) { ${columns} freshness { asOf lakeAsOf } } }`;
+    kept.offer('page', { query }, { body: page(10_000), headers, cost: 10_020, stats: lake });
+    const response = kept.get('page');
+    assert.ok(response, 'a full page kept');
+    const later = '2026-12-07T10:00:01.000001Z';
+    assert.equal(replayedBody(response, later), page(10_000).replace(ASKED_AT, later), 'only the asOf is new; the lakeAsOf stays');
+    kept.offer('aliased', { query }, { body: page(40_000), headers, cost: 10_020, stats: lake });
+    assert.equal(kept.get('aliased'), undefined, 'past a page of every column');
   });
 
   it('keeps nothing that depends on more than the kept answer', () => {

@@ -354,6 +354,61 @@ describe('invoiceStats is exact and fresh (local lake)', { skip }, () => {
     assert.equal(changed.kept, read.kept + 1, 'the third page kept the new answer (the second was served from the first one)');
   });
 
+  it('replays a lake page asked again while its invoices are unchanged, each time at its own moment, and answers anew once one changes', async () => {
+    await exportSettled(side.gw);
+    const { metrics } = side.gw.gateway;
+    const replays = async () => {
+      const [replayed, stale] = await Promise.all(['replayed', 'stale'].map((outcome) => metrics.total(metrics.analyticsLakeReplays, { outcome })));
+      return { replayed: replayed!, stale: stale! };
+    };
+    // Receivers by month over 8 months, in customer order (no other test here asks for 8 months).
+    const variables = { groupBy: 'RECEIVER', months: 8, granularity: 'MONTH', orderBy: 'CUSTOMER_ASC', first: 25 } as const;
+    const expected = () => directStats(side.sql, 'RECEIVER', 8, 'MONTH', undefined, 'CUSTOMER_ASC');
+    const firstPage = await side.gw.request(InvoiceStatsDocument, variables);
+    const cursor = firstPage.data!.invoiceStats.pageInfo.endCursor!;
+    const last = firstPage.data!.invoiceStats.rows.at(-1)!;
+    const afterCursor = (r: { customerId: string; month?: string | null }) =>
+      Number(r.customerId) > Number(last.customerId) || (r.customerId === last.customerId && r.month! > last.month!);
+    const askBoth = async (label: string) => {
+      const now = await expected();
+      const asOfs: string[] = [];
+      for (const [page, rows] of [[null, now.slice(0, 25)], [cursor, now.filter(afterCursor).slice(0, 25)]] as const) {
+        const answer = await side.gw.request(InvoiceStatsDocument, { ...variables, after: page });
+        assert.equal(answer.errors, undefined, JSON.stringify(answer.errors));
+        assert.equal(answer.data!.invoiceStats.freshness.engine, 'LAKE', label);
+        assert.deepEqual(answer.data!.invoiceStats.rows, rows, `${label}: ${page ? 'second' : 'first'} page`);
+        asOfs.push(answer.data!.invoiceStats.freshness.asOf);
+      }
+      return asOfs;
+    };
+
+    // Both pages asked again and again are replayed, each answer at a later moment than the one before.
+    const start = await replays();
+    let previous = await askBoth('first asked');
+    await eventually(async () => {
+      const asOfs = await askBoth('asked until replayed');
+      asOfs.forEach((asOf, i) => assert.ok(asOf > previous[i]!, `asOf ${asOf} after ${previous[i]}`));
+      previous = asOfs;
+      return (await replays()).replayed >= start.replayed + 2;
+    }, 'both pages replayed', 30_000);
+
+    // An invoice of the second page's first receiver changes amount: its replay is refused, and
+    // both pages are answered again, equal to Postgres, then replayed at the new version.
+    const { rows: [changed] } = await side.sql.query<{ id: string }>(
+      `SELECT invoice_id::text AS id FROM invoices WHERE receiver_id = $1
+         AND issue_date >= (date_trunc('month', now() AT TIME ZONE 'UTC') - interval '7 months') AT TIME ZONE 'UTC' ORDER BY invoice_id LIMIT 1`,
+      [(await expected()).find(afterCursor)!.customerId],
+    );
+    await side.sql.query(`UPDATE invoices SET amount_usd = amount_usd + 1000 WHERE invoice_id = $1`, [changed!.id]);
+    const before = await replays();
+    await askBoth('after the change');
+    assert.ok((await replays()).stale >= before.stale + 1, 'the replay was refused once the invoice changed');
+    await eventually(async () => {
+      await askBoth('asked until replayed at the new version');
+      return (await replays()).replayed >= before.replayed + 2;
+    }, 'replayed again after the change', 30_000);
+  });
+
   it('asks Postgres for a few quiet customers, the lake for busy ones and for all, with the same figures', async () => {
     const { rows: counts } = await side.sql.query<{ id: string; n: number }>(
       `SELECT receiver_id::text AS id, count(*)::int AS n FROM invoices WHERE issue_date >= date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' - interval '11 months'
@@ -486,10 +541,12 @@ describe('invoiceStats is exact and fresh (local lake)', { skip }, () => {
     const since = (before: Record<string, number>, now: Record<string, number>) => Object.fromEntries(Object.keys(now).map((kind) => [kind, now[kind]! - before[kind]!]));
     await exportSettled(side.gw);
     const { rows: [quiet] } = await side.sql.query<{ id: string }>(`SELECT max(customer_id)::text AS id FROM customers`);
+    // Each request another (its page's length): a request asked again is first proven for a replay, with a barrier of its own.
+    let asked = 0;
     const exact = async (label: string) => {
-      const answer = await side.gw.request(InvoiceStatsDocument, { groupBy: 'ISSUER', months: 1, granularity: 'TOTAL', orderBy: 'CUSTOMER_ASC', first: 1000 });
+      const answer = await side.gw.request(InvoiceStatsDocument, { groupBy: 'ISSUER', months: 1, granularity: 'TOTAL', orderBy: 'CUSTOMER_ASC', first: 1000 - asked++ });
       assert.equal(answer.data!.invoiceStats.freshness.engine, 'LAKE', label);
-      assert.deepEqual(answer.data!.invoiceStats.rows, await directStats(side.sql, 'ISSUER', 1, 'TOTAL', undefined, 'CUSTOMER_ASC'), label);
+      assert.deepEqual(answer.data!.invoiceStats.rows, (await directStats(side.sql, 'ISSUER', 1, 'TOTAL', undefined, 'CUSTOMER_ASC')).slice(0, 1001 - asked), label);
     };
 
     let before = await barriers();
@@ -543,10 +600,21 @@ describe('invoiceStats is exact and fresh (local lake)', { skip }, () => {
     assert.equal(all.data!.invoiceStats.freshness.liveRows, 0);
     assert.deepEqual(delta(before, await stageCounts()), { snapshot: 1, barrier: 1, changes: 1, live: 1, lake: 1, postgres: 0, commit: 1 });
 
-    // A fresh invoice is read live from Postgres beside the lake.
+    // Asked again with nothing changed, its response is replayed: the moment (counted as the
+    // snapshot), which reads the lake's version too; the barrier and the version read after it
+    // (counted as the changes) only when the feed had not recorded past the moment's WAL
+    // (other test files write WAL meanwhile). Nothing else.
+    before = await stageCounts();
+    const again = await side.gw.request(InvoiceStatsDocument, { groupBy: 'ISSUER', months: 12, granularity: 'TOTAL', first: 5 });
+    assert.deepEqual(again.data!.invoiceStats.rows, all.data!.invoiceStats.rows);
+    const replayed = delta(before, await stageCounts());
+    assert.ok([0, 1].includes(replayed.barrier!), `barriers: ${replayed.barrier}`);
+    assert.deepEqual(replayed, { snapshot: 1, barrier: replayed.barrier, changes: replayed.barrier, live: 0, lake: 0, postgres: 0, commit: 0 });
+
+    // A fresh invoice is read live from Postgres beside the lake (another page length: no replay to prove first).
     await side.sql.query(`INSERT INTO invoices (issue_date, issuer_id, receiver_id, amount_usd) VALUES (now(), 1, 2, 10.00)`);
     before = await stageCounts();
-    const fresh = await side.gw.request(InvoiceStatsDocument, { groupBy: 'ISSUER', months: 12, granularity: 'TOTAL', first: 5 });
+    const fresh = await side.gw.request(InvoiceStatsDocument, { groupBy: 'ISSUER', months: 12, granularity: 'TOTAL', first: 6 });
     assert.equal(fresh.data!.invoiceStats.freshness.liveRows, 1);
     assert.deepEqual(delta(before, await stageCounts()), { snapshot: 1, barrier: 1, changes: 1, live: 1, lake: 1, postgres: 0, commit: 1 });
 
@@ -566,10 +634,11 @@ describe('invoiceStats is exact and fresh (local lake)', { skip }, () => {
        GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 1`,
     );
     assert.ok(busiest!.n > BUSY, `the busiest issuer over 9 months has ${busiest!.n} invoices`);
-    const busy = () => side.gw.request(InvoiceStatsDocument, { groupBy: 'ISSUER', months: 9, granularity: 'MONTH', customerIds: [busiest!.id], first: 20 });
-    for (const [label, postgres] of [['counted', 1], ['remembered as busy', 0]] as const) {
+    // Each asked with another page length: the same request again would be a replay.
+    const busy = (first: number) => side.gw.request(InvoiceStatsDocument, { groupBy: 'ISSUER', months: 9, granularity: 'MONTH', customerIds: [busiest!.id], first });
+    for (const [label, postgres, first] of [['counted', 1, 20], ['remembered as busy', 0, 21]] as const) {
       before = await stageCounts();
-      const answer = await busy();
+      const answer = await busy(first);
       assert.equal(answer.data!.invoiceStats.freshness.engine, 'LAKE', label);
       assert.deepEqual(answer.data!.invoiceStats.rows, await directStats(side.sql, 'ISSUER', 9, 'MONTH', [busiest!.id]), label);
       assert.deepEqual(delta(before, await stageCounts()), { snapshot: 1, barrier: 1, changes: 1, live: 1, lake: 1, postgres, commit: 1 }, label);

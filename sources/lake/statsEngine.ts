@@ -35,9 +35,18 @@ export interface StatsAnswer {
   /** When the lake's files were exported (null: not used). */
   readonly lakeAsOf: string | null;
   readonly warnings: StatsWarning[];
-  /** The kept few-customer answer these groups are (see FewAnswers): keptAgain proves it exact at a later moment. */
-  readonly kept?: HeldAnswer;
+  /** What the answer was made from, when it can be proven exact again at a later moment (keptAgain). */
+  readonly kept?: AnswerBasis;
 }
+
+/**
+ * What an answer rests on, by which StatsEngine.keptAgain proves it exact at a later moment:
+ * - `few`: a kept few-customer answer (see FewAnswers), held while no commit touches its customers;
+ * - `lake`: the lake at a version (see LakeVersion) in the window ending at `thisMonth`. A
+ *   snapshot that sees every change recorded at that version, after a barrier, sees the same
+ *   invoices, so the same request has the same answer.
+ */
+export type AnswerBasis = { readonly kind: 'few'; readonly held: HeldAnswer } | { readonly kind: 'lake'; readonly version: string; readonly thisMonth: string };
 
 export interface StatsEngineOptions {
   readonly stats: StatsStore;
@@ -86,11 +95,12 @@ export interface InvoiceSet {
 export interface StatsEngine {
   invoiceStats(query: StatsQuery): Promise<StatsAnswer>;
   /**
-   * The moment (asOf) at which a kept few-customer answer (StatsAnswer.kept) is still exact, or
-   * undefined: one short statement instead of the query, within FEW_PROOF_MS (past it, or when
-   * the statement fails, the error is thrown: the caller answers with the query instead).
+   * The moment (asOf) at which an answer made from `basis` (StatsAnswer.kept) is still exact, or
+   * undefined: a short statement instead of the query (for the lake's, when this process's feed
+   * had not recorded up to it, the barrier and a second one), within PROOF_MS (past it, or when a statement fails, the error is thrown: the
+   * caller answers with the query instead).
    */
-  keptAgain(held: HeldAnswer): Promise<string | undefined>;
+  keptAgain(basis: AnswerBasis): Promise<string | undefined>;
   /**
    * Runs `work` on the window's invoices (lake plus live rows, or Postgres alone), within
    * `deadline` (the query's time limit, begun by the caller).
@@ -164,7 +174,7 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
     listed: LakeChanges | undefined,
     keeping = false,
   ): Promise<{ manifest: LakeManifest; changes: LakeChanges } | StatsWarning> {
-    // Whether the snapshot sees every change is asked only of an answer that may be kept.
+    // Whether the snapshot sees every change is asked only of an answer that may be kept or replayed.
     const changes = listed ?? (await options.lakeStore.changesForQuery(keeping ? window.snapshot : null));
     if (changes.generation === 0 || !changes.manifestKey) return RESET;
     // An export that finished after the snapshot describes rows the snapshot cannot see, and has
@@ -259,6 +269,32 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
     return groups && { asOf: moment.asOf, groups };
   }
 
+  /**
+   * The moment at which the lake answers as it did at `version` in the window ending at
+   * `thisMonth`, if it still does: the version read once every commit before the moment is
+   * recorded. That is the moment's own statement when this process's feed had recorded past it
+   * before it began (as listedInSnapshot), else a read after the barrier. The same version means
+   * the same recorded changes, all seen by the answer's snapshot, so by this later one too.
+   */
+  async function lakeProvenAt(basis: Extract<AnswerBasis, { kind: 'lake' }>, deadline: Deadline): Promise<string | undefined> {
+    const recordedBefore = options.lakeStore.recordedHere();
+    const moment = await timed('snapshot', () => options.stats.moment());
+    if (moment.thisMonth !== basis.thisMonth) return undefined;
+    let version = moment.lakeVersion;
+    if (recordedBefore >= decodedEnd(moment.wal)) {
+      options.metrics.analyticsBarriers.inc({ kind: 'recorded' });
+    } else {
+      const waitMs = Math.min(options.barrierTimeoutMs, REPLAY_BARRIER_WAIT_MS, deadline.remainingMs());
+      const passed = await timed('barrier', () => options.lakeStore.recordedUpTo(moment.wal, waitMs, deadline.signal));
+      if (!passed) return undefined;
+      options.metrics.analyticsBarriers.inc({ kind: passed });
+      version = (await timed('changes', () => options.lakeStore.version(null))).version;
+    }
+    const exact = version === basis.version;
+    options.metrics.analyticsLakeReplays.inc({ outcome: exact ? 'replayed' : 'stale' });
+    return exact ? moment.asOf : undefined;
+  }
+
   const observe = (engine: string, started: number) => {
     options.metrics.analyticsQueries.inc({ engine });
     options.metrics.analyticsDuration.observe({ engine }, (performance.now() - started) / 1000);
@@ -349,7 +385,7 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
         const kept = await keptFew(fewKey, deadline);
         if (kept) {
           observe('POSTGRES', started);
-          return { ...postgresAnswer(kept.asOf, kept.groups), kept: kept.held };
+          return { ...postgresAnswer(kept.asOf, kept.groups), kept: { kind: 'few', held: kept.held } };
         }
         // One statement: their invoices counted on the index up to the limit, and grouped only
         // under it. A busy customer's months are a dozen rollup rows in the lake instead.
@@ -368,7 +404,6 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
       }
       // Taken before the snapshot begins: what was recorded by then, the snapshot sees.
       const recordedBefore = options.lakeStore.recordedHere();
-      const keeping = query.after !== null;
       const answer = await inSnapshot(query.months, deadline, async (snapshot): Promise<StatsAnswer> => {
         const { window } = snapshot;
         const listed = listedInSnapshot(window, recordedBefore);
@@ -379,8 +414,15 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
           return postgresAnswer(window.asOf, await timed('postgres', () => snapshot.groups(query)), warning);
         };
         if (!options.lake) return fromPostgres();
-        const lakeAnswer = (groups: StatsGroup[], made: AnswerMade): StatsAnswer =>
-          ({ groups, asOf: window.asOf, engine: 'LAKE', lakeRows: made.lakeRows, liveRows: made.liveRows, lakeAsOf: made.lakeAsOf, warnings: [] });
+        /**
+         * `version`: the lake's, when the snapshot saw every change recorded at it; the answer then
+         * rests on it (AnswerBasis). Not when its lakeAsOf is its asOf (the same microsecond): the
+         * replay's text could not tell them apart.
+         */
+        const lakeAnswer = (groups: StatsGroup[], made: AnswerMade, version?: string): StatsAnswer => ({
+          groups, asOf: window.asOf, engine: 'LAKE', lakeRows: made.lakeRows, liveRows: made.liveRows, lakeAsOf: made.lakeAsOf, warnings: [],
+          kept: version !== undefined && made.lakeAsOf !== window.asOf ? { kind: 'lake', version, thisMonth: window.months.at(-1)! } : undefined,
+        });
         try {
           // A page after the first: a whole answer kept at an unchanged version holds it.
           const kept = query.after ? wholeAnswers.find(query, window) : undefined;
@@ -390,9 +432,11 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
           if (keptStart !== undefined) {
             const exact = await timed('changes', () => keptStillExact(kept!, window, listed));
             options.metrics.analyticsWholeAnswers.inc({ outcome: exact ? 'served' : 'stale' });
-            if (exact) return lakeAnswer(kept!.groups(keptStart, query.limit), kept!);
+            if (exact) return lakeAnswer(kept!.groups(keptStart, query.limit), kept!, kept!.version);
           }
-          const lake = await timed('changes', () => lakeChanges(options.lake!, window, listed, keeping));
+          // Whether the snapshot sees every recorded change is asked of every answer (about 1 ms
+          // with 10,000 changes listed): only then may it be kept whole for later pages, or replayed.
+          const lake = await timed('changes', () => lakeChanges(options.lake!, window, listed, true));
           if ('code' in lake) return fromPostgres(lake);
           const { store, cache, duck } = options.lake;
           const { changes } = lake;
@@ -421,19 +465,20 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
           // An empty page has no count of the answer's invoices: it is the live ones, as before.
           const all = page.records === '' ? liveRows : Number(page.allInvoices);
           const made: AnswerMade = { allInvoices: page.allInvoices, lakeRows: all - liveRows, liveRows, lakeAsOf: changes.exportedAt };
-          if (!page.whole) return lakeAnswer(pageRecords(page.records, page.allInvoices), made);
+          const version = changes.seenBySnapshot ? changes.version : undefined;
+          if (!page.whole) return lakeAnswer(pageRecords(page.records, page.allInvoices), made, version);
           const whole = wholeAnswers.keep(query, window, { ...made, version: changes.version, generation: changes.generation, records: page.records });
           options.metrics.analyticsWholeAnswers.inc({ outcome: 'kept' });
           const start = whole.start(query.after);
-          if (start !== undefined) return lakeAnswer(whole.groups(start, query.limit), made);
+          if (start !== undefined) return lakeAnswer(whole.groups(start, query.limit), made, version);
           // The cursor names no group of the answer (made for another version): its page proper.
-          return lakeAnswer(pageRecords((await timed('lake', () => lakeStats({ ...deps, timeoutMs: deadline.remainingMs() }, input))).records, page.allInvoices), made);
+          return lakeAnswer(pageRecords((await timed('lake', () => lakeStats({ ...deps, timeoutMs: deadline.remainingMs() }, input))).records, page.allInvoices), made, version);
         } catch (err) {
           // An object of the lake gone from the store (the next export writes everything again).
           if (err instanceof ObjectNotFoundError) return fromPostgres(OBJECTS_MISSING);
           throw err;
         }
-      }, { keeping, recordedBefore });
+      }, { keeping: true, recordedBefore });
       observe(answer.engine, started);
       return answer;
     },
@@ -445,17 +490,27 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
       const deadline = deadlineIn(options.timeoutMs);
       return within(deadline, answers.invoiceStats(query, deadline), late);
     },
-    keptAgain(held) {
-      // Dropped already (a commit touched its customers, a new stream, a later month): no round trip.
-      if (!options.few?.holds(held)) return Promise.resolve(undefined);
+    keptAgain(basis) {
+      // A few customers' answer dropped already (a commit touched them, a new stream, a later month): no round trip.
+      if (basis.kind === 'few' && !options.few?.holds(basis.held)) return Promise.resolve(undefined);
       const started = performance.now();
       // Short: a proof that fails is followed by the query itself, which has the whole time limit.
-      const deadline = deadlineIn(Math.min(options.timeoutMs, FEW_PROOF_MS));
-      const proven = provenAt(held, deadline).then((answer) => {
-        if (answer) observe('POSTGRES', started);
-        return answer?.asOf;
-      });
-      return within(deadline, proven, late);
+      const deadline = deadlineIn(Math.min(options.timeoutMs, PROOF_MS));
+      const proven =
+        basis.kind === 'few'
+          ? provenAt(basis.held, deadline).then((answer) => {
+              if (answer) options.metrics.analyticsFewAnswers.inc({ outcome: 'replayed' });
+              return answer?.asOf;
+            })
+          : lakeProvenAt(basis, deadline);
+      return within(
+        deadline,
+        proven.then((asOf) => {
+          if (asOf !== undefined) observe(basis.kind === 'few' ? 'POSTGRES' : 'LAKE', started);
+          return asOf;
+        }),
+        late,
+      );
     },
   };
 }
@@ -476,10 +531,17 @@ const WINDOW_ROWS_HELD = 2_000_000;
 const FEW_BARRIER_WAIT_MS = 5;
 
 /**
- * How long proving a kept response again (StatsEngine.keptAgain) may take: the statement and the
+ * How long a lake replay's proof waits for the feed's barrier (a written one passes in a few ms):
+ * the query that follows a failed proof waits its own, barrierTimeoutMs, and a feed that is behind
+ * would otherwise cost that twice.
+ */
+const REPLAY_BARRIER_WAIT_MS = 100;
+
+/**
+ * How long proving a kept response again (StatsEngine.keptAgain) may take: the statements and the
  * barrier take milliseconds; past this the query runs instead, with its own time limit.
  */
-const FEW_PROOF_MS = 1_000;
+const PROOF_MS = 1_000;
 
 /** Characters of the sets of customers remembered as busy (see busyCustomers), and for how long. */
 const BUSY_KEY_CHARS = 1_000_000;

@@ -100,8 +100,14 @@ const FORGET: Statement[] = [
 /** A logical message through the feed: once the lake consumer has passed it, it has seen every earlier commit. */
 const BARRIER: Statement = { name: 'lake_barrier', text: `SELECT pg_logical_emit_message(true, 'invoice-gateway:barrier', '')::text AS lsn` };
 
+/** LakeVersion.version of the lake_state row `s`. */
+const versionOf = (s: string) => `concat_ws(' ', ${s}.generation, ${s}.manifest_key, ${s}.changes_recorded)`;
+
+/** The lake's version as a statement's snapshot sees lake_state (see LakeVersion). */
+export const LAKE_VERSION_NOW = `(SELECT ${versionOf('s')} FROM lake_state s LIMIT 1)`;
+
 /** `snapshot`: an SQL expression of type pg_snapshot (the query's), or null: not asked. */
-const versionColumns = (snapshot: string) => `concat_ws(' ', s.generation, s.manifest_key, s.changes_recorded) AS version,
+const versionColumns = (snapshot: string) => `${versionOf('s')} AS version,
       CASE WHEN ${snapshot} IS NULL THEN false
         ELSE (SELECT coalesce(bool_and(pg_visible_in_snapshot(xid, ${snapshot})), true) FROM lake_changes) END AS "seenBySnapshot"`;
 
@@ -187,8 +193,8 @@ export interface LakeStore {
   feedStreaming(streaming: boolean): void;
   /** `snapshot`: the query's, as pg_current_snapshot() text; null: not asked whether it sees every change (false). */
   changesForQuery(snapshot: string | null): Promise<LakeChanges>;
-  /** The version alone, without the changes. */
-  version(snapshot: string): Promise<LakeVersion>;
+  /** The version alone, without the changes; `snapshot` null: not asked whether it sees every change (false). */
+  version(snapshot: string | null): Promise<LakeVersion>;
 }
 
 /**

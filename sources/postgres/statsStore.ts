@@ -2,7 +2,7 @@ import type pg from 'pg';
 import type { Database, Statement } from './database.js';
 import { translate } from './database.js';
 import { formatLsn, type Lsn } from './replication.js';
-import { changesSelect, EXPORTED_MAX_ID, SEGMENT_HEADER_BYTES, WAL_POSITION, type LakeChanges, type LakeMisses, type WalPosition } from './lakeStore.js';
+import { changesSelect, EXPORTED_MAX_ID, LAKE_VERSION_NOW, SEGMENT_HEADER_BYTES, WAL_POSITION, type LakeChanges, type LakeMisses, type WalPosition } from './lakeStore.js';
 import type { Logger } from 'pino';
 import type { Deadline } from '../../core/deadline.js';
 import { upstreamTimeout } from '../../core/errors.js';
@@ -321,8 +321,11 @@ const groupStatement = memoized((role: StatsRole, granularity: StatsGranularity,
 const MOMENT_COLUMNS = `to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS "asOf", pg_current_snapshot()::text AS snapshot,
   to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM') AS "thisMonth"`;
 
-/** A moment for a kept answer: every commit its snapshot sees ends at or before `wal` (read after the snapshot was taken). */
-const MOMENT: Statement = { name: 'stats_moment', text: `SELECT ${MOMENT_COLUMNS}, ${WAL_POSITION} AS wal` };
+/**
+ * A moment for a kept answer: every commit its snapshot sees ends at or before `wal` (read after
+ * the snapshot was taken), and the lake's version as that snapshot sees it.
+ */
+const MOMENT: Statement = { name: 'stats_moment', text: `SELECT ${MOMENT_COLUMNS}, ${WAL_POSITION} AS wal, ${LAKE_VERSION_NOW} AS "lakeVersion"` };
 
 /**
  * A few customers' page in one statement, without a transaction (one statement sees one
@@ -388,8 +391,8 @@ export interface StatsStore {
    * in the window between them; undefined when they have more (the lake answers cheaper).
    */
   fewCustomers(query: StatsQuery & { readonly customerIds: readonly number[] }, maxInvoices: number): Promise<(StatsMoment & { groups: StatsGroup[] }) | undefined>;
-  /** One statement's moment and where the WAL stood after it began: a kept answer is checked against it. */
-  moment(): Promise<StatsMoment & { wal: WalPosition }>;
+  /** One statement's moment, where the WAL stood after it began, and the lake's version it sees: a kept answer is checked against it. */
+  moment(): Promise<StatsMoment & { wal: WalPosition; lakeVersion: string | null }>;
 }
 
 /** When a statement ran: its time (ISO 8601 UTC), its snapshot (pg_current_snapshot() text), and its month (YYYY-MM, UTC). */
@@ -419,7 +422,7 @@ export function createStatsStore(db: Database, logger: Logger): StatsStore {
     },
 
     async moment() {
-      const [row] = await db.query<StatsMoment & { wal: WalPosition }>(MOMENT);
+      const [row] = await db.query<StatsMoment & { wal: WalPosition; lakeVersion: string | null }>(MOMENT);
       return row!;
     },
 
