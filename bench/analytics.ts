@@ -194,7 +194,11 @@ interface GatewayAnswer {
   readonly parseMs: number;
 }
 
-async function viaGateway(url: string, shape: Shape): Promise<GatewayAnswer> {
+/** Requests made another text (see postJson's spaces) so far: each such run is computed, never replayed. */
+let distinctTexts = 0;
+
+/** `spaces`: 0 for the shape's own request text (replayed when asked again unchanged), else another text of it. */
+async function viaGateway(url: string, shape: Shape, spaces = 0): Promise<GatewayAnswer> {
   const rows: Row[] = [];
   const engines = new Set<string>();
   const warnings = new Set<string>();
@@ -203,7 +207,7 @@ async function viaGateway(url: string, shape: Shape): Promise<GatewayAnswer> {
   let pages = 0;
   let parseMs = 0;
   for (;;) {
-    const { status, text } = await postJson(url, { query: STATS_QUERY, variables: { ...shape.variables, after } });
+    const { status, text } = await postJson(url, { query: STATS_QUERY, variables: { ...shape.variables, after } }, undefined, spaces);
     const parsing = performance.now();
     const body = JSON.parse(text) as { data?: BenchInvoiceStatsQuery | null; errors?: { message: string; extensions?: { code?: string } }[] };
     parseMs += performance.now() - parsing;
@@ -265,6 +269,11 @@ interface Measured {
   readonly stages?: StageMeans;
   /** The gateway-only runs after the timed ones (AnalyticsOptions.warmRuns), each checked. */
   readonly warmMs?: number[];
+  /**
+   * Runs of the same request as another text each time (so computed, not replayed), alternating
+   * with Postgres (whose times join postgresMs), after the warm runs.
+   */
+  readonly computedMs?: number[];
   /** The client's JSON.parse of each timed run's answer (all its pages). */
   readonly parseMs?: number[];
 }
@@ -324,6 +333,7 @@ async function measure(url: string, sql: pg.Pool, shape: Shape, repeat: number, 
   let counters: EngineCounters | undefined;
   let stages: StageMeans | undefined;
   const warmMs: number[] = [];
+  const computedMs: number[] = [];
   try {
     let postgresRows: Row[] = [];
     for (let run = 0; run <= repeat; run++) {
@@ -349,6 +359,13 @@ async function measure(url: string, sql: pg.Pool, shape: Shape, repeat: number, 
       mismatch ??= difference(g.rows, postgresRows);
       warmMs.push(gMs);
     }
+    for (let run = 0; run < repeat; run++) {
+      const [g, gMs] = await timed(() => viaGateway(url, shape, ++distinctTexts));
+      const [p, pMs] = await timed(() => viaPostgres(sql, shape));
+      mismatch ??= difference(g.rows, p);
+      computedMs.push(gMs);
+      postgresMs.push(pMs);
+    }
   } catch (err) {
     const error = (err as Error).message;
     console.error(`${name}: FAILED: ${error}`);
@@ -357,9 +374,9 @@ async function measure(url: string, sql: pg.Pool, shape: Shape, repeat: number, 
   const engine = [...engines].join('/') + (first && !engines.has(first.engine) ? ` (warm-up: ${first.engine})` : '');
   const result: Measured = {
     name, engine, gatewayMs, postgresMs, equal: mismatch === undefined, mismatch, warnings: [...warnings],
-    lakeRows: last!.lakeRows, liveRows: last!.liveRows, rows: last!.rows.length, pages: last!.pages, firstMs: first!.ms, firstEngine: first!.engine, stages, warmMs, parseMs,
+    lakeRows: last!.lakeRows, liveRows: last!.liveRows, rows: last!.rows.length, pages: last!.pages, firstMs: first!.ms, firstEngine: first!.engine, stages, warmMs, parseMs, computedMs,
   };
-  console.error(`${name}: gateway ${fmtMs(median(gatewayMs))} ms (${engine}), Postgres ${fmtMs(median(postgresMs))} ms, ${result.rows} rows, ${mismatch ? 'MISMATCH' : 'equal'}`);
+  console.error(`${name}: gateway ${fmtMs(median(gatewayMs))} ms (${engine}), computed ${fmtMs(median(computedMs))} ms, Postgres ${fmtMs(median(postgresMs))} ms, ${result.rows} rows, ${mismatch ? 'MISMATCH' : 'equal'}`);
   return result;
 }
 
@@ -578,6 +595,8 @@ function printHeader(options: AnalyticsOptions, data: BenchData, seededMonths: n
   );
   console.log(
     `method: each shape once to warm up, then ${options.repeat} timed runs alternating gateway and Postgres; ms = median / p95 of those runs (under 20 runs, p95 is the slowest). ` +
+      'The timed requests repeat the warm-up\'s text, so the gateway replays its response once proven still exact (server/keptAnalytics.ts). ' +
+      `"computed": after them, ${options.repeat} more runs alternating with Postgres (its times counted with the others), each the same request as another text (spaces before the JSON), which no replay answers. ` +
       'gateway: invoiceStats over HTTP (node:http, one kept-alive connection), until the answer is parsed ("all pages": every page of 10,000 rows, timed together). ' +
       "Postgres: test/fixtures/statsCheck.ts's aggregate with the page's ORDER BY and LIMIT, through node-postgres, until the rows are parsed. " +
       'Every answer, warm-up included, compared row by row (customer, month, count, total, avg, min, max, in order) with Postgres\'s.' +
@@ -691,17 +710,20 @@ function printReport(r: {
 }): void {
   const warm = r.options.warmRuns > 0;
   const ratio = (p: number, g: number) => (Number.isNaN(g) || Number.isNaN(p) ? '–' : `${(p / g).toFixed(p / g < 10 ? 2 : 1)}x`);
-  console.log(`| shape | gateway engine | gateway ms (median / p95) | Postgres ms (median / p95) | speed-up |${warm ? ' gateway ms, warm | speed-up, warm |' : ''} equal | rows | lake + live invoices |`);
-  console.log(`|---|---|--:|--:|--:|${warm ? '--:|--:|' : ''}:-:|--:|--:|`);
+  console.log(
+    `| shape | gateway engine | gateway ms (median / p95) | Postgres ms (median / p95) | speed-up |${warm ? ' gateway ms, warm | speed-up, warm |' : ''} gateway ms, computed | speed-up, computed | equal | rows | lake + live invoices |`,
+  );
+  console.log(`|---|---|--:|--:|--:|${warm ? '--:|--:|' : ''}--:|--:|:-:|--:|--:|`);
   for (const m of r.results) {
     const g = median(m.gatewayMs);
     const p = median(m.postgresMs);
     const speedUp = ratio(p, g);
     const warmColumns = warm ? ` ${m.warmMs?.length ? fmtMs(median(m.warmMs)) : '–'} | ${m.warmMs?.length ? ratio(p, median(m.warmMs)) : '–'} |` : '';
+    const computedColumns = m.computedMs?.length ? ` ${fmtMs(median(m.computedMs))} | ${ratio(p, median(m.computedMs))} |` : ' – | – |';
     const rows = m.rows === undefined ? '–' : `${int(m.rows)}${m.pages && m.pages > 1 ? ` (${m.pages} pages)` : ''}`;
     const fresh = m.lakeRows === undefined ? '–' : `${int(m.lakeRows)} + ${int(m.liveRows!)}`;
     console.log(
-      `| ${m.name} | ${m.engine} | ${fmtMs(g)} / ${fmtMs(p95(m.gatewayMs))} | ${fmtMs(p)} / ${fmtMs(p95(m.postgresMs))} | ${speedUp} |${warmColumns} ${m.error ? 'ERROR' : m.equal ? 'yes' : 'NO'} | ${rows} | ${fresh} |`,
+      `| ${m.name} | ${m.engine} | ${fmtMs(g)} / ${fmtMs(p95(m.gatewayMs))} | ${fmtMs(p)} / ${fmtMs(p95(m.postgresMs))} | ${speedUp} |${warmColumns}${computedColumns} ${m.error ? 'ERROR' : m.equal ? 'yes' : 'NO'} | ${rows} | ${fresh} |`,
     );
   }
   printStages(r.results, r.transportMs);
