@@ -193,7 +193,7 @@ export class Metrics {
 
   readonly analyticsQueries = new Counter({
     name: 'gateway_analytics_queries_total',
-    help: 'Analytics queries (invoiceStats, segmentStats) by the engine that answered (LAKE or POSTGRES)',
+    help: 'Analytics queries (invoiceStats, segmentStats) by the engine that answered (LAKE or POSTGRES; REPLAY: a kept response proven still exact and sent again)',
     labelNames: ['engine'] as const,
     registers: [this.registry],
   });
@@ -251,7 +251,7 @@ export class Metrics {
 
   readonly analyticsLakeReplays = new Counter({
     name: 'gateway_analytics_lake_replays_total',
-    help: 'invoiceStats responses made from the lake and asked again with the same request: replayed (the lake proven unchanged for it: its kept text sent with the new asOf, no GraphQL work), stale (invoices changed since, an export or a new month: answered again)',
+    help: 'invoiceStats responses made from the lake and asked again with the same request: replayed (the lake proven unchanged for it: its kept text sent with the new asOf, no GraphQL work), stale (invoices changed since, an export or a new month: answered again), unproven (the feed did not record up to the moment in time, or the proof failed: answered again)',
     labelNames: ['outcome'] as const,
     registers: [this.registry],
   });

@@ -114,8 +114,9 @@ export function createLeanPath({ cache, compiled, spend, record, metrics, format
         },
         done(response, { fromApollo }) {
           const cost = context.operation.cost;
-          // An answer with errors is never kept; an alias named "errors" only costs a miss.
-          if (!request || cost === undefined || response.body.includes('"errors":')) return;
+          const { body } = response;
+          // Bytes are a replay, kept already. An answer with errors is never kept; an alias named "errors" only costs a miss.
+          if (!request || cost === undefined || typeof body !== 'string' || body.includes('"errors":')) return;
           const operation = cache.qualifies(request.query, request.operationName);
           if (fromApollo) {
             if (operation) compiled.learn(accept, request, { operationName: operation.name, cost, headers: response.headers, answersErrors: false });
@@ -124,8 +125,8 @@ export function createLeanPath({ cache, compiled, spend, record, metrics, format
           }
           const { invoices, customers } = context.loaders.idsRead;
           const tags = [...[...invoices].map(cacheKeys.invoice), ...[...customers].map(cacheKeys.customer)];
-          cache.offer(ticket, key, { operation, ...response, cost, tags });
-          kept.offer(key, request, { ...response, cost, stats: context.operation.stats });
+          cache.offer(ticket, key, { operation, headers: response.headers, body, cost, tags });
+          kept.offer(key, request, { headers: response.headers, body, cost, stats: context.operation.stats });
         },
       };
     },

@@ -25,22 +25,26 @@ describe('kept analytics responses', () => {
     assert.equal(response.operationName, 'Q');
     assert.equal(response.cost, 12);
     const later = '2026-12-07T10:00:01.000001Z';
-    assert.equal(replayedBody(response, later), body(`"freshness":{"asOf":"${later}","at":"${later}","engine":"POSTGRES"}`));
+    assert.equal(replayedBody(response, later).toString('utf8'), body(`"freshness":{"asOf":"${later}","at":"${later}","engine":"POSTGRES"}`));
     kept.forget('k');
     assert.equal(kept.get('k'), undefined, 'forgotten');
   });
 
-  it('replays a 10,000-row page of the lake, and keeps no answer larger than a page of every column', () => {
+  it('replays a 10,000-row page of the lake, keeps no answer larger than a page of every column, and pushes no few customers\u2019 answer out', () => {
     const kept = createKeptAnalytics();
-    const lake = [{ basis: { kind: 'lake', version: '3 lake/manifest-3.json 17', thisMonth: '2026-12' } as const, asOf: ASKED_AT }];
+    const few = `query Q($id: ID!) { invoiceStats(groupBy: ISSUER, months: 12, customerIds: [$id]) { ${columns} freshness { asOf } } }`;
+    kept.offer('few', { query: few, operationName: 'Q' }, { body: body(`"freshness":{"asOf":"${ASKED_AT}"}`), headers, cost: 12, stats: served });
+    const lake = [{ basis: { kind: 'lake', version: '3 lake/manifest-3.json 17', thisMonth: '2026-12', batchesHere: 4 } as const, asOf: ASKED_AT }];
     const row = '{"customerId":"100000","month":null,"invoiceCount":1000,"totalUsd":"123456789.12","avgUsd":"123456.79","minUsd":"1.00","maxUsd":"999999.99"}';
     const page = (rows: number) => body(`"rows":[${Array(rows).fill(row).join(',')}],"freshness":{"asOf":"${ASKED_AT}","lakeAsOf":"2026-12-07T09:00:00.000001Z"}`);
     const query = `{ invoiceStats(groupBy: ISSUER, months: 12, granularity: TOTAL, first: 10000) { ${columns} freshness { asOf lakeAsOf } } }`;
-    kept.offer('page', { query }, { body: page(10_000), headers, cost: 10_020, stats: lake });
-    const response = kept.get('page');
+    // More pages than the lake's share holds at the least (8 MB): the oldest go, the few customers' answer stays.
+    for (let i = 0; i < 8; i++) kept.offer(`page ${i}`, { query }, { body: page(10_000), headers, cost: 10_020, stats: lake });
+    const response = kept.get('page 7');
     assert.ok(response, 'a full page kept');
     const later = '2026-12-07T10:00:01.000001Z';
-    assert.equal(replayedBody(response, later), page(10_000).replace(ASKED_AT, later), 'only the asOf is new; the lakeAsOf stays');
+    assert.equal(replayedBody(response, later).toString('utf8'), page(10_000).replace(ASKED_AT, later), 'only the asOf is new; the lakeAsOf stays');
+    assert.ok(kept.get('few'), 'the few customers\u2019 answer kept beside the pages');
     kept.offer('aliased', { query }, { body: page(40_000), headers, cost: 10_020, stats: lake });
     assert.equal(kept.get('aliased'), undefined, 'past a page of every column');
   });

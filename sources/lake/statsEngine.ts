@@ -46,7 +46,15 @@ export interface StatsAnswer {
  *   snapshot that sees every change recorded at that version, after a barrier, sees the same
  *   invoices, so the same request has the same answer.
  */
-export type AnswerBasis = { readonly kind: 'few'; readonly held: HeldAnswer } | { readonly kind: 'lake'; readonly version: string; readonly thisMonth: string };
+export type AnswerBasis =
+  | { readonly kind: 'few'; readonly held: HeldAnswer }
+  | {
+      readonly kind: 'lake';
+      readonly version: string;
+      readonly thisMonth: string;
+      /** LakeStore.batchesRecordedHere when the answer was made: once it has grown, the version has changed. */
+      readonly batchesHere: number;
+    };
 
 export interface StatsEngineOptions {
   readonly stats: StatsStore;
@@ -174,7 +182,7 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
     listed: LakeChanges | undefined,
     keeping = false,
   ): Promise<{ manifest: LakeManifest; changes: LakeChanges } | StatsWarning> {
-    // Whether the snapshot sees every change is asked only of an answer that may be kept or replayed.
+    // Whether the snapshot sees every change is asked of invoiceStats' answers (they may be kept or replayed), not of joins.
     const changes = listed ?? (await options.lakeStore.changesForQuery(keeping ? window.snapshot : null));
     if (changes.generation === 0 || !changes.manifestKey) return RESET;
     // An export that finished after the snapshot describes rows the snapshot cannot see, and has
@@ -275,24 +283,28 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
    * recorded. That is the moment's own statement when this process's feed had recorded past it
    * before it began (as listedInSnapshot), else a read after the barrier. The same version means
    * the same recorded changes, all seen by the answer's snapshot, so by this later one too.
+   * 'unproven': the barrier did not pass in time (the query then waits for its own).
    */
-  async function lakeProvenAt(basis: Extract<AnswerBasis, { kind: 'lake' }>, deadline: Deadline): Promise<string | undefined> {
+  async function lakeProvenAt(basis: Extract<AnswerBasis, { kind: 'lake' }>, deadline: Deadline): Promise<{ asOf: string } | 'stale' | 'unproven'> {
     const recordedBefore = options.lakeStore.recordedHere();
     const moment = await timed('snapshot', () => options.stats.moment());
-    if (moment.thisMonth !== basis.thisMonth) return undefined;
+    if (moment.thisMonth !== basis.thisMonth) return 'stale';
     let version = moment.lakeVersion;
     if (recordedBefore >= decodedEnd(moment.wal)) {
       options.metrics.analyticsBarriers.inc({ kind: 'recorded' });
     } else {
-      const waitMs = Math.min(options.barrierTimeoutMs, REPLAY_BARRIER_WAIT_MS, deadline.remainingMs());
-      const passed = await timed('barrier', () => options.lakeStore.recordedUpTo(moment.wal, waitMs, deadline.signal));
-      if (!passed) return undefined;
+      // This process's feed is waited for without writing; a barrier is written only when another process's feed records.
+      const waitMs = Math.min(REPLAY_BARRIER_WAIT_MS, deadline.remainingMs());
+      const passed = await timed('barrier', () =>
+        options.lakeStore.streamsHere()
+          ? options.lakeStore.recordedHereUpTo(moment.wal, waitMs, deadline.signal)
+          : options.lakeStore.recordedUpTo(moment.wal, waitMs, deadline.signal),
+      );
+      if (!passed) return 'unproven';
       options.metrics.analyticsBarriers.inc({ kind: passed });
       version = (await timed('changes', () => options.lakeStore.version(null))).version;
     }
-    const exact = version === basis.version;
-    options.metrics.analyticsLakeReplays.inc({ outcome: exact ? 'replayed' : 'stale' });
-    return exact ? moment.asOf : undefined;
+    return version === basis.version ? { asOf: moment.asOf } : 'stale';
   }
 
   const observe = (engine: string, started: number) => {
@@ -421,7 +433,10 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
          */
         const lakeAnswer = (groups: StatsGroup[], made: AnswerMade, version?: string): StatsAnswer => ({
           groups, asOf: window.asOf, engine: 'LAKE', lakeRows: made.lakeRows, liveRows: made.liveRows, lakeAsOf: made.lakeAsOf, warnings: [],
-          kept: version !== undefined && made.lakeAsOf !== window.asOf ? { kind: 'lake', version, thisMonth: window.months.at(-1)! } : undefined,
+          kept:
+            version !== undefined && made.lakeAsOf !== window.asOf
+              ? { kind: 'lake', version, thisMonth: window.months.at(-1)!, batchesHere: options.lakeStore.batchesRecordedHere() }
+              : undefined,
         });
         try {
           // A page after the first: a whole answer kept at an unchanged version holds it.
@@ -491,25 +506,29 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
       return within(deadline, answers.invoiceStats(query, deadline), late);
     },
     keptAgain(basis) {
-      // A few customers' answer dropped already (a commit touched them, a new stream, a later month): no round trip.
-      if (basis.kind === 'few' && !options.few?.holds(basis.held)) return Promise.resolve(undefined);
+      // Gone already (a commit touched the few customers, a new stream, a later month; this
+      // process's feed recorded another batch of changes): no round trip.
+      if (basis.kind === 'few' ? !options.few?.holds(basis.held) : options.lakeStore.batchesRecordedHere() !== basis.batchesHere) {
+        if (basis.kind === 'lake') options.metrics.analyticsLakeReplays.inc({ outcome: 'stale' });
+        return Promise.resolve(undefined);
+      }
       const started = performance.now();
       // Short: a proof that fails is followed by the query itself, which has the whole time limit.
       const deadline = deadlineIn(Math.min(options.timeoutMs, PROOF_MS));
-      const proven =
-        basis.kind === 'few'
-          ? provenAt(basis.held, deadline).then((answer) => {
-              if (answer) options.metrics.analyticsFewAnswers.inc({ outcome: 'replayed' });
-              return answer?.asOf;
-            })
-          : lakeProvenAt(basis, deadline);
-      return within(
-        deadline,
-        proven.then((asOf) => {
-          if (asOf !== undefined) observe(basis.kind === 'few' ? 'POSTGRES' : 'LAKE', started);
+      const proven = basis.kind === 'few' ? provenAt(basis.held, deadline) : lakeProvenAt(basis, deadline);
+      // Counted once the race is decided: a proof done past the limit answers nothing.
+      return within(deadline, proven, late).then(
+        (outcome) => {
+          const asOf = typeof outcome === 'object' ? outcome?.asOf : undefined;
+          if (basis.kind === 'lake') options.metrics.analyticsLakeReplays.inc({ outcome: asOf === undefined ? (outcome as 'stale' | 'unproven') : 'replayed' });
+          else if (asOf !== undefined) options.metrics.analyticsFewAnswers.inc({ outcome: 'replayed' });
+          if (asOf !== undefined) observe('REPLAY', started);
           return asOf;
-        }),
-        late,
+        },
+        (err: unknown) => {
+          if (basis.kind === 'lake') options.metrics.analyticsLakeReplays.inc({ outcome: 'unproven' });
+          throw err;
+        },
       );
     },
   };
@@ -531,8 +550,9 @@ const WINDOW_ROWS_HELD = 2_000_000;
 const FEW_BARRIER_WAIT_MS = 5;
 
 /**
- * How long a lake replay's proof waits for the feed's barrier (a written one passes in a few ms):
- * the query that follows a failed proof waits its own, barrierTimeoutMs, and a feed that is behind
+ * How long a lake replay's proof waits for the feed to record up to its moment (this process's
+ * feed within a millisecond or so; a barrier written for another process's feed in a few): the
+ * query that follows a failed proof waits its own, barrierTimeoutMs, and a feed that is behind
  * would otherwise cost that twice.
  */
 const REPLAY_BARRIER_WAIT_MS = 100;

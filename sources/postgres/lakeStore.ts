@@ -182,6 +182,13 @@ export interface LakeStore {
   /** How far this process's feed has recorded (committed) every change. */
   recordedHere(): Lsn;
   /**
+   * How many batches of changes this process's feed has recorded: once it has recorded another,
+   * the lake's version (LakeVersion) is another too.
+   */
+  batchesRecordedHere(): number;
+  /** Whether this process's feed streams (see recordedHereUpTo). */
+  streamsHere(): boolean;
+  /**
    * Whether this process's own feed, streaming, records up to `wal` within `waitMs`: nothing is
    * written and lake_state is not read, so no other process's feed can pass it. `recorded`: it
    * had already; undefined: not in time (at once when it does not stream).
@@ -210,6 +217,8 @@ export interface RecordedPosition {
   at(): Lsn;
   /** Whether this process's feed is streaming, so the position moves with the WAL (see LakeStore.feedStreaming). */
   following: boolean;
+  /** Batches of changes this process's feed has recorded (each bumps the lake's version). */
+  batches: number;
   /** Resolves when the position moves, or after `ms`. */
   moved(ms: number): Promise<void>;
 }
@@ -219,6 +228,7 @@ export function createRecordedPosition(): RecordedPosition {
   const waiters = new Set<() => void>();
   return {
     following: false,
+    batches: 0,
     reached(to) {
       const lsn = typeof to === 'string' ? parseLsn(to) : to;
       if (lsn <= position) return;
@@ -314,6 +324,7 @@ export function createLakeStore(db: Database, position: RecordedPosition): LakeS
     },
     async record(changes, to) {
       await db.query(RECORD, [changes.map((c) => c.invoiceId), changes.map((c) => c.changed), changes.map((c) => c.xid), to]);
+      position.batches++;
       position.reached(to);
     },
     async advance(to) {
@@ -342,7 +353,8 @@ export function createLakeStore(db: Database, position: RecordedPosition): LakeS
         const passiveMs = unflushed <= 0n ? PASSIVE_WAIT_MS : unflushed <= UNFLUSHED_WAIT_BYTES ? UNFLUSHED_WAIT_MS : 0;
         const started = performance.now();
         const until = started + Math.min(waitMs, passiveMs);
-        for (let left = until - started; !position.passed(target) && left > 0 && !signal?.aborted; left = until - performance.now()) {
+        // The first wait is the limit itself: `until - started` can come out a rounding above it.
+        for (let left = Math.min(waitMs, passiveMs); !position.passed(target) && left > 0 && !signal?.aborted; left = until - performance.now()) {
           await position.moved(left);
         }
         if (position.passed(target)) return 'decoded';
@@ -352,6 +364,8 @@ export function createLakeStore(db: Database, position: RecordedPosition): LakeS
       return (await writeBarrier(Math.max(waitMs, 0), signal, target)) ? 'written' : undefined;
     },
     recordedHere: () => position.at(),
+    batchesRecordedHere: () => position.batches,
+    streamsHere: () => position.following,
     async recordedHereUpTo(wal, waitMs, signal) {
       const target = decodedEnd(wal);
       if (position.passed(target)) return 'recorded';
