@@ -787,6 +787,36 @@ describe('the S3 lake (a real S3 protocol server)', { skip }, () => {
     assert.ok(objects.some((o) => o.key === 'manifests/latest.json'));
   });
 
+  it('replays a page on a gateway whose feed is another\u2019s (through a written barrier), and not once an invoice changed', async () => {
+    await exportSettled(remote.gw);
+    await withEmptyCache(async (fresh) => {
+      const { metrics } = fresh.gateway;
+      const count = (counter: typeof metrics.analyticsLakeReplays | typeof metrics.analyticsBarriers, labels: Record<string, string>) => metrics.total(counter, labels);
+      const variables = { groupBy: 'ISSUER', months: 12, granularity: 'TOTAL', first: 10 } as const;
+      const ask = async (label: string) => {
+        const answer = await fresh.request(InvoiceStatsDocument, variables);
+        assert.equal(answer.errors, undefined, JSON.stringify(answer.errors));
+        assert.equal(answer.data!.invoiceStats.freshness.engine, 'LAKE', label);
+        assert.deepEqual(answer.data!.invoiceStats.rows, (await directStats(remote.sql, 'ISSUER', 12, 'TOTAL')).slice(0, 10), label);
+      };
+      await ask('first asked');
+      await eventually(async () => {
+        const [replayed, written] = [await count(metrics.analyticsLakeReplays, { outcome: 'replayed' }), await count(metrics.analyticsBarriers, { kind: 'written' })];
+        await ask('asked until replayed');
+        return (await count(metrics.analyticsLakeReplays, { outcome: 'replayed' })) === replayed! + 1 && (await count(metrics.analyticsBarriers, { kind: 'written' })) === written! + 1;
+      }, 'a replay proven through a barrier it wrote', 30_000);
+      // An invoice of the top issuer changes (recorded by the other gateway's feed): not replayed, Postgres's figures.
+      const [top] = await directStats(remote.sql, 'ISSUER', 12, 'TOTAL');
+      await remote.sql.query(
+        `UPDATE invoices SET amount_usd = amount_usd + 5000 WHERE invoice_id = (SELECT min(invoice_id) FROM invoices WHERE issuer_id = $1 AND issue_date >= now() - interval '300 days')`,
+        [top!.customerId],
+      );
+      const before = await count(metrics.analyticsLakeReplays, { outcome: 'replayed' });
+      await ask('after the change');
+      assert.equal(await count(metrics.analyticsLakeReplays, { outcome: 'replayed' }), before, 'not replayed once an invoice changed');
+    });
+  });
+
   it('a lake emptied under it (its last manifest gone) is exported afresh, not failed on every interval', async () => {
     const store = local.gw.gateway.lake.store;
     await store.delete((await store.list('')).map((o) => o.key));
