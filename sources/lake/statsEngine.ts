@@ -105,8 +105,8 @@ export interface StatsEngine {
   /**
    * The moment (asOf) at which an answer made from `basis` (StatsAnswer.kept) is still exact, or
    * undefined: a short statement instead of the query (for the lake's, when this process's feed
-   * had not recorded up to it, the barrier and a second one), within PROOF_MS (past it, or when a statement fails, the error is thrown: the
-   * caller answers with the query instead).
+   * had not recorded up to it, the barrier and a second one), within PROOF_MS (past it, or when a
+   * statement fails, the error is thrown: the caller answers with the query instead).
    */
   keptAgain(basis: AnswerBasis): Promise<string | undefined>;
   /**
@@ -285,10 +285,10 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
    * the same recorded changes, all seen by the answer's snapshot, so by this later one too.
    * 'unproven': the barrier did not pass in time (the query then waits for its own).
    */
-  async function lakeProvenAt(basis: Extract<AnswerBasis, { kind: 'lake' }>, deadline: Deadline): Promise<{ asOf: string } | 'stale' | 'unproven'> {
+  async function lakeProvenAt(basis: Extract<AnswerBasis, { kind: 'lake' }>, deadline: Deadline): Promise<Proof> {
     const recordedBefore = options.lakeStore.recordedHere();
     const moment = await timed('snapshot', () => options.stats.moment());
-    if (moment.thisMonth !== basis.thisMonth) return 'stale';
+    if (moment.thisMonth !== basis.thisMonth) return { outcome: 'stale' };
     let version = moment.lakeVersion;
     if (recordedBefore >= decodedEnd(moment.wal)) {
       options.metrics.analyticsBarriers.inc({ kind: 'recorded' });
@@ -300,11 +300,11 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
           ? options.lakeStore.recordedHereUpTo(moment.wal, waitMs, deadline.signal)
           : options.lakeStore.recordedUpTo(moment.wal, waitMs, deadline.signal),
       );
-      if (!passed) return 'unproven';
+      if (!passed) return { outcome: 'unproven' };
       options.metrics.analyticsBarriers.inc({ kind: passed });
       version = (await timed('changes', () => options.lakeStore.version(null))).version;
     }
-    return version === basis.version ? { asOf: moment.asOf } : 'stale';
+    return version === basis.version ? { asOf: moment.asOf, outcome: 'replayed' } : { outcome: 'stale' };
   }
 
   const observe = (engine: string, started: number) => {
@@ -515,12 +515,15 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
       const started = performance.now();
       // Short: a proof that fails is followed by the query itself, which has the whole time limit.
       const deadline = deadlineIn(Math.min(options.timeoutMs, PROOF_MS));
-      const proven = basis.kind === 'few' ? provenAt(basis.held, deadline) : lakeProvenAt(basis, deadline);
-      // Counted once the race is decided: a proof done past the limit answers nothing.
+      const proven: Promise<Proof> =
+        basis.kind === 'few'
+          ? provenAt(basis.held, deadline).then((answer) => (answer ? { asOf: answer.asOf, outcome: 'replayed' } : { outcome: 'stale' }))
+          : lakeProvenAt(basis, deadline);
+      // Counted once the race is decided: a proof done past the limit answers nothing. (A few
+      // customers' stale answer is counted by provenAt, as for a query.)
       return within(deadline, proven, late).then(
-        (outcome) => {
-          const asOf = typeof outcome === 'object' ? outcome?.asOf : undefined;
-          if (basis.kind === 'lake') options.metrics.analyticsLakeReplays.inc({ outcome: asOf === undefined ? (outcome as 'stale' | 'unproven') : 'replayed' });
+        ({ asOf, outcome }) => {
+          if (basis.kind === 'lake') options.metrics.analyticsLakeReplays.inc({ outcome });
           else if (asOf !== undefined) options.metrics.analyticsFewAnswers.inc({ outcome: 'replayed' });
           if (asOf !== undefined) observe('REPLAY', started);
           return asOf;
@@ -535,6 +538,12 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
 }
 
 const late = () => upstreamTimeout('The analytics query');
+
+/** A proof's outcome (StatsEngine.keptAgain): the moment it holds at, or why not. */
+interface Proof {
+  readonly asOf?: string;
+  readonly outcome: 'replayed' | 'stale' | 'unproven';
+}
 
 /**
  * Rows of windows' groups kept in DuckDB tables (a 12-month window by month of 10,000 customers
