@@ -73,17 +73,27 @@ const REPLAYABLE_FIELDS: SelectableFields = {
  * The lake's share is a sixteenth of the heap's limit (16 MB under `npm start`'s 256 MB), at
  * least 8 MB: a client paging through 100,000 groups again and again is the case worth the room.
  */
-const BUDGETS: Record<AnswerBasis['kind'], { readonly total: number; readonly body: number }> = {
+export type KeptBudgets = Record<AnswerBasis['kind'], { readonly total: number; readonly body: number }>;
+
+const BUDGETS: KeptBudgets = {
   few: { total: 32 * 2 ** 20, body: 64 * 1024 },
   lake: { total: Math.max(8 * 2 ** 20, Math.floor(getHeapStatistics().heap_size_limit / 16)), body: 4 * 2 ** 20 },
 };
 
-export function createKeptAnalytics(): KeptAnalytics {
+/** Bytes of their own: a small Buffer.from is a slice of Node's shared 8 KB pool, which a kept part would hold whole. */
+function ownBytes(text: string): Buffer {
+  const bytes = Buffer.allocUnsafeSlow(Buffer.byteLength(text, 'utf8'));
+  bytes.write(text, 'utf8');
+  return bytes;
+}
+
+/** `budgets`: BUDGETS unless a test needs smaller ones. */
+export function createKeptAnalytics(budgets: KeptBudgets = BUDGETS): KeptAnalytics {
   const storeOf = (kind: AnswerBasis['kind']) =>
     new LRUCache<string, KeptResponse>({
       // At most one per kept few-customer answer; as many lake pages.
       max: ANSWERS_KEPT,
-      maxSize: BUDGETS[kind].total,
+      maxSize: budgets[kind].total,
       sizeCalculation: (response, key) => key.length + response.parts.reduce((n, part) => n + part.length, 0),
     });
   const stores = { few: storeOf('few'), lake: storeOf('lake') };
@@ -96,10 +106,10 @@ export function createKeptAnalytics(): KeptAnalytics {
     },
     offer(key, request, { body, headers, cost, stats }) {
       const served = stats?.length === 1 ? stats[0] : null;
-      if (!served || key.length > MAX_KEY_CHARS || body.length > BUDGETS[served.basis.kind].body) return;
+      if (!served || key.length > MAX_KEY_CHARS || body.length > budgets[served.basis.kind].body) return;
       const operation = replayable(request.query, request.operationName);
       if (!operation) return;
-      const parts = body.split(JSON.stringify(served.asOf)).map((part) => Buffer.from(part, 'utf8'));
+      const parts = body.split(JSON.stringify(served.asOf)).map(ownBytes);
       // No asOf selected: the text is the same at any moment, still only while its basis holds.
       stores[served.basis.kind].set(key, { basis: served.basis, headers, operationName: operation.name, cost, parts });
     },

@@ -31,15 +31,17 @@ describe('kept analytics responses', () => {
   });
 
   it('replays a 10,000-row page of the lake, keeps no answer larger than a page of every column, and pushes no few customers\u2019 answer out', () => {
-    const kept = createKeptAnalytics();
+    // Room for two pages of the lake, and the few customers' usual room.
+    const kept = createKeptAnalytics({ few: { total: 32 * 2 ** 20, body: 64 * 1024 }, lake: { total: 3 * 2 ** 20, body: 4 * 2 ** 20 } });
     const few = `query Q($id: ID!) { invoiceStats(groupBy: ISSUER, months: 12, customerIds: [$id]) { ${columns} freshness { asOf } } }`;
     kept.offer('few', { query: few, operationName: 'Q' }, { body: body(`"freshness":{"asOf":"${ASKED_AT}"}`), headers, cost: 12, stats: served });
     const lake = [{ basis: { kind: 'lake', version: '3 lake/manifest-3.json 17', thisMonth: '2026-12', batchesHere: 4 } as const, asOf: ASKED_AT }];
     const row = '{"customerId":"100000","month":null,"invoiceCount":1000,"totalUsd":"123456789.12","avgUsd":"123456.79","minUsd":"1.00","maxUsd":"999999.99"}';
     const page = (rows: number) => body(`"rows":[${Array(rows).fill(row).join(',')}],"freshness":{"asOf":"${ASKED_AT}","lakeAsOf":"2026-12-07T09:00:00.000001Z"}`);
     const query = `{ invoiceStats(groupBy: ISSUER, months: 12, granularity: TOTAL, first: 10000) { ${columns} freshness { asOf lakeAsOf } } }`;
-    // More pages than the lake's share holds at the least (8 MB): the oldest go, the few customers' answer stays.
+    // More pages than the lake's room: the oldest go, the few customers' answer (kept first) stays.
     for (let i = 0; i < 8; i++) kept.offer(`page ${i}`, { query }, { body: page(10_000), headers, cost: 10_020, stats: lake });
+    assert.equal(kept.get('page 0'), undefined, 'the oldest page pushed out');
     const response = kept.get('page 7');
     assert.ok(response, 'a full page kept');
     const later = '2026-12-07T10:00:01.000001Z';

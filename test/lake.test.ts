@@ -382,15 +382,23 @@ describe('invoiceStats is exact and fresh (local lake)', { skip }, () => {
       return asOfs;
     };
 
-    // Both pages asked again and again are replayed, each answer at a later moment than the one before.
+    // Both pages asked again and again are replayed, each answer at a later moment than the one
+    // before. A wrong answer ends the loop and fails the test (eventually retries what throws).
     let previous = await askBoth('first asked');
+    let wrong: unknown;
     await eventually(async () => {
       const start = await replays();
-      const asOfs = await askBoth('asked until replayed');
-      asOfs.forEach((asOf, i) => assert.ok(asOf > previous[i]!, `asOf ${asOf} after ${previous[i]}`));
-      previous = asOfs;
+      try {
+        const asOfs = await askBoth('asked until replayed');
+        asOfs.forEach((asOf, i) => assert.ok(asOf > previous[i]!, `asOf ${asOf} after ${previous[i]}`));
+        previous = asOfs;
+      } catch (err) {
+        wrong ??= err;
+        return true;
+      }
       return (await replays()).replayed === start.replayed + 2;
     }, 'both pages replayed', 30_000);
+    assert.equal(wrong, undefined);
 
     // An invoice of the second page's first receiver changes amount: its replay is refused, and
     // both pages are answered again, equal to Postgres, then replayed at the new version.
@@ -405,9 +413,10 @@ describe('invoiceStats is exact and fresh (local lake)', { skip }, () => {
     assert.ok((await replays()).stale >= before.stale + 1, 'the replay was refused once the invoice changed');
     await eventually(async () => {
       const start = await replays();
-      await askBoth('asked until replayed at the new version');
-      return (await replays()).replayed === start.replayed + 2;
+      const answered = await askBoth('asked until replayed at the new version').then(() => true, (err: unknown) => (wrong ??= err, false));
+      return !answered || (await replays()).replayed === start.replayed + 2;
     }, 'both pages replayed again after the change', 30_000);
+    assert.equal(wrong, undefined);
   });
 
   it('asks Postgres for a few quiet customers, the lake for busy ones and for all, with the same figures', async () => {
@@ -800,20 +809,25 @@ describe('the S3 lake (a real S3 protocol server)', { skip }, () => {
         assert.deepEqual(answer.data!.invoiceStats.rows, (await directStats(remote.sql, 'ISSUER', 12, 'TOTAL')).slice(0, 10), label);
       };
       await ask('first asked');
+      let wrong: unknown;
       await eventually(async () => {
         const [replayed, written] = [await count(metrics.analyticsLakeReplays, { outcome: 'replayed' }), await count(metrics.analyticsBarriers, { kind: 'written' })];
-        await ask('asked until replayed');
+        // A wrong answer ends the loop and fails the test (eventually retries what throws).
+        if (!(await ask('asked until replayed').then(() => true, (err: unknown) => (wrong ??= err, false)))) return true;
         return (await count(metrics.analyticsLakeReplays, { outcome: 'replayed' })) === replayed! + 1 && (await count(metrics.analyticsBarriers, { kind: 'written' })) === written! + 1;
       }, 'a replay proven through a barrier it wrote', 30_000);
+      assert.equal(wrong, undefined);
       // An invoice of the top issuer changes (recorded by the other gateway's feed): not replayed, Postgres's figures.
       const [top] = await directStats(remote.sql, 'ISSUER', 12, 'TOTAL');
       await remote.sql.query(
         `UPDATE invoices SET amount_usd = amount_usd + 5000 WHERE invoice_id = (SELECT min(invoice_id) FROM invoices WHERE issuer_id = $1 AND issue_date >= now() - interval '300 days')`,
         [top!.customerId],
       );
-      const before = await count(metrics.analyticsLakeReplays, { outcome: 'replayed' });
+      const [replayed, stale] = [await count(metrics.analyticsLakeReplays, { outcome: 'replayed' }), await count(metrics.analyticsLakeReplays, { outcome: 'stale' })];
       await ask('after the change');
-      assert.equal(await count(metrics.analyticsLakeReplays, { outcome: 'replayed' }), before, 'not replayed once an invoice changed');
+      assert.equal(await count(metrics.analyticsLakeReplays, { outcome: 'replayed' }), replayed, 'not replayed once an invoice changed');
+      // Refused as stale by the version read after its written barrier (not merely unproven).
+      assert.equal(await count(metrics.analyticsLakeReplays, { outcome: 'stale' }), stale! + 1, 'the replay found stale');
     });
   });
 

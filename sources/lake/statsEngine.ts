@@ -7,7 +7,7 @@ import type { Duck } from '../duckdb/duckdb.js';
 import type { ObjectCache } from '../objectStore/objectCache.js';
 import { ObjectNotFoundError, type ObjectStore } from '../objectStore/objectStore.js';
 import { decodedEnd, UNKNOWN_MAX_ID, type LakeChanges, type LakeStore } from '../postgres/lakeStore.js';
-import type { Lsn } from '../postgres/replication.js';
+import { parseLsn, type Lsn } from '../postgres/replication.js';
 import type { InvoiceColumns, LiveGroups, LiveScope, SnapshotLake, StatsGroup, StatsQuery, StatsSnapshot, StatsStore, StatsWindow } from '../postgres/statsStore.js';
 import type { FewAnswers, HeldAnswer } from './fewAnswers.js';
 import type { FreshInvoices } from './freshInvoices.js';
@@ -293,10 +293,15 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
     if (recordedBefore >= decodedEnd(moment.wal)) {
       options.metrics.analyticsBarriers.inc({ kind: 'recorded' });
     } else {
-      // This process's feed is waited for without writing; a barrier is written only when another process's feed records.
+      // This process's feed, streaming, with the WAL flushed that far, is waited for without
+      // writing: recordedUpTo would wait all of waitMs for it, then write a barrier it has no
+      // time left to pass. Otherwise recordedUpTo writes its barrier soon (at once for another
+      // process's feed, or when much WAL is unflushed: a bulk load anywhere in the cluster), and
+      // that barrier's commit flushes the WAL for the feed.
       const waitMs = Math.min(REPLAY_BARRIER_WAIT_MS, deadline.remainingMs());
+      const flushed = decodedEnd(moment.wal) <= parseLsn(moment.wal.flush);
       const passed = await timed('barrier', () =>
-        options.lakeStore.streamsHere()
+        options.lakeStore.streamsHere() && flushed
           ? options.lakeStore.recordedHereUpTo(moment.wal, waitMs, deadline.signal)
           : options.lakeStore.recordedUpTo(moment.wal, waitMs, deadline.signal),
       );
