@@ -298,10 +298,15 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
       // time left to pass. Otherwise recordedUpTo writes its barrier soon (at once for another
       // process's feed, or when much WAL is unflushed: a bulk load anywhere in the cluster), and
       // that barrier's commit flushes the WAL for the feed.
-      const waitMs = Math.min(REPLAY_BARRIER_WAIT_MS, deadline.remainingMs());
+      // This process's streaming feed, behind, is waited for the proof's whole time: the query a
+      // failed proof leaves would wait for the same feed, the lag gone meanwhile (after 10,000
+      // inserts at 10M a proof gave up at 100 ms with 46 ms left). Another process's feed, or
+      // none, for REPLAY_BARRIER_WAIT_MS.
+      const streams = options.lakeStore.streamsHere();
+      const waitMs = Math.min(streams ? Infinity : REPLAY_BARRIER_WAIT_MS, deadline.remainingMs());
       const flushed = decodedEnd(moment.wal) <= parseLsn(moment.wal.flush);
       const passed = await timed('barrier', () =>
-        options.lakeStore.streamsHere() && flushed
+        streams && flushed
           ? options.lakeStore.recordedHereUpTo(moment.wal, waitMs, deadline.signal)
           : options.lakeStore.recordedUpTo(moment.wal, waitMs, deadline.signal),
       );
@@ -564,10 +569,9 @@ const WINDOW_ROWS_HELD = 2_000_000;
 const FEW_BARRIER_WAIT_MS = 5;
 
 /**
- * How long a lake replay's proof waits for the feed to record up to its moment (this process's
- * feed within a millisecond or so; a barrier written for another process's feed in a few): the
- * query that follows a failed proof waits its own, barrierTimeoutMs, and a feed that is behind
- * would otherwise cost that twice.
+ * How long a lake replay's proof waits for another process's feed to pass its barrier (a few ms
+ * when that feed is current): the query that follows a failed proof waits its own,
+ * barrierTimeoutMs, and a feed that is stopped would otherwise cost that twice.
  */
 const REPLAY_BARRIER_WAIT_MS = 100;
 
