@@ -30,7 +30,7 @@ export interface KeptAnalytics {
   get(key: string): KeptResponse | undefined;
   /** The kept answer is gone or stale: its response too. */
   forget(key: string): void;
-  /** Keeps a complete 200 answer without errors if its operation qualifies and it was served from one kept answer. */
+  /** Keeps a complete 200 answer without errors if its operation qualifies and its one invoiceStats answer has a basis. */
   offer(key: string, request: LookupRequest, answer: OfferedAnswer): void;
 }
 

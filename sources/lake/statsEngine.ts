@@ -7,7 +7,7 @@ import type { Duck } from '../duckdb/duckdb.js';
 import type { ObjectCache } from '../objectStore/objectCache.js';
 import { ObjectNotFoundError, type ObjectStore } from '../objectStore/objectStore.js';
 import { decodedEnd, UNKNOWN_MAX_ID, type LakeChanges, type LakeStore } from '../postgres/lakeStore.js';
-import { parseLsn, type Lsn } from '../postgres/replication.js';
+import type { Lsn } from '../postgres/replication.js';
 import type { InvoiceColumns, LiveGroups, LiveScope, SnapshotLake, StatsGroup, StatsQuery, StatsSnapshot, StatsStore, StatsWindow } from '../postgres/statsStore.js';
 import type { FewAnswers, HeldAnswer } from './fewAnswers.js';
 import type { FreshInvoices } from './freshInvoices.js';
@@ -293,23 +293,13 @@ export function createStatsEngine(options: StatsEngineOptions): StatsEngine {
     if (recordedBefore >= decodedEnd(moment.wal)) {
       options.metrics.analyticsBarriers.inc({ kind: 'recorded' });
     } else {
-      // This process's feed, streaming, with the WAL flushed that far, is waited for without
-      // writing: recordedUpTo would wait all of waitMs for it, then write a barrier it has no
-      // time left to pass. Otherwise recordedUpTo writes its barrier soon (at once for another
-      // process's feed, or when much WAL is unflushed: a bulk load anywhere in the cluster), and
-      // that barrier's commit flushes the WAL for the feed.
-      // This process's streaming feed, behind, is waited for the proof's whole time: the query a
-      // failed proof leaves would wait for the same feed, the lag gone meanwhile (after 10,000
-      // inserts at 10M a proof gave up at 100 ms with 46 ms left). Another process's feed, or
-      // none, for REPLAY_BARRIER_WAIT_MS.
-      const streams = options.lakeStore.streamsHere();
-      const waitMs = Math.min(streams ? Infinity : REPLAY_BARRIER_WAIT_MS, deadline.remainingMs());
-      const flushed = decodedEnd(moment.wal) <= parseLsn(moment.wal.flush);
-      const passed = await timed('barrier', () =>
-        streams && flushed
-          ? options.lakeStore.recordedHereUpTo(moment.wal, waitMs, deadline.signal)
-          : options.lakeStore.recordedUpTo(moment.wal, waitMs, deadline.signal),
-      );
+      // The query's own barrier (recordedUpTo: this process's feed waited for, a barrier written
+      // when it stays behind or the WAL is unflushed). This process's streaming feed is waited
+      // for the proof's whole time: the query a failed proof leaves would wait for the same feed
+      // (after 10,000 inserts at 10M a proof gave up at 100 ms with 46 ms left). Another
+      // process's feed, or none, for REPLAY_BARRIER_WAIT_MS.
+      const waitMs = Math.min(options.lakeStore.streamsHere() ? Infinity : REPLAY_BARRIER_WAIT_MS, deadline.remainingMs());
+      const passed = await timed('barrier', () => options.lakeStore.recordedUpTo(moment.wal, waitMs, deadline.signal));
       if (!passed) return { outcome: 'unproven' };
       options.metrics.analyticsBarriers.inc({ kind: passed });
       version = (await timed('changes', () => options.lakeStore.version(null))).version;
