@@ -21,6 +21,15 @@ export interface HttpAnswer {
  */
 export function postJson(url: string, body: unknown, timeoutMs = 300_000, spaces = 0): Promise<HttpAnswer> {
   const payload = ' '.repeat(spaces) + JSON.stringify(body);
+  return post(url, payload, timeoutMs).catch((err: Error & { reusedSocket?: boolean }) => {
+    // A kept-alive connection the server closed as the request went out (node's documented
+    // race, request.reusedSocket): the request never reached it, so it is sent again, once.
+    if (err.reusedSocket && (err as NodeJS.ErrnoException).code === 'ECONNRESET') return post(url, payload, timeoutMs);
+    throw err;
+  });
+}
+
+function post(url: string, payload: string, timeoutMs: number): Promise<HttpAnswer> {
   return new Promise((resolve, reject) => {
     const request = http.request(
       url,
@@ -33,7 +42,8 @@ export function postJson(url: string, body: unknown, timeoutMs = 300_000, spaces
       },
     );
     request.on('timeout', () => request.destroy(new Error(`no answer from ${url} within ${timeoutMs} ms`)));
-    request.on('error', reject);
+    // Marked before it reaches postJson: whether the failed request went out on a reused connection.
+    request.on('error', (err) => reject(Object.assign(err, { reusedSocket: request.reusedSocket })));
     request.end(payload);
   });
 }

@@ -86,6 +86,15 @@ const BACKGROUND_POOL_MAX = 5;
 const ADMISSION_TRACKED = 200_000;
 /** Short reads, each released at once: a few connections serve every concurrent analytics query. */
 const LAKE_STATE_POOL_MAX = 4;
+/**
+ * How long an idle kept-alive connection stays open: above the 60 s idle timeout of common load
+ * balancers (AWS's ALB), so that the proxy closes an idle connection first and never sends a
+ * request on one the gateway is closing (a 502). Node's 5 s also closed a client's connection
+ * between requests a few seconds apart, and a request sent as the close arrived failed with
+ * "socket hang up" (the analytics benchmark, between Postgres runs of about 5 s).
+ * headersTimeout stays above it, as Node asks.
+ */
+const KEEP_ALIVE_MS = 65_000;
 
 /**
  * Wires the gateway: sources, the change feed and its consumers, schema, Apollo Server on
@@ -158,7 +167,7 @@ async function serve(config: Config, logger: Logger, databaseUrl: string, resour
   const feed = await startFeed({ config, databaseUrl, db: backgroundDb, consumers: [lake.recorder], receiverPayments: lake.receiverPayments, cache, events, logger, metrics });
   resources.feed = feed;
 
-  const httpServer = http.createServer();
+  const httpServer = http.createServer({ keepAliveTimeout: KEEP_ALIVE_MS, headersTimeout: KEEP_ALIVE_MS + 1_000 });
   const production = config.env === 'production';
   const schema = await buildGatewaySchema();
   const formatError = createErrorFormatter(logger, config.exposeErrors && !production);

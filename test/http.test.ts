@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import http from 'node:http';
 import { describe, it } from 'node:test';
 import { missingServices } from './fixtures/services.js';
 import { useTestGateway } from './fixtures/perFile.js';
@@ -75,6 +76,28 @@ describe('HTTP endpoints', { skip }, () => {
     const root = await fetch(new URL('/', f.gw.url), { redirect: 'manual' });
     assert.equal(root.status, 302);
     assert.equal(root.headers.get('location'), '/graphql');
+  });
+
+  it('keeps an idle connection open past a proxy\u2019s 60 s idle timeout, and says so (a request seconds later reuses it)', async () => {
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    const post = () =>
+      new Promise<{ status: number; keepAlive: string | undefined; reused: boolean }>((resolve, reject) => {
+        const req = http.request(f.gw.url, { method: 'POST', agent, headers: { 'content-type': 'application/json' } }, (res) => {
+          res.resume();
+          res.on('end', () => resolve({ status: res.statusCode!, keepAlive: res.headers['keep-alive'] as string | undefined, reused: req.reusedSocket }));
+        });
+        req.on('error', reject);
+        req.end(JSON.stringify({ query: '{ __typename }' }));
+      });
+    try {
+      const first = await post();
+      assert.deepEqual(first, { status: 200, keepAlive: 'timeout=65', reused: false });
+      // Past Node's default of 5 s, which closed the connection in between.
+      await new Promise((resolve) => setTimeout(resolve, 5_500));
+      assert.deepEqual(await post(), { status: 200, keepAlive: 'timeout=65', reused: true });
+    } finally {
+      agent.destroy();
+    }
   });
 
   it('sends answers as UTF-8 bytes with their byte length, from Apollo and from the compiled path alike', async () => {
