@@ -109,7 +109,8 @@ export const LAKE_VERSION_NOW = `(SELECT ${versionOf('s')} FROM lake_state s LIM
 /** `snapshot`: an SQL expression of type pg_snapshot (the query's), or null: not asked. */
 const versionColumns = (snapshot: string) => `${versionOf('s')} AS version,
       CASE WHEN ${snapshot} IS NULL THEN false
-        ELSE (SELECT coalesce(bool_and(pg_visible_in_snapshot(xid, ${snapshot})), true) FROM lake_changes) END AS "seenBySnapshot"`;
+        -- A transaction older than the snapshot's xmin had ended before it: only later ones are asked (migration 014).
+        ELSE NOT EXISTS (SELECT 1 FROM lake_changes WHERE xid >= pg_snapshot_xmin(${snapshot}) AND NOT pg_visible_in_snapshot(xid, ${snapshot})) END AS "seenBySnapshot"`;
 
 /** The highest exported id as text when unknown (see EXPORTED_MAX_ID): nothing is above it. */
 export const UNKNOWN_MAX_ID = '9223372036854775807';
