@@ -6,7 +6,7 @@ import { seededRandom } from './fixtures/random.js';
 import { exportSettled, exportWritten, startFeedGateway, type FeedGateway } from './fixtures/lakeside.js';
 import { startS3Server, type S3Server } from './fixtures/s3Server.js';
 import { allPages, assertExact, assertFirstPagesByCustomer, directStats } from './fixtures/statsCheck.js';
-import { eventually } from './fixtures/eventually.js';
+import { eventually, repeatUntil } from './fixtures/eventually.js';
 import { CustomerStatsDocument, InvoiceByIdDocument, InvoiceStatsDocument } from './generated/graphql.js';
 
 const skip = await missingServices('postgres');
@@ -383,22 +383,15 @@ describe('invoiceStats is exact and fresh (local lake)', { skip }, () => {
     };
 
     // Both pages asked again and again are replayed, each answer at a later moment than the one
-    // before. A wrong answer ends the loop and fails the test (eventually retries what throws).
+    // before; a wrong answer fails at once (repeatUntil).
     let previous = await askBoth('first asked');
-    let wrong: unknown;
-    await eventually(async () => {
+    await repeatUntil(async () => {
       const start = await replays();
-      try {
-        const asOfs = await askBoth('asked until replayed');
-        asOfs.forEach((asOf, i) => assert.ok(asOf > previous[i]!, `asOf ${asOf} after ${previous[i]}`));
-        previous = asOfs;
-      } catch (err) {
-        wrong ??= err;
-        return true;
-      }
+      const asOfs = await askBoth('asked until replayed');
+      asOfs.forEach((asOf, i) => assert.ok(asOf > previous[i]!, `asOf ${asOf} after ${previous[i]}`));
+      previous = asOfs;
       return (await replays()).replayed === start.replayed + 2;
     }, 'both pages replayed', 30_000);
-    assert.equal(wrong, undefined);
 
     // An invoice of the second page's first receiver changes amount: its replay is refused, and
     // both pages are answered again, equal to Postgres, then replayed at the new version.
@@ -411,12 +404,11 @@ describe('invoiceStats is exact and fresh (local lake)', { skip }, () => {
     const before = await replays();
     await askBoth('after the change');
     assert.ok((await replays()).stale >= before.stale + 1, 'the replay was refused once the invoice changed');
-    await eventually(async () => {
+    await repeatUntil(async () => {
       const start = await replays();
-      const answered = await askBoth('asked until replayed at the new version').then(() => true, (err: unknown) => (wrong ??= err, false));
-      return !answered || (await replays()).replayed === start.replayed + 2;
+      await askBoth('asked until replayed at the new version');
+      return (await replays()).replayed === start.replayed + 2;
     }, 'both pages replayed again after the change', 30_000);
-    assert.equal(wrong, undefined);
   });
 
   it('asks Postgres for a few quiet customers, the lake for busy ones and for all, with the same figures', async () => {
@@ -571,22 +563,19 @@ describe('invoiceStats is exact and fresh (local lake)', { skip }, () => {
     // Other test files write WAL meanwhile (a bulk load keeps it unflushed for its whole length),
     // and a snapshot that finds it not yet flushed writes its barrier: asked until one does not.
     before = await barriers();
-    let wrong: unknown;
-    await eventually(async () => {
+    await repeatUntil(async () => {
       await side.sql.query(`INSERT INTO invoices (issue_date, issuer_id, receiver_id, amount_usd) VALUES (now(), $1, 2, 1.00)`, [quiet!.id]);
-      await exact('a query right after an insert').catch((err: unknown) => (wrong ??= err));
+      await exact('a query right after an insert');
       const now = since(before, await barriers());
-      return wrong !== undefined || now.recorded! + now.decoded! >= 1;
+      return now.recorded! + now.decoded! >= 1;
     }, 'a query right after an insert passing its barrier without a write', 30_000);
-    assert.equal(wrong, undefined);
 
     // With the WAL quiet, the feed has recorded past a snapshot before it begins: the change list is read in it.
     before = await barriers();
-    await eventually(async () => {
-      await exact('a query with nothing committed just before').catch((err: unknown) => (wrong ??= err));
-      return wrong !== undefined || since(before, await barriers()).recorded! >= 1;
+    await repeatUntil(async () => {
+      await exact('a query with nothing committed just before');
+      return since(before, await barriers()).recorded! >= 1;
     }, 'a query whose change list was read in its own snapshot', 30_000);
-    assert.equal(wrong, undefined);
   });
 
   it('says in /metrics where each query spent its time, stage by stage', async () => {
@@ -809,14 +798,11 @@ describe('the S3 lake (a real S3 protocol server)', { skip }, () => {
         assert.deepEqual(answer.data!.invoiceStats.rows, (await directStats(remote.sql, 'ISSUER', 12, 'TOTAL')).slice(0, 10), label);
       };
       await ask('first asked');
-      let wrong: unknown;
-      await eventually(async () => {
+      await repeatUntil(async () => {
         const [replayed, written] = [await count(metrics.analyticsLakeReplays, { outcome: 'replayed' }), await count(metrics.analyticsBarriers, { kind: 'written' })];
-        // A wrong answer ends the loop and fails the test (eventually retries what throws).
-        if (!(await ask('asked until replayed').then(() => true, (err: unknown) => (wrong ??= err, false)))) return true;
+        await ask('asked until replayed');
         return (await count(metrics.analyticsLakeReplays, { outcome: 'replayed' })) === replayed! + 1 && (await count(metrics.analyticsBarriers, { kind: 'written' })) === written! + 1;
       }, 'a replay proven through a barrier it wrote', 30_000);
-      assert.equal(wrong, undefined);
       // An invoice of the top issuer changes (recorded by the other gateway's feed): not replayed, Postgres's figures.
       const [top] = await directStats(remote.sql, 'ISSUER', 12, 'TOTAL');
       await remote.sql.query(
