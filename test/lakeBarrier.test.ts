@@ -6,7 +6,7 @@ import { memoryLogger } from './fixtures/gateway.js';
 import { eventually } from './fixtures/eventually.js';
 import { createDatabase, type Database } from '../sources/postgres/database.js';
 import { finalizeExport } from '../sources/postgres/lakeExportStore.js';
-import { changesSelect, createLakeStore, WAL_POSITION, createRecordedPosition, decodedEnd, PASSIVE_WAIT_MS, UNFLUSHED_WAIT_BYTES, UNFLUSHED_WAIT_MS, type LakeStore, type RecordedPosition, type WalPosition } from '../sources/postgres/lakeStore.js';
+import { changesSelect, versionColumns, createLakeStore, WAL_POSITION, createRecordedPosition, decodedEnd, PASSIVE_WAIT_MS, UNFLUSHED_WAIT_BYTES, UNFLUSHED_WAIT_MS, type LakeStore, type RecordedPosition, type WalPosition } from '../sources/postgres/lakeStore.js';
 import { formatLsn, parseLsn } from '../sources/postgres/replication.js';
 import { createStatsStore } from '../sources/postgres/statsStore.js';
 import { deadlineIn } from '../core/deadline.js';
@@ -82,6 +82,36 @@ describe('the lake barrier', { skip }, () => {
       assert.equal((await queries.version(await snapshotNow())).version, seenNow.version);
     } finally {
       late.release();
+    }
+  });
+
+  it('says a snapshot does not see a change of a transaction that began after it', async () => {
+    const queries = createLakeStore(db, createRecordedPosition());
+    const snapshotNow = async () => (await db.query<{ snapshot: string }>({ name: 'test_snapshot', text: 'SELECT pg_current_snapshot()::text AS snapshot' }))[0]!.snapshot;
+    const before = await snapshotNow();
+    // Its xid is at or past the snapshot's xmax, in no xip list.
+    const { rows: [{ xid }] } = await db.pool.query<{ xid: string }>(`SELECT (pg_current_xact_id()::text::bigint & 4294967295)::text AS xid`);
+    await queries.record([{ invoiceId: '434343', changed: false, xid: Number(xid) }], await currentLsn());
+    assert.equal((await queries.version(before)).seenBySnapshot, false);
+    assert.equal((await queries.version(await snapshotNow())).seenBySnapshot, true);
+  });
+
+  it('asks whether a snapshot sees every change through the xid index, with 10,000 changes recorded and never analyzed', async () => {
+    const client = await db.pool.connect();
+    try {
+      await client.query('BEGIN');
+      // Running while the snapshot below is taken, as a long transaction would be: its xmin stays
+      // below every change, and the xip list names it.
+      await client.query(`INSERT INTO lake_changes (invoice_id, changed, xid) SELECT 8000000 + g, false, pg_current_xact_id() FROM generate_series(1, 10000) g`);
+      const { rows: [plan] } = await client.query<{ 'QUERY PLAN': [{ Plan: PlanNode }] }>(
+        `EXPLAIN (FORMAT JSON) SELECT ${versionColumns('pg_current_snapshot()')} FROM (SELECT * FROM lake_state LIMIT 1) s`,
+      );
+      const scans = planNodes(plan!['QUERY PLAN'][0].Plan).filter((node) => node['Relation Name'] === 'lake_changes');
+      assert.ok(scans.length >= 2, 'both probes read lake_changes');
+      assert.deepEqual(scans.filter((node) => !/^Index (Only )?Scan$/.test(node['Node Type'])).map((node) => node['Node Type']), []);
+    } finally {
+      await client.query('ROLLBACK');
+      client.release();
     }
   });
 
@@ -347,3 +377,12 @@ describe('the lake-state pool', { skip }, () => {
     assert.equal((await settings({ genericPlans: true })).plans, 'force_generic_plan');
   });
 });
+
+interface PlanNode {
+  readonly 'Node Type': string;
+  readonly 'Relation Name'?: string;
+  readonly Plans?: readonly PlanNode[];
+}
+
+/** Every node of an EXPLAIN (FORMAT JSON) plan. */
+const planNodes = (node: PlanNode): PlanNode[] => [node, ...(node.Plans ?? []).flatMap(planNodes)];
