@@ -192,6 +192,13 @@ interface GatewayAnswer {
   readonly pages: number;
   /** The client's JSON.parse of the pages' bodies: a part of the wall time no gateway work can remove. */
   readonly parseMs: number;
+  /** Each page's request and the answer's text, as sent and received: what the floor is measured with. */
+  readonly exchanges: readonly Exchange[];
+}
+
+interface Exchange {
+  readonly request: unknown;
+  readonly text: string;
 }
 
 /**
@@ -211,8 +218,11 @@ async function viaGateway(url: string, shape: Shape, spaces = 0): Promise<Gatewa
   let after: string | null = null;
   let pages = 0;
   let parseMs = 0;
+  const exchanges: Exchange[] = [];
   for (;;) {
-    const { status, text } = await postJson(url, { query: STATS_QUERY, variables: { ...shape.variables, after } }, undefined, spaces);
+    const request = { query: STATS_QUERY, variables: { ...shape.variables, after } };
+    const { status, text } = await postJson(url, request, undefined, spaces);
+    exchanges.push({ request, text });
     const parsing = performance.now();
     const body = JSON.parse(text) as { data?: BenchInvoiceStatsQuery | null; errors?: { message: string; extensions?: { code?: string } }[] };
     parseMs += performance.now() - parsing;
@@ -229,7 +239,7 @@ async function viaGateway(url: string, shape: Shape, spaces = 0): Promise<Gatewa
     if (pages >= 1000) throw new Error('more than 1000 pages');
     after = stats.pageInfo.endCursor!;
   }
-  return { rows, engine: [...engines].join('+'), warnings: [...warnings], lakeRows: freshness!.lakeRows, liveRows: freshness!.liveRows, pages, parseMs };
+  return { rows, engine: [...engines].join('+'), warnings: [...warnings], lakeRows: freshness!.lakeRows, liveRows: freshness!.liveRows, pages, parseMs, exchanges };
 }
 
 async function viaPostgres(sql: pg.Pool, shape: Shape): Promise<Row[]> {
@@ -281,6 +291,8 @@ interface Measured {
   readonly computedMs?: number[];
   /** The client's JSON.parse of each timed run's answer (all its pages). */
   readonly parseMs?: number[];
+  /** The same answer's bytes from a server doing nothing else, each page received and parsed by the same client (see bytesFloor). */
+  readonly bytesMs?: number[];
 }
 
 /** The stages of gateway_analytics_stage_seconds, in the order a query passes them. */
@@ -325,7 +337,7 @@ function stageMeans(before: EngineCounters, after: EngineCounters, wallMs: reado
  * Warm once (and check), then `repeat` timed runs alternating gateway and Postgres, each checked;
  * then `warmRuns` gateway-only runs, checked against Postgres's last answer (nothing changes within a pass).
  */
-async function measure(url: string, sql: pg.Pool, shape: Shape, repeat: number, warmRuns: number, suffix = ''): Promise<Measured> {
+async function measure(url: string, sql: pg.Pool, bare: BareServer, shape: Shape, repeat: number, warmRuns: number, suffix = ''): Promise<Measured> {
   const name = shape.name + suffix;
   const gatewayMs: number[] = [];
   const postgresMs: number[] = [];
@@ -339,6 +351,7 @@ async function measure(url: string, sql: pg.Pool, shape: Shape, repeat: number, 
   let stages: StageMeans | undefined;
   const warmMs: number[] = [];
   const computedMs: number[] = [];
+  let bytesMs: number[] = [];
   try {
     let postgresRows: Row[] = [];
     for (let run = 0; run <= repeat; run++) {
@@ -371,6 +384,7 @@ async function measure(url: string, sql: pg.Pool, shape: Shape, repeat: number, 
       computedMs.push(gMs);
       postgresMs.push(pMs);
     }
+    bytesMs = await bytesFloor(bare, last!.exchanges);
   } catch (err) {
     const error = (err as Error).message;
     console.error(`${name}: FAILED: ${error}`);
@@ -379,7 +393,7 @@ async function measure(url: string, sql: pg.Pool, shape: Shape, repeat: number, 
   const engine = [...engines].join('/') + (first && !engines.has(first.engine) ? ` (warm-up: ${first.engine})` : '');
   const result: Measured = {
     name, engine, gatewayMs, postgresMs, equal: mismatch === undefined, mismatch, warnings: [...warnings],
-    lakeRows: last!.lakeRows, liveRows: last!.liveRows, rows: last!.rows.length, pages: last!.pages, firstMs: first!.ms, firstEngine: first!.engine, stages, warmMs, parseMs, computedMs,
+    lakeRows: last!.lakeRows, liveRows: last!.liveRows, rows: last!.rows.length, pages: last!.pages, firstMs: first!.ms, firstEngine: first!.engine, stages, warmMs, parseMs, computedMs, bytesMs,
   };
   console.error(`${name}: gateway ${fmtMs(median(gatewayMs))} ms (${engine}), computed ${fmtMs(median(computedMs))} ms, Postgres ${fmtMs(median(postgresMs))} ms, ${result.rows} rows, ${mismatch ? 'MISMATCH' : 'equal'}`);
   return result;
@@ -409,6 +423,7 @@ export async function analytics(argv: string[]): Promise<void> {
   const sql = new pg.Pool({ connectionString: options.databaseUrl, max: 2 });
   const dataDir = await mkdtemp(path.join(tmpdir(), 'ig-bench-analytics-'));
   let gateway: LakeGateway | undefined;
+  let bare: BareServer | undefined;
   try {
     await restoreSeed(sql, slot, data.maxId);
     const span = await dataSpan(sql);
@@ -425,18 +440,19 @@ export async function analytics(argv: string[]): Promise<void> {
     console.error(`first export: ${JSON.stringify(firstExport)}`);
 
     const transportMs = await transportFloor(gateway.url);
-    const bareMs = await bareHttpFloor();
+    bare = await startBareServer();
+    const bareMs = await transportFloor(bare.url);
     const roundTripMs = await postgresRoundTrip(sql);
     const picks = await pickCustomers(sql);
     const shapes = shapesFor(picks);
     const results: Measured[] = [];
-    for (const shape of shapes) results.push(await measure(gateway.url, sql, shape, options.repeat, options.warmRuns));
+    for (const shape of shapes) results.push(await measure(gateway.url, sql, bare, shape, options.repeat, options.warmRuns));
 
     // Fresh invoices the lake has not seen, then the same shapes at once, without an export.
     const [, insertMs] = await timed(() => insertFresh(sql, options.inserts));
     console.error(`${options.inserts} invoices inserted in ${insertMs.toFixed(0)} ms`);
     const suffix = `, after ${options.inserts.toLocaleString('en-US')} inserts`;
-    for (const shape of shapes) results.push(await measure(gateway.url, sql, shape, options.repeat, options.warmRuns, suffix));
+    for (const shape of shapes) results.push(await measure(gateway.url, sql, bare, shape, options.repeat, options.warmRuns, suffix));
 
     console.error('incremental lake export ...');
     const incremental = await gateway.exportNow(false);
@@ -448,6 +464,7 @@ export async function analytics(argv: string[]): Promise<void> {
     printReport({ options, results, firstExport, incremental, insertMs, afterExport, peakRss, hwmAfterExport, feedCatchUp, transportMs, bareMs, roundTripMs });
   } finally {
     await gateway?.stop().catch(() => undefined);
+    await bare?.stop().catch(() => undefined);
     await restoreSeed(sql, slot, data.maxId).catch((err: Error) => console.error(`could not restore the seeded data: ${err.message}`));
     await sql.end();
     closeHttpClient();
@@ -628,39 +645,59 @@ function printStages(results: readonly Measured[], transportMs: number): void {
 }
 
 /**
- * An estimate (from medians) of what no exact answer over HTTP can go under, per shape: each
- * page's HTTP request (to a bare node:http server), one Postgres round trip per page (only
- * Postgres knows what committed a moment before the query), and the client's JSON.parse of the
- * answer. Beside it, the speed-up a gateway doing no other work would reach, and what 20x
- * Postgres would take.
+ * What no exact answer over HTTP can go under, per shape: the answer's own bytes from a server
+ * doing nothing else, received and parsed by the same client (bytesFloor), and one Postgres round
+ * trip per page (only Postgres knows what committed a moment before the query). Beside it, the
+ * speed-up a gateway doing no other work would reach, and what 20x Postgres would take.
  */
 function printFloors(results: readonly Measured[], transportMs: number, bareMs: number, roundTripMs: number): void {
   console.log(
-    `\nThe floor under each answer (ms; an estimate from medians): per page an empty request's HTTP round trip to a bare node:http server (${fmtMs(bareMs)}; ` +
-      `to this gateway, { __typename }: ${fmtMs(transportMs)}) and one Postgres round trip (SELECT 1: ${fmtMs(roundTripMs)}), ` +
-      'plus the client\'s JSON.parse of the whole answer (median of the timed runs); "speed-up at the floor" is Postgres\'s median ' +
-      'divided by the floor: the most a gateway doing nothing else could reach; "20x needs" is Postgres\'s median divided by 20.\n',
+    `\nThe floor under each answer (ms): "the answer's bytes" is the median of ${FLOOR_RUNS} runs of the gateway's last answer (every page) served again by a bare node:http server ` +
+      `(an empty request to it: ${fmtMs(bareMs)}; to this gateway, { __typename }: ${fmtMs(transportMs)}), each page requested, received and parsed by the same client; ` +
+      `"floor" adds one Postgres round trip per page (SELECT 1: ${fmtMs(roundTripMs)}). "client parse" is the client's JSON.parse in the gateway's timed runs. ` +
+      '"speed-up at the floor" is Postgres\'s median divided by the floor: the most a gateway doing nothing else could reach; "20x needs" is Postgres\'s median divided by 20.\n',
   );
-  console.log('| shape | pages | client parse (answer) | floor | Postgres | speed-up at the floor | 20x needs |');
-  console.log('|---|--:|--:|--:|--:|--:|--:|');
+  console.log('| shape | pages | client parse | the answer\'s bytes | floor | Postgres | speed-up at the floor | 20x needs |');
+  console.log('|---|--:|--:|--:|--:|--:|--:|--:|');
   for (const m of results) {
-    if (!m.parseMs?.length || !m.pages) continue;
-    const parse = median(m.parseMs);
-    const floor = m.pages * (bareMs + roundTripMs) + parse;
+    if (!m.bytesMs?.length || !m.pages) continue;
+    const floor = median(m.bytesMs) + m.pages * roundTripMs;
     const postgres = median(m.postgresMs);
     const ratio = postgres / floor;
-    console.log(`| ${m.name} | ${int(m.pages)} | ${fmtMs(parse)} | ${fmtMs(floor)} | ${fmtMs(postgres)} | ${ratio.toFixed(ratio < 10 ? 2 : 1)}x | ${fmtMs(postgres / 20)} |`);
+    console.log(
+      `| ${m.name} | ${int(m.pages)} | ${fmtMs(median(m.parseMs ?? []))} | ${fmtMs(median(m.bytesMs))} | ${fmtMs(floor)} | ${fmtMs(postgres)} | ${ratio.toFixed(ratio < 10 ? 2 : 1)}x | ${fmtMs(postgres / 20)} |`,
+    );
   }
 }
 
-/** A bare node:http server (its own process) answering every request with an empty query's answer. */
-const BARE_SERVER = `require('node:http').createServer((req, res) => {
-  req.resume();
-  req.on('end', () => res.writeHead(200, { 'content-type': 'application/json' }).end('{"data":{"__typename":"Query"}}\\n'));
+/**
+ * A bare node:http server (its own process): answers every request with the next of the texts it
+ * was last given (PUT /texts, a JSON array; at first an empty query's answer), in turn.
+ */
+const BARE_SERVER = `let texts = [Buffer.from('{"data":{"__typename":"Query"}}\\n')], next = 0;
+require('node:http').createServer((req, res) => {
+  const chunks = [];
+  req.on('data', (chunk) => chunks.push(chunk));
+  req.on('end', () => {
+    if (req.method === 'PUT') {
+      texts = JSON.parse(Buffer.concat(chunks).toString('utf8')).map((text) => Buffer.from(text, 'utf8'));
+      next = 0;
+      res.writeHead(204).end();
+      return;
+    }
+    const body = texts[next++ % texts.length];
+    res.writeHead(200, { 'content-type': 'application/json', 'content-length': body.length }).end(body);
+  });
 }).listen(Number(process.env.PORT), '127.0.0.1');`;
 
-/** Median of empty queries as transportFloor sends them, to a bare node:http server: what HTTP alone costs. */
-async function bareHttpFloor(): Promise<number> {
+interface BareServer {
+  readonly url: string;
+  /** The texts to answer with from now on, in turn. */
+  load(texts: readonly string[]): Promise<void>;
+  stop(): Promise<void>;
+}
+
+async function startBareServer(): Promise<BareServer> {
   const port = await freePort();
   const url = `http://127.0.0.1:${port}/graphql`;
   const server = await startChildServer({
@@ -669,12 +706,36 @@ async function bareHttpFloor(): Promise<number> {
     env: { PORT: String(port) },
     ready: () => fetch(url, { method: 'POST', signal: AbortSignal.timeout(1000) }).then(async (r) => (await r.arrayBuffer(), r.ok), () => false),
   });
-  try {
-    return await transportFloor(url);
-  } finally {
-    await server.stop();
-  }
+  return {
+    url,
+    async load(texts) {
+      const response = await fetch(url, { method: 'PUT', body: JSON.stringify(texts) });
+      if (response.status !== 204) throw new Error(`the bare server answered HTTP ${response.status} to its texts`);
+    },
+    stop: () => server.stop(),
+  };
 }
+
+/**
+ * The floor under an answer, measured: its pages' exact bytes from the bare server, each page's
+ * request sent and its answer received and parsed by the same client as the gateway's, FLOOR_RUNS
+ * times. Only the Postgres round trip per page that exactness needs is missing (printFloors adds it).
+ */
+async function bytesFloor(bare: BareServer, exchanges: readonly Exchange[]): Promise<number[]> {
+  await bare.load(exchanges.map((e) => e.text));
+  const ms: number[] = [];
+  for (let run = -FLOOR_WARM_UP; run < FLOOR_RUNS; run++) {
+    const [, took] = await timed(async () => {
+      for (const { request } of exchanges) JSON.parse((await postJson(bare.url, request)).text);
+    });
+    if (run >= 0) ms.push(took);
+  }
+  return ms;
+}
+
+/** Runs of bytesFloor, after a few untimed: a small answer's median needs more than the timed runs' few. */
+const FLOOR_RUNS = 20;
+const FLOOR_WARM_UP = 3;
 
 /** Median ms of `runs` calls of `once`, after 20 untimed to warm up. */
 async function medianMs(once: () => Promise<unknown>, runs = 200): Promise<number> {
