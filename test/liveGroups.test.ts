@@ -133,10 +133,10 @@ describe('live groups of a page in customer order', { skip }, () => {
           const q = query('issuer', 'MONTH', 6, null);
           const label = `${scope}${upTo === undefined ? '' : `, up to ${upTo}`}`;
           const early = snapshot.freshGroups(highest, q, scope, upTo);
-          assert.deepEqual(await early, await snapshot.liveGroups({ above: highest, ids: [] }, q, scope, upTo), label);
+          assert.deepEqual(unordered(await early), unordered(await snapshot.liveGroups({ above: highest, ids: [] }, q, scope, upTo)), label);
           assert.ok((await early).invoices > 0, `${label}: fresh invoices`);
           const withListed = await snapshot.liveGroups({ above: highest, ids: listed }, q, scope, upTo, early);
-          assert.deepEqual(withListed, await snapshot.liveGroups({ above: highest, ids: listed }, q, scope, upTo), `${label}, with listed changes`);
+          assert.deepEqual(unordered(withListed), unordered(await snapshot.liveGroups({ above: highest, ids: listed }, q, scope, upTo)), `${label}, with listed changes`);
         }
       }
     });
@@ -148,3 +148,9 @@ describe('live groups of a page in customer order', { skip }, () => {
     });
   });
 });
+
+/**
+ * Live groups with their records in one order: a read of all groups aggregates them in the
+ * order its plan gives (DuckDB and mergePage merge them by key), and a plan can change between two reads.
+ */
+const unordered = (groups: LiveGroups): LiveGroups => ({ ...groups, records: groups.records.split(',').sort().join(',') });
