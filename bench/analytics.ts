@@ -296,7 +296,7 @@ interface Measured {
 }
 
 /** The stages of gateway_analytics_stage_seconds, in the order a query passes them. */
-const STAGES = ['snapshot', 'barrier', 'changes', 'live', 'lake', 'postgres', 'commit'] as const;
+const STAGES = ['snapshot', 'barrier', 'changes', 'live', 'lake', 'postgres'] as const;
 
 /** Sums (seconds) and counts of the gateway's analytics histograms, as /metrics reads at one moment. */
 interface EngineCounters {

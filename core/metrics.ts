@@ -210,7 +210,7 @@ export class Metrics {
     name: 'gateway_analytics_stage_seconds',
     help:
       'Where invoiceStats and joined queries spend their time, by stage: snapshot (the Postgres transaction and window), barrier (waiting for the feed to record every earlier change), ' +
-      'changes (what the lake lacks), live (fresh invoices read from Postgres), lake (DuckDB: the lake\u2019s groups, or a joined query\u2019s join), postgres (Postgres answering alone), commit',
+      'changes (what the lake lacks), live (fresh invoices read from Postgres), lake (DuckDB: the lake\u2019s groups, or a joined query\u2019s join), postgres (Postgres answering alone)',
     labelNames: ['stage'] as const,
     buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10],
     registers: [this.registry],

@@ -6,6 +6,7 @@ import { memoryLogger, startTestGateway, type TestGateway } from './fixtures/gat
 import { createStatsStore } from '../sources/postgres/statsStore.js';
 import { deadlineIn } from '../core/deadline.js';
 import { startTcpProxy, type TcpProxy } from './fixtures/network.js';
+import { eventually } from './fixtures/eventually.js';
 import { CustomerByIdDocument, InvoiceByIdDocument } from './generated/graphql.js';
 
 const skip = await missingServices('postgres');
@@ -57,20 +58,38 @@ describe('Postgres failures reach clients as clear, masked errors', { skip }, ()
     assert.equal(await readyz(), 200);
   });
 
-  it('an analytics snapshot whose connection is lost before its COMMIT is SERVICE_UNAVAILABLE', async () => {
+  it('an analytics snapshot whose connection is lost after its reads answers, and its connection is not pooled again', async () => {
+    const { logger, logs } = memoryLogger();
+    const stats = createStatsStore(gw.gateway.db, logger);
+    try {
+      // Read in the snapshot before the loss: the answer is settled; only its COMMIT fails.
+      const answer = await stats.withSnapshot(3, async ({ window }) => {
+        assert.ok(window.from, 'the snapshot read its window');
+        await proxy.cut();
+        return window.from;
+      }, deadlineIn(30_000));
+      assert.match(answer, /^\d{4}-\d{2}-01T00:00:00Z$/);
+      await eventually(() => logs.some((l) => l.msg === 'an answered analytics snapshot failed to commit'), 'the failed COMMIT logged');
+    } finally {
+      await proxy.restore();
+    }
+    // The lost connection was not pooled again: the next snapshot gets a working one.
+    assert.equal(await stats.withSnapshot(3, async () => 'read', deadlineIn(30_000)), 'read');
+  });
+
+  it('an analytics snapshot whose connection is lost during its reads is SERVICE_UNAVAILABLE', async () => {
     const stats = createStatsStore(gw.gateway.db, memoryLogger().logger);
     try {
       await assert.rejects(
-        stats.withSnapshot(3, async ({ window }) => {
-          assert.ok(window.from, 'the snapshot read its window');
+        stats.withSnapshot(3, async (snapshot) => {
           await proxy.cut();
+          return snapshot.unknownInvoices(['1']);
         }, deadlineIn(30_000)),
         (err: { code?: string }) => err.code === 'SERVICE_UNAVAILABLE',
       );
     } finally {
       await proxy.restore();
     }
-    // The lost connection was not pooled again: the next snapshot gets a working one.
     assert.equal(await stats.withSnapshot(3, async () => 'read', deadlineIn(30_000)), 'read');
   });
 

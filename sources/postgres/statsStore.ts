@@ -426,8 +426,14 @@ export function createStatsStore(db: Database, logger: Logger): StatsStore {
       return row!;
     },
 
-    async withSnapshot(months, work, deadline, lake = NO_SNAPSHOT_LAKE) {
-      return db.withClient(async (client) => {
+    withSnapshot(months, work, deadline, lake = NO_SNAPSHOT_LAKE) {
+      // The answer is settled once `work` is: it goes out while COMMIT (of a read-only
+      // transaction, which changes nothing) ends the snapshot, the connection held until it has.
+      // That round trip was up to 1.6 ms of a 15 ms first page after 10,000 inserts at 10M.
+      let answer!: (result: Awaited<ReturnType<typeof work>>) => void;
+      const answered = new Promise<Awaited<ReturnType<typeof work>>>((resolve) => (answer = resolve));
+      let settled = false;
+      const held = db.withClient(async (client) => {
         const inTime = (name: string) => {
           if (deadline.remainingMs() > 0) return;
           logger.warn({ statement: name }, 'analytics query past its time limit before the statement');
@@ -499,6 +505,8 @@ export function createStatsStore(db: Database, logger: Logger): StatsStore {
                 ...positionValues(query.after),
               ]),
           });
+          settled = true;
+          answer(result);
           await command('snapshot_commit', 'COMMIT', { inTime: false });
           return result;
         } catch (err) {
@@ -506,6 +514,9 @@ export function createStatsStore(db: Database, logger: Logger): StatsStore {
           throw err;
         }
       }, { signal: deadline.signal });
+      // Failing after the answer, COMMIT costs only its connection (withClient drops a broken one).
+      held.catch((err: unknown) => settled && logger.warn({ err }, 'an answered analytics snapshot failed to commit'));
+      return Promise.race([answered, held]);
     },
   };
 }
