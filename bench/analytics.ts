@@ -291,8 +291,8 @@ interface Measured {
   readonly computedMs?: number[];
   /** The client's JSON.parse of each timed run's answer (all its pages). */
   readonly parseMs?: number[];
-  /** The same answer's bytes from a server doing nothing else, each page received and parsed by the same client (see bytesFloor). */
-  readonly bytesMs?: number[];
+  /** The median of the same answer's bytes from a server doing nothing else, each page received and parsed by the same client (see bytesFloor). */
+  readonly bytesMs?: number;
 }
 
 /** The stages of gateway_analytics_stage_seconds, in the order a query passes them. */
@@ -351,7 +351,7 @@ async function measure(url: string, sql: pg.Pool, bare: BareServer, shape: Shape
   let stages: StageMeans | undefined;
   const warmMs: number[] = [];
   const computedMs: number[] = [];
-  let bytesMs: number[] = [];
+  let bytesMs: number | undefined;
   try {
     let postgresRows: Row[] = [];
     for (let run = 0; run <= repeat; run++) {
@@ -660,19 +660,19 @@ function printFloors(results: readonly Measured[], transportMs: number, bareMs: 
   console.log('| shape | pages | client parse | the answer\'s bytes | floor | Postgres | speed-up at the floor | 20x needs |');
   console.log('|---|--:|--:|--:|--:|--:|--:|--:|');
   for (const m of results) {
-    if (!m.bytesMs?.length || !m.pages) continue;
-    const floor = median(m.bytesMs) + m.pages * roundTripMs;
+    if (m.bytesMs === undefined || !m.pages) continue;
+    const floor = m.bytesMs + m.pages * roundTripMs;
     const postgres = median(m.postgresMs);
     const ratio = postgres / floor;
     console.log(
-      `| ${m.name} | ${int(m.pages)} | ${fmtMs(median(m.parseMs ?? []))} | ${fmtMs(median(m.bytesMs))} | ${fmtMs(floor)} | ${fmtMs(postgres)} | ${ratio.toFixed(ratio < 10 ? 2 : 1)}x | ${fmtMs(postgres / 20)} |`,
+      `| ${m.name} | ${int(m.pages)} | ${fmtMs(median(m.parseMs ?? []))} | ${fmtMs(m.bytesMs)} | ${fmtMs(floor)} | ${fmtMs(postgres)} | ${ratio.toFixed(ratio < 10 ? 2 : 1)}x | ${fmtMs(postgres / 20)} |`,
     );
   }
 }
 
 /**
  * A bare node:http server (its own process): answers every request with the next of the texts it
- * was last given (PUT /texts, a JSON array; at first an empty query's answer), in turn.
+ * was last given (a PUT of a JSON array; at first an empty query's answer), in turn.
  */
 const BARE_SERVER = `let texts = [Buffer.from('{"data":{"__typename":"Query"}}\\n')], next = 0;
 require('node:http').createServer((req, res) => {
@@ -717,29 +717,24 @@ async function startBareServer(): Promise<BareServer> {
 }
 
 /**
- * The floor under an answer, measured: its pages' exact bytes from the bare server, each page's
- * request sent and its answer received and parsed by the same client as the gateway's, FLOOR_RUNS
- * times. Only the Postgres round trip per page that exactness needs is missing (printFloors adds it).
+ * The floor under an answer, measured: the median of its pages' exact bytes from the bare server,
+ * each page's request sent and its answer received and parsed by the same client as the
+ * gateway's, FLOOR_RUNS times (after 3 untimed: an answer of ten 1.3 MB pages takes about 200 ms
+ * a run). Only the Postgres round trip per page that exactness needs is missing (printFloors adds it).
  */
-async function bytesFloor(bare: BareServer, exchanges: readonly Exchange[]): Promise<number[]> {
+async function bytesFloor(bare: BareServer, exchanges: readonly Exchange[]): Promise<number> {
   await bare.load(exchanges.map((e) => e.text));
-  const ms: number[] = [];
-  for (let run = -FLOOR_WARM_UP; run < FLOOR_RUNS; run++) {
-    const [, took] = await timed(async () => {
-      for (const { request } of exchanges) JSON.parse((await postJson(bare.url, request)).text);
-    });
-    if (run >= 0) ms.push(took);
-  }
-  return ms;
+  return medianMs(async () => {
+    for (const { request } of exchanges) JSON.parse((await postJson(bare.url, request)).text);
+  }, FLOOR_RUNS, 3);
 }
 
-/** Runs of bytesFloor, after a few untimed: a small answer's median needs more than the timed runs' few. */
+/** Runs of bytesFloor: a small answer's median needs more than the timed runs' few. */
 const FLOOR_RUNS = 20;
-const FLOOR_WARM_UP = 3;
 
-/** Median ms of `runs` calls of `once`, after 20 untimed to warm up. */
-async function medianMs(once: () => Promise<unknown>, runs = 200): Promise<number> {
-  for (let i = 0; i < 20; i++) await once();
+/** Median ms of `runs` calls of `once`, after `warmUp` untimed. */
+async function medianMs(once: () => Promise<unknown>, runs = 200, warmUp = 20): Promise<number> {
+  for (let i = 0; i < warmUp; i++) await once();
   const ms: number[] = [];
   for (let i = 0; i < runs; i++) ms.push((await timed(once))[1]);
   return median(ms);

@@ -1,3 +1,5 @@
+import { Deferred } from './deferred.js';
+
 /**
  * One batch window for the whole process, beneath the per-request DataLoaders: the keys every
  * request asks for until the event loop next turns (setImmediate: after the I/O callbacks of this
@@ -74,14 +76,5 @@ export function createBatchWindow<V>(
       if (keys === undefined) inFlight.clear();
       else for (const key of keys) inFlight.delete(key);
     },
-  });
-}
-
-class Deferred<V> {
-  resolve!: (value: V) => void;
-  reject!: (reason: unknown) => void;
-  readonly promise = new Promise<V>((resolve, reject) => {
-    this.resolve = resolve;
-    this.reject = reject;
   });
 }

@@ -100,8 +100,8 @@ describe('the lake barrier', { skip }, () => {
     const client = await db.pool.connect();
     try {
       await client.query('BEGIN');
-      // Running while the snapshot below is taken, as a long transaction would be: its xmin stays
-      // below every change, and the xip list names it.
+      // 10,000 changes in this transaction, never analyzed: the planner knows nothing of them
+      // (lake_changes between two exports). Only planned, not run.
       await client.query(`INSERT INTO lake_changes (invoice_id, changed, xid) SELECT 8000000 + g, false, pg_current_xact_id() FROM generate_series(1, 10000) g`);
       const { rows: [plan] } = await client.query<{ 'QUERY PLAN': [{ Plan: PlanNode }] }>(
         `EXPLAIN (FORMAT JSON) SELECT ${versionColumns('pg_current_snapshot()')} FROM (SELECT * FROM lake_state LIMIT 1) s`,
